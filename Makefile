@@ -1,0 +1,31 @@
+# The two commands a new user types: `make report` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STUDY ?= orca
+
+.PHONY: setup report test lint clean
+
+# torch is installed first, pinned by constraints.txt: on a CPU-only machine with the local
+# CPU wheel pip takes that; elsewhere PyPI's default build (CUDA on Linux) is what a GPU user gets.
+$(BIN)/orca-analysis: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
+	@touch $@
+
+setup: $(BIN)/orca-analysis
+
+report: setup
+	$(BIN)/orca-analysis run $(STUDY)
+	$(BIN)/orca-analysis report $(STUDY)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check orca_analysis tests scripts
+	$(BIN)/ruff format --check orca_analysis tests scripts
+
+clean:
+	rm -rf $(VENV) reports/*/ *.egg-info

@@ -1,0 +1,61 @@
+"""`orca-analysis inspect`: one variant's fidelity and parameters, as JSON or a readable table."""
+
+from __future__ import annotations
+
+import textwrap
+from typing import Any
+
+from .build import fidelity_entries
+from .measure.params import params_summary
+from .study.schema import Study
+
+
+def inspect_variant(study: Study, seq_len: int, batch: int) -> dict[str, Any]:
+    cfg = study.base
+    return {
+        "variant": {
+            "study": study.name,
+            "source": study.source,
+            "seq_len": seq_len,
+            "batch": batch,
+            "config": cfg.as_nested(),
+        },
+        "fidelity": [e.as_dict() for e in fidelity_entries(cfg)],
+        "params": params_summary(cfg),
+    }
+
+
+def _table(rows: list[list[str]], header: list[str], wrap: int = 0) -> str:
+    if wrap:  # wrap the last column so wide explanations stay readable in a terminal
+        rows = [
+            [*r[:-1], line] if i == 0 else [""] * (len(r) - 1) + [line]
+            for r in rows
+            for i, line in enumerate(textwrap.wrap(str(r[-1]), wrap) or [""])
+        ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def render_text(report: dict[str, Any]) -> str:
+    p = report["params"]
+    fid = [[e["flag"], repr(e["value"]), e["status"], e["how"]] for e in report["fidelity"]]
+    comps = ["embedding", "attention", "feedforward", "norm", "logits", "other", "total"]
+    par = [[c, f"{p[c]:,}", f"{p['closed_form'].get(c, 0):,}", f"{p[c] / p['total']:.1%}"] for c in comps]
+    out = [
+        f"variant: {report['variant']['study']} base ({report['variant']['source']})",
+        "",
+        "Fidelity of each flag to the installed x-transformers",
+        _table(fid, ["flag", "value", "status", "how"], wrap=80),
+        "",
+        "Parameters (counter = the library's own count; closed form = formulas/params.py)",
+        _table(par, ["component", "counter", "closed form", "share"]),
+        f"closed form matches counter: {'yes' if p['closed_form_matches'] else 'NO'}; "
+        f"embedding + logits share: {p['embedding_and_logits_share']:.1%}",
+    ]
+    if "deepnorm" in p:
+        out.append(
+            f"DeepNorm realisation: adds {p['deepnorm']['params_added_by_realisation']} parameters; "
+            + p["deepnorm"]["explained"]
+        )
+    return "\n".join(out)

@@ -1,0 +1,104 @@
+"""Render the view model with Jinja2: one self-contained HTML file and a Markdown file."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from markupsafe import Markup
+
+from ..errors import OrcaError
+from ..results import read_results, study_dir
+from ..results.records import Provenance
+from ..study.schema import Study
+from .view import build_view
+
+
+def templates_dir() -> Path:
+    """`templates/` at the repository root (or $ORCA_TEMPLATES)."""
+    here = Path(os.environ.get("ORCA_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
+    if not (here / "report.html.j2").is_file():
+        raise OrcaError(
+            f"report templates not found in {here}: install from the repository (`make setup`) "
+            "or set ORCA_TEMPLATES"
+        )
+    return here
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def fmt_int(x: Any) -> str:
+    return "n/a" if _is_missing(x) else f"{int(round(float(x))):,}"
+
+
+def fmt_millions(x: Any) -> str:
+    return "n/a" if _is_missing(x) else f"{float(x) / 1e6:,.2f} M"
+
+
+def fmt_percent(x: Any, digits: int = 1) -> str:
+    return "n/a" if _is_missing(x) else f"{float(x) * 100:+.{digits}f}%"
+
+
+def fmt_share(x: Any) -> str:
+    return "n/a" if _is_missing(x) else f"{float(x) * 100:.1f}%"
+
+
+def md_cell(x: Any) -> str:
+    """Keep a value inside one Markdown table cell."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def md_escape(x: Any) -> Any:
+    """Markdown output: neutralise raw HTML in user text without HTML-entity noise."""
+    return x.replace("<", "&lt;").replace(">", "&gt;") if isinstance(x, str) else x
+
+
+def environment(markdown: bool = False) -> Environment:
+    options: dict[str, Any] = (
+        {"finalize": md_escape} if markdown else {"autoescape": select_autoescape(["html.j2"])}
+    )
+    env = Environment(
+        loader=FileSystemLoader(templates_dir()),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        **options,
+    )
+    env.filters.update(
+        fmt_int=fmt_int,
+        fmt_millions=fmt_millions,
+        fmt_percent=fmt_percent,
+        fmt_share=fmt_share,
+        md_cell=md_cell,
+    )
+    return env
+
+
+def _provenance(results) -> dict[str, Any]:
+    fields = list(Provenance.__dataclass_fields__)
+    present = [f for f in fields if f in results.columns]
+    return {f: ", ".join(sorted({str(v) for v in results[f].dropna()})) or "unknown" for f in present}
+
+
+def render_report(study: Study, out_root: Path | None = None) -> list[Path]:
+    """Write report.html, report.md and figures/ under reports/<study>/; returns the two reports."""
+    folder = study_dir(study.name, out_root)
+    results = read_results(folder / "results.csv")
+    view = build_view(study, results, _provenance(results))
+    fig_dir = folder / "figures"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    for fig in view["figures"]:
+        (fig_dir / f"{fig.name}.svg").write_text(fig.svg)
+    html_view = {**view, "figures": [{**fig.__dict__, "svg": Markup(fig.svg)} for fig in view["figures"]]}
+    html = folder / "report.html"
+    md = folder / "report.md"
+    html.write_text(environment().get_template("report.html.j2").render(**html_view))
+    md_view = {**view, "figures": [{**fig.__dict__, "svg": ""} for fig in view["figures"]]}
+    md.write_text(environment(markdown=True).get_template("report.md.j2").render(**md_view))
+    return [html, md]

@@ -1,0 +1,117 @@
+"""Tidy result records: one row per measured value, with its method, unit and provenance."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import subprocess
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATUSES = ("ok", "error", "skipped")
+
+
+@dataclass
+class Record:
+    study: str
+    variant_id: str
+    measurement: str  # the module that measured it: "params", "flops", ...
+    metric: str  # what was measured: "total", "attention", ...
+    method: str  # how: "counter", "closed_form", ...
+    value: float | None
+    unit: str
+    seq_len: int | None = None  # None where the value does not depend on the workload
+    batch: int | None = None
+    dtype: str = ""
+    device: str = "cpu"
+    status: str = "ok"
+    error: str = ""
+    swept: dict[str, Any] = field(default_factory=dict)  # dim, depth, heads and every swept flag
+
+
+@dataclass(frozen=True)
+class Provenance:
+    orca_analysis: str
+    torch: str
+    x_transformers: str
+    python: str
+    device_name: str
+    date: str
+    git_commit: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _pkg(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def device_name(device: str = "cpu") -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} CPU x{torch.get_num_threads()} threads"
+
+
+@cache
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def current_provenance(device: str = "cpu") -> Provenance:
+    return Provenance(
+        orca_analysis=_pkg("orca-analysis"),
+        torch=torch.__version__,
+        x_transformers=_pkg("x-transformers"),
+        python=platform.python_version(),
+        device_name=device_name(device),
+        date=_dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        git_commit=git_commit(),
+    )
+
+
+FIXED_COLUMNS = ("study", "variant_id", "dim", "depth", "heads")
+TAIL_COLUMNS = (
+    "seq_len",
+    "batch",
+    "dtype",
+    "device",
+    "measurement",
+    "metric",
+    "method",
+    "value",
+    "unit",
+    "status",
+    "error",
+)
+
+
+def columns(swept_keys: list[str]) -> list[str]:
+    extra = [k for k in swept_keys if k not in FIXED_COLUMNS]
+    prov = list(Provenance.__dataclass_fields__)
+    return [*FIXED_COLUMNS, *extra, *TAIL_COLUMNS, *prov]
+
+
+def to_row(record: Record, provenance: Provenance) -> dict[str, Any]:
+    row = {k: v for k, v in asdict(record).items() if k != "swept"}
+    row.update(record.swept)
+    row.update(provenance.as_dict())
+    return row

@@ -1,0 +1,268 @@
+"""Strict loading of study files: parse YAML -> check every key and value -> Study.
+
+Every problem is collected and reported as one line naming the file, the line and the fix;
+nothing is silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import StudyError
+from ..measure import KNOWN_MEASUREMENTS
+from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
+from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
+
+BUILTIN_DIR = Path(__file__).parent / "studies"
+TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements")
+SWEEP_KEYS = ("mode", "axes")
+WORKLOAD_KEYS = ("seq_lens", "batch_sizes", "dtype")
+
+
+def builtin_studies() -> list[str]:
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.yaml"))
+
+
+def find_study(ref: str) -> Path:
+    """A path to a YAML file, or the name of a built-in study."""
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or "/" in ref:
+        if not path.is_file():
+            raise StudyError(f"study file not found: {ref}")
+        return path
+    builtin = BUILTIN_DIR / f"{ref}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise StudyError(
+        f"no study named '{ref}': not a file, and the built-in studies are "
+        f"{', '.join(builtin_studies())}{did_you_mean(ref, builtin_studies())}"
+    )
+
+
+def load_study(ref: str = "orca", overrides: list[str] | tuple[str, ...] = ()) -> Study:
+    path = find_study(ref)
+    raw = path.read_bytes()
+    source = f"builtin:{path.stem}" if path.parent == BUILTIN_DIR else str(path)
+    data, lines = _parse(raw.decode("utf-8", errors="replace"), source)
+    return _StudyReader(source, lines).read(data, hashlib.sha256(raw).hexdigest(), overrides)
+
+
+def _parse(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "unknown line"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise StudyError(f"{source}: {where}: malformed YAML: {problem}") from None
+    lines: dict[tuple, int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: yaml.Node | None, path: tuple, out: dict[tuple, int]) -> None:
+    if node is None:
+        return
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = (*path, key_node.value)
+            _index_lines(value_node, key, out)
+            out[key] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, i), out)
+
+
+class _StudyReader:
+    """Reads parsed YAML into a Study, collecting every problem before raising."""
+
+    def __init__(self, source: str, lines: dict[tuple, int]):
+        self.source, self.lines, self.problems = source, lines, []
+
+    def problem(self, path: tuple, text: str) -> None:
+        line = self.lines.get(path) or self.lines.get(path[:-1]) or 1
+        self.problems.append(f"{self.source}: line {line}: {text}")
+
+    def read(self, data: Any, sha: str, overrides: list[str] | tuple[str, ...]) -> Study:
+        if not isinstance(data, dict):
+            raise StudyError(
+                f"{self.source}: line 1: a study must be a mapping with keys {', '.join(TOP_KEYS)}"
+            )
+        self.unknown_keys(data, TOP_KEYS, ())
+        for key in ("base", "workloads"):
+            if key not in data:
+                self.problem((), f"missing required key '{key}'")
+        base = self.read_base(data.get("base") or {})
+        base = self.apply_overrides(base, overrides)
+        sweep = self.read_sweep(data.get("sweep") or {})
+        workloads = self.read_workloads(data.get("workloads") or {})
+        measurements = self.read_measurements(data.get("measurements", ["params"]))
+        name = data.get("name") or Path(self.source.removeprefix("builtin:")).stem
+        if not isinstance(name, str):
+            self.problem(("name",), f"'name' must be a string, got {name!r}")
+        study = Study(
+            str(name),
+            str(data.get("description", "")),
+            base,
+            sweep,
+            workloads,
+            measurements,
+            self.source,
+            sha,
+        )
+        if not self.problems:
+            self.check_variants(study)
+        if self.problems:
+            raise StudyError(self.problems)
+        return study
+
+    def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], path: tuple) -> None:
+        for key in mapping:
+            if key not in allowed:
+                where = ".".join(map(str, path)) or "the top level"
+                self.problem(
+                    (*path, key),
+                    f"unknown key '{key}' in {where}{did_you_mean(str(key), list(allowed))}"
+                    f" (allowed: {', '.join(allowed)})",
+                )
+
+    def setting(self, name: str, value: Any, path: tuple) -> tuple[tuple[str, str], Any] | None:
+        try:
+            spec = resolve(str(name))
+        except KeyError as exc:
+            self.problem(path, exc.args[0])
+            return None
+        bad = check_value(spec, value)
+        if bad:
+            self.problem(path, bad)
+            return None
+        return (spec.home, spec.key), value
+
+    def read_base(self, base: Any) -> ModelConfig:
+        if not isinstance(base, dict):
+            self.problem(("base",), "'base' must be a mapping of x-transformers keyword arguments")
+            return ModelConfig({}, {})
+        values: dict[tuple[str, str], Any] = {}
+        for key, value in base.items():
+            if key == LAYERS:
+                if not isinstance(value, dict):
+                    self.problem(("base", key), f"'{LAYERS}' must be a mapping of Decoder keyword arguments")
+                    continue
+                for k, v in value.items():
+                    got = self.setting(f"{LAYERS}.{k}", v, ("base", key, k))
+                    if got:
+                        values[got[0]] = got[1]
+                continue
+            got = self.setting(key, value, ("base", key))
+            if got:
+                values[got[0]] = got[1]
+        return ModelConfig({}, {}).with_values(values)
+
+    def apply_overrides(self, base: ModelConfig, overrides: list[str] | tuple[str, ...]) -> ModelConfig:
+        values = {}
+        for item in overrides:
+            key, sep, text = item.partition("=")
+            if not sep or not key:
+                self.problems.append(f"--set {item}: expected KEY=VALUE, e.g. --set depth=12")
+                continue
+            try:
+                value = yaml.safe_load(text)
+            except yaml.YAMLError:
+                value = text
+            before = len(self.problems)
+            got = self.setting(key.strip(), value, ())
+            if got:
+                values[got[0]] = got[1]
+            for i in range(before, len(self.problems)):  # name the flag, not a file line
+                self.problems[i] = f"--set {item}: " + self.problems[i].split(": ", 2)[-1]
+        return base.with_values(values)
+
+    def read_sweep(self, sweep: Any) -> Sweep:
+        if not isinstance(sweep, dict):
+            self.problem(("sweep",), "'sweep' must be a mapping with 'mode' and 'axes'")
+            return Sweep()
+        self.unknown_keys(sweep, SWEEP_KEYS, ("sweep",))
+        mode = sweep.get("mode", "one_at_a_time")
+        if mode not in SWEEP_MODES:
+            self.problem(
+                ("sweep", "mode"), f"sweep mode must be one of {', '.join(SWEEP_MODES)}, got {mode!r}"
+            )
+        axes_in = sweep.get("axes") or {}
+        if not isinstance(axes_in, dict):
+            self.problem(("sweep", "axes"), "'sweep.axes' must map a key to a list of values")
+            return Sweep(mode, {})
+        axes: dict[tuple[str, str], list[Any]] = {}
+        for name, values in axes_in.items():
+            path = ("sweep", "axes", name)
+            if not isinstance(values, list):
+                self.problem(path, f"sweep axis '{name}' must be a list of values, got {values!r}")
+                continue
+            if not values:
+                self.problem(path, f"sweep axis '{name}' is empty: give at least one value or remove it")
+                continue
+            keys = [self.setting(name, v, (*path, i)) for i, v in enumerate(values)]
+            if all(keys):
+                axes[keys[0][0]] = [v for _, v in keys]
+        return Sweep(mode, axes)
+
+    def read_workloads(self, wl: Any) -> Workloads:
+        if not isinstance(wl, dict):
+            self.problem(("workloads",), "'workloads' must be a mapping with seq_lens, batch_sizes, dtype")
+            return Workloads([], [])
+        self.unknown_keys(wl, WORKLOAD_KEYS, ("workloads",))
+        lists = {}
+        for key in ("seq_lens", "batch_sizes"):
+            values = wl.get(key)
+            path = ("workloads", key)
+            if not isinstance(values, list) or not values:
+                self.problem(path, f"'workloads.{key}' must be a non-empty list of positive integers")
+                values = []
+            elif not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+                self.problem(path, f"'workloads.{key}' must hold positive integers, got {values!r}")
+                values = []
+            lists[key] = values
+        dtype = wl.get("dtype", "float32")
+        if dtype not in DTYPES:
+            self.problem(
+                ("workloads", "dtype"),
+                f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}"
+                f"{did_you_mean(str(dtype), list(DTYPES))}",
+            )
+        return Workloads(lists["seq_lens"], lists["batch_sizes"], dtype)
+
+    def read_measurements(self, names: Any) -> list[str]:
+        if not isinstance(names, list) or not names:
+            self.problem(("measurements",), "'measurements' must be a non-empty list, e.g. [params]")
+            return []
+        for i, name in enumerate(names):
+            if name not in KNOWN_MEASUREMENTS:
+                self.problem(
+                    ("measurements", i),
+                    f"unknown measurement '{name}'"
+                    f"{did_you_mean(str(name), list(KNOWN_MEASUREMENTS))}"
+                    f" (available: {', '.join(KNOWN_MEASUREMENTS)})",
+                )
+        return list(names)
+
+    def check_variants(self, study: Study) -> None:
+        for variant in study.variants():
+            where = ("base",) if variant.variant_id == "base" else ("sweep", "axes")
+            label = "base" if variant.variant_id == "base" else f"variant '{variant.variant_id}'"
+            for text in physical_problems(variant.config):
+                self.problem(where, f"{label}: {text}")
+            too_long = [s for s in study.workloads.seq_lens if s > variant.config.max_seq_len]
+            if too_long:
+                self.problem(
+                    ("workloads", "seq_lens"),
+                    f"{label}: sequence length {too_long[0]} exceeds "
+                    f"max_seq_len {variant.config.max_seq_len}",
+                )
+
+
+__all__ = ["load_study", "find_study", "builtin_studies", "WRAPPER", "LAYERS"]
