@@ -6,13 +6,14 @@ import textwrap
 from typing import Any
 
 from .build import fidelity_entries
-from .measure.params import params_summary
+from .measure import MEASUREMENTS
 from .study.schema import Study
 
 
 def inspect_variant(study: Study, seq_len: int, batch: int) -> dict[str, Any]:
+    """`variant`, `fidelity`, then one key per registered measurement that has a summary."""
     cfg = study.base
-    return {
+    report: dict[str, Any] = {
         "variant": {
             "study": study.name,
             "source": study.source,
@@ -21,8 +22,11 @@ def inspect_variant(study: Study, seq_len: int, batch: int) -> dict[str, Any]:
             "config": cfg.as_nested(),
         },
         "fidelity": [e.as_dict() for e in fidelity_entries(cfg)],
-        "params": params_summary(cfg),
     }
+    for name, measurement in MEASUREMENTS.items():
+        if measurement.summary is not None:
+            report[name] = measurement.summary(cfg, seq_len, batch)
+    return report
 
 
 def _table(rows: list[list[str]], header: list[str], wrap: int = 0) -> str:
@@ -58,4 +62,7 @@ def render_text(report: dict[str, Any]) -> str:
             f"DeepNorm realisation: adds {p['deepnorm']['params_added_by_realisation']} parameters; "
             + p["deepnorm"]["explained"]
         )
+    for name, measurement in MEASUREMENTS.items():
+        if name != "params" and name in report and measurement.summary_text is not None:
+            out += ["", measurement.summary_text(report[name])]
     return "\n".join(out)

@@ -7,19 +7,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from .errors import OrcaError
-from .measure.params import measure_params
+from .measure import MEASUREMENTS
 from .results import Record, ResultsWriter, current_provenance, study_dir
 from .study.schema import Study, Variant
-
-MeasureFn = Callable[[Variant, Study], list[Record]]
-
-MEASURE_FNS: dict[str, MeasureFn] = {
-    "params": measure_params,
-}
 
 
 def _failure(variant: Variant, study: Study, measurement: str, exc: BaseException) -> Record:
@@ -51,7 +44,7 @@ def run_study(study: Study, out_root: Path | None = None, log=sys.stderr) -> Pat
         for i, (variant, name) in enumerate(jobs, 1):
             start = time.perf_counter()
             try:
-                records = MEASURE_FNS[name](variant, study)
+                records = MEASUREMENTS[name].fn(variant, study)
                 status = "ok"
             except KeyboardInterrupt:
                 print(f"interrupted: {i - 1} of {len(jobs)} measurements kept in {out}", file=log)

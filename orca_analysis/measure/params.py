@@ -15,6 +15,7 @@ from ..build import fake_model
 from ..formulas.params import PARAM_COMPONENTS, closed_form_params
 from ..results import Record
 from ..study.schema import ModelConfig, Study, Variant
+from .registry import register_measurement
 
 _KINDS: tuple[tuple[type, str], ...] = (
     (xt.TokenEmbedding, "embedding"),
@@ -82,6 +83,11 @@ def params_summary(cfg: ModelConfig) -> dict[str, Any]:
     return summary
 
 
+def _summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
+    return params_summary(cfg)
+
+
+@register_measurement("params", "parameters by component: library count and closed form", summary=_summary)
 def measure_params(variant: Variant, study: Study) -> list[Record]:
     counter, closed = counted_params(variant.config), closed_form_params(variant.config)
     common = dict(

@@ -31,6 +31,7 @@ class Record:
     device: str = "cpu"
     status: str = "ok"
     error: str = ""
+    category: str = ""  # where a value splits further: a memory category, a kernel backend, ...
     swept: dict[str, Any] = field(default_factory=dict)  # dim, depth, heads and every swept flag
 
 
@@ -97,6 +98,7 @@ TAIL_COLUMNS = (
     "measurement",
     "metric",
     "method",
+    "category",
     "value",
     "unit",
     "status",

@@ -13,7 +13,6 @@ from typing import Any
 import yaml
 
 from ..errors import StudyError
-from ..measure import KNOWN_MEASUREMENTS
 from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
 from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
 
@@ -237,16 +236,19 @@ class _StudyReader:
         return Workloads(lists["seq_lens"], lists["batch_sizes"], dtype)
 
     def read_measurements(self, names: Any) -> list[str]:
+        from ..measure import available_measurements  # measure modules import the study package
+
+        known = available_measurements()
         if not isinstance(names, list) or not names:
             self.problem(("measurements",), "'measurements' must be a non-empty list, e.g. [params]")
             return []
         for i, name in enumerate(names):
-            if name not in KNOWN_MEASUREMENTS:
+            if name not in known:
                 self.problem(
                     ("measurements", i),
                     f"unknown measurement '{name}'"
-                    f"{did_you_mean(str(name), list(KNOWN_MEASUREMENTS))}"
-                    f" (available: {', '.join(KNOWN_MEASUREMENTS)})",
+                    f"{did_you_mean(str(name), list(known))}"
+                    f" (available: {', '.join(known)})",
                 )
         return list(names)
 
