@@ -24,8 +24,8 @@ test: setup
 	$(BIN)/python -m pytest
 
 lint: setup
-	$(BIN)/ruff check orca_analysis tests scripts
-	$(BIN)/ruff format --check orca_analysis tests scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 clean:
 	rm -rf $(VENV) reports/*/ *.egg-info

@@ -57,8 +57,9 @@ def _default_dtype(dtype: str) -> Iterator[None]:
         torch.set_default_dtype(previous)
 
 
-def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: str = "float32",
-                seed: int = 0) -> TransformerWrapper:
+def build_model(
+    cfg: ModelConfig, device: str | torch.device = "cpu", dtype: str = "float32", seed: int = 0
+) -> TransformerWrapper:
     """Real weights on `device` in `dtype`, seeded."""
     torch.manual_seed(seed)
     with torch.device(device), _default_dtype(dtype):
@@ -66,7 +67,9 @@ def build_model(cfg: ModelConfig, device: str | torch.device = "cpu", dtype: str
 
 
 @contextmanager
-def fake_model(cfg: ModelConfig, dtype: str = "float32") -> Iterator[tuple[TransformerWrapper, FakeTensorMode]]:
+def fake_model(
+    cfg: ModelConfig, dtype: str = "float32"
+) -> Iterator[tuple[TransformerWrapper, FakeTensorMode]]:
     """The variant with fake (storage-less) tensors; run it inside the yielded mode."""
     mode = FakeTensorMode(allow_non_fake_inputs=False)
     with mode:

@@ -36,47 +36,75 @@ def _how_design_flags(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
     m = depth
     return {
         "num_tokens": (f"token embedding and logits tables of {cfg.num_tokens} rows", ""),
-        "max_seq_len": ("stored by TransformerWrapper; with no absolute position table it sizes no tensor, "
-                        "and orca-analysis refuses workloads longer than it", ""),
-        "use_abs_pos_emb": ("no absolute position table is built; x-transformers would also drop it on its "
-                            "own because rotary embeddings are on", ""),
+        "max_seq_len": (
+            "stored by TransformerWrapper; with no absolute position table it sizes no tensor, "
+            "and orca-analysis refuses workloads longer than it",
+            "",
+        ),
+        "use_abs_pos_emb": (
+            "no absolute position table is built; x-transformers would also drop it on its "
+            "own because rotary embeddings are on",
+            "",
+        ),
         "dim": (f"model width {d}: embeddings, residual stream and feed-forward input/output", ""),
         "depth": (f"{depth} blocks of (attention, feed-forward)", ""),
-        "heads": (f"{h} query heads of attn_dim_head={dh} channels each: the attention inner width is "
-                  f"heads x {dh} = {h * dh}, not dim/heads",
-                  "the notes treat heads as splitting a fixed width; in x-transformers the head width is "
-                  f"fixed ({dh}), so more heads widen attention and add parameters" if h * dh != d else ""),
-        "alibi_pos_bias": (f"AlibiPositionalBias adds a linear distance penalty to the attention logits; under "
-                           f"attn_flash it is materialised as a dense float (batch x {h} x n x n) attn_mask "
-                           "passed to scaled_dot_product_attention", ""),
-        "alibi_num_heads": (f"ALiBi slopes on the first {alibi_h} of {h} heads; the other {h - alibi_h} heads get "
-                            "zero ALiBi bias and rely on rotary positions alone", ""),
-        "rotary_xpos": (f"RotaryEmbedding(use_xpos=True, scale_base=512) on the first {rot} of {dh} channels per "
-                        "head; xPos also scales queries and keys by a position-dependent decay",
-                        "the notes call it rotary positional encoding; xPos is rotary plus an exponential "
-                        "decay of attention with distance"),
-        "attn_flash": ("Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
-                       "run time; with ALiBi a dense bias is passed as attn_mask, which the FlashAttention "
-                       "kernel does not accept, so another kernel runs"
-                       if cfg.layers.get("alibi_pos_bias") else
-                       "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
-                       "run time",
-                       "the notes promise Flash attention; with ALiBi on, the FlashAttention kernel is not "
-                       "eligible (dense bias mask)" if cfg.layers.get("alibi_pos_bias") else ""),
-        "deepnorm": (f"realised by orca-analysis (x-transformers {xt_version()} rejects 'deepnorm'): post-LN "
-                     f"sublayers (pre_norm=False), skip scaled by alpha=(2M)^(1/4)={deepnorm_alpha(m):.4f} "
-                     f"(scale_residual_constant), xavier_normal_ init with gain beta=(8M)^(-1/4)="
-                     f"{deepnorm_beta(m):.4f} on feed-forward, value and output projections and gain 1 on "
-                     f"query and key, M={m} (DeepNet, arXiv 2203.00555); adds no parameters; post-LN has no "
-                     "final norm", ""),
-        "shift_tokens": ("token shift (ShiftTokens): each sublayer's input channels are split into "
-                         f"{_n_shifts(cfg)} groups and group i is taken from i positions earlier, mixing "
-                         "the previous token's features in at no parameter cost",
-                         "the notes describe it as shifting the sequence to form next-token targets; the "
-                         "library shifts feature channels between neighbouring positions instead"),
-        "attn_one_kv_head": (f"multi-query attention: keys and values are projected to {kv} head of {dh} "
-                             f"channels shared by all {h} query heads (K/V projections d x {kv * dh} "
-                             f"instead of d x {h * dh}; the KV cache shrinks {h // kv}x)", ""),
+        "heads": (
+            f"{h} query heads of attn_dim_head={dh} channels each: the attention inner width is "
+            f"heads x {dh} = {h * dh}, set by the head count rather than by dim",
+            "the notes treat heads as splitting a fixed width; in x-transformers each head has its own fixed "
+            f"width ({dh}), so more heads widen attention and add parameters and FLOPs",
+        ),
+        "alibi_pos_bias": (
+            f"AlibiPositionalBias adds a linear distance penalty to the attention logits; under "
+            f"attn_flash it is materialised as a dense float (batch x {h} x n x n) attn_mask "
+            "passed to scaled_dot_product_attention",
+            "",
+        ),
+        "alibi_num_heads": (
+            f"ALiBi slopes on the first {alibi_h} of {h} heads; the other {h - alibi_h} heads get "
+            "zero ALiBi bias and rely on rotary positions alone",
+            "",
+        ),
+        "rotary_xpos": (
+            f"RotaryEmbedding(use_xpos=True, scale_base=512) on the first {rot} of {dh} channels per "
+            "head; xPos also scales queries and keys by a position-dependent decay",
+            "the notes call it rotary positional encoding; xPos is rotary plus an exponential "
+            "decay of attention with distance",
+        ),
+        "attn_flash": (
+            "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
+            "run time; with ALiBi a dense bias is passed as attn_mask, which the FlashAttention "
+            "kernel does not accept, so another kernel runs"
+            if cfg.layers.get("alibi_pos_bias")
+            else "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
+            "run time",
+            "the notes promise Flash attention; with ALiBi on, the FlashAttention kernel is not "
+            "eligible (dense bias mask)"
+            if cfg.layers.get("alibi_pos_bias")
+            else "",
+        ),
+        "deepnorm": (
+            f"realised by orca-analysis (x-transformers {xt_version()} rejects 'deepnorm'): post-LN "
+            f"sublayers (pre_norm=False), skip scaled by alpha=(2M)^(1/4)={deepnorm_alpha(m):.4f} "
+            f"(scale_residual_constant), xavier_normal_ init with gain beta=(8M)^(-1/4)="
+            f"{deepnorm_beta(m):.4f} on feed-forward, value and output projections and gain 1 on "
+            f"query and key, M={m} (DeepNet, arXiv 2203.00555); adds no parameters; post-LN has no "
+            "final norm",
+            "",
+        ),
+        "shift_tokens": (
+            "token shift (ShiftTokens): each sublayer's input channels are split into "
+            f"{_n_shifts(cfg)} groups and group i is taken from i positions earlier, mixing "
+            "the previous token's features in at no parameter cost",
+            "the notes describe it as shifting the sequence to form next-token targets; the "
+            "library shifts feature channels between neighbouring positions instead",
+        ),
+        "attn_one_kv_head": (
+            f"multi-query attention: keys and values are projected to {kv} head of {dh} "
+            f"channels shared by all {h} query heads (K/V projections d x {kv * dh} "
+            f"instead of d x {h * dh}; the KV cache shrinks {h // kv}x)",
+            "",
+        ),
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from ..claims import load_catalogue
 from ..errors import OrcaError
 from ..results import read_results, study_dir
 from ..results.records import Provenance
@@ -86,11 +87,13 @@ def _provenance(results) -> dict[str, Any]:
     return {f: ", ".join(sorted({str(v) for v in results[f].dropna()})) or "unknown" for f in present}
 
 
-def render_report(study: Study, out_root: Path | None = None) -> list[Path]:
+def render_report(study: Study, out_root: Path | None = None, claims_path: Path | None = None) -> list[Path]:
     """Write report.html, report.md and figures/ under reports/<study>/; returns the two reports."""
     folder = study_dir(study.name, out_root)
+    claims = load_catalogue(claims_path)  # before reading results: a bad catalogue fails fast
     results = read_results(folder / "results.csv")
-    view = build_view(study, results, _provenance(results))
+    source = "built-in catalogue" if claims_path is None else str(claims_path)
+    view = build_view(study, results, _provenance(results), claims, source)
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fig in view["figures"]:

@@ -7,8 +7,10 @@ from typing import Any
 import pandas as pd
 
 from ..build import fidelity_entries
+from ..claims import Claim, evaluate
 from ..formulas.params import PARAM_COMPONENTS
 from ..study.schema import Study
+from .claims_view import claim_groups, summary_findings, verdict_counts
 from .figures import Figure, param_split, params_vs_axes
 
 SHAPE_AXES = ("dim", "depth", "heads")
@@ -50,8 +52,11 @@ def params_table(results: pd.DataFrame, study: Study) -> pd.DataFrame:
     return table
 
 
-def build_view(study: Study, results: pd.DataFrame, provenance: dict[str, Any]) -> dict[str, Any]:
+def build_view(
+    study: Study, results: pd.DataFrame, provenance: dict[str, Any], claims: list[Claim], claims_source: str
+) -> dict[str, Any]:
     table = params_table(results, study)
+    verdicts = evaluate(claims, results, study)
     figures: list[Figure] = []
     if not table.empty:
         fig = params_vs_axes(table, [a for a in SHAPE_AXES if a in table.columns])
@@ -82,5 +87,9 @@ def build_view(study: Study, results: pd.DataFrame, provenance: dict[str, Any]) 
         ),
         "figures": figures,
         "failures": failures.to_dict("records"),
+        "claims_source": claims_source,
+        "claim_groups": claim_groups(verdicts),
+        "verdict_counts": verdict_counts(verdicts),
+        "findings": summary_findings(verdicts),
         "missing": [{"name": k, "what": v} for k, v in NOT_YET.items() if k not in measured],
     }

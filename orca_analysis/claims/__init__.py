@@ -1,0 +1,17 @@
+"""Claims: the design notes' statements, each with a verdict computed from stored results."""
+
+from .evaluate import ClaimResult, evaluate
+from .rules import RULES, VERDICTS, Verdict
+from .schema import DEFAULT_CATALOGUE, Claim, ClaimsError, load_catalogue
+
+__all__ = [
+    "DEFAULT_CATALOGUE",
+    "RULES",
+    "VERDICTS",
+    "Claim",
+    "ClaimResult",
+    "ClaimsError",
+    "Verdict",
+    "evaluate",
+    "load_catalogue",
+]

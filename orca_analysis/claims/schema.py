@@ -1,0 +1,98 @@
+"""The claims catalogue: a YAML data file with a schema, loaded strictly.
+
+Each claim restates one statement of the design notes, names the measurements that test it and
+the rule (claims/rules.py) that turns stored results into a verdict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import OrcaError
+from ..study.kwargs import did_you_mean
+
+DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+KINDS = ("benefit", "cost", "description")
+CLAIM_KEYS = ("id", "subject", "kind", "claim", "tests", "needs", "rule", "weight")
+
+
+class ClaimsError(OrcaError):
+    """The claims catalogue is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    subject: str  # dim | depth | heads | flag:<name>
+    kind: str  # benefit | cost | description
+    claim: str  # our restatement of the notes
+    tests: list[str]  # measurements that test it
+    needs: str  # what would test it, shown while it is not tested yet
+    rule: Rule
+    weight: int = 1
+
+
+def load_catalogue(path: Path | None = None) -> list[Claim]:
+    from .rules import RULES  # rules import results code; keep schema import light
+
+    path = path or DEFAULT_CATALOGUE
+    if not path.is_file():
+        raise ClaimsError(f"claims catalogue not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ClaimsError(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
+    if not isinstance(data, dict) or set(data) != {"claims"} or not isinstance(data["claims"], list):
+        raise ClaimsError(f"{path}: a catalogue is a mapping with one key, 'claims', holding a list")
+    problems, claims, seen = [], [], set()
+    for i, item in enumerate(data["claims"]):
+        where = f"{path}: claim {i + 1}"
+        if not isinstance(item, dict):
+            problems.append(f"{where}: must be a mapping with keys {', '.join(CLAIM_KEYS)}")
+            continue
+        for key in item:
+            if key not in CLAIM_KEYS:
+                problems.append(f"{where}: unknown key '{key}'{did_you_mean(str(key), list(CLAIM_KEYS))}")
+        missing = [k for k in ("id", "subject", "kind", "claim", "rule") if k not in item]
+        if missing:
+            problems.append(f"{where}: missing {', '.join(missing)}")
+            continue
+        rule = item["rule"]
+        if not isinstance(rule, dict) or rule.get("name") not in RULES:
+            name = rule.get("name") if isinstance(rule, dict) else rule
+            problems.append(
+                f"{where} ({item['id']}): unknown rule {name!r}"
+                f"{did_you_mean(str(name), list(RULES))} (rules: {', '.join(RULES)})"
+            )
+            continue
+        if item["kind"] not in KINDS:
+            problems.append(f"{where} ({item['id']}): kind must be one of {', '.join(KINDS)}")
+        if item["id"] in seen:
+            problems.append(f"{where}: duplicate id '{item['id']}'")
+        seen.add(item["id"])
+        claims.append(
+            Claim(
+                str(item["id"]),
+                str(item["subject"]),
+                str(item["kind"]),
+                str(item["claim"]),
+                list(item.get("tests") or []),
+                str(item.get("needs") or ""),
+                Rule(rule["name"], dict(rule.get("params") or {})),
+                int(item.get("weight", 1)),
+            )
+        )
+    if problems:
+        raise ClaimsError(problems)
+    return claims

@@ -1,0 +1,108 @@
+"""Claims: strict catalogue loading and verdicts computed from results."""
+
+import pandas as pd
+import pytest
+
+from orca_analysis.claims import ClaimsError, evaluate, load_catalogue
+from orca_analysis.claims.rules import RULES, Evidence
+from orca_analysis.study import load_study
+
+
+@pytest.fixture
+def study(tiny_study_path):
+    return load_study(str(tiny_study_path))
+
+
+def frame(rows):
+    cols = [
+        "variant_id",
+        "dim",
+        "depth",
+        "heads",
+        "measurement",
+        "metric",
+        "method",
+        "value",
+        "status",
+        "seq_len",
+        "category",
+    ]
+    return pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows])
+
+
+def test_default_catalogue_covers_every_claim_of_the_notes():
+    claims = load_catalogue()
+    by_subject = {s: [c for c in claims if c.subject == s] for s in ("dim", "depth", "heads")}
+    # the notes list 2 benefits + 3 costs for dim, 2 + 4 for depth, 2 + 3 for heads
+    assert [len(by_subject[s]) for s in ("dim", "depth", "heads")] == [5, 6, 5]
+    flags = {c.subject for c in claims if c.subject.startswith("flag:")}
+    assert {"flag:attn_flash", "flag:deepnorm", "flag:shift_tokens", "flag:attn_one_kv_head"} <= flags
+
+
+def test_catalogue_loading_is_strict(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text(
+        "claims:\n  - {id: x, subject: dim, kind: benefit, claim: c, rule: {name: grows_wth}, wieght: 1}\n"
+    )
+    with pytest.raises(ClaimsError) as exc:
+        load_catalogue(bad)
+    text = " ".join(exc.value.problems)
+    assert "did you mean 'weight'" in text and "unknown rule 'grows_wth'; did you mean 'grows_with'" in text
+    with pytest.raises(ClaimsError, match="not found"):
+        load_catalogue(tmp_path / "missing.yaml")
+
+
+def test_grows_with_supported_and_contradicted(study):
+    # tiny study: base dim 64, variant dim=32; one-at-a-time so depth/heads stay at base (2, 4)
+    ev = Evidence(
+        frame(
+            [
+                ("base", 64, 2, 4, "flops", "fwd", "counter", 400.0, "ok", 32, None),
+                ("dim=32", 32, 2, 4, "flops", "fwd", "counter", 100.0, "ok", 32, None),
+                ("depth=3", 64, 3, 4, "flops", "fwd", "counter", 999.0, "ok", 32, None),  # off the dim axis
+            ]
+        ),
+        study,
+        {},
+    )
+    v = RULES["grows_with"](ev, measurement="flops", metric="fwd", axis="dim")
+    # 100 -> 400 as dim doubles: exponent log(4)/log(2) = 2
+    assert v.verdict == "supported" and "~dim^2.00" in v.reason and len(v.evidence) == 2
+    ev.results.loc[ev.results.variant_id == "dim=32", "value"] = 500.0
+    assert RULES["grows_with"](ev, measurement="flops", metric="fwd", axis="dim").verdict == "contradicted"
+
+
+def test_missing_measurement_is_not_tested_yet_with_what_would_test_it(study):
+    claims = [c for c in load_catalogue() if c.id == "dim-compute"]
+    (result,) = evaluate(claims, frame([]), study)
+    assert result.verdict.verdict == "not tested yet" and "measurement `flops`" in result.verdict.reason
+
+
+def test_fidelity_rule_reads_what_the_code_does(study):
+    claims = {c.id: c for c in load_catalogue()}
+    picked = [claims[i] for i in ("flag-shift_tokens", "flag-deepnorm", "flag-attn_one_kv_head")]
+    verdicts = {r.claim.id: r.verdict.verdict for r in evaluate(picked, frame([]), study)}
+    assert verdicts == {
+        "flag-shift_tokens": "contradicted",
+        "flag-deepnorm": "qualified",
+        "flag-attn_one_kv_head": "supported",
+    }
+
+
+def test_heads_cost_is_qualified_by_the_fixed_head_width(study):
+    claims = [c for c in load_catalogue() if c.id == "heads-memory"]
+    results = frame(
+        [
+            ("base", 64, 2, 4, "params", "total", "counter", 1000.0, "ok", None, None),
+            ("heads=8", 64, 2, 8, "params", "total", "counter", 1500.0, "ok", None, None),
+        ]
+    )
+    study = load_study(str(study.source), [])
+    study = study.__class__(
+        **{
+            **study.__dict__,
+            "sweep": study.sweep.__class__("one_at_a_time", {("attn_layers", "heads"): [4, 8]}),
+        }
+    )
+    (r,) = evaluate(claims, results, study)
+    assert r.verdict.verdict == "qualified" and "fixed" in r.verdict.reason
