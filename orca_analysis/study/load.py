@@ -7,6 +7,7 @@ nothing is silently ignored.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -253,18 +254,36 @@ class _StudyReader:
         return list(names)
 
     def check_variants(self, study: Study) -> None:
+        """Impossible shapes, each reported once: at the base key, or at the sweep axis that causes it."""
+        reported: set[str] = set()
         for variant in study.variants():
-            where = ("base",) if variant.variant_id == "base" else ("sweep", "axes")
-            label = "base" if variant.variant_id == "base" else f"variant '{variant.variant_id}'"
-            for text in physical_problems(variant.config):
-                self.problem(where, f"{label}: {text}")
+            is_base = variant.variant_id == "base"
+            texts = physical_problems(variant.config)
             too_long = [s for s in study.workloads.seq_lens if s > variant.config.max_seq_len]
             if too_long:
-                self.problem(
-                    ("workloads", "seq_lens"),
-                    f"{label}: sequence length {too_long[0]} exceeds "
-                    f"max_seq_len {variant.config.max_seq_len}",
+                texts.append(
+                    f"sequence length {too_long[0]} exceeds max_seq_len {variant.config.max_seq_len}"
                 )
+            for text in texts:
+                if text in reported:
+                    continue  # inherited from the base: already said once
+                reported.add(text)
+                if is_base:
+                    self.problem(self.key_path(text), f"base: {text}")
+                else:
+                    axis = next(k for k, v in variant.swept.items() if v != study.base.get(k))
+                    self.problem(("sweep", "axes", axis), f"variant '{variant.variant_id}': {text}")
+
+    def key_path(self, text: str) -> tuple:
+        """The YAML path of the first key a problem names, so its line can be shown."""
+        match = re.search(r"'([a-z_.]+)'", text)
+        key = match.group(1).split(".")[-1] if match else ""
+        if "sequence length" in text:
+            return ("workloads", "seq_lens")
+        for path in (("base", LAYERS, key), ("base", key)):
+            if path in self.lines:
+                return path
+        return ("base",)
 
 
 __all__ = ["load_study", "find_study", "builtin_studies", "WRAPPER", "LAYERS"]
