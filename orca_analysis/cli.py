@@ -1,4 +1,4 @@
-"""The `orca-analysis` command: inspect one variant, run a study, render its report."""
+"""The `orca-analysis` command: inspect a variant, run a study, export/import results, render a report."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 
 from .errors import OrcaError
+from .executors import DEFAULT_TIME_LIMIT_S, EXECUTORS
 
 EXIT_USAGE = 2
+FORMATS = ("csv", "parquet")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -32,13 +34,46 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument("--batch", type=int, default=None, help="batch size (default: the study's first)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
 
-    for name, text in (("run", "measure every variant of a study"), ("report", "render a study's report")):
+    for name, text in (("run", "measure what a study's store lacks"), ("report", "render a study's report")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("study", nargs="?", default="orca", help="built-in study name or YAML path")
         cmd.add_argument(
             "--out", type=Path, default=Path("reports"), help="reports folder (default: reports)"
         )
+    _run_options(sub.choices["run"])
+
+    export = sub.add_parser("export", help="write a study's stored results as CSV or Parquet")
+    export.add_argument("study", nargs="?", default="orca", help="study name or YAML path (default: orca)")
+    export.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
+    export.add_argument(
+        "--format", choices=FORMATS, default="csv", help="csv (default) or parquet (needs pyarrow)"
+    )
+    export.add_argument(
+        "--output", "-o", type=Path, help="file to write (default: reports/<study>/results.<format>)"
+    )
+    export.add_argument(
+        "--all", action="store_true", help="every stored record, not only the current study's"
+    )
+
+    imp = sub.add_parser("import", help="bring results measured elsewhere (CSV/Parquet) into a study's store")
+    imp.add_argument("file", type=Path, help="records' columns with provenance, as `export` writes them")
+    imp.add_argument("--study", help="study name or YAML path the results belong to (default: the file's)")
+    imp.add_argument("--out", type=Path, default=Path("reports"), help="reports folder (default: reports)")
     return p
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("--force", action="store_true", help="remeasure what the store already holds")
+    run.add_argument("--retry-failed", action="store_true", help="remeasure what failed last time")
+    run.add_argument(
+        "--executor", choices=EXECUTORS, default="local", help="local (default), isolated or ray"
+    )
+    run.add_argument("--address", help="Ray cluster address HOST:PORT (default: start a local one)")
+    run.add_argument(
+        "--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+        help=f"seconds an isolated measurement may run (default: {DEFAULT_TIME_LIMIT_S:g})",
+    )  # fmt: skip
+    run.add_argument("--verbose", "-v", action="store_true", help="one line per stored measurement")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "export":
+            return _export(args)
+        if args.command == "import":
+            return _import(args)
         return _report(args)
     except OrcaError as exc:
         for line in exc.problems:
@@ -74,10 +113,54 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .runner import run_study
+    from .executors import make_executor
+    from .runner import run_sweep
     from .study import load_study
 
-    run_study(load_study(args.study), args.out)
+    study = load_study(args.study)
+    if args.time_limit <= 0:
+        raise OrcaError(f"--time-limit must be positive, got {args.time_limit:g}")
+    executor = make_executor(args.executor, args.address, args.time_limit)
+    run_sweep(
+        study,
+        args.out,
+        executor=executor,
+        force=args.force,
+        retry_failed=args.retry_failed,
+        verbose=args.verbose,
+    )
+    return 0
+
+
+def _study_name(ref: str) -> str:
+    """A study's folder name without loading it when a name is given (its YAML may be elsewhere)."""
+    if ref.endswith((".yaml", ".yml")) or "/" in ref:
+        from .study import load_study
+
+        return load_study(ref).name
+    return ref
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .results import export, study_dir
+
+    path = export(study_dir(_study_name(args.study), args.out), args.format, args.output, args.all)
+    print(f"exported: {path}")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from .results import export
+    from .results.importer import import_results
+
+    summary = import_results(args.file, args.out, args.study)
+    print(f"imported {summary.records} records ({summary.units} measurements) into {summary.store}")
+    if summary.unresolved:
+        print(
+            f"note: variants not in the study, stored but not reported: {', '.join(summary.unresolved)}",
+            file=sys.stderr,
+        )
+    export(summary.store.parent)  # keep results.csv in step with the store
     return 0
 
 

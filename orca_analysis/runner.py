@@ -1,64 +1,193 @@
-"""Run a study: every variant x measurement, records written as each one finishes.
+"""Run a study: plan what the store lacks, run it on an executor, store each result as it finishes.
 
-A measurement that fails becomes an `error` record with its one-line reason; the sweep goes on.
+Resume: a (variant config, measurement, workload) already stored for this environment is skipped;
+`force` remeasures everything, `retry_failed` remeasures what failed. A measurement that fails
+(an exception, a worker that died) becomes an `error` record with its one-line reason; the sweep
+goes on. After the run (or an interrupt) `results.csv` is exported from the store.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
-from .errors import OrcaError
-from .measure import MEASUREMENTS
-from .results import Record, ResultsWriter, current_provenance, study_dir
-from .study.schema import Study, Variant
+from tqdm import tqdm
+
+from .executors.base import Call, Executor, Outcome
+from .executors.local import LocalExecutor
+from .measure import MEASUREMENTS, Measurement
+from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
+from .results.frame import export
+from .results.store import Store, Unit, open_store, study_dir
+from .study.schema import Study, Workloads
 
 
-def _failure(variant: Variant, study: Study, measurement: str, exc: BaseException) -> Record:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if not isinstance(exc, OrcaError):
-        text = f"{type(exc).__name__}: {text}"
-    return Record(
-        study=study.name,
-        variant_id=variant.variant_id,
-        measurement=measurement,
-        metric="",
-        method="",
-        value=None,
-        unit="",
-        status="error",
-        error=text,
-        swept=variant.swept,
+@dataclass
+class RunSummary:
+    store: Path
+    csv: Path
+    planned: int  # calls run this time
+    failed: int
+    skipped: int  # (variant, measurement, workload) already stored
+    finished: int  # calls stored this time (less than planned when interrupted)
+    seconds: float
+
+
+def rectangles(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
+    """Cover (seq_len, batch) pairs exactly with seq_lens x batches products (what a Workloads holds)."""
+    by_seq: dict[int, tuple[int, ...]] = {}
+    for s, b in pairs:
+        by_seq[s] = (*by_seq.get(s, ()), b)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for s, batches in by_seq.items():
+        groups.setdefault(batches, []).append(s)
+    return [(seqs, list(batches)) for batches, seqs in groups.items()]
+
+
+def plan_calls(
+    study: Study,
+    measurements: Mapping[str, Measurement],
+    covered: Mapping[tuple[str, str, str], set[str]],
+    env_ids: Mapping[bool, str],
+) -> tuple[list[Call], list[tuple[str, str, str, str]], int]:
+    """The calls still to run, the study's plan (for the store) and how many items are stored already."""
+    dtype = study.workloads.dtype
+    pairs = study.workloads.pairs()
+    calls: list[Call] = []
+    plan: list[tuple[str, str, str, str]] = []
+    skipped = 0
+    for variant in study.variants():
+        vkey = variant_key(variant.config)
+        for name in study.measurements:
+            # only what a worker needs: `inspect` summaries may be lambdas, which pickle refuses
+            m = dataclasses.replace(measurements[name], summary=None, summary_text=None)
+            have = covered.get((vkey, name, env_ids[bool(getattr(m, "gpu", False))]), set())
+            plan += [(vkey, variant.variant_id, name, workload_key(s, b, dtype)) for s, b in pairs]
+            todo = [] if ALL_WORKLOADS in have else [p for p in pairs if workload_key(*p, dtype) not in have]
+            skipped += len(pairs) - len(todo)
+            if not m.per_workload:
+                shapes = [(study.workloads.seq_lens, study.workloads.batch_sizes)] if todo else []
+            else:
+                shapes = [([s], [b]) for s, b in todo] if m.isolated else rectangles(todo)
+            for seqs, batches in shapes:
+                sub = dataclasses.replace(study, workloads=Workloads(seqs, batches, dtype))
+                calls.append(Call(len(calls), sub, variant, m, tuple((s, b) for s in seqs for b in batches)))
+    return calls, plan, skipped
+
+
+def unit_for(call: Call, outcome: Outcome) -> Unit:
+    records = outcome.records
+    workload_free = (
+        outcome.status == "ok" and records and all(r.seq_len is None and r.batch is None for r in records)
+    )
+    dtype = call.study.workloads.dtype
+    workloads = (ALL_WORKLOADS,) if workload_free else tuple(workload_key(s, b, dtype) for s, b in call.pairs)
+    return Unit(
+        variant_key(call.variant.config),
+        call.variant.variant_id,
+        call.measurement.name,
+        workloads,
+        outcome.status,
+        outcome.error,
+        outcome.seconds,
+        outcome.provenance,
+        outcome.source,
     )
 
 
-def run_study(study: Study, out_root: Path | None = None, log=sys.stderr) -> Path:
-    """Measure every variant; returns the results file."""
-    out = study_dir(study.name, out_root) / "results.csv"
-    variants = study.variants()
-    swept_keys = list(variants[0].swept) if variants else []
-    jobs = [(v, m) for v in variants for m in study.measurements]
-    failures = 0
-    with ResultsWriter(out, swept_keys, current_provenance()) as writer:
-        for i, (variant, name) in enumerate(jobs, 1):
-            start = time.perf_counter()
+class Progress:
+    """A bar with an ETA on a terminal; elsewhere only failures (and, when verbose, every line)."""
+
+    def __init__(self, total: int, desc: str, log: IO[str], verbose: bool):
+        self.total, self.log, self.verbose = total, log, verbose
+        self.done = self.failed = 0
+        terminal = getattr(log, "isatty", lambda: False)()
+        self.bar = tqdm(total=total, desc=desc, unit="meas", file=log) if terminal else None
+
+    def finished(self, call: Call, outcome: Outcome) -> None:
+        self.done += 1
+        self.failed += outcome.status != "ok"
+        line = f"[{self.done}/{self.total}] {call.label}: {outcome.status} ({outcome.seconds:.1f} s)"
+        if self.bar:
+            self.bar.update(1)
+            self.bar.set_postfix_str(call.label, refresh=False)
+        if outcome.status != "ok" or self.verbose:
+            text = f"{line}: {outcome.error}" if outcome.error else line
+            if self.bar:
+                self.bar.write(text, file=self.log)
+            else:
+                print(text, file=self.log, flush=True)
+
+    def close(self) -> None:
+        if self.bar:
+            self.bar.close()
+
+
+def run_sweep(
+    study: Study,
+    out_root: Path | None = None,
+    *,
+    executor: Executor | None = None,
+    force: bool = False,
+    retry_failed: bool = False,
+    verbose: bool = False,
+    log: IO[str] | None = None,
+    measurements: Mapping[str, Measurement] = MEASUREMENTS,
+) -> RunSummary:
+    start = time.perf_counter()
+    log = log or sys.stderr  # looked up now, so a redirected stderr is honoured
+    folder = study_dir(study.name, out_root)
+    executor = executor or LocalExecutor()
+    progress = None
+    try:
+        with open_store(folder) as store:
             try:
-                records = MEASUREMENTS[name].fn(variant, study)
-                status = "ok"
+                gpu_kinds = {bool(getattr(measurements[n], "gpu", False)) for n in study.measurements}
+                env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}
+                covered = {} if force else store.covered(set(env_ids.values()), ok_only=retry_failed)
+                calls, plan, skipped = plan_calls(study, measurements, covered, env_ids)
+                store.set_plan(plan)
+                progress = Progress(len(calls), study.name, log, verbose)
+                for outcome in executor.run(calls):
+                    call = calls[outcome.call_index]
+                    store.commit(unit_for(call, outcome), outcome.records)  # stored before it is reported
+                    progress.finished(call, outcome)
             except KeyboardInterrupt:
-                print(f"interrupted: {i - 1} of {len(jobs)} measurements kept in {out}", file=log)
+                done = progress.done if progress else 0
+                print(
+                    f"interrupted: {done} measurements stored this run in {store.path}; run again to resume",
+                    file=log,
+                )
                 raise
-            except Exception as exc:  # noqa: BLE001  (a failed variant is a result, not a crash)
-                records = [_failure(variant, study, name, exc)]
-                status = f"failed: {records[0].error}"
-                failures += 1
-            writer.write(records)
-            print(
-                f"[{i}/{len(jobs)}] {variant.variant_id}: {name} {status} "
-                f"({time.perf_counter() - start:.1f} s)",
-                file=log,
-                flush=True,
-            )
-    print(f"{len(jobs) - failures} of {len(jobs)} measurements ok; results in {out}", file=log)
-    return out
+            finally:
+                if progress:
+                    progress.close()
+                csv = _export_csv(store, folder)
+    finally:
+        executor.close()
+    done, failed = progress.done, progress.failed
+    summary = RunSummary(store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start)
+    if calls:
+        text = f"{done - failed} of {len(calls)} measurements ok, {failed} failed; {skipped} results reused"
+    else:
+        text = f"nothing new to measure: {skipped} results already stored for this environment (--force remeasures)"
+    print(f"{text}; {summary.seconds:.1f} s; store {store.path}; results {csv}", file=log)
+    return summary
+
+
+def _export_csv(store: Store, folder: Path) -> Path:
+    """results.csv after every run, so readers of the CSV see what the store holds."""
+    path = folder / "results.csv"
+    if store.plan():
+        export(folder)
+    return path
+
+
+def run_study(study: Study, out_root: Path | None = None, log: IO[str] | None = None, **options) -> Path:
+    """Measure what the store lacks; returns `reports/<study>/results.csv` (exported from the store)."""
+    return run_sweep(study, out_root, log=log, **options).csv

@@ -93,11 +93,11 @@ def test_heads_cost_is_qualified_by_the_fixed_head_width(study):
     claims = [c for c in load_catalogue() if c.id == "heads-memory"]
     results = frame(
         [
-            ("base", 64, 2, 4, "params", "total", "counter", 1000.0, "ok", None, None),
-            ("heads=8", 64, 2, 8, "params", "total", "counter", 1500.0, "ok", None, None),
+            ("base", 64, 2, 4, "memory", "peak_train", "simulated", 1000.0, "ok", 32, ""),
+            ("heads=8", 64, 2, 8, "memory", "peak_train", "simulated", 1500.0, "ok", 32, ""),
+            ("heads=8", 64, 2, 8, "memory", "peak_train", "simulated", 9.0, "ok", 32, "activations"),
         ]
     )
-    study = load_study(str(study.source), [])
     study = study.__class__(
         **{
             **study.__dict__,
@@ -105,4 +105,67 @@ def test_heads_cost_is_qualified_by_the_fixed_head_width(study):
         }
     )
     (r,) = evaluate(claims, results, study)
-    assert r.verdict.verdict == "qualified" and "fixed" in r.verdict.reason
+    # whole-model rows only (category ""): 1000 -> 1500 bytes as heads double
+    assert r.verdict.verdict == "qualified" and "x1.50" in r.verdict.reason and "fixed" in r.verdict.reason
+
+
+def test_quality_rules_respect_the_seed_spread(study):
+    rows = [
+        ("base", 64, 2, 4, "training", "val_loss_final", "aggregate", 2.50, "ok", None, "seed=mean"),
+        ("base", 64, 2, 4, "training", "val_loss_final", "aggregate", 0.05, "ok", None, "seed=spread"),
+        ("dim=32", 32, 2, 4, "training", "val_loss_final", "aggregate", 2.53, "ok", None, "seed=mean"),
+        ("dim=32", 32, 2, 4, "training", "val_loss_final", "aggregate", 0.04, "ok", None, "seed=spread"),
+    ]
+    ev = Evidence(frame(rows), study, {})
+    v = RULES["decreases_with"](ev, measurement="training", metric="val_loss_final", axis="dim")
+    # 2.53 -> 2.50 is a change of 0.03, inside the 0.05 seed spread: not a win
+    assert v.verdict == "qualified" and "seed spread" in v.reason
+    ev.results.loc[ev.results.variant_id == "dim=32", "value"] = [2.70, 0.04]
+    assert (
+        RULES["decreases_with"](ev, measurement="training", metric="val_loss_final", axis="dim").verdict
+        == "supported"
+    )
+
+
+def test_gradient_health_reads_the_deepest_run(study):
+    def row(norm, depth, step, v):
+        return (
+            "base",
+            64,
+            2,
+            4,
+            "training",
+            "grad_norm_first_over_last",
+            "measured",
+            v,
+            "ok",
+            None,
+            f"norm={norm},depth={depth},step={step}",
+        )
+
+    rows = [
+        row("post_norm", 48, 11, 1e-5),
+        row("deepnorm", 48, 11, 0.4),
+        row("post_norm", 6, 11, 0.5),
+        row("deepnorm", 48, 0, 1e-9),
+    ]  # step 0 and depth 6 must be ignored
+    v = RULES["gradient_health"](Evidence(frame(rows), study, {}))
+    assert v.verdict == "supported" and "depth 48" in v.reason
+    rows[1] = row("deepnorm", 48, 11, 4e-3)  # |log10| 2.4 < 5/2: narrows the gap, does not close it
+    assert RULES["gradient_health"](Evidence(frame(rows), study, {})).verdict == "qualified"
+
+
+def test_kernel_rule_is_qualified_without_gpu_results(study):
+    rows = [("base", 64, 2, 4, "kernels", "ran_train", "profiler", 6.0, "ok", 32, "flash")]
+    results = frame(rows).assign(device="cpu")
+    v = RULES["kernel_ran"](Evidence(results, study, {}), expected="flash")
+    assert v.verdict == "qualified" and "no GPU results" in v.reason
+    results = pd.concat(
+        [
+            results,
+            frame(
+                [("base", 64, 2, 4, "kernels", "ran_train", "profiler", 6.0, "ok", 512, "efficient")]
+            ).assign(device="cuda:0"),
+        ]
+    )
+    assert RULES["kernel_ran"](Evidence(results, study, {}), expected="flash").verdict == "contradicted"

@@ -1,11 +1,14 @@
 """The command as a user runs it: exit codes, one-line errors, JSON shape, run -> report."""
 
 import json
+import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from orca_analysis.cli import main
 
@@ -119,3 +122,92 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_stud
     results = pd.read_csv(out / "tiny" / "results.csv")
     assert (results["status"] == "error").sum() == 4
     assert results["error"].str.contains("refused the config").all()
+
+
+def test_run_keeps_a_store_and_a_rerun_measures_nothing(tiny_study_path, tmp_path, capsys):
+    out = tmp_path / "reports"
+    assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
+    assert "4 of 4 measurements ok" in capsys.readouterr().err
+    assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
+    assert "nothing new to measure: 8 results already stored" in capsys.readouterr().err
+    assert main(["run", str(tiny_study_path), "--out", str(out), "--force"]) == 0
+    assert "4 of 4 measurements ok" in capsys.readouterr().err
+    db = sqlite3.connect(out / "tiny" / "results.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert db.execute("SELECT count(*) FROM units").fetchone()[0] == 4  # the forced run replaced them
+
+
+def test_export_then_import_elsewhere_keeps_results_and_provenance(tiny_study_path, tmp_path, capsys):
+    here, there = tmp_path / "here", tmp_path / "there"
+    assert main(["run", str(tiny_study_path), "--out", str(here)]) == 0
+    assert main(["export", str(tiny_study_path), "--out", str(here), "-o", str(tmp_path / "x.csv")]) == 0
+    exported = pd.read_csv(tmp_path / "x.csv")
+    # a file written by another machine's script in the records' columns has no store keys
+    exported.drop(columns=["variant_key", "env_id"]).to_csv(tmp_path / "gpu.csv", index=False)
+    assert (
+        main(["import", str(tmp_path / "gpu.csv"), "--study", str(tiny_study_path), "--out", str(there)]) == 0
+    )
+    assert "imported 56 records (4 measurements)" in capsys.readouterr().out  # 4 variants x 14 params rows
+    imported = pd.read_csv(there / "tiny" / "results.csv")
+    pd.testing.assert_frame_equal(imported, exported)  # same values, same provenance, same keys
+    # the import answers the study in this environment: a run there measures nothing
+    assert main(["run", str(tiny_study_path), "--out", str(there)]) == 0
+    assert "nothing new to measure" in capsys.readouterr().err
+    pytest.importorskip("pyarrow", reason="parquet export needs the optional pyarrow")
+    assert main(["export", "tiny", "--out", str(here), "--format", "parquet"]) == 0
+    parquet = pd.read_parquet(here / "tiny" / "results.parquet")
+    assert parquet["value"].tolist() == exported["value"].tolist()
+
+
+def test_store_import_and_ray_errors_are_one_line_exit_2(tiny_study_path, tmp_path, capsys):
+    (tmp_path / "cols.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "binary.csv").write_bytes(bytes(range(256)) * 4)
+    corrupt = tmp_path / "reports" / "tiny"
+    corrupt.mkdir(parents=True)
+    (corrupt / "results.sqlite").write_bytes(b"not a database " * 100)
+    cases = {
+        ("import", str(tmp_path / "missing.csv")): "import file not found",
+        ("import", str(tmp_path / "cols.csv")): "missing study, variant_id",
+        ("import", str(tmp_path / "binary.csv")): "not a readable results file",
+        ("export", "tiny", "--out", str(tmp_path)): "no results store at",
+        ("export", "tiny", "--out", str(tmp_path / "reports")): "not a readable results store",
+        ("run", str(tiny_study_path), "--out", str(tmp_path / "reports")): "not a readable results store",
+        ("run", str(tiny_study_path), "--executor", "ray", "--address", "127.0.0.1:9"): "Ray",
+    }
+    for args, message in cases.items():
+        assert main(list(args)) == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("orca-analysis: error: ") and message in lines[0], (
+            lines
+        )
+
+
+def test_bad_rows_name_their_line(tiny_study_path, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "tiny" / "results.csv")
+    rows.loc[2, "status"] = "fine"
+    rows.to_csv(tmp_path / "bad.csv", index=False)
+    capsys.readouterr()
+    assert main(["import", str(tmp_path / "bad.csv"), "--out", str(out)]) == 2
+    assert "bad.csv line 4: status 'fine' is not one of ok, error, skipped" in capsys.readouterr().err
+
+
+def test_ctrl_c_stops_a_real_run_and_the_next_one_resumes(tiny_study_path, write_study, tmp_path, capsys):
+    grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
+    path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))  # 12 variants
+    out = tmp_path / "r"
+    args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
+    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # printed once the first measurement is stored
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert first.startswith("[1/12] ") and proc.returncode == 130, first + rest
+    assert "interrupted:" in rest and "Traceback" not in rest
+    db = sqlite3.connect(out / "tiny" / "results.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = db.execute("SELECT count(*) FROM units").fetchone()[0]
+    db.close()
+    assert 1 <= stored < 12
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    assert f"{12 - stored} of {12 - stored} measurements ok" in capsys.readouterr().err

@@ -25,6 +25,10 @@ class Measurement:
     summary: SummaryFn | None = None  # for `inspect`: a JSON-able dict
     summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
     isolated: bool = False  # True when a previous measurement in the same process could distort it
+    gpu: bool = False  # asks the Ray executor for one GPU
+    per_workload: bool = (
+        True  # False: one call per variant covers every workload (its records have no seq_len)
+    )
 
 
 MEASUREMENTS: dict[str, Measurement] = {}

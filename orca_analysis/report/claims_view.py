@@ -28,7 +28,10 @@ def claim_dict(cr: ClaimResult) -> dict[str, Any]:
         "css": v.verdict.replace(" ", "-"),
         "reason": v.reason,
         "anchor": v.anchor,
-        "evidence": [{**row, "value": _fmt_value(row["value"])} for row in v.evidence],
+        "evidence": [
+            {**row, "value": f"{_fmt_value(row['value'])} {row.get('unit', '')}".rstrip()}
+            for row in v.evidence
+        ],
     }
 
 

@@ -108,3 +108,110 @@ def param_split(params: pd.DataFrame) -> Figure:
         "params / counter",
         svg,
     )
+
+
+def lines(
+    df: pd.DataFrame,
+    x: str,
+    series: str,
+    name: str,
+    title: str,
+    ylabel: str,
+    caption: str,
+    sources: str,
+    logx: bool = True,
+    logy: bool = True,
+    style_by: str | None = None,
+) -> Figure | None:
+    """One line per `series` value (e.g. a variant), `value` against `x`; optional dash style per `style_by`."""
+    if df.empty or df[x].nunique() < 2:
+        return None
+    dashes = ["-", "--", ":", "-."]
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        styles = {v: dashes[i % 4] for i, v in enumerate(sorted(df[style_by].unique()))} if style_by else {}
+        keys = [series, style_by] if style_by else [series]
+        for key, sub in df.sort_values(x).groupby(keys, sort=False):
+            label = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
+            style = styles.get(key[1], "-") if style_by else "-"
+            ax.plot(sub[x], sub["value"], style, marker="o", markersize=3, label=label)
+        ax.set(xlabel=x, ylabel=ylabel)
+        if logx:
+            ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(frameon=False, fontsize=7, ncols=2, loc="best")
+        fig.tight_layout()
+        svg = _to_svg(fig)
+    return Figure(name, title, caption, sources, svg)
+
+
+def stacked(
+    df: pd.DataFrame,
+    x: str,
+    stack: str,
+    name: str,
+    title: str,
+    ylabel: str,
+    caption: str,
+    sources: str,
+    scale: float = 1.0,
+) -> Figure | None:
+    """Stacked bars of `value` per `x`, split by `stack` (e.g. a memory category)."""
+    if df.empty:
+        return None
+    wide = (
+        df.pivot_table(index=x, columns=stack, values="value", aggfunc="first", sort=False).fillna(0) / scale
+    )
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        bottom = np.zeros(len(wide))
+        palette = plt.get_cmap("tab10")
+        for k, col in enumerate(wide.columns):
+            ax.bar(
+                [str(i) for i in wide.index],
+                wide[col].to_numpy(),
+                bottom=bottom,
+                label=str(col),
+                color=COLOURS.get(str(col), palette(k % 10)),
+            )
+            bottom += wide[col].to_numpy()
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(0, bottom.max() * 1.2 if bottom.max() > 0 else 1)
+        ax.legend(frameon=False, ncols=4, fontsize=8, loc="upper left")
+        ax.tick_params(axis="x", labelrotation=30)
+        fig.tight_layout()
+        svg = _to_svg(fig)
+    return Figure(name, title, caption, sources, svg)
+
+
+def grouped(
+    df: pd.DataFrame,
+    x: str,
+    group: str,
+    name: str,
+    title: str,
+    ylabel: str,
+    caption: str,
+    sources: str,
+    logy: bool = False,
+) -> Figure | None:
+    """Side-by-side bars of `value` per `x`, one bar per `group` value (e.g. a method or a backend)."""
+    if df.empty:
+        return None
+    wide = df.pivot_table(index=x, columns=group, values="value", aggfunc="first", sort=False)
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.6))
+        width = 0.8 / max(len(wide.columns), 1)
+        pos = np.arange(len(wide))
+        for i, col in enumerate(wide.columns):
+            ax.bar(pos + i * width, wide[col].to_numpy(), width, label=str(col))
+        ax.set_xticks(pos + width * (len(wide.columns) - 1) / 2, [str(i) for i in wide.index])
+        ax.set_ylabel(ylabel)
+        if logy:
+            ax.set_yscale("log")
+        ax.legend(frameon=False, ncols=4, fontsize=8)
+        ax.tick_params(axis="x", labelrotation=30)
+        fig.tight_layout()
+        svg = _to_svg(fig)
+    return Figure(name, title, caption, sources, svg)

@@ -12,7 +12,8 @@ from markupsafe import Markup
 
 from ..claims import load_catalogue
 from ..errors import OrcaError
-from ..results import read_results, study_dir
+from ..results import study_dir
+from ..results.frame import results_frame
 from ..results.records import Provenance
 from ..study.schema import Study
 from .view import build_view
@@ -84,24 +85,36 @@ def environment(markdown: bool = False) -> Environment:
 def _provenance(results) -> dict[str, Any]:
     fields = list(Provenance.__dataclass_fields__)
     present = [f for f in fields if f in results.columns]
-    return {f: ", ".join(sorted({str(v) for v in results[f].dropna()})) or "unknown" for f in present}
+    out = {f: ", ".join(sorted({str(v) for v in results[f].dropna()})) or "unknown" for f in present}
+    dates = sorted({str(v) for v in results["date"].dropna()}) if "date" in results else []
+    if dates:  # one line: when the stored results were measured
+        out["date"] = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} ({len(dates)} runs)"
+    return out
 
 
 def render_report(study: Study, out_root: Path | None = None, claims_path: Path | None = None) -> list[Path]:
     """Write report.html, report.md and figures/ under reports/<study>/; returns the two reports."""
     folder = study_dir(study.name, out_root)
     claims = load_catalogue(claims_path)  # before reading results: a bad catalogue fails fast
-    results = read_results(folder / "results.csv")
+    results = results_frame(folder)  # the store: what the study's last run asked for
     source = "built-in catalogue" if claims_path is None else str(claims_path)
     view = build_view(study, results, _provenance(results), claims, source)
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    for fig in view["figures"]:
+    section_figures = [fig for sec in view["sections"] for fig in sec["figures"]]
+    for fig in [*view["figures"], *section_figures]:
         (fig_dir / f"{fig.name}.svg").write_text(fig.svg)
-    html_view = {**view, "figures": [{**fig.__dict__, "svg": Markup(fig.svg)} for fig in view["figures"]]}
+
+    def with_svg(figs, inline: bool) -> list[dict]:
+        return [{**fig.__dict__, "svg": Markup(fig.svg) if inline else ""} for fig in figs]
+
+    def sections(inline: bool) -> list[dict]:
+        return [{**sec, "figures": with_svg(sec["figures"], inline)} for sec in view["sections"]]
+
+    html_view = {**view, "figures": with_svg(view["figures"], True), "sections": sections(True)}
     html = folder / "report.html"
     md = folder / "report.md"
     html.write_text(environment().get_template("report.html.j2").render(**html_view))
-    md_view = {**view, "figures": [{**fig.__dict__, "svg": ""} for fig in view["figures"]]}
+    md_view = {**view, "figures": with_svg(view["figures"], False), "sections": sections(False)}
     md.write_text(environment(markdown=True).get_template("report.md.j2").render(**md_view))
     return [html, md]

@@ -12,8 +12,19 @@ from ..formulas.params import PARAM_COMPONENTS
 from ..study.schema import Study
 from .claims_view import claim_groups, summary_findings, verdict_counts
 from .figures import Figure, param_split, params_vs_axes
+from .findings import key_findings
+from .sections.flops import flops_section
+from .sections.memory import memory_section
+from .sections.quality import quality_section
+from .sections.speed import speed_section
 
 SHAPE_AXES = ("dim", "depth", "heads")
+MISSING_KEYS = {
+    "flops": ["flops"],
+    "memory": ["memory"],
+    "speed": ["kernels", "attention_speed", "speed"],
+    "quality": ["probes", "training"],
+}
 NOT_YET = {
     "flops": "FLOPs per token and per training step (operator counter, fvcore, closed form)",
     "memory": "training and inference memory, KV cache included (closed form, simulated, measured)",
@@ -61,7 +72,13 @@ def build_view(
     if not table.empty:
         fig = params_vs_axes(table, [a for a in SHAPE_AXES if a in table.columns])
         figures += [f for f in (fig, param_split(table)) if f]
-    failures = results[results["status"] != "ok"][["variant_id", "measurement", "error"]]
+    sections = [
+        build(results, study) for build in (flops_section, memory_section, speed_section, quality_section)
+    ]
+    # a measurement that could not run at all (no metric); error records that are results stay in their sections
+    failures = results[(results["status"] == "error") & results["metric"].fillna("").eq("")][
+        ["variant_id", "measurement", "error"]
+    ]
     measured = set(results.loc[results["status"] == "ok", "measurement"])
     base_fid = [e.as_dict() for e in fidelity_entries(study.base)]
     return {
@@ -91,5 +108,9 @@ def build_view(
         "claim_groups": claim_groups(verdicts),
         "verdict_counts": verdict_counts(verdicts),
         "findings": summary_findings(verdicts),
-        "missing": [{"name": k, "what": v} for k, v in NOT_YET.items() if k not in measured],
+        "sections": [sec.as_dict() for sec in sections],
+        "key_findings": key_findings(results, study),
+        "missing": [
+            {"name": k, "what": v} for k, v in NOT_YET.items() if not (set(MISSING_KEYS[k]) & measured)
+        ],
     }

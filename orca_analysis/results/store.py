@@ -1,56 +1,261 @@
-"""The results file: `reports/<study>/results.csv`, appended and flushed per measurement.
+"""The results store: `reports/<study>/results.sqlite`, an SQLite file in WAL mode.
 
-Rows are written as soon as a measurement finishes, so a crash loses nothing finished.
+A *unit* is one run of one measurement on one variant over some workloads; it is committed in one
+transaction when it finishes (units, coverage and records together), so a crash or a kill loses
+only what had not finished, and the file stays readable. `coverage` says which (variant config,
+measurement, workload, environment) a unit answers: that is what `run` skips on the next run.
+A unit that answers something already answered replaces the older unit (e.g. `run --force`).
 """
 
 from __future__ import annotations
 
-import csv
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
 from pathlib import Path
-
-import pandas as pd
+from typing import Any
 
 from ..errors import OrcaError
-from .records import Provenance, Record, columns, to_row
+from .csvfile import ResultsWriter, read_results  # noqa: F401  (kept importable from here)
+from .environment import ALL_WORKLOADS, Environment, plain
+from .records import Provenance, Record
 
 REPORTS_DIR = Path("reports")
+STORE_NAME = "results.sqlite"
+SCHEMA_VERSION = "1"
+RECORD_FIELDS = [f.name for f in fields(Record) if f.name != "swept"]
+_INTEGER_FIELDS = {"seq_len", "batch"}
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE environments (env_id TEXT PRIMARY KEY, device_name TEXT NOT NULL, torch TEXT NOT NULL,
+    x_transformers TEXT NOT NULL, python TEXT NOT NULL, orca_analysis TEXT NOT NULL);
+CREATE TABLE units (unit_id INTEGER PRIMARY KEY, variant_key TEXT NOT NULL, variant_id TEXT NOT NULL,
+    measurement TEXT NOT NULL, env_id TEXT NOT NULL REFERENCES environments, status TEXT NOT NULL,
+    error TEXT NOT NULL, seconds REAL, finished TEXT NOT NULL, provenance TEXT NOT NULL,
+    source TEXT NOT NULL);
+CREATE TABLE coverage (variant_key TEXT NOT NULL, measurement TEXT NOT NULL, workload TEXT NOT NULL,
+    env_id TEXT NOT NULL, unit_id INTEGER NOT NULL REFERENCES units,
+    PRIMARY KEY (variant_key, measurement, env_id, workload));
+CREATE INDEX coverage_unit ON coverage (unit_id);
+CREATE TABLE plan (position INTEGER PRIMARY KEY, variant_key TEXT NOT NULL, variant_id TEXT NOT NULL,
+    measurement TEXT NOT NULL, workload TEXT NOT NULL);
+"""
 
 
 def study_dir(study_name: str, root: Path | None = None) -> Path:
     return (root or REPORTS_DIR) / study_name
 
 
-class ResultsWriter:
-    """Writes records to CSV as they arrive; the header is fixed by the study's swept keys."""
+def store_path(study_folder: Path) -> Path:
+    return study_folder / STORE_NAME
 
-    def __init__(self, path: Path, swept_keys: list[str], provenance: Provenance):
+
+@dataclass(frozen=True)
+class Unit:
+    variant_key: str
+    variant_id: str
+    measurement: str
+    workloads: tuple[str, ...]  # workload keys, or (ALL_WORKLOADS,)
+    status: str  # "ok", or "error" when the measurement itself failed (exception, worker died)
+    error: str
+    seconds: float
+    provenance: Provenance
+    source: str  # "in-process", "worker pid 123", "ray 10.0.0.2", "import:file.csv"
+
+
+@dataclass(frozen=True)
+class StoredUnit:
+    unit_id: int
+    variant_key: str
+    measurement: str
+    env_id: str
+    status: str
+    finished: str
+    provenance: dict[str, str]
+    workloads: frozenset[str]
+    device_name: str
+
+
+class Store:
+    def __init__(self, path: Path, create: bool = True):
+        if not create and not path.is_file():
+            raise OrcaError(f"no results store at {path}: run `orca-analysis run` first")
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.provenance = path, provenance
-        self.fields = columns(swept_keys)
-        self._fh = path.open("w", newline="")
-        self._csv = csv.DictWriter(self._fh, fieldnames=self.fields, extrasaction="ignore")
-        self._csv.writeheader()
-        self._fh.flush()
+        self.path = path
+        # autocommit mode: every write goes through an explicit BEGIN IMMEDIATE ... COMMIT
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")  # a committed unit survives power loss too
+            if not self._tables():  # new, or killed before its schema was committed
+                with self.transaction():
+                    if self._tables():  # another run created it meanwhile
+                        return
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            self.db.execute(statement)
+                    self.db.execute(f"CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                                    f"{', '.join(_column(f) for f in RECORD_FIELDS)}, swept TEXT NOT NULL, "
+                                    "PRIMARY KEY (unit_id, seq))")  # fmt: skip
+                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+            else:
+                self._check(self._tables())
+        except sqlite3.DatabaseError as exc:
+            self.db.close()
+            raise OrcaError(
+                f"{path}: not a readable results store ({exc}); move it aside to start anew"
+            ) from None
+        except OrcaError:
+            self.db.close()
+            raise
 
-    def write(self, records: list[Record]) -> None:
-        for record in records:
-            self._csv.writerow(to_row(record, self.provenance))
-        self._fh.flush()
+    def _tables(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+    def _check(self, tables: set[str]) -> None:
+        if "meta" not in tables or "records" not in tables:
+            raise OrcaError(f"{self.path}: not an orca-analysis results store (move it aside to start anew)")
+        row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if not row or row[0] != SCHEMA_VERSION:
+            raise OrcaError(f"{self.path}: results store schema {row and row[0]}, expected {SCHEMA_VERSION}")
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
+        missing = [f for f in RECORD_FIELDS if f not in have]  # Record gained a field since
+        if missing:
+            with self.transaction():
+                for name in missing:
+                    self.db.execute(f"ALTER TABLE records ADD COLUMN {_column(name)}")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
-        self._fh.close()
+        self.db.close()
 
-    def __enter__(self) -> ResultsWriter:
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- writing ------------------------------------------------------------------------------
+    def set_plan(self, items: list[tuple[str, str, str, str]]) -> None:
+        """The current study as (variant_key, variant_id, measurement, workload): what reports show."""
+        with self.transaction():
+            self.db.execute("DELETE FROM plan")
+            self.db.executemany(
+                "INSERT INTO plan VALUES (?, ?, ?, ?, ?)", [(i, *it) for i, it in enumerate(items)]
+            )
 
-def read_results(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise OrcaError(f"no results at {path}: run `orca-analysis run` first")
-    try:
-        return pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise OrcaError(f"{path}: unreadable results file ({str(exc).splitlines()[0]})") from None
+    def commit(self, unit: Unit, records: list[Record]) -> int:
+        """Store one finished unit with its records, replacing older units that answered the same."""
+        env = Environment.of(unit.provenance)
+        key = (unit.variant_key, unit.measurement, env.env_id)
+        with self.transaction():
+            self.db.execute(
+                "INSERT OR IGNORE INTO environments VALUES (?, ?, ?, ?, ?, ?)",
+                (env.env_id, *env.__dict__.values()),
+            )
+            self._drop(self._overlapping(key, unit.workloads))
+            cur = self.db.execute(
+                "INSERT INTO units (variant_key, variant_id, measurement, env_id, status, error, seconds, "
+                "finished, provenance, source) VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'), ?, ?)",
+                (unit.variant_key, unit.variant_id, unit.measurement, env.env_id, unit.status, unit.error,
+                 unit.seconds, json.dumps(unit.provenance.as_dict()), unit.source),
+            )  # fmt: skip
+            unit_id = int(cur.lastrowid)
+            self.db.executemany(
+                "INSERT INTO coverage VALUES (?, ?, ?, ?, ?)",
+                [(unit.variant_key, unit.measurement, w, env.env_id, unit_id) for w in unit.workloads],
+            )
+            self.db.executemany(
+                f"INSERT INTO records (unit_id, seq, {', '.join(RECORD_FIELDS)}, swept) "
+                f"VALUES ({', '.join('?' * (len(RECORD_FIELDS) + 3))})",
+                [(unit_id, i, *_record_row(r)) for i, r in enumerate(records)],
+            )
+        return unit_id
+
+    def _overlapping(self, key: tuple[str, str, str], workloads: tuple[str, ...]) -> list[int]:
+        rows = self.db.execute(
+            "SELECT DISTINCT unit_id, workload FROM coverage WHERE variant_key=? AND measurement=? AND env_id=?",
+            key,
+        ).fetchall()
+        mine = set(workloads)
+        return sorted({u for u, w in rows if ALL_WORKLOADS in mine or w == ALL_WORKLOADS or w in mine})
+
+    def _drop(self, unit_ids: list[int]) -> None:
+        for table in ("records", "coverage", "units"):
+            self.db.executemany(f"DELETE FROM {table} WHERE unit_id=?", [(u,) for u in unit_ids])
+
+    # -- reading ------------------------------------------------------------------------------
+    def covered(self, env_ids: set[str], ok_only: bool = False) -> dict[tuple[str, str, str], set[str]]:
+        """(variant_key, measurement, env_id) -> the workloads already answered there."""
+        out: dict[tuple[str, str, str], set[str]] = {}
+        rows = self.db.execute(
+            "SELECT c.variant_key, c.measurement, c.env_id, c.workload, u.status FROM coverage c "
+            "JOIN units u USING (unit_id)"
+        )
+        for vkey, name, env_id, workload, status in rows:
+            if env_id in env_ids and (status == "ok" or not ok_only):
+                out.setdefault((vkey, name, env_id), set()).add(workload)
+        return out
+
+    def plan(self) -> list[tuple[str, str, str, str]]:
+        return self.db.execute(
+            "SELECT variant_key, variant_id, measurement, workload FROM plan ORDER BY position"
+        ).fetchall()
+
+    def units(self) -> list[StoredUnit]:
+        workloads: dict[int, set[str]] = {}
+        for unit_id, workload in self.db.execute("SELECT unit_id, workload FROM coverage"):
+            workloads.setdefault(unit_id, set()).add(workload)
+        rows = self.db.execute(
+            "SELECT u.unit_id, u.variant_key, u.measurement, u.env_id, u.status, u.finished, u.provenance, "
+            "e.device_name FROM units u JOIN environments e USING (env_id) ORDER BY u.unit_id"
+        )
+        return [
+            StoredUnit(
+                uid, vkey, name, env, status, fin, json.loads(prov), frozenset(workloads.get(uid, ())), dev
+            )
+            for uid, vkey, name, env, status, fin, prov, dev in rows
+        ]
+
+    def records(self, unit_ids: list[int]) -> Iterator[tuple[int, Record]]:
+        wanted = set(unit_ids)
+        cols = ", ".join(RECORD_FIELDS)
+        for row in self.db.execute(f"SELECT unit_id, {cols}, swept FROM records ORDER BY unit_id, seq"):
+            if row[0] in wanted:
+                values = dict(zip(RECORD_FIELDS, row[1:-1], strict=True))
+                values = {
+                    k: ("" if v is None and k not in _INTEGER_FIELDS | {"value"} else v)
+                    for k, v in values.items()
+                }
+                yield row[0], Record(**values, swept=json.loads(row[-1]))
+
+    def integrity(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _column(name: str) -> str:
+    if name == "value":
+        return "value"  # no declared type: ints stay ints, floats stay floats
+    return f"{name} {'INTEGER' if name in _INTEGER_FIELDS else 'TEXT'}"
+
+
+def _record_row(record: Record) -> tuple[Any, ...]:
+    values = [plain(getattr(record, f)) for f in RECORD_FIELDS]
+    swept = json.dumps({k: plain(v) for k, v in record.swept.items()}, default=str)
+    return (*values, swept)
+
+
+def open_store(study_folder: Path, create: bool = True) -> Store:
+    return Store(store_path(study_folder), create=create)

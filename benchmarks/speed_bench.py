@@ -1,0 +1,206 @@
+"""Benchmark: the speed part of a study (kernels, attention_speed, speed) on this machine.
+
+Target (issue 5): on the 2-core CPU the speed part of the default study finishes in under
+4 minutes. Calls are made as the runner makes them: kernels and attention_speed once per
+variant with all workloads, speed (isolated) once per variant and workload -- here in one
+process, so the GEMM ceiling is measured once and no worker start-up is counted.
+
+    .venv/bin/python benchmarks/speed_bench.py [--study orca] [--out benchmarks/results/speed.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import os
+import platform
+import re
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from orca_analysis.measure import MEASUREMENTS
+from orca_analysis.measure._timing import cpu_threads, measure_device
+from orca_analysis.results.records import Record, current_provenance
+from orca_analysis.study import load_study
+from orca_analysis.study.schema import Workloads
+
+BUDGET_S = 240.0
+NAMES = ("kernels", "attention_speed", "speed")
+
+
+def run(study_ref: str) -> tuple[list[Record], dict[str, float], float]:
+    study = load_study(study_ref)
+    records: list[Record] = []
+    seconds: dict[str, float] = defaultdict(float)
+    start = time.perf_counter()
+    for variant in study.variants():
+        for name in NAMES:
+            subs = [study]
+            if MEASUREMENTS[name].isolated:  # one call per workload, as the runner does
+                subs = [
+                    dataclasses.replace(study, workloads=Workloads([s], [b], study.workloads.dtype))
+                    for s, b in study.workloads.pairs()
+                ]
+            for sub in subs:
+                t = time.perf_counter()
+                records += MEASUREMENTS[name].fn(variant, sub)
+                seconds[name] += time.perf_counter() - t
+            print(f"{variant.variant_id:>9} {name:<16} {seconds[name]:6.1f} s cumulative", file=sys.stderr)
+    return records, dict(seconds), time.perf_counter() - start
+
+
+def _fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g} {prefix}{unit}".strip()
+    return f"{v:.3g} {unit}".strip()
+
+
+def _get(records: list[Record], **match) -> list[Record]:
+    return [r for r in records if all(getattr(r, k) == v for k, v in match.items())]
+
+
+def _one(records: list[Record], **match) -> Record | None:
+    found = _get(records, **match)
+    return found[0] if found else None
+
+
+NOTES: list[str] = []  # distinct error texts, footnoted under the tables
+
+
+def _note(text: str) -> str:
+    key = re.sub(r"\[[^\]]*\]", "[..]", text)  # one note per kind of failure, not per shape
+    if key not in NOTES:
+        NOTES.append(key)
+    return f"[{NOTES.index(key) + 1}]"
+
+
+def _cell(r: Record | None, unit: str = "", pct: bool = False) -> str:
+    if r is None:
+        return "—"
+    if r.status != "ok" or r.value is None:
+        value = "" if r.value is None else f"{_fmt(r.value, unit)} "
+        return f"{value}{r.status} {_note(r.error)}" if r.error else f"{value}{r.status}"
+    text = f"{r.value:.1%}" if pct else _fmt(r.value, unit)
+    return text + (" ⚠" if r.error.startswith("noisy") else "")
+
+
+def markdown(records: list[Record], seconds: dict[str, float], total: float, study_ref: str) -> str:
+    prov = current_provenance(measure_device())
+    variants = list(dict.fromkeys(r.variant_id for r in records))
+    load = os.getloadavg()
+    lines = [
+        "# Speed benchmark (issue 5)",
+        "",
+        f"- date: {dt.date.today().isoformat()}; study: `{study_ref}`; device: {measure_device()}",
+        f"- machine: {platform.machine()}, {os.cpu_count()} cores; torch intra-op threads used: "
+        f"{cpu_threads(measure_device())}; 1-min load average at the end: {load[0]:.1f} (other jobs share the cores)",
+        f"- versions: torch {prov.torch}, x-transformers {prov.x_transformers}, python {prov.python}; "
+        f"git {prov.git_commit}",
+        f"- target: speed part of the study under {BUDGET_S:.0f} s on this CPU -> **{total:.0f} s, "
+        f"{'PASS' if total < BUDGET_S else 'FAIL'}** (kernels {seconds.get('kernels', 0):.0f} s, "
+        f"attention_speed {seconds.get('attention_speed', 0):.0f} s, speed {seconds.get('speed', 0):.0f} s)",
+        "- ⚠ = the harness flagged the median as noisy (IQR > 10% of the median). Timings on a shared "
+        "CPU; CPU sequence lengths are the study's scaled by cap/max_seq_len (see records `seq_len_requested`).",
+        "",
+        "## Kernel truth (which SDPA backend ran; which are eligible)",
+        "",
+        "| variant | seq | ran (train) | ran (inference) | attn_mask | eligible (inference) | not applicable |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        for seq in sorted(
+            {r.seq_len for r in _get(records, variant_id=v, measurement="kernels") if r.seq_len}
+        ):
+            k = dict(variant_id=v, measurement="kernels", seq_len=seq)
+            ran = {
+                m: ", ".join(f"{r.category}×{r.value:g}" for r in _get(records, metric=m, **k))
+                for m in ("ran_train", "ran_inference")
+            }
+            mask = _one(records, metric="sdpa_attn_mask_bytes", **k)
+            elig = _get(records, metric="eligible_inference", **k)
+            ok = ", ".join(r.category for r in elig if r.value == 1)
+            na = ", ".join(r.category for r in elig if r.status == "skipped")
+            mask_text = f"{mask.category}, {_fmt(mask.value, 'B')}" if mask else "—"
+            lines.append(
+                f"| {v} | {seq} | {ran['ran_train']} | {ran['ran_inference']} | {mask_text} | {ok} | {na} |"
+            )
+    lines += [
+        "",
+        "## Attention forward by backend (useful FLOP/s, 4·b·h·n²·d halved for causal)",
+        "",
+        "| variant | seq | flash with ALiBi bias | flash no bias | math with bias | math no bias | "
+        "best / GEMM ceiling (with bias) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        for seq in sorted(
+            {r.seq_len for r in _get(records, variant_id=v, measurement="attention_speed") if r.seq_len}
+        ):
+            k = dict(variant_id=v, measurement="attention_speed", seq_len=seq)
+            cells = [
+                _cell(_one(records, metric=f"sdpa_forward_flops_per_s_{c}", category=b, **k), "FLOP/s")
+                for b in ("flash", "math")
+                for c in ("with_bias", "no_bias")
+            ]
+            best = _one(records, metric="sdpa_best_vs_gemm_with_bias", **k)
+            best_text = f"{best.category}: {best.value:.1%}" if best else "—"
+            lines.append(f"| {v} | {seq} | {' | '.join(cells)} | {best_text} |")
+    gemm = _one(records, metric="gemm_ceiling")
+    lines += [
+        "",
+        f"## End-to-end (GEMM ceiling: {_cell(gemm, 'FLOP/s')}, {gemm.category if gemm else ''})",
+        "",
+        "| variant | seq | train tokens/s | prefill tokens/s | decode cached tokens/s | decode uncached tokens/s "
+        "| train util. vs GEMM | prefill util. vs GEMM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        for seq in sorted({r.seq_len for r in _get(records, variant_id=v, measurement="speed") if r.seq_len}):
+            k = dict(variant_id=v, measurement="speed", seq_len=seq)
+            row = [
+                _cell(_one(records, metric=m, method="measured_median", **k))
+                for m in (
+                    "train_tokens_per_s",
+                    "prefill_tokens_per_s",
+                    "decode_cached_tokens_per_s",
+                    "decode_uncached_tokens_per_s",
+                )
+            ]
+            row += [
+                _cell(_one(records, metric=m, **k), pct=True)
+                for m in ("train_utilisation_vs_gemm", "prefill_utilisation_vs_gemm")
+            ]
+            lines.append(f"| {v} | {seq} | {' | '.join(row)} |")
+    lines += [
+        "",
+        "Utilisation numerator: closed-form PaLM FLOPs (6N + 12·L·H·Q·T per training token), "
+        "a private estimate until the FLOP measurement's counts replace it.",
+        "",
+    ]
+    lines += [f"[{i}] {text}" + "  " for i, text in enumerate(NOTES, 1)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", default="orca")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "speed.md")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    records, seconds, total = run(args.study)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(markdown(records, seconds, total, args.study))
+    print(f"{total:.0f} s; wrote {args.out}", file=sys.stderr)
+    return 0 if total < BUDGET_S else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""Closed-form FLOPs of an x-transformers decoder, per component, forward and training step.
+
+Convention: a multiply-add is 2 FLOPs. Counted: every matrix product, plus the element-wise
+work the ALiBi bias adds (one FLOP per element written). Not counted, by any method here:
+norms, activations, softmax, rotary/xPos, residual scaling, the loss and the optimizer.
+
+Notation: b batch, n sequence length, T = b*n tokens, d dim, L depth, h heads, h_kv kv heads,
+d_h head dim, d_v value head dim, f feed-forward width, V logits width, a ALiBi heads.
+`dense` counts every (query, key) pair: what attention kernels compute when they do not skip
+masked blocks, and what runs when ALiBi passes its bias as a dense mask. `causal` counts the
+n(n+1)/2 pairs a causal decoder needs (Dao 2023, arXiv 2307.08691, counts causal as half).
+Training step = forward + backward: matrix products 2x forward in the backward (grad input and
+grad weight); the fused attention backward recomputes the scores, 2.5x forward for d_v = d_h
+(Dao et al. 2022, arXiv 2205.14135; Dao 2023). Limits: self-attention only; the attention
+path is SDPA when attn_flash is set, else x-transformers' own einsum path (no recompute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..study.schema import ModelConfig
+from .params import attention_params, feedforward_params, norm_params
+from .registry import formulas, register_formula
+
+FA = "Dao et al. 2022 (arXiv 2205.14135) and Dao 2023 (arXiv 2307.08691) FLOP accounting"
+XT = "x-transformers 2.31 Attention/Attend/FeedForward forward code"
+COMPONENTS = ("q_proj", "k_proj", "v_proj", "attention_core", "alibi", "out_proj", "feedforward", "logits")
+
+MFU_CONVENTION = "train_step_causal"
+MFU_CONVENTION_TEXT = (
+    "MFU uses the causal-aware training-step count (metric train_step_causal): matrix-product FLOPs "
+    "at 2 per multiply-add of forward and backward, attention over the n(n+1)/2 pairs a causal "
+    "decoder needs, with the FlashAttention 2.5x backward (its recompute of Q K^T is part of every "
+    "fused kernel's backward, as the FlashAttention papers count it). It is the useful work, so a "
+    "kernel that computes the masked half (as SDPA does when ALiBi passes a dense bias) shows as "
+    "lower MFU rather than inflating it. The dense count (train_step_dense) is what such kernels "
+    "execute; PaLM's 6N + 12LHQT (Chowdhery et al. 2022, App. B) is dense with a 2x attention backward."
+)
+
+
+@dataclass(frozen=True)
+class PassFlops:
+    forward: int
+    backward: int
+
+    @property
+    def train_step(self) -> int:
+        return self.forward + self.backward
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One workload on one variant: everything the formulas read."""
+
+    cfg: ModelConfig
+    seq_len: int
+    batch: int
+    causal: bool  # count the causal pairs instead of the dense square
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq_len
+
+    @property
+    def pairs(self) -> int:
+        n = self.seq_len
+        return n * (n + 1) // 2 if self.causal else n * n  # (query, key) pairs per head
+
+
+def _linear(tokens: int, d_in: int, d_out: int, layers: int = 1) -> PassFlops:
+    fwd = 2 * tokens * d_in * d_out * layers  # (T, d_in) @ (d_in, d_out)
+    return PassFlops(fwd, 2 * fwd)  # grad input (T, d_out)@(d_out, d_in) + grad weight (d_in, T)@(T, d_out)
+
+
+def value_dim_head(cfg: ModelConfig) -> int:
+    return cfg.layers.get("attn_value_dim_head") or cfg.dim_head
+
+
+def fused_attention(cfg: ModelConfig) -> bool:
+    """SDPA (a fused kernel that recomputes scores in its backward) or x-transformers' einsum path."""
+    return bool(cfg.layers.get("attn_flash"))
+
+
+def alibi_heads(cfg: ModelConfig) -> int:
+    if not cfg.layers.get("alibi_pos_bias"):
+        return 0
+    return cfg.layers.get("alibi_num_heads") or cfg.heads
+
+
+@register_formula("flops.q_proj", "Kaplan et al. 2020 (arXiv 2001.08361) Table 1; " + XT)
+def q_proj_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    return _linear(s.tokens, c.dim, c.heads * c.dim_head, c.depth)  # W_q: (d, h*d_h)
+
+
+@register_formula("flops.k_proj", "Shazeer 2019 (arXiv 1911.02150); Ainslie et al. 2023 (arXiv 2305.13245)")
+def k_proj_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    return _linear(s.tokens, c.dim, c.kv_heads * c.dim_head, c.depth)  # W_k: (d, h_kv*d_h)
+
+
+@register_formula("flops.v_proj", "Shazeer 2019 (arXiv 1911.02150); Ainslie et al. 2023 (arXiv 2305.13245)")
+def v_proj_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    return _linear(s.tokens, c.dim, c.kv_heads * value_dim_head(c), c.depth)  # W_v: (d, h_kv*d_v)
+
+
+@register_formula("flops.attention_core", FA + "; torch.utils.flop_counter sdpa_flop_count")
+def attention_core_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    dh, dv = c.dim_head, value_dim_head(c)
+    heads_pairs = s.batch * c.heads * s.pairs * c.depth  # K/V are broadcast to all h query heads
+    fwd = 2 * heads_pairs * dh + 2 * heads_pairs * dv  # S = Q K^T (n, d_h)@(d_h, n); O = P V (n, n)@(n, d_v)
+    bwd = 2 * fwd  # dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q
+    if fused_attention(c):
+        bwd += 2 * heads_pairs * dh  # fused kernels recompute S = Q K^T from the saved log-sum-exp
+    return PassFlops(fwd, bwd)
+
+
+@register_formula(
+    "flops.alibi", "Press et al. 2022 (arXiv 2108.12409); x-transformers AlibiPositionalBias, Attend"
+)
+def alibi_flops(s: Shape) -> PassFlops:
+    """Element-wise work of the dense ALiBi bias, one FLOP per element written.
+
+    The bias -|j - i| * slope is sub, abs, neg over (n, n), then times the slopes over (a, n, n):
+    in every layer when rotary positions are on (x-transformers then calls forward_custom_pos,
+    uncached), else once (the module caches it; counted for a fresh model's first step). Under SDPA, Attend then writes the causal mask into the
+    (b, h, n, n) bias with masked_fill, and the kernel adds it to every score it computes, in
+    the forward and again in the backward's recompute. The einsum path adds it once instead.
+    """
+    c, n, a = s.cfg, s.seq_len, alibi_heads(s.cfg)
+    if not a:
+        return PassFlops(0, 0)
+    rotary = c.layers.get("rotary_pos_emb") or c.layers.get("rotary_xpos")
+    builds = c.depth if rotary else 1  # without positions passed, the bias is cached after its first build
+    build = builds * (3 * n * n + a * n * n)  # sub, abs, neg: (n, n); * slopes: (a, n, n)
+    score_add = c.depth * s.batch * c.heads * s.pairs  # bias + S over the computed pairs
+    if fused_attention(c):
+        fill = c.depth * s.batch * c.heads * n * n  # masked_fill of the expanded (b, h, n, n) bias: dense
+        return PassFlops(build + fill + score_add, score_add)
+    return PassFlops(build + score_add, 0)
+
+
+@register_formula("flops.out_proj", "Vaswani et al. 2017 (arXiv 1706.03762) sec. 3.2.2; " + XT)
+def out_proj_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    return _linear(s.tokens, c.heads * value_dim_head(c), c.dim, c.depth)  # W_o: (h*d_v, d)
+
+
+@register_formula("flops.feedforward", "Vaswani et al. 2017 sec. 3.3; Shazeer 2020 (arXiv 2002.05202) GLU")
+def feedforward_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    f = int(c.dim * c.layers.get("ff_mult", 4))
+    up = 2 * f if c.layers.get("ff_glu") else f  # GLU projects to value and gate
+    a, b = _linear(s.tokens, c.dim, up, c.depth), _linear(s.tokens, f, c.dim, c.depth)
+    return PassFlops(a.forward + b.forward, a.backward + b.backward)
+
+
+@register_formula("flops.logits", "Kaplan et al. 2020 Table 1 (de-embed); " + XT)
+def logits_flops(s: Shape) -> PassFlops:
+    c = s.cfg
+    return _linear(s.tokens, c.dim, c.wrapper.get("logits_dim") or c.num_tokens)  # W_out: (d, V)
+
+
+def closed_form_flops(cfg: ModelConfig, seq_len: int, batch: int, causal: bool) -> dict[str, PassFlops]:
+    """Per component, in COMPONENTS order, plus `total`."""
+    s = Shape(cfg, seq_len, batch, causal)
+    parts = {name: formulas("flops")[name](s) for name in COMPONENTS}
+    total = PassFlops(sum(p.forward for p in parts.values()), sum(p.backward for p in parts.values()))
+    return {**parts, "total": total}
+
+
+def kaplan_n(cfg: ModelConfig) -> int:
+    """Kaplan's N: non-embedding parameters (attention, feed-forward, norms; no embedding or logits)."""
+    return attention_params(cfg) + feedforward_params(cfg) + norm_params(cfg)
+
+
+@register_formula("flops.kaplan_6n", "Kaplan et al. 2020 (arXiv 2001.08361) sec. 2.1: C = 6N per token")
+def kaplan_6n(cfg: ModelConfig, seq_len: int, batch: int) -> PassFlops:
+    fwd = 2 * kaplan_n(cfg) * batch * seq_len  # 2N per token forward, no context term
+    return PassFlops(fwd, 2 * fwd)
+
+
+def palm_n(cfg: ModelConfig) -> int:
+    """N of PaLM's estimate: every parameter that takes part in a matrix product (incl. the logits matrix)."""
+    return kaplan_n(cfg) + cfg.dim * (cfg.wrapper.get("logits_dim") or cfg.num_tokens)
+
+
+@register_formula("flops.palm", "Chowdhery et al. 2022 (arXiv 2204.02311) App. B: 6N + 12LHQT per token")
+def palm(cfg: ModelConfig, seq_len: int, batch: int) -> PassFlops:
+    tokens = batch * seq_len
+    attn = 4 * cfg.depth * cfg.heads * cfg.dim_head * seq_len  # 4LHQT forward: dense, no recompute
+    fwd = (2 * palm_n(cfg) + attn) * tokens
+    return PassFlops(fwd, 2 * fwd)  # 6N + 12LHQT per token in all

@@ -1,0 +1,65 @@
+"""What a stored result is keyed by: the variant's full config, the workload, and the environment.
+
+A result is reused only for the same variant config (not just the same id: a changed base makes
+"base" a different variant), the same workload, and the same environment (device and library
+versions; not the date or the git commit, which change without changing any number).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from .records import Provenance, current_provenance
+
+ALL_WORKLOADS = "*"  # a unit whose records depend on no workload covers every workload
+
+
+@dataclass(frozen=True)
+class Environment:
+    device_name: str
+    torch: str
+    x_transformers: str
+    python: str
+    orca_analysis: str
+
+    @classmethod
+    def of(cls, provenance: Provenance | dict[str, Any]) -> Environment:
+        values = provenance if isinstance(provenance, dict) else provenance.as_dict()
+        return cls(**{k: str(values.get(k, "unknown")) for k in cls.__dataclass_fields__})
+
+    @property
+    def env_id(self) -> str:
+        return _digest(asdict(self))
+
+
+def _digest(obj: Any) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def variant_key(config: Any) -> str:
+    """Stable hash of a variant's full config (a study.schema.ModelConfig)."""
+    return _digest(config.as_nested())
+
+
+def workload_key(seq_len: int, batch: int, dtype: str) -> str:
+    return f"seq_len={seq_len},batch={batch},dtype={dtype}"
+
+
+def run_device() -> str:
+    """The device this process measures on: the GPU when there is one."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def local_provenance() -> Provenance:
+    return current_provenance(run_device())
+
+
+def plain(value: Any) -> Any:
+    """numpy scalars -> Python scalars, so sqlite3 and json take them."""
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value

@@ -1,0 +1,107 @@
+"""The store as one tidy pandas frame (the records' columns), and its CSV / Parquet exports.
+
+By default the frame is what the study currently asks for: the variants, measurements and
+workloads (seq_len x batch, any dtype) of the last `run` (its plan), each answered by the newest
+unit per device and dtype, so results for an old base config or an older library version do not
+mix in, while CPU and GPU results (say, imported from a GPU machine, in bfloat16) stand side by side. `everything=True` gives every stored record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .csvfile import write_atomic
+from .environment import ALL_WORKLOADS
+from .records import Provenance, columns, to_row
+from .store import Store, StoredUnit, open_store
+
+KEY_COLUMNS = ["variant_key", "env_id"]  # beyond the records' columns: what the store keys on
+
+
+def _pair(workload: str) -> str:
+    """A workload key without its dtype: a GPU run in bfloat16 still answers the study's seq_len x batch."""
+    return workload.rsplit(",dtype=", 1)[0]
+
+
+def _dtypes(u: StoredUnit) -> frozenset[str]:
+    return frozenset(w.rsplit(",dtype=", 1)[-1] for w in u.workloads if w != ALL_WORKLOADS)
+
+
+def _newest(units: list[StoredUnit]) -> list[StoredUnit]:
+    """One unit per device and dtype: the most recently measured."""
+    best: dict[tuple[str, frozenset[str]], StoredUnit] = {}
+    for u in units:
+        key = (u.device_name, _dtypes(u))
+        if key not in best or (u.provenance.get("date", ""), u.unit_id) > (
+            best[key].provenance.get("date", ""),
+            best[key].unit_id,
+        ):
+            best[key] = u
+    return list(best.values())
+
+
+def _current(store: Store) -> tuple[list[StoredUnit], dict[tuple[str, str], set[str]] | None]:
+    units = store.units()
+    plan = store.plan()
+    if not plan:  # never run here (imports only): every answered item counts
+        items = {(u.variant_key, u.measurement, _pair(w)) for u in units for w in u.workloads}
+    else:
+        items = {(vkey, name, _pair(w)) for vkey, _, name, w in plan}
+    by_key: dict[tuple[str, str], list[StoredUnit]] = {}
+    for u in units:
+        by_key.setdefault((u.variant_key, u.measurement), []).append(u)
+    kept: dict[int, StoredUnit] = {}
+    for vkey, name, pair in items:
+        answering = [
+            u
+            for u in by_key.get((vkey, name), [])
+            if ALL_WORKLOADS in u.workloads or pair in {_pair(w) for w in u.workloads}
+        ]
+        kept.update((u.unit_id, u) for u in _newest(answering))
+    pairs = None
+    if plan:
+        pairs = {}
+        for vkey, _, name, w in plan:
+            pairs.setdefault((vkey, name), set()).add(_pair(w))
+    order = {(vkey, name): i for i, (vkey, _, name, _) in reversed(list(enumerate(plan)))}
+    return sorted(
+        kept.values(), key=lambda u: (order.get((u.variant_key, u.measurement), len(order)), u.unit_id)
+    ), pairs
+
+
+def _frame_of(
+    store: Store, units: list[StoredUnit], pairs: dict[tuple[str, str], set[str]] | None
+) -> pd.DataFrame:
+    info = {u.unit_id: u for u in units}
+    rank = {u.unit_id: i for i, u in enumerate(units)}
+    rows, swept_keys = [], {}
+    for unit_id, record in sorted(store.records(list(info)), key=lambda x: rank[x[0]]):
+        u = info[unit_id]
+        workload = f"seq_len={record.seq_len},batch={record.batch}"
+        if pairs is not None and record.seq_len is not None and record.batch is not None:
+            # a workload the unit was stored for that the study no longer asks for; records at other
+            # lengths (e.g. CPU speed runs at a capped length, with `seq_len_requested`) stay
+            unit_pairs = {_pair(w) for w in u.workloads}
+            if workload in unit_pairs and workload not in pairs.get((u.variant_key, u.measurement), set()):
+                continue
+        prov = Provenance(**{k: u.provenance.get(k, "unknown") for k in Provenance.__dataclass_fields__})
+        swept_keys.update(dict.fromkeys(record.swept))
+        rows.append({**to_row(record, prov), "variant_key": u.variant_key, "env_id": u.env_id})
+    return pd.DataFrame(rows, columns=[*columns(list(swept_keys)), *KEY_COLUMNS])
+
+
+def results_frame(study_folder: Path, everything: bool = False) -> pd.DataFrame:
+    """The study's results from `<study_folder>/results.sqlite`, one row per record."""
+    with open_store(study_folder, create=False) as store:
+        if everything:
+            return _frame_of(store, store.units(), None)
+        return _frame_of(store, *_current(store))
+
+
+def export(
+    study_folder: Path, fmt: str = "csv", output: Path | None = None, everything: bool = False
+) -> Path:
+    frame = results_frame(study_folder, everything)
+    return write_atomic(frame, output or study_folder / f"results.{fmt}", fmt)

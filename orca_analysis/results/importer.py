@@ -1,0 +1,155 @@
+"""Bring results measured elsewhere (a GPU machine, an older store) into a study's store.
+
+The file is CSV (or Parquet) in the records' columns with their provenance (what `export`, or a
+script using `records.columns` and `to_row`, writes). Rows are grouped into units by variant,
+measurement and provenance, and keyed like local results: the variant's config (resolved through
+the study when the file has no `variant_key`), the workloads, the environment its provenance names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..errors import OrcaError
+from .environment import ALL_WORKLOADS, _digest, variant_key, workload_key
+from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
+from .store import Unit, open_store, study_dir
+
+PROVENANCE = list(Provenance.__dataclass_fields__)
+OPTIONAL = {"category"}  # columns added since the first files were written
+KNOWN = {*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE, "variant_key", "env_id"}
+
+
+@dataclass
+class ImportSummary:
+    store: Path
+    records: int
+    units: int
+    unresolved: list[str]  # variant ids the study does not have (stored, not in the report)
+
+
+def _read(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise OrcaError(f"import file not found: {path}")
+    try:
+        if path.suffix == ".parquet":
+            frame = pd.read_parquet(path).astype(object)
+            return frame.where(frame.notna(), "").astype(str)
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except ImportError:
+        raise OrcaError("reading parquet needs pyarrow: pip install pyarrow") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise OrcaError(f"{path}: not a readable results file ({str(exc).strip().splitlines()[0]})") from None
+
+
+def _scalar(text: str) -> Any:
+    """A swept value as written: int, float, bool or text."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def _number(text: str, where: str, whole: bool = False) -> float | int | None:
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise OrcaError(f"{where}: '{text}' is not a number") from None
+    if math.isnan(value):
+        return None
+    if whole and not value.is_integer():
+        raise OrcaError(f"{where}: '{text}' is not a whole number")
+    return (
+        int(value) if whole or (value.is_integer() and "." not in text and "e" not in text.lower()) else value
+    )
+
+
+def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
+    if row["status"] not in STATUSES:
+        raise OrcaError(f"{where}: status '{row['status']}' is not one of {', '.join(STATUSES)}")
+    text = {k: row[k] for k in ("study", "variant_id", "measurement", "metric", "method", "unit", "dtype")}
+    text.update({k: row[k] for k in ("device", "status", "error")})
+    return Record(
+        **text,
+        value=_number(row["value"], where),
+        seq_len=_number(row["seq_len"], where, whole=True),
+        batch=_number(row["batch"], where, whole=True),
+        category=row.get("category", ""),
+        swept={k: _scalar(row[k]) for k in swept_cols if row[k] != ""},
+    )
+
+
+def _variant_keys(study_ref: str | None, study_name: str) -> tuple[dict[str, str], str]:
+    """variant_id -> variant key for the study's current variants, and its dtype."""
+    from ..study import load_study
+
+    try:
+        study = load_study(study_ref or study_name)
+    except OrcaError:
+        if study_ref:
+            raise
+        return {}, ""  # e.g. a study file not at hand: keys fall back to id and swept values
+    if study.name != study_name:
+        raise OrcaError(f"the file holds results of study '{study_name}', not '{study.name}'")
+    return {v.variant_id: variant_key(v.config) for v in study.variants()}, study.workloads.dtype
+
+
+def import_results(path: Path, out_root: Path | None = None, study_ref: str | None = None) -> ImportSummary:
+    frame = _read(path)
+    missing = [
+        c
+        for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE)
+        if c not in frame.columns and c not in OPTIONAL
+    ]
+    if missing:
+        raise OrcaError(f"{path}: not in the records' columns: missing {', '.join(missing)}")
+    if frame.empty:
+        raise OrcaError(f"{path}: no results in the file")
+    studies = sorted(set(frame["study"]))
+    if len(studies) != 1 or not studies[0]:
+        raise OrcaError(f"{path}: one study per file, found {', '.join(map(repr, studies))}")
+    keys, study_dtype = _variant_keys(study_ref, studies[0])
+    swept_cols = [c for c in frame.columns if c not in KNOWN or c in ("dim", "depth", "heads")]
+    groups: dict[tuple[str, str, str], list[tuple[Record, dict[str, str]]]] = {}
+    unresolved: set[str] = set()
+    for i, row in enumerate(frame.to_dict("records")):
+        record = _record(row, swept_cols, f"{path} line {i + 2}")
+        vkey = row.get("variant_key") or keys.get(record.variant_id)
+        if not vkey:
+            unresolved.add(record.variant_id)
+            vkey = "unresolved-" + _digest([record.variant_id, record.swept])
+        prov = {k: row[k] for k in PROVENANCE}
+        groups.setdefault((vkey, record.measurement, json.dumps(prov, sort_keys=True)), []).append(
+            (record, prov)
+        )
+    with open_store(study_dir(studies[0], out_root)) as store:
+        for (vkey, name, _), rows in groups.items():
+            records = [r for r, _ in rows]
+            with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
+            workloads = sorted(
+                {workload_key(r.seq_len, r.batch, r.dtype or study_dtype) for r in with_workload}
+            )
+            failed = all(r.status == "error" for r in records)
+            unit = Unit(
+                vkey,
+                records[0].variant_id,
+                name,
+                tuple(workloads) or (ALL_WORKLOADS,),
+                "error" if failed else "ok",
+                records[0].error if failed else "",
+                0.0,
+                Provenance(**rows[0][1]),
+                f"import:{path.name}",
+            )
+            store.commit(unit, records)
+        return ImportSummary(store.path, len(frame), len(groups), sorted(unresolved))

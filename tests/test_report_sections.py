@@ -1,0 +1,55 @@
+"""The report's measurement sections, built from a real (tiny) run of every fast measurement."""
+
+import pytest
+
+from orca_analysis.report import render_report
+from orca_analysis.report.view import build_view
+from orca_analysis.results.frame import results_frame
+from orca_analysis.runner import run_study
+from orca_analysis.study import load_study
+
+FAST = "measurements: [params, flops, memory, kernels, attention_speed, speed, probes]"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "fixtures" / "tiny.yaml").read_text()
+    # one variant, one short workload: the sections need shape, not statistics
+    text = text.replace("measurements: [params]", FAST).replace("dim: [32, 64]", "dim: [64]")
+    text = text.replace("depth: [1, 2, 3]", "depth: [2]").replace("seq_lens: [32, 64]", "seq_lens: [32]")
+    root = tmp_path_factory.mktemp("run")
+    path = root / "tiny_all.yaml"
+    path.write_text(text)
+    study = load_study(str(path))
+    run_study(study, root / "reports")
+    return study, root / "reports"
+
+
+def test_every_section_has_tables_and_units(tiny_run):
+    study, out = tiny_run
+    from orca_analysis.claims import load_catalogue
+
+    view = build_view(study, results_frame(out / "tiny"), {}, load_catalogue(), "built-in")
+    sections = {s["id"]: s for s in view["sections"]}
+    assert set(sections) == {"flops", "memory", "speed", "quality"}
+    for sec in ("flops", "memory", "speed"):
+        assert sections[sec]["tables"] and not sections[sec]["missing"], sec
+    flops = sections["flops"]["tables"][0]
+    assert flops["rows"][0][5] == "+0.000%"  # counter and closed form agree on the tiny model
+    memory = sections["memory"]["tables"][0]
+    assert memory["rows"][0][2].endswith("MiB")
+    probes = sections["quality"]["tables"][0]
+    assert probes["rows"][0][1].startswith("pass")  # causality holds
+    assert sections["quality"]["missing"] == ""
+
+
+def test_findings_and_report_render(tiny_run):
+    study, out = tiny_run
+    html, md = render_report(study, out)
+    text = html.read_text()
+    assert 'id="flops"' in text and 'id="memory"' in text and 'id="speed"' in text
+    assert "Cached (KV) decoding" in text  # the probe's finding reaches the summary
+    links = [line.split("](")[1].rstrip(")") for line in md.read_text().splitlines() if line.startswith("![")]
+    assert len(links) >= 3 and all((md.parent / link).is_file() for link in links)

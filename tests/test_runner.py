@@ -1,0 +1,278 @@
+"""The runner on a real store: resume, changed studies, isolated workers that die, progress, kills.
+
+The measurement functions below are module-level so that worker processes can import them.
+"""
+
+import dataclasses
+import io
+import os
+import random
+import re
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from orca_analysis.executors.isolated import worker_context
+from orca_analysis.executors.local import LocalExecutor
+from orca_analysis.measure import MEASUREMENTS, Measurement
+from orca_analysis.results import Record, open_store, results_frame
+from orca_analysis.runner import rectangles, run_sweep
+from orca_analysis.study import load_study
+from orca_analysis.study.schema import Sweep
+
+
+def tokens_x_dim(variant, study):
+    """A workload-dependent stand-in: seq_len * batch * dim, e.g. 32 * 1 * 64 = 2048."""
+    return [
+        Record(study.name, variant.variant_id, "per_workload", "tokens_x_dim", "closed_form",
+               s * b * variant.config.dim, "units", s, b, study.workloads.dtype, swept=variant.swept)
+        for s, b in study.workloads.pairs()
+    ]  # fmt: skip
+
+
+def slow_tokens_x_dim(variant, study):
+    time.sleep(0.08)  # long enough that a kill lands between, and during, measurements
+    return tokens_x_dim(variant, study)
+
+
+def slow_tokens_x_depth(variant, study):
+    """seq_len * batch * depth, e.g. 32 * 1 * 2 = 64, after the same pause."""
+    time.sleep(0.08)
+    return [
+        Record(study.name, variant.variant_id, "per_depth", "tokens_x_depth", "closed_form",
+               s * b * variant.config.depth, "units", s, b, study.workloads.dtype, swept=variant.swept)
+        for s, b in study.workloads.pairs()
+    ]  # fmt: skip
+
+
+def worker_pid(variant, study):
+    (s, b), *_ = study.workloads.pairs()
+    return [Record(study.name, variant.variant_id, "pid", "pid", "os", os.getpid(), "pid", s, b)]
+
+
+def killed(variant, study):
+    os.kill(os.getpid(), signal.SIGKILL)  # what the kernel's OOM killer does
+
+
+def crashed(variant, study):
+    os.kill(os.getpid(), signal.SIGSEGV)
+
+
+def raises(variant, study):
+    raise MemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\nsecond line of the message")
+
+
+def too_slow(variant, study):
+    time.sleep(60)
+
+
+def m(name, fn, isolated=False):
+    return Measurement(name, name, fn, isolated=isolated)
+
+
+PER_WORKLOAD = {"params": MEASUREMENTS["params"], "per_workload": m("per_workload", tokens_x_dim)}
+SLOW = {
+    "params": MEASUREMENTS["params"],
+    "per_workload": m("per_workload", slow_tokens_x_dim),
+    "per_depth": m("per_depth", slow_tokens_x_depth),
+}
+QUIET = io.StringIO
+
+
+def with_measurements(study, names):
+    return dataclasses.replace(study, measurements=list(names))
+
+
+def base_only(study, seq_lens):
+    return dataclasses.replace(
+        study, sweep=Sweep(), workloads=dataclasses.replace(study.workloads, seq_lens=seq_lens)
+    )
+
+
+def unit_ids(folder):
+    with open_store(folder, create=False) as store:
+        return [u.unit_id for u in store.units()]
+
+
+def test_rectangles_cover_pairs_exactly():
+    # seq_len 32 and 64 both have batches (1, 2); 128 only batch 1
+    pairs = [(32, 1), (32, 2), (64, 1), (64, 2), (128, 1)]
+    assert rectangles(pairs) == [([32, 64], [1, 2]), ([128], [1])]
+
+
+def test_rerun_skips_what_is_stored_and_force_remeasures(tiny_study_path, tmp_path):
+    study = load_study(str(tiny_study_path))
+    first = run_sweep(study, tmp_path, log=QUIET())
+    assert (first.planned, first.failed, first.skipped) == (4, 0, 0)  # 4 variants x params
+    ids, frame = unit_ids(tmp_path / "tiny"), results_frame(tmp_path / "tiny")
+    log = QUIET()
+    again = run_sweep(study, tmp_path, log=log)
+    assert (again.planned, again.skipped) == (0, 8)  # 4 variants x 2 workloads, all stored
+    assert "nothing new to measure" in log.getvalue()
+    assert unit_ids(tmp_path / "tiny") == ids
+    assert results_frame(tmp_path / "tiny")["value"].tolist() == frame["value"].tolist()
+    forced = run_sweep(study, tmp_path, force=True, log=QUIET())
+    assert forced.planned == 4 and not set(unit_ids(tmp_path / "tiny")) & set(ids)
+    assert len(results_frame(tmp_path / "tiny")) == len(frame)
+
+
+def test_a_changed_study_measures_only_what_is_new(tiny_study_path, write_study, tmp_path):
+    text = tiny_study_path.read_text()
+    study = with_measurements(load_study(str(tiny_study_path)), PER_WORKLOAD)
+    assert run_sweep(study, tmp_path, measurements=PER_WORKLOAD, log=QUIET()).planned == 8
+    grown = text.replace("dim: [32, 64]", "dim: [32, 48, 64]").replace(
+        "seq_lens: [32, 64]", "seq_lens: [32, 64, 128]"
+    )
+    study = with_measurements(load_study(str(write_study(grown))), PER_WORKLOAD)
+    summary = run_sweep(study, tmp_path, measurements=PER_WORKLOAD, log=QUIET())
+    # new variant dim=48: params + per_workload; the 4 others: per_workload at seq_len 128 only
+    # (params covers every workload: its records have no seq_len). Skipped, per (variant,
+    # measurement, workload): params 4 variants x 3 workloads + per_workload 4 x 2 = 20
+    assert (summary.planned, summary.skipped) == (6, 4 * 3 + 4 * 2)
+    frame = results_frame(tmp_path / "tiny")
+    base = frame[(frame.variant_id == "base") & (frame.measurement == "per_workload")]
+    assert base.set_index("seq_len")["value"].to_dict() == {32: 2048, 64: 4096, 128: 8192}  # s * 1 * 64
+    assert (
+        frame.groupby(["variant_id", "measurement", "metric", "method", "seq_len"], dropna=False).size().max()
+        == 1
+    )
+    # a new base config makes every variant new; the report shows only the current configs
+    rebased = with_measurements(
+        load_study(str(write_study(grown.replace("num_tokens: 256", "num_tokens: 512")))), PER_WORKLOAD
+    )
+    assert run_sweep(rebased, tmp_path, measurements=PER_WORKLOAD, log=QUIET()).planned == 10
+    frame = results_frame(tmp_path / "tiny")
+    embedding = frame[(frame.variant_id == "base") & (frame.metric == "embedding")]["value"]
+    assert embedding.tolist() == [512 * 64, 512 * 64]  # num_tokens x dim, counter and closed form
+    assert len(results_frame(tmp_path / "tiny", everything=True)) > len(frame)  # the old ones are kept
+
+
+def test_isolated_workers_are_fresh_and_their_deaths_are_recorded(tiny_study_path, tmp_path):
+    names = {
+        "pid": m("pid", worker_pid, True),
+        "killed": m("killed", killed, True),
+        "crashed": m("crashed", crashed, True),
+        "raises": m("raises", raises, True),
+    }
+    study = with_measurements(base_only(load_study(str(tiny_study_path)), [32, 64]), names)
+    summary = run_sweep(
+        study, tmp_path, measurements=names, executor=LocalExecutor(time_limit=120), log=QUIET()
+    )
+    assert (summary.planned, summary.failed) == (8, 6)  # 4 measurements x 2 workloads, one worker each
+    frame = results_frame(tmp_path / "tiny")
+    pids = frame[frame.measurement == "pid"]["value"].tolist()
+    assert len(set(pids)) == 2 and os.getpid() not in pids  # a fresh process per measurement
+    errors = frame[frame.status == "error"].groupby("measurement")["error"].agg(set).to_dict()
+    assert errors == {
+        "killed": {"worker killed (SIGKILL): out of memory, or killed from outside"},
+        "crashed": {"worker crashed (SIGSEGV)"},
+        "raises": {"MemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"},
+    }
+    assert sorted(frame[frame.measurement == "killed"]["seq_len"]) == [32, 64]  # which workload died
+    retried = run_sweep(study, tmp_path, measurements=names, retry_failed=True, log=QUIET())
+    assert (retried.planned, retried.skipped) == (6, 2)
+
+
+def test_a_worker_past_its_time_limit_is_stopped(tiny_study_path, tmp_path):
+    names = {"slow": m("slow", too_slow, True)}
+    study = with_measurements(base_only(load_study(str(tiny_study_path)), [32]), names)
+    worker_context().Process(target=time.sleep, args=(0,)).start()  # warm the forkserver first
+    start = time.perf_counter()
+    run_sweep(study, tmp_path, measurements=names, executor=LocalExecutor(time_limit=3), log=QUIET())
+    assert time.perf_counter() - start < 30
+    with open_store(tmp_path / "tiny", create=False) as store:
+        (unit,) = store.units()
+        (row,) = store.db.execute("SELECT error, source FROM units").fetchall()
+    assert unit.status == "error" and row[0] == "time limit 3 s exceeded: worker stopped"
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(row[1].split()[-1]), 0)  # the worker is gone
+
+
+def test_progress_bar_on_a_terminal_quiet_elsewhere(tiny_study_path, tmp_path):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    study = load_study(str(tiny_study_path))
+    term = Terminal()
+    run_sweep(study, tmp_path / "a", log=term)
+    assert re.search(r"tiny: 100%.*4/4 \[\d\d:\d\d<\d\d:\d\d", term.getvalue())  # count and ETA
+    plain = QUIET()
+    run_sweep(study, tmp_path / "b", log=plain)
+    assert len(plain.getvalue().splitlines()) == 1 and "\r" not in plain.getvalue()  # the summary only
+
+
+def _sweep_in_child(study_path, out, log_path):
+    with open(log_path, "a", buffering=1) as log:
+        log.write("started\n")
+        study = with_measurements(load_study(study_path), SLOW)
+        run_sweep(study, out, measurements=SLOW, verbose=True, log=log)
+
+
+def _stored(folder):
+    """(variant_id, measurement) -> unit id, for what the store holds."""
+    with open_store(folder, create=False) as store:
+        rows = store.db.execute("SELECT variant_id, measurement, unit_id FROM units").fetchall()
+    return {(v, name): unit_id for v, name, unit_id in rows}
+
+
+def _wait_for(predicate, child, limit=30.0):
+    deadline = time.monotonic() + limit
+    while not predicate() and child.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def test_killing_a_real_run_ten_times_loses_nothing(tiny_study_path, write_study, tmp_path):
+    grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
+    grid = grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]")
+    path = str(write_study(grid))  # 2 dims x 3 depths x 2 heads = 12 variants, x 3 measurements = 36 calls
+    folder, log_path = tmp_path / "tiny", tmp_path / "child.log"
+    ctx, rng = worker_context(), random.Random(20261128)
+    kept: dict = {}
+    mid_run = 0
+    for i in range(10):
+        log_path.write_text("")
+        child = ctx.Process(target=_sweep_in_child, args=(path, tmp_path, str(log_path)))
+        child.start()
+        # a random point: after 0, 1 or 2 measurements of this run, then up to 0.1 s into the next
+        # one (planning, measuring, or committing); at most 3 finish per run, so each kill is mid-run
+        after, delay = rng.randrange(3), rng.uniform(0.0, 0.1)
+        _wait_for(
+            lambda n=after: log_path.read_text().count(": ok") >= n and "started" in log_path.read_text(),
+            child,
+        )
+        time.sleep(delay)
+        alive = child.is_alive()
+        mid_run += alive
+        child.kill()  # SIGKILL: no handler, no cleanup
+        child.join()
+        db = sqlite3.connect(folder / "results.sqlite")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        db.close()
+        stored = _stored(folder)
+        announced = re.findall(r"\] (.+?): (\w+): ok", log_path.read_text())
+        assert set(announced) <= set(stored)  # every measurement the run reported finished is stored
+        assert kept.items() <= stored.items()  # nothing stored before is lost or measured again
+        kept = stored
+        print(
+            f"kill {i + 1}: after {after} stored + {delay:.2f} s, {'mid-run' if alive else 'ended'}; {len(stored)}/36"
+        )
+    assert mid_run == 10
+    final = run_sweep(with_measurements(load_study(path), SLOW), tmp_path, measurements=SLOW, log=QUIET())
+    assert final.planned == 36 - len(kept) > 0 and len(_stored(folder)) == 36
+    frame = results_frame(folder)
+    assert (
+        frame.groupby(["variant_id", "measurement", "metric", "method", "seq_len"], dropna=False).size().max()
+        == 1
+    )
+    work, depth = frame[frame.measurement == "per_workload"], frame[frame.measurement == "per_depth"]
+    assert (work["value"] == work["seq_len"] * work["dim"]).all() and len(
+        work
+    ) == 24  # 12 variants x 2, batch 1
+    assert (depth["value"] == depth["seq_len"] * depth["depth"]).all() and len(depth) == 24
+    params = frame[(frame.measurement == "params") & (frame.metric == "total")]
+    assert (
+        len(params) == 24 and (params.groupby("variant_id")["value"].nunique() == 1).all()
+    )  # counter = closed
