@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,10 @@ def _parser() -> argparse.ArgumentParser:
             "--out", type=Path, default=Path("reports"), help="reports folder (default: reports)"
         )
     _run_options(sub.choices["run"])
+    sub.choices["report"].add_argument(
+        "--claims", type=Path, default=None, metavar="FILE",
+        help="your own claims catalogue (YAML, the schema of orca_analysis/claims/catalogue.yaml)",
+    )  # fmt: skip
 
     export = sub.add_parser("export", help="write a study's stored results as CSV or Parquet")
     export.add_argument("study", nargs="?", default="orca", help="study name or YAML path (default: orca)")
@@ -74,6 +79,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         help=f"seconds an isolated measurement may run (default: {DEFAULT_TIME_LIMIT_S:g})",
     )  # fmt: skip
     run.add_argument("--verbose", "-v", action="store_true", help="one line per stored measurement")
+    run.add_argument(
+        "--corpus", type=Path, default=None, metavar="PATH",
+        help="text file or folder for the training runs (default: the Python standard library's sources)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,6 +129,12 @@ def _run(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     if args.time_limit <= 0:
         raise OrcaError(f"--time-limit must be positive, got {args.time_limit:g}")
+    if args.corpus is not None:
+        if not args.corpus.exists():
+            raise OrcaError(f"corpus not found: {args.corpus} (give a text file or a folder of text files)")
+        os.environ["ORCA_CORPUS"] = str(
+            args.corpus.resolve()
+        )  # read by measure/_corpus.py, workers inherit it
     executor = make_executor(args.executor, args.address, args.time_limit)
     run_sweep(
         study,
@@ -168,7 +183,7 @@ def _report(args: argparse.Namespace) -> int:
     from .report import render_report
     from .study import load_study
 
-    paths = render_report(load_study(args.study), args.out)
+    paths = render_report(load_study(args.study), args.out, args.claims)
     for path in paths:
         print(f"report: {path}")
     return 0

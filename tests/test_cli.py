@@ -211,3 +211,31 @@ def test_ctrl_c_stops_a_real_run_and_the_next_one_resumes(tiny_study_path, write
     assert 1 <= stored < 12
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert f"{12 - stored} of {12 - stored} measurements ok" in capsys.readouterr().err
+
+
+def test_missing_corpus_and_claims_are_one_line_errors(tiny_study_path, tmp_path, capsys):
+    assert (
+        main(["run", str(tiny_study_path), "--out", str(tmp_path), "--corpus", str(tmp_path / "none")]) == 2
+    )
+    assert "corpus not found" in capsys.readouterr().err
+    assert main(["run", str(tiny_study_path), "--out", str(tmp_path)]) == 0
+    assert (
+        main(["report", str(tiny_study_path), "--out", str(tmp_path), "--claims", str(tmp_path / "c.yaml")])
+        == 2
+    )
+    assert "claims catalogue not found" in capsys.readouterr().err
+
+
+def test_report_with_a_users_catalogue_escapes_its_text(tiny_study_path, tmp_path):
+    catalogue = tmp_path / "claims.yaml"
+    catalogue.write_text(
+        "claims:\n  - {id: mine, subject: dim, kind: cost, claim: '<img src=x onerror=alert(1)> params grow',\n"
+        "     rule: {name: grows_with, params: {measurement: params, metric: total, method: counter, axis: dim,\n"
+        "            category: ''}}}\n"
+    )
+    assert main(["run", str(tiny_study_path), "--out", str(tmp_path)]) == 0
+    assert main(["report", str(tiny_study_path), "--out", str(tmp_path), "--claims", str(catalogue)]) == 0
+    html = (tmp_path / "tiny" / "report.html").read_text()
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+    # tiny: dim 32 -> 64, params counter grows, so the user's claim is supported
+    assert "supported" in html and f"catalogue: {catalogue}" in html
