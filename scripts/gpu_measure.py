@@ -1,4 +1,4 @@
-"""The prepared GPU run: speed, kernel, attention and (when present) memory measurements of a study.
+"""The prepared GPU run: speed, kernel, attention, memory and (full-scale) quality measurements of a study.
 
     scripts/gpu_measure.sh OUTDIR [--study orca] [--budget-s 450] [--smoke] [--only speed,kernels]
 
@@ -9,7 +9,7 @@ Writes into OUTDIR:
   parts/       one CSV per worker (merged into results.csv), log.txt
 The driver (this file without --worker) imports only the standard library; each group of
 measurements runs in a fresh worker process so one cannot distort the next: [speed] first,
-then [kernels, attention_speed], then [memory]. Each worker stops starting new work at its
+then [kernels, attention_speed], then [memory], then [probes, training]. Each worker stops starting new work at its
 deadline and the driver kills it 20 s later, so the whole run ends within the budget (default
 450 s, inside the 8 minutes the GPU is lent for). A CPU machine can run it with --smoke: the
 study's base variant only, sequence length 32, all groups in one worker -- what the test does.
@@ -26,8 +26,19 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-GROUPS = {"speed": ["speed"], "attention": ["kernels", "attention_speed"], "memory": ["memory"]}
-SHARES = {"speed": 0.55, "attention": 0.80, "memory": 1.0}  # cumulative share of the budget at each deadline
+GROUPS = {
+    "speed": ["speed"],
+    "attention": ["kernels", "attention_speed"],
+    "memory": ["memory"],
+    # last: full-scale training runs (QualityScale is `gpu` when CUDA is present); the budget cuts what does not fit
+    "quality": ["probes", "training"],
+}
+SHARES = {
+    "speed": 0.40,
+    "attention": 0.55,
+    "memory": 0.70,
+    "quality": 1.0,
+}  # cumulative share of the budget at each deadline
 GRACE_S = 20
 
 

@@ -54,35 +54,85 @@ def growth_exponent(x: list[float], y: list[float]) -> float:
     return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
-def params_vs_axes(params: pd.DataFrame, axes: list[str]) -> Figure | None:
-    """Parameters against each swept shape axis, log-log, with the fitted exponent (others at base)."""
-    axes = [a for a in axes if params[a].nunique() > 1]
+def vs_axes(
+    table: pd.DataFrame,
+    axes: list[str],
+    series: dict[str, str],
+    fit: str,
+    name: str,
+    title: str,
+    ylabel: str,
+    caption: str,
+    sources: str,
+) -> Figure | None:
+    """`series` columns against each swept shape axis (others at base), log-log, with the exponent of `fit`."""
+    axes = [a for a in axes if a in table and table[a].nunique() > 1]
     if not axes:
         return None
     with plt.rc_context(STYLE):
         fig, panels = plt.subplots(1, len(axes), figsize=(3.2 * len(axes), 3.2), squeeze=False)
         notes = []
         for ax, axis in zip(panels[0], axes, strict=True):
-            sub = params[params["on_axis"].apply(lambda on, a=axis: a in on)].sort_values(axis)
-            for comp, style in (("total", "-o"), ("layers", "--s")):
-                ax.plot(sub[axis], sub[comp], style, label=comp)
-            k = growth_exponent(sub[axis].tolist(), sub["layers"].tolist())
-            notes.append(f"{axis}: layers ~ {axis}^{k:.2f}")
-            ax.set(xscale="log", yscale="log", xlabel=axis, title=f"{axis} (layers ~ {axis}^{k:.2f})")
+            sub = table[table["on_axis"].apply(lambda on, a=axis: a in on)].sort_values(axis)
+            for (label, col), style in zip(series.items(), ("-o", "--s", ":^"), strict=False):
+                ax.plot(sub[axis], sub[col], style, label=label)
+            k = growth_exponent(sub[axis].tolist(), sub[fit].tolist())
+            notes.append(f"{axis}: {fit} ~ {axis}^{k:.2f}")
+            ax.set(xscale="log", yscale="log", xlabel=axis, title=f"{axis} ({fit} ~ {axis}^{k:.2f})")
             ax.set_xticks(sub[axis].tolist(), [str(v) for v in sub[axis]])
             ax.minorticks_off()
-        panels[0][0].set_ylabel("parameters")
+        panels[0][0].set_ylabel(ylabel)
         panels[0][0].legend(frameon=False)
         fig.tight_layout()
         svg = _to_svg(fig)
-    return Figure(
+    return Figure(name, title, f"{caption} Fitted exponents: " + "; ".join(notes) + ".", sources, svg)
+
+
+def params_vs_axes(params: pd.DataFrame, axes: list[str]) -> Figure | None:
+    """Parameters against each swept shape axis, with the fitted exponent of the layers' share."""
+    return vs_axes(
+        params,
+        axes,
+        {"total": "total", "layers": "layers"},
+        "layers",
         "params_vs_axes",
         "Parameters versus dim, depth and heads",
-        "Counter values, log-log; 'layers' excludes the embedding and logits tables. Fitted "
-        "exponents: " + "; ".join(notes) + ".",
+        "parameters",
+        "Counter values, log-log; 'layers' excludes the embedding and logits tables.",
         "params / counter",
-        svg,
     )
+
+
+def scatter(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    label: str,
+    name: str,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    caption: str,
+    sources: str,
+) -> Figure | None:
+    """Labelled points, log x: e.g. quality against training compute, with the Pareto front drawn."""
+    if df.empty:
+        return None
+    with plt.rc_context(STYLE):
+        fig, ax = plt.subplots(figsize=(8, 3.8))
+        ax.scatter(df[x], df[y])
+        for _, row in df.iterrows():
+            ax.annotate(
+                str(row[label]), (row[x], row[y]), textcoords="offset points", xytext=(4, 4), fontsize=8
+            )
+        front = df.sort_values(x)
+        front = front[front[y] <= front[y].cummin()]  # the best loss reachable at each compute
+        ax.plot(front[x], front[y], "--", color="grey", label="Pareto front")
+        ax.set(xscale="log", xlabel=xlabel, ylabel=ylabel)
+        ax.legend(frameon=False)
+        fig.tight_layout()
+        svg = _to_svg(fig)
+    return Figure(name, title, caption, sources, svg)
 
 
 def param_split(params: pd.DataFrame) -> Figure:

@@ -83,3 +83,21 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def share(x: float | None, digits: int = 1) -> str:
     return "n/a" if x is None or pd.isna(x) else f"{x * 100:.{digits}f}%"
+
+
+def axis_table(study, variant_ids) -> pd.DataFrame:
+    """variant_id, dim, depth, heads and `on_axis` (the shape axes a variant lies on, others at base)."""
+    rows = []
+    for v in study.variants():
+        if v.variant_id not in set(variant_ids):
+            continue
+        changed = [k for k, val in v.swept.items() if val != study.base.get(k)]
+        on = {"dim", "depth", "heads"} if not changed else set(changed) if len(changed) == 1 else set()
+        rows.append(
+            {
+                "variant_id": v.variant_id,
+                "on_axis": on,
+                **{a: v.swept.get(a, study.base.get(a)) for a in ("dim", "depth", "heads")},
+            }
+        )
+    return pd.DataFrame(rows)

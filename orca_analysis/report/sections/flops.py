@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 
 from ...formulas.flops import MFU_CONVENTION_TEXT
-from ..figures import lines, stacked
-from . import Section, Table, ok_rows, pct, pick, share, si, value, variant_order
+from ..figures import lines, stacked, vs_axes
+from . import Section, Table, axis_table, ok_rows, pct, pick, share, si, value, variant_order
 
 COMPONENTS = ("q_proj", "k_proj", "v_proj", "attention_core", "alibi", "out_proj", "feedforward", "logits")
 
@@ -107,5 +107,23 @@ def flops_section(results: pd.DataFrame, study) -> Section:
         "Operator counter, causal-aware, batch as in the study; log-log.",
         "flops / counter / train_step_causal",
     )
-    section.figures += [f for f in (fig, fig2) if f]
+    per_variant = curve[curve["seq_len"] == top].set_index("variant_id")["value"]
+    attention = comp[comp["category"].isin(["attention_core", "alibi"])].groupby(level=0)["value"].sum()
+    table = axis_table(study, per_variant.index)
+    table["train step"] = table["variant_id"].map(per_variant)
+    table["attention + ALiBi"] = table["variant_id"].map(
+        attention * comp["seq_len"].groupby(level=0).first() * comp["batch"].groupby(level=0).first()
+    )
+    fig3 = vs_axes(
+        table.dropna(),
+        ["dim", "depth", "heads"],
+        {"train step": "train step", "attention + ALiBi": "attention + ALiBi"},
+        "train step",
+        "flops_vs_axes",
+        f"Training-step FLOPs versus dim, depth and heads at {int(top)} tokens",
+        "FLOP per training step",
+        "Operator counter, causal-aware, log-log.",
+        "flops / counter / train_step_causal",
+    )
+    section.figures += [f for f in (fig3, fig, fig2) if f]
     return section

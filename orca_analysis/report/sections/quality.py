@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ...measure._recorder import parse_category
-from ..figures import lines
+from ..figures import lines, scatter
 from . import Section, Table, ok_rows, pick, si, variant_order
 
 
@@ -171,6 +171,29 @@ def quality_section(results: pd.DataFrame, study) -> Section:
                 "Proxy models, byte-level tokens, equal token budgets.",
                 "training / val_loss",
                 logy=False,
+            )
+            if fig:
+                section.figures.append(fig)
+        final = _with_parts(rows[(rows["metric"] == "val_loss_final") & (rows["method"] == "measured")])
+        if not final.empty and "flops" in final:
+            final["flops"] = final["flops"].astype(float)
+            pareto = (
+                final.groupby("variant_id")
+                .agg(flops=("flops", "first"), loss=("value", "mean"))
+                .reset_index()
+            )
+            fig = scatter(
+                pareto,
+                "flops",
+                "loss",
+                "variant_id",
+                "quality_vs_compute",
+                "Quality versus training compute",
+                "training FLOPs of the run (6N + attention)",
+                "final validation loss (nats/token, mean of seeds)",
+                "Each proxy variant's final validation loss against the FLOPs its run spent; the dashed "
+                "line is the Pareto front (the best loss reachable at that compute).",
+                "training / val_loss_final",
             )
             if fig:
                 section.figures.append(fig)

@@ -171,6 +171,21 @@ def speed_section(results: pd.DataFrame, study) -> Section:
         )
         if fig:
             section.figures.append(fig)
+    step = ok_rows(results, "speed")
+    step = step[(step["metric"] == "train_step_time") & (step["method"] == "measured_median")]
+    fig = lines(
+        step,
+        "seq_len",
+        "variant_id",
+        "train_time_vs_seq",
+        "Training-step time versus sequence length",
+        "seconds per step",
+        "Median wall time of a training step (forward, backward, AdamW), batch as in "
+        "the study, at the lengths measured on this device; log-log.",
+        "speed / train_step_time",
+    )
+    if fig:
+        section.figures.append(fig)
     if not section.tables:
         section.missing = (
             "no speed results: add `kernels`, `attention_speed` and `speed` to the study and run it"
