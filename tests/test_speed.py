@@ -21,7 +21,7 @@ from orca_analysis.measure import MEASUREMENTS
 from orca_analysis.measure._timing import Timing, scaled_seq_lens, time_fn, timing_records
 from orca_analysis.measure.attention_speed import sdpa_useful_flops
 from orca_analysis.measure.kernels import SdpaCall, backends_ran, eligibility, refusal_reason
-from orca_analysis.measure.speed import _palm_flops, datasheet_peak
+from orca_analysis.measure.speed import _counted_flops, datasheet_peak
 from orca_analysis.results.records import Record, columns
 from orca_analysis.study import load_study
 from orca_analysis.study.schema import Workloads
@@ -190,11 +190,16 @@ def test_attention_speed_structure(tiny_study_path):
         assert _pick(recs, metric=f"sdpa_best_vs_gemm_{case}")[0].value > 0
 
 
-def test_palm_flops_and_datasheet():
+def test_utilisation_numerator_is_the_flop_counter_and_datasheet():
+    from orca_analysis.formulas.flops import closed_form_flops
+
     cfg = load_study("tests/fixtures/tiny.yaml").base  # depth 2, heads 4, dim_head 64
-    # training, N = 1000, T = 32: 3 * (2*1000 + 4*2*4*64*32) * 32 = 3 * 67,536 * 32 = 6,483,456
-    assert _palm_flops(cfg, 1000, 32, 1, training=True) == 6_483_456
-    assert _palm_flops(cfg, 1000, 32, 2, training=False) == 67_536 * 32 * 2
+    closed = closed_form_flops(cfg, 32, 2, causal=True)["total"]
+    # the counter agrees with the closed form (tests/test_flops.py); training = forward + backward
+    assert _counted_flops(cfg, 32, 2, training=True) == pytest.approx(
+        closed.forward + closed.backward, rel=1e-9
+    )
+    assert _counted_flops(cfg, 32, 2, training=False) == pytest.approx(closed.forward, rel=1e-9)
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
     assert datasheet_peak("NVIDIA H100 PCIe", "bfloat16") == 756e12
     assert datasheet_peak("NVIDIA H200", "float16") == 989e12

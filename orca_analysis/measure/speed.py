@@ -10,8 +10,9 @@ CPU; pure-dtype weights and AdamW states, no autocast):
   forward; where caching fails or disagrees that is recorded (status error) and decode is
   also timed without the cache (a full forward per new token).
 Utilisation divides achieved FLOP/s by (a) a dense GEMM ceiling measured once per process and
-(b) the datasheet peak. The numerator is a private closed-form estimate (`_palm_flops`, PaLM
-convention), labelled as such in `method`, until the FLOP measurement's counts replace it.
+(b) the datasheet peak. The numerator is the `flops` measurement's operator counter run at the
+length actually timed: training steps by `train_step_causal` (the MFU convention of
+formulas/flops.py), prefill by `forward_causal`; AdamW's elementwise work is not counted.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ..build.builder import DTYPES
 from ..results import Record
 from ..results.records import device_name
 from ..study.schema import ModelConfig, Study, Variant
+from ._flop_counter import count_flops
 from ._timing import (
     Timing,
     base_record,
@@ -47,10 +49,8 @@ from .registry import register_measurement
 DECODE_TOKENS = {"cuda": 32, "cpu": 4}  # new tokens per decode sample
 AGREEMENT_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 3e-2}  # max |dlogit| / max |logit|
 GEMM_N = {"cuda": 8192, "cpu": 1024}
-FLOPS_METHOD = "closed_form_palm_6N_12LHQT"
-Ceilings = tuple[
-    float, float | None
-]  # (measured GEMM FLOP/s, datasheet FLOP/s or None)  # the numerator's convention, see _palm_flops
+FLOPS_METHOD = "counter_causal"  # measure/_flop_counter.py, causal-aware: formulas/flops.py MFU_CONVENTION
+Ceilings = tuple[float, float | None]  # (measured GEMM FLOP/s, datasheet FLOP/s or None)
 # Dense (no sparsity) 16-bit tensor-core peaks, FLOP/s: NVIDIA H200, H100 and A100 datasheets.
 # Most specific name first: torch reports e.g. "NVIDIA H100 80GB HBM3", "NVIDIA H100 PCIe".
 DATASHEET_PEAK_16BIT = (
@@ -81,14 +81,10 @@ def gemm_ceiling(device: str, dtype: str) -> tuple[Timing, int]:
     return time_fn(lambda ab: ab[0] @ ab[1], pairs, device=device, label="gemm", **run_settings(device)), n
 
 
-def _palm_flops(cfg: ModelConfig, n_matmul: int, seq_len: int, batch: int, training: bool) -> float:
-    """PRIVATE ESTIMATE, to be swapped for the FLOP measurement's counts.
-    PaLM (Chowdhery et al. 2022, Appendix B): FLOPs per token = 6N + 12*L*H*Q*T for a training
-    step, 2N + 4*L*H*Q*T for a forward; N = parameters used in matmuls (all but the input
-    embedding table), L layers, H heads, Q head dim, T = seq_len; the full T x T score matrix is
-    counted (no credit for causal masking); norms, softmax, ALiBi and token shift are not."""
-    per_token = 2 * n_matmul + 4 * cfg.depth * cfg.heads * cfg.dim_head * seq_len  # forward
-    return (3 if training else 1) * per_token * seq_len * batch
+def _counted_flops(cfg: ModelConfig, seq_len: int, batch: int, training: bool) -> float:
+    """FLOPs of one training step (forward, loss, backward) or one forward, by the operator counter."""
+    count = count_flops(cfg, seq_len, batch, train=training)  # no allocation: FakeTensorMode
+    return float(count.value("train_step_causal" if training else "forward_causal"))
 
 
 def _matmul_params(model: torch.nn.Module, cfg: ModelConfig) -> int:
@@ -159,7 +155,7 @@ def _ceilings(base: Record, device: str, dtype: str) -> tuple[Ceilings, list[Rec
 
 
 def _utilisation(timing: Timing, at: Record, kind: str, flops: float, ceilings: Ceilings) -> list[Record]:
-    """Achieved FLOP/s (closed-form numerator, see FLOPS_METHOD) over the GEMM ceiling and the datasheet."""
+    """Achieved FLOP/s (counted numerator, see FLOPS_METHOD) over the GEMM ceiling and the datasheet."""
     achieved, note = flops / timing.median, {"error": timing.note}
     gemm, peak = ceilings
     if achieved > gemm:  # possible on a shared CPU: the ceiling was timed under other contention
@@ -189,7 +185,7 @@ def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceiling
     inputs = _tokens(cfg.num_tokens, (at.batch, at.seq_len + 1), at.device)
     timing = time_fn(step, inputs, device=at.device, label="train_step", **run_settings(at.device))
     tokens = at.batch * at.seq_len
-    flops = _palm_flops(cfg, n_matmul, at.seq_len, at.batch, training=True)
+    flops = _counted_flops(cfg, at.seq_len, at.batch, training=True)
     return [
         *timing_records(timing, "train_step_time", at),
         rate_record(timing, "train_tokens_per_s", tokens, "tokens/s", at, "measured_median"),
@@ -206,7 +202,7 @@ def _prefill(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceili
 
     inputs = _tokens(cfg.num_tokens, (at.batch, at.seq_len), at.device)
     timing = time_fn(forward, inputs, device=at.device, label="prefill", **run_settings(at.device))
-    flops = _palm_flops(cfg, n_matmul, at.seq_len, at.batch, training=False)
+    flops = _counted_flops(cfg, at.seq_len, at.batch, training=False)
     return [
         *timing_records(timing, "prefill_time", at),
         rate_record(timing, "prefill_tokens_per_s", at.batch * at.seq_len, "tokens/s", at, "measured_median"),

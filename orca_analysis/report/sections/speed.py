@@ -113,7 +113,7 @@ def _speed_table(results: pd.DataFrame, study) -> Table | None:
         "Median of repeated timed runs (warm-up first; the spread is in the results, and rows the harness "
         "flags as noisy say so in `error`). Training step = forward, backward and AdamW. Decode: tokens "
         "after a prompt, with the KV cache and without it (full recompute); a cached decode that crashes "
-        "or disagrees with the full forward is shown as a failure. Utilisation = PaLM-formula FLOP/s "
+        "or disagrees with the full forward is shown as a failure. Utilisation = FLOP/s by the operator counter "
         f"over the measured GEMM ceiling ({ceil_text}).",
         [
             "variant",
