@@ -173,42 +173,19 @@ def run_worker(args: argparse.Namespace) -> int:
                 continue
             for variant in variants:
                 t = time.time()
+
+                def outcome(status: str, error: str, variant=variant, name=name) -> list[Record]:
+                    return [Record(study.name, variant.variant_id, name, "", "", None, "", device=device,
+                                   status=status, error=error, swept=variant.swept)]  # fmt: skip
+
                 if t > args.deadline:
-                    records = [
-                        Record(
-                            study.name,
-                            variant.variant_id,
-                            name,
-                            "",
-                            "",
-                            None,
-                            "",
-                            device=device,
-                            status="skipped",
-                            error="time budget of the GPU run exhausted",
-                            swept=variant.swept,
-                        )
-                    ]
+                    records = outcome("skipped", "time budget of the GPU run exhausted")
                 else:
                     try:
                         records = MEASUREMENTS[name].fn(variant, study)
                     except Exception as exc:  # noqa: BLE001  (a failed measurement is a result)
                         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                        records = [
-                            Record(
-                                study.name,
-                                variant.variant_id,
-                                name,
-                                "",
-                                "",
-                                None,
-                                "",
-                                device=device,
-                                status="error",
-                                error=f"{type(exc).__name__}: {text}",
-                                swept=variant.swept,
-                            )
-                        ]
+                        records = outcome("error", f"{type(exc).__name__}: {text}")
                 writer.writerows(to_row(r, provenance) for r in records)
                 fh.flush()
                 print(
