@@ -5,14 +5,42 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from .errors import OrcaError
 from .executors import DEFAULT_TIME_LIMIT_S, EXECUTORS
 
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 FORMATS = ("csv", "parquet")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, `kill`), raised where Ctrl-C would be: the same clean stop."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """While `run` runs, SIGTERM stops it as Ctrl-C does: what finished is stored, results.csv exported,
+    workers stopped. Only in the main thread (where Python delivers signals); the old handler after."""
+    try:
+        previous, installed = signal.signal(signal.SIGTERM, _terminate), True
+    except ValueError:  # not the main thread (e.g. main() called from a thread): leave SIGTERM alone
+        previous, installed = None, False
+    try:
+        yield
+    finally:
+        if installed:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -91,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inspect":
             return _inspect(args)
         if args.command == "run":
-            return _run(args)
+            with _sigterm_interrupts():
+                return _run(args)
         if args.command == "export":
             return _export(args)
         if args.command == "import":
@@ -101,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         for line in exc.problems:
             print(f"orca-analysis: error: {line}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 def _inspect(args: argparse.Namespace) -> int:

@@ -1,6 +1,7 @@
 """Run a study: plan what the store lacks, run it on an executor, store each result as it finishes.
 
-Resume: a (variant config, measurement, workload) already stored for this environment is skipped;
+Resume: a (variant config, measurement, workload) already stored for this environment is skipped
+(for a measurement that trains on the corpus, `uses_corpus`, only when stored for the same corpus);
 `force` remeasures everything, `retry_failed` remeasures what failed. A measurement that fails
 (an exception, a worker that died) becomes an `error` record with its one-line reason; the sweep
 goes on. After the run (or an interrupt) `results.csv` is exported from the store.
@@ -21,10 +22,11 @@ from tqdm import tqdm
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
 from .measure import MEASUREMENTS, Measurement
+from .measure._corpus import selected_corpus_label
 from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
 from .results.frame import export
 from .results.store import Store, Unit, open_store, study_dir
-from .study.schema import Study, Workloads
+from .study.schema import ModelConfig, Study, Workloads
 
 
 @dataclass
@@ -49,23 +51,42 @@ def rectangles(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[int]]
     return [(seqs, list(batches)) for batches, seqs in groups.items()]
 
 
+def corpus_for(study: Study, measurements: Mapping[str, Measurement]) -> str | None:
+    """The selected corpus's label when one of the study's measurements trains on it, else None."""
+    if any(getattr(measurements[n], "uses_corpus", False) for n in study.measurements):
+        return selected_corpus_label()  # a user corpus is read and hashed: once per run
+    return None
+
+
+def measurement_key(config: ModelConfig, measurement: Measurement, corpus: str | None) -> str:
+    """The key a measurement's results for this config are stored under: the variant key, combined with
+    the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up)."""
+    if not getattr(measurement, "uses_corpus", False):
+        return variant_key(config)
+    return variant_key(config, corpus if corpus is not None else selected_corpus_label())
+
+
 def plan_calls(
     study: Study,
     measurements: Mapping[str, Measurement],
     covered: Mapping[tuple[str, str, str], set[str]],
     env_ids: Mapping[bool, str],
+    corpus: str | None = None,
 ) -> tuple[list[Call], list[tuple[str, str, str, str]], int]:
-    """The calls still to run, the study's plan (for the store) and how many items are stored already."""
+    """The calls still to run, the study's plan (for the store) and how many items are stored already.
+
+    `corpus`: the label from `corpus_for` (None: looked up here, when a measurement needs it)."""
+    corpus = corpus if corpus is not None else corpus_for(study, measurements)
     dtype = study.workloads.dtype
     pairs = study.workloads.pairs()
     calls: list[Call] = []
     plan: list[tuple[str, str, str, str]] = []
     skipped = 0
     for variant in study.variants():
-        vkey = variant_key(variant.config)
         for name in study.measurements:
             # only what a worker needs: `inspect` summaries may be lambdas, which pickle refuses
             m = dataclasses.replace(measurements[name], summary=None, summary_text=None)
+            vkey = measurement_key(variant.config, m, corpus)
             have = covered.get((vkey, name, env_ids[bool(getattr(m, "gpu", False))]), set())
             plan += [(vkey, variant.variant_id, name, workload_key(s, b, dtype)) for s, b in pairs]
             todo = [] if ALL_WORKLOADS in have else [p for p in pairs if workload_key(*p, dtype) not in have]
@@ -80,7 +101,8 @@ def plan_calls(
     return calls, plan, skipped
 
 
-def unit_for(call: Call, outcome: Outcome) -> Unit:
+def unit_for(call: Call, outcome: Outcome, corpus: str | None = None) -> Unit:
+    """The stored unit of a finished call; `corpus` as for `plan_calls`, so it lands where the plan looks."""
     records = outcome.records
     workload_free = (
         outcome.status == "ok" and records and all(r.seq_len is None and r.batch is None for r in records)
@@ -88,7 +110,7 @@ def unit_for(call: Call, outcome: Outcome) -> Unit:
     dtype = call.study.workloads.dtype
     workloads = (ALL_WORKLOADS,) if workload_free else tuple(workload_key(s, b, dtype) for s, b in call.pairs)
     return Unit(
-        variant_key(call.variant.config),
+        measurement_key(call.variant.config, call.measurement, corpus),
         call.variant.variant_id,
         call.measurement.name,
         workloads,
@@ -145,17 +167,19 @@ def run_sweep(
     executor = executor or LocalExecutor()
     progress = None
     try:
+        corpus = corpus_for(study, measurements)  # before the store opens: a bad corpus leaves no trace
         with open_store(folder) as store:
             try:
                 gpu_kinds = {bool(getattr(measurements[n], "gpu", False)) for n in study.measurements}
                 env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}
                 covered = {} if force else store.covered(set(env_ids.values()), ok_only=retry_failed)
-                calls, plan, skipped = plan_calls(study, measurements, covered, env_ids)
+                calls, plan, skipped = plan_calls(study, measurements, covered, env_ids, corpus)
                 store.set_plan(plan)
                 progress = Progress(len(calls), study.name, log, verbose)
                 for outcome in executor.run(calls):
                     call = calls[outcome.call_index]
-                    store.commit(unit_for(call, outcome), outcome.records)  # stored before it is reported
+                    # stored before it is reported
+                    store.commit(unit_for(call, outcome, corpus), outcome.records)
                     progress.finished(call, outcome)
             except KeyboardInterrupt:
                 done = progress.done if progress else 0

@@ -5,6 +5,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -211,6 +212,63 @@ def test_ctrl_c_stops_a_real_run_and_the_next_one_resumes(tiny_study_path, write
     assert 1 <= stored < 12
     assert main(["run", str(path), "--out", str(out)]) == 0
     assert f"{12 - stored} of {12 - stored} measurements ok" in capsys.readouterr().err
+
+
+def _descendants(pid: int) -> set[int]:
+    """Live processes below `pid` (its forkserver and workers), from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        above = todo.pop()
+        below = {child for child, parent in parents.items() if parent == above}
+        todo += below - found
+        found |= below
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        alive |= {pid} if state != "Z" else set()  # a zombie has stopped, only not been reaped
+    return alive
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_sigterm_stops_a_run_as_ctrl_c_does(tiny_study_path, write_study, tmp_path):
+    grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
+    path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))  # 12 variants
+    out = tmp_path / "r"
+    args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
+    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True)
+    first = proc.stderr.readline()  # printed once the first measurement is stored
+    workers = _descendants(proc.pid)  # the forkserver, and the worker of the next measurement
+    proc.send_signal(signal.SIGTERM)  # what `kill` and a job scheduler send
+    rest = proc.communicate(timeout=60)[1]
+    assert first.startswith("[1/12] ") and proc.returncode == 143, first + rest
+    assert "interrupted: " in rest and "run again to resume" in rest and "Traceback" not in rest
+    db = sqlite3.connect(out / "tiny" / "results.sqlite")
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = db.execute("SELECT variant_id, status FROM units").fetchall()
+    db.close()
+    assert 1 <= len(stored) < 12 and {status for _, status in stored} == {"ok"}
+    results = pd.read_csv(out / "tiny" / "results.csv")  # exported on the way out
+    assert set(results["variant_id"]) == {variant for variant, _ in stored}
+    assert workers  # none keeps running after the parent is gone
+    deadline = time.monotonic() + 10
+    while _alive(workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(workers)
 
 
 def test_missing_corpus_and_claims_are_one_line_errors(tiny_study_path, tmp_path, capsys):

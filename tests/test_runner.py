@@ -4,6 +4,7 @@ The measurement functions below are module-level so that worker processes can im
 """
 
 import dataclasses
+import functools
 import io
 import os
 import random
@@ -17,6 +18,7 @@ import pytest
 from orca_analysis.executors.isolated import worker_context
 from orca_analysis.executors.local import LocalExecutor
 from orca_analysis.measure import MEASUREMENTS, Measurement
+from orca_analysis.measure._corpus import DEFAULT_LABEL, load_corpus, selected_corpus_label
 from orca_analysis.results import Record, open_store, results_frame
 from orca_analysis.runner import rectangles, run_sweep
 from orca_analysis.study import load_study
@@ -43,6 +45,21 @@ def slow_tokens_x_depth(variant, study):
     return [
         Record(study.name, variant.variant_id, "per_depth", "tokens_x_depth", "closed_form",
                s * b * variant.config.depth, "units", s, b, study.workloads.dtype, swept=variant.swept)
+        for s, b in study.workloads.pairs()
+    ]  # fmt: skip
+
+
+@functools.cache
+def stdlib_bytes():
+    return load_corpus(None).n_bytes  # the default corpus (about 12 MB): read once per test session
+
+
+def corpus_bytes(variant, study):
+    """A corpus-dependent stand-in for `training`: the selected corpus's size in bytes."""
+    n_bytes = load_corpus().n_bytes if os.environ.get("ORCA_CORPUS") else stdlib_bytes()
+    return [
+        Record(study.name, variant.variant_id, "corpus", "corpus_bytes", "counter", n_bytes, "bytes", s, b,
+               study.workloads.dtype, swept=variant.swept)
         for s, b in study.workloads.pairs()
     ]  # fmt: skip
 
@@ -147,6 +164,55 @@ def test_a_changed_study_measures_only_what_is_new(tiny_study_path, write_study,
     embedding = frame[(frame.variant_id == "base") & (frame.metric == "embedding")]["value"]
     assert embedding.tolist() == [512 * 64, 512 * 64]  # num_tokens x dim, counter and closed form
     assert len(results_frame(tmp_path / "tiny", everything=True)) > len(frame)  # the old ones are kept
+
+
+def test_a_new_corpus_remeasures_only_what_trains_on_it(tiny_study_path, tmp_path, monkeypatch):
+    names = {
+        "per_workload": m("per_workload", tokens_x_dim),
+        "corpus": Measurement("corpus", "", corpus_bytes, uses_corpus=True),
+    }
+    study = with_measurements(load_study(str(tiny_study_path)), names)  # 4 variants x 2 workloads
+    mine, folder = tmp_path / "mine.txt", tmp_path / "tiny"
+    mine.write_text("a" * 100)
+    per_workload = {1024, 2048, 4096}  # seq_len x dim: 32 x 32, 32 x 64 (or 64 x 32), 64 x 64
+
+    def run(corpus):
+        if corpus is None:
+            monkeypatch.delenv("ORCA_CORPUS", raising=False)
+        else:
+            monkeypatch.setenv("ORCA_CORPUS", str(corpus))
+        summary = run_sweep(study, tmp_path, measurements=names, log=QUIET())
+        values = results_frame(folder).groupby("measurement")["value"].agg(set).to_dict()
+        return (summary.planned, summary.skipped), values, _stored(folder)
+
+    counts, values, first = run(None)  # the default corpus
+    assert (counts, values) == ((8, 0), {"per_workload": per_workload, "corpus": {stdlib_bytes()}})
+    # --corpus mine.txt: only `corpus` is measured again (4 calls); per_workload's 4 x 2 results are reused
+    counts, values, stored = run(mine)
+    assert (counts, values) == ((4, 8), {"per_workload": per_workload, "corpus": {100}})
+    assert stored[("base", "per_workload")] == first[("base", "per_workload")]
+    # the default again: its results are still stored (nothing replaced them), reused and shown again
+    before = unit_ids(folder)
+    counts, values, _ = run(None)
+    assert (counts, values) == ((0, 16), {"per_workload": per_workload, "corpus": {stdlib_bytes()}})
+    assert unit_ids(folder) == before and len(before) == 12
+    # the same path with other content is another corpus
+    mine.write_text("c" * 40)
+    counts, values, _ = run(mine)
+    assert (counts, values) == ((4, 8), {"per_workload": per_workload, "corpus": {40}})
+    with open_store(folder, create=False) as store:
+        assert len(store.units()) == 16  # per_workload 4, corpus 4 for each of 3 corpora
+    everything = results_frame(folder, everything=True)
+    assert set(everything[everything.measurement == "corpus"]["value"]) == {stdlib_bytes(), 100, 40}
+
+
+def test_the_default_corpus_label_is_version_free_and_reads_nothing(monkeypatch, tmp_path):
+    monkeypatch.delenv("ORCA_CORPUS", raising=False)
+    assert selected_corpus_label() == DEFAULT_LABEL == "python-stdlib"
+    (tmp_path / "c.txt").write_text("hello")
+    label = selected_corpus_label(tmp_path / "c.txt")
+    # path, then the first 12 hex digits of sha256(b"hello")
+    assert label == f"{(tmp_path / 'c.txt').resolve()}@2cf24dba5fb0"
 
 
 def test_isolated_workers_are_fresh_and_their_deaths_are_recorded(tiny_study_path, tmp_path):

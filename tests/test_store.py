@@ -7,10 +7,15 @@ import pandas as pd
 import pytest
 
 from orca_analysis.errors import OrcaError
+from orca_analysis.measure import MEASUREMENTS
+from orca_analysis.measure._corpus import selected_corpus_label
 from orca_analysis.results import Environment, Provenance, Record, export, open_store, results_frame
-from orca_analysis.results.environment import ALL_WORKLOADS, workload_key
-from orca_analysis.results.records import columns
+from orca_analysis.results.environment import ALL_WORKLOADS, variant_key, workload_key
+from orca_analysis.results.importer import import_results
+from orca_analysis.results.records import columns, to_row
 from orca_analysis.results.store import Unit
+from orca_analysis.runner import measurement_key
+from orca_analysis.study import load_study
 
 W32, W64 = workload_key(32, 1, "float32"), workload_key(64, 1, "float32")
 
@@ -145,3 +150,39 @@ def test_export_csv_and_parquet_equal_the_frame(tmp_path):
     pytest.importorskip("pyarrow", reason="parquet export needs the optional pyarrow")
     parquet = pd.read_parquet(export(tmp_path, "parquet"))
     assert parquet["value"].tolist() == [181120, 0.5] and parquet["torch"].tolist() == ["2.13.0"] * 2
+
+
+def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, tmp_path, monkeypatch):
+    # a file from scripts/gpu_measure.py: no variant_key column, so keys come from the study
+    monkeypatch.delenv("ORCA_CORPUS", raising=False)
+    gpu = prov("NVIDIA H200")
+    stdlib = "corpus=python-stdlib-3.12.3,sha256=abcdef012345,bytes=9,tokenizer=bpe-256"
+    mine = "corpus=/data/my,text.txt,sha256=0123456789ab,bytes=9,tokenizer=byte"  # a comma in the path
+    rows = [
+        ("base", "training", "corpus_tokens", 9, stdlib),
+        ("base", "training", "val_loss_final", 2.5, ""),
+        ("dim=32", "training", "corpus_tokens", 9, mine),
+        ("dim=32", "training", "val_loss_final", 3.5, ""),
+        ("depth=1", "training", "val_loss_final", None, ""),  # skipped: no corpus_tokens row
+        ("base", "params", "total", 181120, ""),
+    ]
+    records = [
+        Record("tiny", v, name, metric, "counter", value, "x", category=c)
+        for v, name, metric, value, c in rows
+    ]
+    pd.DataFrame([to_row(r, gpu) for r in records], columns=columns([])).to_csv(
+        tmp_path / "gpu.csv", index=False
+    )
+    import_results(tmp_path / "gpu.csv", tmp_path, str(tiny_study_path))
+    configs = {v.variant_id: v.config for v in load_study(str(tiny_study_path)).variants()}
+    with open_store(tmp_path / "tiny", create=False) as store:
+        keys = {(u.measurement, u.variant_key) for u in store.units()}
+    assert keys == {
+        ("training", variant_key(configs["base"], "python-stdlib")),  # any Python's stdlib: the default
+        ("training", variant_key(configs["dim=32"], "/data/my,text.txt@0123456789ab")),
+        ("training", variant_key(configs["depth=1"], "python-stdlib")),
+        ("params", variant_key(configs["base"])),  # not trained on the corpus: the plain key
+    }
+    # the key a local run on the default corpus looks for: the GPU's training results answer it
+    training = MEASUREMENTS["training"]
+    assert ("training", measurement_key(configs["base"], training, selected_corpus_label())) in keys

@@ -75,7 +75,7 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     """The corpus at `path`, else at $ORCA_CORPUS, else the Python standard library's sources."""
     path = path or os.environ.get("ORCA_CORPUS") or None
     if path is None:
-        files, name = stdlib_files(), f"python-stdlib-{platform.python_version()}"
+        files, name = stdlib_files(), _default_name()
     else:
         p = Path(path).expanduser()
         if not p.exists():
@@ -87,6 +87,34 @@ def load_corpus(path: str | Path | None = None) -> Corpus:
     if not data.strip():
         raise CorpusError(f"corpus is empty: {name}")
     return Corpus(name, tuple(files), len(data), hashlib.sha256(data).hexdigest())
+
+
+DEFAULT_LABEL = "python-stdlib"  # any machine's default corpus, whatever its Python version
+
+
+def label_of(name: str, sha256: str) -> str:
+    """What stored results are keyed by: the default corpus by name only (so results measured on another
+    machine's stdlib match ours), a user corpus by path and content (an edited file is a new corpus)."""
+    if name.startswith("python-stdlib"):
+        return DEFAULT_LABEL
+    return f"{name}@{sha256[:12]}"  # 12 hex digits: what TokenData.describe records, so imports agree
+
+
+def _default_name() -> str:
+    return f"python-stdlib-{platform.python_version()}"
+
+
+def corpus_label(corpus: Corpus) -> str:
+    if corpus.name == _default_name():
+        return DEFAULT_LABEL
+    return label_of(str(Path(corpus.name).resolve()), corpus.sha256)  # the same file however it was named
+
+
+def selected_corpus_label(path: str | Path | None = None) -> str:
+    """The label of the corpus `load_corpus(path)` would give; the default one without reading it."""
+    if not (path or os.environ.get("ORCA_CORPUS")):
+        return DEFAULT_LABEL
+    return corpus_label(load_corpus(path))
 
 
 def default_cache_dir() -> Path:

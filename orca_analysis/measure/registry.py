@@ -29,6 +29,7 @@ class Measurement:
     per_workload: bool = (
         True  # False: one call per variant covers every workload (its records have no seq_len)
     )
+    uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
 
 
 MEASUREMENTS: dict[str, Measurement] = {}

@@ -2,7 +2,8 @@
 
 A result is reused only for the same variant config (not just the same id: a changed base makes
 "base" a different variant), the same workload, and the same environment (device and library
-versions; not the date or the git commit, which change without changing any number).
+versions; not the date or the git commit, which change without changing any number). A measurement
+that trains on the corpus (`uses_corpus`) is keyed by the corpus too: a new corpus is measured anew.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def variant_key(config: Any) -> str:
-    """Stable hash of a variant's full config (a study.schema.ModelConfig)."""
-    return _digest(config.as_nested())
+def variant_key(config: Any, corpus: str | None = None) -> str:
+    """Stable hash of a variant's full config (a study.schema.ModelConfig), and of the corpus label
+    (measure._corpus.corpus_label) for a measurement whose results depend on the training corpus."""
+    if corpus is None:
+        return _digest(config.as_nested())  # unchanged, so stores written before corpus keys stay valid
+    return _digest({"config": config.as_nested(), "corpus": corpus})
 
 
 def workload_key(seq_len: int, batch: int, dtype: str) -> str:

@@ -3,13 +3,15 @@
 The file is CSV (or Parquet) in the records' columns with their provenance (what `export`, or a
 script using `records.columns` and `to_row`, writes). Rows are grouped into units by variant,
 measurement and provenance, and keyed like local results: the variant's config (resolved through
-the study when the file has no `variant_key`), the workloads, the environment its provenance names.
+the study when the file has no `variant_key`; for a measurement that trains on the corpus, with the
+corpus its `corpus_tokens` record names), the workloads, the environment its provenance names.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,8 +91,8 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
     )
 
 
-def _variant_keys(study_ref: str | None, study_name: str) -> tuple[dict[str, str], str]:
-    """variant_id -> variant key for the study's current variants, and its dtype."""
+def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, Any], str]:
+    """variant_id -> config for the study's current variants, and its dtype."""
     from ..study import load_study
 
     try:
@@ -101,7 +103,27 @@ def _variant_keys(study_ref: str | None, study_name: str) -> tuple[dict[str, str
         return {}, ""  # e.g. a study file not at hand: keys fall back to id and swept values
     if study.name != study_name:
         raise OrcaError(f"the file holds results of study '{study_name}', not '{study.name}'")
-    return {v.variant_id: variant_key(v.config) for v in study.variants()}, study.workloads.dtype
+    return {v.variant_id: v.config for v in study.variants()}, study.workloads.dtype
+
+
+_CORPUS = re.compile(r"corpus=(.*),sha256=([0-9a-f]+)")  # as TokenData.describe writes it
+
+
+def _corpus_label(records: list[Record]) -> str:
+    """The corpus a unit trained on, as measure._corpus labels it (no such record: the default corpus)."""
+    from ..measure._corpus import DEFAULT_LABEL, label_of
+
+    for r in records:
+        found = _CORPUS.search(r.category) if r.metric == "corpus_tokens" else None
+        if found:
+            return label_of(*found.groups())
+    return DEFAULT_LABEL
+
+
+def _uses_corpus(measurement: str) -> bool:
+    from ..measure import MEASUREMENTS
+
+    return getattr(MEASUREMENTS.get(measurement), "uses_corpus", False)
 
 
 def import_results(path: Path, out_root: Path | None = None, study_ref: str | None = None) -> ImportSummary:
@@ -118,23 +140,28 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
     studies = sorted(set(frame["study"]))
     if len(studies) != 1 or not studies[0]:
         raise OrcaError(f"{path}: one study per file, found {', '.join(map(repr, studies))}")
-    keys, study_dtype = _variant_keys(study_ref, studies[0])
+    configs, study_dtype = _variant_configs(study_ref, studies[0])
     swept_cols = [c for c in frame.columns if c not in KNOWN or c in ("dim", "depth", "heads")]
-    groups: dict[tuple[str, str, str], list[tuple[Record, dict[str, str]]]] = {}
+    # (variant key, measurement, provenance, resolved through the study) -> rows
+    groups: dict[tuple[str, str, str, bool], list[tuple[Record, dict[str, str]]]] = {}
     unresolved: set[str] = set()
     for i, row in enumerate(frame.to_dict("records")):
         record = _record(row, swept_cols, f"{path} line {i + 2}")
-        vkey = row.get("variant_key") or keys.get(record.variant_id)
-        if not vkey:
+        vkey, config = row.get("variant_key"), configs.get(record.variant_id)
+        if not vkey and config is not None:
+            vkey = variant_key(config)
+        elif not vkey:
             unresolved.add(record.variant_id)
             vkey = "unresolved-" + _digest([record.variant_id, record.swept])
         prov = {k: row[k] for k in PROVENANCE}
-        groups.setdefault((vkey, record.measurement, json.dumps(prov, sort_keys=True)), []).append(
-            (record, prov)
-        )
+        resolved = not row.get("variant_key") and config is not None
+        group = (vkey, record.measurement, json.dumps(prov, sort_keys=True), resolved)
+        groups.setdefault(group, []).append((record, prov))
     with open_store(study_dir(studies[0], out_root)) as store:
-        for (vkey, name, _), rows in groups.items():
+        for (vkey, name, _, resolved), rows in groups.items():
             records = [r for r, _ in rows]
+            if resolved and _uses_corpus(name):  # keyed as `run` keys it: by the corpus it trained on
+                vkey = variant_key(configs[records[0].variant_id], _corpus_label(records))
             with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
             workloads = sorted(
                 {workload_key(r.seq_len, r.batch, r.dtype or study_dtype) for r in with_workload}
