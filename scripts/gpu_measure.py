@@ -68,7 +68,8 @@ def drive(args: argparse.Namespace) -> int:
     (out / "parts").mkdir(parents=True, exist_ok=True)
     wanted = set(args.only.split(",")) if args.only else None
     groups = {"all": [m for ms in GROUPS.values() for m in ms]} if args.smoke else dict(GROUPS)
-    groups = {g: ms for g, ms in groups.items() if wanted is None or wanted & set(ms)}
+    groups = {g: [m for m in ms if wanted is None or m in wanted] for g, ms in groups.items()}
+    groups = {g: ms for g, ms in groups.items() if ms}  # run.json lists what each worker was asked for
     runs = []
     with (out / "log.txt").open("w") as log:
         for name in groups:
@@ -131,7 +132,7 @@ def merge(parts: list[Path], target: Path) -> int:
         with part.open(newline="") as fh:
             reader = csv.DictReader(fh)
             header = header or list(reader.fieldnames or [])
-            rows += list(reader)
+            rows += [r for r in reader if None not in r.values()]  # not a line cut off by a kill
     with target.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=header or [], extrasaction="ignore")
         writer.writeheader()

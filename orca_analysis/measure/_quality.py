@@ -49,6 +49,7 @@ class QualityScale:
     train_max_params: int = 5_000_000  # larger training proxies are skipped: they would blow the budget
     device: str = "cpu"
     threads: int | None = 1  # torch threads on cpu (None: torch's choice); see `torch_threads`
+    matmul_precision: str = "highest"  # float32 matmuls while training; "high" = TF32 on a GPU
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
@@ -99,7 +100,8 @@ GPU = QualityScale(
     train_max_params=2_000_000_000,
     device="cuda",
     threads=None,
-    notes=("full width, BPE vocabulary of the study's num_tokens, train length 512",),
+    matmul_precision="high",  # TF32 tensor cores: the float32 runs fit the GPU script's budget
+    notes=("full width, BPE vocabulary of the study's num_tokens, train length 512, TF32 matmuls",),
 )
 
 SCALES = {"cpu": CPU, "gpu": GPU}
@@ -127,6 +129,17 @@ def torch_threads(scale: QualityScale) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@contextmanager
+def matmul_precision(scale: QualityScale) -> Iterator[None]:
+    """Train with the scale's float32 matmul precision (torch.set_float32_matmul_precision), then restore."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(scale.matmul_precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
 
 
 def tiny_scale(**changes: object) -> QualityScale:

@@ -20,7 +20,7 @@ from torch import nn
 from ..build import build_model
 from ..study.schema import ModelConfig
 from ._corpus import TokenData, fixed_windows, sample_windows
-from ._quality import QualityScale, torch_threads
+from ._quality import QualityScale, matmul_precision, torch_threads
 
 
 @dataclass
@@ -114,7 +114,7 @@ def train_run(
     stream = data.train if train_tokens is None else train_tokens
     evals_at = eval_schedule(steps, scale.evals if evals is None else evals, eval_steps)
     grads = set(grad_steps)
-    with torch_threads(scale):
+    with torch_threads(scale), matmul_precision(scale):
         model = build_model(cfg, device=scale.device, seed=seed).train()
         opt = torch.optim.AdamW(model.parameters(), lr=scale.lr, betas=(0.9, 0.95), weight_decay=0.01)
         gen = torch.Generator().manual_seed(seed)

@@ -24,6 +24,7 @@ from ..formulas import memory as fm
 from ..results import Record
 from ..study.schema import ModelConfig, Study, Variant
 from ._memtrack import Tracked, run_steps
+from ._timing import measure_device
 from .registry import register_measurement
 
 CPU_BUDGET = 1 << 30  # bytes a real CPU run may take on a shared machine
@@ -269,10 +270,14 @@ def measure_memory(variant: Variant, study: Study) -> list[Record]:
                 getattr(fm, part)(m, fm.PRECISIONS[prec]),
                 category=f"{prec}:{part}",
             )
+    # On a GPU machine only the GPU is measured: the CPU check of the simulator is the CPU machine's,
+    # and its rows would carry the GPU's name in their provenance. Each is its own result.
+    on_gpu = measure_device().startswith("cuda")
     try:
-        if torch.cuda.is_available():
+        if on_gpu:
             _measured_cuda(r, cfg, study, sims)
-        _measured_cpu(r, cfg, study, sims, wl)
+        else:
+            _measured_cpu(r, cfg, study, sims, wl)
     except (RuntimeError, torch.OutOfMemoryError) as exc:  # a real run failing is a result
         r.add("peak_train", "measured", None, status="error", error=str(exc).strip().splitlines()[0][:200])
     return r.out

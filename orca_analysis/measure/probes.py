@@ -34,6 +34,7 @@ from ..results import Record
 from ..study.schema import ModelConfig, Study, Variant
 from ._quality import QualityScale, proxy_config, quality_scale, torch_threads
 from ._recorder import Recorder, cat
+from ._timing import speed_dtype
 from .params import counted_params
 from .registry import register_measurement
 
@@ -128,9 +129,10 @@ def _guarded(
     try:
         diff, tol = fn()
     except Exception as exc:  # noqa: BLE001  (a refusing kernel or crashing cache is the finding)
-        rec.add(
-            metric, None, "logit", category=cat(case=case), status="error", error=_one_line(exc), **fields
-        )
+        # a forced backend that refuses this call (dtype, mask) has nothing to agree on: `kernels`
+        # records the refusal as ineligible, so here it is skipped, not failed
+        status = "skipped" if "No available kernel" in str(exc) else "error"
+        rec.add(metric, None, "logit", category=cat(case=case), status=status, error=_one_line(exc), **fields)
         return
     rec.add(metric, diff, "logit", category=cat(case=case, tol=f"{tol:.2g}"), **_verdict(diff, tol), **fields)
 
@@ -216,8 +218,9 @@ def probe_records(variant: Variant, study: Study, scale: QualityScale | None = N
             rec.add(metric, None, "logit", category=cat(case="as_built"), status="skipped", error=reason)
         return rec.records
     is_base = variant.variant_id == study.variants()[0].variant_id
+    dtype = speed_dtype(study.workloads.dtype, scale.device)  # bf16 on a GPU, where flash needs it
     with torch_threads(scale):
-        variant_probes(cfg, scale, study.workloads.dtype, rec, attribute=is_base)
+        variant_probes(cfg, scale, dtype, rec, attribute=is_base)
     return rec.records
 
 

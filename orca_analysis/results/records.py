@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import platform
 import subprocess
 from dataclasses import asdict, dataclass, field
@@ -53,6 +54,10 @@ def _pkg(name: str) -> str:
     try:
         return version(name)
     except PackageNotFoundError:
+        if name == "orca-analysis":  # run from a source tree on PYTHONPATH (the GPU machine): no metadata
+            from .. import __version__
+
+            return __version__
         return "not installed"
 
 
@@ -64,6 +69,8 @@ def device_name(device: str = "cpu") -> str:
 
 @cache
 def git_commit() -> str:
+    """HEAD of the checkout, else $ORCA_GIT_COMMIT (a copied tree without .git), else "unknown"."""
+    stamped = os.environ.get("ORCA_GIT_COMMIT", "").strip()
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -72,9 +79,9 @@ def git_commit() -> str:
             cwd=Path(__file__).parent,
             timeout=5,
         )
-        return out.stdout.strip() or "unknown"
+        return out.stdout.strip() or stamped or "unknown"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return stamped or "unknown"
 
 
 def current_provenance(device: str = "cpu") -> Provenance:
