@@ -169,3 +169,62 @@ def test_kernel_rule_is_qualified_without_gpu_results(study):
         ]
     )
     assert RULES["kernel_ran"](Evidence(results, study, {}), expected="flash").verdict == "contradicted"
+
+
+def test_heads_robustness_claim_reads_the_head_ablation(study):
+    (claim,) = [c for c in load_catalogue() if c.id == "heads-robust"]
+    study = study.__class__(
+        **{
+            **study.__dict__,
+            "sweep": study.sweep.__class__("one_at_a_time", {("attn_layers", "heads"): [2, 4, 8]}),
+        }
+    )
+    ids = {v.config.heads: v.variant_id for v in study.variants()}
+    metric = "head_ablation_quarter_mean"
+    rises = {2: (0.40, 0.02), 4: (0.20, 0.03), 8: (0.25, 0.02)}  # (seed mean, seed spread)
+    rows = [
+        (ids[h], 64, 2, h, "training", metric, "aggregate", v, "ok", None, f"seed={k}")
+        for h, (mean, spread) in rises.items()
+        for v, k in ((mean, "mean"), (spread, "spread"))
+    ]
+    (r,) = evaluate([claim], frame(rows), study)
+    # 0.40 -> 0.25 falls by more than the 0.03 spread, but 4 -> 8 heads rises: not at every step
+    assert r.verdict.verdict == "qualified" and "not at every step" in r.verdict.reason
+    rows = [(*row[:7], 0.10 if row[3] == 8 and row[10] == "seed=mean" else row[7], *row[8:]) for row in rows]
+    (r,) = evaluate([claim], frame(rows), study)
+    assert r.verdict.verdict == "supported" and "0.400 -> 0.100" in r.verdict.reason
+
+
+def test_mqa_claim_needs_faster_decoding_beyond_the_timing_noise(study):
+    (claim,) = [c for c in load_catalogue() if c.id == "purpose-one-kv-head"]
+    train = [
+        ("base", 64, 2, 4, "training", "attn_kv_val_loss", "aggregate", v, "ok", None, f"attn={a},seed={k}")
+        for a, v, k in (
+            ("mqa", 2.51, "mean"),
+            ("mha", 2.50, "mean"),
+            ("mqa", 0.02, "spread"),
+            ("mha", 0.02, "spread"),
+        )
+    ] + [
+        ("base", 64, 2, 4, "training", "kv_cache_bytes", "closed_form", v, "ok", None, f"attn={a},scale=full")
+        for a, v in (("mqa", 1e6), ("mha", 8e6))
+    ]
+    (r,) = evaluate([claim], frame(train), study)
+    assert r.verdict.verdict == "qualified" and "not measured yet" in r.verdict.reason
+
+    def decode(mqa_s, mha_s, rel_iqr):
+        return [
+            ("base", 64, 2, 4, "speed", "kv_ablation_decode_time", m, v, "ok", seq, f"attn={a},kv_heads=1")
+            for seq in (16, 64)  # the rule reads the longest length
+            for a, t in (("mqa", mqa_s), ("mha", mha_s))
+            for m, v in (("measured_median", t * seq / 64), ("measured_iqr", t * seq / 64 * rel_iqr))
+        ]
+
+    # mha 0.012 s / mqa 0.010 s = x1.20, beyond 2 x 5% noise
+    (r,) = evaluate([claim], frame(train + decode(0.010, 0.012, 0.05)).assign(device="cpu"), study)
+    assert (
+        r.verdict.verdict == "supported"
+        and "x1.20 as fast (cpu, seq_len 64, timing noise 10%)" in r.verdict.reason
+    )
+    (r,) = evaluate([claim], frame(train + decode(0.010, 0.0105, 0.05)).assign(device="cpu"), study)
+    assert r.verdict.verdict == "qualified" and "beyond the timing noise" in r.verdict.reason

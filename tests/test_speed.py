@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import importlib.util
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -224,6 +225,23 @@ def test_speed_records_and_cached_decoding_as_a_result(tiny_study_path):
     assert agreement.status == "error" and agreement.error.startswith("cached decoding failed")
     uncached = _pick(recs, metric="decode_uncached_tokens_per_s")[0]
     assert uncached.status == "ok" and uncached.category == "4 tokens after a 12-token prompt"
+    # the base also decodes with one KV head and with 4, on the first flag set whose cache agrees:
+    # token shift off is not enough (ALiBi + xPos crash), token shift and xPos off is
+    kv = _pick(recs, metric="kv_ablation_decode_tokens_per_s")
+    assert [r.category for r in kv] == [
+        "attn=mqa,kv_heads=1,dropped=shift_tokens+rotary_xpos,new=4,prompt=12",
+        "attn=mha,kv_heads=4,dropped=shift_tokens+rotary_xpos,new=4,prompt=12",
+    ]
+    assert all(r.status == "ok" and r.value > 0 for r in kv)
+    agree = _pick(recs, metric="kv_ablation_cache_agreement")
+    assert all(r.status == "ok" and r.value <= 1e-3 for r in agree)
+    # closed form: 2 (K, V) x depth 2 x batch 1 x kv_heads x 16 tokens x dim_head 64 x 4 bytes
+    assert [r.value for r in _pick(recs, metric="kv_ablation_cache_bytes")] == [
+        2 * 2 * 1 * 1 * 16 * 64 * 4,
+        2 * 2 * 1 * 4 * 16 * 64 * 4,
+    ]
+    other = MEASUREMENTS["speed"].fn(study.variants()[1], study)
+    assert not _pick(other, metric="kv_ablation_decode_tokens_per_s")  # once per study, on the base
 
 
 @pytest.mark.parametrize(("shift", "status", "uncached"), [(0, "ok", "skipped"), (1, "error", "ok")])
@@ -279,3 +297,12 @@ def test_gpu_script_worker_past_its_deadline_records_skips(tmp_path, tiny_study_
     assert len(rows) == 4  # the tiny study's 4 variants, none started
     assert all(r["status"] == "skipped" and "time budget" in r["error"] for r in rows)
     assert "memory" in script.GROUPS["memory"]  # run when orca_analysis.measure.memory exists
+
+
+def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
+    from orca_analysis.measure.kernels import profiler_chatter_dropped
+
+    with profiler_chatter_dropped():
+        os.write(2, b"USDT:2026-12-01 SyncActivityProfilerHandler.cpp:52] profiler_start\nkeep me\n")
+    err = capfd.readouterr().err
+    assert "keep me" in err and "USDT:" not in err

@@ -7,7 +7,15 @@ from torch import nn
 
 from orca_analysis.build import build_model
 from orca_analysis.measure._ablations import context_losses, norm_config
-from orca_analysis.measure._corpus import CorpusError, _split, load_corpus, stdlib_files, tokenized
+from orca_analysis.measure._corpus import (
+    CorpusError,
+    _split,
+    fixed_windows,
+    load_corpus,
+    stdlib_files,
+    tokenized,
+)
+from orca_analysis.measure._heads import QUARTER_DRAWS, attention_modules, head_ablation, heads_masked
 from orca_analysis.measure._quality import (
     CPU,
     kv_cache_bytes,
@@ -15,7 +23,7 @@ from orca_analysis.measure._quality import (
     tiny_scale,
     train_flops_per_token,
 )
-from orca_analysis.measure._recorder import parse_category
+from orca_analysis.measure._recorder import Recorder, parse_category
 from orca_analysis.measure._trainer import block_grad_norms, eval_schedule, lm_loss, lr_at, train_run
 from orca_analysis.measure.training import training_records
 from orca_analysis.study import load_study
@@ -162,6 +170,8 @@ def test_training_records(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
         "extrapolation_val_loss",
         "attn_kv_val_loss",
         "train_flops_per_token",
+        "head_ablation_increase",
+        "head_ablation_quarter_mean",
     } <= metrics
     assert all(r.unit and r.measurement == "training" for r in recs)
     # nothing depends on the study's workloads: the store keeps such records once per variant
@@ -174,6 +184,12 @@ def test_training_records(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
         tr = next(r.value for r in recs if r.metric == "overfit_train_loss" and f"step={step}," in r.category)
         va = next(r.value for r in recs if r.metric == "overfit_val_loss" and f"step={step}," in r.category)
         assert gap.value == pytest.approx(va - tr)
+    # head ablation: one head at a time on the first seed (2 layers x 4 heads), a quarter on both
+    ablated = [parse_category(r.category) for r in recs if r.metric == "head_ablation_increase"]
+    assert sum(a["pattern"] == "single" for a in ablated) == 8 and {
+        a["seed"] for a in ablated if a["pattern"] == "single"
+    } == {"0"}
+    assert {a["seed"] for a in ablated if a["pattern"] == "quarter"} == {"0", "1"}
     other_metrics = {r.metric for r in training_records(other, study, scale, corpus=corpus_dir)}
     assert "grad_norm" not in other_metrics and "val_loss_final" in other_metrics  # ablations run once
 
@@ -182,3 +198,57 @@ def test_oversized_proxy_is_skipped_not_trained(tiny_study_path):
     study = load_study(str(tiny_study_path))
     (rec,) = training_records(study.variants()[0], study, tiny_scale(train_max_params=10))
     assert rec.status == "skipped" and "over the tiny scale's 10" in rec.error
+
+
+def test_head_mask_zeroes_exactly_that_heads_slice():
+    # Orca proxy at depth 2: 8 heads of width 64 / 8 = 8; masking head 1 of layer 0 zeroes columns 8..15 of the
+    # merged head outputs entering layer 0's output projection, and nothing else.
+    model = build_model(proxy_config(load_study("orca").base.with_values({("attn_layers", "depth"): 2}), CPU))
+    model = model.eval()
+    attn = attention_modules(model)
+    assert [a.heads for a in attn] == [8, 8]
+    seen = {}
+
+    def keep_input(module, args, out) -> None:  # returns None: the output stays the module's own
+        seen["x"] = args[0].clone()
+
+    attn[0].to_out.register_forward_hook(keep_input)
+    x = torch.randint(0, 256, (1, 6))
+    with heads_masked(attn, [[1], []]):
+        model(x)
+    width = attn[0].to_out.in_features // 8
+    assert torch.all(seen["x"][..., width : 2 * width] == 0)
+    assert (
+        torch.count_nonzero(seen["x"][..., :width]) > 0
+        and torch.count_nonzero(seen["x"][..., 2 * width :]) > 0
+    )
+    with torch.no_grad():
+        with heads_masked(attn, [[1], []]):
+            masked = model(x)
+        with heads_masked(attn, [[], []]):  # silencing nothing changes nothing
+            same = model(x)
+        plain = model(x)  # the mask is gone after its context
+    assert torch.equal(same, plain) and not torch.equal(masked, plain)
+    assert torch.count_nonzero(seen["x"][..., width : 2 * width]) > 0
+
+
+def test_head_ablation_records(tiny_study_path, corpus_dir, tmp_path):
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
+    cfg = proxy_config(study.base, scale)  # depth 2, heads 4
+    run = train_run(cfg, data, scale, 0, keep_model=True)
+    rec = Recorder(study.variants()[0], study.name, scale)
+    windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1)
+    summary = head_ablation(run.model, windows, scale.batch, 0, rec)
+    singles = [r for r in rec.records if "pattern=single" in r.category]
+    quarters = [r for r in rec.records if "pattern=quarter" in r.category]
+    assert len(singles) == 2 * 4 and len(quarters) == QUARTER_DRAWS  # every (layer, head); 1 of 4 heads
+    assert all("heads_off=1/4" in r.category for r in quarters)
+    assert summary["head_ablation_single_max"] == max(r.value for r in singles)
+    assert summary["head_ablation_single_mean"] == pytest.approx(sum(r.value for r in singles) / 8)
+    # the unmasked loss is the run's own final validation loss (same model, same windows)
+    (base_rec,) = [r for r in rec.records if r.metric == "head_ablation_single_mean"]
+    assert float(parse_category(base_rec.category)["base_loss"]) == pytest.approx(
+        run.final.val_loss, abs=1e-4
+    )
+    assert any(r.value != 0 for r in singles)  # a trained head matters somewhere

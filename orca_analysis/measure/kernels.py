@@ -14,9 +14,13 @@ into it and `is_causal=False` -- which FlashAttention cannot take. The records s
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -127,10 +131,33 @@ def capture_sdpa_call(model: torch.nn.Module, tokens: torch.Tensor) -> SdpaCall 
     return mode.call
 
 
+@contextmanager
+def profiler_chatter_dropped() -> Iterator[None]:
+    """Drop the `USDT:` lines torch's native profiler writes to file descriptor 2 at every start
+    and stop (no setting silences them); anything else written there meanwhile is passed on."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [
+                line for line in captured.read().splitlines(keepends=True) if not line.startswith(b"USDT:")
+            ]
+            if kept:
+                sys.stderr.write(b"".join(kept).decode(errors="replace"))
+                sys.stderr.flush()
+
+
 def backends_ran(model: torch.nn.Module, tokens: torch.Tensor, train: bool) -> Counter[str]:
     """Backend -> number of forward SDPA calls in one step, from the profiler's operator names."""
     model.train(train)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profiler_chatter_dropped(), profile(activities=[ProfilerActivity.CPU]) as prof:
         if train:
             model(tokens).float().mean().backward()
         else:

@@ -4,11 +4,8 @@ Per workload (seq_len, batch), on the variant's real weights (bf16 on GPU, the s
 CPU; pure-dtype weights and AdamW states, no autocast):
 - train: forward, next-token cross-entropy, backward, AdamW step, zero_grad;
 - prefill: one forward over `seq_len` tokens under inference_mode;
-- decode: `DECODE_TOKENS` single-token steps after a (seq_len - G)-token prompt, teacher-forced
-  on a fixed random continuation (sampling cost excluded), with x-transformers' KV cache
-  (`return_intermediates=True`, `cache=`). The cached logits are checked against one full
-  forward; where caching fails or disagrees that is recorded (status error) and decode is
-  also timed without the cache (a full forward per new token).
+- decode: cached (KV) decode tokens/s, checked against a full forward, uncached where caching
+  fails (_decode.py); for the base variant also multi-query against multi-head cached decoding.
 Utilisation divides achieved FLOP/s by (a) a dense GEMM ceiling measured once per process and
 (b) the datasheet peak. The numerator is the `flops` measurement's operator counter run at the
 length actually timed: training steps by `train_step_causal` (the MFU convention of
@@ -28,6 +25,7 @@ from ..build.builder import DTYPES
 from ..results import Record
 from ..results.records import device_name
 from ..study.schema import ModelConfig, Study, Variant
+from ._decode import cache_compatible, decode, kv_heads_decode, random_tokens
 from ._flop_counter import count_flops
 from ._timing import (
     Timing,
@@ -46,8 +44,6 @@ from ._timing import (
 )
 from .registry import register_measurement
 
-DECODE_TOKENS = {"cuda": 32, "cpu": 4}  # new tokens per decode sample
-AGREEMENT_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 3e-2}  # max |dlogit| / max |logit|
 GEMM_N = {"cuda": 8192, "cpu": 1024}
 FLOPS_METHOD = "counter_causal"  # measure/_flop_counter.py, causal-aware: formulas/flops.py MFU_CONVENTION
 Ceilings = tuple[float, float | None]  # (measured GEMM FLOP/s, datasheet FLOP/s or None)
@@ -92,11 +88,6 @@ def _matmul_params(model: torch.nn.Module, cfg: ModelConfig) -> int:
     return total if cfg.get("tie_embedding") else total - model.token_emb.emb.weight.numel()
 
 
-def _tokens(num_tokens: int, shape: tuple[int, int], device: str, k: int = 3) -> list[torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return [torch.randint(0, num_tokens, shape, generator=g).to(device) for _ in range(k)]
-
-
 @register_measurement(
     "speed", "end-to-end training, prefill and decode tokens/s, and utilisation", isolated=True
 )
@@ -120,11 +111,21 @@ def _speed(variant: Variant, study: Study, device: str) -> list[Record]:
     records += ceiling_records
     model = build_model(cfg, device, dtype)
     n_matmul = _matmul_params(model, cfg)
+    compatible: list = []  # the cache-compatible flags, found once at the first workload
+
+    def kv_heads(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
+        if not compatible:
+            compatible.append(cache_compatible(cfg, at))
+        return kv_heads_decode(cfg, at, compatible[0])
+
+    phases = (_train, _prefill, decode)
+    if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
+        phases += (kv_heads,)
     for seq_len, requested in lengths.items():
         for batch in study.workloads.batch_sizes:
             at = replace(base, seq_len=seq_len, batch=batch)
             records += scale_records(at, requested, cfg.max_seq_len)
-            for phase in (_train, _prefill, _decode):
+            for phase in phases:
                 try:
                     records += phase(model, cfg, at, n_matmul, ceilings)
                 except Exception as exc:  # noqa: BLE001  (one phase failing, e.g. out of memory, is a result)
@@ -182,7 +183,7 @@ def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceiling
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    inputs = _tokens(cfg.num_tokens, (at.batch, at.seq_len + 1), at.device)
+    inputs = random_tokens(cfg.num_tokens, (at.batch, at.seq_len + 1), at.device)
     timing = time_fn(step, inputs, device=at.device, label="train_step", **run_settings(at.device))
     tokens = at.batch * at.seq_len
     flops = _counted_flops(cfg, at.seq_len, at.batch, training=True)
@@ -200,98 +201,11 @@ def _prefill(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceili
         with torch.inference_mode():
             model(tokens)
 
-    inputs = _tokens(cfg.num_tokens, (at.batch, at.seq_len), at.device)
+    inputs = random_tokens(cfg.num_tokens, (at.batch, at.seq_len), at.device)
     timing = time_fn(forward, inputs, device=at.device, label="prefill", **run_settings(at.device))
     flops = _counted_flops(cfg, at.seq_len, at.batch, training=False)
     return [
         *timing_records(timing, "prefill_time", at),
         rate_record(timing, "prefill_tokens_per_s", at.batch * at.seq_len, "tokens/s", at, "measured_median"),
         *_utilisation(timing, at, "prefill", flops, ceilings),
-    ]
-
-
-def _cached_steps(model, seq: torch.Tensor, prompt: int, cache_in) -> list[torch.Tensor]:
-    """Last-position logits of each single-token step from prompt+1 .. len(seq) tokens."""
-    cache_state, out = cache_in, []
-    for end in range(prompt + 1, seq.shape[1] + 1):
-        logits, cache_state = model(seq[:, :end], return_intermediates=True, cache=cache_state)
-        out.append(logits[:, -1])
-    return out
-
-
-def _cache_check(model, seq: torch.Tensor, prompt: int, tol: float) -> tuple[float | None, str]:
-    """(max |dlogit| / max |logit| of cached vs full-forward logits, problem or "")."""
-    try:
-        cache_state = model(seq[:, :prompt], return_intermediates=True)[1]
-        got = torch.stack(_cached_steps(model, seq, prompt, cache_state), 1)  # (b, new, vocab)
-        ref = model(seq)[:, prompt:]  # the full forward's logits at the same positions
-    except Exception as exc:  # noqa: BLE001  (cached decoding failing is a result)
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        return None, f"cached decoding failed: {type(exc).__name__}: {text}"
-    rel = ((got - ref).abs().max() / ref.abs().max()).item()
-    if rel <= tol:
-        return rel, ""
-    return (
-        rel,
-        f"cached decoding disagrees with the full forward: max |dlogit| is {rel:.2%} of max |logit| "
-        + (f"(tolerance {tol:.1%})"),
-    )
-
-
-def _decode(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
-    model.eval()
-    new = DECODE_TOKENS["cuda" if at.device.startswith("cuda") else "cpu"]
-    prompt = at.seq_len - new if at.seq_len > new else at.seq_len // 2
-    new = at.seq_len - prompt
-    seqs = _tokens(cfg.num_tokens, (at.batch, at.seq_len), at.device)
-    what = replace(at, category=f"{new} tokens after a {prompt}-token prompt")
-    settings = run_settings(at.device)
-    with torch.inference_mode():
-        rel, problem = _cache_check(model, seqs[0], prompt, AGREEMENT_TOL[at.dtype])
-        status = {"status": "error", "error": problem} if problem else {}
-        records = [
-            derive(what, "decode_cache_agreement", "cached_vs_full_forward", rel, "fraction", **status)
-        ]
-        if rel is None:  # failed: nothing to time with the cache
-            records.append(
-                derive(what, "decode_cached_tokens_per_s", "measured_median", None, "tokens/s", **status)
-            )
-        else:
-            prefilled = [model(s[:, :prompt], return_intermediates=True)[1] for s in seqs]
-            timing = time_fn(
-                lambda i: _cached_steps(model, seqs[i], prompt, prefilled[i]),
-                range(len(seqs)),
-                device=at.device,
-                label="decode_cached",
-                **settings,
-            )
-            records += [replace(r, **status) for r in _decode_records(timing, what, "decode_cached", new)]
-        if not problem:
-            why = "cached decoding agrees with the full forward; uncached not needed"
-            return [
-                *records,
-                derive(
-                    what,
-                    "decode_uncached_tokens_per_s",
-                    "measured_median",
-                    None,
-                    "tokens/s",
-                    status="skipped",
-                    error=why,
-                ),
-            ]
-
-        def uncached(i: int) -> None:  # a full forward per new token
-            for end in range(prompt + 1, at.seq_len + 1):
-                model(seqs[i][:, :end])
-
-        timing = time_fn(uncached, range(len(seqs)), device=at.device, label="decode_uncached", **settings)
-    return [*records, *_decode_records(timing, what, "decode_uncached", new)]
-
-
-def _decode_records(timing: Timing, what: Record, name: str, new: int) -> list[Record]:
-    tokens = what.batch * new
-    return [
-        *timing_records(timing, f"{name}_time", what),
-        rate_record(timing, f"{name}_tokens_per_s", tokens, "tokens/s", what, "measured_median"),
     ]

@@ -4,7 +4,8 @@ Per variant (a proxy at CPU scale, see _quality.py), over the scale's seeds:
   train_loss / val_loss curves (category seed, step, tokens, flops) at an equal token budget;
   val_loss_equal_flops: the loss when the variant has spent the study's common FLOP budget
     (the smallest variant's full run), read from the same run;
-  overfit_*: train vs validation loss when training on a deliberately small subset.
+  overfit_*: train vs validation loss when training on a deliberately small subset;
+  head_ablation_*: the validation loss rise when heads are silenced after training (_heads.py).
 For the base variant only, the study-wide ablations of _ablations.py: gradient health versus
 depth and norm, length extrapolation, multi-query versus multi-head attention.
 Losses are in nats per token of the scale's tokeniser (bytes at CPU scale).
@@ -18,7 +19,8 @@ from typing import Any
 from ..results import Record
 from ..study.schema import ModelConfig, Study, Variant
 from . import _ablations
-from ._corpus import TokenData, load_corpus, tokenized
+from ._corpus import TokenData, fixed_windows, load_corpus, tokenized
+from ._heads import head_ablation
 from ._quality import (
     QualityScale,
     describe,
@@ -62,7 +64,15 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 def run_setup(scale: QualityScale) -> str:
     """The training set-up every run of this measurement shares, as category parts."""
     s = scale
-    return cat(scale=s.name, train_len=s.seq_len, batch=s.batch, steps=s.steps, lr=s.lr, warmup=s.warmup)
+    return cat(
+        scale=s.name,
+        train_len=s.seq_len,
+        batch=s.batch,
+        steps=s.steps,
+        lr=s.lr,
+        warmup=s.warmup,
+        matmul=s.matmul_precision,
+    )
 
 
 def common_flop_budget(study: Study, scale: QualityScale) -> float:
@@ -117,11 +127,17 @@ def variant_runs(
         "corpus_tokens", len(data.train) + len(data.val), "tokens", method="counter", category=data.describe()
     )
     runs: dict[int, RunResult] = {}
-    finals, at_budget = [], []
+    finals, at_budget, ablations = [], [], []
+    val_windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1).to(scale.device)
     for seed in scale.seeds:
-        run = train_run(proxy, data, scale, seed, eval_steps=[equal_step], keep_model=keep_models)
+        run = train_run(proxy, data, scale, seed, eval_steps=[equal_step], keep_model=True)
         runs[seed] = run
         _curve_records(rec, run, fpt, scale)
+        if run.diverged_at is None:
+            single = seed == scale.seeds[0]
+            ablations.append(head_ablation(run.model, val_windows, scale.batch, seed, rec, single=single))
+        if not keep_models:
+            run.model = None  # the ablation has used it; only the base's are kept (study-wide ablations)
         if run.diverged_at is not None:
             continue
         point = next(p for p in run.points if p.step == equal_step)
@@ -140,6 +156,9 @@ def variant_runs(
     if finals:
         rec.seed_stats("val_loss_final", finals)
         rec.seed_stats("val_loss_equal_flops", at_budget, category=f"flops={budget:.4g}")
+    quarters = [a["head_ablation_quarter_mean"] for a in ablations]
+    if quarters:
+        rec.seed_stats("head_ablation_quarter_mean", quarters)
     _overfit(proxy, data, scale, fpt, rec)
     return runs
 
@@ -212,6 +231,7 @@ def _summary_text(s: dict[str, Any]) -> str:
     summary_text=_summary_text,
     isolated=True,
     per_workload=False,
+    uses_corpus=True,
 )
 def measure_training(variant: Variant, study: Study) -> list[Record]:
     return training_records(variant, study)

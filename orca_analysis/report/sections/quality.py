@@ -82,13 +82,14 @@ def _probes_table(results: pd.DataFrame, study) -> list[Table]:
     return tables
 
 
-def _mean_spread(rows: pd.DataFrame, vid: str, metric: str) -> str:
+def _mean_spread(rows: pd.DataFrame, vid: str, metric: str, digits: int = 3) -> str:
     r = pick(rows, variant_id=vid, metric=metric, method="aggregate")
     mean = r[r["category"].str.contains("seed=mean")]["value"]
     spread = r[r["category"].str.contains("seed=spread")]["value"]
     if mean.empty:
         return "n/a"
-    return f"{mean.iloc[0]:.3f} ± {spread.iloc[0]:.3f}" if not spread.empty else f"{mean.iloc[0]:.3f}"
+    text = f"{mean.iloc[0]:.{digits}f}"
+    return f"{text} ± {spread.iloc[0]:.{digits}f}" if not spread.empty else text
 
 
 def _training_tables(rows: pd.DataFrame, study) -> list[Table]:
@@ -142,7 +143,42 @@ def _training_tables(rows: pd.DataFrame, study) -> list[Table]:
                 [[pos, *[f"{wide.loc[pos, c]:.3f}" for c in cols]] for pos in wide.index],
             )
         )
+    tables += _head_ablation_table(rows, study)
     return tables
+
+
+def _head_ablation_table(rows: pd.DataFrame, study) -> list[Table]:
+    metrics = ("head_ablation_single_mean", "head_ablation_single_max", "head_ablation_quarter_mean")
+    heads = {v.variant_id: v.config.heads for v in study.variants()}
+
+    def first_seed(vid: str, metric: str) -> str:  # single-head ablations run on the first seed only
+        r = pick(rows, variant_id=vid, metric=metric, method="measured")
+        return f"{r['value'].iloc[0]:.4f}" if not r.empty else "n/a"
+
+    out = [
+        [
+            vid,
+            str(heads[vid]),
+            *[first_seed(vid, m) for m in metrics[:2]],
+            _mean_spread(rows, vid, metrics[2], 4),
+        ]
+        for vid in variant_order(study)
+        if not pick(rows, variant_id=vid, metric=metrics[2]).empty
+    ]
+    if not out:
+        return []
+    return [
+        Table(
+            "Head ablation",
+            "Rise in validation loss (nats/token) when heads of a trained proxy are silenced at "
+            "evaluation (their outputs zeroed before the output projection; Michel et al. 2019): one head "
+            "of one layer at a time (mean and worst over every head, first seed), and a random quarter of "
+            "every layer's heads at once (mean ± spread over 2 seeds). A smaller rise means the model "
+            "leans less on any single head.",
+            ["variant", "heads", "one head: mean rise", "one head: worst rise", "a quarter of heads: rise"],
+            out,
+        )
+    ]
 
 
 def quality_section(results: pd.DataFrame, study) -> Section:

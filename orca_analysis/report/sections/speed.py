@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...measure._recorder import parse_category
 from ..figures import lines
 from . import Section, Table, ok_rows, pick, share, si, value, variant_order
 
@@ -130,6 +131,50 @@ def _speed_table(results: pd.DataFrame, study) -> Table | None:
     )
 
 
+def _kv_heads_table(results: pd.DataFrame) -> Table | None:
+    rows = ok_rows(results, "speed")
+    rows = rows[rows["metric"].isin(["kv_ablation_decode_tokens_per_s", "kv_ablation_cache_bytes"])]
+    if rows.empty:
+        return None
+    parts = pd.DataFrame([parse_category(c) for c in rows["category"]], index=rows.index)
+    rows = rows.drop(columns=[c for c in parts.columns if c in rows.columns]).join(parts)
+    out = []
+    for (device, seq), r in rows.groupby(["device", "seq_len"]):
+        speed = pick(r, metric="kv_ablation_decode_tokens_per_s").set_index("attn")["value"]
+        cache = pick(r, metric="kv_ablation_cache_bytes").set_index("attn")["value"]
+        ratio = speed.get("mqa") / speed.get("mha") if {"mqa", "mha"} <= set(speed.index) else None
+        out.append(
+            [
+                device,
+                _requested(results[results.get("measurement") == "speed"], "base", seq),
+                f"{int(seq)}",
+                str(r["dropped"].iloc[0]),
+                si(speed.get("mqa"), "tok/s"),
+                si(speed.get("mha"), "tok/s"),
+                f"x{ratio:.2f}" if ratio else "n/a",
+                f"{si(cache.get('mqa'), 'B')} / {si(cache.get('mha'), 'B')}",
+            ]
+        )
+    return Table(
+        "Multi-query against multi-head decoding (base)",
+        "Cached decode tokens/s (median of timed runs) of the base with one KV head and with one KV head "
+        "per query head, all else equal. Orca's flags break cached decoding, so the flags named under "
+        "'flags off' are switched off in both (the first set whose cached logits match a full forward). "
+        "KV cache: closed form, 2 x depth x batch x kv heads x tokens x head dim x bytes per element.",
+        [
+            "device",
+            "seq len requested",
+            "seq len measured",
+            "flags off",
+            "one KV head",
+            "a KV head per head",
+            "speed-up",
+            "KV cache (one / per head)",
+        ],
+        out,
+    )
+
+
 def speed_section(results: pd.DataFrame, study) -> Section:
     section = Section(
         "speed",
@@ -148,7 +193,7 @@ def speed_section(results: pd.DataFrame, study) -> Section:
             ].dropna()
         )
     )
-    for table in (_kernel_table(results, study), _speed_table(results, study)):
+    for table in (_kernel_table(results, study), _speed_table(results, study), _kv_heads_table(results)):
         if table:
             section.tables.append(table)
     att = ok_rows(results, "attention_speed")
@@ -193,7 +238,7 @@ def speed_section(results: pd.DataFrame, study) -> Section:
     if devices and not any(d.startswith("cuda") for d in devices):
         section.intro += (
             " These are CPU figures (" + ", ".join(devices) + "), at CPU-sized sequence lengths. "
-            "GPU results are missing: run scripts/gpu_measure.sh OUTDIR on a GPU machine, commit "
-            "OUTDIR under data/gpu/ and `orca-analysis import` its results.csv."
+            "GPU results are missing: run scripts/gpu_measure.sh OUTDIR on a GPU machine and commit "
+            "OUTDIR under data/gpu/<study>/ (make report imports it; see data/gpu/README.md)."
         )
     return section
