@@ -228,3 +228,24 @@ def test_mqa_claim_needs_faster_decoding_beyond_the_timing_noise(study):
     )
     (r,) = evaluate([claim], frame(train + decode(0.010, 0.0105, 0.05)).assign(device="cpu"), study)
     assert r.verdict.verdict == "qualified" and "beyond the timing noise" in r.verdict.reason
+
+
+def test_cpu_proxies_and_gpu_runs_never_meet_in_one_comparison(study):
+    # dim 32 and 64 trained on both devices; the GPU (full scale, other tokens) covers both points, so
+    # the rule reads the GPU's losses alone: 3.0 -> 2.0, not a median of proxy and full-scale values
+    rows = [
+        (vid, dim, 2, 4, "training", "val_loss_final", "aggregate", v, "ok", None, f"seed={k}")
+        for vid, dim, cpu, gpu in (("dim=32", 32, 1.0, 3.0), ("base", 64, 1.5, 2.0))
+        for v, k in ((cpu, "mean"), (0.01, "spread"), (gpu, "mean"), (0.01, "spread"))
+    ]
+    results = frame(rows).assign(device=["cpu", "cpu", "cuda", "cuda"] * 2)
+    v = RULES["decreases_with"](
+        Evidence(results, study, {}), measurement="training", metric="val_loss_final", axis="dim"
+    )
+    assert v.verdict == "supported" and "3.000 -> 2.000" in v.reason
+    # the GPU run reached only the base: the CPU covers more of the axis and is read instead
+    partial = results[~((results.device == "cuda") & (results.variant_id == "dim=32"))]
+    v = RULES["decreases_with"](
+        Evidence(partial, study, {}), measurement="training", metric="val_loss_final", axis="dim"
+    )
+    assert v.verdict == "contradicted" and "1.000 -> 1.500" in v.reason

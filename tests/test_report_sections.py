@@ -1,5 +1,6 @@
 """The report's measurement sections, built from a real (tiny) run of every fast measurement."""
 
+import pandas as pd
 import pytest
 
 from orca_analysis.report import render_report
@@ -53,3 +54,24 @@ def test_findings_and_report_render(tiny_run):
     assert "Cached (KV) decoding" in text  # the probe's finding reaches the summary
     links = [line.split("](")[1].rstrip(")") for line in md.read_text().splitlines() if line.startswith("![")]
     assert len(links) >= 3 and all((md.parent / link).is_file() for link in links)
+
+
+def test_gpu_coverage_says_what_is_missing(tiny_run):
+    from orca_analysis.report.sections.gpu import gpu_coverage_table
+
+    study, out = tiny_run
+    results = results_frame(out / "tiny")
+    table = gpu_coverage_table(results, study)
+    # the tiny study measures everything but training; no GPU has measured anything yet
+    assert table.columns == ["variant", "speed", "kernels", "attention_speed", "memory", "probes"]
+    assert table.rows == [["base", "missing", "missing", "missing", "missing", "missing"]]
+    # rows imported from a GPU: the speed rows on "cuda", one skipped kernels row
+    speed = results[results["measurement"] == "speed"].assign(device="cuda", device_name="NVIDIA H200")
+    skipped = results[results["measurement"] == "kernels"].head(1)
+    skipped = skipped.assign(device="cuda", status="skipped", error="time budget of the GPU run exhausted")
+    row = gpu_coverage_table(pd.concat([results, speed, skipped]), study).rows[0]
+    ok = (speed["status"] == "ok").sum()
+    assert (
+        row[1].startswith(f"measured ({ok} values)")
+        and row[2] == "skipped: time budget of the GPU run exhausted"
+    )

@@ -240,8 +240,14 @@ def test_speed_records_and_cached_decoding_as_a_result(tiny_study_path):
         2 * 2 * 1 * 1 * 16 * 64 * 4,
         2 * 2 * 1 * 4 * 16 * 64 * 4,
     ]
+    # the base's training step is timed a second time: the relative difference of the two medians
+    (rep,) = _pick(recs, metric="train_step_repeat_diff")
+    again = float(rep.category.split("again ")[1].split(" s")[0])
+    # (the category rounds to 4 significant digits: 5e-4 of the median at most)
+    assert rep.status == "ok" and rep.value == pytest.approx(abs(again - step.value) / step.value, abs=1e-3)
     other = MEASUREMENTS["speed"].fn(study.variants()[1], study)
     assert not _pick(other, metric="kv_ablation_decode_tokens_per_s")  # once per study, on the base
+    assert not _pick(other, metric="train_step_repeat_diff")
 
 
 @pytest.mark.parametrize(("shift", "status", "uncached"), [(0, "ok", "skipped"), (1, "error", "ok")])

@@ -252,3 +252,23 @@ def test_head_ablation_records(tiny_study_path, corpus_dir, tmp_path):
         run.final.val_loss, abs=1e-4
     )
     assert any(r.value != 0 for r in singles)  # a trained head matters somewhere
+
+
+def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
+    # scripts/gpu_measure.py sets ORCA_DEADLINE; once it has passed, nothing new is trained and every
+    # sub-run says so (the measurement still returns, so the worker stores its records)
+    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("ORCA_DEADLINE", "1.0")  # 1970: long past
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    recs = training_records(study.variants()[0], study, scale, corpus=corpus_dir)
+    skipped = {(r.metric, r.category) for r in recs if r.status == "skipped"}
+    assert {("val_loss_final", "seed=0"), ("val_loss_final", "seed=1"), ("overfit_gap", "")} <= skipped
+    assert ("extrapolation_val_loss", "pos=alibi+xpos,seed=0") in skipped and (
+        "attn_kv_val_loss",
+        "attn=mha,seed=1",
+    ) in skipped
+    assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == 2 * 3  # depths x norms, all skipped
+    assert all(r.error == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped")
+    assert not any(
+        r.metric in ("val_loss", "grad_norm", "head_ablation_increase") for r in recs
+    )  # none trained

@@ -45,6 +45,19 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
     return wrap
 
 
+def one_device(rows: pd.DataFrame, points: str | None = None) -> pd.DataFrame:
+    """The rows of one device, so that CPU proxies and GPU full-scale runs never meet in one
+    comparison: the device covering the most distinct `points` (e.g. the axis), a GPU on ties."""
+    if rows.empty or "device" not in rows or rows["device"].nunique() <= 1:
+        return rows
+    device = rows["device"].astype(str)
+
+    def rank(d: str) -> tuple[int, bool]:
+        return (rows.loc[device == d, points].nunique() if points else 0, d.startswith("cuda"))
+
+    return rows[device == max(device.unique(), key=rank)]
+
+
 def axis_series(
     ev: Evidence,
     measurement: str,
@@ -86,7 +99,7 @@ def axis_series(
         for v in ev.study.variants()
         if all(val == ev.study.base.get(k) for k, val in v.swept.items() if k != axis)
     }
-    rows = rows[rows["variant_id"].isin(on_axis)]
+    rows = one_device(rows[rows["variant_id"].isin(on_axis)], axis)
     return rows.groupby(axis)["value"].median().sort_index()
 
 
@@ -204,6 +217,7 @@ def _parts(ev: Evidence, measurement: str, metric: str, variant: str = "base") -
         & (r["variant_id"] == variant)
         & (r["status"] == "ok")
     ]
+    rows = one_device(rows)  # the GPU's full-scale runs where there are any
     if rows.empty:
         return pd.DataFrame()
     cats = rows["category"].fillna("").astype(str)

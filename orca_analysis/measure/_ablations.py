@@ -16,7 +16,7 @@ import torch
 
 from ..study.schema import ModelConfig, Study
 from ._corpus import TokenData
-from ._quality import QualityScale, kv_cache_bytes, proxy_config
+from ._quality import BUDGET_SKIP, QualityScale, kv_cache_bytes, past_deadline, proxy_config
 from ._recorder import Recorder, cat
 from ._trainer import RunResult, lm_loss, train_run
 
@@ -57,6 +57,17 @@ def grad_health(proxy: ModelConfig, scale: QualityScale, data: TokenData, rec: R
     last = scale.grad_steps - 1
     for depth in scale.grad_depths:
         for norm in NORMS:
+            if past_deadline():
+                c = cat(norm=norm, depth=depth)
+                rec.add(
+                    "grad_norm_first_over_last",
+                    None,
+                    "ratio",
+                    category=c,
+                    status="skipped",
+                    error=BUDGET_SKIP,
+                )
+                continue
             cfg = norm_config(proxy.with_values({("attn_layers", "depth"): depth}), norm)
             run = train_run(
                 cfg,
@@ -131,6 +142,10 @@ def extrapolation(
         cfg = position_config(proxy, alibi, xpos)
         per_len: dict[int, list[float]] = {n: [] for n in lengths}
         for seed in scale.seeds:
+            if past_deadline() and not (cfg == proxy and seed in base_runs):  # a new run would start
+                c = cat(pos=pos, seed=seed)
+                rec.add("extrapolation_val_loss", None, category=c, status="skipped", error=BUDGET_SKIP)
+                continue
             run = _model_for(cfg, proxy, base_runs, seed, data, scale)
             if run.diverged_at is not None:
                 rec.add(
@@ -171,6 +186,10 @@ def attention_kv(
         cfg = kv_config(proxy, one_kv)
         values = []
         for seed in scale.seeds:
+            if past_deadline() and not (cfg == proxy and seed in base_runs):
+                c = cat(attn=attn, seed=seed)
+                rec.add("attn_kv_val_loss", None, category=c, status="skipped", error=BUDGET_SKIP)
+                continue
             run = _model_for(cfg, proxy, base_runs, seed, data, scale)
             if run.diverged_at is None:
                 values.append(run.final.val_loss)

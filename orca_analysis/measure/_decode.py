@@ -5,7 +5,7 @@ Decode: `DECODE_TOKENS` single-token steps after a (seq_len - G)-token prompt, t
 a fixed random continuation (sampling cost excluded), with x-transformers' KV cache
 (`return_intermediates=True`, `cache=`). The cached logits are checked against one full forward;
 where caching fails or disagrees that is recorded (status error) and decode is also timed
-without the cache (a full forward per new token).
+without the cache (a full forward per new token, over the last `UNCACHED_TOKENS` positions).
 KV heads (base variant only): the same decode, cached, for one KV head (multi-query) and for
 one KV head per query head (multi-head). Orca's own flags break cached decoding (the probes name
 them), so the flags of `CACHE_DROPS` are switched off, in that order, until the multi-query
@@ -27,6 +27,7 @@ from ._recorder import cat
 from ._timing import Timing, derive, rate_record, run_settings, time_fn, timing_records
 
 DECODE_TOKENS = {"cuda": 32, "cpu": 4}  # new tokens per decode sample
+UNCACHED_TOKENS = 4  # new tokens per uncached decode sample (a full forward each)
 AGREEMENT_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 3e-2}  # max |dlogit| / max |logit|
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Flag sets to switch off, tried in order, to reach a cache-compatible model (probes: token shift
@@ -124,14 +125,17 @@ def decode(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings) -> list
             )
             return [*records, skipped]
 
+        k = min(new, UNCACHED_TOKENS)  # every token costs a full forward: a few tell the rate
+
         def uncached(i: int) -> None:  # a full forward per new token
-            for end in range(prompt + 1, at.seq_len + 1):
+            for end in range(at.seq_len - k + 1, at.seq_len + 1):
                 model(seqs[i][:, :end])
 
         timing = time_fn(
             uncached, range(len(seqs)), device=at.device, label="decode_uncached", **run_settings(at.device)
         )
-    return [*records, *_decode_records(timing, what, "decode_uncached", new)]
+        what = replace(at, category=f"{k} tokens after a {at.seq_len - k}-token prompt")
+    return [*records, *_decode_records(timing, what, "decode_uncached", k)]
 
 
 def _decode_records(timing: Timing, what: Record, name: str, new: int) -> list[Record]:

@@ -9,6 +9,7 @@ study's own shapes with a BPE of the study's vocabulary. ORCA_QUALITY_SCALE=cpu|
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -93,7 +94,7 @@ GPU = QualityScale(
     eval_windows=64,
     overfit_tokens=65536,
     overfit_steps=200,
-    grad_steps=200,
+    grad_steps=50,  # depth 48 at full width costs 8x the base per step: the GPU script's budget is minutes
     grad_batch=8,
     probe_seq=256,
     probe_max_params=5_000_000_000,
@@ -140,6 +141,17 @@ def matmul_precision(scale: QualityScale) -> Iterator[None]:
         yield
     finally:
         torch.set_float32_matmul_precision(previous)
+
+
+BUDGET_SKIP = "time budget of the GPU run exhausted"
+
+
+def past_deadline() -> bool:
+    """True once $ORCA_DEADLINE (epoch seconds, set by scripts/gpu_measure.py) has passed: long
+    measurements then stop starting sub-runs and record them as skipped, so a run cut short at its
+    deadline keeps what it finished."""
+    deadline = os.environ.get("ORCA_DEADLINE")
+    return bool(deadline) and time.time() > float(deadline)
 
 
 def tiny_scale(**changes: object) -> QualityScale:

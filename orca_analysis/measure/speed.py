@@ -118,9 +118,14 @@ def _speed(variant: Variant, study: Study, device: str) -> list[Record]:
             compatible.append(cache_compatible(cfg, at))
         return kv_heads_decode(cfg, at, compatible[0])
 
+    def repeat(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
+        first = [r for r in records if r.metric == "train_step_time" and r.method == "measured_median"]
+        first = [r for r in first if (r.seq_len, r.batch) == (at.seq_len, at.batch) and r.value]
+        return [repeatability(first[0].value if first else None, train_step_timing(model, cfg, at), at)]
+
     phases = (_train, _prefill, decode)
     if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
-        phases += (kv_heads,)
+        phases += (kv_heads, repeat)
     for seq_len, requested in lengths.items():
         for batch in study.workloads.batch_sizes:
             at = replace(base, seq_len=seq_len, batch=batch)
@@ -173,7 +178,8 @@ def _utilisation(timing: Timing, at: Record, kind: str, flops: float, ceilings: 
     return records
 
 
-def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
+def train_step_timing(model, cfg: ModelConfig, at: Record) -> Timing:
+    """Forward, next-token cross-entropy, backward and AdamW, timed by the harness."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
 
@@ -184,7 +190,11 @@ def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceiling
         opt.zero_grad(set_to_none=True)
 
     inputs = random_tokens(cfg.num_tokens, (at.batch, at.seq_len + 1), at.device)
-    timing = time_fn(step, inputs, device=at.device, label="train_step", **run_settings(at.device))
+    return time_fn(step, inputs, device=at.device, label="train_step", **run_settings(at.device))
+
+
+def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
+    timing = train_step_timing(model, cfg, at)
     tokens = at.batch * at.seq_len
     flops = _counted_flops(cfg, at.seq_len, at.batch, training=True)
     return [
@@ -192,6 +202,17 @@ def _train(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceiling
         rate_record(timing, "train_tokens_per_s", tokens, "tokens/s", at, "measured_median"),
         *_utilisation(timing, at, "train", flops, ceilings),
     ]
+
+
+def repeatability(first: float | None, again: Timing, at: Record) -> Record:
+    """|second median - first median| / first median of the same training step timed twice in one
+    process (issue 5's target on a GPU: within 3%)."""
+    if not first:
+        return derive(at, "train_step_repeat_diff", "timed_twice", None, "fraction", status="error",
+                      error="the first timing of this step failed")  # fmt: skip
+    diff = abs(again.median - first) / first
+    category = f"first {first:.4g} s, again {again.median:.4g} s"
+    return derive(at, "train_step_repeat_diff", "timed_twice", diff, "fraction", category=category)
 
 
 def _prefill(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:

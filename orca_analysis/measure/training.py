@@ -22,9 +22,11 @@ from . import _ablations
 from ._corpus import TokenData, fixed_windows, load_corpus, tokenized
 from ._heads import head_ablation
 from ._quality import (
+    BUDGET_SKIP,
     QualityScale,
     describe,
     kv_cache_bytes,
+    past_deadline,
     proxy_config,
     proxy_rule,
     proxy_vocab,
@@ -130,6 +132,9 @@ def variant_runs(
     finals, at_budget, ablations = [], [], []
     val_windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1).to(scale.device)
     for seed in scale.seeds:
+        if past_deadline():
+            rec.add("val_loss_final", None, category=cat(seed=seed), status="skipped", error=BUDGET_SKIP)
+            continue
         run = train_run(proxy, data, scale, seed, eval_steps=[equal_step], keep_model=True)
         runs[seed] = run
         _curve_records(rec, run, fpt, scale)
@@ -159,7 +164,10 @@ def variant_runs(
     quarters = [a["head_ablation_quarter_mean"] for a in ablations]
     if quarters:
         rec.seed_stats("head_ablation_quarter_mean", quarters)
-    _overfit(proxy, data, scale, fpt, rec)
+    if past_deadline():
+        rec.add("overfit_gap", None, status="skipped", error=BUDGET_SKIP)
+    else:
+        _overfit(proxy, data, scale, fpt, rec)
     return runs
 
 

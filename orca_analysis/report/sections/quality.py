@@ -92,7 +92,17 @@ def _mean_spread(rows: pd.DataFrame, vid: str, metric: str, digits: int = 3) -> 
     return f"{text} ± {spread.iloc[0]:.{digits}f}" if not spread.empty else text
 
 
-def _training_tables(rows: pd.DataFrame, study) -> list[Table]:
+def _scale_text(device: str) -> tuple[str, str]:
+    """(title words, tokens) of the training scale a device's results come from (measure/_quality.py)."""
+    if device.startswith("cuda"):
+        return (
+            f"full shapes on {device}",
+            "BPE tokens of the study's vocabulary on the Python standard library's source",
+        )
+    return "CPU-scale proxies", "byte-level tokens on the Python standard library's source"
+
+
+def _training_tables(rows: pd.DataFrame, study, device: str = "cpu") -> list[Table]:
     out = []
     for vid in variant_order(study):
         r = pick(rows, variant_id=vid)
@@ -116,15 +126,20 @@ def _training_tables(rows: pd.DataFrame, study) -> list[Table]:
                 f"{last_gap:.3f}" if last_gap is not None else "n/a",
             ]
         )
+    scale, tokens = _scale_text(device)
+    proxies = (
+        " Proxies are scaled-down versions of each variant (see results `proxy_params` for the rule): "
+        "trends, not the full-size losses."
+        if scale.startswith("CPU")
+        else ""
+    )
     tables = [
         Table(
-            "Short training runs (CPU-scale proxies)",
-            "Validation loss in nats per token (byte-level tokens on the Python standard library's source), "
+            f"Short training runs ({scale})",
+            f"Validation loss in nats per token ({tokens}), "
             "mean ± spread over 2 seeds, at equal tokens (end of run) and at equal training FLOPs "
             "(6N + attention, Kaplan et al. 2020, read at the cheapest variant's budget). Overfit gap: "
-            "validation minus training loss after repeated epochs on a small subset. Proxies are scaled-down "
-            "versions of each variant (see results `proxy_params` for the rule): trends, not the full-size "
-            "losses.",
+            "validation minus training loss after repeated epochs on a small subset." + proxies,
             ["variant", "proxy", "val loss, equal tokens", "val loss, equal FLOPs", "overfit gap"],
             out,
         )
@@ -136,18 +151,18 @@ def _training_tables(rows: pd.DataFrame, study) -> list[Table]:
         cols = sorted(wide.columns, key=int)
         tables.append(
             Table(
-                "Length extrapolation",
+                f"Length extrapolation ({scale})",
                 f"Trained at {ext['train_len'].iloc[0]} tokens, validation "
                 "loss (nats/token, mean of 2 seeds) at longer lengths, by positional scheme.",
                 ["positions", *[f"eval at {c}" for c in cols]],
                 [[pos, *[f"{wide.loc[pos, c]:.3f}" for c in cols]] for pos in wide.index],
             )
         )
-    tables += _head_ablation_table(rows, study)
+    tables += _head_ablation_table(rows, study, scale)
     return tables
 
 
-def _head_ablation_table(rows: pd.DataFrame, study) -> list[Table]:
+def _head_ablation_table(rows: pd.DataFrame, study, scale: str) -> list[Table]:
     metrics = ("head_ablation_single_mean", "head_ablation_single_max", "head_ablation_quarter_mean")
     heads = {v.variant_id: v.config.heads for v in study.variants()}
 
@@ -169,7 +184,7 @@ def _head_ablation_table(rows: pd.DataFrame, study) -> list[Table]:
         return []
     return [
         Table(
-            "Head ablation",
+            f"Head ablation ({scale})",
             "Rise in validation loss (nats/token) when heads of a trained proxy are silenced at "
             "evaluation (their outputs zeroed before the output projection; Michel et al. 2019): one head "
             "of one layer at a time (mean and worst over every head, first seed), and a random quarter of "
@@ -191,7 +206,13 @@ def quality_section(results: pd.DataFrame, study) -> Section:
     section.tables += _probes_table(results, study)
     rows = ok_rows(results, "training")
     if not rows.empty:
-        section.tables += _training_tables(rows, study)
+        # one set of tables per device (CPU proxies and GPU full-scale runs are not comparable);
+        # the figures show the GPU's where there are any
+        devices = sorted(rows["device"].astype(str).unique(), key=lambda d: (not d.startswith("cuda"), d))
+        for device in devices:
+            section.tables += _training_tables(rows[rows["device"] == device], study, device)
+        rows = rows[rows["device"] == devices[0]]
+        scale, tokens = _scale_text(devices[0])
         curves = _with_parts(
             rows[(rows["metric"] == "val_loss") & rows["category"].str.startswith("seed=0,")]
         )
@@ -204,7 +225,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
                 "val_loss_curves",
                 "Validation loss during training (seed 0)",
                 "nats per token",
-                "Proxy models, byte-level tokens, equal token budgets.",
+                f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
                 "training / val_loss",
                 logy=False,
             )
@@ -227,7 +248,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
                 "Quality versus training compute",
                 "training FLOPs of the run (6N + attention)",
                 "final validation loss (nats/token, mean of seeds)",
-                "Each proxy variant's final validation loss against the FLOPs its run spent; the dashed "
+                f"Each variant's final validation loss ({scale}) against the FLOPs its run spent; the dashed "
                 "line is the Pareto front (the best loss reachable at that compute).",
                 "training / val_loss_final",
             )
@@ -248,7 +269,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
                 "grad_norms",
                 f"Gradient norm per block, depth {deepest}, end of the short run",
                 "gradient L2 norm",
-                "Per-block gradient norms of a proxy at the largest depth "
+                f"Per-block gradient norms ({scale}) at the largest depth "
                 "tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm.",
                 "training / grad_norm",
                 logx=False,

@@ -12,6 +12,9 @@ import pandas as pd
 from ...measure._recorder import parse_category
 from ..figures import lines
 from . import Section, Table, ok_rows, pick, share, si, value, variant_order
+from .gpu import gpu_coverage_table
+
+REPEAT_TARGET = 0.03  # repeated GPU timings of one variant agree within 3% (issue 5)
 
 
 def _requested(rows: pd.DataFrame, vid: str, seq: float) -> str:
@@ -175,6 +178,25 @@ def _kv_heads_table(results: pd.DataFrame) -> Table | None:
     )
 
 
+def _repeat_table(results: pd.DataFrame) -> Table | None:
+    rows = pick(ok_rows(results, "speed"), metric="train_step_repeat_diff")
+    if rows.empty:
+        return None
+    speed = results[results.get("measurement") == "speed"]
+    out = [
+        [d, _requested(speed, "base", n), f"{int(n)}", c, share(v), "yes" if v <= REPEAT_TARGET else "no"]
+        for d, n, c, v in zip(rows["device"], rows["seq_len"], rows["category"], rows["value"], strict=True)
+    ]
+    return Table(
+        "Repeatability of the timings (base)",
+        "The base's training step timed a second time in the same process, after every other phase: "
+        f"relative difference of the two medians. Target on a GPU: within {REPEAT_TARGET:.0%} (issue 5); a "
+        "shared CPU is noisier.",
+        ["device", "seq len requested", "seq len measured", "medians", "difference", "within target"],
+        out,
+    )
+
+
 def speed_section(results: pd.DataFrame, study) -> Section:
     section = Section(
         "speed",
@@ -193,7 +215,8 @@ def speed_section(results: pd.DataFrame, study) -> Section:
             ].dropna()
         )
     )
-    for table in (_kernel_table(results, study), _speed_table(results, study), _kv_heads_table(results)):
+    tables = (_kernel_table(results, study), _speed_table(results, study), _kv_heads_table(results))
+    for table in (*tables, _repeat_table(results), gpu_coverage_table(results, study)):
         if table:
             section.tables.append(table)
     att = ok_rows(results, "attention_speed")
