@@ -74,17 +74,25 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def _part_csvs(parts: Path) -> list[Path]:
+    return [p for p in sorted(parts.glob("*.csv")) if not p.name.endswith(".plan.csv")]  # a plan is no part
+
+
 def _merge_parts(out: Path) -> str:
-    """Make sure results.csv holds parts/ (the driver merges them last, unless it was killed), then drop parts/."""
+    """Make sure results.csv holds parts/ (the driver merges them last, unless it was killed), then drop parts/.
+    A plan left there (parts/<group>.plan.csv) gives each item its worker left without a row a `skipped` one."""
     if not (out / "parts").is_dir():
         return ""
-    parts, results = sorted((out / "parts").glob("*.csv")), out / "results.csv"
+    parts, results = _part_csvs(out / "parts"), out / "results.csv"
     note = ""
     if not results.exists() or any(p.stat().st_mtime > results.stat().st_mtime for p in parts):
         spec = importlib.util.spec_from_file_location("gpu_measure", REPO / "scripts" / "gpu_measure.py")
         assert spec and spec.loader
         script = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(script)
+        for plan in (out / "parts").glob("*" + script.PLAN_SUFFIX):  # how its worker ended is unknown
+            script.settle(out / "parts", plan.name.removesuffix(script.PLAN_SUFFIX), None, last=True)
+        parts = _part_csvs(out / "parts")
         rows = script.merge(parts, results)
         note = f"results.csv merged here from {len(parts)} parts ({rows} rows): the driver did not merge them"
     shutil.rmtree(out / "parts")
@@ -126,7 +134,9 @@ def summary(out: Path) -> str:
     run = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     for g in run.get("groups", []):
         what = ",".join(g["measurements"])
-        lines.append(f"group {g['group']:<10} exit {g['exit']!s:<6} {g['seconds']:>7} s  {what}")
+        exits = [str(launch["exit"]) for launch in g.get("launches", [])]
+        relaunched = f"  (launches exited {', '.join(exits)})" if len(exits) > 1 else ""
+        lines.append(f"group {g['group']:<10} exit {g['exit']!s:<6} {g['seconds']:>7} s  {what}{relaunched}")
     found = [p for p in (out / "results.csv", out / "results.csv.gz") if p.exists()]
     rows = _rows(found[0]) if found else []
     counts: dict[str, Counter] = {}

@@ -1,17 +1,12 @@
-"""Speed measurements: harness statistics, kernel truth, refusals, record structure, the GPU script.
+"""Speed measurements: harness statistics, kernel truth, refusals, record structure.
 
 No test asserts a timing: only structure, statistics on synthetic samples, backend detection
 and refusal recording, and exact relations between records (rate = work / median).
 """
 
-import csv
 import dataclasses
-import importlib.util
-import json
 import os
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,11 +18,9 @@ from orca_analysis.measure._timing import Timing, scaled_seq_lens, time_fn, timi
 from orca_analysis.measure.attention_speed import sdpa_useful_flops
 from orca_analysis.measure.kernels import SdpaCall, backends_ran, eligibility, refusal_reason
 from orca_analysis.measure.speed import _counted_flops, datasheet_peak
-from orca_analysis.results.records import Record, columns
+from orca_analysis.results.records import Record
 from orca_analysis.study import load_study
 from orca_analysis.study.schema import Workloads
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _study(path, sets=(), seq_lens=(32,)):
@@ -261,48 +254,6 @@ def test_cached_decoding_checked_against_the_full_forward(tiny_study_path, shift
     assert agreement.status == status and agreement.value is not None
     assert (agreement.value <= 1e-3) == (status == "ok")
     assert _pick(recs, metric="decode_uncached_tokens_per_s")[0].status == uncached
-
-
-# ---- the prepared GPU script ---------------------------------------------------------------
-
-
-def test_gpu_script_smoke_writes_tidy_results(tmp_path, tiny_study_path):
-    out = tmp_path / "gpu"
-    cmd = [
-        "bash",
-        "scripts/gpu_measure.sh",
-        str(out),
-        "--smoke",
-        "--study",
-        str(tiny_study_path),
-        "--only",
-        "speed,kernels,attention_speed",
-    ]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, timeout=120)
-    with (out / "results.csv").open() as fh:
-        reader = csv.DictReader(fh)
-        rows = list(reader)
-    assert reader.fieldnames == columns(["dim", "depth"])
-    assert {r["measurement"] for r in rows} == {"speed", "kernels", "attention_speed"}
-    assert {r["variant_id"] for r in rows} == {"base"} and all(r["git_commit"] and r["date"] for r in rows)
-    env = json.loads((out / "env.json").read_text())
-    assert env["device"] == "cpu" and env["sdpa_backends"]["flash"] == "FLASH_ATTENTION"
-    run = json.loads((out / "run.json").read_text())
-    assert [g["exit"] for g in run["groups"]] == [0] and run["rows"] == len(rows)
-
-
-def test_gpu_script_worker_past_its_deadline_records_skips(tmp_path, tiny_study_path):
-    spec = importlib.util.spec_from_file_location("gpu_measure", REPO / "scripts" / "gpu_measure.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    (tmp_path / "parts").mkdir()
-    argv = [str(tmp_path), "--study", str(tiny_study_path), "--worker", "speed", "--deadline", "0"]
-    assert script.main(argv) == 0
-    with (tmp_path / "parts" / "speed.csv").open() as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 4  # the tiny study's 4 variants, none started
-    assert all(r["status"] == "skipped" and "time budget" in r["error"] for r in rows)
-    assert "memory" in script.GROUPS["memory"]  # run when orca_analysis.measure.memory exists
 
 
 def test_profiler_chatter_is_dropped_and_other_stderr_kept(capfd):
