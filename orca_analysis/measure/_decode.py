@@ -165,9 +165,14 @@ def cache_compatible(cfg: ModelConfig, at: Record) -> tuple[ModelConfig, tuple[s
 
 
 def kv_heads_decode(
-    cfg: ModelConfig, at: Record, compatible: tuple[ModelConfig, tuple[str, ...]] | None
+    cfg: ModelConfig,
+    at: Record,
+    compatible: tuple[ModelConfig, tuple[str, ...]] | None,
+    models: dict[str, torch.nn.Module] | None = None,
 ) -> list[Record]:
-    """Cached decode tokens/s with one KV head against one per query head (same other flags)."""
+    """Cached decode tokens/s with one KV head against one per query head (same other flags);
+    `models` keeps the two builds from one workload to the next."""
+    models = {} if models is None else models
     prompt, new = _split(at)
     if compatible is None:
         tried = "; ".join("+".join(d) or "none" for d in CACHE_DROPS)
@@ -194,7 +199,9 @@ def kv_heads_decode(
                 attn=attn, kv_heads=c.kv_heads, dropped="+".join(drops) or "none", new=new, prompt=prompt
             ),
         )
-        model = build_model(c, at.device, at.dtype).eval()
+        if attn not in models:
+            models[attn] = build_model(c, at.device, at.dtype).eval()
+        model = models[attn]
         with torch.inference_mode():
             rel, problem = cache_check(model, seqs[0], prompt, AGREEMENT_TOL[at.dtype])
             status = {"status": "error", "error": problem} if problem else {}
@@ -210,5 +217,4 @@ def kv_heads_decode(
                 ]
         nbytes = kv_cache_bytes(c, at.seq_len, at.batch, DTYPE_BYTES[at.dtype])
         records.append(derive(what, "kv_ablation_cache_bytes", "closed_form", nbytes, "bytes"))
-        del model
     return records

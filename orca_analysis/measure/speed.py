@@ -112,13 +112,16 @@ def _speed(variant: Variant, study: Study, device: str) -> list[Record]:
     model = build_model(cfg, device, dtype)
     n_matmul = _matmul_params(model, cfg)
     compatible: list = []  # the cache-compatible flags, found once at the first workload
+    kv_models: dict = {}  # its multi-query and multi-head builds, kept across workloads
 
     def kv_heads(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
         if not compatible:
             compatible.append(cache_compatible(cfg, at))
-        return kv_heads_decode(cfg, at, compatible[0])
+        return kv_heads_decode(cfg, at, compatible[0], kv_models)
 
     def repeat(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
+        if at.seq_len != max(lengths):  # once, at the longest length: the one the report leads with
+            return []
         first = [r for r in records if r.metric == "train_step_time" and r.method == "measured_median"]
         first = [r for r in first if (r.seq_len, r.batch) == (at.seq_len, at.batch) and r.value]
         return [repeatability(first[0].value if first else None, train_step_timing(model, cfg, at), at)]
