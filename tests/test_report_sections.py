@@ -75,3 +75,23 @@ def test_gpu_coverage_says_what_is_missing(tiny_run):
         row[1].startswith(f"measured ({ok} values)")
         and row[2] == "skipped: time budget of the GPU run exhausted"
     )
+
+
+def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path):
+    from orca_analysis.report.sections.quality import quality_section
+
+    study = load_study(str(tiny_study_path))
+    rows = [
+        {"variant_id": "base", "measurement": "training", "metric": "val_loss_final", "method": "aggregate",
+         "value": v, "status": "ok", "category": f"seed={k}", "device": d, "seq_len": None}
+        for d, mean in (("cpu", 2.5), ("cuda", 4.25))
+        for v, k in ((mean, "mean"), (0.01, "spread"))
+    ]  # fmt: skip
+    section = quality_section(pd.DataFrame(rows), study)
+    runs = {t.title: t for t in section.tables if t.title.startswith("Short training runs")}
+    assert list(runs) == [
+        "Short training runs (full shapes on cuda)",
+        "Short training runs (CPU-scale proxies)",
+    ]
+    assert runs["Short training runs (full shapes on cuda)"].rows[0][2] == "4.250 ± 0.010"
+    assert runs["Short training runs (CPU-scale proxies)"].rows[0][2] == "2.500 ± 0.010"

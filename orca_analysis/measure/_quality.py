@@ -18,6 +18,7 @@ import torch
 from loguru import logger
 
 from ..study.schema import ModelConfig
+from ._timing import measure_device
 
 # Proxy heads are narrow on purpose; x-transformers would warn (through loguru) at every build
 # that a rotary width under 32 is small for a language model.
@@ -109,8 +110,10 @@ SCALES = {"cpu": CPU, "gpu": GPU}
 
 
 def quality_scale(name: str | None = None) -> QualityScale:
-    """The named scale, else $ORCA_QUALITY_SCALE, else gpu when CUDA is present, else cpu."""
-    name = name or os.environ.get("ORCA_QUALITY_SCALE") or ("gpu" if torch.cuda.is_available() else "cpu")
+    """The named scale, else $ORCA_QUALITY_SCALE, else gpu when the measurements run on CUDA (present,
+    and not turned off by ORCA_DEVICE=cpu), else cpu."""
+    on_gpu = measure_device().startswith("cuda")
+    name = name or os.environ.get("ORCA_QUALITY_SCALE") or ("gpu" if on_gpu else "cpu")
     if name not in SCALES:
         raise ValueError(f"unknown quality scale '{name}': use one of {', '.join(SCALES)}")
     return SCALES[name]
