@@ -194,12 +194,18 @@ def test_bad_rows_name_their_line(tiny_study_path, tmp_path, capsys):
     assert "bad.csv line 4: status 'fine' is not one of ok, error, skipped" in capsys.readouterr().err
 
 
-def test_ctrl_c_stops_a_real_run_and_the_next_one_resumes(tiny_study_path, write_study, tmp_path, capsys):
+def _grid_run(tiny_study_path, write_study, tmp_path):
+    """`run` of a 12-variant grid in isolated workers, as a subprocess: (process, out folder, study)."""
     grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
     path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))  # 12 variants
     out = tmp_path / "r"
     args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
     proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True)
+    return proc, out, path
+
+
+def test_ctrl_c_stops_a_real_run_and_the_next_one_resumes(tiny_study_path, write_study, tmp_path, capsys):
+    proc, out, path = _grid_run(tiny_study_path, write_study, tmp_path)
     first = proc.stderr.readline()  # printed once the first measurement is stored
     proc.send_signal(signal.SIGINT)
     rest = proc.communicate(timeout=60)[1]
@@ -246,11 +252,7 @@ def _alive(pids: set[int]) -> set[int]:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
 def test_sigterm_stops_a_run_as_ctrl_c_does(tiny_study_path, write_study, tmp_path):
-    grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
-    path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))  # 12 variants
-    out = tmp_path / "r"
-    args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
-    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True)
+    proc, out, path = _grid_run(tiny_study_path, write_study, tmp_path)
     first = proc.stderr.readline()  # printed once the first measurement is stored
     workers = _descendants(proc.pid)  # the forkserver, and the worker of the next measurement
     proc.send_signal(signal.SIGTERM)  # what `kill` and a job scheduler send
