@@ -1,7 +1,8 @@
 """Run a study: plan what the store lacks, run it on an executor, store each result as it finishes.
 
 Resume: a (variant config, measurement, workload) already stored for this environment is skipped
-(for a measurement that trains on the corpus, `uses_corpus`, only when stored for the same corpus);
+(for a measurement that trains on the corpus, `uses_corpus`, only when stored for the same corpus; for
+a measurement whose `version` was bumped, only when stored by that version);
 `force` remeasures everything, `retry_failed` remeasures what failed. A measurement that fails
 (an exception, a worker that died) becomes an `error` record with its one-line reason; the sweep
 goes on. After the run (or an interrupt) `results.csv` is exported from the store.
@@ -61,9 +62,10 @@ def corpus_for(study: Study, measurements: Mapping[str, Measurement]) -> str | N
 def measurement_key(config: ModelConfig, measurement: Measurement, corpus: str | None) -> str:
     """The key a measurement's results for this config are stored under: the variant key, combined with
     the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up)."""
+    version = getattr(measurement, "version", 1)
     if not getattr(measurement, "uses_corpus", False):
-        return variant_key(config)
-    return variant_key(config, corpus if corpus is not None else selected_corpus_label())
+        return variant_key(config, version=version)
+    return variant_key(config, corpus if corpus is not None else selected_corpus_label(), version)
 
 
 def plan_calls(

@@ -206,6 +206,19 @@ def test_a_new_corpus_remeasures_only_what_trains_on_it(tiny_study_path, tmp_pat
     assert set(everything[everything.measurement == "corpus"]["value"]) == {stdlib_bytes(), 100, 40}
 
 
+def test_a_bumped_measurement_version_remeasures_only_that_measurement(tiny_study_path, tmp_path):
+    import dataclasses
+
+    names = {"per_workload": m("per_workload", tokens_x_dim), "other": m("other", tokens_x_dim)}
+    study = with_measurements(load_study(str(tiny_study_path)), names)  # 4 variants x 2 workloads each
+    first = run_sweep(study, tmp_path, measurements=names, log=QUIET())
+    assert (first.planned, first.skipped) == (8, 0)
+    names["per_workload"] = dataclasses.replace(names["per_workload"], version=2)  # its records changed
+    again = run_sweep(study, tmp_path, measurements=names, log=QUIET())
+    assert (again.planned, again.skipped) == (4, 8)  # per_workload's 4 calls anew; other's 8 results reused
+    assert again.finished == 4 and len(results_frame(tmp_path / "tiny")) == 16  # shown: the new version's
+
+
 def test_the_default_corpus_label_is_version_free_and_reads_nothing(monkeypatch, tmp_path):
     monkeypatch.delenv("ORCA_CORPUS", raising=False)
     assert selected_corpus_label() == DEFAULT_LABEL == "python-stdlib"

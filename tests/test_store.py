@@ -177,11 +177,15 @@ def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, t
     configs = {v.variant_id: v.config for v in load_study(str(tiny_study_path)).variants()}
     with open_store(tmp_path / "tiny", create=False) as store:
         keys = {(u.measurement, u.variant_key) for u in store.units()}
+    version = MEASUREMENTS["training"].version  # keyed as `run` keys it, by the measurement's version too
     assert keys == {
-        ("training", variant_key(configs["base"], "python-stdlib")),  # any Python's stdlib: the default
-        ("training", variant_key(configs["dim=32"], "/data/my,text.txt@0123456789ab")),
-        ("training", variant_key(configs["depth=1"], "python-stdlib")),
-        ("params", variant_key(configs["base"])),  # not trained on the corpus: the plain key
+        (
+            "training",
+            variant_key(configs["base"], "python-stdlib", version),
+        ),  # any Python's stdlib: the default
+        ("training", variant_key(configs["dim=32"], "/data/my,text.txt@0123456789ab", version)),
+        ("training", variant_key(configs["depth=1"], "python-stdlib", version)),
+        ("params", variant_key(configs["base"])),  # version 1, not trained on the corpus: the plain key
     }
     # the key a local run on the default corpus looks for: the GPU's training results answer it
     training = MEASUREMENTS["training"]

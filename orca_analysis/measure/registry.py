@@ -30,6 +30,9 @@ class Measurement:
         True  # False: one call per variant covers every workload (its records have no seq_len)
     )
     uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
+    # Bumped when the records it writes change (new metrics, another method): stored results of an
+    # older version are then measured anew, and the other measurements' results are kept.
+    version: int = 1
 
 
 MEASUREMENTS: dict[str, Measurement] = {}

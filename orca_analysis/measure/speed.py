@@ -89,7 +89,10 @@ def _matmul_params(model: torch.nn.Module, cfg: ModelConfig) -> int:
 
 
 @register_measurement(
-    "speed", "end-to-end training, prefill and decode tokens/s, and utilisation", isolated=True
+    "speed",
+    "end-to-end training, prefill and decode tokens/s, and utilisation",
+    isolated=True,
+    version=2,  # 2: multi-query vs multi-head decoding and the repeated timing on the base
 )
 def measure_speed(variant: Variant, study: Study) -> list[Record]:
     device = measure_device()

@@ -240,6 +240,7 @@ def _summary_text(s: dict[str, Any]) -> str:
     isolated=True,
     per_workload=False,
     uses_corpus=True,
+    version=2,  # 2: head ablation, matmul precision in the set-up
 )
 def measure_training(variant: Variant, study: Study) -> list[Record]:
     return training_records(variant, study)

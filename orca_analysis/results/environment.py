@@ -43,12 +43,16 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def variant_key(config: Any, corpus: str | None = None) -> str:
-    """Stable hash of a variant's full config (a study.schema.ModelConfig), and of the corpus label
-    (measure._corpus.corpus_label) for a measurement whose results depend on the training corpus."""
-    if corpus is None:
-        return _digest(config.as_nested())  # unchanged, so stores written before corpus keys stay valid
-    return _digest({"config": config.as_nested(), "corpus": corpus})
+def variant_key(config: Any, corpus: str | None = None, version: int = 1) -> str:
+    """Stable hash of a variant's full config (a study.schema.ModelConfig), of the corpus label
+    (measure._corpus.corpus_label) for a measurement whose results depend on the training corpus, and
+    of the measurement's version once it is past 1."""
+    if corpus is None and version == 1:
+        return _digest(config.as_nested())  # unchanged, so stores written before these keys stay valid
+    key: dict[str, Any] = {"config": config.as_nested()}
+    key |= {"corpus": corpus} if corpus is not None else {}
+    key |= {"version": version} if version != 1 else {}
+    return _digest(key)
 
 
 def workload_key(seq_len: int, batch: int, dtype: str) -> str:

@@ -120,10 +120,13 @@ def _corpus_label(records: list[Record]) -> str:
     return DEFAULT_LABEL
 
 
-def _uses_corpus(measurement: str) -> bool:
+def _key_options(measurement: str, records: list[Record]) -> tuple[str | None, int]:
+    """(corpus label or None, version): what `run` keys this measurement's results by beyond the config."""
     from ..measure import MEASUREMENTS
 
-    return getattr(MEASUREMENTS.get(measurement), "uses_corpus", False)
+    m = MEASUREMENTS.get(measurement)
+    corpus = _corpus_label(records) if getattr(m, "uses_corpus", False) else None
+    return corpus, getattr(m, "version", 1)
 
 
 def import_results(path: Path, out_root: Path | None = None, study_ref: str | None = None) -> ImportSummary:
@@ -160,8 +163,8 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
     with open_store(study_dir(studies[0], out_root)) as store:
         for (vkey, name, _, resolved), rows in groups.items():
             records = [r for r, _ in rows]
-            if resolved and _uses_corpus(name):  # keyed as `run` keys it: by the corpus it trained on
-                vkey = variant_key(configs[records[0].variant_id], _corpus_label(records))
+            if resolved:  # keyed as `run` keys it: by the measurement's version, and the corpus it trained on
+                vkey = variant_key(configs[records[0].variant_id], *_key_options(name, records))
             with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
             workloads = sorted(
                 {workload_key(r.seq_len, r.batch, r.dtype or study_dtype) for r in with_workload}
