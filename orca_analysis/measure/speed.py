@@ -5,7 +5,9 @@ CPU; pure-dtype weights and AdamW states, no autocast):
 - train: forward, next-token cross-entropy, backward, AdamW step, zero_grad;
 - prefill: one forward over `seq_len` tokens under inference_mode;
 - decode: cached (KV) decode tokens/s, checked against a full forward, uncached where caching
-  fails (_decode.py); for the base variant also multi-query against multi-head cached decoding.
+  fails (_decode.py); for the base variant also multi-query against multi-head cached decoding;
+- repeat (base variant): the training step timed again after the other phases, to show how far two
+  timings of the same thing drift (`train_step_repeat_diff`).
 Utilisation divides achieved FLOP/s by (a) a dense GEMM ceiling measured once per process and
 (b) the datasheet peak. The numerator is the `flops` measurement's operator counter run at the
 length actually timed: training steps by `train_step_causal` (the MFU convention of
@@ -123,8 +125,6 @@ def _speed(variant: Variant, study: Study, device: str) -> list[Record]:
         return kv_heads_decode(cfg, at, compatible[0], kv_models)
 
     def repeat(model, cfg: ModelConfig, at: Record, n_matmul: int, ceilings: Ceilings) -> list[Record]:
-        if at.seq_len != max(lengths):  # once, at the longest length: the one the report leads with
-            return []
         first = [r for r in records if r.metric == "train_step_time" and r.method == "measured_median"]
         first = [r for r in first if (r.seq_len, r.batch) == (at.seq_len, at.batch) and r.value]
         return [repeatability(first[0].value if first else None, train_step_timing(model, cfg, at), at)]
