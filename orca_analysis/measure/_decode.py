@@ -21,15 +21,15 @@ import torch
 from ..build import build_model
 from ..results import Record
 from ..study.schema import ModelConfig
-from ._ablations import kv_config
+from ._ablations import DTYPE_BYTES, kv_config
 from ._quality import kv_cache_bytes
 from ._recorder import cat
 from ._timing import Timing, derive, rate_record, run_settings, time_fn, timing_records
+from .probes import FLAGS_OFF
 
 DECODE_TOKENS = {"cuda": 32, "cpu": 4}  # new tokens per decode sample
 UNCACHED_TOKENS = 4  # new tokens per uncached decode sample (a full forward each)
 AGREEMENT_TOL = {"float32": 1e-3, "bfloat16": 3e-2, "float16": 3e-2}  # max |dlogit| / max |logit|
-DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Flag sets to switch off, tried in order, to reach a cache-compatible model (probes: token shift
 # gives wrong cached logits; ALiBi together with rotary crashes).
 CACHE_DROPS: tuple[tuple[str, ...], ...] = (
@@ -38,7 +38,6 @@ CACHE_DROPS: tuple[tuple[str, ...], ...] = (
     ("shift_tokens", "rotary_xpos"),
     ("shift_tokens", "alibi_pos_bias"),
 )
-_OFF = {"shift_tokens": 0, "rotary_xpos": False, "alibi_pos_bias": False}
 
 
 def random_tokens(num_tokens: int, shape: tuple[int, int], device: str, k: int = 3) -> list[torch.Tensor]:
@@ -147,7 +146,7 @@ def _decode_records(timing: Timing, what: Record, name: str, new: int) -> list[R
 
 
 def _without(cfg: ModelConfig, flags: tuple[str, ...]) -> ModelConfig:
-    return cfg.with_values({("attn_layers", f): _OFF[f] for f in flags if cfg.get(f)})
+    return cfg.with_values({("attn_layers", f): FLAGS_OFF[f] for f in flags if cfg.get(f)})
 
 
 def cache_compatible(cfg: ModelConfig, at: Record) -> tuple[ModelConfig, tuple[str, ...]] | None:

@@ -48,6 +48,15 @@ def ok_rows(results: pd.DataFrame, measurement: str) -> pd.DataFrame:
     return rows
 
 
+def with_parts(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows with their key=value categories spread into columns (measure/_recorder.py's format)."""
+    from ...measure._recorder import parse_category
+
+    parts = pd.DataFrame([parse_category(c) for c in rows["category"]], index=rows.index)
+    # the category's keys win over the variant's columns of the same name (a proxy's depth is not the variant's)
+    return rows.drop(columns=[c for c in parts.columns if c in rows.columns]).join(parts)
+
+
 def pick(rows: pd.DataFrame, **where: Any) -> pd.DataFrame:
     for key, value in where.items():
         rows = rows[rows[key] == value]

@@ -9,13 +9,7 @@ import pandas as pd
 
 from ...measure._recorder import parse_category
 from ..figures import lines, scatter
-from . import Section, Table, ok_rows, pick, si, variant_order
-
-
-def _with_parts(rows: pd.DataFrame) -> pd.DataFrame:
-    parts = pd.DataFrame([parse_category(c) for c in rows["category"]], index=rows.index)
-    # the category's keys win over the variant's columns of the same name (a proxy's depth is not the variant's)
-    return rows.drop(columns=[c for c in parts.columns if c in rows.columns]).join(parts)
+from . import Section, Table, ok_rows, pick, si, variant_order, with_parts
 
 
 def _probe_cell(rows: pd.DataFrame, vid: str, metric: str, case: str | None = None) -> str:
@@ -108,7 +102,7 @@ def _training_tables(rows: pd.DataFrame, study, device: str = "cpu") -> list[Tab
         r = pick(rows, variant_id=vid)
         if r.empty:
             continue
-        gap = _with_parts(pick(r, metric="overfit_gap"))
+        gap = with_parts(pick(r, metric="overfit_gap"))
         last_gap = gap.loc[gap["step"].astype(int).idxmax(), "value"] if not gap.empty else None
         proxy = pick(r, metric="proxy_params")
         proxy_text = (
@@ -144,7 +138,7 @@ def _training_tables(rows: pd.DataFrame, study, device: str = "cpu") -> list[Tab
             out,
         )
     ]
-    ext = _with_parts(pick(rows, variant_id="base", metric="extrapolation_val_loss", method="aggregate"))
+    ext = with_parts(pick(rows, variant_id="base", metric="extrapolation_val_loss", method="aggregate"))
     if not ext.empty:
         ext = ext[ext["seed"] == "mean"]
         wide = ext.pivot_table(index="pos", columns="eval_len", values="value", aggfunc="first")
@@ -213,9 +207,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
             section.tables += _training_tables(rows[rows["device"] == device], study, device)
         rows = rows[rows["device"] == devices[0]]
         scale, tokens = _scale_text(devices[0])
-        curves = _with_parts(
-            rows[(rows["metric"] == "val_loss") & rows["category"].str.startswith("seed=0,")]
-        )
+        curves = with_parts(rows[(rows["metric"] == "val_loss") & rows["category"].str.startswith("seed=0,")])
         if not curves.empty:
             curves["tokens"] = curves["tokens"].astype(int)
             fig = lines(
@@ -231,7 +223,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
             )
             if fig:
                 section.figures.append(fig)
-        final = _with_parts(rows[(rows["metric"] == "val_loss_final") & (rows["method"] == "measured")])
+        final = with_parts(rows[(rows["metric"] == "val_loss_final") & (rows["method"] == "measured")])
         if not final.empty and "flops" in final:
             final["flops"] = final["flops"].astype(float)
             pareto = (
@@ -254,7 +246,7 @@ def quality_section(results: pd.DataFrame, study) -> Section:
             )
             if fig:
                 section.figures.append(fig)
-        grads = _with_parts(pick(rows, variant_id="base", metric="grad_norm"))
+        grads = with_parts(pick(rows, variant_id="base", metric="grad_norm"))
         if not grads.empty:
             deepest = grads["depth"].astype(int).max()
             g = grads[

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...measure._recorder import parse_category
 from ..figures import lines
-from . import Section, Table, ok_rows, pick, share, si, value, variant_order
+from . import Section, Table, ok_rows, pick, share, si, value, variant_order, with_parts
 from .gpu import gpu_coverage_table
 
 REPEAT_TARGET = 0.03  # repeated GPU timings of one variant agree within 3% (issue 5)
@@ -139,8 +138,7 @@ def _kv_heads_table(results: pd.DataFrame) -> Table | None:
     rows = rows[rows["metric"].isin(["kv_ablation_decode_tokens_per_s", "kv_ablation_cache_bytes"])]
     if rows.empty:
         return None
-    parts = pd.DataFrame([parse_category(c) for c in rows["category"]], index=rows.index)
-    rows = rows.drop(columns=[c for c in parts.columns if c in rows.columns]).join(parts)
+    rows = with_parts(rows)
     out = []
     for (device, seq), r in rows.groupby(["device", "seq_len"]):
         speed = pick(r, metric="kv_ablation_decode_tokens_per_s").set_index("attn")["value"]
