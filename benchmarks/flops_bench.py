@@ -53,7 +53,7 @@ def child(case: str) -> dict:
 
     from orca_analysis.build import build_model
     from orca_analysis.formulas.flops import closed_form_flops, kaplan_6n, palm
-    from orca_analysis.measure._flop_counter import count_flops
+    from orca_analysis.instruments.flop_counter import count_flops
 
     cfg, n, out = _config(case), 8192, {}
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -109,7 +109,7 @@ def run_child(case: str) -> dict:
 def study_agreement() -> tuple[list[list[str]], float, float]:
     """Counter vs closed form, every variant x workload of the default study; the worst |difference|."""
     from orca_analysis.formulas.flops import closed_form_flops
-    from orca_analysis.measure._flop_counter import count_flops
+    from orca_analysis.instruments.flop_counter import count_flops
     from orca_analysis.study import load_study
 
     study, rows, worst, t0 = load_study("orca", {}), [], 0.0, time.perf_counter()
@@ -132,15 +132,16 @@ def study_agreement() -> tuple[list[list[str]], float, float]:
 
 
 def whole_measurement() -> tuple[float, int, list[str]]:
-    from orca_analysis.measure.flops import measure_flops
+    from orca_analysis.measurements.flops.run import measure_flops
+    from orca_analysis.results.query import Results
     from orca_analysis.study import load_study
 
     study, t0 = load_study("orca", {}), time.perf_counter()
     records = [r for v in study.variants() for r in measure_flops(v, study)]
-    ran = sorted(
-        {f"{r.variant_id}@{r.seq_len}" for r in records if r.method == "fvcore" and r.status == "ok"}
-    )
-    return time.perf_counter() - t0, len(records), ran
+    seconds = time.perf_counter() - t0
+    fvcore = Results.from_records(records).values("forward_dense", method="fvcore", component="total")
+    ran = sorted({f"{v.variant_id}@{v.seq_len}" for v in fvcore})
+    return seconds, len(records), ran
 
 
 def table(head: list[str], rows: list[list[str]]) -> str:

@@ -28,12 +28,12 @@ from pathlib import Path
 MIB = 2**20
 
 
-def mib(r) -> str:
-    return f"{r.value / MIB:,.1f}" if r and r.value is not None else "-"
+def mib(v) -> str:
+    return f"{v.value / MIB:,.1f}" if v is not None and v.value is not None else "-"
 
 
-def pct(r) -> str:
-    return f"{r.value:+.2%}" if r else "-"
+def pct(v) -> str:
+    return f"{v.value:+.2%}" if v is not None and v.value is not None else "-"
 
 
 def child() -> dict:
@@ -41,7 +41,7 @@ def child() -> dict:
     import torch
 
     from orca_analysis.build import fake_model
-    from orca_analysis.measure.memory import _adamw, _train
+    from orca_analysis.instruments.memtrack import _adamw, _train
     from orca_analysis.study import load_study
 
     cfg = load_study("orca", {}).base
@@ -53,8 +53,59 @@ def child() -> dict:
             "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
 
 
+TOTAL = {"category": "total"}
+WHOLE = {"phase": "all"}  # memory_rel_error over the whole peak
+
+
+def _notes(results, vid: str) -> set[str]:
+    """Failures, skips, rel-errors beyond their tolerance and the real-CPU checks, as recorded."""
+    from orca_analysis.measurements import MEASUREMENTS
+
+    notes = set()
+    for m in MEASUREMENTS["memory"].metrics:
+        if m.name == "peak_decode_uncached":
+            continue
+        for v in results.values(m.name, variant=vid, status={"error", "skipped"}):
+            notes.add(f"{v.metric} ({v.method}, {v.status}): {v.note}")
+    for v in results.values("memory_rel_error", variant=vid):
+        if v.note:  # beyond its tolerance
+            notes.add(f"{v.get('quantity')} (rel_error_{v.get('pair')}, phase {v.get('phase')}): {v.note}")
+    for v in results.values("memory_rel_error", variant=vid, quantity="peak_train", pair="simulated_vs_measured",
+                            **WHOLE):  # fmt: skip
+        notes.add(
+            f"measured on CPU ({vid}): {v.seq_len} tokens x {v.batch}, simulated vs measured {v.value:+.2%}"
+        )
+    return notes
+
+
+def _row(results, vid: str, n: int) -> str:
+    """One (variant, length) row of the closed form vs simulated table."""
+    at = {"variant": vid, "seq_len": n}
+
+    def peak(metric: str, method: str):
+        return results.one(metric, method=method, **TOTAL, **at)
+
+    def error(quantity: str):
+        return results.one(
+            "memory_rel_error", quantity=quantity, pair="closed_form_vs_simulated", **WHOLE, **at
+        )
+
+    phases = results.values("peak_train_phase", method="simulated", **at)
+    phase = max(phases, key=lambda v: v.value).get("phase") if phases else "-"
+    fits = results.one("fits_train", method="closed_form", capacity="80GB", **at)
+    return (
+        f"| {vid} | {n} | {mib(peak('peak_train', 'closed_form'))} | "
+        f"{mib(peak('peak_train', 'simulated'))} | {pct(error('peak_train'))} "
+        f"| {phase} | {mib(peak('peak_prefill', 'closed_form'))} | {mib(peak('peak_prefill', 'simulated'))} | "
+        f"{pct(error('peak_prefill'))} | {mib(results.one('kv_cache_size', method='simulated', **at))} | "
+        f"{mib(results.one('cache_object', method='simulated', **at))} | "
+        f"{'-' if fits is None else ('yes' if fits.value else 'NO')} |"
+    )
+
+
 def study_table() -> tuple[list[str], float]:
-    from orca_analysis.measure.memory import measure_memory
+    from orca_analysis.measurements.memory.run import measure_memory
+    from orca_analysis.results.query import Results
     from orca_analysis.study import load_study
 
     study, rows, total = load_study("orca", {}), [], 0.0
@@ -67,28 +118,10 @@ def study_table() -> tuple[list[str], float]:
         records = measure_memory(variant, study)
         times.append(f"{variant.variant_id} {time.perf_counter() - start:.1f} s")
         total += time.perf_counter() - start
-        got = {(r.metric, r.method, r.seq_len, r.category): r for r in records}
-        for n in sorted({r.seq_len for r in records if r.metric == "peak_train" and r.method == "simulated"}):
-            cell = lambda m, meth, cat="", n=n, got=got: got.get((m, meth, n, cat))  # noqa: E731
-            phases = [
-                r
-                for r in records
-                if r.metric == "peak_train_phase" and r.method == "simulated" and r.seq_len == n
-            ]
-            phase = max(phases, key=lambda r: r.value).category if phases else "-"
-            fits = cell("fits_train", "closed_form", "80GB")
-            rows.append(
-                f"| {variant.variant_id} | {n} | {mib(cell('peak_train', 'closed_form'))} | "
-                f"{mib(cell('peak_train', 'simulated'))} | {pct(cell('peak_train', 'rel_error_closed_form_vs_simulated'))} "
-                f"| {phase} | {mib(cell('peak_prefill', 'closed_form'))} | {mib(cell('peak_prefill', 'simulated'))} | "
-                f"{pct(cell('peak_prefill', 'rel_error_closed_form_vs_simulated'))} | {mib(cell('kv_cache', 'simulated'))} | "
-                f"{mib(cell('cache_object', 'simulated'))} | {'-' if fits is None else ('yes' if fits.value else 'NO')} |"
-            )  # fmt: skip
-        notes |= {f"{r.metric} ({r.method}, {r.status}): {r.error}" for r in records
-                  if r.status != "ok" and r.metric != "peak_decode_uncached"}  # fmt: skip
-        notes |= {f"measured on CPU ({variant.variant_id}): {r.seq_len} tokens x {r.batch}, simulated vs measured "
-                  f"{r.value:+.2%}" for r in records if r.method == "rel_error_simulated_vs_measured"
-                  and r.metric == "peak_train"}  # fmt: skip
+        results, vid = Results.from_records(records), variant.variant_id
+        simulated = results.values("peak_train", method="simulated", status=None, **TOTAL)
+        rows += [_row(results, vid, n) for n in sorted({v.seq_len for v in simulated})]
+        notes |= _notes(results, vid)
     rows += ["", f"Wall time of `measure_memory` over the study: {total:.1f} s ({'; '.join(times)}).", ""]
     rows += ["Failures, skips and real-CPU checks, as recorded:", ""] + [f"- {n}" for n in sorted(notes)]
     return rows, total
@@ -100,7 +133,7 @@ def bf16_rows() -> list[str]:
 
     from orca_analysis.build import fake_model
     from orca_analysis.formulas import memory as fm
-    from orca_analysis.measure.memory import _adamw, _tracked, _tracking
+    from orca_analysis.instruments.memtrack import _adamw, _tracked, _tracking
     from orca_analysis.study import load_study
 
     cfg, rows = load_study("orca", {}).base, ["| tokens | closed form (bf16_mixed) | simulated (autocast) | error |",

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import torch
 
-from orca_analysis.measure._quality import proxy_rule, quality_scale
-from orca_analysis.measure._recorder import parse_category
-from orca_analysis.measure.probes import probe_records
-from orca_analysis.measure.training import training_records
-from orca_analysis.results import Record
+from orca_analysis.instruments.proxy import proxy_rule, quality_scale, tiny_scale
+from orca_analysis.measurements.probes.run import probe_records
+from orca_analysis.measurements.training.run import training_records
+from orca_analysis.results.query import Results, Value
 from orca_analysis.results.records import device_name
 from orca_analysis.study import load_study
 
@@ -31,27 +30,12 @@ def _f(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}g}"
 
 
-def _pick(records: list[Record], metric: str, **parts: str) -> list[Record]:
-    out = []
-    for r in records:
-        if r.metric == metric:
-            cat = parse_category(r.category)
-            if all(cat.get(k) == v for k, v in parts.items()):
-                out.append(r)
-    return out
+def _ms(v: Value | None) -> str:
+    """mean ± (max - min) over the seeds."""
+    return f"{_f(v.value, 4)} ± {_f(v.spread, 2)}" if v is not None and v.value is not None else "-"
 
 
-def _one(records: list[Record], metric: str, **parts: str) -> float | None:
-    found = _pick(records, metric, **parts)
-    return found[0].value if found else None
-
-
-def _ms(records: list[Record], metric: str, **parts: str) -> str:
-    mean, spread = _one(records, metric, seed="mean", **parts), _one(records, metric, seed="spread", **parts)
-    return f"{_f(mean, 4)} ± {_f(spread, 2)}" if mean is not None else "-"
-
-
-def probe_table(by_variant: dict[str, list[Record]]) -> list[str]:
+def probe_table(results: Results, variants: list[str]) -> list[str]:
     cases = [
         "causality:as_built",
         "kv_cache:as_built",
@@ -60,51 +44,55 @@ def probe_table(by_variant: dict[str, list[Record]]) -> list[str]:
         "kernel_agreement:flash_attention",
     ]
     lines = ["| variant | " + " | ".join(cases) + " |", "|---" * (len(cases) + 1) + "|"]
-    for vid, recs in by_variant.items():
+    for vid in variants:
         cells = []
         for case in cases:
-            metric, name = case.split(":")
-            r = next(
-                (r for r in recs if r.metric == metric and parse_category(r.category).get("case") == name),
-                None,
-            )
-            cells.append("-" if r is None else f"{'pass' if r.status == 'ok' else 'FAIL'} {_f(r.value)}")
+            probe, name = case.split(":")
+            passed = results.one(probe, variant=vid, case=name, status=None)
+            diff = results.number(f"{probe}_max_diff", variant=vid, case=name)
+            if passed is None:
+                cells.append("-")
+            elif passed.status != "ok":
+                cells.append(passed.status)
+            else:
+                cells.append(f"{'pass' if passed.value == 1 else 'FAIL'} {_f(diff)}")
         lines.append(f"| {vid} | " + " | ".join(cells) + " |")
     return lines
 
 
-def attribution_table(recs: list[Record]) -> list[str]:
+def attribution_table(results: Results, base: str) -> list[str]:
     lines = ["| case | verdict | max abs diff | error |", "|---|---|---|---|"]
-    for r in recs:
-        if r.metric == "kv_cache":
-            verdict = "pass" if r.status == "ok" else "FAIL"
-            lines.append(f"| {parse_category(r.category)['case']} | {verdict} | {_f(r.value)} | {r.error} |")
+    for v in results.values("kv_cache", variant=base, status=None):
+        case, ok = v.get("case"), v.status == "ok" and v.value == 1
+        verdict = "pass" if ok else "FAIL" if v.status == "ok" else v.status
+        diff = results.number("kv_cache_max_diff", variant=base, case=case)
+        lines.append(f"| {case} | {verdict} | {_f(diff)} | {'' if ok else v.note} |")
     return lines
 
 
-def training_table(by_variant: dict[str, list[Record]]) -> list[str]:
+def training_table(results: Results, variants: list[str]) -> list[str]:
     lines = [
         "| variant | proxy params | FLOP/token | val loss @ equal tokens | val loss @ equal FLOPs "
         "| overfit train / val / gap |",
         "|---|---|---|---|---|---|",
     ]
-    for vid, recs in by_variant.items():
-        last = max(
-            (r for r in recs if r.metric == "overfit_gap"),
-            key=lambda r: int(parse_category(r.category)["step"]),
-        )
-        step = parse_category(last.category)["step"]
-        tr = _one(recs, "overfit_train_loss", step=step)
-        va = _one(recs, "overfit_val_loss", step=step)
+    for vid in variants:
+        last = max(results.values("overfit_gap", variant=vid), key=lambda v: int(v.get("step")))
+        step = last.get("step")
+        tr = results.number("overfit_train_loss", variant=vid, step=step)
+        va = results.number("overfit_val_loss", variant=vid, step=step)
         lines.append(
-            f"| {vid} | {_one(recs, 'proxy_params'):,.0f} | {_one(recs, 'train_flops_per_token'):.3g} "
-            f"| {_ms(recs, 'val_loss_final')} | {_ms(recs, 'val_loss_equal_flops')} "
+            f"| {vid} | {results.number('proxy_params', variant=vid):,.0f} "
+            f"| {results.number('train_flops_per_token', variant=vid):.3g} "
+            f"| {_ms(results.one('val_loss_final', variant=vid))} "
+            f"| {_ms(results.one('val_loss_equal_flops', variant=vid))} "
             f"| {_f(tr, 4)} / {_f(va, 4)} / {_f(last.value, 3)} |"
         )
     return lines
 
 
-def ablation_tables(recs: list[Record], lengths: list[str]) -> list[str]:
+def ablation_tables(results: Results, base: str) -> list[str]:
+    lengths = sorted({int(v.get("eval_len")) for v in results.values("extrapolation_val_loss", variant=base)})
     lines = [
         "### Length extrapolation (val loss, mean ± spread over seeds)",
         "",
@@ -112,11 +100,10 @@ def ablation_tables(recs: list[Record], lengths: list[str]) -> list[str]:
         "|---" * (len(lengths) + 1) + "|",
     ]
     for pos in ("alibi+xpos", "alibi", "xpos", "none"):
-        lines.append(
-            f"| {pos} | "
-            + " | ".join(_ms(recs, "extrapolation_val_loss", pos=pos, eval_len=n) for n in lengths)
-            + " |"
-        )
+        cells = [
+            _ms(results.one("extrapolation_val_loss", variant=base, pos=pos, eval_len=n)) for n in lengths
+        ]
+        lines.append(f"| {pos} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "### Multi-query vs multi-head",
@@ -126,12 +113,12 @@ def ablation_tables(recs: list[Record], lengths: list[str]) -> list[str]:
     ]
     for attn in ("mqa", "mha"):
         full, proxy = (
-            _one(recs, "kv_cache_bytes", attn=attn, scale="full"),
-            _one(recs, "kv_cache_bytes", attn=attn, scale="proxy"),
+            results.number("kv_cache_bytes", variant=base, attn=attn, model="full"),
+            results.number("kv_cache_bytes", variant=base, attn=attn, model="proxy"),
         )
         lines.append(
-            f"| {attn} | {_ms(recs, 'attn_kv_val_loss', attn=attn)} | {full / 2**20:.1f} MiB "
-            f"| {proxy / 2**20:.2f} MiB |"
+            f"| {attn} | {_ms(results.one('attn_kv_val_loss', variant=base, attn=attn))} "
+            f"| {full / 2**20:.1f} MiB | {proxy / 2**20:.2f} MiB |"
         )
     lines += [
         "",
@@ -141,21 +128,20 @@ def ablation_tables(recs: list[Record], lengths: list[str]) -> list[str]:
         "| train loss (last 5 steps) |",
         "|---|---|---|---|---|---|---|",
     ]
-    steps = sorted({int(parse_category(r.category)["step"]) for r in recs if r.metric == "grad_norm"})
-    depths = sorted({int(parse_category(r.category)["depth"]) for r in recs if r.metric == "grad_norm"})
+    norms = results.values("grad_norm", variant=base)
+    steps = sorted({int(v.get("step")) for v in norms})
+    depths = sorted({int(v.get("depth")) for v in norms})
     for depth in depths:
         for norm in ("pre_norm", "post_norm", "deepnorm"):
             cells = []
             for step in (steps[0], steps[-1]):
-                vals = [
-                    r.value for r in _pick(recs, "grad_norm", norm=norm, depth=str(depth), step=str(step))
-                ]
-                ratio = _one(recs, "grad_norm_first_over_last", norm=norm, depth=str(depth), step=str(step))
+                at = {"variant": base, "norm": norm, "depth": depth, "step": step}
+                vals = [v.value for v in results.values("grad_norm", **at)]
+                ratio = results.number("grad_norm_first_over_last", **at)
                 cells += [_f(ratio), f"{_f(min(vals))}..{_f(max(vals))}"]
-            loss = _pick(recs, "grad_health_train_loss", norm=norm, depth=str(depth))[0]
-            lines.append(
-                f"| {norm} | {depth} | " + " | ".join(cells) + f" | {_f(loss.value, 4)} {loss.error} |"
-            )
+            loss = results.one("grad_health_train_loss", variant=base, norm=norm, depth=depth, status=None)
+            why = "" if loss.status == "ok" else loss.note
+            lines.append(f"| {norm} | {depth} | " + " | ".join(cells) + f" | {_f(loss.value, 4)} {why} |")
     lines.append(f"\n(init = step {steps[0]}, late = step {steps[-1]} of a short run.)")
     return lines
 
@@ -163,32 +149,31 @@ def ablation_tables(recs: list[Record], lengths: list[str]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="orca")
-    ap.add_argument("--scale", default=None, help="cpu or gpu (default: gpu when CUDA is present)")
+    ap.add_argument(
+        "--scale",
+        default=None,
+        help="cpu or gpu (default: gpu when CUDA is present); tiny: a quick smoke test",
+    )
     ap.add_argument("--out", default="benchmarks/results/quality.md")
     args = ap.parse_args()
-    study, scale = load_study(args.study), quality_scale(args.scale)
+    study = load_study(args.study)
+    scale = tiny_scale() if args.scale == "tiny" else quality_scale(args.scale)
     load_before = os.getloadavg()
-    probes, training, times = {}, {}, {}
+    records, times = [], {}
     start = time.perf_counter()
     cpu_start = time.process_time()
     for v in study.variants():
         t0, c0 = time.perf_counter(), time.process_time()
-        probes[v.variant_id] = probe_records(v, study, scale)
+        records += probe_records(v, study, scale)
         t1, c1 = time.perf_counter(), time.process_time()
-        training[v.variant_id] = training_records(v, study, scale)
+        records += training_records(v, study, scale)
         times[v.variant_id] = (t1 - t0, c1 - c0, time.perf_counter() - t1, time.process_time() - c1)
         print(f"{v.variant_id}: " + ", ".join(f"{x:.1f}" for x in times[v.variant_id]), flush=True)
     total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
-    base = study.variants()[0].variant_id
-    corpus = _pick(training[base], "corpus_tokens")[0].category
-    lengths = sorted(
-        {
-            parse_category(r.category)["eval_len"]
-            for r in training[base]
-            if r.metric == "extrapolation_val_loss" and "eval_len" in parse_category(r.category)
-        },
-        key=int,
-    )
+    results, variants = Results.from_records(records), list(times)
+    base = variants[0]
+    corpus_v = results.one("corpus_tokens", variant=base)
+    corpus = ",".join([*(f"{k}={x}" for k, x in corpus_v.labels.items()), corpus_v.note])
     lines = [
         f"# Quality benchmark: study `{study.name}`, scale `{scale.name}`",
         "",
@@ -214,11 +199,11 @@ def main() -> None:
         "",
         "## Probes (value = max abs logit difference)",
         "",
-        *probe_table(probes),
+        *probe_table(results, variants),
         "",
         f"### KV-cache decoding on `{base}`: which flags break it",
         "",
-        *attribution_table(probes[base]),
+        *attribution_table(results, base),
         "",
         "## Training: what dim, depth and heads buy",
         "",
@@ -230,9 +215,9 @@ def main() -> None:
         f"training tokens ({scale.overfit_steps * scale.batch * scale.seq_len // scale.overfit_tokens} epochs); "
         "losses at the end.",
         "",
-        *training_table(training),
+        *training_table(results, variants),
         "",
-        *ablation_tables(training[base], lengths),
+        *ablation_tables(results, base),
         "",
         "## Notes",
         "",

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import yaml
 
-from orca_analysis.measure import MEASUREMENTS
+from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.results import Record, open_store
 from orca_analysis.results.environment import local_provenance
 from orca_analysis.results.records import device_name

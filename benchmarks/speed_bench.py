@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from orca_analysis.measure import MEASUREMENTS
-from orca_analysis.measure._timing import cpu_threads, measure_device
+from orca_analysis.instruments.device import cpu_threads, measure_device
+from orca_analysis.measurements import MEASUREMENTS
+from orca_analysis.results.query import Results, Value
 from orca_analysis.results.records import Record, current_provenance
 from orca_analysis.study import load_study
 from orca_analysis.study.schema import Workloads
@@ -40,15 +41,15 @@ def run(study_ref: str) -> tuple[list[Record], dict[str, float], float]:
     start = time.perf_counter()
     for variant in study.variants():
         for name in NAMES:
-            subs = [study]
-            if MEASUREMENTS[name].isolated:  # one call per workload, as the runner does
+            m, subs = MEASUREMENTS[name], [study]
+            if m.per_workload and m.isolated:  # one call per workload, as the runner does
                 subs = [
                     dataclasses.replace(study, workloads=Workloads([s], [b], study.workloads.dtype))
                     for s, b in study.workloads.pairs()
                 ]
             for sub in subs:
                 t = time.perf_counter()
-                records += MEASUREMENTS[name].fn(variant, sub)
+                records += m.run(variant, sub)
                 seconds[name] += time.perf_counter() - t
             print(f"{variant.variant_id:>9} {name:<16} {seconds[name]:6.1f} s cumulative", file=sys.stderr)
     return records, dict(seconds), time.perf_counter() - start
@@ -63,13 +64,17 @@ def _fmt(v: float | None, unit: str = "") -> str:
     return f"{v:.3g} {unit}".strip()
 
 
-def _get(records: list[Record], **match) -> list[Record]:
-    return [r for r in records if all(getattr(r, k) == v for k, v in match.items())]
-
-
-def _one(records: list[Record], **match) -> Record | None:
-    found = _get(records, **match)
+def _first(results: Results, metric: str, **where) -> Value | None:
+    """The first ok value matching, else the first error or skip (its note says why), else None."""
+    found = results.values(metric, **where) or results.values(metric, status={"error", "skipped"}, **where)
     return found[0] if found else None
+
+
+def _seqs(results: Results, metrics: tuple[str, ...], variant: str) -> list[int]:
+    """The measured lengths at which any of `metrics` has a value or a failure."""
+    return sorted(
+        {v.seq_len for m in metrics for v in results.values(m, variant=variant, status=None) if v.seq_len}
+    )
 
 
 NOTES: list[str] = []  # distinct error texts, footnoted under the tables
@@ -82,19 +87,36 @@ def _note(text: str) -> str:
     return f"[{NOTES.index(key) + 1}]"
 
 
-def _cell(r: Record | None, unit: str = "", pct: bool = False) -> str:
-    if r is None:
+def _cell(v: Value | None, unit: str = "", pct: bool = False) -> str:
+    if v is None:
         return "—"
-    if r.status != "ok" or r.value is None:
-        value = "" if r.value is None else f"{_fmt(r.value, unit)} "
-        return f"{value}{r.status} {_note(r.error)}" if r.error else f"{value}{r.status}"
-    text = f"{r.value:.1%}" if pct else _fmt(r.value, unit)
-    return text + (" ⚠" if r.error.startswith("noisy") else "")
+    if v.status != "ok" or v.value is None:
+        value = "" if v.value is None else f"{_fmt(v.value, unit)} "
+        return f"{value}{v.status} {_note(v.note)}" if v.note else f"{value}{v.status}"
+    text = f"{v.value:.1%}" if pct else _fmt(v.value, unit)
+    return text + (" ⚠" if v.note.startswith("noisy") else "")
 
 
-def markdown(records: list[Record], seconds: dict[str, float], total: float, study_ref: str) -> str:
+def _rate_cell(results: Results, rate: str, timed: str, **k) -> str:
+    """A tokens/s rate; where the phase failed, the failure of its timing."""
+    failed = results.values(timed, status="error", **k)
+    return _cell(_first(results, rate, **k) or (failed[0] if failed else None))
+
+
+def _cached_cell(results: Results, **k) -> str:
+    """Cached decode tokens/s; where cached decoding crashed, the check's verdict and the exception."""
+    rate, passed = (
+        _first(results, "decode_cached_tokens_per_s", **k),
+        _first(results, "decode_cache_pass", **k),
+    )
+    if (rate is None or rate.status != "ok") and passed is not None and passed.value == 0:
+        return f"FAIL {_note(passed.note)}"
+    return _cell(rate)
+
+
+def markdown(results: Results, seconds: dict[str, float], total: float, study_ref: str) -> str:
     prov = current_provenance(measure_device())
-    variants = list(dict.fromkeys(r.variant_id for r in records))
+    variants = list(dict.fromkeys(r.variant_id for r in results.records()))
     load = os.getloadavg()
     lines = [
         "# Speed benchmark (issue 5)",
@@ -116,19 +138,22 @@ def markdown(records: list[Record], seconds: dict[str, float], total: float, stu
         "|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        for seq in sorted(
-            {r.seq_len for r in _get(records, variant_id=v, measurement="kernels") if r.seq_len}
-        ):
-            k = dict(variant_id=v, measurement="kernels", seq_len=seq)
+        for seq in _seqs(results, ("ran_train", "ran_inference"), v):
+            k = dict(variant=v, seq_len=seq)
             ran = {
-                m: ", ".join(f"{r.category}×{r.value:g}" for r in _get(records, metric=m, **k))
+                m: ", ".join(f"{x.get('backend')}×{x.value:g}" for x in results.values(m, **k))
                 for m in ("ran_train", "ran_inference")
             }
-            mask = _one(records, metric="sdpa_attn_mask_bytes", **k)
-            elig = _get(records, metric="eligible_inference", **k)
-            ok = ", ".join(r.category for r in elig if r.value == 1)
-            na = ", ".join(r.category for r in elig if r.status == "skipped")
-            mask_text = f"{mask.category}, {_fmt(mask.value, 'B')}" if mask else "—"
+            mask = _first(results, "sdpa_attn_mask_bytes", **k)
+            ok = ", ".join(
+                x.get("backend") for x in results.values("eligible_inference", **k) if x.value == 1
+            )
+            na = ", ".join(
+                x.get("backend") for x in results.values("eligible_inference", status="skipped", **k)
+            )
+            mask_text = (
+                f"{mask.get('mask')}, {_fmt(mask.value, 'B')}" if mask and mask.value is not None else "—"
+            )
             lines.append(
                 f"| {v} | {seq} | {ran['ran_train']} | {ran['ran_inference']} | {mask_text} | {ok} | {na} |"
             )
@@ -141,48 +166,50 @@ def markdown(records: list[Record], seconds: dict[str, float], total: float, stu
         "|---|---|---|---|---|---|---|",
     ]
     for v in variants:
-        for seq in sorted(
-            {r.seq_len for r in _get(records, variant_id=v, measurement="attention_speed") if r.seq_len}
-        ):
-            k = dict(variant_id=v, measurement="attention_speed", seq_len=seq)
+        for seq in _seqs(results, ("sdpa_forward_flops", "sdpa_forward_time"), v):
+            k = dict(variant=v, seq_len=seq)
             cells = [
-                _cell(_one(records, metric=f"sdpa_forward_flops_per_s_{c}", category=b, **k), "FLOP/s")
+                _cell(_first(results, "sdpa_forward_flops_per_s", case=c, backend=b, **k), "FLOP/s")
                 for b in ("flash", "math")
                 for c in ("with_bias", "no_bias")
             ]
-            best = _one(records, metric="sdpa_best_vs_gemm_with_bias", **k)
-            best_text = f"{best.category}: {best.value:.1%}" if best else "—"
+            best = _first(results, "sdpa_best_vs_gemm", case="with_bias", **k)
+            best_text = f"{best.get('backend')}: {best.value:.1%}" if best and best.value is not None else "—"
             lines.append(f"| {v} | {seq} | {' | '.join(cells)} | {best_text} |")
-    gemm = _one(records, metric="gemm_ceiling")
+    gemm = _first(results, "gemm_ceiling")
     lines += [
         "",
-        f"## End-to-end (GEMM ceiling: {_cell(gemm, 'FLOP/s')}, {gemm.category if gemm else ''})",
+        f"## End-to-end (GEMM ceiling: {_cell(gemm, 'FLOP/s')}, {gemm.get('size') if gemm else ''})",
         "",
         "| variant | seq | train tokens/s | prefill tokens/s | decode cached tokens/s | decode uncached tokens/s "
         "| train util. vs GEMM | prefill util. vs GEMM |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    speed = (
+        "train_step_time",
+        "train_tokens_per_s",
+        "prefill_time",
+        "prefill_tokens_per_s",
+        "decode_cache_pass",
+    )
     for v in variants:
-        for seq in sorted({r.seq_len for r in _get(records, variant_id=v, measurement="speed") if r.seq_len}):
-            k = dict(variant_id=v, measurement="speed", seq_len=seq)
+        for seq in _seqs(results, speed, v):
+            k = dict(variant=v, seq_len=seq)
             row = [
-                _cell(_one(records, metric=m, method="measured_median", **k))
-                for m in (
-                    "train_tokens_per_s",
-                    "prefill_tokens_per_s",
-                    "decode_cached_tokens_per_s",
-                    "decode_uncached_tokens_per_s",
-                )
+                _rate_cell(results, "train_tokens_per_s", "train_step_time", **k),
+                _rate_cell(results, "prefill_tokens_per_s", "prefill_time", **k),
+                _cached_cell(results, **k),
+                _cell(_first(results, "decode_uncached_tokens_per_s", **k)),
             ]
             row += [
-                _cell(_one(records, metric=m, **k), pct=True)
+                _cell(_first(results, m, **k), pct=True)
                 for m in ("train_utilisation_vs_gemm", "prefill_utilisation_vs_gemm")
             ]
             lines.append(f"| {v} | {seq} | {' | '.join(row)} |")
     lines += [
         "",
-        "Utilisation numerator: closed-form PaLM FLOPs (6N + 12·L·H·Q·T per training token), "
-        "a private estimate until the FLOP measurement's counts replace it.",
+        "Utilisation numerator: the operator counter's causal FLOPs at the length timed (train_step_causal "
+        "per training step, forward_causal per prefill; AdamW's elementwise work not counted).",
         "",
     ]
     lines += [f"[{i}] {text}" + "  " for i, text in enumerate(NOTES, 1)]
@@ -197,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     records, seconds, total = run(args.study)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(markdown(records, seconds, total, args.study))
+    args.out.write_text(markdown(Results.from_records(records), seconds, total, args.study))
     print(f"{total:.0f} s; wrote {args.out}", file=sys.stderr)
     return 0 if total < BUDGET_S else 1
 

@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
             raise OrcaError(f"corpus not found: {args.corpus} (give a text file or a folder of text files)")
         os.environ["ORCA_CORPUS"] = str(
             args.corpus.resolve()
-        )  # read by measure/_corpus.py, workers inherit it
+        )  # read by instruments/corpus.py, workers inherit it
     executor = make_executor(args.executor, args.address, args.time_limit)
     run_sweep(
         study,
@@ -201,6 +201,12 @@ def _import(args: argparse.Namespace) -> int:
 
     summary = import_results(args.file, args.out, args.study)
     print(f"imported {summary.records} records ({summary.units} measurements) into {summary.store}")
+    if summary.not_migrated:
+        print(
+            f"note: a schema-1 file: results of {', '.join(summary.not_migrated)} not imported "
+            "(their old records lack what the new ones hold: measure them anew)",
+            file=sys.stderr,
+        )
     if summary.unresolved:
         print(
             f"note: variants not in the study, stored but not reported: {', '.join(summary.unresolved)}",

@@ -6,7 +6,7 @@ import textwrap
 from typing import Any
 
 from .build import fidelity_entries
-from .measure import MEASUREMENTS
+from .measurements import MEASUREMENTS
 from .study.schema import Study
 
 

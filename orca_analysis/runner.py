@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
-from .measure import MEASUREMENTS, Measurement
-from .measure._corpus import selected_corpus_label
+from .instruments.corpus import selected_corpus_label
+from .measurements import MEASUREMENTS, Measurement
 from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
 from .results.frame import export
 from .results.store import Store, Unit, open_store, study_dir
@@ -87,7 +87,7 @@ def plan_calls(
     for variant in study.variants():
         for name in study.measurements:
             # only what a worker needs: `inspect` summaries may be lambdas, which pickle refuses
-            m = dataclasses.replace(measurements[name], summary=None, summary_text=None)
+            m = measurements[name].for_worker()
             vkey = measurement_key(variant.config, m, corpus)
             have = covered.get((vkey, name, env_ids[bool(getattr(m, "gpu", False))]), set())
             plan += [(vkey, variant.variant_id, name, workload_key(s, b, dtype)) for s, b in pairs]

@@ -3,8 +3,7 @@
     python3 scripts/device_run.py preflight [--smoke]   versions, imports, CUDA; exit 1 if the run cannot work
     python3 scripts/device_run.py finish OUTDIR        fit OUTDIR to the return limits, print the summary
 
-`finish` uses the standard library only: parts/ is merged into results.csv if the driver did not get to
-it, then dropped; log.txt is cut to its last LOG_CAP bytes; a file over FILE_CAP is gzipped (`orca-analysis
+`finish` uses the standard library only: log.txt is cut to its last LOG_CAP bytes; a file over FILE_CAP is gzipped (`orca-analysis
 import` reads results.csv.gz as it is); the limits on what comes back are checked (at most MAX_FILES
 files, no folder below OUTDIR, names of letters, digits, '.', '_' and '-'); then a table of rows per
 measurement and status, last, since only the tail of the output is shown.
@@ -15,7 +14,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import importlib.util
 import json
 import re
 import shutil
@@ -55,13 +53,13 @@ def preflight(smoke: bool) -> int:
         except PackageNotFoundError:
             found.append(f"{name} MISSING")
     print("packages: " + ", ".join(found))
-    import orca_analysis.measure  # every measurement module, as the workers import them
+    import orca_analysis.measurements  # every measurement, as the workers import them
     from orca_analysis.results.records import current_provenance
 
     prov = current_provenance("cuda" if cuda else "cpu")
-    print(f"orca_analysis {prov.orca_analysis} at {Path(orca_analysis.measure.__file__).parents[1]}, "
-          f"x-transformers {prov.x_transformers}, git {prov.git_commit}, measurements: "
-          f"{', '.join(orca_analysis.measure.MEASUREMENTS)}")  # fmt: skip
+    print(f"orca_analysis {prov.orca_analysis} at {Path(orca_analysis.measurements.__file__).parents[1]}, "
+          f"x-transformers {prov.x_transformers}, git {prov.git_commit}, GPU plan: "
+          f"{orca_analysis.measurements.gpu_plan()}")  # fmt: skip
     if not cuda and not smoke:
         print("device_run: CUDA is not available: the full-size run needs the GPU (--smoke runs on a CPU)")
         return 1
@@ -72,31 +70,6 @@ def _rows(path: Path) -> list[dict[str, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", newline="") as fh:
         return list(csv.DictReader(fh))
-
-
-def _part_csvs(parts: Path) -> list[Path]:
-    return [p for p in sorted(parts.glob("*.csv")) if not p.name.endswith(".plan.csv")]  # a plan is no part
-
-
-def _merge_parts(out: Path) -> str:
-    """Make sure results.csv holds parts/ (the driver merges them last, unless it was killed), then drop parts/.
-    A plan left there (parts/<group>.plan.csv) gives each item its worker left without a row a `skipped` one."""
-    if not (out / "parts").is_dir():
-        return ""
-    parts, results = _part_csvs(out / "parts"), out / "results.csv"
-    note = ""
-    if not results.exists() or any(p.stat().st_mtime > results.stat().st_mtime for p in parts):
-        spec = importlib.util.spec_from_file_location("gpu_measure", REPO / "scripts" / "gpu_measure.py")
-        assert spec and spec.loader
-        script = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(script)
-        for plan in (out / "parts").glob("*" + script.PLAN_SUFFIX):  # how its worker ended is unknown
-            script.settle(out / "parts", plan.name.removesuffix(script.PLAN_SUFFIX), None, last=True)
-        parts = _part_csvs(out / "parts")
-        rows = script.merge(parts, results)
-        note = f"results.csv merged here from {len(parts)} parts ({rows} rows): the driver did not merge them"
-    shutil.rmtree(out / "parts")
-    return note
 
 
 def _cap_log(log: Path) -> str:
@@ -135,16 +108,16 @@ def summary(out: Path) -> str:
     for g in run.get("groups", []):
         what = ",".join(g["measurements"])
         exits = [str(launch["exit"]) for launch in g.get("launches", [])]
-        relaunched = f"  (launches exited {', '.join(exits)})" if len(exits) > 1 else ""
-        lines.append(f"group {g['group']:<10} exit {g['exit']!s:<6} {g['seconds']:>7} s  {what}{relaunched}")
+        seconds = sum(launch["seconds"] for launch in g.get("launches", []))
+        lines.append(f"group {g['group']:<10} exits {','.join(exits) or '-':<8} {seconds:>7.1f} s  {what}")
     found = [p for p in (out / "results.csv", out / "results.csv.gz") if p.exists()]
     rows = _rows(found[0]) if found else []
     counts: dict[str, Counter] = {}
     errors: dict[str, Counter] = {}
     for r in rows:
         counts.setdefault(r["measurement"], Counter())[r["status"]] += 1
-        if r["status"] != "ok" and r["error"]:
-            errors.setdefault(r["measurement"], Counter())[f"{r['status']}: {r['error'][:110]}"] += 1
+        if r["status"] != "ok" and r["note"]:
+            errors.setdefault(r["measurement"], Counter())[f"{r['status']}: {r['note'][:110]}"] += 1
     lines += ["commonest error and skipped rows:"] if errors else []
     for m, errs in errors.items():
         for text, n in errs.most_common(3):
@@ -162,7 +135,7 @@ def finish(out: Path) -> int:
     if not out.is_dir():
         print(f"device_run: {out} does not exist: the run wrote nothing")
         return 1
-    notes = [_merge_parts(out), _cap_log(out / "log.txt"), *_fit(out)]
+    notes = [_cap_log(out / "log.txt"), *_fit(out)]
     for n in filter(None, notes):
         print(f"device_run: {n}")
     print(summary(out))

@@ -3,7 +3,7 @@
 #   bash scripts/device_run.sh [OUTDIR] [gpu_measure options]      device call: carry [".whl"]
 # OUTDIR defaults to $OUT/orca. Installs the carried wheels (scripts/device_wheels.sh, run here first) into
 # /tmp/site, prints one block of versions, runs scripts/gpu_measure.sh OUTDIR with python3, then fits OUTDIR
-# to what the device returns (parts/ dropped once merged, log.txt capped) and prints a summary table last.
+# to what the device returns (log.txt capped) and prints a summary table last.
 # Options pass through: --smoke (tiny shapes, runs on a CPU), --budget-s S, --only M1,M2, --study NAME.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,7 +40,7 @@ mkdir -p "$OUTDIR"
 
 echo "== scripts/gpu_measure.sh $OUTDIR $*"
 rc=0
-PYTHON="$PY" bash scripts/gpu_measure.sh "$OUTDIR" "$@" || rc=$?
+PYTHON="$PY" bash scripts/gpu_measure.sh "$OUTDIR" "$@" >"$OUTDIR/log.txt" 2>&1 || rc=$?
 if [ "$rc" -ne 0 ] && [ -f "$OUTDIR/log.txt" ]; then
   echo "== the end of log.txt (exit $rc)"
   tail -n 40 "$OUTDIR/log.txt"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The prepared GPU run (issues 5, 8): speed, kernel, attention, memory, probe and training measurements of the default
-# study on one GPU within a 450-second budget, tidy results with provenance into OUTDIR.
+# The prepared GPU run: the registry's GPU measurements of a study on one GPU within a 450-second budget,
+# tidy results with provenance into OUTDIR.
 #   scripts/gpu_measure.sh OUTDIR [--study orca] [--budget-s 450] [--smoke] [--only speed,kernels]
 # --smoke runs tiny shapes on any machine (CPU included). See scripts/gpu_measure.py and data/gpu/README.md.
 set -euo pipefail

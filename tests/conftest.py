@@ -20,3 +20,19 @@ def write_study(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def base_records():
+    """The three measurements on the tiny base at seq_len 32 (CPU: kernels at 8, speed at 16 tokens)."""
+    from speed_common import _run, _study
+
+    study = _study()
+    return study, {name: _run(name, study) for name in ("kernels", "attention_speed", "speed")}
+
+
+@pytest.fixture
+def corpus_dir(tmp_path):
+    from corpus_common import _write_corpus
+
+    return _write_corpus(tmp_path / "corpus")

@@ -1,11 +1,18 @@
-"""Claims: strict catalogue loading and verdicts computed from results."""
+"""Claims: strict catalogue loading and verdicts computed from results (records built by hand, read
+through the query as the report reads them)."""
 
-import pandas as pd
+import dataclasses
+
 import pytest
 
 from orca_analysis.claims import ClaimsError, evaluate, load_catalogue
-from orca_analysis.claims.rules import RULES, Evidence
+from orca_analysis.claims.evidence import Evidence
+from orca_analysis.claims.rules import RULES
+from orca_analysis.results import Record
+from orca_analysis.results.metrics import lookup
+from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
+from orca_analysis.study.schema import Sweep
 
 
 @pytest.fixture
@@ -13,21 +20,20 @@ def study(tiny_study_path):
     return load_study(str(tiny_study_path))
 
 
-def frame(rows):
-    cols = [
-        "variant_id",
-        "dim",
-        "depth",
-        "heads",
-        "measurement",
-        "metric",
-        "method",
-        "value",
-        "status",
-        "seq_len",
-        "category",
-    ]
-    return pd.DataFrame([dict(zip(cols, r, strict=True)) for r in rows])
+def rec(study, vid, metric, method, value, labels=None, seq_len=None, device="cpu", **kw):
+    """A record of a declared metric for variant `vid` of `study` (its swept values filled in)."""
+    swept = {v.variant_id: v.swept for v in study.variants()}[vid]
+    m = lookup(metric)
+    return Record(study.name, vid, "x", metric, method, value, m.unit, seq_len, 1 if seq_len else None,
+                  device=device, labels=labels or {}, swept=swept, **kw)  # fmt: skip
+
+
+def ev(study, records) -> Evidence:
+    return Evidence(Results.from_records(records), study, {})
+
+
+def with_heads(study, values):
+    return dataclasses.replace(study, sweep=Sweep("one_at_a_time", {("attn_layers", "heads"): values}))
 
 
 def test_default_catalogue_covers_every_claim_of_the_notes():
@@ -52,36 +58,50 @@ def test_catalogue_loading_is_strict(tmp_path):
         load_catalogue(tmp_path / "missing.yaml")
 
 
+def test_a_catalogue_naming_an_undeclared_metric_fails_at_load_with_its_line(tmp_path):
+    bad = tmp_path / "c.yaml"
+    bad.write_text(
+        "claims:\n"
+        "  - {id: ok, subject: dim, kind: cost, claim: c, rule: {name: fidelity, params: {flag: dim}}}\n"
+        "  - {id: typo, subject: dim, kind: cost, claim: c,\n"
+        "     rule: {name: grows_with, params: {metric: peak_trian, axis: dim}}}\n"
+        "  - {id: label, subject: dim, kind: cost, claim: c,\n"
+        "     rule: {name: grows_with, params: {metric: peak_train, axis: dim, labels: {categry: total}}}}\n"
+    )
+    with pytest.raises(ClaimsError) as exc:
+        load_catalogue(bad)
+    assert exc.value.problems == [
+        f"{bad}: line 3 (typo): unknown metric 'peak_trian'; did you mean 'peak_train'?",
+        f"{bad}: line 5 (label): metric 'peak_train' has no label 'categry' (labels: category)",
+    ]
+
+
 def test_grows_with_supported_and_contradicted(study):
     # tiny study: base dim 64, variant dim=32; one-at-a-time so depth/heads stay at base (2, 4)
-    ev = Evidence(
-        frame(
-            [
-                ("base", 64, 2, 4, "flops", "fwd", "counter", 400.0, "ok", 32, None),
-                ("dim=32", 32, 2, 4, "flops", "fwd", "counter", 100.0, "ok", 32, None),
-                ("depth=3", 64, 3, 4, "flops", "fwd", "counter", 999.0, "ok", 32, None),  # off the dim axis
-            ]
-        ),
-        study,
-        {},
-    )
-    v = RULES["grows_with"](ev, measurement="flops", metric="fwd", axis="dim")
+    total = {"component": "total"}
+    records = [
+        rec(study, "base", "forward_dense", "counter", 400, total, 32),
+        rec(study, "dim=32", "forward_dense", "counter", 100, total, 32),
+        rec(study, "depth=3", "forward_dense", "counter", 999, total, 32),  # off the dim axis
+    ]
+    v = RULES["grows_with"](ev(study, records), metric="forward_dense", axis="dim", labels=total)
     # 100 -> 400 as dim doubles: exponent log(4)/log(2) = 2
     assert v.verdict == "supported" and "~dim^2.00" in v.reason and len(v.evidence) == 2
-    ev.results.loc[ev.results.variant_id == "dim=32", "value"] = 500.0
-    assert RULES["grows_with"](ev, measurement="flops", metric="fwd", axis="dim").verdict == "contradicted"
+    records[1] = rec(study, "dim=32", "forward_dense", "counter", 500, total, 32)
+    v = RULES["grows_with"](ev(study, records), metric="forward_dense", axis="dim", labels=total)
+    assert v.verdict == "contradicted"
 
 
 def test_missing_measurement_is_not_tested_yet_with_what_would_test_it(study):
     claims = [c for c in load_catalogue() if c.id == "dim-compute"]
-    (result,) = evaluate(claims, frame([]), study)
+    (result,) = evaluate(claims, Results(), study)
     assert result.verdict.verdict == "not tested yet" and "measurement `flops`" in result.verdict.reason
 
 
 def test_fidelity_rule_reads_what_the_code_does(study):
     claims = {c.id: c for c in load_catalogue()}
     picked = [claims[i] for i in ("flag-shift_tokens", "flag-deepnorm", "flag-attn_one_kv_head")]
-    verdicts = {r.claim.id: r.verdict.verdict for r in evaluate(picked, frame([]), study)}
+    verdicts = {r.claim.id: r.verdict.verdict for r in evaluate(picked, Results(), study)}
     assert verdicts == {
         "flag-shift_tokens": "contradicted",
         "flag-deepnorm": "qualified",
@@ -91,184 +111,146 @@ def test_fidelity_rule_reads_what_the_code_does(study):
 
 def test_heads_cost_is_qualified_by_the_fixed_head_width(study):
     claims = [c for c in load_catalogue() if c.id == "heads-memory"]
-    results = frame(
-        [
-            ("base", 64, 2, 4, "memory", "peak_train", "simulated", 1000.0, "ok", 32, ""),
-            ("heads=8", 64, 2, 8, "memory", "peak_train", "simulated", 1500.0, "ok", 32, ""),
-            ("heads=8", 64, 2, 8, "memory", "peak_train", "simulated", 9.0, "ok", 32, "activations"),
-        ]
-    )
-    study = study.__class__(
-        **{
-            **study.__dict__,
-            "sweep": study.sweep.__class__("one_at_a_time", {("attn_layers", "heads"): [4, 8]}),
-        }
-    )
-    (r,) = evaluate(claims, results, study)
-    # whole-model rows only (category ""): 1000 -> 1500 bytes as heads double
+    study = with_heads(study, [4, 8])
+    records = [
+        rec(study, "base", "peak_train", "simulated", 1000, {"category": "total"}, 32),
+        rec(study, "heads=8", "peak_train", "simulated", 1500, {"category": "total"}, 32),
+        rec(study, "heads=8", "peak_train", "simulated", 9, {"category": "activations"}, 32),
+    ]
+    (r,) = evaluate(claims, Results.from_records(records), study)
+    # the whole-model values only (category total): 1000 -> 1500 bytes as heads double
     assert r.verdict.verdict == "qualified" and "x1.50" in r.verdict.reason and "fixed" in r.verdict.reason
 
 
+def seeds(study, vid, metric, values, labels=None, device="cpu"):
+    return [rec(study, vid, metric, "measured", v, {**(labels or {}), "seed": i}, device=device, scale="proxy")
+            for i, v in enumerate(values)]  # fmt: skip
+
+
+def final_loss(study, vid, values, device="cpu"):
+    return seeds(study, vid, "val_loss_final", values, {"tokens": 32768, "flops": 1e9}, device)
+
+
 def test_quality_rules_respect_the_seed_spread(study):
-    rows = [
-        ("base", 64, 2, 4, "training", "val_loss_final", "aggregate", 2.50, "ok", None, "seed=mean"),
-        ("base", 64, 2, 4, "training", "val_loss_final", "aggregate", 0.05, "ok", None, "seed=spread"),
-        ("dim=32", 32, 2, 4, "training", "val_loss_final", "aggregate", 2.53, "ok", None, "seed=mean"),
-        ("dim=32", 32, 2, 4, "training", "val_loss_final", "aggregate", 0.04, "ok", None, "seed=spread"),
-    ]
-    ev = Evidence(frame(rows), study, {})
-    v = RULES["decreases_with"](ev, measurement="training", metric="val_loss_final", axis="dim")
+    # base: mean 2.50, spread 0.05; dim=32: mean 2.53, spread 0.04
+    records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.51, 2.55])]
+    v = RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim")
     # 2.53 -> 2.50 is a change of 0.03, inside the 0.05 seed spread: not a win
-    assert v.verdict == "qualified" and "seed spread" in v.reason
-    ev.results.loc[ev.results.variant_id == "dim=32", "value"] = [2.70, 0.04]
+    assert v.verdict == "qualified" and "seed spread up to 0.050" in v.reason
+    records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.68, 2.72])]
     assert (
-        RULES["decreases_with"](ev, measurement="training", metric="val_loss_final", axis="dim").verdict
+        RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim").verdict
         == "supported"
     )
 
 
 def test_gradient_health_reads_the_deepest_run(study):
     def row(norm, depth, step, v):
-        return (
-            "base",
-            64,
-            2,
-            4,
-            "training",
-            "grad_norm_first_over_last",
-            "measured",
-            v,
-            "ok",
-            None,
-            f"norm={norm},depth={depth},step={step}",
-        )
+        return rec(study, "base", "grad_norm_first_over_last", "measured", v,
+                   {"norm": norm, "depth": depth, "step": step}, scale="proxy")  # fmt: skip
 
     rows = [
         row("post_norm", 48, 11, 1e-5),
         row("deepnorm", 48, 11, 0.4),
         row("post_norm", 6, 11, 0.5),
         row("deepnorm", 48, 0, 1e-9),
-    ]  # step 0 and depth 6 must be ignored
-    v = RULES["gradient_health"](Evidence(frame(rows), study, {}))
+    ]  # fmt: skip  (step 0 and depth 6 must be ignored)
+    v = RULES["gradient_health"](ev(study, rows))
     assert v.verdict == "supported" and "depth 48" in v.reason
     rows[1] = row("deepnorm", 48, 11, 4e-3)  # |log10| 2.4 < 5/2: narrows the gap, does not close it
-    assert RULES["gradient_health"](Evidence(frame(rows), study, {})).verdict == "qualified"
+    assert RULES["gradient_health"](ev(study, rows)).verdict == "qualified"
 
 
 def test_kernel_rule_is_qualified_without_gpu_results(study):
-    rows = [("base", 64, 2, 4, "kernels", "ran_train", "profiler", 6.0, "ok", 32, "flash")]
-    results = frame(rows).assign(device="cpu")
-    v = RULES["kernel_ran"](Evidence(results, study, {}), expected="flash")
+    cpu = rec(study, "base", "ran_train", "profiler", 6, {"backend": "flash"}, 32)
+    v = RULES["kernel_ran"](ev(study, [cpu]), expected="flash")
     assert v.verdict == "qualified" and "no GPU results" in v.reason
-    results = pd.concat(
-        [
-            results,
-            frame(
-                [("base", 64, 2, 4, "kernels", "ran_train", "profiler", 6.0, "ok", 512, "efficient")]
-            ).assign(device="cuda:0"),
-        ]
-    )
-    assert RULES["kernel_ran"](Evidence(results, study, {}), expected="flash").verdict == "contradicted"
+    gpu = rec(study, "base", "ran_train", "profiler", 6, {"backend": "efficient"}, 512, device="cuda:0")
+    assert RULES["kernel_ran"](ev(study, [cpu, gpu]), expected="flash").verdict == "contradicted"
 
 
 def test_heads_robustness_claim_reads_the_head_ablation(study):
     (claim,) = [c for c in load_catalogue() if c.id == "heads-robust"]
-    study = study.__class__(
-        **{
-            **study.__dict__,
-            "sweep": study.sweep.__class__("one_at_a_time", {("attn_layers", "heads"): [2, 4, 8]}),
-        }
-    )
+    study = with_heads(study, [2, 4, 8])
     ids = {v.config.heads: v.variant_id for v in study.variants()}
-    metric = "head_ablation_quarter_mean"
-    rises = {2: (0.40, 0.02), 4: (0.20, 0.03), 8: (0.25, 0.02)}  # (seed mean, seed spread)
-    rows = [
-        (ids[h], 64, 2, h, "training", metric, "aggregate", v, "ok", None, f"seed={k}")
-        for h, (mean, spread) in rises.items()
-        for v, k in ((mean, "mean"), (spread, "spread"))
+    rises = {2: (0.39, 0.41), 4: (0.185, 0.215), 8: (0.24, 0.26)}  # means 0.40, 0.20, 0.25; spread <= 0.03
+    records = [
+        r for h, vals in rises.items() for r in seeds(study, ids[h], "head_ablation_quarter_mean", vals)
     ]
-    (r,) = evaluate([claim], frame(rows), study)
+    (r,) = evaluate([claim], Results.from_records(records), study)
     # 0.40 -> 0.25 falls by more than the 0.03 spread, but 4 -> 8 heads rises: not at every step
     assert r.verdict.verdict == "qualified" and "not at every step" in r.verdict.reason
-    rows = [(*row[:7], 0.10 if row[3] == 8 and row[10] == "seed=mean" else row[7], *row[8:]) for row in rows]
-    (r,) = evaluate([claim], frame(rows), study)
+    rises[8] = (0.09, 0.11)
+    records = [
+        r for h, vals in rises.items() for r in seeds(study, ids[h], "head_ablation_quarter_mean", vals)
+    ]
+    (r,) = evaluate([claim], Results.from_records(records), study)
     assert r.verdict.verdict == "supported" and "0.400 -> 0.100" in r.verdict.reason
+
+
+def mqa_training(study, mqa=(2.50, 2.52), mha=(2.49, 2.51)):
+    out = [r for a, vals in (("mqa", mqa), ("mha", mha))
+           for r in seeds(study, "base", "attn_kv_val_loss", vals, {"attn": a, "tokens": 32768})]  # fmt: skip
+    out += [rec(study, "base", "kv_cache_bytes", "closed_form", v,
+                {"attn": a, "model": "full", "kv_heads": k, "context": 128, "cache_batch": 1})
+            for a, v, k in (("mqa", 1e6, 1), ("mha", 8e6, 8))]  # fmt: skip
+    return out
+
+
+def decode(study, mqa_s, mha_s, spread):
+    """Samples of both timings with the given relative IQR, at two lengths (the rule reads the longest)."""
+    out = []
+    for seq in (16, 64):
+        for a, t in (("mqa", mqa_s), ("mha", mha_s)):
+            base = t * seq / 64
+            # five samples whose quartiles are base*(1 -+ spread/2): IQR / median = spread
+            for i, f in enumerate((1 - spread, 1 - spread / 2, 1, 1 + spread / 2, 1 + spread)):
+                labels = {"attn": a, "kv_heads": 1 if a == "mqa" else 4, "dropped": "shift_tokens", "new": 4,
+                          "prompt": seq - 4, "repeat": i}  # fmt: skip
+                out.append(rec(study, "base", "kv_ablation_decode_time", "measured", base * f, labels, seq))
+        out.append(rec(study, "base", "kv_ablation_decode_speedup", "derived", mha_s / mqa_s,
+                       {"dropped": "shift_tokens"}, seq))  # fmt: skip
+    return out
 
 
 def test_mqa_claim_needs_faster_decoding_beyond_the_timing_noise(study):
     (claim,) = [c for c in load_catalogue() if c.id == "purpose-one-kv-head"]
-    train = [
-        ("base", 64, 2, 4, "training", "attn_kv_val_loss", "aggregate", v, "ok", None, f"attn={a},seed={k}")
-        for a, v, k in (
-            ("mqa", 2.51, "mean"),
-            ("mha", 2.50, "mean"),
-            ("mqa", 0.02, "spread"),
-            ("mha", 0.02, "spread"),
-        )
-    ] + [
-        ("base", 64, 2, 4, "training", "kv_cache_bytes", "closed_form", v, "ok", None, f"attn={a},scale=full")
-        for a, v in (("mqa", 1e6), ("mha", 8e6))
-    ]
-    (r,) = evaluate([claim], frame(train), study)
+    (r,) = evaluate([claim], Results.from_records(mqa_training(study)), study)
     assert r.verdict.verdict == "qualified" and "not measured yet" in r.verdict.reason
-
-    def decode(mqa_s, mha_s, rel_iqr):
-        return [
-            ("base", 64, 2, 4, "speed", "kv_ablation_decode_time", m, v, "ok", seq, f"attn={a},kv_heads=1")
-            for seq in (16, 64)  # the rule reads the longest length
-            for a, t in (("mqa", mqa_s), ("mha", mha_s))
-            for m, v in (("measured_median", t * seq / 64), ("measured_iqr", t * seq / 64 * rel_iqr))
-        ]
-
     # mha 0.012 s / mqa 0.010 s = x1.20, beyond 2 x 5% noise
-    (r,) = evaluate([claim], frame(train + decode(0.010, 0.012, 0.05)).assign(device="cpu"), study)
+    records = mqa_training(study) + decode(study, 0.010, 0.012, 0.05)
+    (r,) = evaluate([claim], Results.from_records(records), study)
     assert (
         r.verdict.verdict == "supported"
         and "x1.20 as fast (cpu, seq_len 64, timing noise 10%)" in r.verdict.reason
     )
-    (r,) = evaluate([claim], frame(train + decode(0.010, 0.0105, 0.05)).assign(device="cpu"), study)
+    records = mqa_training(study) + decode(study, 0.010, 0.0105, 0.05)
+    (r,) = evaluate([claim], Results.from_records(records), study)
     assert r.verdict.verdict == "qualified" and "beyond the timing noise" in r.verdict.reason
 
 
 def test_cpu_proxies_and_gpu_runs_never_meet_in_one_comparison(study):
     # dim 32 and 64 trained on both devices; the GPU (full scale, other tokens) covers both points, so
     # the rule reads the GPU's losses alone: 3.0 -> 2.0, not a median of proxy and full-scale values
-    rows = [
-        (vid, dim, 2, 4, "training", "val_loss_final", "aggregate", v, "ok", None, f"seed={k}")
-        for vid, dim, cpu, gpu in (("dim=32", 32, 1.0, 3.0), ("base", 64, 1.5, 2.0))
-        for v, k in ((cpu, "mean"), (0.01, "spread"), (gpu, "mean"), (0.01, "spread"))
-    ]
-    results = frame(rows).assign(device=["cpu", "cpu", "cuda", "cuda"] * 2)
-    v = RULES["decreases_with"](
-        Evidence(results, study, {}), measurement="training", metric="val_loss_final", axis="dim"
-    )
+    records = []
+    for vid, cpu, gpu in (("dim=32", 1.0, 3.0), ("base", 1.5, 2.0)):
+        records += final_loss(study, vid, [cpu - 0.005, cpu + 0.005])
+        records += final_loss(study, vid, [gpu - 0.005, gpu + 0.005], device="cuda")
+    v = RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim")
     assert v.verdict == "supported" and "3.000 -> 2.000" in v.reason
     # the GPU run reached only the base: the CPU covers more of the axis and is read instead
-    partial = results[~((results.device == "cuda") & (results.variant_id == "dim=32"))]
-    v = RULES["decreases_with"](
-        Evidence(partial, study, {}), measurement="training", metric="val_loss_final", axis="dim"
-    )
+    partial = [r for r in records if not (r.device == "cuda" and r.variant_id == "dim=32")]
+    v = RULES["decreases_with"](ev(study, partial), metric="val_loss_final", axis="dim")
     assert v.verdict == "contradicted" and "1.000 -> 1.500" in v.reason
 
 
 def test_mqa_speedup_must_beat_the_drift_of_a_repeated_timing(study):
     (claim,) = [c for c in load_catalogue() if c.id == "purpose-one-kv-head"]
-    rows = [
-        ("base", 64, 2, 4, "training", "attn_kv_val_loss", "aggregate", v, "ok", None, f"attn={a},seed={k}")
-        for a, v, k in (("mqa", 2.50, "mean"), ("mha", 2.50, "mean"), ("mqa", 0.02, "spread"))
-    ]
-    rows += [
-        ("base", 64, 2, 4, "training", "kv_cache_bytes", "closed_form", v, "ok", None, f"attn={a},scale=full")
-        for a, v in (("mqa", 1e6), ("mha", 8e6))
-    ]
-    rows += [
-        ("base", 64, 2, 4, "speed", "kv_ablation_decode_time", m, v, "ok", 64, f"attn={a}")
-        for a, t in (("mqa", 0.010), ("mha", 0.011))  # x1.10, timings' IQRs 1% each
-        for m, v in (("measured_median", t), ("measured_iqr", t * 0.01))
-    ]
-    drift = ("base", 64, 2, 4, "speed", "train_step_repeat_diff", "timed_twice", 0.15, "ok", 64, "")
-    (r,) = evaluate([claim], frame(rows).assign(device="cpu"), study)
+    records = mqa_training(study, mqa=(2.49, 2.51), mha=(2.50, 2.50)) + decode(study, 0.010, 0.011, 0.01)
+    (r,) = evaluate([claim], Results.from_records(records), study)
+    # x1.10 against timings whose IQRs are 1% each
     assert r.verdict.verdict == "supported" and "timing noise 2%" in r.verdict.reason
     # the same step timed twice differed by 15%: a 10% gain is within that
-    (r,) = evaluate([claim], frame([*rows, drift]).assign(device="cpu"), study)
+    drift = rec(study, "base", "train_step_repeat_diff", "timed_twice", 0.15, {}, 64)
+    (r,) = evaluate([claim], Results.from_records([*records, drift]), study)
     assert r.verdict.verdict == "qualified" and "timing noise 15%" in r.verdict.reason

@@ -75,7 +75,9 @@ def test_run_then_report_end_to_end(tiny_study_path, tmp_path):
         "value",
         "unit",
         "status",
-        "error",
+        "note",
+        "labels",
+        "scale",
         "torch",
         "x_transformers",
         "device_name",
@@ -85,8 +87,11 @@ def test_run_then_report_end_to_end(tiny_study_path, tmp_path):
     assert required <= set(results.columns)
     # base + dim=32 + depth=1 + depth=3 = 4 variants
     assert sorted(results["variant_id"].unique()) == ["base", "depth=1", "depth=3", "dim=32"]
-    base = results[(results.variant_id == "base") & (results.metric == "total")]
-    assert set(base["method"]) == {"counter", "closed_form"} and base["value"].nunique() == 1
+    base = results[(results.variant_id == "base") & (results.metric == "params")]
+    total = base[base["labels"] == '{"component":"total"}']
+    assert (
+        set(total["method"]) == {"counter", "closed_form", "library_count"} and total["value"].nunique() == 1
+    )
     assert main(["report", str(tiny_study_path), "--out", str(out)]) == 0
     html = (out / "tiny" / "report.html").read_text()
     md = (out / "tiny" / "report.md").read_text()
@@ -122,7 +127,7 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_stud
     assert main(["run", str(path), "--out", str(out)]) == 0
     results = pd.read_csv(out / "tiny" / "results.csv")
     assert (results["status"] == "error").sum() == 4
-    assert results["error"].str.contains("refused the config").all()
+    assert results["note"].str.contains("refused the config").all()
 
 
 def test_run_keeps_a_store_and_a_rerun_measures_nothing(tiny_study_path, tmp_path, capsys):
@@ -148,7 +153,8 @@ def test_export_then_import_elsewhere_keeps_results_and_provenance(tiny_study_pa
     assert (
         main(["import", str(tmp_path / "gpu.csv"), "--study", str(tiny_study_path), "--out", str(there)]) == 0
     )
-    assert "imported 56 records (4 measurements)" in capsys.readouterr().out  # 4 variants x 14 params rows
+    # 4 variants x 17 params records: counter 7 components, closed form 6, library count, 3 derivations
+    assert "imported 68 records (4 measurements)" in capsys.readouterr().out
     imported = pd.read_csv(there / "tiny" / "results.csv")
     pd.testing.assert_frame_equal(imported, exported)  # same values, same provenance, same keys
     # the import answers the study in this environment: a run there measures nothing
@@ -290,8 +296,8 @@ def test_report_with_a_users_catalogue_escapes_its_text(tiny_study_path, tmp_pat
     catalogue = tmp_path / "claims.yaml"
     catalogue.write_text(
         "claims:\n  - {id: mine, subject: dim, kind: cost, claim: '<img src=x onerror=alert(1)> params grow',\n"
-        "     rule: {name: grows_with, params: {measurement: params, metric: total, method: counter, axis: dim,\n"
-        "            category: ''}}}\n"
+        "     rule: {name: grows_with, params: {metric: params, method: counter, axis: dim,\n"
+        "            labels: {component: total}}}}\n"
     )
     assert main(["run", str(tiny_study_path), "--out", str(tmp_path)]) == 0
     assert main(["report", str(tiny_study_path), "--out", str(tmp_path), "--claims", str(catalogue)]) == 0

@@ -15,9 +15,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from orca_analysis.build import build_model, fake_model
 from orca_analysis.formulas.flops import closed_form_flops, kaplan_6n, palm
-from orca_analysis.measure import flops as flops_measure
-from orca_analysis.measure._flop_counter import causal_pairs, count_flops, count_ops
-from orca_analysis.measure._fvcore_flops import analysis, run_fvcore
+from orca_analysis.instruments.flop_counter import causal_pairs, count_flops, count_ops
+from orca_analysis.instruments.fvcore_flops import analysis, run_fvcore
+from orca_analysis.measurements.flops import run as flops_measure
+from orca_analysis.measurements.flops import summary as flops_summary
+from orca_analysis.measurements.flops.section import flops_section
+from orca_analysis.report.format import cell
+from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
 METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal")
@@ -169,7 +173,7 @@ def test_every_attention_kernel_counts_alike():
 
 
 def test_entry_point_formula_when_not_decomposed():
-    from orca_analysis.measure._flop_counter import _Ledger
+    from orca_analysis.instruments.flop_counter import _Ledger
 
     formula = _Ledger(16, causal=False).mapping()[aten.scaled_dot_product_attention]
     with FakeTensorMode():
@@ -229,24 +233,49 @@ def test_measure_flops_records(tiny, monkeypatch):
     methods = {(r.seq_len, r.method, r.status) for r in records}
     assert (32, "fvcore", "ok") in methods and (64, "fvcore", "skipped") in methods
     skipped = next(r for r in records if r.seq_len == 64 and r.method == "fvcore_plain")
-    assert "real weights" in skipped.error and skipped.value is None
+    assert "real weights" in skipped.note and skipped.value is None
     for method in ("counter", "closed_form", "counter_plain", "kaplan_6n", "palm"):
         assert any(r.method == method and r.status == "ok" for r in records), method
-    totals = {
-        (r.seq_len, r.metric, r.method): r.value for r in records if r.category == "" and r.status == "ok"
-    }
+    results = Results.from_records(records)
     for n in (32, 64):
         for metric in METRICS:
-            assert totals[(n, metric, "counter")] == totals[(n, metric, "closed_form")]
-    assert totals[(32, "forward_dense", "fvcore")] == totals[(32, "forward_dense", "counter")]
+            at = {"seq_len": n, "component": "total"}
+            assert results.number(metric, method="counter", **at) == results.number(
+                metric, method="closed_form", **at
+            )
+            assert results.number("closed_form_gap", seq_len=n, quantity=metric) == 0
+    at32 = {"seq_len": 32, "component": "total"}
+    assert results.number("forward_dense", method="fvcore", **at32) == results.number(
+        "forward_dense", method="counter", **at32
+    )
+    assert results.number("fvcore_gap", seq_len=32) == 0
+    # plain FlopCounterMode misses attention and ALiBi: its share of the dense step, stored once
+    dense = results.number("train_step_dense", method="counter", **at32)
+    plain = results.number("train_step_dense", method="counter_plain", **at32)
+    assert results.number("plain_missed_share", seq_len=32, tool="flop_counter_mode") == pytest.approx(
+        1 - plain / dense
+    )
+    per_token = results.number("train_step_causal_per_token", seq_len=64, component="total")
+    assert (
+        per_token == results.number("train_step_causal", method="counter", seq_len=64, component="total") / 64
+    )
     assert all(r.unit for r in records)
 
 
+def test_section_shows_the_stored_gaps(tiny, monkeypatch):
+    monkeypatch.setattr(flops_measure, "FVCORE_MAX_FORWARD_FLOP", 0)  # fvcore skipped everywhere
+    records = [r for v in tiny.variants()[:2] for r in flops_measure.measure_flops(v, tiny)]
+    section = flops_section(Results.from_records(records), tiny)
+    row = [cell(c) for c in section.tables[0].rows[0]]
+    assert row[:2] == ["base", "32"] and row[5] == "+0.000%" and row[7:9] == ["not run", "not run"]
+    assert {f.name for f in section.figures} == {"flops_vs_axes", "flops_components", "flops_vs_seq"}
+
+
 def test_summary_and_text(tiny):
-    s = flops_measure.flops_summary(tiny.base, 32, 1)
+    s = flops_summary.flops_summary(tiny.base, 32, 1)
     assert s["totals"]["train_step_causal"]["relative_difference"] == 0
     assert {r["component"] for r in s["components"]} >= {"q_proj", "attention_core", "alibi", "logits"}
     assert s["fvcore"]["status"] == "ok" and s["fvcore"]["relative_difference_vs_counter"] == 0
     assert 0 < s["flop_counter_mode_plain"]["missed_share"] < 1
-    text = flops_measure.flops_text(s)
+    text = flops_summary.flops_text(s)
     assert "attention_core" in text and "MFU" in text

@@ -4,7 +4,10 @@ import pytest
 
 from orca_analysis.formulas import FORMULAS
 from orca_analysis.formulas.params import closed_form_params
-from orca_analysis.measure.params import counted_params, params_summary
+from orca_analysis.measurements.params.run import counted_params, measure_params, params_summary
+from orca_analysis.measurements.params.section import params_section
+from orca_analysis.report.format import cell
+from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
 
@@ -76,3 +79,29 @@ def test_every_param_formula_cites_its_source():
     params = {n: f for n, f in FORMULAS.items() if n.startswith("params.")}
     assert set(params) == {f"params.{c}" for c in ("embedding", "attention", "feedforward", "norm", "logits")}
     assert all(f.citation for f in params.values())
+
+
+def test_records_carry_components_as_labels_and_the_derivations_once(tiny_study_path):
+    study = load_study(str(tiny_study_path))
+    records = [r for v in study.variants() for r in measure_params(v, study)]
+    results = Results.from_records(records)
+    # tiny base: embedding = logits = 256 * 64 = 16,384; attention 2 * (64*256 + 64*64 + 64*64 + 256*64) = 81,920;
+    # feed-forward 2 * (64*256 + 256 + 256*64 + 64) = 66,176; norms 4 sublayers x 64 = 256; total 181,120
+    assert results.number("params", variant="base", method="counter", component="total") == 181_120
+    assert results.number("params", variant="base", method="library_count", component="total") == 181_120
+    assert results.number("embedding_and_logits_share", variant="base") == pytest.approx(32_768 / 181_120)
+    # dim=32: embedding = logits = 256 * 32 = 8,192; attention 2 * (32*256 + 32*64 + 32*64 + 256*32) = 40,960;
+    # feed-forward 2 * (32*128 + 128 + 128*32 + 32) = 16,704; norms 4 x 32 = 128; total 74,176 = 181,120 x 0.4095
+    assert results.number("params_delta_vs_base", variant="dim=32") == pytest.approx(74_176 / 181_120 - 1)
+    assert all(v.value == 0 for v in results.values("params_closed_form_gap"))
+    assert all(r.unit in ("params", "fraction") and r.scale == "analytic" for r in records)
+
+
+def test_section_shows_the_stored_numbers(tiny_study_path):
+    study = load_study(str(tiny_study_path))
+    results = Results.from_records([r for v in study.variants() for r in measure_params(v, study)])
+    section = params_section(results, study)
+    rows = {r[0]: [cell(c) for c in r] for r in section.tables[0].rows}
+    assert rows["base"][4:6] == ["181,120", "+0.0%"]
+    assert rows["dim=32"][4:6] == ["74,176", "-59.0%"]  # 74,176 / 181,120 - 1 = -0.5905
+    assert [f.name for f in section.figures] == ["params_vs_axes", "param_split"]

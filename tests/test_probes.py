@@ -1,4 +1,7 @@
-"""Behaviour probes: each probe can pass and can fail, on toy models with known answers."""
+"""Behaviour probes: each probe can pass and can fail, on toy models with known answers; a probe's
+outcome is a value (pass 1 / fail 0), never a status."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -6,19 +9,25 @@ from torch import nn
 from torch.nn.attention import SDPBackend
 
 from orca_analysis.build import build_model
-from orca_analysis.measure._quality import tiny_scale
-from orca_analysis.measure._recorder import parse_category
-from orca_analysis.measure.probes import (
+from orca_analysis.instruments.proxy import tiny_scale
+from orca_analysis.instruments.sdpa import force_backend
+from orca_analysis.measurements import MEASUREMENTS
+from orca_analysis.measurements.probes.migrate import migrate_v1
+from orca_analysis.measurements.probes.run import (
     attribution_cases,
     causality,
-    force_backend,
     kv_cache_diff,
     probe_records,
     tolerance,
 )
+from orca_analysis.measurements.probes.section import probes_section
+from orca_analysis.report.format import cell
+from orca_analysis.results.migrate import convert
+from orca_analysis.results.query import Results
 from orca_analysis.study import ModelConfig, load_study
 
 V = 5  # toy vocabulary
+TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
 
 
 class CumulativeCounts(nn.Module):
@@ -64,22 +73,50 @@ def test_kv_cache_matches_full_recompute_on_plain_decoder():
     assert diff <= tol
 
 
-def test_kv_cache_failures_are_records_not_crashes(tiny_study_path):
+@pytest.fixture(scope="module")
+def base_records():
+    """The tiny study's base, probed once for the tests that read its records."""
+    study = load_study(str(TINY))
+    return study, probe_records(study.variants()[0], study, tiny_scale())
+
+
+def test_kv_cache_failures_are_values_not_statuses(base_records):
     # x-transformers 2.31: token shift is not carried through the cache (wrong logits), and
     # ALiBi with xPos crashes on a cached step. If an upgrade fixes either, these flip to pass.
-    study = load_study(str(tiny_study_path))
-    recs = probe_records(study.variants()[0], study, tiny_scale())
-    kv = {parse_category(r.category)["case"]: r for r in recs if r.metric == "kv_cache"}
-    assert kv["as_built"].status == "error" and kv["as_built"].value is None
-    assert kv["only=shift_tokens"].status == "error" and kv["only=shift_tokens"].value > 1e-3
-    assert kv["only=alibi_pos_bias+rotary_xpos"].error.startswith("RuntimeError")
-    assert kv["only=alibi_pos_bias"].status == "ok" and kv["only=rotary_xpos"].status == "ok"
+    _, recs = base_records
+    results = Results.from_records(recs)
+    assert all(r.status == "ok" for r in recs if r.metric != "kernel_agreement")  # a fail is a value
+    built = results.one("kv_cache", case="as_built")
+    assert built.value == 0.0 and built.note.startswith("RuntimeError")  # a crash: the exception in the note
+    assert results.one("kv_cache_max_diff", case="as_built") is None  # nothing to compare when it crashed
+    assert results.number("kv_cache_tolerance", case="as_built") > 0  # the full forward ran: its tolerance
+    assert results.number("kv_cache", case="only=shift_tokens") == 0.0
+    assert results.number("kv_cache_max_diff", case="only=shift_tokens") > 1e-3  # wrong logits, not a crash
+    assert results.one("kv_cache", case="only=shift_tokens").note.startswith("max |diff| ")
+    assert results.one("kv_cache", case="only=alibi_pos_bias+rotary_xpos").note.startswith("RuntimeError")
+    assert results.number("kv_cache", case="only=alibi_pos_bias") == 1.0
+    assert results.number("kv_cache", case="only=rotary_xpos") == 1.0
     assert all(r.seq_len is None and r.batch is None for r in recs)  # workload-free
-    causal = next(r for r in recs if r.metric == "causality")
-    assert causal.status == "ok" and causal.value == 0.0
-    kernels = {parse_category(r.category)["case"]: r for r in recs if r.metric == "kernel_agreement"}
-    assert kernels["math"].status == "ok" and kernels["flash_attention"].status == "ok"
-    assert kernels["efficient_attention"].status == "skipped"  # not implemented on cpu
+    assert all(r.scale == "proxy" and r.device == "cpu" for r in recs)  # the tiny scale divides the width
+    assert results.number("causality") == 1.0 and results.number("causality_max_diff") == 0.0
+    assert results.number("causality_sensitive") == 1.0 and results.number("causality_downstream") > 0
+    assert results.number("kernel_agreement", case="math") == 1.0
+    assert results.number("kernel_agreement", case="flash_attention") == 1.0
+    efficient = results.one("kernel_agreement", case="efficient_attention", status="skipped")
+    assert efficient.note == "efficient_attention is not implemented on cpu"
+
+
+def test_every_verdict_has_its_numbers(base_records):
+    _, recs = base_records
+    results = Results.from_records(recs)
+    for v in results.values("kv_cache") + results.values("kernel_agreement") + results.values("causality"):
+        case = v.get("case")
+        tol = results.number(f"{v.metric}_tolerance", case=case)
+        diff = results.one(f"{v.metric}_max_diff", case=case)
+        assert tol is not None and (diff is None) == v.note.startswith("RuntimeError")
+        if diff is not None:
+            # the verdict is the stored diff against the stored tolerance
+            assert v.value == float(diff.value <= tol)
 
 
 def test_attribution_cases_cover_each_flag_and_pair(tiny_study_path):
@@ -106,4 +143,78 @@ def test_forced_math_backend_agrees_with_reference_path():
 def test_oversized_probe_model_is_skipped(tiny_study_path):
     study = load_study(str(tiny_study_path))
     recs = probe_records(study.variants()[0], study, tiny_scale(probe_max_params=10))
-    assert [r.status for r in recs] == ["skipped"] * 3 and recs[0].error.startswith("probe model has")
+    assert [r.metric for r in recs] == ["causality", "kv_cache", "kernel_agreement"]
+    assert all(r.status == "skipped" and r.note.startswith("probe model has") for r in recs)
+
+
+def test_section_shows_verdicts_and_the_base_cases(base_records):
+    study, recs = base_records
+    section = probes_section(Results.from_records(recs), study)
+    probes, cases = section.tables
+    (row,) = [[cell(c) for c in r] for r in probes.rows]  # only the base was probed here
+    assert row[0] == "base" and row[1] == "pass (max |diff| 0)"  # causal: changes do not leak at all
+    assert row[2].startswith("pass (max |diff| ") and row[3].startswith("FAIL: RuntimeError")
+    detail = {r[0]: [cell(c) for c in r] for r in cases.rows}
+    assert len(detail) == 1 + 6 + 6 + 15  # as built and every attribution case
+    assert detail["only=alibi_pos_bias"][1:] == ["pass", detail["only=alibi_pos_bias"][2], ""]
+    assert detail["only=shift_tokens"][1] == "FAIL" and detail["only=shift_tokens"][3].startswith(
+        "max |diff| "
+    )
+    assert detail["as_built"][1:3] == ["FAIL", "-"]  # a crash has no diff
+    assert section.missing == ""
+    assert probes_section(Results.from_records([]), study).missing.startswith("no `probes` results")
+
+
+def _v1(metric, value, status, error, category, device="cpu", dtype="float32"):
+    return {"study": "tiny", "variant_id": "base", "measurement": "probes", "metric": metric, "method": "measured",
+            "value": value, "unit": "logit", "seq_len": None, "batch": None, "dtype": dtype, "device": device,
+            "status": status, "error": error, "category": category, "swept": {"dim": 64}}  # fmt: skip
+
+
+def test_migrate_v1_turns_statuses_into_values():
+    old = [
+        _v1("causality", 0.0, "ok", "", "case=as_built,tol=1.2e-05"),
+        _v1("causality_downstream", 1.5, "ok", "", "case=as_built"),
+        _v1("kv_cache", None, "error", "RuntimeError: boom", "case=as_built"),  # a crash
+        _v1(
+            "kv_cache",
+            0.62,
+            "error",
+            "max |diff| 0.62 > tolerance 1.2e-05",
+            "case=only=shift_tokens,tol=1.2e-05",
+        ),
+        _v1(
+            "kernel_agreement",
+            None,
+            "skipped",
+            "cudnn_attention is not implemented on cpu",
+            "case=cudnn_attention",
+        ),
+        _v1("kernel_agreement", 0.004, "ok", "", "case=flash_attention,tol=0.031", "cuda", "bfloat16"),
+    ]
+    new = migrate_v1(old)
+    by = {(n["metric"], n["labels"]["case"]): n for n in new}
+    assert (by["causality", "as_built"]["value"], by["causality", "as_built"].get("status", "ok")) == (
+        1.0,
+        "ok",
+    )
+    assert by["causality_max_diff", "as_built"]["value"] == 0.0
+    assert by["causality_tolerance", "as_built"]["value"] == 1.2e-05
+    assert (
+        by["causality_downstream", "as_built"]["value"] == 1.5
+        and by["causality_sensitive", "as_built"]["value"] == 1
+    )
+    crash = by["kv_cache", "as_built"]
+    assert (crash["value"], crash["note"], crash.get("status", "ok")) == (0.0, "RuntimeError: boom", "ok")
+    assert ("kv_cache_max_diff", "as_built") not in by and ("kv_cache_tolerance", "as_built") not in by
+    wrong = by["kv_cache", "only=shift_tokens"]
+    assert wrong["value"] == 0.0 and by["kv_cache_max_diff", "only=shift_tokens"]["value"] == 0.62
+    skipped = by["kernel_agreement", "cudnn_attention"]
+    assert (skipped["status"], skipped["value"]) == ("skipped", None)
+    gpu = by["kernel_agreement", "flash_attention"]
+    assert (gpu["value"], gpu["scale"], gpu["dtype"]) == (1.0, "measured", "bfloat16")
+    assert {n["scale"] for n in new if n["labels"]["case"] != "flash_attention"} == {"proxy"}
+    # and through the store's converter: each a valid schema-2 record
+    records = convert(MEASUREMENTS["probes"], old)
+    assert len(records) == len(new) and {r.unit for r in records} == {"pass", "logit"}
+    assert Results.from_records(records).number("kv_cache", case="as_built") == 0.0

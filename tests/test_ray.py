@@ -21,7 +21,7 @@ ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install '
 
 from orca_analysis.cli import main  # noqa: E402
 from orca_analysis.executors.ray import RayExecutor  # noqa: E402
-from orca_analysis.measure import MEASUREMENTS, Measurement  # noqa: E402
+from orca_analysis.measurements import MEASUREMENTS, Measurement  # noqa: E402
 from orca_analysis.results import Record, results_frame  # noqa: E402
 from orca_analysis.runner import run_sweep  # noqa: E402
 from orca_analysis.study import load_study  # noqa: E402
@@ -96,7 +96,7 @@ def test_cli_run_on_ray_matches_local_and_resumes(ray_address, tiny_study_path, 
     keys = ["variant_id", "metric", "method"]
     remote = results_frame(tmp_path / "ray" / "tiny").sort_values(keys)
     local = results_frame(tmp_path / "local" / "tiny").sort_values(keys)
-    assert remote["value"].tolist() == local["value"].tolist() and len(remote) == 56  # 4 variants x 14
+    assert remote["value"].tolist() == local["value"].tolist() and len(remote) == 68  # 4 variants x 17
     assert main([*on_ray, "--out", str(tmp_path / "ray")]) == 0
     assert "nothing new to measure" in capsys.readouterr().err  # the cluster's environment is stored
 
@@ -123,7 +123,7 @@ def test_gpu_requests_isolated_workers_and_dead_workers_on_ray(ray_address, tiny
     )
     assert dict(seen.fetchall()) == {"gpu": 1, "cpu": 0}
     frame = results_frame(tmp_path / "tiny")
-    (crash,) = frame[frame.measurement == "crash"]["error"]
+    (crash,) = frame[frame.measurement == "crash"]["note"]
     assert crash == "Ray worker died (crash, or killed from outside)"
     (source,) = db.execute("SELECT source FROM units WHERE measurement='params'").fetchone()
     assert source.startswith("ray ") and " / worker pid " in source  # spawned by its Ray task

@@ -1,11 +1,17 @@
-"""The report's measurement sections, built from a real (tiny) run of every fast measurement."""
+"""The report's sections, built from a real (tiny) run of every fast measurement, read through the query."""
 
-import pandas as pd
+import dataclasses
+
 import pytest
 
+from orca_analysis.claims import load_catalogue
 from orca_analysis.report import render_report
+from orca_analysis.report.format import cell
+from orca_analysis.report.gpu import gpu_section
 from orca_analysis.report.view import build_view
-from orca_analysis.results.frame import results_frame
+from orca_analysis.results import Record
+from orca_analysis.results.metrics import MetricError
+from orca_analysis.results.query import Results
 from orca_analysis.runner import run_study
 from orca_analysis.study import load_study
 
@@ -30,20 +36,18 @@ def tiny_run(tmp_path_factory):
 
 def test_every_section_has_tables_and_units(tiny_run):
     study, out = tiny_run
-    from orca_analysis.claims import load_catalogue
-
-    view = build_view(study, results_frame(out / "tiny"), {}, load_catalogue(), "built-in")
+    view = build_view(study, Results.from_store(out / "tiny"), {}, load_catalogue(), "built-in")
     sections = {s["id"]: s for s in view["sections"]}
-    assert set(sections) == {"flops", "memory", "speed", "quality"}
-    for sec in ("flops", "memory", "speed"):
+    assert list(sections) == [*FAST.split("[")[1].rstrip("]").split(", "), "gpu"]  # the registry's order
+    for sec in ("params", "flops", "memory", "kernels", "attention_speed", "speed", "probes"):
         assert sections[sec]["tables"] and not sections[sec]["missing"], sec
     flops = sections["flops"]["tables"][0]
-    assert flops["rows"][0][5] == "+0.000%"  # counter and closed form agree on the tiny model
+    assert cell(flops["rows"][0][5]) == "+0.000%"  # counter and closed form agree on the tiny model
     memory = sections["memory"]["tables"][0]
-    assert memory["rows"][0][2].endswith("MiB")
-    probes = sections["quality"]["tables"][0]
-    assert probes["rows"][0][1].startswith("pass")  # causality holds
-    assert sections["quality"]["missing"] == ""
+    assert cell(memory["rows"][0][2]).endswith("MiB")
+    probes = sections["probes"]["tables"][0]
+    assert cell(probes["rows"][0][1]).startswith("pass")  # causality holds
+    assert [m["name"] for m in view["missing"]] == []
 
 
 def test_findings_and_report_render(tiny_run):
@@ -56,42 +60,51 @@ def test_findings_and_report_render(tiny_run):
     assert len(links) >= 3 and all((md.parent / link).is_file() for link in links)
 
 
-def test_gpu_coverage_says_what_is_missing(tiny_run):
-    from orca_analysis.report.sections.gpu import gpu_coverage_table
-
+def test_a_section_asking_for_an_undeclared_metric_fails_loudly(tiny_run):
     study, out = tiny_run
-    results = results_frame(out / "tiny")
-    table = gpu_coverage_table(results, study)
-    # the tiny study measures everything but training; no GPU has measured anything yet
-    assert table.columns == ["variant", "speed", "kernels", "attention_speed", "memory", "probes"]
+    results = Results.from_store(out / "tiny")
+    with pytest.raises(MetricError, match="unknown metric 'peak_trian'; did you mean 'peak_train'"):
+        results.values("peak_trian")
+    with pytest.raises(MetricError, match="has no method 'measured_mean'"):
+        results.values("train_step_time", method="measured_mean")
+
+
+def test_gpu_coverage_says_what_is_missing(tiny_run):
+    study, out = tiny_run
+    results = Results.from_store(out / "tiny")
+    table = gpu_section(results, study).tables[0]
+    # the registry's GPU measurements the tiny study runs; no GPU has measured anything yet
+    assert table.columns == ["variant", "memory", "kernels", "attention_speed", "speed", "probes"]
     assert table.rows == [["base", "missing", "missing", "missing", "missing", "missing"]]
-    # rows imported from a GPU: the speed rows on "cuda", one skipped kernels row
-    speed = results[results["measurement"] == "speed"].assign(device="cuda", device_name="NVIDIA H200")
-    skipped = results[results["measurement"] == "kernels"].head(1)
-    skipped = skipped.assign(device="cuda", status="skipped", error="time budget of the GPU run exhausted")
-    row = gpu_coverage_table(pd.concat([results, speed, skipped]), study).rows[0]
-    ok = (speed["status"] == "ok").sum()
+    # records imported from a GPU: the speed records on "cuda", one skipped kernels record
+    speed = [dataclasses.replace(r, device="cuda") for r in results.records("speed")]
+    skipped = dataclasses.replace(results.records("kernels")[0], device="cuda", status="skipped",
+                                  note="time budget of the GPU run exhausted", value=None)  # fmt: skip
+    row = gpu_section(Results.from_records([*results.records(), *speed, skipped]), study).tables[0].rows[0]
+    ok = sum(r.status == "ok" for r in speed)
     assert (
-        row[1].startswith(f"measured ({ok} values)")
+        row[4].startswith(f"measured ({ok} values)")
         and row[2] == "skipped: time budget of the GPU run exhausted"
     )
 
 
 def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path):
-    from orca_analysis.report.sections.quality import quality_section
+    from orca_analysis.measurements.training.section import training_section
 
     study = load_study(str(tiny_study_path))
-    rows = [
-        {"variant_id": "base", "measurement": "training", "metric": "val_loss_final", "method": "aggregate",
-         "value": v, "status": "ok", "category": f"seed={k}", "device": d, "seq_len": None}
-        for d, mean in (("cpu", 2.5), ("cuda", 4.25))
-        for v, k in ((mean, "mean"), (0.01, "spread"))
+    swept = study.variants()[0].swept
+    records = [
+        Record("tiny", "base", "training", "val_loss_final", "measured", mean + d, "nats/token", device=device,
+               scale="proxy" if device == "cpu" else "measured", labels={"seed": i, "tokens": 64, "flops": 1e6},
+               swept=swept)
+        for device, mean in (("cpu", 2.5), ("cuda", 4.25))
+        for i, d in enumerate((-0.005, 0.005))
     ]  # fmt: skip
-    section = quality_section(pd.DataFrame(rows), study)
+    section = training_section(Results.from_records(records), study)
     runs = {t.title: t for t in section.tables if t.title.startswith("Short training runs")}
     assert list(runs) == [
         "Short training runs (full shapes on cuda)",
         "Short training runs (CPU-scale proxies)",
     ]
-    assert runs["Short training runs (full shapes on cuda)"].rows[0][2] == "4.250 ± 0.010"
-    assert runs["Short training runs (CPU-scale proxies)"].rows[0][2] == "2.500 ± 0.010"
+    assert cell(runs["Short training runs (full shapes on cuda)"].rows[0][2]) == "4.250 ± 0.010"
+    assert cell(runs["Short training runs (CPU-scale proxies)"].rows[0][2]) == "2.500 ± 0.010"

@@ -17,8 +17,8 @@ import pytest
 
 from orca_analysis.executors.isolated import worker_context
 from orca_analysis.executors.local import LocalExecutor
-from orca_analysis.measure import MEASUREMENTS, Measurement
-from orca_analysis.measure._corpus import DEFAULT_LABEL, load_corpus, selected_corpus_label
+from orca_analysis.instruments.corpus import DEFAULT_LABEL, load_corpus, selected_corpus_label
+from orca_analysis.measurements import MEASUREMENTS, Measurement
 from orca_analysis.results import Record, open_store, results_frame
 from orca_analysis.runner import rectangles, run_sweep
 from orca_analysis.study import load_study
@@ -152,7 +152,9 @@ def test_a_changed_study_measures_only_what_is_new(tiny_study_path, write_study,
     base = frame[(frame.variant_id == "base") & (frame.measurement == "per_workload")]
     assert base.set_index("seq_len")["value"].to_dict() == {32: 2048, 64: 4096, 128: 8192}  # s * 1 * 64
     assert (
-        frame.groupby(["variant_id", "measurement", "metric", "method", "seq_len"], dropna=False).size().max()
+        frame.groupby(["variant_id", "measurement", "metric", "method", "labels", "seq_len"], dropna=False)
+        .size()
+        .max()
         == 1
     )
     # a new base config makes every variant new; the report shows only the current configs
@@ -161,7 +163,7 @@ def test_a_changed_study_measures_only_what_is_new(tiny_study_path, write_study,
     )
     assert run_sweep(rebased, tmp_path, measurements=PER_WORKLOAD, log=QUIET()).planned == 10
     frame = results_frame(tmp_path / "tiny")
-    embedding = frame[(frame.variant_id == "base") & (frame.metric == "embedding")]["value"]
+    embedding = frame[(frame.variant_id == "base") & (frame.labels == '{"component":"embedding"}')]["value"]
     assert embedding.tolist() == [512 * 64, 512 * 64]  # num_tokens x dim, counter and closed form
     assert len(results_frame(tmp_path / "tiny", everything=True)) > len(frame)  # the old ones are kept
 
@@ -243,7 +245,7 @@ def test_isolated_workers_are_fresh_and_their_deaths_are_recorded(tiny_study_pat
     frame = results_frame(tmp_path / "tiny")
     pids = frame[frame.measurement == "pid"]["value"].tolist()
     assert len(set(pids)) == 2 and os.getpid() not in pids  # a fresh process per measurement
-    errors = frame[frame.status == "error"].groupby("measurement")["error"].agg(set).to_dict()
+    errors = frame[frame.status == "error"].groupby("measurement")["note"].agg(set).to_dict()
     assert errors == {
         "killed": {"worker killed (SIGKILL): out of memory, or killed from outside"},
         "crashed": {"worker crashed (SIGSEGV)"},
@@ -343,7 +345,9 @@ def test_killing_a_real_run_ten_times_loses_nothing(tiny_study_path, write_study
     assert final.planned == 36 - len(kept) > 0 and len(_stored(folder)) == 36
     frame = results_frame(folder)
     assert (
-        frame.groupby(["variant_id", "measurement", "metric", "method", "seq_len"], dropna=False).size().max()
+        frame.groupby(["variant_id", "measurement", "metric", "method", "labels", "seq_len"], dropna=False)
+        .size()
+        .max()
         == 1
     )
     work, depth = frame[frame.measurement == "per_workload"], frame[frame.measurement == "per_depth"]
@@ -351,7 +355,11 @@ def test_killing_a_real_run_ten_times_loses_nothing(tiny_study_path, write_study
         work
     ) == 24  # 12 variants x 2, batch 1
     assert (depth["value"] == depth["seq_len"] * depth["depth"]).all() and len(depth) == 24
-    params = frame[(frame.measurement == "params") & (frame.metric == "total")]
+    params = frame[
+        (frame.measurement == "params")
+        & (frame.metric == "params")
+        & (frame.labels == '{"component":"total"}')
+    ]
     assert (
-        len(params) == 24 and (params.groupby("variant_id")["value"].nunique() == 1).all()
-    )  # counter = closed
+        len(params) == 36 and (params.groupby("variant_id")["value"].nunique() == 1).all()
+    )  # counter = closed form = library count

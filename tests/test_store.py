@@ -1,14 +1,16 @@
 """The results store on a real SQLite file: round trip, replacement, bad files, the report's frame."""
 
+import json
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from orca_analysis.errors import OrcaError
-from orca_analysis.measure import MEASUREMENTS
-from orca_analysis.measure._corpus import selected_corpus_label
+from orca_analysis.instruments.corpus import selected_corpus_label
+from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.results import Environment, Provenance, Record, export, open_store, results_frame
 from orca_analysis.results.environment import ALL_WORKLOADS, variant_key, workload_key
 from orca_analysis.results.importer import import_results
@@ -47,7 +49,7 @@ def test_round_trip_keeps_types_and_the_file_is_wal(tmp_path):
     assert [r.value for r in back] == [181120, 0.25, None]
     assert type(back[0].value) is int  # an integer count stays exact, not 181120.0
     assert back[0].swept == {"dim": 64, "deepnorm": True} and back[1].dtype == "float32"
-    assert back[2].status == "error" and back[2].error == "" and back[2].category == ""
+    assert back[2].status == "error" and back[2].note == "" and back[2].labels == {}
 
 
 def test_a_unit_replaces_only_what_it_answers_again(tmp_path):
@@ -73,7 +75,7 @@ def test_a_unit_replaces_only_what_it_answers_again(tmp_path):
 def test_failed_units_are_stored_and_retried_only_when_asked(tmp_path):
     env = Environment.of(prov()).env_id
     with open_store(tmp_path) as store:
-        store.commit(unit("v1", (W32,), status="error"), [rec(None, status="error", error="boom")])
+        store.commit(unit("v1", (W32,), status="error"), [rec(None, status="error", note="boom")])
         assert store.covered({env}) == {("v1", "m", env): {W32}}
         assert store.covered({env}, ok_only=True) == {}
 
@@ -102,12 +104,20 @@ def test_bad_store_files_are_one_line_errors(tmp_path):
 def test_a_record_field_added_later_becomes_a_column(tmp_path):
     open_store(tmp_path).close()
     db = sqlite3.connect(tmp_path / "results.sqlite")
-    db.execute("ALTER TABLE records DROP COLUMN category")  # a store written before `category` existed
+    db.execute("ALTER TABLE records DROP COLUMN note")  # a store written before `note` existed
     db.commit()
     db.close()
     with open_store(tmp_path) as store:
-        store.commit(unit("v1", (W32,)), [rec(1, category="attention")])
-        assert [r.category for _, r in store.records([u.unit_id for u in store.units()])] == ["attention"]
+        store.commit(unit("v1", (W32,)), [rec(1, note="noisy", labels={"component": "attention"})])
+        back = [r for _, r in store.records([u.unit_id for u in store.units()])]
+        assert [(r.note, r.labels) for r in back] == [("noisy", {"component": "attention"})]
+
+
+def test_budget_skipped_units_answer_nothing(tmp_path):
+    env = Environment.of(prov()).env_id
+    with open_store(tmp_path) as store:
+        store.commit(unit("v1", (W32,), status="skipped"), [rec(None, status="skipped", note="budget")])
+        assert store.covered({env}) == {}  # the next run measures it
 
 
 def test_frame_shows_the_current_study_newest_per_device(tmp_path):
@@ -153,21 +163,25 @@ def test_export_csv_and_parquet_equal_the_frame(tmp_path):
 
 
 def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, tmp_path, monkeypatch):
-    # a file from scripts/gpu_measure.py: no variant_key column, so keys come from the study
+    # a file of results measured elsewhere without a variant_key column: keys come from the study
     monkeypatch.delenv("ORCA_CORPUS", raising=False)
     gpu = prov("NVIDIA H200")
-    stdlib = "corpus=python-stdlib-3.12.3,sha256=abcdef012345,bytes=9,tokenizer=bpe-256"
-    mine = "corpus=/data/my,text.txt,sha256=0123456789ab,bytes=9,tokenizer=byte"  # a comma in the path
+    stdlib = {"corpus": "python-stdlib-3.12.3", "sha256": "abcdef012345", "tokenizer": "bpe-256"}
+    mine = {
+        "corpus": "/data/my,text.txt",
+        "sha256": "0123456789ab",
+        "tokenizer": "byte",
+    }  # a comma in the path
     rows = [
         ("base", "training", "corpus_tokens", 9, stdlib),
-        ("base", "training", "val_loss_final", 2.5, ""),
+        ("base", "training", "val_loss_final", 2.5, {}),
         ("dim=32", "training", "corpus_tokens", 9, mine),
-        ("dim=32", "training", "val_loss_final", 3.5, ""),
-        ("depth=1", "training", "val_loss_final", None, ""),  # skipped: no corpus_tokens row
-        ("base", "params", "total", 181120, ""),
+        ("dim=32", "training", "val_loss_final", 3.5, {}),
+        ("depth=1", "training", "val_loss_final", None, {}),  # skipped: no corpus_tokens row
+        ("base", "params", "params", 181120, {"component": "total"}),
     ]
     records = [
-        Record("tiny", v, name, metric, "counter", value, "x", category=c)
+        Record("tiny", v, name, metric, "counter", value, "x", labels=c, status="ok" if value else "skipped")
         for v, name, metric, value, c in rows
     ]
     pd.DataFrame([to_row(r, gpu) for r in records], columns=columns([])).to_csv(
@@ -190,3 +204,76 @@ def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, t
     # the key a local run on the default corpus looks for: the GPU's training results answer it
     training = MEASUREMENTS["training"]
     assert ("training", measurement_key(configs["base"], training, selected_corpus_label())) in keys
+
+
+V1_RECORDS = (
+    "CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, study TEXT, variant_id TEXT, "
+    "measurement TEXT, metric TEXT, method TEXT, value, unit TEXT, seq_len INTEGER, batch INTEGER, dtype TEXT, "
+    "device TEXT, status TEXT, error TEXT, category TEXT, swept TEXT NOT NULL, PRIMARY KEY (unit_id, seq))"
+)
+
+
+def _v1_store(folder: Path) -> None:
+    """A store as the previous version wrote it: schema 1, categories and error texts."""
+    from orca_analysis.results.store import _SCHEMA
+
+    folder.mkdir(parents=True)
+    db = sqlite3.connect(folder / "results.sqlite")
+    db.executescript(_SCHEMA + ";" + V1_RECORDS)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    env = Environment.of(prov())
+    db.execute("INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?)", (env.env_id, *env.__dict__.values()))
+    units = [(1, "kp", "params", '["*"]'), (2, "kt", "training", '["*"]'), (3, "kq", "probes", '["*"]')]
+    for uid, key, name, _ in units:
+        db.execute("INSERT INTO units VALUES (?, ?, 'base', ?, ?, 'ok', '', 1.0, 'now', ?, 'test')",
+                   (uid, key, name, env.env_id, json.dumps(prov().as_dict())))  # fmt: skip
+        db.execute("INSERT INTO coverage VALUES (?, ?, '*', ?, ?)", (key, name, env.env_id, uid))
+    rows = [
+        (1, "params", "total", "counter", 181120, "params", "ok", "", ""),
+        (
+            2,
+            "training",
+            "val_loss_final",
+            "measured",
+            2.5,
+            "nats/token",
+            "ok",
+            "",
+            "seed=0,tokens=64,flops=1e+06",
+        ),
+        (
+            2,
+            "training",
+            "val_loss_final",
+            "measured",
+            2.7,
+            "nats/token",
+            "ok",
+            "",
+            "seed=1,tokens=64,flops=1e+06",
+        ),
+        (2, "training", "val_loss_final", "aggregate", 2.6, "nats/token", "ok", "", "seed=mean"),
+        (3, "probes", "kv_cache", "measured", None, "logit", "error", "RuntimeError: boom", "case=as_built"),
+    ]
+    for seq, (uid, name, metric, method, value, unit_, status, error, category) in enumerate(rows):
+        db.execute("INSERT INTO records VALUES (?, ?, 'tiny', 'base', ?, ?, ?, ?, ?, NULL, NULL, 'float32', "
+                   "'cpu', ?, ?, ?, ?)", (uid, seq, name, metric, method, value, unit_, status, error, category,
+                                          json.dumps({"dim": 64})))  # fmt: skip
+    db.commit()
+    db.close()
+
+
+def test_a_schema_1_store_is_migrated_where_it_can_be_and_says_so(tmp_path, capsys):
+    _v1_store(tmp_path / "tiny")
+    with open_store(tmp_path / "tiny") as store:
+        kept = {u.measurement: u for u in store.units()}
+        records = {u: [r for _, r in store.records([kept[u].unit_id])] for u in kept}
+    line = capsys.readouterr().err.strip()
+    assert line.count("\n") == 0 and "schema 1 migrated to schema 2" in line
+    assert "kept: probes, training" in line and "measured anew by the next run: params" in line
+    assert (tmp_path / "tiny" / "results.v1.sqlite").is_file()  # nothing lost: the old file stays
+    assert set(kept) == {"training", "probes"}  # params is cheap: measured anew
+    losses = [(r.labels["seed"], r.value) for r in records["training"] if r.metric == "val_loss_final"]
+    assert losses == [(0, 2.5), (1, 2.7)]  # the old aggregate is gone: the query gives the mean
+    (probe,) = [r for r in records["probes"] if r.metric == "kv_cache"]
+    assert (probe.status, probe.value, probe.note) == ("ok", 0.0, "RuntimeError: boom")  # a fail, as a value

@@ -1,203 +1,141 @@
-"""Training ablations: corpus, proxies, FLOP estimate, repeatable runs, and the records."""
+"""Training ablations: corpus, proxies, FLOP estimate, repeatable runs, the records and the section."""
 
-import numpy as np
+from collections import Counter
+from pathlib import Path
+
 import pytest
 import torch
-from torch import nn
+from corpus_common import TEXT, _write_corpus
 
 from orca_analysis.build import build_model
-from orca_analysis.measure._ablations import context_losses, norm_config
-from orca_analysis.measure._corpus import (
-    CorpusError,
-    _split,
+from orca_analysis.instruments.corpus import (
     fixed_windows,
     load_corpus,
-    stdlib_files,
     tokenized,
 )
-from orca_analysis.measure._heads import QUARTER_DRAWS, attention_modules, head_ablation, heads_masked
-from orca_analysis.measure._quality import (
-    CPU,
-    kv_cache_bytes,
-    proxy_config,
-    tiny_scale,
-    train_flops_per_token,
-)
-from orca_analysis.measure._recorder import Recorder, parse_category
-from orca_analysis.measure._trainer import block_grad_norms, eval_schedule, lm_loss, lr_at, train_run
-from orca_analysis.measure.training import training_records
+from orca_analysis.instruments.heads import QUARTER_DRAWS, attention_modules, head_ablation, heads_masked
+from orca_analysis.instruments.proxy import CPU, proxy_config, tiny_scale
+from orca_analysis.instruments.trainer import train_run
+from orca_analysis.measurements import MEASUREMENTS
+from orca_analysis.measurements.recorder import Recorder
+from orca_analysis.measurements.training.migrate import migrate_v1
+from orca_analysis.measurements.training.run import ablation_records, training_records
+from orca_analysis.measurements.training.section import training_section
+from orca_analysis.report.format import cell
+from orca_analysis.results.migrate import convert
+from orca_analysis.results.query import Results
+from orca_analysis.results.records import Record
 from orca_analysis.study import load_study
 
-
-@pytest.fixture
-def corpus_dir(tmp_path):
-    text = "".join(f"def f{i}(x):\n    return x * {i} + {i % 7}\n\n" for i in range(400))  # ~14 kB
-    (tmp_path / "a.py").write_text(text)
-    (tmp_path / "b.txt").write_text(text.upper())
-    (tmp_path / "skip.bin").write_bytes(b"\x00\x01")
-    return tmp_path
+TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
 
 
-def test_missing_corpus_is_one_line_error(tmp_path):
-    with pytest.raises(CorpusError, match=f"corpus not found: {tmp_path / 'nope'}"):
-        load_corpus(tmp_path / "nope")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The tiny study's base and one other variant, trained once at the tiny scale (module-wide)."""
+    tmp = tmp_path_factory.mktemp("training")
+    corpus = _write_corpus(tmp / "corpus")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ORCA_CACHE_DIR", str(tmp / "cache"))
+        mp.delenv("ORCA_DEADLINE", raising=False)
+        study, scale = load_study(str(TINY)), tiny_scale()
+        base, other = study.variants()[0], study.variants()[1]
+        records = {v.variant_id: training_records(v, study, scale, corpus=corpus) for v in (base, other)}
+    return study, records
 
 
-def test_user_corpus_folder_and_env_var(corpus_dir, tmp_path, monkeypatch):
-    corpus = load_corpus(corpus_dir)
-    assert [f.name for f in corpus.files] == ["a.py", "b.txt"]  # .bin is not text
-    a, b = (corpus_dir / "a.py").stat().st_size, (corpus_dir / "b.txt").stat().st_size
-    assert corpus.n_bytes == a + 1 + b  # files joined by one newline
-    monkeypatch.setenv("ORCA_CORPUS", str(corpus_dir / "a.py"))
-    assert load_corpus().n_bytes == a
-    data = tokenized(load_corpus(), "byte", cache_dir=tmp_path / "cache")
-    assert len(data.train) + len(data.val) == a and data.vocab == 256
-    assert (tmp_path / "cache").glob("*-byte.npy")
-
-
-def test_default_corpus_is_the_stdlib():
-    files = stdlib_files()
-    assert len(files) > 100 and not any("site-packages" in f.parts for f in files)
-    assert any(f.name == "os.py" for f in files)
-
-
-def test_split_holds_out_every_tenth_chunk():
-    # 100 tokens -> max(100 // 8192, 10) = 10 chunks of 10; chunk 9 (tokens 90..99) is validation
-    train, val = _split(np.arange(100))
-    assert list(val) == list(range(90, 100)) and len(train) == 90
-
-
-def test_bpe_tokenizer_trained_locally_and_cached(corpus_dir, tmp_path):
-    pytest.importorskip("tokenizers")
-    corpus = load_corpus(corpus_dir)
-    data = tokenized(corpus, "bpe", vocab=300, cache_dir=tmp_path)
-    assert data.tokenizer == "bpe-300" and int(data.train.max()) < 300
-    # 300 - 256 = 44 merges ('return', 'def f', ...) make this repetitive text ~2x shorter than its bytes
-    assert len(data.train) + len(data.val) < 0.75 * corpus.n_bytes
-    assert len(list(tmp_path.glob("*.tokenizer.json"))) == 1
-
-
-def test_proxy_rule_divides_width_only():
-    cfg = proxy_config(load_study("orca").base, CPU)
-    assert (cfg.dim, cfg.dim_head, cfg.depth, cfg.heads, cfg.kv_heads, cfg.num_tokens) == (
-        64,
-        8,
-        6,
-        8,
-        1,
-        256,
-    )
-    assert cfg.layers["alibi_pos_bias"] and cfg.layers["deepnorm"]
-
-
-def test_flops_and_kv_cache_closed_forms():
-    # 6 * 1000 + 6 * 2 layers * 16 tokens * 32 = 6000 + 6144
-    assert train_flops_per_token(1000, 2, 16, 32) == 12144
-    # Orca: 2 (K, V) * 6 layers * 1 kv head * 8192 tokens * 64 dims * 2 bytes = 12,582,912
-    assert kv_cache_bytes(load_study("orca").base, 8192) == 12_582_912
-
-
-def test_schedules():
-    assert eval_schedule(10, 4) == {2, 5, 8, 10}  # round(2.5) = 2, round(7.5) = 8
-    assert eval_schedule(10, 0, extra=[3, 11]) == {3}
-    scale = tiny_scale()  # lr 3e-3, warm-up 2 steps
-    assert [lr_at(s, scale) for s in (0, 1, 5)] == [pytest.approx(1.5e-3), 3e-3, 3e-3]
-
-
-def test_same_seed_same_curve(tiny_study_path, corpus_dir, tmp_path):
-    study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
-    cfg = proxy_config(study.base, scale)
-    a, b, c = (train_run(cfg, data, scale, seed) for seed in (0, 0, 1))
-    assert a.points == b.points and a.losses == b.losses
-    assert a.losses != c.losses
-    assert [p.step for p in a.points] == [3, 6] and a.points[-1].tokens == 6 * 2 * 16
-
-
-def test_block_grad_norms_match_manual():
-    model = build_model(proxy_config(load_study("orca").base.with_values({("attn_layers", "depth"): 2}), CPU))
-    lm_loss(model, torch.randint(0, 256, (2, 9))).backward()
-    norms = block_grad_norms(model)
-    manual = [
-        torch.cat([p.grad.flatten() for p in model.attn_layers.layers[2 * b : 2 * b + 2].parameters()]).norm()
-        for b in range(2)
-    ]
-    assert norms == pytest.approx([m.item() for m in manual], rel=1e-5)
-
-
-def test_norm_configs(tiny_study_path):
-    base = load_study(str(tiny_study_path)).base
-    assert "pre_norm" not in norm_config(base, "pre_norm").layers  # x-transformers default: pre-norm
-    assert not norm_config(base, "pre_norm").layers.get("deepnorm")
-    assert norm_config(base, "post_norm").layers["pre_norm"] is False
-    assert norm_config(base, "deepnorm").layers["deepnorm"] is True
-
-
-class PreviousTokenOnly(nn.Module):
-    """Logits depend on the current input token alone: context length cannot matter."""
-
-    def __init__(self):
-        super().__init__()
-        self.emb = nn.Embedding(256, 256)
-
-    def forward(self, x):
-        return self.emb(x)
-
-
-def test_extrapolation_scores_the_same_tokens_at_every_length():
-    # Every length scores targets s+1 .. s+span of each span with the same previous token,
-    # so a context-free model gets the same loss at lengths 4, 8 and 16.
-    val = torch.randint(0, 256, (200,), generator=torch.Generator().manual_seed(0))
-    losses = context_losses(PreviousTokenOnly(), val, [4, 8, 16], spans=3)
-    assert losses[8] == pytest.approx(losses[4], rel=1e-6) and losses[16] == pytest.approx(
-        losses[4], rel=1e-6
-    )
-
-
-def test_training_records(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
-    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
-    study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    base, other = study.variants()[0], study.variants()[1]
-    recs = training_records(base, study, scale, corpus=corpus_dir)
+def test_training_records(trained):
+    study, by_variant = trained
+    recs = by_variant["base"]
     metrics = {r.metric for r in recs}
     assert {
-        "train_loss",
-        "val_loss",
-        "val_loss_equal_flops",
-        "overfit_gap",
-        "grad_norm",
-        "kv_cache_bytes",
-        "extrapolation_val_loss",
-        "attn_kv_val_loss",
-        "train_flops_per_token",
-        "head_ablation_increase",
-        "head_ablation_quarter_mean",
-    } <= metrics
-    assert all(r.unit and r.measurement == "training" for r in recs)
+        "train_loss", "val_loss", "val_loss_final", "val_loss_equal_flops", "overfit_gap", "grad_norm",
+        "kv_cache_bytes", "extrapolation_val_loss", "attn_kv_val_loss", "train_flops_per_token",
+        "head_ablation_single_increase", "head_ablation_quarter_increase", "head_ablation_quarter_mean",
+        "head_ablation_base_loss", "proxy_params", "corpus_tokens",
+    } <= metrics  # fmt: skip
+    assert all(r.unit and r.measurement == "training" and r.status == "ok" for r in recs)
     # nothing depends on the study's workloads: the store keeps such records once per variant
     assert all(r.seq_len is None and r.batch is None for r in recs)
+    assert {r.scale for r in recs if r.metric != "kv_cache_bytes"} == {"proxy"}  # the tiny scale: a proxy
     # grad norms: depths 2 and 4 x 3 norms x 2 steps (init, last) x depth blocks = 3 * 2 * (2 + 4)
     assert sum(r.metric == "grad_norm" for r in recs) == 36
-    gaps = [r for r in recs if r.metric == "overfit_gap"]
-    for gap in gaps:
-        step = parse_category(gap.category)["step"]
-        tr = next(r.value for r in recs if r.metric == "overfit_train_loss" and f"step={step}," in r.category)
-        va = next(r.value for r in recs if r.metric == "overfit_val_loss" and f"step={step}," in r.category)
+    results = Results.from_records(recs)
+    for gap in results.values("overfit_gap"):
+        step = gap.get("step")
+        tr, va = (
+            results.number("overfit_train_loss", step=step),
+            results.number("overfit_val_loss", step=step),
+        )
         assert gap.value == pytest.approx(va - tr)
     # head ablation: one head at a time on the first seed (2 layers x 4 heads), a quarter on both
-    ablated = [parse_category(r.category) for r in recs if r.metric == "head_ablation_increase"]
-    assert sum(a["pattern"] == "single" for a in ablated) == 8 and {
-        a["seed"] for a in ablated if a["pattern"] == "single"
-    } == {"0"}
-    assert {a["seed"] for a in ablated if a["pattern"] == "quarter"} == {"0", "1"}
-    other_metrics = {r.metric for r in training_records(other, study, scale, corpus=corpus_dir)}
+    singles = [r for r in recs if r.metric == "head_ablation_single_increase"]
+    assert len(singles) == 8 and {r.labels["seed"] for r in singles} == {0}
+    quarters = [r for r in recs if r.metric == "head_ablation_quarter_increase"]
+    assert {r.labels["seed"] for r in quarters} == {0, 1}
+    assert {r.labels["heads_off"] for r in quarters} == {"1/4"}
+    other_metrics = {r.metric for r in by_variant["dim=32"]}
     assert "grad_norm" not in other_metrics and "val_loss_final" in other_metrics  # ablations run once
+
+
+def test_seeds_are_samples_of_one_value(trained):
+    # every label but the seed is the same for each seed of a variant: the query puts the seeds together
+    _, by_variant = trained
+    results = Results.from_records(by_variant["base"])
+    seeds = tiny_scale().seeds
+    for metric in (
+        "val_loss_final",
+        "val_loss_equal_flops",
+        "head_ablation_quarter_mean",
+        "head_ablation_base_loss",
+    ):
+        (v,) = results.values(metric)
+        assert v.sample_ids == seeds and v.value == pytest.approx(sum(v.samples) / len(seeds))
+        assert v.spread == max(v.samples) - min(v.samples)
+    # tiny scale: 6 steps of 2 x 16 tokens = 192 tokens at the end of the run, on every seed
+    assert results.one("val_loss_final").get("tokens") == 192
+    for attn in ("mqa", "mha"):
+        assert results.one("attn_kv_val_loss", attn=attn).n == len(seeds)
+    extrapolated = results.values("extrapolation_val_loss")
+    # 4 positional schemes x eval lengths 16, 32, 64 (train_len 16 x (1, 2, 4)), each over both seeds
+    assert len(extrapolated) == 4 * 3 and all(v.n == 2 and v.get("train_len") == 16 for v in extrapolated)
+    curve = results.values("val_loss", step=6)
+    assert len(curve) == 1 and curve[0].n == 2
+
+
+def test_setup_and_closed_form_records(trained):
+    study, by_variant = trained
+    results = Results.from_records(by_variant["base"])
+    proxy = results.one("proxy_params")
+    # tiny base at dim/8: dim 64 / 8 = 8, head dim 64 (x-transformers' default) / 8 = 8, depth 2, heads 4,
+    # bytes (vocab 256)
+    assert proxy.labels == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 8, "vocab": 256}
+    assert "scale=tiny" in proxy.note and "rule=proxy: dim/8" in proxy.note
+    corpus = results.one("corpus_tokens")
+    assert corpus.value == 2 * len(TEXT) + 1 and corpus.get("tokenizer") == "byte"  # bytes: one token each
+    assert len(corpus.get("sha256")) == 12 and corpus.note.startswith(f"bytes={2 * len(TEXT) + 1},")
+    assert "Kaplan" in results.one("train_flops_per_token").note
+    # tiny base, full size, context 128, one sequence, float32: 2 (K, V) x 2 layers x kv heads x 128 x 64 x 4
+    assert results.number("kv_cache_bytes", attn="mqa", model="full") == 2 * 2 * 1 * 128 * 64 * 4
+    assert results.number("kv_cache_bytes", attn="mha", model="full") == 2 * 2 * 4 * 128 * 64 * 4
+    assert results.one("kv_cache_bytes", attn="mha", model="proxy").get("kv_heads") == 4
+    ratios = results.values("grad_norm_first_over_last", depth=4, step=1)
+    assert {v.get("norm") for v in ratios} == {"pre_norm", "post_norm", "deepnorm"}
+    for v in ratios:
+        norms = {
+            g.get("block"): g.value for g in results.values("grad_norm", norm=v.get("norm"), depth=4, step=1)
+        }
+        assert v.value == pytest.approx(norms[0] / norms[3])  # stored once, by the measurement
 
 
 def test_oversized_proxy_is_skipped_not_trained(tiny_study_path):
     study = load_study(str(tiny_study_path))
-    (rec,) = training_records(study.variants()[0], study, tiny_scale(train_max_params=10))
-    assert rec.status == "skipped" and "over the tiny scale's 10" in rec.error
+    recs = training_records(study.variants()[0], study, tiny_scale(train_max_params=10))
+    assert [(r.metric, r.labels["seed"], r.status) for r in recs] == [
+        ("val_loss_final", 0, "skipped"),
+        ("val_loss_final", 1, "skipped"),
+    ]
+    assert all("over the tiny scale's 10" in r.note for r in recs)
 
 
 def test_head_mask_zeroes_exactly_that_heads_slice():
@@ -237,21 +175,21 @@ def test_head_ablation_records(tiny_study_path, corpus_dir, tmp_path):
     data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
     cfg = proxy_config(study.base, scale)  # depth 2, heads 4
     run = train_run(cfg, data, scale, 0, keep_model=True)
-    rec = Recorder(study.variants()[0], study.name, scale)
     windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1)
-    summary = head_ablation(run.model, windows, scale.batch, 0, rec)
-    singles = [r for r in rec.records if "pattern=single" in r.category]
-    quarters = [r for r in rec.records if "pattern=quarter" in r.category]
+    ablation = head_ablation(run.model, windows, scale.batch, 0)
+    rec = Recorder(study.name, study.variants()[0], "training", scale="proxy")
+    ablation_records(rec, ablation, 0)
+    results = Results.from_records(rec.records)
+    singles = results.values("head_ablation_single_increase")
+    quarters = results.values("head_ablation_quarter_increase")
     assert len(singles) == 2 * 4 and len(quarters) == QUARTER_DRAWS  # every (layer, head); 1 of 4 heads
-    assert all("heads_off=1/4" in r.category for r in quarters)
-    assert summary["head_ablation_single_max"] == max(r.value for r in singles)
-    assert summary["head_ablation_single_mean"] == pytest.approx(sum(r.value for r in singles) / 8)
+    assert all(v.get("heads_off") == "1/4" for v in quarters)
+    assert results.number("head_ablation_single_max") == max(v.value for v in singles)
+    assert results.number("head_ablation_single_mean") == pytest.approx(sum(v.value for v in singles) / 8)
+    assert results.number("head_ablation_quarter_mean") == pytest.approx(sum(v.value for v in quarters) / 4)
     # the unmasked loss is the run's own final validation loss (same model, same windows)
-    (base_rec,) = [r for r in rec.records if r.metric == "head_ablation_single_mean"]
-    assert float(parse_category(base_rec.category)["base_loss"]) == pytest.approx(
-        run.final.val_loss, abs=1e-4
-    )
-    assert any(r.value != 0 for r in singles)  # a trained head matters somewhere
+    assert results.number("head_ablation_base_loss") == pytest.approx(run.final.val_loss, abs=1e-4)
+    assert any(v.value != 0 for v in singles)  # a trained head matters somewhere
 
 
 def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
@@ -261,14 +199,136 @@ def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus
     monkeypatch.setenv("ORCA_DEADLINE", "1.0")  # 1970: long past
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
     recs = training_records(study.variants()[0], study, scale, corpus=corpus_dir)
-    skipped = {(r.metric, r.category) for r in recs if r.status == "skipped"}
-    assert {("val_loss_final", "seed=0"), ("val_loss_final", "seed=1"), ("overfit_gap", "")} <= skipped
-    assert ("extrapolation_val_loss", "pos=alibi+xpos,seed=0") in skipped and (
-        "attn_kv_val_loss",
-        "attn=mha,seed=1",
-    ) in skipped
+    skipped = Counter((r.metric, r.labels.get("seed")) for r in recs if r.status == "skipped")
+    assert skipped[("val_loss_final", 0)] == skipped[("val_loss_final", 1)] == 1
+    assert skipped[("overfit_gap", 0)] == 1
+    # every eval length of every positional scheme and seed, and both attention layouts for both seeds
+    assert skipped[("extrapolation_val_loss", 0)] == 4 * 3 and skipped[("attn_kv_val_loss", 1)] == 2
     assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == 2 * 3  # depths x norms, all skipped
-    assert all(r.error == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped")
-    assert not any(
-        r.metric in ("val_loss", "grad_norm", "head_ablation_increase") for r in recs
-    )  # none trained
+    assert all(r.note == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped")
+    trained = ("val_loss", "grad_norm", "head_ablation_single_increase")
+    assert not any(r.metric in trained for r in recs)  # none trained
+    assert {r.status for r in recs} == {"ok", "skipped"}  # set-up and closed forms still recorded
+
+
+def _final(vid: str, device: str, seed: int, value: float) -> Record:
+    return Record("tiny", vid, "training", "val_loss_final", "measured", value, "nats/token", device=device,
+                  scale="measured" if device == "cuda" else "proxy",
+                  labels={"seed": seed, "tokens": 64, "flops": 1e6})  # fmt: skip
+
+
+def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path):
+    study = load_study(str(tiny_study_path))
+    rows = [_final("base", "cuda", 0, 4.245), _final("base", "cuda", 1, 4.255),
+            _final("base", "cpu", 0, 2.495), _final("base", "cpu", 1, 2.505), _final("base", "cpu", 2, 2.5)]  # fmt: skip
+    section = training_section(Results.from_records(rows), study)
+    runs = {t.title: t for t in section.tables if t.title.startswith("Short training runs")}
+    assert list(runs) == [
+        "Short training runs (full shapes on cuda)",
+        "Short training runs (CPU-scale proxies)",
+    ]
+    gpu, cpu = runs.values()
+    assert gpu.rows[0][2] == "4.250 ± 0.010"  # mean of 4.245 and 4.255, spread 0.010
+    assert cpu.rows[0][2] == "2.500 ± 0.010"
+    assert "mean ± spread over 2 seeds" in gpu.caption and "over 3 seeds" in cpu.caption  # the seeds it has
+    assert [cell(c) for c in cpu.rows[0][3:]] == ["n/a", "n/a"]  # no equal-FLOP point, no overfit run
+    assert [f.name for f in section.figures] == ["quality_vs_compute"]  # the GPU's, where there are any
+    assert training_section(Results.from_records([]), study).missing.startswith("no `training` results")
+
+
+def test_section_reads_the_stored_values(trained):
+    study, by_variant = trained
+    results = Results.from_records([r for recs in by_variant.values() for r in recs])
+    section = training_section(results, study)
+    runs, extrapolation, heads = section.tables
+    rows = {r[0]: [cell(c) for c in r] for r in runs.rows}
+    assert list(rows) == ["base", "dim=32"]
+    final = results.one("val_loss_final", variant="base")
+    assert rows["base"][2] == f"{final.value:.3f} ± {final.spread:.3f}"
+    gaps = results.values("overfit_gap", variant="dim=32")
+    assert rows["dim=32"][4] == f"{max(gaps, key=lambda v: v.get('step')).value:.3f}"  # the last step's gap
+    assert rows["base"][1].endswith(" params (8 wide)")
+    assert extrapolation.columns == ["positions", "eval at 16", "eval at 32", "eval at 64"]
+    assert [r[0] for r in extrapolation.rows] == ["alibi", "alibi+xpos", "none", "xpos"]
+    quarter = results.one("head_ablation_quarter_mean", variant="base")
+    assert [cell(c) for c in heads.rows[0]][4] == f"{quarter.value:.4f} ± {quarter.spread:.4f}"
+    assert [f.name for f in section.figures] == ["val_loss_curves", "quality_vs_compute", "grad_norms"]
+
+
+def _v1(metric, value, category, method="measured", status="ok", error="", unit="nats/token", device="cpu"):
+    return {"study": "tiny", "variant_id": "base", "measurement": "training", "metric": metric, "method": method,
+            "value": value, "unit": unit, "seq_len": None, "batch": None, "dtype": "float32", "device": device,
+            "status": status, "error": error, "category": category, "swept": {"dim": 64}}  # fmt: skip
+
+
+def test_migrate_v1_labels_samples_and_splits(tmp_path):
+    old = [
+        _v1("proxy_params", 6512, "dim=8,depth=2,heads=4,dim_head=4,vocab=256,scale=cpu,train_len=64,batch=8,"
+            "steps=64,lr=0.003,warmup=6,matmul=highest,rule=proxy: dim/8; same depth", method="counter", unit="params"),
+        _v1("corpus_tokens", 9, "corpus=python-stdlib-3.12.3,sha256=012345678901,bytes=9,tokenizer=byte,"
+            "train_tokens=8,val_tokens=1", method="counter", unit="tokens"),
+        _v1("val_loss_final", 2.5, "seed=0,tokens=64,flops=1e+06"),
+        _v1("val_loss_final", 2.7, "seed=1,tokens=64,flops=1e+06"),
+        _v1("val_loss_final", 2.6, "seed=mean", method="aggregate"),
+        _v1("val_loss_final", 0.2, "seed=spread", method="aggregate"),
+        _v1("head_ablation_increase", 0.01, "pattern=single,layer=1,head=3,seed=0"),
+        _v1("head_ablation_increase", 0.02, "pattern=quarter,heads_off=1/4,draw=2,seed=0"),
+        _v1("head_ablation_quarter_mean", 0.03, "seed=0,base_loss=2.5000"),
+        _v1("head_ablation_single_mean", 0.01, "seed=0,base_loss=2.5000"),
+        _v1("overfit_gap", None, "", status="skipped", error="time budget of the GPU run exhausted"),
+        _v1("grad_health_train_loss", 9.9, "norm=post_norm,depth=48,steps=50,batch=8", status="error",
+            error="loss not finite at step 7", device="cuda"),
+        _v1("kv_cache_bytes", 12_582_912, "attn=mqa,scale=full,kv_heads=1,context=8192,batch=1",
+            method="closed_form", unit="bytes"),
+    ]  # fmt: skip
+    new = migrate_v1(old)
+    assert not any(n["method"] == "aggregate" for n in new) and len(new) == len(old) - 2 + 1  # + base loss
+    by = {(n["metric"], tuple(sorted(n["labels"].items()))): n for n in new}
+    (proxy,) = [n for n in new if n["metric"] == "proxy_params"]
+    assert proxy["labels"] == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 4, "vocab": 256}
+    assert proxy["note"].startswith("scale=cpu,train_len=64,") and proxy["scale"] == "proxy"
+    (corpus,) = [n for n in new if n["metric"] == "corpus_tokens"]
+    # the sha256 stays text (all digits here), the importer keys imported runs by corpus and sha256
+    assert corpus["labels"] == {
+        "corpus": "python-stdlib-3.12.3",
+        "sha256": "012345678901",
+        "tokenizer": "byte",
+    }
+    assert corpus["note"] == "bytes=9,train_tokens=8,val_tokens=1"
+    assert by["val_loss_final", (("flops", 1e6), ("seed", 1), ("tokens", 64))]["value"] == 2.7
+    assert by["head_ablation_single_increase", (("head", 3), ("layer", 1), ("seed", 0))]["value"] == 0.01
+    assert (
+        by["head_ablation_quarter_increase", (("draw", 2), ("heads_off", "1/4"), ("seed", 0))]["value"]
+        == 0.02
+    )
+    assert by["head_ablation_quarter_mean", (("seed", 0),)]["value"] == 0.03
+    assert by["head_ablation_base_loss", (("seed", 0),)]["value"] == 2.5  # once per seed, out of the labels
+    (gap,) = [n for n in new if n["metric"] == "overfit_gap"]
+    assert (gap["status"], gap["value"], gap["note"]) == (
+        "skipped",
+        None,
+        "time budget of the GPU run exhausted",
+    )
+    assert set(gap["labels"]) == {"seed", "step", "tokens", "subset_tokens", "epochs"}  # unknown: ""
+    (health,) = [n for n in new if n["metric"] == "grad_health_train_loss"]
+    assert (health["status"], health["value"], health["scale"]) == ("error", None, "measured")
+    assert health["note"] == "loss not finite at step 7 (last 5 of 50 steps at batch 8)"
+    (cache,) = [n for n in new if n["metric"] == "kv_cache_bytes"]
+    assert cache["labels"] == {
+        "attn": "mqa",
+        "model": "full",
+        "kv_heads": 1,
+        "context": 8192,
+        "cache_batch": 1,
+    }
+    assert cache["scale"] == "analytic"
+    # through the store's converter: valid schema-2 records, and the query gives the mean of the seeds
+    results = Results.from_records(convert(MEASUREMENTS["training"], old))
+    final = results.one("val_loss_final")
+    assert (
+        final.value == pytest.approx(2.6)
+        and final.spread == pytest.approx(0.2)
+        and final.sample_ids == (0, 1)
+    )
+    with pytest.raises(ValueError, match="no schema-2 form"):
+        migrate_v1([_v1("loss_of_something_gone", 1.0, "seed=0")])

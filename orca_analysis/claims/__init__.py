@@ -1,7 +1,8 @@
 """Claims: the design notes' statements, each with a verdict computed from stored results."""
 
 from .evaluate import ClaimResult, evaluate
-from .rules import RULES, VERDICTS, Verdict
+from .evidence import Evidence, Verdict
+from .rules import RULES, VERDICTS
 from .schema import DEFAULT_CATALOGUE, Claim, ClaimsError, load_catalogue
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "Claim",
     "ClaimResult",
     "ClaimsError",
+    "Evidence",
     "Verdict",
     "evaluate",
     "load_catalogue",

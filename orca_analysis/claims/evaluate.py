@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pandas as pd
-
 from ..build import fidelity_entries
+from ..results.query import Results
 from ..study.schema import Study
-from .rules import RULES, Evidence, Verdict
+from .evidence import Evidence, Verdict
+from .rules import RULES
 from .schema import Claim
 
 
@@ -18,7 +18,7 @@ class ClaimResult:
     verdict: Verdict
 
 
-def evaluate(claims: list[Claim], results: pd.DataFrame, study: Study) -> list[ClaimResult]:
+def evaluate(claims: list[Claim], results: Results, study: Study) -> list[ClaimResult]:
     fidelity = {e.flag: e.as_dict() for e in fidelity_entries(study.base)}
     evidence = Evidence(results, study, fidelity)
     out = []

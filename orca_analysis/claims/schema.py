@@ -49,15 +49,18 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
     if not path.is_file():
         raise ClaimsError(f"claims catalogue not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ClaimsError(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
     if not isinstance(data, dict) or set(data) != {"claims"} or not isinstance(data["claims"], list):
         raise ClaimsError(f"{path}: a catalogue is a mapping with one key, 'claims', holding a list")
     problems, claims, seen = [], [], set()
+    lines = _claim_lines(node)
     for i, item in enumerate(data["claims"]):
-        where = f"{path}: claim {i + 1}"
+        where = f"{path}: line {lines[i]}" if i < len(lines) else f"{path}: claim {i + 1}"
         if not isinstance(item, dict):
             problems.append(f"{where}: must be a mapping with keys {', '.join(CLAIM_KEYS)}")
             continue
@@ -76,6 +79,7 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
                 f"{did_you_mean(str(name), list(RULES))} (rules: {', '.join(RULES)})"
             )
             continue
+        problems += _metric_problems(rule.get("params") or {}, f"{where} ({item['id']})")
         if item["kind"] not in KINDS:
             problems.append(f"{where} ({item['id']}): kind must be one of {', '.join(KINDS)}")
         if item["id"] in seen:
@@ -96,3 +100,25 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
     if problems:
         raise ClaimsError(problems)
     return claims
+
+
+def _claim_lines(node: yaml.Node | None) -> list[int]:
+    """The line (1-based) each claim of the composed catalogue starts on."""
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    for key, value in node.value:
+        if key.value == "claims" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _metric_problems(params: dict[str, Any], where: str) -> list[str]:
+    """A rule parameter naming a metric must name a declared one, with its methods and labels."""
+    from ..results.metrics import problems
+
+    if "metric" not in params:
+        return []
+    labels = params.get("labels") or {}
+    if not isinstance(labels, dict):
+        return [f"{where}: 'labels' must be a mapping of label to value"]
+    return problems(str(params["metric"]), params.get("method"), labels, where)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import OrcaError
-from ..measure.registry import Measurement
+from ..measurements.registry import Measurement
 from ..results.environment import local_provenance
 from ..results.records import Provenance, Record
 from ..study.schema import Study, Variant
@@ -40,7 +40,7 @@ class Call:
 class Outcome:
     call_index: int
     records: list[Record]
-    status: str  # "ok", or "error" when the measurement raised or its worker died
+    status: str  # "ok"; "error" when the measurement raised or its worker died; "skipped" (a budget)
     error: str
     seconds: float
     source: str  # where it ran: "in-process", "worker pid 123", "ray 10.0.0.2 / worker pid 7"
@@ -67,8 +67,9 @@ def one_line(exc: BaseException) -> str:
     return line if isinstance(exc, OrcaError) else f"{type(exc).__name__}: {line}"
 
 
-def failure(call: Call, reason: str, seconds: float, source: str) -> Outcome:
-    """A failed call becomes a recorded result: one error record with its one-line reason."""
+def failure(call: Call, reason: str, seconds: float, source: str, status: str = "error") -> Outcome:
+    """A failed call becomes a recorded result: one error record with its one-line reason (or, with
+    status "skipped", one skipped record: a call a budget left out, which the next run measures)."""
     (seq_len, batch), single = (call.pairs[0] if call.pairs else (None, None)), len(call.pairs) == 1
     record = Record(
         study=call.study.name,
@@ -81,18 +82,18 @@ def failure(call: Call, reason: str, seconds: float, source: str) -> Outcome:
         seq_len=seq_len if single else None,
         batch=batch if single else None,
         dtype=call.study.workloads.dtype,
-        status="error",
-        error=reason,
+        status=status,
+        note=reason,
         swept=call.variant.swept,
     )
-    return Outcome(call.index, [record], "error", reason, seconds, source)
+    return Outcome(call.index, [record], status, reason, seconds, source)
 
 
 def run_call(call: Call, source: str = "in-process") -> Outcome:
     """Run a call here; an exception becomes a failure outcome, Ctrl-C stays Ctrl-C."""
     start = time.perf_counter()
     try:
-        records = call.measurement.fn(call.variant, call.study)
+        records = call.measurement.run(call.variant, call.study)
     except Exception as exc:  # noqa: BLE001  (a failed variant is a result, not a crash)
         return failure(call, one_line(exc), time.perf_counter() - start, source)
     return Outcome(call.index, list(records), "ok", "", time.perf_counter() - start, source)

@@ -20,7 +20,7 @@ from multiprocessing.connection import Connection
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
 
-_PRELOAD = ["orca_analysis.measure"]
+_PRELOAD = ["orca_analysis.measurements"]
 
 
 def worker_context(method: str | None = None) -> mp.context.BaseContext:

@@ -194,3 +194,23 @@ def palm(cfg: ModelConfig, seq_len: int, batch: int) -> PassFlops:
     attn = 4 * cfg.depth * cfg.heads * cfg.dim_head * seq_len  # 4LHQT forward: dense, no recompute
     fwd = (2 * palm_n(cfg) + attn) * tokens
     return PassFlops(fwd, 2 * fwd)  # 6N + 12LHQT per token in all
+
+
+@register_formula(
+    "flops.kaplan_per_token", "Kaplan et al. 2020 (arXiv 2001.08361) Table 1: 6N + 6 L n_ctx d_attn per token"
+)
+def kaplan_train_flops_per_token(non_embedding_params: int, depth: int, seq_len: int, d_attn: int) -> float:
+    """6N + 6 L T d_attn: Kaplan et al. 2020 Table 1, training = 3x forward.
+
+    N: every parameter but the token embedding (the output projection is a matmul and counts);
+    L T d_attn: attention scores and weighted values over the full context T (causal masking
+    halves the useful work; Kaplan's estimate, like most, counts it all).
+    """
+    return 6.0 * non_embedding_params + 6.0 * depth * seq_len * d_attn
+
+
+@register_formula("flops.sdpa_useful", FA + ": the FlashAttention-2 benchmark convention")
+def sdpa_useful_flops(q_shape: tuple[int, ...], n_k: int, causal: bool) -> float:
+    """4*b*h*n_q*n_k*d (Q K^T and P V at 2 FLOPs per multiply-add), halved when causal."""
+    b, h, n_q, d = q_shape  # (b, h, n_q, d)
+    return 4 * b * h * n_q * n_k * d / (2 if causal else 1)

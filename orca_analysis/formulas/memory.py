@@ -57,6 +57,11 @@ PRECISIONS = {
 DTYPE_PRECISION = {"float32": "fp32", "bfloat16": "bf16", "float16": "bf16"}
 
 
+def bytes_per_element(dtype: str) -> int:
+    """Bytes of one activation (or cache) element in a study dtype: 4 for float32, 2 for 16-bit."""
+    return PRECISIONS[DTYPE_PRECISION[dtype]].act
+
+
 @dataclass(frozen=True)
 class Dims:
     """One workload on one variant, as the formulas read it."""
@@ -204,6 +209,11 @@ def kv_cache(m: Dims, tokens: int) -> int:
     return m.L * m.kv * m.dh * tokens * m.b * 2 * m.s  # k and v (b, h_kv, tokens, d_h) per layer
 
 
+def kv_cache_bytes(cfg: ModelConfig, seq_len: int, batch: int = 1, dtype: str = "bfloat16") -> int:
+    """The KV cache of `cfg` holding `seq_len` tokens: 2 x depth x batch x kv heads x tokens x d_h x bytes."""
+    return kv_cache(dims(cfg, seq_len, batch, PRECISIONS[DTYPE_PRECISION[dtype]]), seq_len)
+
+
 @register_formula("memory.cache_object", XT + ": LayerIntermediates returned with return_intermediates")
 def cache_object(m: Dims, tokens: int) -> int:
     """What x-transformers keeps between decode steps: the KV cache plus 2L+1 hidden states."""
@@ -223,6 +233,13 @@ class Peak:
 
 def _attention_peak(m: Dims, grad: bool = True) -> int:
     """One attention sublayer at its peak: while the bias is built, in SDPA, or at to_out."""
+    before, moments = _attention_moments(m, grad)
+    return before + max(total for total, _ in moments.values())
+
+
+def _attention_moments(m: Dims, grad: bool = True) -> tuple[int, dict[str, tuple[int, int]]]:
+    """What one attention sublayer holds before its peak, and at each candidate peak moment
+    (build: the ALiBi bias built from positions; sdpa; out: at to_out) its bytes and their ALiBi part."""
     b, n, s, n2 = m.b, m.n, m.s, m.n**2
     # x_in, k before rotary, q and k after rotary, v; the previous sublayer's output (the layer loop's
     # `out`, none in a 1-layer model) and the shifted chunks are still referenced
@@ -232,10 +249,17 @@ def _attention_peak(m: Dims, grad: bool = True) -> int:
     before += _rotary_layer(m) if grad else (n * m.r * s if m.xpos else 0)  # no_grad frees cos/sin at once
     bias = m.h * n2 * s if m.a and m.r else 0  # (h, n, n), referenced until the sublayer returns
     sdpa = 2 * b * n * m.i * s + 4 * b * m.h * n  # q scaled by SDPA's scale, output, logsumexp
-    at_sdpa = sdpa + bias + (n2 if m.a else 0) + alibi_mask(m)  # + bool causal mask, masked bias
+    # the bias brings a bool causal mask (is_causal is off once a bias is given) and the masked bias
+    alibi_sdpa = bias + (n2 if m.a else 0) + alibi_mask(m)
     merged = b * n * m.i * s if m.r or not grad else 0  # a copy (rotary made q contiguous) or SDPA's output
-    at_out = (sdpa if grad else 0) + bias + alibi_mask(m) + merged + b * n * m.d * s  # + to_out's output
-    return before + max(alibi_build(m), at_sdpa, at_out)
+    alibi_out = bias + alibi_mask(m)
+    at_out = (sdpa if grad else 0) + alibi_out + merged + b * n * m.d * s  # + to_out's output
+    moments = {
+        "build": (alibi_build(m),) * 2,
+        "sdpa": (sdpa + alibi_sdpa, alibi_sdpa),
+        "out": (at_out, alibi_out),
+    }
+    return before, moments
 
 
 def _rotary_layer(m: Dims) -> int:
@@ -269,6 +293,25 @@ def train_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> Pea
         peak.categories.update(activations=0, gradients=gradients(m, p))
         peak.categories["optimizer_state"] += optimizer_step_temp(m, p)
     return peak
+
+
+@register_formula("memory.alibi_at_peak", XT + ": the ALiBi tensors alive at train_peak's moment")
+def alibi_at_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> int:
+    """Bytes of ALiBi tensors alive at the closed-form training peak (train_peak's phase): the cached
+    (h, n, n) bias (no rotary) always; at forward_loss / backward_start the L saved (b, h, n, n) masks;
+    at forward_attention L-1 saved masks plus what the current layer holds at its peak moment (while
+    it builds the bias, or the bias, the bool causal mask and the masked bias at SDPA, or the bias and
+    the masked bias at to_out). The build is transient: it never coexists with a finished layer's."""
+    m = dims(cfg, n, b, PRECISIONS[precision])
+    phase = train_peak(cfg, n, b, precision).phase
+    held = alibi_cached(m)
+    if phase in ("forward_loss", "backward_start"):
+        return held + m.L * alibi_mask(m)
+    if phase == "forward_attention":
+        _, moments = _attention_moments(m)
+        _, alibi = max(moments.values(), key=lambda t: t[0])  # the first of equal peaks, as max() above
+        return held + (m.L - 1) * alibi_mask(m) + alibi
+    return held  # optimizer: no activation is alive
 
 
 def prefill_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> Peak:

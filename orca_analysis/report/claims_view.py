@@ -5,15 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..claims import ClaimResult
+from .format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
 SEVERITY = {"contradicted": 0, "qualified": 1, "supported": 2, "not tested yet": 3}
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
-    return str(v)
 
 
 def claim_dict(cr: ClaimResult) -> dict[str, Any]:
@@ -29,7 +24,7 @@ def claim_dict(cr: ClaimResult) -> dict[str, Any]:
         "reason": v.reason,
         "anchor": v.anchor,
         "evidence": [
-            {**row, "value": f"{_fmt_value(row['value'])} {row.get('unit', '')}".rstrip()}
+            {**row, "value": f"{evidence_value(row['value'])} {row.get('unit', '')}".rstrip()}
             for row in v.evidence
         ],
     }

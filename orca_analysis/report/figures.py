@@ -12,6 +12,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..results.derive import growth_exponent  # noqa: E402
+
 STYLE = {
     "figure.figsize": (8, 3.6),
     "axes.grid": True,
@@ -47,11 +49,6 @@ def _to_svg(fig: plt.Figure) -> str:
     plt.close(fig)
     text = buf.getvalue()
     return text[text.index("<svg") :]  # drop the XML prolog and DOCTYPE so it can be inlined
-
-
-def growth_exponent(x: list[float], y: list[float]) -> float:
-    """Slope of log y on log x: y ~ x^k."""
-    return float(np.polyfit(np.log(x), np.log(y), 1)[0])
 
 
 def vs_axes(
@@ -229,38 +226,6 @@ def stacked(
         ax.set_ylabel(ylabel)
         ax.set_ylim(0, bottom.max() * 1.2 if bottom.max() > 0 else 1)
         ax.legend(frameon=False, ncols=4, fontsize=8, loc="upper left")
-        ax.tick_params(axis="x", labelrotation=30)
-        fig.tight_layout()
-        svg = _to_svg(fig)
-    return Figure(name, title, caption, sources, svg)
-
-
-def grouped(
-    df: pd.DataFrame,
-    x: str,
-    group: str,
-    name: str,
-    title: str,
-    ylabel: str,
-    caption: str,
-    sources: str,
-    logy: bool = False,
-) -> Figure | None:
-    """Side-by-side bars of `value` per `x`, one bar per `group` value (e.g. a method or a backend)."""
-    if df.empty:
-        return None
-    wide = df.pivot_table(index=x, columns=group, values="value", aggfunc="first", sort=False)
-    with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8, 3.6))
-        width = 0.8 / max(len(wide.columns), 1)
-        pos = np.arange(len(wide))
-        for i, col in enumerate(wide.columns):
-            ax.bar(pos + i * width, wide[col].to_numpy(), width, label=str(col))
-        ax.set_xticks(pos + width * (len(wide.columns) - 1) / 2, [str(i) for i in wide.index])
-        ax.set_ylabel(ylabel)
-        if logy:
-            ax.set_yscale("log")
-        ax.legend(frameon=False, ncols=4, fontsize=8)
         ax.tick_params(axis="x", labelrotation=30)
         fig.tight_layout()
         svg = _to_svg(fig)

@@ -1,118 +1,117 @@
-"""Key findings computed from the results: the facts a design review should hear first.
+"""Findings computed from the measurements, for the report's summary.
 
-Each is a sentence with its numbers and the report anchor holding the evidence; a finding whose
-results are missing is simply absent.
+Each finding reads stored values through the query (numbers a measurement computed, never
+re-derived here) and says where in the report its evidence lives; a finding whose results are
+missing is simply absent.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
+from ..results.query import Results
+from .format import mib, share
 
-from .sections import mib, ok_rows, pick, share, value
+
+def _base(study) -> str:
+    return study.variants()[0].variant_id
 
 
-def _cached_decoding(results: pd.DataFrame) -> dict[str, Any] | None:
-    probes = results[(results.get("measurement") == "probes") & (results.get("metric") == "kv_cache")]
-    built = probes[probes["category"].fillna("").str.startswith("case=as_built")]
-    if built.empty:
+def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
+    built = results.values("kv_cache", case="as_built")
+    if not built:
         return None
-    failed = built[built["status"] == "error"]
-    n, k = built["variant_id"].nunique(), failed["variant_id"].nunique()
+    failed = [v for v in built if v.value == 0]
+    n, k = len({v.variant_id for v in built}), len({v.variant_id for v in failed})
     if not k:
         return {
             "text": f"Cached (KV) decoding matches a full recompute for all {n} variants.",
-            "anchor": "quality",
+            "anchor": "probes",
         }
     text = (
-        f"Cached (KV) decoding fails for {k} of {n} variants ({str(failed['error'].iloc[0])[:110]}); "
+        f"Cached (KV) decoding fails for {k} of {n} variants ({failed[0].note[:110]}); "
         "x-transformers' generate() uses the cache by default, so the model as designed cannot serve "
         "with a KV cache until this is fixed."
     )
-    kv = pick(ok_rows(results, "speed"), metric="kv_ablation_cache_agreement")
-    dropped = kv["category"].str.extract(r"dropped=([\w+]+)")[0].dropna() if not kv.empty else kv
-    if len(dropped) and dropped.iloc[0] != "none":
-        text += f" The base decodes correctly with the cache once {dropped.iloc[0].replace('+', ' and ')} are off."
-    return {"text": text, "anchor": "quality"}
+    compatible = results.values("kv_ablation_cache_pass", variant=_base(study))
+    dropped = next((str(v.get("dropped")) for v in compatible), "none")
+    if dropped != "none":
+        text += f" The base decodes correctly with the cache once {dropped.replace('+', ' and ')} are off."
+    return {"text": text, "anchor": "probes"}
 
 
-def _alibi_memory(results: pd.DataFrame) -> dict[str, Any] | None:
-    rows = ok_rows(results, "memory")
-    if rows.empty:
+def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
+    shares = results.values("alibi_share_of_peak", variant=_base(study))
+    if not shares:
         return None
-    top = rows["seq_len"].max()
-    terms = pick(rows, variant_id="base", metric="activation_term", seq_len=top)
-    peak = value(rows, variant_id="base", metric="peak_train", method="simulated", seq_len=top, category="")
-    if terms.empty or not peak:
+    top = max(v.seq_len for v in shares)
+    at = {"variant": _base(study), "seq_len": top, "batch": min(study.workloads.batch_sizes)}
+    alibi = results.number("alibi_bytes_at_peak", **at)
+    peak = results.number("peak_train", method="closed_form", category="total", **at)
+    part = results.number("alibi_share_of_peak", **at)
+    if not (alibi and peak and part is not None):
         return None
-    alibi = terms[terms["category"].str.startswith("alibi")]["value"].sum()
     return {
-        "text": f"At {int(top)} tokens the ALiBi bias that x-transformers materialises per layer as a dense "
-        f"(batch x heads x n x n) tensor holds {mib(alibi)}, {share(alibi / peak)} of the "
-        f"{mib(peak)} training-step peak (simulated); memory grows quadratically with length because "
-        "of it.",
+        "text": f"At {top} tokens the ALiBi bias that x-transformers materialises per layer as a dense "
+        f"(batch x heads x n x n) tensor holds {mib(alibi)} of the {mib(peak)} training-step peak, "
+        f"{share(part)} of it (closed form, the tensors alive at that peak); memory grows quadratically "
+        "with length because of it.",
         "anchor": "memory",
     }
 
 
-def _plain_tools(results: pd.DataFrame) -> dict[str, Any] | None:
-    rows = ok_rows(results, "flops")
-    if rows.empty:
+def _plain_tools(results: Results, study) -> dict[str, Any] | None:
+    steps = results.values("train_step_causal", variant=_base(study), method="counter", component="total")
+    if not steps:
         return None
-    top = rows["seq_len"].max()
-    whole = pick(rows, variant_id="base", seq_len=top, category="")
-    dense = value(whole, metric="train_step_dense", method="counter")
-    plain = value(whole, metric="train_step_dense", method="counter_plain")
-    causal = value(whole, metric="train_step_causal", method="counter")
-    kaplan = value(whole, metric="train_step", method="kaplan_6n")
-    if not (dense and plain and causal):
+    top = max(v.seq_len for v in steps)
+    at = {"variant": _base(study), "seq_len": top, "batch": min(study.workloads.batch_sizes)}
+    causal = results.number("train_step_causal", method="counter", component="total", **at)
+    dense = results.number("train_step_dense", method="counter", component="total", **at)
+    missed = results.number("plain_missed_share", tool="flop_counter_mode", **at)
+    kaplan = results.number("train_step_estimate", method="kaplan_6n", **at)
+    if not (dense and causal) or missed is None:
         return None
     text = (
-        f"At {int(top)} tokens a base training step is {causal:.3g} FLOP (causal-aware; {dense:.3g} dense); "
-        f"plain FlopCounterMode misses {share(1 - plain / dense)} of it (attention)"
+        f"At {top} tokens a base training step is {causal:.3g} FLOP (causal-aware; {dense:.3g} dense); "
+        f"plain FlopCounterMode misses {share(missed)} of the dense count (attention)"
     )
     if kaplan:
         text += f", and the 6N rule of thumb gives only {kaplan:.3g}"
     return {"text": text + ".", "anchor": "flops"}
 
 
-def _gradients(results: pd.DataFrame) -> dict[str, Any] | None:
-    rows = pick(ok_rows(results, "training"), variant_id="base", metric="grad_norm_first_over_last")
-    if rows.empty:
+def _gradients(results: Results, study) -> dict[str, Any] | None:
+    found = results.values("grad_norm_first_over_last", variant=_base(study))
+    if not found:
         return None
-    from ..measure._recorder import parse_category
-
-    parts = pd.DataFrame([parse_category(c) for c in rows["category"]], index=rows.index).join(rows["value"])
-    parts["depth"], parts["step"] = parts["depth"].astype(int), parts["step"].astype(int)
-    deep = parts[(parts["depth"] == parts["depth"].max()) & (parts["step"] == parts["step"].max())]
-    ratios = dict(zip(deep["norm"], deep["value"], strict=True))
-    if not ratios:
-        return None
+    depth = max(int(v.get("depth")) for v in found)
+    step = max(int(v.get("step")) for v in found)
+    ratios = {
+        v.get("norm"): v.value for v in found if int(v.get("depth")) == depth and int(v.get("step")) == step
+    }
     listed = ", ".join(f"{k} {v:.2g}" for k, v in sorted(ratios.items()))
     return {
-        "text": f"Gradient health at depth {parts['depth'].max()} (proxy): first-block over last-block "
-        f"gradient norm after a short run is {listed}; a value far below 1 means early layers stop "
-        "learning.",
-        "anchor": "quality",
+        "text": f"Gradient health at depth {depth} (proxy): first-block over last-block gradient norm after a "
+        f"short run is {listed}; a value far below 1 means early layers stop learning.",
+        "anchor": "training",
     }
 
 
-def _params_share(results: pd.DataFrame) -> dict[str, Any] | None:
-    rows = pick(ok_rows(results, "params"), variant_id="base", method="counter")
-    total = value(rows, metric="total")
-    if not total:
+def _params_share(results: Results, study) -> dict[str, Any] | None:
+    part = results.number("embedding_and_logits_share", variant=_base(study))
+    total = results.number("params", variant=_base(study), method="counter", component="total")
+    if part is None or not total:
         return None
-    emb = (value(rows, metric="embedding") or 0) + (value(rows, metric="logits") or 0)
     return {
-        "text": f"The embedding and logits tables hold {share(emb / total)} of the base model's "
-        f"{total:,.0f} parameters: at this size, width and depth change less than the vocabulary does.",
+        "text": f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} "
+        "parameters: at this size, width and depth change less than the vocabulary does.",
         "anchor": "params",
     }
 
 
-def key_findings(results: pd.DataFrame, study) -> list[dict[str, Any]]:
-    if results.empty or "measurement" not in results:
-        return []
-    found = (f(results) for f in (_cached_decoding, _alibi_memory, _plain_tools, _gradients, _params_share))
+def key_findings(results: Results, study) -> list[dict[str, Any]]:
+    found = (
+        f(results, study) for f in (_cached_decoding, _alibi_memory, _plain_tools, _gradients, _params_share)
+    )
     return [f for f in found if f]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,10 @@ from markupsafe import Markup
 from ..claims import load_catalogue
 from ..errors import OrcaError
 from ..results import study_dir
-from ..results.frame import results_frame
+from ..results.query import Results
 from ..results.records import Provenance
 from ..study.schema import Study
+from .format import FILTERS, md_escape
 from .view import build_view
 
 
@@ -30,36 +30,6 @@ def templates_dir() -> Path:
     return here
 
 
-def _is_missing(x: Any) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
-def fmt_int(x: Any) -> str:
-    return "n/a" if _is_missing(x) else f"{int(round(float(x))):,}"
-
-
-def fmt_millions(x: Any) -> str:
-    return "n/a" if _is_missing(x) else f"{float(x) / 1e6:,.2f} M"
-
-
-def fmt_percent(x: Any, digits: int = 1) -> str:
-    return "n/a" if _is_missing(x) else f"{float(x) * 100:+.{digits}f}%"
-
-
-def fmt_share(x: Any) -> str:
-    return "n/a" if _is_missing(x) else f"{float(x) * 100:.1f}%"
-
-
-def md_cell(x: Any) -> str:
-    """Keep a value inside one Markdown table cell."""
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def md_escape(x: Any) -> Any:
-    """Markdown output: neutralise raw HTML in user text without HTML-entity noise."""
-    return x.replace("<", "&lt;").replace(">", "&gt;") if isinstance(x, str) else x
-
-
 def environment(markdown: bool = False) -> Environment:
     options: dict[str, Any] = (
         {"finalize": md_escape} if markdown else {"autoescape": select_autoescape(["html.j2"])}
@@ -72,21 +42,19 @@ def environment(markdown: bool = False) -> Environment:
         keep_trailing_newline=True,
         **options,
     )
-    env.filters.update(
-        fmt_int=fmt_int,
-        fmt_millions=fmt_millions,
-        fmt_percent=fmt_percent,
-        fmt_share=fmt_share,
-        md_cell=md_cell,
-    )
+    env.filters.update(FILTERS)
     return env
 
 
-def _provenance(results) -> dict[str, Any]:
+def _provenance(results: Results) -> dict[str, Any]:
+    units = results.provenance()
     fields = list(Provenance.__dataclass_fields__)
-    present = [f for f in fields if f in results.columns]
-    out = {f: ", ".join(sorted({str(v) for v in results[f].dropna()})) or "unknown" for f in present}
-    dates = sorted({str(v) for v in results["date"].dropna()}) if "date" in results else []
+    out = (
+        {f: ", ".join(sorted({u.get(f, "unknown") for u in units})) or "unknown" for f in fields}
+        if units
+        else {}
+    )
+    dates = sorted({u["date"] for u in units if u.get("date")})
     if dates:  # one line: when the stored results were measured
         out["date"] = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]} ({len(dates)} runs)"
     return out
@@ -96,13 +64,12 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     """Write report.html, report.md and figures/ under reports/<study>/; returns the two reports."""
     folder = study_dir(study.name, out_root)
     claims = load_catalogue(claims_path)  # before reading results: a bad catalogue fails fast
-    results = results_frame(folder)  # the store: what the study's last run asked for
+    results = Results.from_store(folder)  # the store: what the study's last run asked for
     source = "built-in catalogue" if claims_path is None else str(claims_path)
     view = build_view(study, results, _provenance(results), claims, source)
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    section_figures = [fig for sec in view["sections"] for fig in sec["figures"]]
-    for fig in [*view["figures"], *section_figures]:
+    for fig in (fig for sec in view["sections"] for fig in sec["figures"]):
         (fig_dir / f"{fig.name}.svg").write_text(fig.svg)
 
     def with_svg(figs, inline: bool) -> list[dict]:
@@ -111,10 +78,10 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     def sections(inline: bool) -> list[dict]:
         return [{**sec, "figures": with_svg(sec["figures"], inline)} for sec in view["sections"]]
 
-    html_view = {**view, "figures": with_svg(view["figures"], True), "sections": sections(True)}
+    html_view = {**view, "sections": sections(True)}
     html = folder / "report.html"
     md = folder / "report.md"
     html.write_text(environment().get_template("report.html.j2").render(**html_view))
-    md_view = {**view, "figures": with_svg(view["figures"], False), "sections": sections(False)}
+    md_view = {**view, "sections": sections(False)}
     md.write_text(environment(markdown=True).get_template("report.md.j2").render(**md_view))
     return [html, md]

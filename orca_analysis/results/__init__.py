@@ -1,6 +1,5 @@
-"""Results: tidy records, the store they are kept in (SQLite), and the frame/files made from it."""
+"""Results: declared metrics, tidy records, the store they are kept in (SQLite), and the query over it."""
 
-from .csvfile import ResultsWriter, read_results
 from .environment import Environment, variant_key
 from .frame import export, results_frame
 from .records import Provenance, Record, current_provenance
@@ -10,12 +9,10 @@ __all__ = [
     "Environment",
     "Provenance",
     "Record",
-    "ResultsWriter",
     "Store",
     "current_provenance",
     "export",
     "open_store",
-    "read_results",
     "results_frame",
     "study_dir",
     "variant_key",

@@ -14,7 +14,7 @@ import pandas as pd
 
 from .csvfile import write_atomic
 from .environment import ALL_WORKLOADS
-from .records import Provenance, columns, to_row
+from .records import Provenance, Record, columns, to_row
 from .store import Store, StoredUnit, open_store
 
 KEY_COLUMNS = ["variant_key", "env_id"]  # beyond the records' columns: what the store keys on
@@ -71,12 +71,12 @@ def _current(store: Store) -> tuple[list[StoredUnit], dict[tuple[str, str], set[
     ), pairs
 
 
-def _frame_of(
+def _records_of(
     store: Store, units: list[StoredUnit], pairs: dict[tuple[str, str], set[str]] | None
-) -> pd.DataFrame:
+) -> list[tuple[Record, StoredUnit]]:
     info = {u.unit_id: u for u in units}
     rank = {u.unit_id: i for i, u in enumerate(units)}
-    rows, swept_keys = [], {}
+    out = []
     for unit_id, record in sorted(store.records(list(info)), key=lambda x: rank[x[0]]):
         u = info[unit_id]
         workload = f"seq_len={record.seq_len},batch={record.batch}"
@@ -86,18 +86,34 @@ def _frame_of(
             unit_pairs = {_pair(w) for w in u.workloads}
             if workload in unit_pairs and workload not in pairs.get((u.variant_key, u.measurement), set()):
                 continue
-        prov = Provenance(**{k: u.provenance.get(k, "unknown") for k in Provenance.__dataclass_fields__})
+        out.append((record, u))
+    return out
+
+
+def stored_records(study_folder: Path, everything: bool = False) -> list[tuple[Record, StoredUnit]]:
+    """The study's records from `<study_folder>/results.sqlite`, each with the unit that stored it."""
+    with open_store(study_folder, create=False) as store:
+        if everything:
+            return _records_of(store, store.units(), None)
+        return _records_of(store, *_current(store))
+
+
+def provenance_of(unit: StoredUnit) -> Provenance:
+    return Provenance(**{k: unit.provenance.get(k, "unknown") for k in Provenance.__dataclass_fields__})
+
+
+def frame_of(pairs: list[tuple[Record, StoredUnit]]) -> pd.DataFrame:
+    """One row per record, in the records' columns (labels as JSON text), with the store's keys."""
+    rows, swept_keys = [], {}
+    for record, u in pairs:
         swept_keys.update(dict.fromkeys(record.swept))
-        rows.append({**to_row(record, prov), "variant_key": u.variant_key, "env_id": u.env_id})
+        rows.append({**to_row(record, provenance_of(u)), "variant_key": u.variant_key, "env_id": u.env_id})
     return pd.DataFrame(rows, columns=[*columns(list(swept_keys)), *KEY_COLUMNS])
 
 
 def results_frame(study_folder: Path, everything: bool = False) -> pd.DataFrame:
-    """The study's results from `<study_folder>/results.sqlite`, one row per record."""
-    with open_store(study_folder, create=False) as store:
-        if everything:
-            return _frame_of(store, store.units(), None)
-        return _frame_of(store, *_current(store))
+    """The study's results from `<study_folder>/results.sqlite`, one row per record (export's view)."""
+    return frame_of(stored_records(study_folder, everything))
 
 
 def export(

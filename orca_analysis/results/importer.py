@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
 
 PROVENANCE = list(Provenance.__dataclass_fields__)
-OPTIONAL = {"category"}  # columns added since the first files were written
-KNOWN = {*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE, "variant_key", "env_id"}
+V1_COLUMNS = {"category", "error"}  # schema 1's, instead of labels, note and scale
+KNOWN = {*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE, *V1_COLUMNS, "variant_key", "env_id"}
 
 
 @dataclass
@@ -34,6 +33,7 @@ class ImportSummary:
     records: int
     units: int
     unresolved: list[str]  # variant ids the study does not have (stored, not in the report)
+    not_migrated: list[str]  # measurements of a schema-1 file that are measured anew instead
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -76,19 +76,49 @@ def _number(text: str, where: str, whole: bool = False) -> float | int | None:
     )
 
 
+def _labels(text: str, where: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        labels = json.loads(text)
+    except json.JSONDecodeError:
+        raise OrcaError(f"{where}: labels '{text[:60]}' are not JSON") from None
+    if not isinstance(labels, dict):
+        raise OrcaError(f"{where}: labels must be a JSON object, got '{text[:60]}'")
+    return labels
+
+
 def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
     if row["status"] not in STATUSES:
         raise OrcaError(f"{where}: status '{row['status']}' is not one of {', '.join(STATUSES)}")
     text = {k: row[k] for k in ("study", "variant_id", "measurement", "metric", "method", "unit", "dtype")}
-    text.update({k: row[k] for k in ("device", "status", "error")})
+    text.update({k: row[k] for k in ("device", "status", "note")})
     return Record(
         **text,
         value=_number(row["value"], where),
         seq_len=_number(row["seq_len"], where, whole=True),
         batch=_number(row["batch"], where, whole=True),
-        category=row.get("category", ""),
+        scale=row.get("scale") or "analytic",
+        labels=_labels(row.get("labels", ""), where),
         swept={k: _scalar(row[k]) for k in swept_cols if row[k] != ""},
     )
+
+
+def _v1_records(rows: list[tuple[dict[str, str], Record]], measurement: str) -> list[Record] | None:
+    """A schema-1 file's records of one unit, converted as the store converts them (None: not migratable)."""
+    from ..measurements import MEASUREMENTS
+    from .migrate import convert
+
+    m = MEASUREMENTS.get(measurement)
+    if m is None or m.migrate_v1 is None:
+        return None
+    old = [
+        {**asdict(r), "error": row.get("error", ""), "category": row.get("category", "")} for row, r in rows
+    ]
+    try:
+        return convert(m, old)
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, Any], str]:
@@ -106,36 +136,38 @@ def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, 
     return {v.variant_id: v.config for v in study.variants()}, study.workloads.dtype
 
 
-_CORPUS = re.compile(r"corpus=(.*),sha256=([0-9a-f]+)")  # as TokenData.describe writes it
-
-
 def _corpus_label(records: list[Record]) -> str:
-    """The corpus a unit trained on, as measure._corpus labels it (no such record: the default corpus)."""
-    from ..measure._corpus import DEFAULT_LABEL, label_of
+    """The corpus a unit trained on, as instruments/corpus.py labels it (no such record: the default)."""
+    from ..instruments.corpus import DEFAULT_LABEL, label_of
 
     for r in records:
-        found = _CORPUS.search(r.category) if r.metric == "corpus_tokens" else None
-        if found:
-            return label_of(*found.groups())
+        if r.metric == "corpus_tokens" and r.labels.get("corpus"):
+            return label_of(str(r.labels["corpus"]), str(r.labels.get("sha256", "")))
     return DEFAULT_LABEL
 
 
 def _key_options(measurement: str, records: list[Record]) -> tuple[str | None, int]:
     """(corpus label or None, version): what `run` keys this measurement's results by beyond the config."""
-    from ..measure import MEASUREMENTS
+    from ..measurements import MEASUREMENTS
 
     m = MEASUREMENTS.get(measurement)
     corpus = _corpus_label(records) if getattr(m, "uses_corpus", False) else None
     return corpus, getattr(m, "version", 1)
 
 
+def _missing_columns(frame: pd.DataFrame) -> tuple[list[str], bool]:
+    """(required columns the file lacks, whether it is a schema-1 file)."""
+    v1 = "note" not in frame.columns and "error" in frame.columns
+    v2_only = {"scale", "labels", "note"}
+    need = [
+        c for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE) if not (v1 and c in v2_only) and c != "scale"
+    ]
+    return [c for c in (*need, *(["error"] if v1 else [])) if c not in frame.columns], v1
+
+
 def import_results(path: Path, out_root: Path | None = None, study_ref: str | None = None) -> ImportSummary:
     frame = _read(path)
-    missing = [
-        c
-        for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE)
-        if c not in frame.columns and c not in OPTIONAL
-    ]
+    missing, v1 = _missing_columns(frame)
     if missing:
         raise OrcaError(f"{path}: not in the records' columns: missing {', '.join(missing)}")
     if frame.empty:
@@ -145,10 +177,12 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
         raise OrcaError(f"{path}: one study per file, found {', '.join(map(repr, studies))}")
     configs, study_dtype = _variant_configs(study_ref, studies[0])
     swept_cols = [c for c in frame.columns if c not in KNOWN or c in ("dim", "depth", "heads")]
-    # (variant key, measurement, provenance, resolved through the study) -> rows
-    groups: dict[tuple[str, str, str, bool], list[tuple[Record, dict[str, str]]]] = {}
+    # (variant key, measurement, provenance, resolved through the study) -> (row, record)
+    groups: dict[tuple[str, str, str, bool], list[tuple[dict[str, str], Record]]] = {}
     unresolved: set[str] = set()
     for i, row in enumerate(frame.to_dict("records")):
+        if v1:
+            row = {**row, "note": row.get("error", ""), "labels": "", "scale": ""}
         record = _record(row, swept_cols, f"{path} line {i + 2}")
         vkey, config = row.get("variant_key"), configs.get(record.variant_id)
         if not vkey and config is not None:
@@ -159,27 +193,37 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
         prov = {k: row[k] for k in PROVENANCE}
         resolved = not row.get("variant_key") and config is not None
         group = (vkey, record.measurement, json.dumps(prov, sort_keys=True), resolved)
-        groups.setdefault(group, []).append((record, prov))
+        groups.setdefault(group, []).append((row, record))
+    not_migrated: set[str] = set()
+    units = 0
     with open_store(study_dir(studies[0], out_root)) as store:
-        for (vkey, name, _, resolved), rows in groups.items():
-            records = [r for r, _ in rows]
+        for (vkey, name, prov, resolved), rows in groups.items():
+            records = [r for _, r in rows]
+            if v1:
+                converted = _v1_records(rows, name)
+                if converted is None:
+                    not_migrated.add(name)
+                    continue
+                records = converted
             if resolved:  # keyed as `run` keys it: by the measurement's version, and the corpus it trained on
                 vkey = variant_key(configs[records[0].variant_id], *_key_options(name, records))
             with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
             workloads = sorted(
                 {workload_key(r.seq_len, r.batch, r.dtype or study_dtype) for r in with_workload}
             )
-            failed = all(r.status == "error" for r in records)
+            statuses = {r.status for r in records}
+            status = "error" if statuses == {"error"} else "skipped" if statuses == {"skipped"} else "ok"
             unit = Unit(
                 vkey,
                 records[0].variant_id,
                 name,
                 tuple(workloads) or (ALL_WORKLOADS,),
-                "error" if failed else "ok",
-                records[0].error if failed else "",
+                status,
+                records[0].note if status != "ok" else "",
                 0.0,
-                Provenance(**rows[0][1]),
+                Provenance(**json.loads(prov)),
                 f"import:{path.name}",
             )
             store.commit(unit, records)
-        return ImportSummary(store.path, len(frame), len(groups), sorted(unresolved))
+            units += 1
+        return ImportSummary(store.path, len(frame), units, sorted(unresolved), sorted(not_migrated))

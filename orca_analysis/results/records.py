@@ -1,8 +1,14 @@
-"""Tidy result records: one row per measured value, with its method, unit and provenance."""
+"""Tidy result records: one row per measured value, with its method, unit, labels and provenance.
+
+`status` is the run's outcome only (ok, error, skipped); a probe that fails is an ok record whose
+value says so. `note` carries the why of an error or a skip, or a caveat on an ok value. `labels`
+are the declared label keys of the metric (results/metrics.py), stored as JSON.
+"""
 
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import os
 import platform
 import subprocess
@@ -30,9 +36,10 @@ class Record:
     batch: int | None = None
     dtype: str = ""
     device: str = "cpu"
+    scale: str = "analytic"  # analytic (formula, counter, simulation), measured (the model), proxy
     status: str = "ok"
-    error: str = ""
-    category: str = ""  # where a value splits further: a memory category, a kernel backend, ...
+    note: str = ""
+    labels: dict[str, Any] = field(default_factory=dict)  # the metric's declared label keys
     swept: dict[str, Any] = field(default_factory=dict)  # dim, depth, heads and every swept flag
 
 
@@ -102,14 +109,15 @@ TAIL_COLUMNS = (
     "batch",
     "dtype",
     "device",
+    "scale",
     "measurement",
     "metric",
     "method",
-    "category",
+    "labels",
     "value",
     "unit",
     "status",
-    "error",
+    "note",
 )
 
 
@@ -119,8 +127,14 @@ def columns(swept_keys: list[str]) -> list[str]:
     return [*FIXED_COLUMNS, *extra, *TAIL_COLUMNS, *prov]
 
 
+def labels_text(labels: dict[str, Any]) -> str:
+    """Labels as stored and exported: compact JSON, keys in declaration order."""
+    return json.dumps(labels, separators=(",", ":"), default=str) if labels else ""
+
+
 def to_row(record: Record, provenance: Provenance) -> dict[str, Any]:
-    row = {k: v for k, v in asdict(record).items() if k != "swept"}
+    row = {k: v for k, v in asdict(record).items() if k not in ("swept", "labels")}
+    row["labels"] = labels_text(record.labels)
     row.update(record.swept)
     row.update(provenance.as_dict())
     return row

@@ -5,6 +5,8 @@ transaction when it finishes (units, coverage and records together), so a crash 
 only what had not finished, and the file stays readable. `coverage` says which (variant config,
 measurement, workload, environment) a unit answers: that is what `run` skips on the next run.
 A unit that answers something already answered replaces the older unit (e.g. `run --force`).
+A unit the GPU run's budget cut (`skipped`) answers nothing: the next run measures it.
+A store of schema 1 (before labels and notes) is migrated when it is opened (results/migrate.py).
 """
 
 from __future__ import annotations
@@ -18,13 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OrcaError
-from .csvfile import ResultsWriter, read_results  # noqa: F401  (kept importable from here)
 from .environment import ALL_WORKLOADS, Environment, plain
-from .records import Provenance, Record
+from .records import Provenance, Record, labels_text
 
 REPORTS_DIR = Path("reports")
 STORE_NAME = "results.sqlite"
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 RECORD_FIELDS = [f.name for f in fields(Record) if f.name != "swept"]
 _INTEGER_FIELDS = {"seq_len", "batch"}
 
@@ -59,7 +60,7 @@ class Unit:
     variant_id: str
     measurement: str
     workloads: tuple[str, ...]  # workload keys, or (ALL_WORKLOADS,)
-    status: str  # "ok", or "error" when the measurement itself failed (exception, worker died)
+    status: str  # "ok"; "error" when the measurement failed (exception, worker died); "skipped" (budget)
     error: str
     seconds: float
     provenance: Provenance
@@ -85,22 +86,14 @@ class Store:
             raise OrcaError(f"no results store at {path}: run `orca-analysis run` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        # autocommit mode: every write goes through an explicit BEGIN IMMEDIATE ... COMMIT
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")  # a committed unit survives power loss too
+            self._pragmas()
             if not self._tables():  # new, or killed before its schema was committed
                 with self.transaction():
                     if self._tables():  # another run created it meanwhile
                         return
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            self.db.execute(statement)
-                    self.db.execute(f"CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
-                                    f"{', '.join(_column(f) for f in RECORD_FIELDS)}, swept TEXT NOT NULL, "
-                                    "PRIMARY KEY (unit_id, seq))")  # fmt: skip
-                    self.db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+                    create_schema(self.db)
             else:
                 self._check(self._tables())
         except sqlite3.DatabaseError as exc:
@@ -112,6 +105,15 @@ class Store:
             self.db.close()
             raise
 
+    def _connect(self) -> None:
+        # autocommit mode: every write goes through an explicit BEGIN IMMEDIATE ... COMMIT
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self._pragmas()
+
+    def _pragmas(self) -> None:
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")  # a committed unit survives power loss too
+
     def _tables(self) -> set[str]:
         return {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
@@ -119,6 +121,13 @@ class Store:
         if "meta" not in tables or "records" not in tables:
             raise OrcaError(f"{self.path}: not an orca-analysis results store (move it aside to start anew)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if row and row[0] == "1":
+            from .migrate import migrate_v1
+
+            self.db.close()
+            migrate_v1(self.path)
+            self._connect()
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if not row or row[0] != SCHEMA_VERSION:
             raise OrcaError(f"{self.path}: results store schema {row and row[0]}, expected {SCHEMA_VERSION}")
         have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
@@ -205,7 +214,7 @@ class Store:
             "JOIN units u USING (unit_id)"
         )
         for vkey, name, env_id, workload, status in rows:
-            if env_id in env_ids and (status == "ok" or not ok_only):
+            if env_id in env_ids and status != "skipped" and (status == "ok" or not ok_only):
                 out.setdefault((vkey, name, env_id), set()).add(workload)
         return out
 
@@ -239,10 +248,21 @@ class Store:
                     k: ("" if v is None and k not in _INTEGER_FIELDS | {"value"} else v)
                     for k, v in values.items()
                 }
+                values["labels"] = json.loads(values["labels"]) if values["labels"] else {}
                 yield row[0], Record(**values, swept=json.loads(row[-1]))
 
     def integrity(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def create_schema(db: sqlite3.Connection) -> None:
+    for statement in _SCHEMA.split(";"):
+        if statement.strip():
+            db.execute(statement)
+    db.execute(f"CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
+               f"{', '.join(_column(f) for f in RECORD_FIELDS)}, swept TEXT NOT NULL, "
+               "PRIMARY KEY (unit_id, seq))")  # fmt: skip
+    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
 
 def _column(name: str) -> str:
@@ -252,7 +272,12 @@ def _column(name: str) -> str:
 
 
 def _record_row(record: Record) -> tuple[Any, ...]:
-    values = [plain(getattr(record, f)) for f in RECORD_FIELDS]
+    values = [
+        labels_text({k: plain(v) for k, v in record.labels.items()})
+        if f == "labels"
+        else plain(getattr(record, f))
+        for f in RECORD_FIELDS
+    ]
     swept = json.dumps({k: plain(v) for k, v in record.swept.items()}, default=str)
     return (*values, swept)
 

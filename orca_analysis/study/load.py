@@ -237,7 +237,7 @@ class _StudyReader:
         return Workloads(lists["seq_lens"], lists["batch_sizes"], dtype)
 
     def read_measurements(self, names: Any) -> list[str]:
-        from ..measure import available_measurements  # measure modules import the study package
+        from ..measurements import available_measurements  # measure modules import the study package
 
         known = available_measurements()
         if not isinstance(names, list) or not names:

@@ -1,0 +1,110 @@
+"""What a rule reads: the query over the stored results, the study, the base's fidelity entries;
+and the axis series every comparative rule starts from."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..results.metrics import lookup
+from ..results.query import Results, Value, prefer_device
+from ..study.schema import Study
+
+
+@dataclass
+class Verdict:
+    verdict: str
+    reason: str  # one or two sentences with the numbers behind the verdict
+    evidence: list[dict[str, Any]] = field(default_factory=list)  # rows: {label, value, unit, method}
+    anchor: str = ""  # where in the report the evidence lives
+
+
+@dataclass
+class Evidence:
+    results: Results
+    study: Study
+    fidelity: dict[str, dict[str, Any]]  # flag -> fidelity entry of the base
+
+    def on_axis(self, axis: str) -> set[str]:
+        """The base and the variants that change only `axis`."""
+        base = self.study.base
+        return {
+            v.variant_id
+            for v in self.study.variants()
+            if all(val == base.get(k) for k, val in v.swept.items() if k != axis)
+        }
+
+
+@dataclass
+class Series:
+    """One metric along an axis: axis value -> the value there, and the Values it came from."""
+
+    metric: str
+    axis: str
+    points: dict[Any, float]
+    values: list[Value]
+    spread: float = 0.0  # the largest spread over seeds among the points (0 without seeds)
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def keys(self) -> list[Any]:
+        return list(self.points)
+
+    @property
+    def ys(self) -> list[float]:
+        return list(self.points.values())
+
+    def rows(self, label: str) -> list[dict[str, Any]]:
+        unit = lookup(self.metric).unit
+        return [{"label": f"{self.axis}={k}", "value": float(v), "unit": unit, "method": label}
+                for k, v in self.points.items()]  # fmt: skip
+
+
+def axis_series(
+    ev: Evidence,
+    metric: str,
+    axis: str,
+    method: str | None = None,
+    seq_len: int | None = None,
+    labels: dict[str, Any] | None = None,
+    last_step: bool = False,
+) -> Series:
+    """`metric` per value of `axis` over the base and the variants that change only `axis`, on one
+    device; at `seq_len` (default: the longest stored) where the metric has workloads; `last_step`
+    keeps each variant's values at its latest `step` label."""
+    found = [
+        v
+        for v in ev.results.values(metric, method=method, **(labels or {}))
+        if v.variant_id in ev.on_axis(axis)
+    ]
+    if last_step and found:
+        last = {
+            vid: max(int(v.get("step")) for v in found if v.variant_id == vid)
+            for vid in {v.variant_id for v in found}
+        }
+        found = [v for v in found if int(v.get("step")) == last[v.variant_id]]
+    with_len = [v for v in found if v.seq_len is not None]
+    if with_len:
+        target = seq_len if seq_len is not None else max(v.seq_len for v in with_len)
+        found = [v for v in with_len if v.seq_len == target]
+    found = prefer_device(found, axis)
+    by_point: dict[Any, list[Value]] = {}
+    for v in found:
+        if axis in v.swept and v.value is not None:
+            by_point.setdefault(v.swept[axis], []).append(v)
+    points = {k: float(statistics.median(x.value for x in by_point[k])) for k in sorted(by_point)}
+    spread = max((v.spread or 0.0 for v in found), default=0.0)
+    return Series(metric, axis, points, found, spread)
+
+
+def missing(what: str) -> Verdict:
+    return Verdict("not tested yet", f"no `{what}` results for this axis in the store")
+
+
+def base_values(ev: Evidence, metric: str, **where: Any) -> list[Value]:
+    """The base variant's values of `metric`, of one device (the GPU's full-scale runs where there are any)."""
+    base = ev.study.variants()[0].variant_id
+    return prefer_device(ev.results.values(metric, variant=base, **where))

@@ -1,0 +1,323 @@
+"""The analytic instruments per block: a few small depths, extrapolated to the real one, checked.
+
+FLOPs with identical blocks are `outside + depth * block` in every number of a FlopCount: count at
+depths 1 and 2, extrapolate, check at 3. Memory is not additive: a phase's peak is the largest of
+many moments, and which one wins can move with depth. So the simulation keeps, per phase, the first
+largest snapshot of each region of the timeline (before the blocks; sublayer j, from its first module
+hook to the next sublayer's; split by attn_layers being a parent) and each module's (fw, bw) peak,
+fits every number exactly (outside, first and last block: a + c L; a middle block k: a + b k + c L)
+from depths 3 and 4, checks all of them at 5, and rebuilds `Tracked` from them (after checking that
+they rebuild the tracker's own numbers at 3, 4 and 5). Otherwise: the full walk, and a reason.
+
+Why exact: the allow-list keeps settings every block applies alike. Depth enters the build only via
+DeepNorm's alpha = (2L)^(1/4) and beta = (8L)^(-1/4): values, not shapes, and alpha > 1 at every L,
+so the same `residual * alpha` op runs (x-transformers skips it only at alpha == 1). ALiBi with rotary
+is rebuilt in each attention (per block), without rotary cached once (outside); embedding, logits and
+loss are outside. x-transformers keeps the first attention's intermediates and the last region holds
+the final norm and the loss: hence first and last blocks fit apart. The checks catch what this misses.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from torch.distributed._tools.mem_tracker import _ModState
+
+from ..study.kwargs import LAYERS
+from ..study.schema import ModelConfig
+from . import memtrack
+from .flop_counter import FlopCount, count_flops
+
+FLOP_DEPTHS = (1, 2, 3)  # fit on the first two, check on the third
+MEM_DEPTHS = (3, 4, 5)
+SAFE_WRAPPER = {"num_tokens", "max_seq_len", "use_abs_pos_emb", "tie_embedding", "logits_dim", "emb_dim",
+                "scaled_sinu_pos_emb", "l2norm_embed", "post_emb_norm", "emb_dropout"}  # fmt: skip
+SAFE_LAYERS = {
+    "dim", "depth", "heads", "alibi_pos_bias", "alibi_num_heads", "rotary_pos_emb", "rotary_xpos",
+    "rotary_emb_dim", "rotary_xpos_scale_base", "rotary_interpolation_factor", "rotary_base_rescale_factor",
+    "attn_flash", "attn_one_kv_head", "attn_kv_heads", "attn_dim_head", "attn_value_dim_head",
+    "attn_attend_sdp_kwargs", "attn_dropout", "attn_qk_norm", "ff_mult", "ff_glu", "ff_swish", "ff_no_bias",
+    "ff_relu_squared", "ff_dropout", "pre_norm", "use_rmsnorm", "use_scalenorm", "use_simple_rmsnorm",
+    "deepnorm", "shift_tokens",
+}  # fmt: skip
+PATTERN_KEYS = {"custom_layers", "par_ratio", "sandwich_coef", "macaron", "layer_dropout", "cross_attend",
+                "layers_execute_order", "weight_tie_layers", "residual_attn", "unet_skips"}  # fmt: skip
+_LAYER = re.compile(r"\.attn_layers\.layers\.(\d+)(?:\.|$)")
+_BLOCK_MODULE = re.compile(r"attn_layers\.layers\.(\d+)\.1")
+
+
+class Refused(Exception):
+    """The shortcut cannot be proven exact here; the message says why."""
+
+
+def refusal(cfg: ModelConfig, depths: tuple[int, ...]) -> str:
+    """Why the blocks of `cfg` cannot be taken as identical ("" when they can)."""
+    for safe, values in ((SAFE_WRAPPER, cfg.wrapper), (SAFE_LAYERS, cfg.layers)):
+        for key, value in values.items():
+            if key in PATTERN_KEYS:
+                if value:
+                    return f"{key}={value!r} sets a custom layer pattern"
+            elif isinstance(value, (list, tuple)):
+                return f"per-layer setting {key}={list(value)}: the blocks differ"
+            elif key not in safe:
+                return f"'{key}' is not on the allow-list of block-uniform settings"
+    if cfg.depth <= depths[-1]:
+        return f"depth {cfg.depth} <= {depths[-1]} (the check depth): nothing to extrapolate"
+    return ""
+
+
+def at_depth(cfg: ModelConfig, depth: int) -> ModelConfig:
+    return cfg.with_values({(LAYERS, "depth"): depth})
+
+
+def _line(v0: int, v1: int, d0: int, depth: int) -> int:
+    return v0 + (v1 - v0) * (depth - d0)  # v at d0 and d0 + 1: exact in integers
+
+
+# -- FLOPs ---------------------------------------------------------------------------------------
+
+
+def _flat(c: FlopCount) -> dict[tuple, int]:
+    out = {("flops", p, comp, col): v[col] for (p, comp), v in c.flops.items() for col in (0, 1)}
+    out.update({("plain", p): v for p, v in c.plain.items()})
+    out.update({("ops", k): v for k, v in c.attention_ops.items()})
+    return {**out, ("mode_total",): c.mode_total}
+
+
+def _unflat(flat: dict[tuple, int]) -> FlopCount:
+    c = FlopCount(plain={}, attention_ops=Counter(), mode_total=flat[("mode_total",)])
+    for key, v in flat.items():
+        if key[0] == "flops":
+            c.flops[key[1:3]][key[3]] = v
+        elif key[0] != "mode_total":
+            (c.plain if key[0] == "plain" else c.attention_ops)[key[1]] = v
+    return c
+
+
+def count_flops_per_block(
+    cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True
+) -> tuple[FlopCount, str]:
+    """`count_flops`, from depths 1 and 2, checked at 3; else the full count and why (the note)."""
+    why = refusal(cfg, FLOP_DEPTHS)
+    if not why:
+        d0, _, d2 = FLOP_DEPTHS
+        small = [_flat(count_flops(at_depth(cfg, d), seq_len, batch, dtype, train)) for d in FLOP_DEPTHS]
+        if any(s.keys() != small[2].keys() for s in small):
+            why = "the counted cells differ between small depths"
+        else:
+            bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
+            if not bad:
+                return _unflat({k: _line(small[0][k], small[1][k], d0, cfg.depth) for k in small[2]}), ""
+            why = f"check at depth {d2} failed: {bad[0]} is not linear in depth"
+    return count_flops(cfg, seq_len, batch, dtype, train), why
+
+
+# -- memory --------------------------------------------------------------------------------------
+
+
+def _phase(t: memtrack._Tracker) -> str:
+    """The phase memtrack._Tracker files the current op under (its rule)."""
+    phase = "backward" if t._mod_tracker.is_bw else "forward"
+    return "optimizer" if t._in_opt or (t._after_backward and phase == "forward") else phase
+
+
+class _RegionTracker(memtrack._Tracker):
+    """memtrack's tracker (the same numbers), also keeping each region's first largest snapshot."""
+
+    made: list[_RegionTracker] | None = None
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.regions: dict[tuple, dict] = {}  # (phase, sublayer or -1, attn_layers a parent) -> snapshot
+        self.layer: dict[str, int] = {}  # phase -> the sublayer whose module hook fired last
+        self.entries: dict[str, list[int]] = {}  # attn_layers' entry snapshots, PRE_FW / PRE_BW
+        self.zone, self.devices = "", set()
+        if _RegionTracker.made is not None:
+            _RegionTracker.made.append(self)
+
+    def _mark(self, module: Any, state: Any) -> None:
+        name = self._mod_tracker.get_known_fqn(module) if module is not None else None
+        if name and name.count(".") == 1 and name.endswith(".attn_layers"):
+            self.zone = name  # (memory_tracking is keyed weakly by module: read it while the model lives)
+            for snap in self.memory_tracking[module].snapshots.get(state, [])[-1:]:
+                self.entries.setdefault(str(state), []).append(sum(s["Total"] for s in snap.values()))
+        if name and (m := _LAYER.search(name)):
+            self.layer[_phase(self)] = int(m.group(1))
+
+    def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
+        super()._pre_fw_hook(module, inputs)
+        self._mark(module, _ModState.PRE_FW)
+
+    def _pre_bw_hook(self, module: Any, args: Any) -> None:
+        super()._pre_bw_hook(module, args)
+        self._mark(module, _ModState.PRE_BW)
+
+    def _update_peak_stats(self, peak_state: Any) -> None:
+        super()._update_peak_stats(peak_state)
+        phase = _phase(self)
+        key = (phase, self.layer.get(phase, -1), self.zone in self._mod_tracker.parents)
+        for dev, snap in self._curr_mem_snap.items():
+            self.devices.add(dev)
+            if self.regions.get(key, {}).get("Total", 0) < snap["Total"]:
+                self.regions[key] = dict(snap)
+
+
+@contextmanager
+def _recording() -> Iterator[list[_RegionTracker]]:
+    """memtrack builds _RegionTracker meanwhile (anyone else's run_steps gets the same numbers)."""
+    made, original = [], memtrack._Tracker
+    _RegionTracker.made, memtrack._Tracker = made, _RegionTracker
+    try:
+        yield made
+    finally:
+        _RegionTracker.made, memtrack._Tracker = None, original
+
+
+def _observe(t: _RegionTracker, tracked: memtrack.Tracked) -> dict[tuple, dict]:
+    """Every number of a step, keyed (kind, name, sublayer or -1, zone): what gets fitted."""
+    if len(t.devices) > 1 or any(len(v) > 1 for v in t.entries.values()):
+        raise Refused("snapshots on several devices, or attn_layers run twice in a step")
+    obs = {("region", p, j, z): dict(s) for (p, j, z), s in t.regions.items()}
+    for name, (fw, bw) in tracked.modules.items():
+        m = _BLOCK_MODULE.fullmatch(name)
+        if name != "attn_layers":  # (rebuilt from the regions)
+            obs["module", "block" if m else name, int(m.group(1)) if m else -1, ""] = {"fw": fw, "bw": bw}
+    obs.update({("entry", st, -1, ""): {"Total": v[0]} for st, v in t.entries.items() if tracked.modules})
+    return {**obs, **{("extra", k, -1, ""): {"v": v} for k, v in tracked.extra.items()}}
+
+
+def _shape(tracked: memtrack.Tracked) -> tuple:
+    """What a Tracked holds besides numbers: phase order, module names (blocks as one slot), extras."""
+    mods = tuple(dict.fromkeys("block" if _BLOCK_MODULE.fullmatch(n) else n for n in tracked.modules))
+    return tuple(tracked.phases), mods, tuple(tracked.extra)
+
+
+def _attn_layers(obs: dict[tuple, dict]) -> tuple[int, int]:
+    """attn_layers' (fw, bw) peaks: its entry snapshot, or the largest moment while it is a parent."""
+    return tuple(
+        max([e["Total"]] + [s["Total"] for k, s in obs.items() if k[:2] == ("region", ph) and k[3]])
+        if (e := obs.get(("entry", str(st), -1, "")))
+        else 0
+        for st, ph in ((_ModState.PRE_FW, "forward"), (_ModState.PRE_BW, "backward"))
+    )
+
+
+def _assemble(obs: dict[tuple, dict], shape: tuple, depth: int, per: int) -> memtrack.Tracked:
+    """The Tracked that memtrack would report, from the observations (small or extrapolated)."""
+    peaks, snaps = {}, {}
+    for ph in shape[0]:
+        regions = [s for k, s in obs.items() if k[:2] == ("region", ph)]
+        peaks[ph] = max(s["Total"] for s in regions)
+        tied = [s for s in regions if s["Total"] == peaks[ph]]
+        if any(s != tied[0] for s in tied):  # which came first decides, and time order is not kept
+            raise Refused(f"regions tie at the {ph} peak with different categories")
+        snaps[ph] = tied[0]
+    phase, mods = max(peaks, key=peaks.get), {}
+    for name in shape[1]:
+        if name == "block":
+            for j in range(depth * per):
+                mods[f"attn_layers.layers.{j}.1"] = tuple(obs["module", "block", j, ""].values())
+        elif name == "attn_layers":
+            mods[name] = _attn_layers(obs)
+        else:
+            mods[name] = tuple(obs["module", name, -1, ""].values())
+    cats = {memtrack.CATEGORY[k]: v for k, v in snaps[phase].items() if k in memtrack.CATEGORY}
+    extra = {k: obs["extra", k, -1, ""]["v"] for k in shape[2]}
+    return memtrack.Tracked(peaks[phase], phase, cats, peaks, mods, extra)
+
+
+def _by_class(obs: dict[tuple, dict], depth: int, per: int) -> dict[tuple, dict[int, dict]]:
+    """class -> block index -> numbers; sublayers of the first, middle and last blocks fit apart."""
+    out: dict[tuple, dict[int, dict]] = defaultdict(dict)
+    for key, v in obs.items():
+        k = key[2] // per
+        pos = "outside" if key[2] < 0 else "first" if k == 0 else "last" if k == depth - 1 else "middle"
+        out[(*key[:2], pos, key[2] % per if key[2] >= 0 else 0, key[3])][k if pos == "middle" else 0] = v
+    return out
+
+
+def _predict(a: dict, b: dict, d0: int, depth: int, per: int) -> dict[tuple, dict]:
+    """The observations at `depth`, from those at d0 and d0 + 1 split by class."""
+    if a.keys() != b.keys():
+        raise Refused("the regions differ between the fitting depths")
+    out = {}
+    try:
+        for (kind, name, pos, r, zone), at_b in b.items():
+            at_a = a[kind, name, pos, r, zone]
+            if pos != "middle":
+                j = -1 if pos == "outside" else (0 if pos == "first" else depth - 1) * per + r
+                out[kind, name, j, zone] = {f: _line(at_a[0][f], at_b[0][f], d0, depth) for f in at_b[0]}
+                continue
+            p, q, u = at_a[1], at_b[1], at_b[2]  # v(k, L) = v(1, d0) + B (k - 1) + C (L - d0)
+            for k in range(1, depth - 1):
+                out[kind, name, k * per + r, zone] = {
+                    f: p[f] + (u[f] - q[f]) * (k - 1) + (q[f] - p[f]) * (depth - d0) for f in u
+                }
+    except KeyError as exc:
+        raise Refused(f"{exc} is not seen at every fitting depth") from None
+    return out
+
+
+def _step(depths: tuple[int, ...], target: int, results: list, observed: list) -> Any:
+    """One step of one workload at the target depth, from the small depths."""
+    kinds = {type(r) for r in results}
+    if kinds == {type(None)}:
+        return None
+    if kinds == {str}:  # the library refuses inside every block alike: the same message at each depth
+        if len(set(results)) > 1:
+            raise Refused("the step fails differently at the small depths")
+        return results[0]
+    if kinds != {memtrack.Tracked}:
+        raise Refused("the step fails at some small depths only")
+    shapes = {_shape(r) for r in results}
+    pers = {(1 + max(k[2] for k in o if k[0] == "region")) / d for o, d in zip(observed, depths, strict=True)}
+    if len(shapes) > 1 or len(pers) > 1 or not float(min(pers)).is_integer():
+        raise Refused("phases, modules, extras or sublayers per block differ between small depths")
+    shape, per = shapes.pop(), int(pers.pop())
+    for o, r, d in zip(observed, results, depths, strict=True):
+        if _assemble(o, shape, d, per) != r:
+            raise Refused(f"the regions do not rebuild the tracker's numbers at depth {d}")
+    fit = [_by_class(o, d, per) for o, d in zip(observed[:2], depths[:2], strict=True)]
+    if (check := _predict(*fit, depths[0], depths[2], per)) != observed[2]:
+        bad = sorted(set(check) ^ set(observed[2])) or [k for k in check if check[k] != observed[2][k]]
+        raise Refused(f"check at depth {depths[2]} failed at {bad[0]}")
+    return _assemble(_predict(*fit, depths[0], target, per), shape, target, per)
+
+
+def simulate_per_block(
+    cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]]
+) -> tuple[dict[tuple[int, int], dict[str, Any]], str]:
+    """`memtrack.run_steps(cfg, dtype, jobs)` (the fake build) from depths 3 and 4, checked at 5.
+
+    Returns (the same dict, "") or (the full walk's dict, why the shortcut was refused). The module
+    table of a train step is extrapolated too (each block by index; attn_layers from its regions)
+    and checked with everything else: it is never dropped, and never a reason to refuse by itself.
+    """
+    why = refusal(cfg, MEM_DEPTHS)
+    if not why:
+        try:
+            return _simulated(cfg, dtype, jobs), ""
+        except Refused as exc:
+            why = str(exc)
+    return memtrack.run_steps(cfg, dtype, jobs), why
+
+
+def _simulated(cfg: ModelConfig, dtype: str, jobs: dict) -> dict[tuple[int, int], dict[str, Any]]:
+    runs = []
+    for d in MEM_DEPTHS:
+        with _recording() as made:
+            res = memtrack.run_steps(at_depth(cfg, d), dtype, jobs)
+        order = [(wl, s) for wl, r in res.items() for s in r if r[s] is not None]  # one tracker each
+        if len(made) != len(order):
+            raise Refused("the trackers do not match the steps (another run_steps at the same time?)")
+        runs.append((res, {key: _observe(t, r) for key, t in zip(order, made, strict=True)
+                           if isinstance(r := res[key[0]][key[1]], memtrack.Tracked)}))  # fmt: skip
+    return {
+        wl: {s: _step(MEM_DEPTHS, cfg.depth, [r[wl][s] for r, _ in runs], [o.get((wl, s), {}) for _, o in runs])
+             for s in steps}
+        for wl, steps in runs[0][0].items()
+    }  # fmt: skip

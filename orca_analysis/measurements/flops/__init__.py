@@ -1,0 +1,73 @@
+"""`flops`: FLOPs by component, forward and training step, dense and causal, counted three ways."""
+
+from ...results.metrics import Metric
+from ..registry import Measurement, register
+from .run import measure_flops
+from .section import flops_section
+from .summary import flops_summary, flops_text
+
+COUNTS = ("counter", "closed_form", "counter_plain", "fvcore", "fvcore_plain")
+_STEP = {
+    "forward_dense": "one forward, every (query, key) pair counted",
+    "forward_causal": "one forward, the causal pairs only",
+    "train_step_dense": "forward + backward, every pair counted",
+    "train_step_causal": "forward + backward, the causal pairs only (the MFU numerator)",
+}
+METRICS = (
+    *(
+        Metric(
+            name,
+            "FLOP",
+            f"{text}; by component ('total' for the sum)",
+            COUNTS,
+            ("component",),
+            cross_check="closed_form against counter; fvcore against counter (forward_dense)",
+        )
+        for name, text in _STEP.items()
+    ),  # fmt: skip
+    Metric("forward_estimate", "FLOP", "rule-of-thumb forward FLOPs", ("kaplan_6n", "palm")),
+    Metric("train_step_estimate", "FLOP", "rule-of-thumb training-step FLOPs", ("kaplan_6n", "palm")),
+    Metric(
+        "fvcore_forward_as_shipped",
+        "multiply-add",
+        "plain fvcore's own number (1 per multiply-add)",
+        ("fvcore_plain",),
+    ),  # fmt: skip
+    Metric(
+        "closed_form_gap", "fraction", "(closed form - counter) / counter, total", ("derived",), ("quantity",)
+    ),
+    Metric(
+        "fvcore_gap", "fraction", "(completed fvcore - counter) / counter, forward_dense total", ("derived",)
+    ),
+    Metric(
+        "plain_missed_share",
+        "fraction",
+        "share of the counter's dense count a plain tool leaves out: FlopCounterMode of the training step, "
+        "fvcore of the forward",
+        ("derived",),
+        ("tool",),
+    ),  # fmt: skip
+    Metric(
+        "train_step_causal_per_token",
+        "FLOP/token",
+        "train_step_causal / (seq_len x batch)",
+        ("counter",),
+        ("component",),
+    ),  # fmt: skip
+    Metric(
+        "train_step_causal_attention", "FLOP", "train_step_causal of attention_core + alibi", ("counter",)
+    ),
+)
+
+register(
+    Measurement(
+        "flops",
+        "FLOPs by component, forward and training step, dense and causal: counter, fvcore, closed form",
+        measure_flops,
+        METRICS,
+        order=20,
+        section=flops_section,
+        summary=flops_summary,
+        summary_text=flops_text,
+    )
+)

@@ -1,0 +1,129 @@
+"""FLOPs per variant and workload: operator counter, fvcore and closed form, side by side.
+
+Methods: `counter` (FlopCounterMode completed for attention and ALiBi, on the storage-less model:
+instruments/flop_counter.py), `counter_plain` (what FlopCounterMode as shipped reports for the same
+run), `closed_form` (formulas/flops.py), `fvcore` (FlopCountAnalysis on real weights with this
+project's handles, 2 FLOPs per multiply-add), `fvcore_plain` (fvcore as shipped, converted to 2 per
+multiply-add; `fvcore_forward_as_shipped` keeps its own number), and the estimates `kaplan_6n` and
+`palm`. Metrics forward_dense, forward_causal, train_step_dense, train_step_causal (see
+formulas/flops.py for dense vs causal), each by component (label `component`, "total" for the sum).
+fvcore runs the model for real, so it runs only where the forward is at most
+FVCORE_MAX_FORWARD_FLOP; elsewhere its records say `skipped` and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from ...build import build_model
+from ...formulas.flops import COMPONENTS, closed_form_flops, kaplan_6n, palm
+from ...instruments.flop_counter import FlopCount, count_flops
+from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
+from ...results import Record
+from ...study.schema import ModelConfig, Study, Variant
+from ..recorder import Recorder
+
+METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal")
+FVCORE_MAX_FORWARD_FLOP = 3.2e10  # Orca base at 512 tokens is 3.0e10; at 8192, fvcore takes ~1 min, 5.6 GB
+FVCORE_SKIP = (
+    "fvcore runs the model on real weights (forward {flop:.3g} FLOP here, above the {cap:.0e} "
+    "this measurement allows); benchmarks/flops_bench.py runs it at full size"
+)
+
+
+def closed(cfg: ModelConfig, seq_len: int, batch: int, metric: str) -> dict[str, int]:
+    parts = closed_form_flops(cfg, seq_len, batch, causal=metric.endswith("causal"))
+    step = "forward" if metric.startswith("forward") else "train_step"
+    return {k: getattr(v, step) for k, v in parts.items()}
+
+
+def counted(count: FlopCount, metric: str) -> dict[str, int]:
+    comps = [*COMPONENTS, *(c for c in count.components() if c not in COMPONENTS)]
+    return {**{c: count.value(metric, c) for c in comps}, "total": count.value(metric)}
+
+
+def fvcore_allowed(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[bool, str]:
+    flop = closed(cfg, seq_len, batch, "forward_dense")["total"]
+    ok = flop <= FVCORE_MAX_FORWARD_FLOP
+    return ok, "" if ok else FVCORE_SKIP.format(flop=flop, cap=FVCORE_MAX_FORWARD_FLOP)
+
+
+def fvcore_for(model: torch.nn.Module, cfg: ModelConfig, seq_len: int, batch: int) -> FvcoreResult:
+    model.eval()  # fvcore traces the forward; no dropout in the trace
+    with torch.no_grad():
+        return run_fvcore(model, torch.randint(0, cfg.num_tokens, (batch, seq_len)))
+
+
+def _gap(a: float, b: float) -> float:
+    return (a - b) / b if b else 0.0
+
+
+def workload_records(rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: Callable) -> None:
+    """One workload's counts by every method, and the gaps between them (computed here, once)."""
+    count = None
+    try:
+        count = count_flops(cfg, n, b, rec.defaults["dtype"])
+    except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
+        rec.failed("train_step_causal", "counter", f"{type(exc).__name__}: {exc}", {"component": "total"})
+    by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
+    for metric in METRICS:
+        for comp, v in by_closed[metric].items():
+            rec.add(metric, v, "closed_form", {"component": comp})
+    if count is not None:
+        by_counter = {m: counted(count, m) for m in METRICS}
+        for metric in METRICS:
+            for comp, v in by_counter[metric].items():
+                rec.add(metric, v, "counter", {"component": comp})
+            rec.add("closed_form_gap", _gap(by_closed[metric]["total"], by_counter[metric]["total"]), "derived",
+                    {"quantity": metric})  # fmt: skip
+        step = by_counter["train_step_causal"]
+        for comp, v in step.items():
+            rec.add("train_step_causal_per_token", v / (n * b), "counter", {"component": comp})
+        rec.add("train_step_causal_attention", step["attention_core"] + step["alibi"], "counter")
+        plain_step = count.plain["forward"] + count.plain["backward"]
+        rec.add("forward_dense", count.plain["forward"], "counter_plain", {"component": "total"})
+        rec.add("train_step_dense", plain_step, "counter_plain", {"component": "total"})
+        dense = by_counter["train_step_dense"]["total"]
+        rec.add("plain_missed_share", 1 - plain_step / dense, "derived", {"tool": "flop_counter_mode"})
+    k, p = kaplan_6n(cfg, n, b), palm(cfg, n, b)
+    rec.add("forward_estimate", k.forward, "kaplan_6n")
+    rec.add("train_step_estimate", k.train_step, "kaplan_6n")
+    rec.add("forward_estimate", p.forward, "palm")
+    rec.add("train_step_estimate", p.train_step, "palm")
+    ok, why = fvcore_allowed(cfg, n, b)
+    real = rec.at(device="cpu", dtype="float32")  # fvcore's trace runs real float32 weights on the CPU
+    if not ok:
+        for method in ("fvcore", "fvcore_plain"):
+            real.skipped("forward_dense", method, why, {"component": "total"})
+        return
+    try:
+        fv = fvcore_for(model_fn(), cfg, n, b)
+    except Exception as exc:  # noqa: BLE001
+        real.failed("forward_dense", "fvcore", f"{type(exc).__name__}: {exc}", {"component": "total"})
+        return
+    real.add("forward_dense", fv.total, "fvcore", {"component": "total"})
+    for comp, v in fv.components.items():
+        real.add("forward_dense", v, "fvcore", {"component": comp})
+    real.add("forward_dense", 2 * fv.plain_total, "fvcore_plain", {"component": "total"})
+    real.add("fvcore_forward_as_shipped", fv.plain_total, "fvcore_plain")
+    if count is not None:
+        fwd_dense = count.value("forward_dense")
+        real.add("fvcore_gap", _gap(fv.total, fwd_dense), "derived")
+        real.add("plain_missed_share", 1 - 2 * fv.plain_total / fwd_dense, "derived", {"tool": "fvcore"})
+
+
+def measure_flops(variant: Variant, study: Study) -> list[Record]:
+    cfg, dtype = variant.config, study.workloads.dtype
+    model: list[torch.nn.Module] = []  # real weights, built once, only if fvcore runs somewhere
+
+    def model_fn() -> torch.nn.Module:
+        if not model:
+            model.append(build_model(cfg, "cpu", "float32"))
+        return model[0]
+
+    rec = Recorder(study.name, variant, "flops", device="none", dtype=dtype)  # counted on the fake model
+    for seq_len, batch in study.workloads.pairs():
+        workload_records(rec.at(seq_len=seq_len, batch=batch), cfg, seq_len, batch, model_fn)
+    return rec.records

@@ -1,0 +1,243 @@
+"""Memory of a training step and of inference: closed form, simulated, measured.
+
+closed_form: formulas/memory.py. simulated: the real steps run on the no-allocation build
+(FakeTensorMode) under torch's MemTracker (instruments/memtrack.py), which files every tensor as
+parameters, gradients, activations, temporaries (backward), optimizer state, buffers or inputs, per
+module too. measured: on CUDA, torch.cuda.max_memory_allocated/reserved around the same steps (reset
+between); on CPU, the same tracker on real tensors at a small workload (cpu_workload: 64 tokens,
+batch 1, for variants up to CPU_PARAMS parameters; the others are recorded as skipped, with why).
+Steps: training = forward, cross-entropy, backward, AdamW (steady state: its state exists, grads set to
+None after the step); prefill = no-grad forward with return_intermediates=True, as
+AutoregressiveWrapper.generate calls it; decode = one token on that cache (cached decoding fails in
+x-transformers 2.31 with ALiBi + rotary: an error record, the library's message in its note);
+generate(cache_kv=False) instead re-runs the prompt, slid to max_seq_len (closed form; simulated where
+it equals the prefill).
+Lengths: the study's, simulated in full; the sweep 512 .. max_seq_len in closed form (and simulated
+for the base variant's training step), so the report can show how each term grows.
+Scale: closed form and simulated are `analytic`; real tensors are `measured`. Each relative error is
+computed here once (`memory_rel_error`); one beyond its tolerance says so in its note.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...formulas import memory as fm
+from ...instruments.device import measure_device
+from ...instruments.memtrack import Tracked, run_steps
+from ...results import Record
+from ...study.schema import ModelConfig, Study, Variant
+from ..recorder import Recorder
+
+CPU_BUDGET = 1 << 30  # bytes a real CPU run may take on a shared machine
+CPU_PARAMS = 40_000_000  # above this the real AdamW step alone takes seconds on 2 cores
+SWEEP_SKIP = "simulated at the study's sequence lengths (all lengths: base variant's training step) for time"
+UNCACHED_SKIP = "a prefill of n+1 tokens, one token from peak_prefill: not simulated again (time)"
+TOLERANCE = {
+    "closed_form_vs_simulated": 0.15,
+    "simulated_vs_measured": 0.05,
+    "simulated_vs_measured_cuda": 0.10,
+}
+# the closed form's peak moments, by the phase the tracker files them under
+PHASE = {"forward_attention": "forward", "forward_loss": "forward", "forward_logits": "forward",
+         "backward_start": "backward", "optimizer": "optimizer", "decode": "forward"}  # fmt: skip
+TOTAL = {"category": "total"}
+WHOLE = "all"  # memory_rel_error's phase for the whole peak
+
+
+def sweep_lengths(cfg: ModelConfig) -> list[int]:
+    """512, 1024, ... up to max_seq_len (and max_seq_len itself)."""
+    n, out = min(512, cfg.max_seq_len), []
+    while n < cfg.max_seq_len:
+        out, n = [*out, n], n * 2
+    return [*out, cfg.max_seq_len]
+
+
+def cpu_workload(cfg: ModelConfig, study: Study) -> tuple[int, int] | str:
+    """Real CPU run: n = min(64, shortest study length), halved until the predicted peak fits CPU_BUDGET."""
+    if (params := fm.dims(cfg, 1, 1).params) > CPU_PARAMS:
+        return f"skipped on CPU: {params / 1e6:.0f}M parameters > {CPU_PARAMS / 1e6:.0f}M (AdamW time budget)"
+    n = min(64, *study.workloads.seq_lens)
+    while n >= 8 and fm.train_peak(cfg, n, 1, fm.DTYPE_PRECISION[study.workloads.dtype]).total > CPU_BUDGET:
+        n //= 2
+    return (n, 1) if n >= 8 else f"skipped on CPU: predicted peak above {CPU_BUDGET >> 20} MiB at 8 tokens"
+
+
+def _gap(a: fm.Peak | Tracked, ref: fm.Peak | Tracked, cfg: ModelConfig | None = None) -> str:
+    """Name what `a` misses against `ref`: the category with the largest gap, and both peak phases."""
+    worst = max(set(a.categories) | set(ref.categories),
+                key=lambda c: abs(a.categories.get(c, 0) - ref.categories.get(c, 0)))  # fmt: skip
+    delta = (a.categories.get(worst, 0) - ref.categories.get(worst, 0)) / 2**20
+    text = f"{delta:+.1f} MiB of '{worst}'; peak phase {PHASE.get(a.phase, a.phase)} vs {ref.phase}"
+    return text + (_unmodelled(cfg) if cfg is not None else "")
+
+
+def _unmodelled(cfg: ModelConfig) -> str:
+    missing = fm.unmodelled(cfg)
+    return f"; not modelled: {'; '.join(missing)}" if missing else ""
+
+
+def _peak(rec: Recorder, metric: str, method: str, p: fm.Peak | Tracked) -> None:
+    """Total, by category, and the peak of each phase (forward / backward / optimizer)."""
+    rec.add(metric, p.total, method, TOTAL)
+    for cat, value in p.categories.items():
+        rec.add(metric, value, method, {"category": cat})
+    phases: dict[str, int] = {}
+    for ph, value in p.phases.items():
+        phases[PHASE.get(ph, ph)] = max(value, phases.get(PHASE.get(ph, ph), 0))
+    for ph, value in phases.items():
+        rec.add(f"{metric}_phase", value, method, {"phase": ph})
+
+
+def _rel(
+    rec: Recorder, quantity: str, pair: str, a: float, ref: float, gap: str = "", phase: str = WHOLE
+) -> None:
+    """(a - ref) / ref, stored once; beyond its tolerance the note names what the first misses."""
+    err, tol = (a - ref) / ref, TOLERANCE[pair]
+    note = f"{err:+.1%}, beyond {tol:.0%}: misses {gap}" if abs(err) > tol else ""
+    rec.add(
+        "memory_rel_error", err, "derived", {"quantity": quantity, "pair": pair, "phase": phase}, note=note
+    )
+
+
+def _closed_forms(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, detail: bool) -> None:
+    m = fm.dims(cfg, n, b, fm.PRECISIONS[precision])
+    train = fm.train_peak(cfg, n, b, precision)
+    _peak(rec, "peak_train", "closed_form", train)
+    _peak(rec, "peak_prefill", "closed_form", fm.prefill_peak(cfg, n, b, precision))
+    alibi = fm.alibi_at_peak(cfg, n, b, precision)  # what of the peak is ALiBi's, at that same moment
+    at = f"at the closed-form peak ({train.phase})"
+    rec.add("alibi_bytes_at_peak", alibi, "closed_form", note=at)
+    rec.add("alibi_share_of_peak", alibi / train.total, "closed_form", note=at)
+    terms = {"alibi_mask": m.L * fm.alibi_mask(m), "alibi_build": fm.alibi_build(m) + fm.alibi_cached(m),
+             "attention": m.L * fm.attention_saved(m), "feedforward": m.L * fm.feedforward_saved(m),
+             "held_until_forward_returns": m.L * fm.forward_held(m), "logits": fm.logits(m)}  # fmt: skip
+    for term, value in terms.items():  # which term dominates, and how each grows with n
+        rec.add("activation_term", value, "closed_form", {"term": term})
+    if not detail:
+        return
+    rec.add("peak_train_bf16_mixed", fm.train_peak(cfg, n, b, "bf16_mixed").total, "closed_form")
+    rec.add("kv_cache_size", fm.kv_cache(m, n), "closed_form")
+    rec.add("cache_object", fm.cache_object(m, n), "closed_form")
+    _peak(rec, "peak_decode_cached", "closed_form", fm.decode_cached_peak(cfg, n, b, precision))
+    uncached = fm.prefill_peak(cfg, min(n + 1, cfg.max_seq_len), b, precision).total  # generate slides to max
+    rec.add("peak_decode_uncached", uncached, "closed_form")
+    for capacity, nbytes in fm.DEVICE_MEMORY.items():  # from the prediction alone, nothing is tried
+        for step, ok in fm.fits(cfg, n, b, nbytes, precision).items():
+            rec.add(f"fits_{step}", float(ok), "closed_form", {"capacity": capacity})
+
+
+def _simulated(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, res: dict[str, Any]) -> None:
+    for step, closed in (("train", fm.train_peak), ("prefill", fm.prefill_peak)):
+        if step in res:
+            cf, sim = closed(cfg, n, b, precision), res[step]
+            _peak(rec, f"peak_{step}", "simulated", sim)
+            _rel(rec, f"peak_{step}", "closed_form_vs_simulated", cf.total, sim.total, _gap(cf, sim, cfg))
+    if res.get("decode") is None:
+        return
+    for name, (fw, bw) in res["train"].modules.items():
+        rec.add("peak_train_module", fw, "simulated", {"pass": "forward", "module": name})
+        rec.add("peak_train_module", bw, "simulated", {"pass": "backward", "module": name})
+    m, pf = fm.dims(cfg, n, b, fm.PRECISIONS[precision]), res["prefill"]
+    cache = (
+        ("kv_cache_size", "kv_cache", fm.kv_cache(m, n)),
+        ("cache_object", "cache_object", fm.cache_object(m, n)),
+    )
+    for metric, key, cf_value in cache:
+        rec.add(metric, pf.extra[key], "simulated")
+        _rel(rec, metric, "closed_form_vs_simulated", cf_value, pf.extra[key],
+             "tensors x-transformers keeps" + _unmodelled(cfg))  # fmt: skip
+    dec = res["decode"]
+    if isinstance(dec, str):  # the library's decode raised: there is no decode step to measure
+        rec.failed("peak_decode_cached", "simulated", dec, TOTAL)
+    else:
+        _peak(rec, "peak_decode_cached", "simulated", dec)
+    if n == cfg.max_seq_len:  # the slid window is the prompt itself
+        rec.add("peak_decode_uncached", pf.total, "simulated")
+    else:
+        rec.skipped("peak_decode_uncached", "simulated", UNCACHED_SKIP)
+
+
+def _measured_cpu(
+    rec: Recorder, cfg: ModelConfig, study: Study, sims: dict, wl: tuple[int, int] | str
+) -> None:
+    if isinstance(wl, str):
+        rec.skipped("peak_train", "measured", wl, TOTAL)
+        return
+    (n, b), res = wl, run_steps(cfg, study.workloads.dtype, {wl: ("train", "prefill")}, device="cpu")[wl]
+    at = rec.at(seq_len=n, batch=b)
+    for step in ("train", "prefill"):
+        meas, sim = res[step], sims[wl][step]
+        _peak(at, f"peak_{step}", "measured", meas)
+        _rel(at, f"peak_{step}", "simulated_vs_measured", sim.total, meas.total, _gap(sim, meas))
+        for ph in sorted(set(sim.phases) & set(meas.phases)):  # each phase too, so small shapes still check
+            _rel(at, f"peak_{step}", "simulated_vs_measured", sim.phases[ph], meas.phases[ph], phase=ph)
+
+
+def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, sims: dict) -> None:
+    capacity, runnable = torch.cuda.get_device_properties(0).total_memory, {}
+    for n, b in study.workloads.pairs():
+        predicted = fm.train_peak(cfg, n, b, fm.DTYPE_PRECISION[study.workloads.dtype]).total
+        if predicted > 0.9 * capacity:  # marked from the prediction, never tried
+            why = f"predicted {predicted / 1e9:.1f} GB > 90% of the device's {capacity / 1e9:.1f} GB"
+            rec.at(seq_len=n, batch=b).skipped("peak_train", "measured", why, TOTAL)
+        else:
+            runnable[(n, b)] = ("train", "prefill")
+    for (n, b), res in run_steps(cfg, study.workloads.dtype, runnable, device="cuda").items():
+        at = rec.at(seq_len=n, batch=b)
+        for step in ("train", "prefill"):
+            alloc = res[step].extra["allocated"]
+            at.add(f"peak_{step}", alloc, "measured", TOTAL)
+            at.add(f"peak_{step}_reserved", res[step].extra["reserved"], "measured")
+            _rel(at, f"peak_{step}", "simulated_vs_measured_cuda", sims[(n, b)][step].total, alloc,
+                 "kernel workspaces (the simulation dispatches CPU kernels)")  # fmt: skip
+
+
+def _training_state(rec: Recorder, cfg: ModelConfig) -> None:
+    """Bytes of parameter state: fp32 AdamW against ZeRO's mixed precision (16 bytes/param each)."""
+    m = fm.dims(cfg, 1, 1)
+    for prec in ("fp32", "bf16_mixed"):
+        for part in ("weights", "gradients", "optimizer_state"):
+            value = getattr(fm, part)(m, fm.PRECISIONS[prec])
+            rec.add("training_state", value, "closed_form", {"precision": prec, "part": part})
+
+
+def measure_memory(variant: Variant, study: Study) -> list[Record]:
+    cfg, dtype = variant.config, study.workloads.dtype
+    precision = fm.DTYPE_PRECISION[dtype]
+    jobs = {pair: ("train", "prefill", "decode") for pair in study.workloads.pairs()}
+    b0, wl = min(study.workloads.batch_sizes), cpu_workload(cfg, study)
+    if not isinstance(wl, str):
+        jobs.setdefault(wl, ("train", "prefill"))  # simulated beside the real CPU run
+    if variant.variant_id == "base":  # the design's model gets its whole memory-vs-length curve simulated
+        for n in sweep_lengths(cfg):
+            jobs.setdefault((n, b0), ("train",))
+    sims = run_steps(cfg, dtype, jobs)
+    closed = Recorder(study.name, variant, "memory", dtype=dtype, device="none", scale="analytic")
+    simulated = closed.at(device="cpu")  # the simulation dispatches CPU kernels on fake tensors
+    for (n, b), steps in jobs.items():
+        _closed_forms(closed.at(seq_len=n, batch=b), cfg, precision, n, b, detail="decode" in steps)
+        _simulated(simulated.at(seq_len=n, batch=b), cfg, precision, n, b, sims[(n, b)])
+    for n in sweep_lengths(cfg):  # memory vs sequence length: the closed form at every length
+        sim = simulated.at(seq_len=n, batch=b0)
+        if (n, b0) not in jobs:
+            _closed_forms(closed.at(seq_len=n, batch=b0), cfg, precision, n, b0, detail=False)
+            for metric in ("peak_train", "peak_prefill"):
+                sim.skipped(metric, "simulated", SWEEP_SKIP, TOTAL)
+        elif "prefill" not in jobs[(n, b0)]:
+            sim.skipped("peak_prefill", "simulated", SWEEP_SKIP, TOTAL)
+    _training_state(closed, cfg)
+    # On a GPU machine only the GPU is measured: the CPU check of the simulator is the CPU machine's,
+    # and its rows would carry the GPU's name in their provenance. Each is its own result.
+    device = "cuda" if measure_device().startswith("cuda") else "cpu"
+    real = closed.at(device=device, scale="measured")
+    try:
+        if device == "cuda":
+            _measured_cuda(real, cfg, study, sims)
+        else:
+            _measured_cpu(real, cfg, study, sims, wl)
+    except (RuntimeError, torch.OutOfMemoryError) as exc:  # a real run failing is a result
+        real.failed("peak_train", "measured", str(exc).strip().splitlines()[0][:200], TOTAL)
+    return closed.records

@@ -1,0 +1,155 @@
+"""The memory section: closed form, simulated (no allocation) and measured, training and inference."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ...report.figures import lines, stacked
+from ...report.format import Quantity, mib
+from ...report.sections import Section, Table, variant_order
+from ...results.query import Results
+
+PARTS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs", "buffers")
+TOTAL = {"category": "total"}
+WHOLE = {"phase": "all"}
+CAPACITIES = ("80GB", "141GB")
+
+
+def _fits(results: Results, vid: str, n: int, b: int) -> str:
+    fits = {v.get("capacity"): v.value for v in results.values("fits_train", variant=vid, seq_len=n, batch=b)}
+    marks = [(c, fits.get(c)) for c in CAPACITIES]
+    return ", ".join(f"{c}: {'n/a' if v is None else 'yes' if v else 'NO'}" for c, v in marks)
+
+
+def _peaks_row(results: Results, vid: str, n: int, b: int) -> list:
+    at = {"variant": vid, "seq_len": n, "batch": b}
+    peak = lambda metric, method: results.number(metric, method=method, **TOTAL, **at)  # noqa: E731
+    error = results.number(
+        "memory_rel_error", quantity="peak_train", pair="closed_form_vs_simulated", **WHOLE, **at
+    )
+    return [
+        vid,
+        f"{n}",
+        Quantity(peak("peak_train", "closed_form"), "bytes"),
+        Quantity(peak("peak_train", "simulated"), "bytes"),
+        Quantity(error, "fraction", "signed"),
+        Quantity(peak("peak_prefill", "closed_form"), "bytes"),
+        Quantity(peak("peak_prefill", "simulated"), "bytes"),
+        Quantity(results.number("kv_cache_size", method="closed_form", **at), "bytes"),
+        Quantity(results.number("cache_object", method="closed_form", **at), "bytes"),
+        _fits(results, vid, n, b),
+    ]
+
+
+def _check_rows(results: Results) -> list[list]:
+    """Each real-tensor training peak beside the simulation of the same workload, and their stored error."""
+    rows = []
+    for m in results.values("peak_train", method="measured", **TOTAL):
+        at = {"variant": m.variant_id, "seq_len": m.seq_len, "batch": m.batch}
+        sim = results.number("peak_train", method="simulated", **TOTAL, **at)
+        pair = "simulated_vs_measured_cuda" if m.device.startswith("cuda") else "simulated_vs_measured"
+        error = results.number(
+            "memory_rel_error", quantity="peak_train", pair=pair, **WHOLE, device=m.device, **at
+        )
+        rows.append([m.variant_id, m.device, f"{m.seq_len} x {m.batch}", Quantity(sim, "bytes"),
+                     Quantity(m.value, "bytes"), Quantity(error, "fraction", "signed")])  # fmt: skip
+    return rows
+
+
+def _frame(values, **columns) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"variant_id": v.variant_id, "seq_len": v.seq_len, "method": v.method, "value": v.value,
+          **{k: v.get(label) for k, label in columns.items()}} for v in values]
+    )  # fmt: skip
+
+
+def memory_section(results: Results, study) -> Section:
+    section = Section(
+        "memory",
+        "Memory",
+        "Closed form (formulas/memory.py, from Korthikanti et al. 2022 adapted "
+        "to what x-transformers keeps), simulated (the real training step and inference run on the "
+        "no-allocation build under torch's MemTracker) and, where shapes fit, measured with real "
+        "tensors. AdamW, the study's dtype, batch as in the study.",
+    )
+    peaks = results.values("peak_train", **TOTAL)
+    if not peaks:
+        section.missing = "no `memory` results: add `memory` to the study's measurements and run it"
+        return section
+    top, b = max(v.seq_len for v in peaks if v.seq_len is not None), study.workloads.batch_sizes[0]
+    section.tables.append(
+        Table(
+            "Training-step and inference peaks",
+            "Peak bytes of a training step (forward, backward, AdamW step) and of a prefill; the KV cache is layers x "
+            "kv heads x head dim x tokens x batch x 2 (K and V) x bytes; the x-transformers cache object is what its "
+            "generation cache really keeps. Error = closed form / simulated - 1. Fit is judged from the closed form "
+            "alone, without trying.",
+            [
+                "variant",
+                "seq len (tokens)",
+                "train peak, closed form",
+                "train peak, simulated",
+                "error",
+                "prefill peak, closed form",
+                "prefill peak, simulated",
+                "KV cache",
+                "x-transformers cache object",
+                "training fits",
+            ],  # fmt: skip
+            # the study's lengths; the figure shows the whole sweep
+            [
+                _peaks_row(results, vid, n, b)
+                for vid in variant_order(study)
+                for n in study.workloads.seq_lens
+            ],
+        )
+    )
+    check = _check_rows(results)
+    if check:
+        section.tables.append(
+            Table(
+                "Simulated against measured, real tensors",
+                "The same training step run with real tensors on shapes that fit this device "
+                "(peak from the tracker on CPU, torch.cuda.max_memory_allocated on CUDA).",
+                ["variant", "device", "tokens x batch", "simulated", "measured", "error"],
+                check,
+            )
+        )
+    parts = _frame(results.values("peak_train", method="simulated", seq_len=top, category=set(PARTS)),
+                   category="category")  # fmt: skip
+    if not parts.empty:
+        parts = pd.concat([parts[parts["variant_id"] == v] for v in variant_order(study)])
+    fig1 = stacked(
+        parts,
+        "variant_id",
+        "category",
+        "memory_breakdown",
+        f"Training-step peak by category at {top} tokens",
+        "GiB",
+        "Simulated (MemTracker on the no-allocation build), at the moment of the peak.",
+        "memory / simulated / peak_train",
+        scale=2**30,
+    )
+    curve = _frame(v for v in peaks if v.method in ("closed_form", "simulated") and v.seq_len >= 512)
+    if not curve.empty:
+        curve["value"] = curve["value"] / 2**30
+    fig2 = lines(
+        curve,
+        "seq_len",
+        "variant_id",
+        "memory_vs_seq",
+        "Training-step peak versus sequence length",
+        "GiB",
+        "Solid: closed form; dashed: simulated. Log-log: slope 1 is linear growth, slope 2 quadratic.",
+        "memory / closed_form and simulated / peak_train",
+        style_by="method",
+    )
+    section.figures += [f for f in (fig1, fig2) if f]
+    terms = results.values("activation_term", variant="base", seq_len=top)
+    if terms:
+        biggest = max(terms, key=lambda v: v.value)
+        section.intro += (
+            f" At {top} tokens the largest activation term of the base model is "
+            f"'{biggest.get('term')}' ({mib(biggest.value)})."
+        )
+    return section

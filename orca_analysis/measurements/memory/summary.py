@@ -1,0 +1,48 @@
+"""`inspect` for memory: predicted and simulated peaks, KV cache and device fit at one workload."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ...formulas import memory as fm
+from ...instruments.memtrack import run_steps
+from ...report.format import mib
+from ...study.schema import ModelConfig
+
+
+def memory_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
+    """`inspect --json` key `memory` (float32): predicted and simulated peaks, KV cache, device fit."""
+    res = run_steps(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})[(seq_len, batch)]
+    m, dec = fm.dims(cfg, seq_len, batch), res["decode"]
+    cf_t, cf_p = fm.train_peak(cfg, seq_len, batch), fm.prefill_peak(cfg, seq_len, batch)
+    return {
+        "seq_len": seq_len, "batch": batch, "dtype": "float32", "unit": "bytes",
+        "train": {"closed_form": cf_t.total, "simulated": res["train"].total, "closed_form_phase": cf_t.phase,
+                  "simulated_phase": res["train"].phase, "closed_form_categories": cf_t.categories,
+                  "simulated_categories": res["train"].categories,
+                  "bf16_mixed_closed_form": fm.train_peak(cfg, seq_len, batch, "bf16_mixed").total},
+        "inference": {"closed_form": cf_p.total, "simulated": res["prefill"].total,
+                      "kv_cache_closed_form": fm.kv_cache(m, seq_len),
+                      "kv_cache_simulated": res["prefill"].extra["kv_cache"],
+                      "cache_object_simulated": res["prefill"].extra["cache_object"],
+                      "decode_cached_closed_form": fm.decode_cached_peak(cfg, seq_len, batch).total,
+                      "decode_cached_simulated": None if isinstance(dec, str) else dec.total,
+                      "decode_cached_error": dec if isinstance(dec, str) else ""},
+        "fits": {dev: fm.fits(cfg, seq_len, batch, cap) for dev, cap in fm.DEVICE_MEMORY.items()},
+    }  # fmt: skip
+
+
+def memory_summary_text(s: dict[str, Any]) -> str:
+    t, i = s["train"], s["inference"]
+    fits = "; ".join(f"{d}: train {'yes' if f['train'] else 'NO'}, inference {'yes' if f['inference'] else 'NO'}"
+                     for d, f in s["fits"].items())  # fmt: skip
+    return "\n".join([
+        f"Memory at {s['seq_len']} tokens x batch {s['batch']} ({s['dtype']}): closed form / simulated",
+        f"  training step peak: {mib(t['closed_form'])} / {mib(t['simulated'])} ({t['simulated_phase']})",
+        f"  inference (prefill) peak: {mib(i['closed_form'])} / {mib(i['simulated'])}",
+        f"  KV cache: {mib(i['kv_cache_closed_form'])} / {mib(i['kv_cache_simulated'])}; x-transformers keeps "
+        f"{mib(i['cache_object_simulated'])} between decode steps (hidden states too)",
+        f"  cached decode step: {mib(i['decode_cached_closed_form'])} / "
+        f"{i['decode_cached_error'] or mib(i['decode_cached_simulated'])}",
+        f"  fits (prediction): {fits}",
+    ])  # fmt: skip

@@ -1,0 +1,39 @@
+"""`params`: parameters by component, the library's count beside the closed form."""
+
+from ...results.metrics import Metric
+from ..registry import Measurement, register
+from .run import measure_params, summary
+from .section import params_section
+
+METRICS = (
+    Metric(
+        "params",
+        "params",
+        "parameters, in total and by component (embedding, attention, feedforward, norm, logits, other)",
+        methods=("counter", "closed_form", "library_count"),
+        labels=("component",),
+        direction="lower",
+        cross_check="closed_form (formulas/params.py) against the counter",
+    ),
+    Metric("params_closed_form_gap", "fraction", "(counter - closed form) / counter, total", ("derived",)),
+    Metric(
+        "embedding_and_logits_share",
+        "fraction",
+        "embedding and logits tables over all parameters",
+        ("counter",),
+    ),
+    Metric("params_delta_vs_base", "fraction", "total parameters / the base variant's - 1", ("counter",)),
+)
+
+register(
+    Measurement(
+        "params",
+        "parameters by component: library count and closed form",
+        measure_params,
+        METRICS,
+        order=10,
+        section=params_section,
+        summary=summary,
+        per_workload=False,
+    )
+)

@@ -1,0 +1,103 @@
+"""Parameters: the library's own count, split by component, beside the closed form.
+
+Counter: walk the built model (no weight memory: FakeTensorMode) and give each parameter to
+the outermost module of a known kind that owns it. Closed form: formulas/params.py.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+from x_transformers import x_transformers as xt
+
+from ...build import fake_model
+from ...formulas.params import PARAM_COMPONENTS, closed_form_params
+from ...results import Record
+from ...study.schema import ModelConfig, Study, Variant
+from ..recorder import Recorder
+
+_KINDS: tuple[tuple[type, str], ...] = (
+    (xt.TokenEmbedding, "embedding"),
+    (xt.AbsolutePositionalEmbedding, "embedding"),
+    (xt.Attention, "attention"),
+    (xt.FeedForward, "feedforward"),
+    (xt.LayerNorm, "norm"),
+    (xt.RMSNorm, "norm"),
+    (xt.ScaleNorm, "norm"),
+    (xt.SimpleRMSNorm, "norm"),
+)
+
+
+def _kind(name: str, module: nn.Module) -> str | None:
+    if name == "to_logits":
+        return "logits"
+    for cls, kind in _KINDS:
+        if isinstance(module, cls):
+            return kind
+    return None
+
+
+def count_params(model: nn.Module) -> dict[str, int]:
+    """Parameter count per component, by walking the module tree; `other` catches the rest."""
+    owners: list[tuple[str, str]] = []  # (prefix, kind), outermost first
+    for name, module in model.named_modules():
+        kind = _kind(name, module)
+        if kind and not any(name.startswith(p + ".") for p, _ in owners):
+            owners.append((name, kind))
+    counts = dict.fromkeys((*PARAM_COMPONENTS, "other"), 0)
+    for pname, p in model.named_parameters():
+        kind = next((k for prefix, k in owners if pname.startswith(prefix + ".")), "other")
+        counts[kind] += p.numel()
+    library_total = sum(p.numel() for p in model.parameters())  # the plain count everyone quotes
+    return {"total": sum(counts.values()), **counts, "library_total": library_total}
+
+
+def counted_params(cfg: ModelConfig) -> dict[str, int]:
+    """The library's count for this config, with no weight memory allocated."""
+    with fake_model(cfg) as (model, _):
+        return count_params(model)
+
+
+def params_summary(cfg: ModelConfig) -> dict[str, Any]:
+    """Counter and closed form side by side, plus what the DeepNorm realisation changes."""
+    counter, closed = counted_params(cfg), closed_form_params(cfg)
+    summary: dict[str, Any] = {
+        **counter,
+        "closed_form": closed,
+        "closed_form_matches": all(counter[k] == closed[k] for k in closed)
+        and counter["other"] == 0
+        and counter["library_total"] == closed["total"],
+        "embedding_and_logits_share": (counter["embedding"] + counter["logits"]) / counter["total"],
+    }
+    if cfg.layers.get("deepnorm"):
+        pre_norm = ModelConfig(cfg.wrapper, {k: v for k, v in cfg.layers.items() if k != "deepnorm"})
+        reference = counted_params(pre_norm)
+        summary["deepnorm"] = {
+            "params_added_by_realisation": 0,
+            "difference_vs_pre_norm": counter["total"] - reference["total"],
+            "explained": "alpha and beta are constants (no parameter); post-LN has no final norm, so the "
+            f"model has {reference['total'] - counter['total']} fewer parameters than the same "
+            "variant with x-transformers' default pre-norm",
+        }
+    return summary
+
+
+def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
+    return params_summary(cfg)
+
+
+def measure_params(variant: Variant, study: Study) -> list[Record]:
+    counter, closed = counted_params(variant.config), closed_form_params(variant.config)
+    rec = Recorder(study.name, variant, "params")
+    for component in ("total", *PARAM_COMPONENTS, "other"):
+        rec.add("params", counter[component], "counter", {"component": component})
+    for component, n in closed.items():
+        rec.add("params", n, "closed_form", {"component": component})
+    rec.add("params", counter["library_total"], "library_count", {"component": "total"})
+    rec.add("params_closed_form_gap", (counter["total"] - closed["total"]) / counter["total"], "derived")
+    share = (counter["embedding"] + counter["logits"]) / counter["total"]
+    rec.add("embedding_and_logits_share", share, "counter")
+    base = counted_params(study.base)["total"]
+    rec.add("params_delta_vs_base", counter["total"] / base - 1, "counter")
+    return rec.records

@@ -1,0 +1,81 @@
+"""The registry of measurements: each measurement package declares itself once, here.
+
+A declaration holds everything the rest of the tool reads about a measurement: its run function,
+its metrics (results/metrics.py), its report section, its run settings (isolation, GPU need, the
+longest length it runs on a CPU) and, for the GPU run, its group and share of the budget. The
+report's sections, the GPU coverage table, the GPU plan and the Ray resources all come from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..results.metrics import Metric, declare
+from ..results.records import Record
+from ..study.schema import ModelConfig, Study, Variant
+
+if TYPE_CHECKING:
+    from ..report.sections import Section
+    from ..results.query import Results
+
+RunFn = Callable[[Variant, Study], list[Record]]
+SummaryFn = Callable[[ModelConfig, int, int], dict[str, Any]]
+SectionFn = Callable[["Results", Study], "Section"]
+MigrateFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    name: str
+    description: str
+    run: RunFn
+    metrics: tuple[Metric, ...] = ()
+    order: int = 100  # its place in the report and in the GPU plan
+    section: SectionFn | None = None  # its part of the report
+    summary: SummaryFn | None = None  # for `inspect`: a JSON-able dict
+    summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
+    isolated: bool = False  # True when a previous measurement in the same process could distort it
+    gpu: bool = False  # wants a GPU: the GPU run measures it, and the Ray executor asks for one
+    gpu_group: str = ""  # measurements of one group share a worker in the GPU run
+    gpu_share: float = 0.0  # of the GPU run's time budget
+    cpu_seq_cap: int | None = None  # on a CPU, max_seq_len maps to this length (timed measurements)
+    per_workload: bool = True  # False: one call per variant covers every workload
+    uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
+    # Bumped when the records it writes change (new metrics, another method): stored results of an
+    # older version are then measured anew, and the other measurements' results are kept.
+    version: int = 1
+    # Store schema 1 -> 2: one stored unit's old records (dicts of their columns) -> its new records
+    # (dicts of Record fields; study, variant and workload are kept); None: measured anew.
+    migrate_v1: MigrateFn | None = None
+
+    def for_worker(self) -> Measurement:
+        """What a worker needs (summaries may be lambdas, which pickle refuses)."""
+        from dataclasses import replace
+
+        return replace(self, summary=None, summary_text=None)
+
+
+MEASUREMENTS: dict[str, Measurement] = {}
+
+
+def register(measurement: Measurement) -> Measurement:
+    if measurement.name in MEASUREMENTS:
+        raise ValueError(f"measurement '{measurement.name}' is registered twice")
+    declare(measurement.name, measurement.metrics)
+    MEASUREMENTS[measurement.name] = measurement
+    return measurement
+
+
+def in_order() -> list[Measurement]:
+    return sorted(MEASUREMENTS.values(), key=lambda m: (m.order, m.name))
+
+
+def gpu_plan() -> dict[str, list[str]]:
+    """The GPU run: group -> its measurements, groups in the order of their first measurement."""
+    plan: dict[str, list[str]] = {}
+    for m in in_order():
+        if m.gpu:
+            plan.setdefault(m.gpu_group or m.name, []).append(m.name)
+    return plan

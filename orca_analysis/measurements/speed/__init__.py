@@ -1,0 +1,83 @@
+"""`speed`: end-to-end training, prefill and decode tokens/s, and utilisation."""
+
+from ...results.metrics import Metric
+from ..common import SEQ_LEN_REQUESTED
+from ..registry import Measurement, register
+from .run import CPU_SEQ_CAP, FLOPS_METHOD, measure_speed
+from .section import speed_section
+
+MED, CHECK = "measured_median", "cached_vs_full_forward"
+_DECODE = ("new", "prompt")  # new tokens decoded after a prompt of this many
+_KV = ("attn", "kv_heads", "dropped", "new", "prompt")  # attn mqa|mha; the flags off to make the cache agree
+_STEP = {"train": "a training step (forward, cross-entropy, backward, AdamW)", "prefill": "a prefill forward"}
+
+
+def _phase_metrics(kind: str, what: str) -> tuple[Metric, ...]:
+    counter = "operator counter, causal pairs"
+    return (
+        Metric(f"{kind}_time" if kind == "prefill" else "train_step_time", "s", f"seconds per {what}",
+               ("measured",), ("repeat",), samples="repeat", direction="lower"),
+        Metric(f"{kind}_tokens_per_s", "tokens/s", f"batch x seq_len / the median time of {what}", (MED,),
+               direction="higher"),
+        Metric(f"{kind}_flops", "FLOP", f"FLOPs of {what} at the length timed ({counter})", (FLOPS_METHOD,)),
+        Metric(f"{kind}_flops_per_s", "FLOP/s", f"{kind}_flops / the median time", (FLOPS_METHOD,),
+               direction="higher"),
+        Metric(f"{kind}_utilisation_vs_gemm", "fraction", f"{kind}_flops_per_s / gemm_ceiling", (FLOPS_METHOD,)),
+        Metric(f"{kind}_utilisation_vs_datasheet", "fraction", f"{kind}_flops_per_s / datasheet_peak",
+               (FLOPS_METHOD,)),
+    )  # fmt: skip
+
+
+METRICS = (
+    Metric("cpu_threads", "threads", "torch intra-op threads of a CPU run", ("torch.get_num_threads",)),
+    Metric("gemm_time", "s", "seconds per dense n x n @ n x n GEMM (label size: n x n x n dtype)", ("measured",),
+           ("size", "repeat"), samples="repeat"),
+    Metric("gemm_ceiling", "FLOP/s", "2 n^3 / the median gemm_time: the dense matmul ceiling", (MED,), ("size",)),
+    Metric("datasheet_peak", "FLOP/s", "the device's dense 16-bit tensor-core peak from its datasheet",
+           ("datasheet",), ("device_name",)),
+    *(m for kind, what in _STEP.items() for m in _phase_metrics(kind, what)),
+    Metric("decode_cache_pass", "pass", "1: cached decoding's logits match a full forward within the dtype "
+           "tolerance; 0: they disagree or decoding crashes (the problem in the note)", (CHECK,), _DECODE),
+    Metric("decode_cache_agreement", "fraction", "max |cached - full-forward logit| / max |logit| (skipped where "
+           "cached decoding crashes)", (CHECK,), _DECODE),
+    Metric("decode_cached_time", "s", "seconds per decode sample with the KV cache", ("measured",),
+           (*_DECODE, "repeat"), samples="repeat", direction="lower"),
+    Metric("decode_cached_tokens_per_s", "tokens/s", "batch x new / the median decode_cached_time", (MED,),
+           _DECODE, direction="higher"),
+    Metric("decode_uncached_time", "s", "seconds per decode sample without the cache (a full forward per token)",
+           ("measured",), (*_DECODE, "repeat"), samples="repeat", direction="lower"),
+    Metric("decode_uncached_tokens_per_s", "tokens/s", "batch x new / the median decode_uncached_time (skipped "
+           "where the cache agrees)", (MED,), _DECODE, direction="higher"),
+    Metric("kv_ablation_cache_pass", "pass", "decode_cache_pass of the base with one KV head (attn mqa) or one "
+           "per query head (mha), the flags `dropped` off", (CHECK,), _KV),
+    Metric("kv_ablation_cache_agreement", "fraction", "decode_cache_agreement of the mqa / mha builds", (CHECK,),
+           _KV),
+    Metric("kv_ablation_decode_time", "s", "seconds per cached decode sample of the mqa / mha builds",
+           ("measured",), (*_KV, "repeat"), samples="repeat", direction="lower"),
+    Metric("kv_ablation_decode_tokens_per_s", "tokens/s", "batch x new / the median kv_ablation_decode_time",
+           (MED,), _KV, direction="higher"),
+    Metric("kv_ablation_cache_bytes", "bytes", "KV cache of seq_len tokens: 2 x depth x batch x kv heads x tokens "
+           "x head dim x bytes per element (formulas/memory.py kv_cache_bytes)", ("closed_form",), _KV),
+    Metric("kv_ablation_decode_speedup", "ratio", "median kv_ablation_decode_time of mha / of mqa: how much faster "
+           "one KV head decodes", ("derived",), ("dropped",), direction="higher"),
+    Metric("train_step_repeat_diff", "fraction", "|again - first| / first of the medians of the base's training "
+           "step timed twice in one process (both in the note)", ("timed_twice",), direction="lower"),
+    SEQ_LEN_REQUESTED,
+)  # fmt: skip
+
+register(
+    Measurement(
+        "speed",
+        "end-to-end training, prefill and decode tokens/s, and utilisation",
+        measure_speed,
+        METRICS,
+        order=60,
+        section=speed_section,
+        isolated=True,
+        gpu=True,
+        gpu_group="speed",
+        gpu_share=0.40,
+        cpu_seq_cap=CPU_SEQ_CAP,
+        version=3,  # 2: multi-query vs multi-head decoding and the repeated timing; 3: every timing sample stored
+    )
+)

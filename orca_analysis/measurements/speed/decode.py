@@ -1,0 +1,127 @@
+"""The decode phases of `speed`: cached (KV) decoding checked and timed, and multi-query against
+multi-head cached decoding on the base (instruments/decode.py does the decoding).
+
+Decode: `DECODE_TOKENS` single-token steps after a (seq_len - G)-token prompt, teacher-forced, with
+x-transformers' KV cache. The cached logits are checked against one full forward: `decode_cache_pass`
+is 1 where they agree within AGREEMENT_TOL, 0 where they disagree or decoding crashes (the problem in
+its note: a finding, not a failure of the run). Where the cache fails, decode is also timed without it
+(a full forward per new token, over the last `UNCACHED_TOKENS` positions).
+KV heads (base variant only): the same decode, cached, for one KV head (multi-query) and for one KV
+head per query head (multi-head). Orca's own flags break cached decoding, so the flags of
+`CACHE_DROPS` are switched off, in that order, until the multi-query model's cached logits agree with
+its full forward; the records name what was dropped (label `dropped`). The speed-up (multi-head
+median time over multi-query median time) is stored once, as `kv_ablation_decode_speedup`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from ...build import build_model
+from ...build.variants import kv_config
+from ...formulas.memory import kv_cache_bytes
+from ...instruments.decode import (
+    AGREEMENT_TOL,
+    CACHE_DROPS,
+    UNCACHED_TOKENS,
+    cache_check,
+    cache_compatible,
+    random_tokens,
+    split,
+    time_cached,
+    time_uncached,
+)
+from ...instruments.timing import Timing
+from ..recorder import Recorder
+from .timed import Workload
+
+if TYPE_CHECKING:
+    from .run import Context
+
+CHECK = "cached_vs_full_forward"
+AGREES = "cached decoding agrees with the full forward; uncached not needed"
+NOTHING_TO_TIME = "cached decoding failed: nothing to time with the cache (see decode_cache_pass)"
+DISAGREES = "timed, but the cached logits disagree with the full forward (see decode_cache_pass)"
+
+
+def _rate(
+    rec: Recorder, metric: str, timing: Timing, work: float, labels: dict[str, Any], caveat: str
+) -> None:
+    """work / median, with the timing's noise note and the caveat."""
+    note = "; ".join(filter(None, [timing.note, caveat]))
+    rec.add(metric, work / timing.median, "measured_median", labels, note=note)
+
+
+def decode_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
+    """Cache agreement, cached tokens/s, uncached tokens/s where the cache fails."""
+    model = ctx.model.eval()
+    prompt, new = split(w.seq_len, ctx.device)
+    seqs = random_tokens(ctx.cfg.num_tokens, (w.batch, w.seq_len), ctx.device)
+    labels = {"new": new, "prompt": prompt}
+    k = min(new, UNCACHED_TOKENS)  # every uncached token costs a full forward: a few tell the rate
+    uncached = {"new": k, "prompt": w.seq_len - k}
+    with torch.inference_mode():
+        rel, problem = cache_check(model, seqs[0], prompt, AGREEMENT_TOL[ctx.dtype])
+        rec.add("decode_cache_pass", float(not problem), CHECK, labels, note=problem)
+        if rel is None:  # crashed: nothing to compare, nothing to time with the cache
+            rec.skipped("decode_cache_agreement", CHECK, problem, labels)
+            rec.skipped("decode_cached_tokens_per_s", "measured_median", NOTHING_TO_TIME, labels)
+        else:
+            rec.add("decode_cache_agreement", rel, CHECK, labels, note=problem)
+            timing = time_cached(model, seqs, prompt, ctx.device, "decode_cached")
+            rec.timing("decode_cached_time", timing, labels)
+            _rate(
+                rec, "decode_cached_tokens_per_s", timing, w.batch * new, labels, DISAGREES if problem else ""
+            )
+        if not problem:
+            rec.skipped("decode_uncached_tokens_per_s", "measured_median", AGREES, uncached)
+            return
+        timing = time_uncached(model, seqs, w.seq_len, k, ctx.device)
+    rec.timing("decode_uncached_time", timing, uncached)
+    rec.rate("decode_uncached_tokens_per_s", timing, w.batch * k, uncached)
+
+
+def no_compatible_model() -> str:
+    tried = "; ".join("+".join(d) or "none" for d in CACHE_DROPS)
+    return f"no cache-compatible model found (flags dropped, tried: {tried})"
+
+
+def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
+    """Cached decode with one KV head against one per query head (same other flags); the two builds
+    are kept in `ctx.kv_models` from one workload to the next."""
+    if not ctx.compatible:
+        ctx.compatible.append(cache_compatible(ctx.cfg, w.seq_len, ctx.device, ctx.dtype))
+    if ctx.compatible[0] is None:
+        rec.failed("kv_ablation_decode_speedup", "derived", no_compatible_model(), {"dropped": "n/a"})
+        return
+    mqa, drops = ctx.compatible[0]
+    dropped = "+".join(drops) or "none"
+    prompt, new = split(w.seq_len, ctx.device)
+    seqs = random_tokens(ctx.cfg.num_tokens, (w.batch, w.seq_len), ctx.device)
+    medians: dict[str, float] = {}
+    for attn, one_kv in (("mqa", True), ("mha", False)):
+        c = kv_config(mqa, one_kv)
+        labels = {"attn": attn, "kv_heads": c.kv_heads, "dropped": dropped, "new": new, "prompt": prompt}
+        if attn not in ctx.kv_models:
+            ctx.kv_models[attn] = build_model(c, ctx.device, ctx.dtype).eval()
+        model = ctx.kv_models[attn]
+        with torch.inference_mode():
+            rel, problem = cache_check(model, seqs[0], prompt, AGREEMENT_TOL[ctx.dtype])
+            rec.add("kv_ablation_cache_pass", float(not problem), CHECK, labels, note=problem)
+            if rel is None:
+                rec.skipped("kv_ablation_cache_agreement", CHECK, problem, labels)
+            else:
+                rec.add("kv_ablation_cache_agreement", rel, CHECK, labels, note=problem)
+                timing = time_cached(model, seqs, prompt, ctx.device, f"kv_ablation_{attn}")
+                rec.timing("kv_ablation_decode_time", timing, labels)
+                _rate(rec, "kv_ablation_decode_tokens_per_s", timing, w.batch * new, labels,
+                      DISAGREES.replace("decode_cache_pass", "kv_ablation_cache_pass") if problem else "")  # fmt: skip
+                medians[attn] = timing.median
+        nbytes = kv_cache_bytes(c, w.seq_len, w.batch, ctx.dtype)
+        rec.add("kv_ablation_cache_bytes", nbytes, "closed_form", labels, scale=w.analytic_scale)
+    if {"mqa", "mha"} <= set(medians):
+        rec.add(
+            "kv_ablation_decode_speedup", medians["mha"] / medians["mqa"], "derived", {"dropped": dropped}
+        )

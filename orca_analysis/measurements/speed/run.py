@@ -1,0 +1,188 @@
+"""End-to-end speed: training step, prefill and decode tokens/s, and utilisation.
+
+Per workload (seq_len, batch), on the variant's real weights (bf16 on GPU, the study's dtype on
+CPU; pure-dtype weights and AdamW states, no autocast):
+- train: forward, next-token cross-entropy, backward, AdamW step, zero_grad;
+- prefill: one forward over `seq_len` tokens under inference_mode;
+- decode: cached (KV) decode checked against a full forward and timed, uncached where the cache
+  fails (decode.py); for the base variant also multi-query against multi-head cached decoding;
+- repeat (base variant): the training step timed again after the other phases, to show how far two
+  timings of the same thing drift (`train_step_repeat_diff`).
+Every timing stores each sample (`*_time`, label repeat); rates divide the work by the median.
+Utilisation divides achieved FLOP/s by (a) a dense GEMM ceiling measured once per process and
+(b) the datasheet peak. The numerator is the `flops` measurement's operator counter run at the
+length actually timed: training steps by `train_step_causal` (the MFU convention of
+formulas/flops.py), prefill by `forward_causal`; AdamW's elementwise work is not counted.
+A phase that raises (e.g. out of memory) is an error record on its headline metric with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from ...build import build_model
+from ...instruments.decode import random_tokens, split
+from ...instruments.device import on_measure_device, run_settings, speed_dtype
+from ...instruments.flop_counter import count_flops
+from ...instruments.timing import Timing, time_fn
+from ...results import Record
+from ...results.records import device_name
+from ...study.schema import ModelConfig, Study, Variant
+from ..recorder import Recorder
+from .decode import decode_phase, kv_heads_phase
+from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_size, one_line, workloads
+
+CPU_SEQ_CAP = 64
+FLOPS_METHOD = "counter_causal"  # instruments/flop_counter.py, causal-aware: formulas/flops.py MFU_CONVENTION
+REPEAT_FIRST_FAILED = "the first timing of this step failed"
+
+
+@dataclass
+class Context:
+    """What the phases of one variant's run share."""
+
+    model: torch.nn.Module
+    cfg: ModelConfig
+    device: str
+    dtype: str
+    gemm: float  # measured GEMM FLOP/s
+    peak: float | None  # datasheet FLOP/s
+    peak_note: str
+    train_timings: dict[tuple[int, int], Timing] = field(default_factory=dict)
+    compatible: list = field(default_factory=list)  # the cache-compatible config, found at the first workload
+    kv_models: dict[str, torch.nn.Module] = field(default_factory=dict)  # its mqa / mha builds
+
+
+Phase = Callable[[Context, Recorder, Workload], None]
+
+
+def _decode_labels(w: Workload, device: str) -> dict[str, int]:
+    prompt, new = split(w.seq_len, device)
+    return {"new": new, "prompt": prompt}
+
+
+# Where a phase's failure is recorded: (metric, method, labels at the workload).
+TRAIN_FAILED = ("train_step_time", "measured", lambda w, d: {"repeat": 0})
+PREFILL_FAILED = ("prefill_time", "measured", lambda w, d: {"repeat": 0})
+DECODE_FAILED = ("decode_cached_tokens_per_s", "measured_median", _decode_labels)
+KV_FAILED = ("kv_ablation_decode_speedup", "derived", lambda w, d: {"dropped": "n/a"})
+REPEAT_FAILED = ("train_step_repeat_diff", "timed_twice", lambda w, d: {})
+
+
+@on_measure_device
+def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
+    dtype = speed_dtype(study.workloads.dtype, device)
+    cfg = variant.config
+    rec = Recorder(study.name, variant, "speed", device=device, dtype=dtype, scale="measured")
+    if not device.startswith("cuda"):
+        rec.add("cpu_threads", torch.get_num_threads(), "torch.get_num_threads")
+    gemm, peak, peak_note = _ceilings(rec, device, dtype)
+    ctx = Context(build_model(cfg, device, dtype), cfg, device, dtype, gemm, peak, peak_note)
+    phases: list[tuple[Phase, tuple]] = [(_train, TRAIN_FAILED), (_prefill, PREFILL_FAILED),
+                                         (decode_phase, DECODE_FAILED)]  # fmt: skip
+    if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
+        phases += [(kv_heads_phase, KV_FAILED), (_repeat, REPEAT_FAILED)]
+    for w in workloads(study, variant, device, CPU_SEQ_CAP):
+        at = at_workload(rec, w, CPU_SEQ_CAP)
+        for phase, (metric, method, labels) in phases:
+            try:
+                phase(ctx, at, w)
+            except Exception as exc:  # noqa: BLE001  (one phase failing, e.g. out of memory, is a result)
+                name = phase.__name__.strip("_").removesuffix("_phase")
+                at.failed(metric, method, f"{name}: {one_line(exc)}", labels(w, device))
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
+    return rec.records
+
+
+def _ceilings(rec: Recorder, device: str, dtype: str) -> tuple[float, float | None, str]:
+    timing, n = gemm_ceiling(device, dtype)
+    size = {"size": gemm_size(n, dtype)}
+    rec.timing("gemm_time", timing, size)
+    rec.rate("gemm_ceiling", timing, 2 * n**3, size)
+    name = device_name(device)
+    peak = datasheet_peak(name, dtype) if device.startswith("cuda") else None
+    note = "" if peak else f"no datasheet entry for {name} in {dtype}"
+    if peak:
+        rec.add("datasheet_peak", peak, "datasheet", {"device_name": name}, scale="analytic")
+    else:
+        rec.skipped("datasheet_peak", "datasheet", note, {"device_name": name}, scale="analytic")
+    return 2 * n**3 / timing.median, peak, note
+
+
+def counted_flops(cfg: ModelConfig, seq_len: int, batch: int, training: bool) -> float:
+    """FLOPs of one training step (forward, loss, backward) or one forward, by the operator counter."""
+    count = count_flops(cfg, seq_len, batch, train=training)  # no allocation: FakeTensorMode
+    return float(count.value("train_step_causal" if training else "forward_causal"))
+
+
+def _utilisation(ctx: Context, rec: Recorder, w: Workload, kind: str, timing: Timing, flops: float) -> None:
+    """Achieved FLOP/s (counted numerator, see FLOPS_METHOD) over the GEMM ceiling and the datasheet."""
+    achieved, note = flops / timing.median, timing.note
+    if achieved > ctx.gemm:  # possible on a shared CPU: the ceiling was timed under other contention
+        note = "; ".join(filter(None, [timing.note, "above the measured GEMM ceiling"]))
+    rec.add(f"{kind}_flops", flops, FLOPS_METHOD, scale=w.analytic_scale)
+    rec.add(f"{kind}_flops_per_s", achieved, FLOPS_METHOD, note=note)
+    rec.add(f"{kind}_utilisation_vs_gemm", achieved / ctx.gemm, FLOPS_METHOD, note=note)
+    if ctx.peak:
+        rec.add(f"{kind}_utilisation_vs_datasheet", achieved / ctx.peak, FLOPS_METHOD, note=note)
+    else:
+        rec.skipped(f"{kind}_utilisation_vs_datasheet", FLOPS_METHOD, ctx.peak_note)
+
+
+def train_step_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, device: str) -> Timing:
+    """Forward, next-token cross-entropy, backward and AdamW, timed by the harness."""
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+
+    def step(tokens: torch.Tensor) -> None:  # tokens: (b, seq_len + 1)
+        logits = model(tokens[:, :-1])  # (b, seq_len, vocab)
+        F.cross_entropy(logits.flatten(0, 1).float(), tokens[:, 1:].flatten()).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    inputs = random_tokens(cfg.num_tokens, (w.batch, w.seq_len + 1), device)
+    return time_fn(step, inputs, device=device, label="train_step", **run_settings(device))
+
+
+def _train(ctx: Context, rec: Recorder, w: Workload) -> None:
+    timing = train_step_timing(ctx.model, ctx.cfg, w, ctx.device)
+    ctx.train_timings[(w.seq_len, w.batch)] = timing
+    rec.timing("train_step_time", timing)
+    rec.rate("train_tokens_per_s", timing, w.batch * w.seq_len)
+    _utilisation(ctx, rec, w, "train", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=True))
+
+
+def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
+    model = ctx.model.eval()
+
+    def forward(tokens: torch.Tensor) -> None:
+        with torch.inference_mode():
+            model(tokens)
+
+    inputs = random_tokens(ctx.cfg.num_tokens, (w.batch, w.seq_len), ctx.device)
+    timing = time_fn(forward, inputs, device=ctx.device, label="prefill", **run_settings(ctx.device))
+    rec.timing("prefill_time", timing)
+    rec.rate("prefill_tokens_per_s", timing, w.batch * w.seq_len)
+    _utilisation(ctx, rec, w, "prefill", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=False))
+
+
+def repeat_record(rec: Recorder, first: Timing | None, again: Timing | None) -> None:
+    """|second median - first median| / first median of the same training step timed twice in one
+    process (the target on a GPU: within 3%)."""
+    if first is None or again is None:
+        rec.failed("train_step_repeat_diff", "timed_twice", REPEAT_FIRST_FAILED)
+        return
+    diff = abs(again.median - first.median) / first.median
+    rec.add("train_step_repeat_diff", diff, "timed_twice",
+            note=f"first {first.median:.4g} s, again {again.median:.4g} s")  # fmt: skip
+
+
+def _repeat(ctx: Context, rec: Recorder, w: Workload) -> None:
+    first = ctx.train_timings.get((w.seq_len, w.batch))
+    again = None if first is None else train_step_timing(ctx.model, ctx.cfg, w, ctx.device)
+    repeat_record(rec, first, again)

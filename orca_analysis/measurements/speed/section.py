@@ -1,0 +1,171 @@
+"""The speed section: end-to-end tokens/s, multi-query against multi-head decoding, repeatability."""
+
+from __future__ import annotations
+
+import statistics
+
+import pandas as pd
+
+from ...report.figures import lines
+from ...report.format import Quantity, fixed, si
+from ...report.sections import Section, Table, variant_order
+from ...results.query import Results, prefer_device
+from .run import CPU_SEQ_CAP
+from .timed import first, points, requested_text
+
+REPEAT_TARGET = 0.03  # repeated GPU timings of one variant agree within 3%
+TIMED = ("kernels", "attention_speed", "speed")
+_POINTS = ("train_tokens_per_s", "prefill_tokens_per_s", "decode_cache_pass", "decode_uncached_tokens_per_s")
+
+
+def _cached_cell(results: Results, at: dict) -> Quantity | str:
+    passed = results.values("decode_cache_pass", **at)
+    if passed and passed[0].value == 0:
+        reason = passed[0].note.split("failed: ")[-1].split(":")[0]
+        return f"fails ({reason}; see probes)"
+    return Quantity(first(results, "decode_cached_tokens_per_s", **at), "tokens/s")
+
+
+def _speed_table(results: Results, study) -> Table | None:
+    rows = []
+    for vid in variant_order(study):
+        for device, seq in points(results, _POINTS, variant=vid):
+            at = {"variant": vid, "device": device, "seq_len": seq}
+            rows.append([
+                vid, device, requested_text(results, vid, device, seq, CPU_SEQ_CAP), f"{int(seq)}",
+                Quantity(first(results, "train_tokens_per_s", **at), "tokens/s"),
+                Quantity(first(results, "prefill_tokens_per_s", **at), "tokens/s"),
+                _cached_cell(results, at),
+                Quantity(first(results, "decode_uncached_tokens_per_s", **at), "tokens/s"),
+                Quantity(first(results, "train_utilisation_vs_gemm", **at), "fraction"),
+            ])  # fmt: skip
+    if not rows:
+        return None
+    by_device: dict[str, list[float]] = {}
+    for v in results.values("gemm_ceiling"):
+        by_device.setdefault(v.device, []).append(v.value)
+    ceiling = ", ".join(f"{d}: {si(statistics.median(vs), 'FLOP/s')}" for d, vs in sorted(by_device.items()))
+    return Table(
+        "End-to-end throughput",
+        "Median of repeated timed runs (warm-up first; every sample is in the results, and values the harness "
+        "flags as noisy say so in their note). Training step = forward, backward and AdamW. Decode: tokens "
+        "after a prompt, with the KV cache and without it (full recompute); a cached decode that crashes "
+        "or disagrees with the full forward is shown as a failure. Utilisation = FLOP/s by the operator counter "
+        f"over the measured GEMM ceiling ({ceiling}).",
+        [
+            "variant",
+            "device",
+            "seq len requested",
+            "seq len measured",
+            "training",
+            "prefill",
+            "decode, KV cache",
+            "decode, no cache",
+            "training utilisation vs GEMM",
+        ],  # fmt: skip
+        rows,
+    )
+
+
+def _kv_heads_table(results: Results, base: str) -> Table | None:
+    rows = []
+    for device, seq in points(
+        results, ("kv_ablation_decode_tokens_per_s", "kv_ablation_cache_bytes"), variant=base
+    ):
+        at = {"variant": base, "device": device, "seq_len": seq}
+        speed = {v.get("attn"): v for v in results.values("kv_ablation_decode_tokens_per_s", **at)}
+        cache = {v.get("attn"): v for v in results.values("kv_ablation_cache_bytes", **at)}
+        dropped = next(iter({**cache, **speed}.values())).get("dropped")
+        up = first(results, "kv_ablation_decode_speedup", dropped=dropped, **at)
+        rate = {a: speed[a].value if a in speed else None for a in ("mqa", "mha")}
+        nbytes = {a: cache[a].value if a in cache else None for a in ("mqa", "mha")}
+        rows.append([
+            device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", str(dropped),
+            Quantity(rate["mqa"], "tokens/s"), Quantity(rate["mha"], "tokens/s"),
+            f"x{fixed(up, 2)}" if up is not None else "n/a",
+            f"{si(nbytes['mqa'], 'B')} / {si(nbytes['mha'], 'B')}",
+        ])  # fmt: skip
+    if not rows:
+        return None
+    return Table(
+        "Multi-query against multi-head decoding (base)",
+        "Cached decode tokens/s (median of timed runs) of the base with one KV head and with one KV head "
+        "per query head, all else equal. Orca's flags break cached decoding, so the flags named under "
+        "'flags off' are switched off in both (the first set whose cached logits match a full forward). "
+        "Speed-up: the multi-head median decode time over the multi-query one. "
+        "KV cache: closed form, 2 x depth x batch x kv heads x tokens x head dim x bytes per element.",
+        [
+            "device",
+            "seq len requested",
+            "seq len measured",
+            "flags off",
+            "one KV head",
+            "a KV head per head",
+            "speed-up",
+            "KV cache (one / per head)",
+        ],  # fmt: skip
+        rows,
+    )
+
+
+def _repeat_table(results: Results, base: str) -> Table | None:
+    found = sorted(
+        results.values("train_step_repeat_diff", variant=base), key=lambda v: (v.device, v.seq_len)
+    )
+    if not found:
+        return None
+    rows = [
+        [v.device, requested_text(results, base, v.device, v.seq_len, CPU_SEQ_CAP), f"{int(v.seq_len)}", v.note,
+         Quantity(v.value, "fraction"), "yes" if v.value <= REPEAT_TARGET else "no"]
+        for v in found
+    ]  # fmt: skip
+    return Table(
+        "Repeatability of the timings (base)",
+        "The base's training step timed a second time in the same process, after every other phase: "
+        f"relative difference of the two medians. Target on a GPU: within {REPEAT_TARGET:.0%}; a "
+        "shared CPU is noisier.",
+        ["device", "seq len requested", "seq len measured", "medians", "difference", "within target"],
+        rows,
+    )
+
+
+def _train_time_figure(results: Results):
+    steps = prefer_device(results.values("train_step_time"))
+    frame = pd.DataFrame(
+        [{"seq_len": v.seq_len, "variant_id": v.variant_id, "value": v.value} for v in steps]
+    )
+    if frame.empty:
+        return None
+    return lines(
+        frame,
+        "seq_len",
+        "variant_id",
+        "train_time_vs_seq",
+        "Training-step time versus sequence length",
+        "seconds per step",
+        "Median wall time of a training step (forward, backward, AdamW), batch as in "
+        "the study, at the lengths measured on this device; log-log.",
+        "speed / train_step_time",
+    )
+
+
+def speed_section(results: Results, study) -> Section:
+    section = Section(
+        "speed", "Throughput", "End-to-end tokens/s of training, prefill and decoding, and utilisation."
+    )
+    base = variant_order(study)[0]
+    tables = (_speed_table(results, study), _kv_heads_table(results, base), _repeat_table(results, base))
+    section.tables += [t for t in tables if t]
+    fig = _train_time_figure(results)
+    if fig:
+        section.figures.append(fig)
+    if not section.tables:
+        section.missing = "no `speed` results: add `speed` to the study's measurements and run it"
+    devices = sorted({r.device for m in TIMED for r in results.records(m)} - {"none"})
+    if devices and not any(d.startswith("cuda") for d in devices):
+        section.intro += (
+            " These are CPU figures (" + ", ".join(devices) + "), at CPU-sized sequence lengths. "
+            "GPU results are missing: run scripts/gpu_measure.sh OUTDIR on a GPU machine and commit "
+            "OUTDIR under data/gpu/<study>/ (make report imports it; see data/gpu/README.md)."
+        )
+    return section

@@ -1,0 +1,168 @@
+"""Study-wide ablations around the base variant's proxy (run once, with the base variant).
+
+Gradient health: per-block gradient norms at initialisation and late in a short run, for
+  depths in scale.grad_depths, with pre-norm (x-transformers' default: the reference),
+  post-norm (DeepNorm's layout without its alpha and beta) and the DeepNorm realisation.
+Length extrapolation: train at T, score the same validation tokens in windows of T, 2T, 4T,
+  for ALiBi + xPos, ALiBi only, xPos only and neither (positions then come from causal
+  masking alone: Orca has no absolute position table).
+Multi-query versus multi-head: validation loss against KV-cache bytes (closed form).
+Runs that match the base's own settings reuse the base variant's runs instead of retraining.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ...build.variants import NORMS, kv_config, norm_config, position_config
+from ...formulas.memory import kv_cache_bytes
+from ...instruments.corpus import TokenData
+from ...instruments.proxy import BUDGET_SKIP, QualityScale, past_deadline, proxy_config
+from ...instruments.trainer import RunResult, lm_loss, train_run
+from ...study.schema import ModelConfig, Study
+from ..recorder import Recorder
+
+M, D = "measured", "derived"
+POSITIONS = {
+    "alibi+xpos": (True, True),
+    "alibi": (True, False),
+    "xpos": (False, True),
+    "none": (False, False),
+}
+TAIL = 5  # grad_health_train_loss: mean minibatch loss of the last TAIL steps
+
+
+def grad_health(proxy: ModelConfig, scale: QualityScale, data: TokenData, rec: Recorder) -> None:
+    last = scale.grad_steps - 1
+    setup = f"last {TAIL} of {scale.grad_steps} steps at batch {scale.grad_batch}"
+    for depth in scale.grad_depths:
+        for norm in NORMS:
+            if past_deadline():
+                labels = {"norm": norm, "depth": depth, "step": last}
+                rec.skipped("grad_norm_first_over_last", D, BUDGET_SKIP, labels)
+                continue
+            cfg = norm_config(proxy.with_values({("attn_layers", "depth"): depth}), norm)
+            run = train_run(
+                cfg, data, scale, scale.seeds[0], steps=scale.grad_steps, evals=0, grad_steps={0, last}
+            )
+            for step, norms in sorted(run.grad_norms.items()):
+                for block, g in enumerate(norms):
+                    rec.add("grad_norm", g, M, {"norm": norm, "depth": depth, "step": step, "block": block})
+                labels = {"norm": norm, "depth": depth, "step": step}
+                if norms[-1]:
+                    rec.add("grad_norm_first_over_last", norms[0] / norms[-1], D, labels)
+                else:
+                    rec.skipped("grad_norm_first_over_last", D, "the last block's gradient norm is 0", labels)
+            tail = run.losses[-TAIL:]
+            labels = {"norm": norm, "depth": depth}
+            if run.diverged_at is not None or not tail:
+                rec.failed(
+                    "grad_health_train_loss",
+                    M,
+                    f"loss not finite at step {run.diverged_at} ({setup})",
+                    labels,
+                )
+            else:
+                rec.add("grad_health_train_loss", sum(tail) / len(tail), M, labels, note=setup)
+
+
+@torch.no_grad()
+def context_losses(
+    model: torch.nn.Module, val: torch.Tensor, lengths: list[int], spans: int
+) -> dict[int, float]:
+    """Loss on the same validation tokens at every length: `spans` spans of max(lengths) tokens,
+    spread over the validation data, each read as windows of n (+1 target) tokens."""
+    model.eval()
+    span = max(lengths)
+    device = next(model.parameters()).device
+    starts = torch.linspace(0, len(val) - span - 1, spans).long().tolist()
+    out = {}
+    for n in lengths:
+        windows = torch.stack([val[s + i : s + i + n + 1] for s in starts for i in range(0, span, n)])
+        losses = [lm_loss(model, w.to(device)).item() for w in windows.split(32)]
+        sizes = [len(w) for w in windows.split(32)]
+        out[n] = sum(loss * k for loss, k in zip(losses, sizes, strict=True)) / len(windows)
+    return out
+
+
+def model_for(
+    cfg: ModelConfig, base: ModelConfig, base_runs: dict[int, RunResult], seed: int, data: TokenData,
+    scale: QualityScale,
+) -> RunResult:  # fmt: skip
+    run = base_runs.get(seed)
+    if cfg == base and run is not None and run.model is not None:
+        return run
+    return train_run(cfg, data, scale, seed, evals=1, keep_model=True)
+
+
+def reusable(cfg: ModelConfig, proxy: ModelConfig, seed: int, base_runs: dict[int, RunResult]) -> bool:
+    """The base variant's own run answers this one: nothing new to train."""
+    return cfg == proxy and seed in base_runs
+
+
+def extrapolation(
+    proxy: ModelConfig, scale: QualityScale, data: TokenData, rec: Recorder, base_runs: dict[int, RunResult]
+) -> None:
+    T = scale.seq_len
+    lengths = [T] + [T * f for f in scale.extrap_factors]
+    spans = max(1, scale.eval_windows * T // max(lengths))  # as many tokens as a validation eval
+    for pos, (alibi, xpos) in POSITIONS.items():
+        cfg = position_config(proxy, alibi, xpos)
+        for seed in scale.seeds:
+            labels = {n: {"pos": pos, "train_len": T, "eval_len": n, "seed": seed} for n in lengths}
+            if past_deadline() and not reusable(cfg, proxy, seed, base_runs):  # a new run would start
+                for n in lengths:
+                    rec.skipped("extrapolation_val_loss", M, BUDGET_SKIP, labels[n])
+                continue
+            run = model_for(cfg, proxy, base_runs, seed, data, scale)
+            if run.diverged_at is not None:
+                for n in lengths:
+                    rec.failed(
+                        "extrapolation_val_loss", M, f"training diverged at step {run.diverged_at}", labels[n]
+                    )
+                continue
+            for n, loss in context_losses(run.model, data.val, lengths, spans).items():
+                rec.add("extrapolation_val_loss", loss, M, labels[n])
+
+
+def attention_kv(
+    study: Study,
+    proxy: ModelConfig,
+    scale: QualityScale,
+    data: TokenData,
+    rec: Recorder,
+    base_runs: dict[int, RunResult],
+) -> None:
+    context = study.base.max_seq_len  # the full context: workload-free, like every record here
+    dtype = study.workloads.dtype
+    for attn, one_kv in (("mqa", True), ("mha", False)):
+        cfg = kv_config(proxy, one_kv)
+        for seed in scale.seeds:
+            if past_deadline() and not reusable(cfg, proxy, seed, base_runs):
+                labels = {"attn": attn, "seed": seed, "tokens": scale.tokens_per_run}
+                rec.skipped("attn_kv_val_loss", M, BUDGET_SKIP, labels)
+                continue
+            run = model_for(cfg, proxy, base_runs, seed, data, scale)
+            if run.diverged_at is None:
+                labels = {"attn": attn, "seed": seed, "tokens": run.final.tokens}
+                rec.add("attn_kv_val_loss", run.final.val_loss, M, labels)
+        full = kv_config(study.base, one_kv)
+        for model, c in (("full", full), ("proxy", cfg)):
+            labels = {
+                "attn": attn,
+                "model": model,
+                "kv_heads": c.kv_heads,
+                "context": context,
+                "cache_batch": 1,
+            }
+            nbytes = kv_cache_bytes(c, context, 1, dtype)
+            rec.add("kv_cache_bytes", nbytes, "closed_form", labels, dtype=dtype, scale="analytic")
+
+
+def study_ablations(
+    study: Study, scale: QualityScale, data: TokenData, rec: Recorder, base_runs: dict[int, RunResult]
+) -> None:
+    proxy = proxy_config(study.base, scale)
+    extrapolation(proxy, scale, data, rec, base_runs)
+    attention_kv(study, proxy, scale, data, rec, base_runs)
+    grad_health(proxy, scale, data, rec)

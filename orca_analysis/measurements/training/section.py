@@ -1,0 +1,188 @@
+"""The training section: per device, short runs, length extrapolation and head ablation; and figures.
+
+CPU proxies and GPU full-scale runs are not comparable, so each device gets its own tables; the
+figures show the GPU's where there are any. Means and spreads over seeds come from the query.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ...report.figures import Figure, lines, scatter
+from ...report.format import Quantity, fixed, si
+from ...report.sections import Section, Table, variant_order
+from ...results.query import Results, Value
+
+TRAINING_METRICS = ("val_loss_final", "val_loss_equal_flops", "overfit_gap", "proxy_params",
+                    "head_ablation_quarter_mean", "extrapolation_val_loss", "grad_norm")  # fmt: skip
+
+
+def scale_text(device: str) -> tuple[str, str]:
+    """(title words, tokens) of the training scale a device's results come from (instruments/proxy.py)."""
+    if device.startswith("cuda"):
+        return (
+            f"full shapes on {device}",
+            "BPE tokens of the study's vocabulary on the Python standard library's source",
+        )
+    return "CPU-scale proxies", "byte-level tokens on the Python standard library's source"
+
+
+def seeds_text(values: list[Value]) -> str:
+    """'2 seeds' (or '1-2 seeds'): how many seeds the values actually average."""
+    ns = sorted({v.n for v in values}) or [0]
+    count = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]}"
+    return f"{count} seed{'' if ns[-1] == 1 else 's'}"
+
+
+def mean_spread(v: Value | None, digits: int = 3) -> str:
+    if v is None or v.value is None:
+        return "n/a"
+    text = fixed(v.value, digits)
+    return f"{text} ± {fixed(v.spread, digits)}" if v.spread is not None else text
+
+
+def devices(results: Results) -> list[str]:
+    """The devices with training results, GPUs first."""
+    found = {v.device for m in TRAINING_METRICS for v in results.values(m)}
+    return sorted(found, key=lambda d: (not d.startswith("cuda"), d))
+
+
+def runs_table(results: Results, study, device: str) -> Table:
+    scale, tokens = scale_text(device)
+    rows, averaged = [], []
+    for vid in variant_order(study):
+        at = {"variant": vid, "device": device}
+        if not any(results.values(m, **at) for m in TRAINING_METRICS):
+            continue
+        gaps = results.values("overfit_gap", **at)
+        last_gap = max(gaps, key=lambda v: int(v.get("step"))) if gaps else None
+        proxy = results.one("proxy_params", **at)
+        proxy_text = f"{si(proxy.value, '')} params ({proxy.get('dim')} wide)" if proxy else "n/a"
+        final, equal = results.one("val_loss_final", **at), results.one("val_loss_equal_flops", **at)
+        averaged += [v for v in (final, equal) if v is not None]
+        rows.append([vid, proxy_text, mean_spread(final), mean_spread(equal),
+                     Quantity(last_gap.value, "nats/token") if last_gap else "n/a"])  # fmt: skip
+    proxies = (
+        " Proxies are scaled-down versions of each variant (see results `proxy_params` for the rule): "
+        "trends, not the full-size losses."
+        if scale.startswith("CPU")
+        else ""
+    )
+    return Table(
+        f"Short training runs ({scale})",
+        f"Validation loss in nats per token ({tokens}), "
+        f"mean ± spread over {seeds_text(averaged)}, at equal tokens (end of run) and at equal training FLOPs "
+        "(6N + attention, Kaplan et al. 2020, read at the cheapest variant's budget). Overfit gap: "
+        "validation minus training loss after repeated epochs on a small subset." + proxies,
+        ["variant", "proxy", "val loss, equal tokens", "val loss, equal FLOPs", "overfit gap"],
+        rows,
+    )
+
+
+def extrapolation_table(results: Results, study, device: str) -> Table | None:
+    found = results.values("extrapolation_val_loss", variant=variant_order(study)[0], device=device)
+    if not found:
+        return None
+    scale, _ = scale_text(device)
+    cell = {(v.get("pos"), int(v.get("eval_len"))): v for v in found}
+    cols = sorted({n for _, n in cell})
+    positions = sorted({p for p, _ in cell})
+    rows = [[pos, *(Quantity(cell[pos, n].value if (pos, n) in cell else None, "nats/token") for n in cols)]
+            for pos in positions]  # fmt: skip
+    return Table(
+        f"Length extrapolation ({scale})",
+        f"Trained at {found[0].get('train_len')} tokens, validation "
+        f"loss (nats/token, mean of {seeds_text(found)}) at longer lengths, by positional scheme.",
+        ["positions", *[f"eval at {c}" for c in cols]],
+        rows,
+    )
+
+
+def head_ablation_table(results: Results, study, device: str) -> Table | None:
+    heads = {v.variant_id: v.config.heads for v in study.variants()}
+    rows, quarters = [], []
+    for vid in variant_order(study):
+        at = {"variant": vid, "device": device}
+        quarter = results.one("head_ablation_quarter_mean", **at)
+        if quarter is None:
+            continue
+        quarters.append(quarter)
+        single = [results.one(m, **at) for m in ("head_ablation_single_mean", "head_ablation_single_max")]
+        rows.append([vid, str(heads[vid]),
+                     *(Quantity(v.value if v else None, "nats/token", digits=4) for v in single),
+                     mean_spread(quarter, 4)])  # fmt: skip
+    if not rows:
+        return None
+    scale, _ = scale_text(device)
+    return Table(
+        f"Head ablation ({scale})",
+        "Rise in validation loss (nats/token) when heads of a trained proxy are silenced at "
+        "evaluation (their outputs zeroed before the output projection; Michel et al. 2019): one head "
+        "of one layer at a time (mean and worst over every head, first seed), and a random quarter of "
+        f"every layer's heads at once (mean ± spread over {seeds_text(quarters)}). A smaller rise means the "
+        "model leans less on any single head.",
+        ["variant", "heads", "one head: mean rise", "one head: worst rise", "a quarter of heads: rise"],
+        rows,
+    )
+
+
+def figures(results: Results, study, device: str) -> list[Figure]:
+    scale, tokens = scale_text(device)
+    out: list[Figure | None] = []
+    order = {vid: i for i, vid in enumerate(variant_order(study))}
+    curves = sorted(
+        results.values("val_loss", device=device, seed=0), key=lambda v: order.get(v.variant_id, 0)
+    )
+    if curves:
+        df = pd.DataFrame([{"variant_id": v.variant_id, "tokens": int(v.get("tokens")), "value": v.value}
+                           for v in curves])  # fmt: skip
+        out.append(lines(
+            df, "tokens", "variant_id", "val_loss_curves", "Validation loss during training (seed 0)",
+            "nats per token", f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
+            "training / val_loss", logy=False,
+        ))  # fmt: skip
+    final = results.values("val_loss_final", device=device)
+    if final:
+        df = pd.DataFrame([{"variant_id": v.variant_id, "flops": float(v.get("flops")), "loss": v.value}
+                           for v in final])  # fmt: skip
+        pareto = df.groupby("variant_id").agg(flops=("flops", "first"), loss=("loss", "mean")).reset_index()
+        out.append(scatter(
+            pareto, "flops", "loss", "variant_id", "quality_vs_compute", "Quality versus training compute",
+            "training FLOPs of the run (6N + attention)", "final validation loss (nats/token, mean of seeds)",
+            f"Each variant's final validation loss ({scale}) against the FLOPs its run spent; the dashed "
+            "line is the Pareto front (the best loss reachable at that compute).",
+            "training / val_loss_final",
+        ))  # fmt: skip
+    grads = results.values("grad_norm", variant=variant_order(study)[0], device=device)
+    if grads:
+        deepest = max(int(v.get("depth")) for v in grads)
+        at_depth = [v for v in grads if int(v.get("depth")) == deepest]
+        step = max(int(v.get("step")) for v in at_depth)
+        df = pd.DataFrame([{"block": int(v.get("block")) + 1, "norm": v.get("norm"), "value": v.value}
+                           for v in at_depth if int(v.get("step")) == step])  # fmt: skip
+        out.append(lines(
+            df, "block", "norm", "grad_norms", f"Gradient norm per block, depth {deepest}, end of the short run",
+            "gradient L2 norm", f"Per-block gradient norms ({scale}) at the largest depth "
+            "tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm.",
+            "training / grad_norm", logx=False, logy=True,
+        ))  # fmt: skip
+    return [f for f in out if f]
+
+
+def training_section(results: Results, study) -> Section:
+    section = Section(
+        "training",
+        "Short training runs",
+        "Short seeded training runs of proxy models on a corpus every machine has (no download), and the "
+        "study-wide ablations around the base: gradient health, length extrapolation, one KV head or many.",
+    )
+    found = devices(results)
+    for device in found:
+        tables = [runs_table(results, study, device), extrapolation_table(results, study, device),
+                  head_ablation_table(results, study, device)]  # fmt: skip
+        section.tables += [t for t in tables if t]
+    if found:
+        section.figures += figures(results, study, found[0])
+    else:
+        section.missing = "no `training` results: add `training` to the study's measurements and run it"
+    return section

@@ -1,0 +1,246 @@
+"""The one way to read stored results: declared metrics in, values with their unit, method, device,
+scale and samples out.
+
+    from orca_analysis.results.query import load_results
+    results = load_results("orca")                       # reports/orca/results.sqlite
+    results.frame()                                      # tidy pandas DataFrame: units, labels, provenance
+    results.values("peak_train", method="simulated", seq_len=8192, category="total")
+    results.number("params", variant="base", method="counter", component="total")
+
+A metric with a `samples` label (a seed, a timing repeat) comes back as one Value per everything
+else, its samples in order and its value their mean (seeds) or median (repeats). Naming a metric,
+method or label that no measurement declares raises MetricError at once. Rules, findings, sections
+and figures read only through this module.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .frame import provenance_of, stored_records
+from .metrics import Metric, MetricError, lookup, problems
+from .records import Provenance, Record
+from .store import REPORTS_DIR, StoredUnit
+
+_FILTER_FIELDS = ("method", "variant", "device", "seq_len", "batch", "dtype", "scale", "status")
+
+
+@dataclass(frozen=True)
+class Value:
+    """One measured or derived number: a record, or the samples of one (seeds, repeats) together."""
+
+    metric: str
+    method: str
+    unit: str
+    value: float | None
+    variant_id: str
+    seq_len: int | None
+    batch: int | None
+    dtype: str
+    device: str
+    scale: str
+    status: str
+    note: str
+    labels: dict[str, Any]  # without the samples label
+    swept: dict[str, Any]
+    samples: tuple[float, ...] = ()  # per seed or per repeat; () for a single record
+    sample_ids: tuple[Any, ...] = ()  # the seed or repeat of each sample
+    device_name: str = ""
+    date: str = ""
+
+    @property
+    def n(self) -> int:
+        return len(self.samples) or (0 if self.value is None else 1)
+
+    @property
+    def spread(self) -> float | None:
+        """max - min over the samples (None without samples)."""
+        return max(self.samples) - min(self.samples) if self.samples else None
+
+    def get(self, label: str, default: Any = None) -> Any:
+        return self.labels.get(label, default)
+
+
+@dataclass
+class _Row:
+    record: Record
+    unit: StoredUnit | None
+
+
+def _same(have: Any, want: Any) -> bool:
+    if isinstance(want, (set, frozenset, list, tuple)):
+        return any(_same(have, w) for w in want)
+    return have == want or str(have) == str(want)
+
+
+@dataclass
+class Results:
+    """A study's stored results (or any records), read by declared metric."""
+
+    rows: list[_Row] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: Iterable[Record]) -> Results:
+        return cls([_Row(r, None) for r in records])
+
+    @classmethod
+    def from_store(cls, study_folder: Path, everything: bool = False) -> Results:
+        return cls([_Row(r, u) for r, u in stored_records(study_folder, everything)])
+
+    def __post_init__(self) -> None:
+        self._by_metric: dict[str, list[_Row]] = {}
+        for row in self.rows:
+            self._by_metric.setdefault(row.record.metric, []).append(row)
+
+    @property
+    def empty(self) -> bool:
+        return not self.rows
+
+    # -- the query -----------------------------------------------------------------------
+    def values(self, metric: str, **where: Any) -> list[Value]:
+        """Values of `metric`, filtered by record fields (method, variant, device, seq_len, batch,
+        dtype, scale, status: default "ok", None for any) and by its labels (key=value, or a set)."""
+        m = lookup(metric)
+        labels = {k: v for k, v in where.items() if k not in _FILTER_FIELDS}
+        found = problems(metric, where.get("method"), labels)
+        if found:
+            raise MetricError(found)
+        status = where.get("status", "ok")
+        rows = []
+        for row in self._by_metric.get(metric, []):
+            r = row.record
+            fields = {"method": r.method, "variant": r.variant_id, "device": r.device, "seq_len": r.seq_len,
+                      "batch": r.batch, "dtype": r.dtype, "scale": r.scale}  # fmt: skip
+            if status is not None and not _same(r.status, status):
+                continue
+            if any(k in where and where[k] is not None and not _same(v, where[k]) for k, v in fields.items()):
+                continue
+            if any(not _same(r.labels.get(k), v) for k, v in labels.items()):
+                continue
+            rows.append(row)
+        return list(_grouped(m, rows))
+
+    def one(self, metric: str, **where: Any) -> Value | None:
+        """The single value matching, None when there is none; more than one is a query error."""
+        found = self.values(metric, **where)
+        if len(found) > 1:
+            keys = "; ".join(_describe(v) for v in found[:4])
+            raise MetricError(f"{metric}: {len(found)} values match {where}, expected one ({keys} ...)")
+        return found[0] if found else None
+
+    def number(self, metric: str, **where: Any) -> float | None:
+        v = self.one(metric, **where)
+        return None if v is None else v.value
+
+    def records(self, measurement: str | None = None, status: str | None = None) -> list[Record]:
+        """Raw records (e.g. the failures of a measurement that could not run at all)."""
+        return [
+            r.record
+            for r in self.rows
+            if (measurement is None or r.record.measurement == measurement)
+            and (status is None or r.record.status == status)
+        ]
+
+    def measured(self) -> set[str]:
+        """The measurements with at least one ok record."""
+        return {r.record.measurement for r in self.rows if r.record.status == "ok"}
+
+    def provenance(self) -> list[dict[str, str]]:
+        """The provenance of every stored unit the results come from, once each."""
+        seen: dict[int, dict[str, str]] = {}
+        for row in self.rows:
+            if row.unit is not None and row.unit.unit_id not in seen:
+                seen[row.unit.unit_id] = provenance_of(row.unit).as_dict()
+        return list(seen.values())
+
+    def frame(self) -> pd.DataFrame:
+        """Tidy: one row per record with unit, method, device, scale, status, note, its labels (a dict
+        column and one `label.<key>` column each), the swept keys and the provenance."""
+        out = []
+        for row in self.rows:
+            r = row.record
+            prov = provenance_of(row.unit).as_dict() if row.unit is not None else {}
+            out.append({
+                "study": r.study, "variant_id": r.variant_id, **r.swept, "measurement": r.measurement,
+                "metric": r.metric, "method": r.method, "value": r.value, "unit": r.unit,
+                "seq_len": r.seq_len, "batch": r.batch, "dtype": r.dtype, "device": r.device,
+                "scale": r.scale, "status": r.status, "note": r.note, "labels": r.labels,
+                **{f"label.{k}": v for k, v in r.labels.items()}, **prov,
+            })  # fmt: skip
+        frame = pd.DataFrame(out)
+        labels = sorted(c for c in frame.columns if c.startswith("label."))
+        prov = [c for c in Provenance.__dataclass_fields__ if c in frame.columns]
+        rest = [c for c in frame.columns if c not in labels and c not in prov]
+        return frame[[*rest, *labels, *prov]]
+
+
+def _describe(v: Value) -> str:
+    return f"{v.variant_id} {v.method} {v.device} seq_len={v.seq_len} {v.labels}"
+
+
+def _grouped(m: Metric, rows: list[_Row]) -> Iterator[Value]:
+    groups: dict[tuple, list[_Row]] = {}
+    for row in rows:
+        r = row.record
+        labels = tuple((k, str(v)) for k, v in r.labels.items() if k != m.samples)
+        key = (r.variant_id, r.method, r.device, r.dtype, r.seq_len, r.batch, r.scale, r.status, labels)
+        groups.setdefault(key, []).append(row)
+    for members in groups.values():
+        first, unit = members[0].record, members[0].unit
+        labels = {k: v for k, v in first.labels.items() if k != m.samples}
+        samples: tuple[float, ...] = ()
+        ids: tuple[Any, ...] = ()
+        value = first.value
+        if m.samples is not None:
+            members = sorted(members, key=lambda row: _order(row.record.labels.get(m.samples)))
+            kept = [row.record for row in members if row.record.value is not None]
+            samples = tuple(float(r.value) for r in kept)
+            ids = tuple(r.labels.get(m.samples) for r in kept)
+            value = _aggregate(m, samples)
+        yield Value(
+            metric=m.name, method=first.method, unit=first.unit, value=value, variant_id=first.variant_id,
+            seq_len=first.seq_len, batch=first.batch, dtype=first.dtype, device=first.device,
+            scale=first.scale, status=first.status, note=next((r.record.note for r in members if r.record.note), ""),
+            labels=labels, swept=first.swept, samples=samples, sample_ids=ids,
+            device_name=unit.device_name if unit is not None else "",
+            date=unit.provenance.get("date", "") if unit is not None else "",
+        )  # fmt: skip
+
+
+def _order(x: Any) -> tuple:
+    return (0, x) if isinstance(x, (int, float)) else (1, str(x))
+
+
+def _aggregate(m: Metric, samples: tuple[float, ...]) -> float | None:
+    if not samples:
+        return None
+    if m.aggregate == "median":
+        return float(statistics.median(samples))  # = numpy's linear-interpolated 50% quantile
+    return float(statistics.fmean(samples))
+
+
+def prefer_device(values: list[Value], points: str | None = None) -> list[Value]:
+    """The values of one device, so CPU proxies and GPU full-scale runs never meet in one comparison:
+    the device covering the most distinct `points` (a swept key, e.g. the axis), a GPU on ties."""
+    devices = {v.device for v in values}
+    if len(devices) <= 1:
+        return values
+
+    def rank(d: str) -> tuple[int, bool]:
+        mine = [v for v in values if v.device == d]
+        return (len({v.swept.get(points) for v in mine}) if points else 0, d.startswith("cuda"))
+
+    best = max(sorted(devices), key=rank)
+    return [v for v in values if v.device == best]
+
+
+def load_results(study: str = "orca", reports: Path | str = REPORTS_DIR, everything: bool = False) -> Results:
+    """A study's results from `<reports>/<study>/results.sqlite` (what its last run asked for, or
+    `everything` stored)."""
+    return Results.from_store(Path(reports) / study, everything)
