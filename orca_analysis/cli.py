@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("--batch", type=int, default=None, help="batch size (default: the study's first)")
     inspect.add_argument("--json", action="store_true", help="print one JSON object")
+    inspect.add_argument(
+        "--only", metavar="NAME,...", help="the measurements to summarise (default: the study's list)"
+    )
 
     for name, text in (("run", "measure what a study's store lacks"), ("report", "render a study's report")):
         cmd = sub.add_parser(name, help=text)
@@ -140,14 +143,15 @@ def _inspect(args: argparse.Namespace) -> int:
     from .inspect import inspect_variant, render_text
     from .study import load_study
 
-    study = load_study(args.study, args.overrides)
+    study = load_study(args.study, args.overrides, base_only=True)
+    only = [n.strip() for n in args.only.split(",") if n.strip()] if args.only else None
     seq_len = args.seq_len or study.workloads.seq_lens[0]
     batch = args.batch or study.workloads.batch_sizes[0]
     if seq_len < 1 or batch < 1:
         raise OrcaError(f"--seq-len and --batch must be at least 1, got {seq_len} and {batch}")
     if seq_len > study.base.max_seq_len:
         raise OrcaError(f"--seq-len {seq_len} exceeds the model's max_seq_len {study.base.max_seq_len}")
-    report = inspect_variant(study, seq_len, batch)
+    report = inspect_variant(study, seq_len, batch, only)
     print(json.dumps(report, indent=2, default=str) if args.json else render_text(report))
     return 0
 

@@ -6,12 +6,20 @@ import textwrap
 from typing import Any
 
 from .build import fidelity_entries
+from .errors import OrcaError
 from .measurements import MEASUREMENTS
 from .study.schema import Study
 
 
-def inspect_variant(study: Study, seq_len: int, batch: int) -> dict[str, Any]:
-    """`variant`, `fidelity`, then one key per registered measurement that has a summary."""
+def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | None = None) -> dict[str, Any]:
+    """`variant`, `fidelity`, then one key per measurement asked for (`only`, else the study's list)
+    that has a summary."""
+    names = only if only is not None else study.measurements
+    unknown = [n for n in names if n not in MEASUREMENTS]
+    if unknown:
+        raise OrcaError(
+            f"--only: unknown measurement(s) {', '.join(unknown)} (available: {', '.join(MEASUREMENTS)})"
+        )
     cfg = study.base
     report: dict[str, Any] = {
         "variant": {
@@ -23,9 +31,9 @@ def inspect_variant(study: Study, seq_len: int, batch: int) -> dict[str, Any]:
         },
         "fidelity": [e.as_dict() for e in fidelity_entries(cfg)],
     }
-    for name, measurement in MEASUREMENTS.items():
-        if measurement.summary is not None:
-            report[name] = measurement.summary(cfg, seq_len, batch)
+    for name in names:
+        if MEASUREMENTS[name].summary is not None:
+            report[name] = MEASUREMENTS[name].summary(cfg, seq_len, batch)
     return report
 
 
@@ -41,27 +49,35 @@ def _table(rows: list[list[str]], header: list[str], wrap: int = 0) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
-def render_text(report: dict[str, Any]) -> str:
-    p = report["params"]
-    fid = [[e["flag"], repr(e["value"]), e["status"], e["how"]] for e in report["fidelity"]]
+def _params_text(p: dict[str, Any]) -> list[str]:
     comps = ["embedding", "attention", "feedforward", "norm", "logits", "other", "total"]
     par = [[c, f"{p[c]:,}", f"{p['closed_form'].get(c, 0):,}", f"{p[c] / p['total']:.1%}"] for c in comps]
     out = [
-        f"variant: {report['variant']['study']} base ({report['variant']['source']})",
-        "",
-        "Fidelity of each flag to the installed x-transformers",
-        _table(fid, ["flag", "value", "status", "how"], wrap=80),
         "",
         "Parameters (counter = the library's own count; closed form = formulas/params.py)",
         _table(par, ["component", "counter", "closed form", "share"]),
         f"closed form matches counter: {'yes' if p['closed_form_matches'] else 'NO'}; "
         f"embedding + logits share: {p['embedding_and_logits_share']:.1%}",
+        f"counted by: {p['counted']}",
     ]
     if "deepnorm" in p:
         out.append(
             f"DeepNorm realisation: adds {p['deepnorm']['params_added_by_realisation']} parameters; "
             + p["deepnorm"]["explained"]
         )
+    return out
+
+
+def render_text(report: dict[str, Any]) -> str:
+    fid = [[e["flag"], repr(e["value"]), e["status"], e["how"]] for e in report["fidelity"]]
+    out = [
+        f"variant: {report['variant']['study']} base ({report['variant']['source']})",
+        "",
+        "Fidelity of each flag to the installed x-transformers",
+        _table(fid, ["flag", "value", "status", "how"], wrap=80),
+    ]
+    if "params" in report:
+        out += _params_text(report["params"])
     for name, measurement in MEASUREMENTS.items():
         if name != "params" and name in report and measurement.summary_text is not None:
             out += ["", measurement.summary_text(report[name])]

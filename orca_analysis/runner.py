@@ -26,6 +26,7 @@ from .instruments.corpus import selected_corpus_label
 from .measurements import MEASUREMENTS, Measurement
 from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
 from .results.frame import export
+from .results.lock import store_lock
 from .results.store import Store, Unit, open_store, study_dir
 from .study.schema import ModelConfig, Study, Workloads
 
@@ -170,7 +171,8 @@ def run_sweep(
     progress = None
     try:
         corpus = corpus_for(study, measurements)  # before the store opens: a bad corpus leaves no trace
-        with open_store(folder) as store:
+        # one run per store: a second waits here, then plans against what the first stored
+        with store_lock(folder, log), open_store(folder) as store:
             try:
                 gpu_kinds = {bool(getattr(measurements[n], "gpu", False)) for n in study.measurements}
                 env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}

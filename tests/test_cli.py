@@ -36,6 +36,27 @@ def test_inspect_text_table(capsys):
     assert "closed form matches counter: yes" in text and "realised" in text
 
 
+B55_GQA = ["dim=8192", "depth=80", "heads=64", "attn_dim_head=128", "attn_kv_heads=8", "attn_one_kv_head=false",
+           "alibi_num_heads=32"]  # fmt: skip
+
+
+def test_inspect_a_grouped_query_55b_variant_of_the_default_study(capsys):
+    # kv heads 8 would not divide the sweep's heads=4 variant: only the inspected variant is validated
+    assert main(["inspect", *(a for s in B55_GQA for a in ("--set", s)), "--only", "params", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"variant", "fidelity", "params"}  # --only: nothing else is computed
+    # per layer: q and out 2 * 8192 * 8192 = 134,217,728; k, v 2 * 8192 * (8 * 128) = 16,777,216;
+    # feed-forward 2 * 8192 * 32768 + 32768 + 8192 = 536,911,872; two norms 2 * 8192 = 16,384:
+    # 687,923,200 * 80 = 55,033,856,000, + embedding and logits 2 * 20000 * 8192 = 327,680,000
+    assert out["params"]["total"] == out["params"]["closed_form"]["total"] == 55_361_536_000
+    assert out["params"]["counted"] == "per block: walked at depths 1 and 2, checked at 3, extrapolated to 80"
+
+
+def test_inspect_only_names_known_measurements():
+    proc = cli("inspect", "--only", "params,flopz")
+    assert proc.returncode == 2 and "unknown measurement(s) flopz" in proc.stderr
+
+
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -12,6 +12,7 @@ from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.measurements.memory.run import TOLERANCE, measure_memory
 from orca_analysis.measurements.memory.section import memory_section
 from orca_analysis.measurements.memory.summary import memory_summary, memory_summary_text
+from orca_analysis.measurements.memory_measured.run import measure_memory_measured
 from orca_analysis.report.format import cell
 from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
@@ -40,7 +41,8 @@ def orca(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_records():
     study = load_study("tests/fixtures/tiny.yaml")
-    return study, measure_memory(study.variants()[0], study)
+    base = study.variants()[0]  # the analytic measurement and its real-tensor check
+    return study, measure_memory(base, study) + measure_memory_measured(base, study)
 
 
 def test_closed_form_terms_by_hand():
@@ -161,11 +163,13 @@ def test_fits_is_decided_from_the_prediction(orca):
 
 
 def test_declaration():
-    m = MEASUREMENTS["memory"]
-    assert (m.order, m.gpu, m.gpu_group, m.gpu_share, m.isolated, m.per_workload) == (
-        30, True, "memory", 0.15, True, False,
+    m, real = MEASUREMENTS["memory"], MEASUREMENTS["memory_measured"]
+    # memory is deterministic (closed form, simulation): it runs in the sweep's process, on no GPU
+    assert (m.order, m.gpu, m.isolated, m.per_workload, m.version) == (30, False, False, False, 2)
+    assert (real.order, real.gpu, real.gpu_group, real.gpu_share, real.isolated, real.per_workload) == (
+        35, True, "memory", 0.15, True, False,
     )  # fmt: skip
-    assert m.migrate_v1 is None
+    assert m.migrate_v1 is None and real.metrics and set(real.metrics) <= set(m.metrics)
     assert lookup("peak_train").labels == ("category",) and lookup("memory_rel_error").unit == "fraction"
 
 
@@ -265,7 +269,7 @@ def test_cuda_records_without_a_gpu(monkeypatch, tiny_study_path):
     import dataclasses
     import types
 
-    from orca_analysis.measurements.memory import run
+    from orca_analysis.measurements.memory_measured import run
 
     study = load_study(str(tiny_study_path))
     simulate = run.run_steps
@@ -283,14 +287,15 @@ def test_cuda_records_without_a_gpu(monkeypatch, tiny_study_path):
     monkeypatch.setattr(
         run.torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=10**6)
     )
-    results = Results.from_records(measure_memory(study.variants()[0], study))
+    results = Results.from_records(measure_memory_measured(study.variants()[0], study))
     # 10^6 bytes of device: both study lengths are predicted over 90% of it, so neither is tried
     skipped = results.values("peak_train", method="measured", status="skipped")
     assert {v.seq_len for v in skipped} == {32, 64} and all("predicted" in v.note for v in skipped)
     monkeypatch.setattr(
         run.torch.cuda, "get_device_properties", lambda i: types.SimpleNamespace(total_memory=10**9)
     )
-    results = Results.from_records(measure_memory(study.variants()[0], study))
+    base = study.variants()[0]
+    results = Results.from_records(measure_memory(base, study) + measure_memory_measured(base, study))
     measured = results.values("peak_train", method="measured", category="total")
     assert {(v.seq_len, v.device, v.scale) for v in measured} == {
         (32, "cuda", "measured"),

@@ -227,3 +227,30 @@ def test_another_tracker_meanwhile_gets_memtracks_numbers():
         recorded = run_steps(cfg, "float32", TRAIN)
     assert memtrack._Tracker is not pb._RegionTracker and len(made) == 1 and made[0].regions
     assert recorded == run_steps(cfg, "float32", TRAIN)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_params_shortcut_equals_full_walk(name):
+    from orca_analysis.measurements.params.run import _walked
+
+    cfg = config(CASES[name], depth=9)  # at least PARAMS_MIN_DEPTH (8): the shortcut is taken
+    counts, how = pb.analytic_params(cfg, _walked)
+    assert how == "per block: walked at depths 1 and 2, checked at 3, extrapolated to 9"
+    assert counts == _walked(cfg)
+
+
+def test_params_refusal_and_check_fall_back_to_the_full_walk():
+    from orca_analysis.measurements.params.run import _walked
+
+    cfg, want = REFUSED["per_layer_shift"]
+    deep = config(cfg, depth=max(8, cfg.depth))
+    counts, how = pb.analytic_params(deep, _walked)
+    assert how.startswith("full walk: the per-block shortcut refused (") and want in how
+    assert counts == _walked(deep)
+    # a count whose third block differs (one parameter more at depth 3) fails the check: full walk
+    odd = lambda c: {**_walked(c), "norm": _walked(c)["norm"] + (c.depth == 3)}  # noqa: E731
+    counts, how = pb.analytic_params(config(CASES["plain_pre_norm"], depth=9), odd)
+    assert (
+        how
+        == "full walk: the per-block shortcut refused (check at depth 3 failed: 'norm' is not linear in depth)"
+    )

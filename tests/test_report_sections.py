@@ -15,7 +15,7 @@ from orca_analysis.results.query import Results
 from orca_analysis.runner import run_study
 from orca_analysis.study import load_study
 
-FAST = "measurements: [params, flops, memory, kernels, attention_speed, speed, probes]"
+FAST = "measurements: [params, flops, memory, memory_measured, kernels, attention_speed, speed, probes]"
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +38,12 @@ def test_every_section_has_tables_and_units(tiny_run):
     study, out = tiny_run
     view = build_view(study, Results.from_store(out / "tiny"), {}, load_catalogue(), "built-in")
     sections = {s["id"]: s for s in view["sections"]}
-    assert list(sections) == [*FAST.split("[")[1].rstrip("]").split(", "), "gpu"]  # the registry's order
+    listed = FAST.split("[")[1].rstrip("]").split(", ")  # memory_measured's rows are in the memory section
+    assert list(sections) == [*(n for n in listed if n != "memory_measured"), "gpu"]  # the registry's order
     for sec in ("params", "flops", "memory", "kernels", "attention_speed", "speed", "probes"):
         assert sections[sec]["tables"] and not sections[sec]["missing"], sec
+    check = sections["memory"]["tables"][1]  # simulated against measured: memory_measured's rows
+    assert [cell(c) for c in check["rows"][0]][:3] == ["base", "cpu", "32 x 1"]
     flops = sections["flops"]["tables"][0]
     assert cell(flops["rows"][0][5]) == "+0.000%"  # counter and closed form agree on the tiny model
     memory = sections["memory"]["tables"][0]
@@ -74,7 +77,7 @@ def test_gpu_coverage_says_what_is_missing(tiny_run):
     results = Results.from_store(out / "tiny")
     table = gpu_section(results, study).tables[0]
     # the registry's GPU measurements the tiny study runs; no GPU has measured anything yet
-    assert table.columns == ["variant", "memory", "kernels", "attention_speed", "speed", "probes"]
+    assert table.columns == ["variant", "memory_measured", "kernels", "attention_speed", "speed", "probes"]
     assert table.rows == [["base", "missing", "missing", "missing", "missing", "missing"]]
     # records imported from a GPU: the speed records on "cuda", one skipped kernels record
     speed = [dataclasses.replace(r, device="cuda") for r in results.records("speed")]

@@ -363,3 +363,22 @@ def test_killing_a_real_run_ten_times_loses_nothing(tiny_study_path, write_study
     assert (
         len(params) == 36 and (params.groupby("variant_id")["value"].nunique() == 1).all()
     )  # counter = closed form = library count
+
+
+def test_a_second_run_on_the_same_store_waits_and_measures_nothing_twice(tiny_study_path, tmp_path):
+    path, ctx = str(tiny_study_path), worker_context()
+    logs = [tmp_path / "first.log", tmp_path / "second.log"]
+    first = ctx.Process(target=_sweep_in_child, args=(path, tmp_path, str(logs[0])))
+    first.start()
+    _wait_for(lambda: ": ok" in logs[0].read_text() if logs[0].exists() else False, first)
+    second = ctx.Process(target=_sweep_in_child, args=(path, tmp_path, str(logs[1])))
+    second.start()
+    for child in (first, second):
+        child.join(60)
+    first_log, second_log = (p.read_text() for p in logs)
+    assert first.exitcode == second.exitcode == 0
+    assert f"in use by another run (PID {first.pid} since" in second_log  # it names the holder, then waits
+    assert "nothing new to measure" in second_log and ": ok" not in second_log  # it measured nothing
+    ran = re.findall(r"\] (.+?): (\w+): ok", first_log)
+    assert len(ran) == len(set(ran)) == len(_stored(tmp_path / "tiny"))  # each unit measured once
+    assert (tmp_path / "tiny" / ".lock").read_text() == ""  # released: the holder line is cleared

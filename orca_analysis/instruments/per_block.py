@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -321,3 +321,56 @@ def _simulated(cfg: ModelConfig, dtype: str, jobs: dict) -> dict[tuple[int, int]
              for s in steps}
         for wl, steps in runs[0][0].items()
     }  # fmt: skip
+
+
+# -- when to take the shortcut -------------------------------------------------------------------
+
+# Below these depths the three small walks cost more than one full walk (measured on CPU: FLOPs from
+# about 6 blocks, memory from about 12): the full walk is taken, and nothing is noted.
+FLOPS_MIN_DEPTH = 8
+MEMORY_MIN_DEPTH = 12
+PARAMS_MIN_DEPTH = 8
+
+
+def _used(depths: tuple[int, ...], depth: int) -> str:
+    return f"per block: walked at depths {depths[0]} and {depths[1]}, checked at {depths[2]}, extrapolated to {depth}"
+
+
+def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True):
+    """The FLOP count by the cheaper exact route: (FlopCount, how it was counted, for the records)."""
+    if cfg.depth < FLOPS_MIN_DEPTH:
+        return count_flops(cfg, seq_len, batch, dtype, train), f"full walk of {cfg.depth} blocks"
+    count, why = count_flops_per_block(cfg, seq_len, batch, dtype, train)
+    return count, (
+        f"full walk: the per-block shortcut refused ({why})" if why else _used(FLOP_DEPTHS, cfg.depth)
+    )
+
+
+def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]]):
+    """`count(cfg)` (a parameter count by component) by the cheaper exact route: (counts, how).
+
+    Parameters of identical blocks are `outside + depth * block` in every component, as FLOPs are:
+    counted at depths 1 and 2, checked at 3."""
+    if cfg.depth < PARAMS_MIN_DEPTH:
+        return count(cfg), f"full walk of {cfg.depth} blocks"
+    why = refusal(cfg, FLOP_DEPTHS)
+    if not why:
+        d0, _, d2 = FLOP_DEPTHS
+        small = [count(at_depth(cfg, d)) for d in FLOP_DEPTHS]
+        bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
+        if not bad:
+            return {k: _line(small[0][k], small[1][k], d0, cfg.depth) for k in small[2]}, _used(
+                FLOP_DEPTHS, cfg.depth
+            )
+        why = f"check at depth {d2} failed: '{bad[0]}' is not linear in depth"
+    return count(cfg), f"full walk: the per-block shortcut refused ({why})"
+
+
+def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]]):
+    """The simulated steps by the cheaper exact route: (run_steps' dict, how, for the records)."""
+    if cfg.depth < MEMORY_MIN_DEPTH:
+        return memtrack.run_steps(cfg, dtype, jobs), f"full walk of {cfg.depth} blocks"
+    res, why = simulate_per_block(cfg, dtype, jobs)
+    return res, (
+        f"full walk: the per-block shortcut refused ({why})" if why else _used(MEM_DEPTHS, cfg.depth)
+    )

@@ -57,6 +57,24 @@ class Measurement:
         return replace(self, summary=None, summary_text=None)
 
 
+@dataclass(frozen=True)
+class LazySection:
+    """A section function imported at first call: sections draw charts (matplotlib, pandas), which
+    `inspect` and the workers never need, and which cost about a second to import. (Picklable.)"""
+
+    module: str
+    name: str
+
+    def __call__(self, results: Results, study: Study) -> Section:
+        from importlib import import_module
+
+        return getattr(import_module(self.module), self.name)(results, study)
+
+
+def lazy_section(module: str, name: str) -> SectionFn:
+    return LazySection(module, name)
+
+
 MEASUREMENTS: dict[str, Measurement] = {}
 
 

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..results.derive import growth_exponent  # noqa: E402
+from ..results.derive import growth_exponent, pareto_front  # noqa: E402
 
 STYLE = {
     "figure.figsize": (8, 3.6),
@@ -230,3 +230,74 @@ def stacked(
         fig.tight_layout()
         svg = _to_svg(fig)
     return Figure(name, title, caption, sources, svg)
+
+
+def _major_ticks_only(ax) -> None:
+    """Log axes label their decades only (the 2x, 3x ... labels collide over a narrow range)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def frontier_panels(df: pd.DataFrame, panels: list[tuple[str, str, str]], seq_len: int) -> Figure | None:
+    """Cost against size, one panel per cost (and loss against the first cost where there is loss);
+    the frontier's points filled and joined, the dominated ones hollow. Log-log."""
+    if not panels:
+        return None
+    loss = df["loss"].notna().sum() >= 3
+    count = len(panels) + loss
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, count, figsize=(4.2 * count, 3.6), squeeze=False)
+        for ax, (metric, label, unit) in zip(axes[0], panels, strict=False):
+            have = df[df[metric].notna()]
+            front = have[have[f"front_{metric}"] == True].sort_values("params")  # noqa: E712
+            rest = have[have[f"front_{metric}"] != True]  # noqa: E712
+            scale = 2**30 if unit == "bytes" else 1
+            ax.scatter(
+                rest["params"],
+                rest[metric] / scale,
+                facecolors="none",
+                edgecolors="#4C72B0",
+                label="dominated",
+            )
+            ax.plot(front["params"], front[metric] / scale, "o-", color="#C44E52", label="frontier")
+            ax.set(xscale="log", yscale="linear" if unit == "bytes" else "log", xlabel="parameters (counted)",
+                   ylabel=f"{label} ({'GiB' if unit == 'bytes' else unit})", title=f"{label.split(' (')[0]}, {seq_len} tokens")  # fmt: skip
+            ax.legend(frameon=False, fontsize=8)
+            _major_ticks_only(ax)
+        if loss:
+            ax, (metric, label, unit) = axes[0][-1], panels[0]
+            have = df[df["loss"].notna() & df[metric].notna()]
+            on = pd.Series(pareto_front(list(zip(have[metric], have["loss"], strict=True)), ("lower", "lower")),
+                           index=have.index)  # fmt: skip
+            ax.scatter(
+                have[~on][metric],
+                have[~on]["loss"],
+                facecolors="none",
+                edgecolors="#4C72B0",
+                label="dominated",
+            )
+            front = have[on].sort_values(metric)
+            ax.plot(front[metric], front["loss"], "o-", color="#55A868", label="frontier (lowest loss)")
+            ax.set(xscale="log", xlabel=f"{label} ({unit})", ylabel="proxy final validation loss (nats/token)",
+                   title="Loss against cost")  # fmt: skip
+            ax.legend(frameon=False, fontsize=8)
+            _major_ticks_only(ax)
+        for ax in axes[0][count:]:
+            ax.remove()
+        fig.tight_layout()
+        svg = _to_svg(fig)
+    return Figure(
+        "cost_frontier",
+        "Cost against size, frontier marked",
+        f"Each variant's training-step cost at {seq_len} tokens against its counted parameters (log-log); "
+        "filled and joined: the frontier (no other variant has as many parameters for less); hollow: dominated."
+        + (
+            " Last panel: the proxy's final validation loss (mean of seeds) against the first cost."
+            if loss
+            else ""
+        ),
+        "params / flops (train_step_causal, counter) / memory (peak_train, simulated) / training (val_loss_final)",
+        svg,
+    )

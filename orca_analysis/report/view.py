@@ -11,6 +11,7 @@ from ..results.query import Results
 from ..study.schema import Study
 from .claims_view import claim_groups, summary_findings, verdict_counts
 from .findings import key_findings
+from .frontier import frontier_section
 from .gpu import gpu_section
 
 
@@ -48,7 +49,7 @@ def build_view(
     verdicts = evaluate(claims, results, study)
     chosen = [m for m in in_order() if m.name in study.measurements]
     sections = [m.section(results, study) for m in chosen if m.section is not None]
-    sections += [s for s in (gpu_section(results, study),) if s]
+    sections += [s for s in (frontier_section(results, study), gpu_section(results, study)) if s]
     failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
     measured = results.measured()
     base_fid = [e.as_dict() for e in fidelity_entries(study.base)]

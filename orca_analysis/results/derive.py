@@ -16,3 +16,17 @@ def relative_iqr(samples: Sequence[float]) -> float:
     """Inter-quartile range over the median, quartiles linearly interpolated (as instruments/timing.py)."""
     q1, med, q3 = np.quantile(np.asarray(samples, float), [0.25, 0.5, 0.75])
     return float((q3 - q1) / med) if med > 0 else float("inf")
+
+
+def pareto_front(
+    points: Sequence[tuple[float, float]], senses: tuple[str, str] = ("higher", "lower")
+) -> list[bool]:
+    """Which points no other point dominates: at least as good on both coordinates and better on one.
+    `senses` says which way is better on each ("higher" size, "lower" cost: the default)."""
+    sign = [1 if s == "higher" else -1 for s in senses]
+    scored = [(sign[0] * a, sign[1] * b) for a, b in points]  # now higher is better on both
+
+    def dominated(p: tuple[float, float]) -> bool:
+        return any(q[0] >= p[0] and q[1] >= p[1] and q != p for q in scored)
+
+    return [not dominated(p) for p in scored]

@@ -9,13 +9,15 @@ mix in, while CPU and GPU results (say, imported from a GPU machine, in bfloat16
 from __future__ import annotations
 
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .csvfile import write_atomic
 from .environment import ALL_WORKLOADS
 from .records import Provenance, Record, columns, to_row
 from .store import Store, StoredUnit, open_store
+
+if TYPE_CHECKING:  # pandas (0.5 s to import) only where a frame is made
+    import pandas as pd
 
 KEY_COLUMNS = ["variant_key", "env_id"]  # beyond the records' columns: what the store keys on
 
@@ -108,6 +110,8 @@ def frame_of(pairs: list[tuple[Record, StoredUnit]]) -> pd.DataFrame:
     for record, u in pairs:
         swept_keys.update(dict.fromkeys(record.swept))
         rows.append({**to_row(record, provenance_of(u)), "variant_key": u.variant_key, "env_id": u.env_id})
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=[*columns(list(swept_keys)), *KEY_COLUMNS])
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pandas as pd
 
 from ..errors import OrcaError
 from .environment import ALL_WORKLOADS, _digest, variant_key, workload_key
+from .lock import store_lock
 from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
 
@@ -196,7 +198,8 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
         groups.setdefault(group, []).append((row, record))
     not_migrated: set[str] = set()
     units = 0
-    with open_store(study_dir(studies[0], out_root)) as store:
+    folder = study_dir(studies[0], out_root)
+    with store_lock(folder, sys.stderr), open_store(folder) as store:  # never beside a running `run`
         for (vkey, name, prov, resolved), rows in groups.items():
             records = [r for _, r in rows]
             if v1:

@@ -19,12 +19,13 @@ import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .frame import provenance_of, stored_records
 from .metrics import Metric, MetricError, lookup, problems
+
+if TYPE_CHECKING:
+    import pandas as pd
 from .records import Provenance, Record
 from .store import REPORTS_DIR, StoredUnit
 
@@ -162,6 +163,8 @@ class Results:
     def frame(self) -> pd.DataFrame:
         """Tidy: one row per record with unit, method, device, scale, status, note, its labels (a dict
         column and one `label.<key>` column each), the swept keys and the provenance."""
+        import pandas as pd
+
         out = []
         for row in self.rows:
             r = row.record

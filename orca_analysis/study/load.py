@@ -43,12 +43,17 @@ def find_study(ref: str) -> Path:
     )
 
 
-def load_study(ref: str = "orca", overrides: list[str] | tuple[str, ...] = ()) -> Study:
+def load_study(
+    ref: str = "orca", overrides: list[str] | tuple[str, ...] = (), base_only: bool = False
+) -> Study:
+    """The study `ref` (a built-in name or a YAML path), with `--set` overrides on its base.
+    `base_only`: the base variant alone (what `inspect` looks at): the sweep is dropped unchecked, so
+    overrides that a sweep axis would make impossible (heads=4 with 8 KV heads) do not fail."""
     path = find_study(ref)
     raw = path.read_bytes()
     source = f"builtin:{path.stem}" if path.parent == BUILTIN_DIR else str(path)
     data, lines = _parse(raw.decode("utf-8", errors="replace"), source)
-    return _StudyReader(source, lines).read(data, hashlib.sha256(raw).hexdigest(), overrides)
+    return _StudyReader(source, lines).read(data, hashlib.sha256(raw).hexdigest(), overrides, base_only)
 
 
 def _parse(text: str, source: str) -> tuple[Any, dict[tuple, int]]:
@@ -89,7 +94,9 @@ class _StudyReader:
         line = self.lines.get(path) or self.lines.get(path[:-1]) or 1
         self.problems.append(f"{self.source}: line {line}: {text}")
 
-    def read(self, data: Any, sha: str, overrides: list[str] | tuple[str, ...]) -> Study:
+    def read(
+        self, data: Any, sha: str, overrides: list[str] | tuple[str, ...], base_only: bool = False
+    ) -> Study:
         if not isinstance(data, dict):
             raise StudyError(
                 f"{self.source}: line 1: a study must be a mapping with keys {', '.join(TOP_KEYS)}"
@@ -101,6 +108,8 @@ class _StudyReader:
         base = self.read_base(data.get("base") or {})
         base = self.apply_overrides(base, overrides)
         sweep = self.read_sweep(data.get("sweep") or {})
+        if base_only:
+            sweep = Sweep(sweep.mode, {})
         workloads = self.read_workloads(data.get("workloads") or {})
         measurements = self.read_measurements(data.get("measurements", ["params"]))
         name = data.get("name") or Path(self.source.removeprefix("builtin:")).stem

@@ -2,9 +2,8 @@
 
 from ...results.metrics import Metric
 from ..common import SEQ_LEN_REQUESTED
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import CPU_SEQ_CAP, FLOPS_METHOD, measure_attention_speed
-from .section import attention_speed_section
 
 _CASE = "label case: with_bias (the call as made) or no_bias (plain causal, no mask)"
 METRICS = (
@@ -29,7 +28,7 @@ register(
         measure_attention_speed,
         METRICS,
         order=50,
-        section=attention_speed_section,
+        section=lazy_section(f"{__name__}.section", "attention_speed_section"),
         gpu=True,
         gpu_group="attention",
         gpu_share=0.10,

@@ -1,9 +1,8 @@
 """`flops`: FLOPs by component, forward and training step, dense and causal, counted three ways."""
 
 from ...results.metrics import Metric
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import measure_flops
-from .section import flops_section
 from .summary import flops_summary, flops_text
 
 COUNTS = ("counter", "closed_form", "counter_plain", "fvcore", "fvcore_plain")
@@ -66,7 +65,7 @@ register(
         measure_flops,
         METRICS,
         order=20,
-        section=flops_section,
+        section=lazy_section(f"{__name__}.section", "flops_section"),
         summary=flops_summary,
         summary_text=flops_text,
     )

@@ -19,8 +19,9 @@ import torch
 
 from ...build import build_model
 from ...formulas.flops import COMPONENTS, closed_form_flops, kaplan_6n, palm
-from ...instruments.flop_counter import FlopCount, count_flops
+from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
+from ...instruments.per_block import analytic_flops
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -62,9 +63,9 @@ def _gap(a: float, b: float) -> float:
 
 def workload_records(rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: Callable) -> None:
     """One workload's counts by every method, and the gaps between them (computed here, once)."""
-    count = None
+    count, how = None, ""
     try:
-        count = count_flops(cfg, n, b, rec.defaults["dtype"])
+        count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"])
     except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
         rec.failed("train_step_causal", "counter", f"{type(exc).__name__}: {exc}", {"component": "total"})
     by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
@@ -75,7 +76,7 @@ def workload_records(rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: 
         by_counter = {m: counted(count, m) for m in METRICS}
         for metric in METRICS:
             for comp, v in by_counter[metric].items():
-                rec.add(metric, v, "counter", {"component": comp})
+                rec.add(metric, v, "counter", {"component": comp}, note=how if comp == "total" else "")
             rec.add("closed_form_gap", _gap(by_closed[metric]["total"], by_counter[metric]["total"]), "derived",
                     {"quantity": metric})  # fmt: skip
         step = by_counter["train_step_causal"]

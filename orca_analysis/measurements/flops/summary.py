@@ -6,7 +6,7 @@ from typing import Any
 
 from ...build import build_model
 from ...formulas.flops import MFU_CONVENTION, MFU_CONVENTION_TEXT, kaplan_6n, palm
-from ...instruments.flop_counter import count_flops
+from ...instruments.per_block import analytic_flops
 from ...study.schema import ModelConfig
 from . import run
 from .run import METRICS, fvcore_allowed, fvcore_for
@@ -18,7 +18,7 @@ def _rel(a: float, b: float) -> float:
 
 def flops_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
     """For `inspect`: the per-component table, totals and agreement, what the plain tools miss."""
-    count, tokens = count_flops(cfg, seq_len, batch), seq_len * batch
+    (count, how), tokens = analytic_flops(cfg, seq_len, batch), seq_len * batch
     counted = {m: run.counted(count, m) for m in METRICS}
     closed = {m: run.closed(cfg, seq_len, batch, m) for m in METRICS}
     step = counted[MFU_CONVENTION]
@@ -37,6 +37,7 @@ def flops_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
     k, p = kaplan_6n(cfg, seq_len, batch), palm(cfg, seq_len, batch)
     out: dict[str, Any] = {
         "seq_len": seq_len,
+        "counted": how,
         "batch": batch,
         "tokens": tokens,
         "convention": "2 FLOPs per multiply-add; matrix products plus the ALiBi element-wise work",
@@ -116,6 +117,7 @@ def flops_text(s: dict[str, Any]) -> str:
     lines += [
         "counter vs closed form: "
         + ", ".join(f"{m} {s['totals'][m]['relative_difference']:+.3%}" for m in METRICS),
+        f"counted by: {s['counted']}",
         f"per token: {g(s['totals'][MFU_CONVENTION]['per_token'])} FLOP ({MFU_CONVENTION}); "
         f"attention kernels seen: {s['attention_kernels'] or 'none (einsum path)'}",
         f"Kaplan 6N: {g(s['estimates']['kaplan_6n']['train_step'])}; "

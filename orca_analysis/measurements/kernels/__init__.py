@@ -2,9 +2,8 @@
 
 from ...results.metrics import Metric
 from ..common import SEQ_LEN_REQUESTED
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import CPU_SEQ_CAP, measure_kernels
-from .section import kernels_section
 
 _BACKEND = "label backend: flash, efficient, cudnn or math"
 METRICS = (
@@ -33,7 +32,7 @@ register(
         measure_kernels,
         METRICS,
         order=40,
-        section=kernels_section,
+        section=lazy_section(f"{__name__}.section", "kernels_section"),
         gpu=True,
         gpu_group="attention",
         gpu_share=0.05,

@@ -1,9 +1,8 @@
 """`memory`: bytes of a training step and of inference, closed form, simulated (no allocation), measured."""
 
 from ...results.metrics import Metric
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import measure_memory
-from .section import memory_section
 from .summary import memory_summary, memory_summary_text
 
 CF, SIM, MEAS = "closed_form", "simulated", "measured"
@@ -59,17 +58,14 @@ METRICS = (
 register(
     Measurement(
         "memory",
-        "bytes of a training step and of inference: closed form, simulated (no allocation), measured",
+        "bytes of a training step and of inference: closed form and simulated (no allocation)",
         measure_memory,
         METRICS,
         order=30,
-        section=memory_section,
+        section=lazy_section(f"{__name__}.section", "memory_section"),
         summary=memory_summary,
         summary_text=memory_summary_text,
-        isolated=True,  # the real CPU/CUDA runs allocate: keep them away from other measurements
-        gpu=True,
-        gpu_group="memory",
-        gpu_share=0.15,
+        version=2,  # 2: the real-tensor runs moved to `memory_measured`
         per_workload=False,  # one call per variant: it sweeps memory versus sequence length itself
     )
 )

@@ -1,11 +1,10 @@
-"""Memory of a training step and of inference: closed form, simulated, measured.
+"""Memory of a training step and of inference: closed form and simulated (analytic).
 
 closed_form: formulas/memory.py. simulated: the real steps run on the no-allocation build
 (FakeTensorMode) under torch's MemTracker (instruments/memtrack.py), which files every tensor as
 parameters, gradients, activations, temporaries (backward), optimizer state, buffers or inputs, per
-module too. measured: on CUDA, torch.cuda.max_memory_allocated/reserved around the same steps (reset
-between); on CPU, the same tracker on real tensors at a small workload (cpu_workload: 64 tokens,
-batch 1, for variants up to CPU_PARAMS parameters; the others are recorded as skipped, with why).
+module too. Both are deterministic, so `memory` runs in the sweep's process; the real-tensor check
+is `memory_measured` (isolated).
 Steps: training = forward, cross-entropy, backward, AdamW (steady state: its state exists, grads set to
 None after the step); prefill = no-grad forward with return_intermediates=True, as
 AutoregressiveWrapper.generate calls it; decode = one token on that cache (cached decoding fails in
@@ -14,25 +13,21 @@ generate(cache_kv=False) instead re-runs the prompt, slid to max_seq_len (closed
 it equals the prefill).
 Lengths: the study's, simulated in full; the sweep 512 .. max_seq_len in closed form (and simulated
 for the base variant's training step), so the report can show how each term grows.
-Scale: closed form and simulated are `analytic`; real tensors are `measured`. Each relative error is
-computed here once (`memory_rel_error`); one beyond its tolerance says so in its note.
+Scale: closed form and simulated are `analytic`. Each relative error is computed once
+(`memory_rel_error`); one beyond its tolerance says so in its note.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ...formulas import memory as fm
-from ...instruments.device import measure_device
-from ...instruments.memtrack import Tracked, run_steps
+from ...instruments.memtrack import Tracked
+from ...instruments.per_block import analytic_memory
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-CPU_BUDGET = 1 << 30  # bytes a real CPU run may take on a shared machine
-CPU_PARAMS = 40_000_000  # above this the real AdamW step alone takes seconds on 2 cores
 SWEEP_SKIP = "simulated at the study's sequence lengths (all lengths: base variant's training step) for time"
 UNCACHED_SKIP = "a prefill of n+1 tokens, one token from peak_prefill: not simulated again (time)"
 TOLERANCE = {
@@ -55,16 +50,6 @@ def sweep_lengths(cfg: ModelConfig) -> list[int]:
     return [*out, cfg.max_seq_len]
 
 
-def cpu_workload(cfg: ModelConfig, study: Study) -> tuple[int, int] | str:
-    """Real CPU run: n = min(64, shortest study length), halved until the predicted peak fits CPU_BUDGET."""
-    if (params := fm.dims(cfg, 1, 1).params) > CPU_PARAMS:
-        return f"skipped on CPU: {params / 1e6:.0f}M parameters > {CPU_PARAMS / 1e6:.0f}M (AdamW time budget)"
-    n = min(64, *study.workloads.seq_lens)
-    while n >= 8 and fm.train_peak(cfg, n, 1, fm.DTYPE_PRECISION[study.workloads.dtype]).total > CPU_BUDGET:
-        n //= 2
-    return (n, 1) if n >= 8 else f"skipped on CPU: predicted peak above {CPU_BUDGET >> 20} MiB at 8 tokens"
-
-
 def _gap(a: fm.Peak | Tracked, ref: fm.Peak | Tracked, cfg: ModelConfig | None = None) -> str:
     """Name what `a` misses against `ref`: the category with the largest gap, and both peak phases."""
     worst = max(set(a.categories) | set(ref.categories),
@@ -79,9 +64,9 @@ def _unmodelled(cfg: ModelConfig) -> str:
     return f"; not modelled: {'; '.join(missing)}" if missing else ""
 
 
-def _peak(rec: Recorder, metric: str, method: str, p: fm.Peak | Tracked) -> None:
-    """Total, by category, and the peak of each phase (forward / backward / optimizer)."""
-    rec.add(metric, p.total, method, TOTAL)
+def _peak(rec: Recorder, metric: str, method: str, p: fm.Peak | Tracked, note: str = "") -> None:
+    """Total (with `note`: how it was simulated), by category, and the peak of each phase."""
+    rec.add(metric, p.total, method, TOTAL, note=note)
     for cat, value in p.categories.items():
         rec.add(metric, value, method, {"category": cat})
     phases: dict[str, int] = {}
@@ -129,11 +114,13 @@ def _closed_forms(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: in
             rec.add(f"fits_{step}", float(ok), "closed_form", {"capacity": capacity})
 
 
-def _simulated(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, res: dict[str, Any]) -> None:
+def _simulated(
+    rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, res: dict[str, Any], how: str = ""
+) -> None:
     for step, closed in (("train", fm.train_peak), ("prefill", fm.prefill_peak)):
         if step in res:
             cf, sim = closed(cfg, n, b, precision), res[step]
-            _peak(rec, f"peak_{step}", "simulated", sim)
+            _peak(rec, f"peak_{step}", "simulated", sim, how)
             _rel(rec, f"peak_{step}", "closed_form_vs_simulated", cf.total, sim.total, _gap(cf, sim, cfg))
     if res.get("decode") is None:
         return
@@ -160,41 +147,6 @@ def _simulated(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, 
         rec.skipped("peak_decode_uncached", "simulated", UNCACHED_SKIP)
 
 
-def _measured_cpu(
-    rec: Recorder, cfg: ModelConfig, study: Study, sims: dict, wl: tuple[int, int] | str
-) -> None:
-    if isinstance(wl, str):
-        rec.skipped("peak_train", "measured", wl, TOTAL)
-        return
-    (n, b), res = wl, run_steps(cfg, study.workloads.dtype, {wl: ("train", "prefill")}, device="cpu")[wl]
-    at = rec.at(seq_len=n, batch=b)
-    for step in ("train", "prefill"):
-        meas, sim = res[step], sims[wl][step]
-        _peak(at, f"peak_{step}", "measured", meas)
-        _rel(at, f"peak_{step}", "simulated_vs_measured", sim.total, meas.total, _gap(sim, meas))
-        for ph in sorted(set(sim.phases) & set(meas.phases)):  # each phase too, so small shapes still check
-            _rel(at, f"peak_{step}", "simulated_vs_measured", sim.phases[ph], meas.phases[ph], phase=ph)
-
-
-def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, sims: dict) -> None:
-    capacity, runnable = torch.cuda.get_device_properties(0).total_memory, {}
-    for n, b in study.workloads.pairs():
-        predicted = fm.train_peak(cfg, n, b, fm.DTYPE_PRECISION[study.workloads.dtype]).total
-        if predicted > 0.9 * capacity:  # marked from the prediction, never tried
-            why = f"predicted {predicted / 1e9:.1f} GB > 90% of the device's {capacity / 1e9:.1f} GB"
-            rec.at(seq_len=n, batch=b).skipped("peak_train", "measured", why, TOTAL)
-        else:
-            runnable[(n, b)] = ("train", "prefill")
-    for (n, b), res in run_steps(cfg, study.workloads.dtype, runnable, device="cuda").items():
-        at = rec.at(seq_len=n, batch=b)
-        for step in ("train", "prefill"):
-            alloc = res[step].extra["allocated"]
-            at.add(f"peak_{step}", alloc, "measured", TOTAL)
-            at.add(f"peak_{step}_reserved", res[step].extra["reserved"], "measured")
-            _rel(at, f"peak_{step}", "simulated_vs_measured_cuda", sims[(n, b)][step].total, alloc,
-                 "kernel workspaces (the simulation dispatches CPU kernels)")  # fmt: skip
-
-
 def _training_state(rec: Recorder, cfg: ModelConfig) -> None:
     """Bytes of parameter state: fp32 AdamW against ZeRO's mixed precision (16 bytes/param each)."""
     m = fm.dims(cfg, 1, 1)
@@ -208,18 +160,16 @@ def measure_memory(variant: Variant, study: Study) -> list[Record]:
     cfg, dtype = variant.config, study.workloads.dtype
     precision = fm.DTYPE_PRECISION[dtype]
     jobs = {pair: ("train", "prefill", "decode") for pair in study.workloads.pairs()}
-    b0, wl = min(study.workloads.batch_sizes), cpu_workload(cfg, study)
-    if not isinstance(wl, str):
-        jobs.setdefault(wl, ("train", "prefill"))  # simulated beside the real CPU run
+    b0 = min(study.workloads.batch_sizes)
     if variant.variant_id == "base":  # the design's model gets its whole memory-vs-length curve simulated
         for n in sweep_lengths(cfg):
             jobs.setdefault((n, b0), ("train",))
-    sims = run_steps(cfg, dtype, jobs)
+    sims, how = analytic_memory(cfg, dtype, jobs)
     closed = Recorder(study.name, variant, "memory", dtype=dtype, device="none", scale="analytic")
     simulated = closed.at(device="cpu")  # the simulation dispatches CPU kernels on fake tensors
     for (n, b), steps in jobs.items():
         _closed_forms(closed.at(seq_len=n, batch=b), cfg, precision, n, b, detail="decode" in steps)
-        _simulated(simulated.at(seq_len=n, batch=b), cfg, precision, n, b, sims[(n, b)])
+        _simulated(simulated.at(seq_len=n, batch=b), cfg, precision, n, b, sims[(n, b)], how)
     for n in sweep_lengths(cfg):  # memory vs sequence length: the closed form at every length
         sim = simulated.at(seq_len=n, batch=b0)
         if (n, b0) not in jobs:
@@ -229,15 +179,4 @@ def measure_memory(variant: Variant, study: Study) -> list[Record]:
         elif "prefill" not in jobs[(n, b0)]:
             sim.skipped("peak_prefill", "simulated", SWEEP_SKIP, TOTAL)
     _training_state(closed, cfg)
-    # On a GPU machine only the GPU is measured: the CPU check of the simulator is the CPU machine's,
-    # and its rows would carry the GPU's name in their provenance. Each is its own result.
-    device = "cuda" if measure_device().startswith("cuda") else "cpu"
-    real = closed.at(device=device, scale="measured")
-    try:
-        if device == "cuda":
-            _measured_cuda(real, cfg, study, sims)
-        else:
-            _measured_cpu(real, cfg, study, sims, wl)
-    except (RuntimeError, torch.OutOfMemoryError) as exc:  # a real run failing is a result
-        real.failed("peak_train", "measured", str(exc).strip().splitlines()[0][:200], TOTAL)
     return closed.records

@@ -5,18 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from ...formulas import memory as fm
-from ...instruments.memtrack import run_steps
+from ...instruments.per_block import analytic_memory
 from ...report.format import mib
 from ...study.schema import ModelConfig
 
 
 def memory_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
     """`inspect --json` key `memory` (float32): predicted and simulated peaks, KV cache, device fit."""
-    res = run_steps(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})[(seq_len, batch)]
+    sims, how = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})
+    res = sims[(seq_len, batch)]
     m, dec = fm.dims(cfg, seq_len, batch), res["decode"]
     cf_t, cf_p = fm.train_peak(cfg, seq_len, batch), fm.prefill_peak(cfg, seq_len, batch)
     return {
-        "seq_len": seq_len, "batch": batch, "dtype": "float32", "unit": "bytes",
+        "seq_len": seq_len, "batch": batch, "dtype": "float32", "unit": "bytes", "simulated": how,
         "train": {"closed_form": cf_t.total, "simulated": res["train"].total, "closed_form_phase": cf_t.phase,
                   "simulated_phase": res["train"].phase, "closed_form_categories": cf_t.categories,
                   "simulated_categories": res["train"].categories,
@@ -37,7 +38,8 @@ def memory_summary_text(s: dict[str, Any]) -> str:
     fits = "; ".join(f"{d}: train {'yes' if f['train'] else 'NO'}, inference {'yes' if f['inference'] else 'NO'}"
                      for d, f in s["fits"].items())  # fmt: skip
     return "\n".join([
-        f"Memory at {s['seq_len']} tokens x batch {s['batch']} ({s['dtype']}): closed form / simulated",
+        f"Memory at {s['seq_len']} tokens x batch {s['batch']} ({s['dtype']}): closed form / simulated "
+        f"({s['simulated']})",
         f"  training step peak: {mib(t['closed_form'])} / {mib(t['simulated'])} ({t['simulated_phase']})",
         f"  inference (prefill) peak: {mib(i['closed_form'])} / {mib(i['simulated'])}",
         f"  KV cache: {mib(i['kv_cache_closed_form'])} / {mib(i['kv_cache_simulated'])}; x-transformers keeps "

@@ -1,9 +1,8 @@
 """`params`: parameters by component, the library's count beside the closed form."""
 
 from ...results.metrics import Metric
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import measure_params, summary
-from .section import params_section
 
 METRICS = (
     Metric(
@@ -32,7 +31,7 @@ register(
         measure_params,
         METRICS,
         order=10,
-        section=params_section,
+        section=lazy_section(f"{__name__}.section", "params_section"),
         summary=summary,
         per_workload=False,
     )

@@ -13,6 +13,7 @@ from x_transformers import x_transformers as xt
 
 from ...build import fake_model
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
+from ...instruments.per_block import analytic_params
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -53,17 +54,34 @@ def count_params(model: nn.Module) -> dict[str, int]:
     return {"total": sum(counts.values()), **counts, "library_total": library_total}
 
 
-def counted_params(cfg: ModelConfig) -> dict[str, int]:
-    """The library's count for this config, with no weight memory allocated."""
+def _walked(cfg: ModelConfig) -> dict[str, int]:
     with fake_model(cfg) as (model, _):
         return count_params(model)
 
 
+def counted_params(cfg: ModelConfig) -> dict[str, int]:
+    """The library's count for this config, with no weight memory allocated (per block where exact)."""
+    return counted_with_note(cfg)[0]
+
+
+_COUNTED: dict[str, tuple[dict[str, int], str]] = {}  # a sweep's base is counted once, not per variant
+
+
+def counted_with_note(cfg: ModelConfig) -> tuple[dict[str, int], str]:
+    """(counts, how they were counted: the full walk or per block)."""
+    key = repr(cfg)
+    if key not in _COUNTED:
+        _COUNTED[key] = analytic_params(cfg, _walked)
+    counts, how = _COUNTED[key]
+    return dict(counts), how
+
+
 def params_summary(cfg: ModelConfig) -> dict[str, Any]:
     """Counter and closed form side by side, plus what the DeepNorm realisation changes."""
-    counter, closed = counted_params(cfg), closed_form_params(cfg)
+    (counter, how), closed = counted_with_note(cfg), closed_form_params(cfg)
     summary: dict[str, Any] = {
         **counter,
+        "counted": how,
         "closed_form": closed,
         "closed_form_matches": all(counter[k] == closed[k] for k in closed)
         and counter["other"] == 0
@@ -88,10 +106,11 @@ def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
 
 
 def measure_params(variant: Variant, study: Study) -> list[Record]:
-    counter, closed = counted_params(variant.config), closed_form_params(variant.config)
+    (counter, how), closed = counted_with_note(variant.config), closed_form_params(variant.config)
     rec = Recorder(study.name, variant, "params")
     for component in ("total", *PARAM_COMPONENTS, "other"):
-        rec.add("params", counter[component], "counter", {"component": component})
+        rec.add("params", counter[component], "counter", {"component": component},
+                note=how if component == "total" else "")  # fmt: skip
     for component, n in closed.items():
         rec.add("params", n, "closed_form", {"component": component})
     rec.add("params", counter["library_total"], "library_count", {"component": "total"})

@@ -6,10 +6,9 @@ crashing cached decode are findings. Its numbers are sibling metrics (`<probe>_m
 """
 
 from ...results.metrics import Metric
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .migrate import migrate_v1
 from .run import measure_probes, summary, summary_text
-from .section import probes_section
 
 M = "measured"
 _CASE = (
@@ -48,7 +47,7 @@ register(
         measure_probes,
         METRICS,
         order=70,
-        section=probes_section,
+        section=lazy_section(f"{__name__}.section", "probes_section"),
         summary=summary,
         summary_text=summary_text,
         gpu=True,

@@ -2,9 +2,8 @@
 
 from ...results.metrics import Metric
 from ..common import SEQ_LEN_REQUESTED
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .run import CPU_SEQ_CAP, FLOPS_METHOD, measure_speed
-from .section import speed_section
 
 MED, CHECK = "measured_median", "cached_vs_full_forward"
 _DECODE = ("new", "prompt")  # new tokens decoded after a prompt of this many
@@ -72,7 +71,7 @@ register(
         measure_speed,
         METRICS,
         order=60,
-        section=speed_section,
+        section=lazy_section(f"{__name__}.section", "speed_section"),
         isolated=True,
         gpu=True,
         gpu_group="speed",

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
+from typing import TYPE_CHECKING
 
 import torch
 
 from ...build import DTYPES
 from ...instruments.device import run_settings, scaled_seq_lens
 from ...instruments.timing import Timing, time_fn
-from ...results.query import Results
 from ...study.schema import Study, Variant
 from ..common import requested_records
 from ..recorder import Recorder
+
+if TYPE_CHECKING:
+    from ...results.query import Results
 
 GEMM_N = {"cuda": 8192, "cpu": 1024}
 # Dense (no sparsity) 16-bit tensor-core peaks, FLOP/s: NVIDIA H200, H100 and A100 datasheets.

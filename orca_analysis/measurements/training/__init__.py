@@ -5,10 +5,9 @@ each seed is its own record (label `seed`): the query gives the mean, the spread
 """
 
 from ...results.metrics import Metric
-from ..registry import Measurement, register
+from ..registry import Measurement, lazy_section, register
 from .migrate import migrate_v1
 from .run import measure_training, summary, summary_text
-from .section import training_section
 
 M, D = "measured", "derived"
 NATS = "nats/token"
@@ -75,7 +74,7 @@ register(
         measure_training,
         METRICS,
         order=80,
-        section=training_section,
+        section=lazy_section(f"{__name__}.section", "training_section"),
         summary=summary,
         summary_text=summary_text,
         isolated=True,

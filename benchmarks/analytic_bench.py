@@ -1,0 +1,216 @@
+"""Analytic speed benchmark (issue 15 targets), written as Markdown.
+
+    .venv/bin/python benchmarks/analytic_bench.py [--out benchmarks/results/analytic.md] [--pairs 3]
+
+Every case is a fresh process, timed from its start to its exit (wall clock, as a user waits), its
+peak resident memory read from the kernel for that child alone (os.wait4). Cases:
+- plain: FlopCounterMode under FakeTensorMode counting one training step (forward, cross-entropy,
+  backward) of the 55B variant at 8192 tokens, as a user would write it: torch and x-transformers
+  only, the model built from the same TransformerWrapper/Decoder keyword arguments ours builds.
+- ours 55B: `orca-analysis inspect` of that variant (`--set`s on the default study) with
+  `--only params,flops,memory`: parameters, FLOPs (forward and training step, dense and causal, by
+  component) and the simulated memory (training step, prefill, decode) at 8192 tokens.
+  The two alternate, pair by pair, so the machine's load falls on both alike; the ratio is of medians.
+- inspect: the default Orca `inspect` at 8192 tokens (the study's measurement list), beside the floor
+  every such process pays: `python -c "import torch, x_transformers"`.
+- grids: `orca-analysis run` of a 27-variant (3 x 3 x 3) and a 125-variant (5 x 5 x 5) grid with
+  params, flops and memory at 2048 tokens, cold (an empty store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "orca_analysis"]
+B55 = {"dim": 8192, "depth": 80, "heads": 64, "attn_dim_head": 128, "attn_kv_heads": 8,
+       "attn_one_kv_head": False, "alibi_num_heads": 32}  # fmt: skip
+SETS = [a for k, v in B55.items() for a in ("--set", f"{k}={str(v).lower()}")]
+PLAIN = """
+import json, sys
+import torch, torch.nn.functional as F
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils.flop_counter import FlopCounterMode
+from x_transformers import Decoder, TransformerWrapper
+wrapper, layers, n = json.loads(sys.argv[1])
+with FakeTensorMode():
+    model = TransformerWrapper(**wrapper, attn_layers=Decoder(**layers))
+    tokens = torch.randint(0, wrapper["num_tokens"], (1, n))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(tokens).transpose(1, 2), tokens).backward()
+print(counter.get_total_flops())
+"""
+GRID = """name: {name}
+base:
+  num_tokens: 20000
+  max_seq_len: 8192
+  use_abs_pos_emb: false
+  attn_layers: {{dim: 512, depth: 6, heads: 8, alibi_pos_bias: true, alibi_num_heads: 4, rotary_xpos: true,
+                attn_flash: true, deepnorm: true, shift_tokens: 1, attn_one_kv_head: true}}
+sweep:
+  mode: grid
+  axes: {{dim: {dim}, depth: {depth}, heads: {heads}}}
+workloads: {{seq_lens: [2048], batch_sizes: [1], dtype: float32}}
+measurements: [params, flops, memory]
+"""
+GRIDS = {
+    "grid27": ([256, 512, 1024], [3, 6, 12], [4, 8, 16]),
+    "grid125": ([128, 256, 384, 512, 768], [2, 4, 6, 8, 12], [4, 8, 12, 16, 32]),
+}
+# Before this issue's work (the same machine, same cases, commit b400b96): measured then.
+BEFORE = {
+    "ours_55b": 33.5,  # s, inspect of the 55B (every summary: the flag was missing), one process
+    "orca_inspect": 9.3,  # s, default inspect at 8192 (params, flops, memory, probes, training summaries)
+    "grid27": 136.8,  # s, memory isolated (a worker per variant) with the real-tensor check inside
+}
+
+
+def timed(cmd: list[str], cwd: Path = ROOT) -> tuple[float, float, str]:
+    """(wall s, peak RSS GiB, stdout) of one fresh child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:6])} ... failed ({proc.returncode}): {err.strip()[-400:]}")
+    return wall, usage.ru_maxrss / 2**20, out  # ru_maxrss is in KiB on Linux
+
+
+def plain_args() -> str:
+    from orca_analysis.build.builder import library_kwargs
+    from orca_analysis.study import load_study
+
+    cfg = load_study("orca", [f"{k}={str(v).lower()}" for k, v in B55.items()], base_only=True).base
+    wrapper, layers = library_kwargs(cfg)
+    return json.dumps([wrapper, layers, 8192])
+
+
+def ratio_rows(pairs: int) -> tuple[list[str], dict]:
+    arg, rows, walls = plain_args(), [], {"plain": [], "ours": []}
+    rss = {"plain": 0.0, "ours": 0.0}
+    for i in range(pairs):
+        for case, cmd in (("plain", [sys.executable, "-c", PLAIN, arg]),
+                          ("ours", [*CLI, "inspect", *SETS, "--seq-len", "8192", "--only",
+                                    "params,flops,memory", "--json"])):  # fmt: skip
+            wall, peak, out = timed(cmd)
+            walls[case].append(wall)
+            rss[case] = max(rss[case], peak)
+            if case == "plain":
+                result, plain_total = f"{int(out):,} FLOP (FlopCounterMode's total)", int(out)
+            else:
+                f = json.loads(out)["flops"]
+                seen = f["flop_counter_mode_plain"]["train_step_dense"]  # ours, of the plain counter
+                result = (
+                    f"train_step_causal {f['totals']['train_step_causal']['counter']:.4e}; its plain "
+                    f"FlopCounterMode figure {seen:,} ({'equal to' if seen == plain_total else 'NOT'} plain's)"
+                )
+            rows.append(
+                f"| {i + 1} | {case} | {wall:.2f} | {peak:.2f} | {os.getloadavg()[0]:.1f} | {result} |"
+            )
+    med = {k: statistics.median(v) for k, v in walls.items()}
+    return rows, {
+        "median": med,
+        "rss": rss,
+        "pair_ratios": [o / p for o, p in zip(walls["ours"], walls["plain"], strict=True)],
+    }
+
+
+def inspect_rows(runs: int) -> tuple[list[str], dict]:
+    rows, walls = [], {"floor": [], "inspect": []}
+    for i in range(runs):
+        for case, cmd in (("floor", [sys.executable, "-c", "import torch, x_transformers"]),
+                          ("inspect", [*CLI, "inspect", "--seq-len", "8192"])):  # fmt: skip
+            wall, peak, _ = timed(cmd)
+            walls[case].append(wall)
+            rows.append(f"| {i + 1} | {case} | {wall:.2f} | {peak:.2f} | {os.getloadavg()[0]:.1f} |")
+    return rows, {k: statistics.median(v) for k, v in walls.items()}
+
+
+def grid_rows() -> tuple[list[str], dict]:
+    rows, out = [], {}
+    for name, (dim, depth, heads) in GRIDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{name}.yaml"
+            path.write_text(GRID.format(name=name, dim=dim, depth=depth, heads=heads))
+            wall, peak, _ = timed([*CLI, "run", str(path), "--out", str(Path(tmp) / "reports")])
+        n = len(dim) * len(depth) * len(heads)
+        out[name] = wall
+        rows.append(f"| {name} | {n} | {wall:.1f} | {wall / n:.2f} | {peak:.2f} | {os.getloadavg()[0]:.1f} |")
+    return rows, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=str(ROOT / "benchmarks/results/analytic.md"))
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--skip-grids", action="store_true")
+    args = ap.parse_args()
+    ratio, r = ratio_rows(args.pairs)
+    insp, i = inspect_rows(args.pairs)
+    grids, g = ([], {}) if args.skip_grids else grid_rows()
+    med = r["median"]
+    text = [
+        "# Analytic speed benchmark",
+        "",
+        f"Date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, {os.cpu_count()} cores; "
+        f"torch {version('torch')}, x-transformers {version('x-transformers')}, Python {platform.python_version()}. "
+        "Produced by `benchmarks/analytic_bench.py`. Every figure is a fresh process from start to exit "
+        "(wall seconds, imports included) with its own peak RSS; load is the 1-minute load average after it.",
+        "",
+        "## The 55B variant at 8192 tokens: our complete analysis against plain FlopCounterMode",
+        "",
+        "d 8192, 80 layers, 64 heads of 128, 8 KV heads (ALiBi on 32), the default study's other flags. "
+        "plain: FlopCounterMode under FakeTensorMode, one training step, FLOPs alone. ours: `orca-analysis "
+        "inspect --set ... --only params,flops,memory --json` (parameters, FLOPs by component and by method, "
+        "simulated training/prefill/decode memory by category), per block and exact.",
+        "",
+        "| pair | case | wall s | peak RSS GiB | load | result |",
+        "|---|---|---|---|---|---|",
+        *ratio,
+        "",
+        f"- Median wall: ours {med['ours']:.2f} s, plain {med['plain']:.2f} s: ratio **{med['ours'] / med['plain']:.2f}** "
+        f"(target at most 1.0); pair by pair {', '.join(f'{x:.2f}' for x in r['pair_ratios'])}. "
+        f"Before: {BEFORE['ours_55b']:.1f} s (ratio about {BEFORE['ours_55b'] / med['plain']:.1f} against today's plain).",
+        f"- Peak RSS: ours {r['rss']['ours']:.2f} GiB, plain {r['rss']['plain']:.2f} GiB (target under 1 GiB).",
+        "",
+        "## Default Orca inspect at 8192 tokens",
+        "",
+        "| run | case | wall s | peak RSS GiB | load |",
+        "|---|---|---|---|---|",
+        *insp,
+        "",
+        f"- Median: inspect {i['inspect']:.2f} s (target under 3 s; before {BEFORE['orca_inspect']:.1f} s); "
+        f"the floor of importing torch and x-transformers alone is {i['floor']:.2f} s, so "
+        f"{i['inspect'] - i['floor']:.2f} s is the analysis itself.",
+    ]
+    if grids:
+        text += [
+            "",
+            "## Analytic grids at 2048 tokens, cold",
+            "",
+            "| grid | variants | wall s | s per variant | peak RSS GiB | load |",
+            "|---|---|---|---|---|---|",
+            *grids,
+            "",
+            f"- 27 variants: {g['grid27']:.1f} s (target at most 15 s; before {BEFORE['grid27']:.1f} s); "
+            f"125 variants: {g['grid125']:.1f} s (target at most 60 s).",
+        ]
+    Path(args.out).write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+
+
+if __name__ == "__main__":
+    main()

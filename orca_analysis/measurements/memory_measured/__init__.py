@@ -1,0 +1,25 @@
+"""`memory_measured`: the training step and prefill with real tensors, checking the simulation."""
+
+from ..memory import METRICS as MEMORY_METRICS
+from ..registry import Measurement, register
+from .run import measure_memory_measured
+
+SHARED = ("peak_train", "peak_prefill", "peak_train_phase", "peak_prefill_phase", "peak_train_reserved",
+          "peak_prefill_reserved", "memory_rel_error")  # fmt: skip
+METRICS = tuple(m for m in MEMORY_METRICS if m.name in SHARED)  # declared once, in `memory`
+
+register(
+    Measurement(
+        "memory_measured",
+        "peak bytes of a training step and a prefill with real tensors (CPU: a small workload; CUDA: "
+        "the study's lengths), beside the simulation of the same workload",
+        measure_memory_measured,
+        METRICS,
+        order=35,  # its rows are read by the memory section
+        isolated=True,  # real runs allocate: keep them away from other measurements
+        gpu=True,
+        gpu_group="memory",
+        gpu_share=0.15,
+        per_workload=False,  # one call per variant: CPU, one small workload; CUDA, each study length
+    )
+)

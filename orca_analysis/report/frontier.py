@@ -1,0 +1,80 @@
+"""The cost frontier of a sweep: what each variant costs against its size, the frontier marked.
+
+Size is the counted parameters; cost is the training step's FLOPs (counter, causal-aware) and its
+simulated peak memory, both at the study's longest length. A variant is on the frontier when no other
+has at least as many parameters for no more cost (results/derive.py, pareto_front). Where training
+ran, the proxy's final validation loss against the same cost: the frontier there is the lowest loss
+for the cost.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from ..results.derive import pareto_front
+from ..results.query import Results
+from .figures import frontier_panels
+from .format import Quantity
+from .sections import Section, Table, variant_order
+
+COSTS = (  # (metric, query, axis label, unit)
+    (
+        "train_step_causal",
+        {"method": "counter", "component": "total"},
+        "training-step FLOPs (causal)",
+        "FLOP",
+    ),
+    ("peak_train", {"method": "simulated", "category": "total"}, "training-step peak (simulated)", "bytes"),
+)
+
+
+def _points(results: Results, study, n: int) -> pd.DataFrame:
+    b = min(study.workloads.batch_sizes)
+    rows = []
+    for vid in variant_order(study):
+        params = results.number("params", method="counter", component="total", variant=vid)
+        costs = {m: results.number(m, variant=vid, seq_len=n, batch=b, **q) for m, q, _, _ in COSTS}
+        if params is not None and any(v is not None for v in costs.values()):
+            losses = results.values("val_loss_final", variant=vid)
+            loss = sum(v.value for v in losses) / len(losses) if losses else None
+            rows.append({"variant": vid, "params": params, **costs, "loss": loss,
+                         "scale": losses[0].scale if losses else ""})  # fmt: skip
+    df = pd.DataFrame(rows)
+    for metric, *_ in COSTS if rows else ():
+        have = df[df[metric].notna()]
+        df.loc[have.index, f"front_{metric}"] = pareto_front(
+            list(zip(have["params"], have[metric], strict=True))
+        )
+    return df
+
+
+def frontier_section(results: Results, study) -> Section | None:
+    if len(study.variants()) < 3 or results.empty:
+        return None
+    n = max(study.workloads.seq_lens)
+    df = _points(results, study, n)
+    if len(df) < 3:
+        return None
+    panels = [(m, label, unit) for m, _, label, unit in COSTS if m in df and df[m].notna().sum() >= 3]
+    fig = frontier_panels(df, panels, n)
+    rows = [
+        [r.variant, Quantity(r.params, "params"),
+         *[Quantity(getattr(r, m), unit) if pd.notna(getattr(r, m)) else "n/a" for m, _, unit in panels],
+         ", ".join(label.split(" (")[0] for m, label, _ in panels if getattr(r, f"front_{m}", False) is True) or "-"]
+        for r in df.itertuples()
+    ]  # fmt: skip
+    table = Table(
+        f"Cost against size at {n} tokens",
+        "Each variant's counted parameters and its training-step cost at the study's longest length; the last "
+        "column names the frontiers it is on (no other variant has as many parameters for less).",
+        ["variant", "parameters", *[label for _, label, _ in panels], "on the frontier of"],
+        rows,
+    )
+    intro = (
+        f"For a sweep: what each shape costs for its size, at {n} tokens, batch {min(study.workloads.batch_sizes)}. "
+        "A variant off the frontier is dominated: another has at least as many parameters for no more cost."
+    )
+    if df["loss"].notna().sum() >= 3:
+        intro += (" The last panel puts the final validation loss of each variant's training run "
+                  f"({df['scale'].iloc[0]} scale: a proxy of the model, not the model) against the same cost.")  # fmt: skip
+    return Section("frontier", "Cost frontier", intro, [table], [f for f in (fig,) if f])
