@@ -64,6 +64,7 @@ register(
         "FLOPs by component, forward and training step, dense and causal: counter, fvcore, closed form",
         measure_flops,
         METRICS,
+        analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
         order=20,
         section=lazy_section(f"{__name__}.section", "flops_section"),
         summary=flops_summary,

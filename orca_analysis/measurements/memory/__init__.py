@@ -61,6 +61,7 @@ register(
         "bytes of a training step and of inference: closed form and simulated (no allocation)",
         measure_memory,
         METRICS,
+        analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
         order=30,
         section=lazy_section(f"{__name__}.section", "memory_section"),
         summary=memory_summary,

@@ -30,6 +30,7 @@ register(
         "parameters by component: library count and closed form",
         measure_params,
         METRICS,
+        analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
         order=10,
         section=lazy_section(f"{__name__}.section", "params_section"),
         summary=summary,
