@@ -201,7 +201,7 @@ def main() -> None:
             "",
             "## Analytic grids at 2048 tokens, cold",
             "",
-            "| grid | variants | wall s | s per variant | peak RSS GiB | load |",
+            "| grid | variants | wall s | s per variant | peak RSS GiB (the run's process; pool workers not counted) | load |",
             "|---|---|---|---|---|---|",
             *grids,
             "",
