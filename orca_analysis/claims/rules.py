@@ -252,3 +252,6 @@ def fidelity(ev: Evidence, flag: str, differs_means: str = "qualified") -> Verdi
 @register_rule("not_yet")
 def not_yet(ev: Evidence) -> Verdict:
     return Verdict("not tested yet", "no rule over stored results exists for this claim yet")
+
+
+from . import rules_design  # noqa: E402, F401  (registers the description rules)

@@ -16,6 +16,14 @@ from ..errors import OrcaError
 from ..study.kwargs import did_you_mean
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+BUILTIN_CATALOGUES = {"orca": DEFAULT_CATALOGUE}  # the Orca design notes' claims
+
+
+def catalogue_path(ref: str) -> Path:
+    """A built-in catalogue's file, or the path itself."""
+    return BUILTIN_CATALOGUES.get(ref, Path(ref))
+
+
 KINDS = ("benefit", "cost", "description")
 CLAIM_KEYS = ("id", "subject", "kind", "claim", "tests", "needs", "rule", "weight")
 

@@ -10,6 +10,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup
 
 from ..claims import load_catalogue
+from ..claims.schema import BUILTIN_CATALOGUES, catalogue_path
 from ..errors import OrcaError
 from ..results import study_dir
 from ..results.query import Results
@@ -63,9 +64,13 @@ def _provenance(results: Results) -> dict[str, Any]:
 def render_report(study: Study, out_root: Path | None = None, claims_path: Path | None = None) -> list[Path]:
     """Write report.html, report.md and figures/ under reports/<study>/; returns the two reports."""
     folder = study_dir(study.name, out_root)
-    claims = load_catalogue(claims_path)  # before reading results: a bad catalogue fails fast
+    # --claims, else the study's own catalogue; a study that names none gets the findings, not the notes'
+    # claims (they belong to the Orca design)
+    ref = str(claims_path) if claims_path is not None else study.claims
+    claims = load_catalogue(catalogue_path(ref)) if ref else []  # before the results: a bad one fails fast
     results = Results.from_store(folder)  # the store: what the study's last run asked for
-    source = "built-in catalogue" if claims_path is None else str(claims_path)
+    source = ("none: the study names no claims catalogue" if not ref else
+              f"built-in catalogue '{ref}'" if ref in BUILTIN_CATALOGUES else ref)  # fmt: skip
     view = build_view(study, results, _provenance(results), claims, source)
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)

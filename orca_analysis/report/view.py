@@ -63,6 +63,7 @@ def build_view(
             {"variant_id": r.variant_id, "measurement": r.measurement, "error": r.note} for r in failures
         ],
         "claims_source": claims_source,
+        "has_claims": bool(claims),
         "claim_groups": claim_groups(verdicts),
         "verdict_counts": verdict_counts(verdicts),
         "findings": summary_findings(verdicts),

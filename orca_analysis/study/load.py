@@ -18,7 +18,7 @@ from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
 from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
 
 BUILTIN_DIR = Path(__file__).parent / "studies"
-TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements")
+TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements", "claims")
 SWEEP_KEYS = ("mode", "axes")
 WORKLOAD_KEYS = ("seq_lens", "batch_sizes", "dtype")
 
@@ -112,6 +112,7 @@ class _StudyReader:
             sweep = Sweep(sweep.mode, {})
         workloads = self.read_workloads(data.get("workloads") or {})
         measurements = self.read_measurements(data.get("measurements", ["params"]))
+        claims = self.read_claims(data.get("claims"))
         name = data.get("name") or Path(self.source.removeprefix("builtin:")).stem
         if not isinstance(name, str):
             self.problem(("name",), f"'name' must be a string, got {name!r}")
@@ -124,12 +125,33 @@ class _StudyReader:
             measurements,
             self.source,
             sha,
+            claims,
         )
         if not self.problems:
             self.check_variants(study)
         if self.problems:
             raise StudyError(self.problems)
         return study
+
+    def read_claims(self, value: Any) -> str | None:
+        """The claims catalogue the study names: a built-in one ("orca", the design notes') or a YAML path,
+        relative to the study file; None when it names none (the report then has no notes' claims)."""
+        if value is None:
+            return None
+        from ..claims.schema import BUILTIN_CATALOGUES
+
+        if not isinstance(value, str) or not value:
+            self.problem(("claims",), f"'claims' must be a catalogue name or a path, got {value!r}")
+            return None
+        if value in BUILTIN_CATALOGUES:
+            return value
+        here = Path(".") if self.source.startswith("builtin:") else Path(self.source).parent
+        path = Path(value) if Path(value).is_absolute() else here / value
+        if not path.is_file():
+            self.problem(("claims",), f"claims catalogue '{value}' not found (built-in: "
+                         f"{', '.join(BUILTIN_CATALOGUES)}; or a YAML file, relative to the study)")  # fmt: skip
+            return None
+        return str(path)
 
     def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], path: tuple) -> None:
         for key in mapping:

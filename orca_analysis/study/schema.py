@@ -134,6 +134,7 @@ class Study:
     measurements: list[str]
     source: str  # file path, or "builtin:<name>"
     sha256: str  # of the file's bytes
+    claims: str | None = None  # the catalogue the study names: a built-in name or a path; None: none
 
     def variants(self) -> list[Variant]:
         """The base first, then the sweep, without duplicates."""
