@@ -120,12 +120,39 @@ def final_loss(study, vid, values, device="cpu"):
     return seeds(study, vid, "val_loss_final", values, {"tokens": 32768, "flops": 1e9}, device)
 
 
+def test_diminishing_returns_never_calls_a_null_result_support(study):
+    study = with_heads(study, [2, 8, 16])  # heads 2, 4 (base), 8, 16 on one axis
+    ids = ["heads=2", "base", "heads=8", "heads=16"]
+
+    def losses(means):  # two seeds each, 0.01 apart: the seed spread is 0.01
+        return [
+            r
+            for vid, m in zip(ids, means, strict=True)
+            for r in final_loss(study, vid, [m - 0.005, m + 0.005])
+        ]
+
+    rule = RULES["diminishing_returns"]
+    # gains 0.30, 0.10, 0.02: each step buys less
+    assert (
+        rule(ev(study, losses([3.0, 2.7, 2.6, 2.58])), metric="val_loss_final", axis="heads").verdict
+        == "supported"
+    )
+    # gains 0.10, 0.20, 0.05: they do not shrink
+    assert (
+        rule(ev(study, losses([3.0, 2.9, 2.7, 2.65])), metric="val_loss_final", axis="heads").verdict
+        == "contradicted"
+    )
+    # every step within the 0.01 spread: no gain at all, which is not a diminishing one
+    v = rule(ev(study, losses([3.0, 3.004, 2.998, 3.002])), metric="val_loss_final", axis="heads")
+    assert v.verdict == "inconclusive" and "cannot tell" in v.reason
+
+
 def test_quality_rules_respect_the_seed_spread(study):
     # base: mean 2.50, spread 0.05; dim=32: mean 2.53, spread 0.04
     records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.51, 2.55])]
     v = RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim")
-    # 2.53 -> 2.50 is a change of 0.03, inside the 0.05 seed spread: not a win
-    assert v.verdict == "qualified" and "seed spread up to 0.050" in v.reason
+    # 2.53 -> 2.50 is a change of 0.03, inside the 0.05 seed spread: a null result, never support
+    assert v.verdict == "inconclusive" and "seed spread up to 0.050" in v.reason
     records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.68, 2.72])]
     assert (
         RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim").verdict

@@ -62,7 +62,7 @@ def test_the_orca_notes_values_against_a_model_of_another_design(tiny):
         "flag-shift_tokens": "contradicted",  # it shifts channels, not targets
         "flag-attn_one_kv_head": "supported",  # key projection width = one head
     }
-    assert "the notes state 20000 tokens; the model as built has 256" in verdicts["flag-num_tokens"].reason
+    assert "the notes state 20,000 tokens; the model as built has 256" in verdicts["flag-num_tokens"].reason
     assert (
         "32 of 64 channels at position t come from the token 1 back" in verdicts["flag-shift_tokens"].reason
     )

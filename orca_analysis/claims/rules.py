@@ -15,7 +15,7 @@ import numpy as np
 from ..results.derive import growth_exponent, relative_iqr
 from .evidence import Evidence, Verdict, axis_series, base_values, missing
 
-VERDICTS = ("supported", "qualified", "contradicted", "not tested yet")
+VERDICTS = ("supported", "qualified", "contradicted", "inconclusive", "not tested yet")
 RuleFn = Callable[..., Verdict]
 RULES: dict[str, RuleFn] = {}
 METRIC_PARAMS = ("metric",)  # rule parameters that name a declared metric (checked when the catalogue loads)
@@ -64,10 +64,9 @@ def decreases_with(ev: Evidence, metric: str, axis: str) -> Verdict:
     rows = s.rows(f"{metric} (mean of seeds)")
     span = f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} {ys[0]:.3f} -> {ys[-1]:.3f} (seed spread up to {noise:.3f})"
     change = ys[-1] - ys[0]
-    if abs(change) <= noise:
-        return Verdict(
-            "qualified", f"{span}: no difference beyond the seed spread at this (proxy) scale", rows
-        )
+    if abs(change) <= noise:  # a null result is never support
+        return Verdict("inconclusive", f"{span}: no difference beyond the seed spread, so the data cannot "
+                       "tell (proxy scale)", rows)  # fmt: skip
     if change > 0:
         return Verdict("contradicted", f"{span}: {metric} rises instead", rows)
     if np.all(np.diff(ys) < 0):
@@ -83,9 +82,10 @@ def diminishing_returns(ev: Evidence, metric: str, axis: str) -> Verdict:
     gains = -np.diff(s.ys)  # loss reduction per step along the axis
     rows = s.rows(f"{metric} (mean of seeds)")
     text = ", ".join(f"{g:+.3f}" for g in gains)
-    if np.all(np.abs(gains) <= s.spread):
-        return Verdict("supported", f"no step along {axis} changes {metric} beyond the seed spread "
-                       f"({s.spread:.3f}): {text}; more heads buy nothing measurable here", rows)  # fmt: skip
+    if np.all(np.abs(gains) <= s.spread):  # no gain at all is not a diminishing gain
+        return Verdict("inconclusive", f"no step along {axis} changes {metric} beyond the seed spread "
+                       f"({s.spread:.3f}): {text}; with no gain to shrink, the data cannot tell (proxy scale)",
+                       rows)  # fmt: skip
     if np.all(np.diff(gains) < 0):
         return Verdict("supported", f"each step along {axis} improves {metric} less: {text}", rows)
     return Verdict("contradicted", f"gains along {axis} do not shrink: {text}", rows)
@@ -167,7 +167,7 @@ def extrapolation(ev: Evidence, scheme: str = "alibi", reference: str = "none") 
     noise = max((v.spread or 0.0 for v in found), default=0.0)
     text = ", ".join(f"{k} {v:+.3f}" for k, v in sorted(growth.items()))
     if abs(growth[reference]) <= noise and abs(growth[scheme]) <= noise:
-        return Verdict("qualified", "no scheme degrades at longer lengths at proxy scale, so the test cannot tell "
+        return Verdict("inconclusive", "no scheme degrades at longer lengths at proxy scale, so the test cannot tell "
                        f"them apart (loss change from the training length: {text}; seed spread {noise:.3f})", rows)  # fmt: skip
     if growth[scheme] < growth[reference] - noise:
         return Verdict(

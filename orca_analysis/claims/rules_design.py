@@ -28,9 +28,9 @@ def asserted_value(ev: Evidence, metric: str, value: float, check: str = "") -> 
     rows = [{"label": "stated by the notes", "value": value, "unit": unit, "method": "catalogue"},
             {"label": "the built model", "value": built.value, "unit": unit, "method": built.method}]  # fmt: skip
     if built.value != value:
-        return Verdict("contradicted", f"the notes state {value:g} {unit}; the model as built has "
-                       f"{built.value:g} ({built.method}, analytic)", rows, "design")  # fmt: skip
-    text = f"the model as built has {built.value:g} {unit}, as stated ({built.method}, analytic)"
+        return Verdict("contradicted", f"the notes state {value:,g} {unit}; the model as built has "
+                       f"{built.value:,g} ({built.method}, analytic)", rows, "design")  # fmt: skip
+    text = f"the model as built has {built.value:,g} {unit}, as stated ({built.method}, analytic)"
     if check:
         ok = _built(ev, check)
         if ok is None:

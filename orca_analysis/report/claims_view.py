@@ -8,7 +8,7 @@ from ..claims import ClaimResult
 from .format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
-SEVERITY = {"contradicted": 0, "qualified": 1, "supported": 2, "not tested yet": 3}
+SEVERITY = {"contradicted": 0, "qualified": 1, "inconclusive": 2, "supported": 3, "not tested yet": 4}
 
 
 def claim_dict(cr: ClaimResult) -> dict[str, Any]:
