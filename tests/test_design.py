@@ -3,6 +3,7 @@ values are data, compared with the built model of whatever study runs."""
 
 import dataclasses
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -124,3 +125,15 @@ def test_a_256_token_study_gets_none_of_the_orca_claims(write_study, tiny_study_
     md = render_report(study, tmp_path, Path("orca"))[1].read_text()
     row = next(line for line in md.splitlines() if "The vocabulary has 20,000 distinct tokens" in line)
     assert "**contradicted**" in row and "the model as built has 256" in row
+    claims = {c["id"]: c for c in json.loads((tmp_path / "tiny" / "claims.json").read_text())}
+    keys = {"id", "claim", "verdict", "reason", "scale", "metric", "unit", "estimate", "ci_low", "ci_high", "n",
+            "delta", "evidence", "interval"}  # fmt: skip
+    assert all(set(c) == keys for c in claims.values()) and len(claims) == 30
+    vocab = claims["flag-num_tokens"]
+    assert (vocab["verdict"], vocab["scale"], vocab["metric"], vocab["ci_low"]) == ("contradicted", "analytic",
+                                                                                  "vocab_rows", None)  # fmt: skip
+    assert (
+        "Proxy scale" not in md.split("## Summary")[1].split("###")[0]
+    )  # nothing trained: no proxy verdicts
+    render_report(study, tmp_path)  # names none again: no stale verdicts are left behind
+    assert not (tmp_path / "tiny" / "claims.json").exists()

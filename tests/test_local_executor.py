@@ -9,6 +9,7 @@ from orca_analysis.executors.local import LocalExecutor, analytic_workers
 from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.measurements.registry import Measurement
 from orca_analysis.results.frame import results_frame
+from orca_analysis.results.query import Results
 from orca_analysis.results.store import open_store
 from orca_analysis.runner import run_sweep
 from orca_analysis.study import load_study
@@ -66,3 +67,35 @@ def test_worker_count_from_the_environment(monkeypatch):
     assert analytic_workers() == 1
     monkeypatch.delenv("ORCA_ANALYTIC_WORKERS")
     assert 1 <= analytic_workers() <= min(8, os.cpu_count())
+
+
+def started_and_ended(variant, study):
+    """Untimed, isolated, side by side: records when it started and ended (epoch seconds)."""
+    import time
+
+    from orca_analysis.results.records import Record
+
+    start = time.time()
+    time.sleep(0.5)
+    return [Record(study.name, variant.variant_id, "side", "window", "clock", v, "s", labels={"end": k})
+            for k, v in (("start", start), ("end", time.time()))]  # fmt: skip
+
+
+def test_parallel_isolated_calls_run_side_by_side_at_the_end(tiny_study_path, tmp_path):
+    side = Measurement("side", "side", started_and_ended, isolated=True, parallel=True, per_workload=False)
+    names = {"side": side, "later": Measurement("later", "later", after_the_pool)}
+    study = dataclasses.replace(load_study(str(tiny_study_path)), measurements=list(names))
+    after_the_pool.folder, after_the_pool.seen = tmp_path / study.name, []
+    run_sweep(study, tmp_path, executor=LocalExecutor(workers=2), measurements=names, log=io.StringIO())
+    windows: dict = {}
+    for r in Results.from_store(tmp_path / study.name).records(measurement="side"):
+        windows.setdefault(r.variant_id, {})[r.labels["end"]] = r.value
+    assert len(windows) == 4  # one fresh worker per variant, two at a time
+    first, second = sorted(windows.values(), key=lambda w: w["start"])[:2]
+    assert second["start"] < first["end"]  # the second started before the first ended: side by side
+    sources = [s for m, s in _unit_sources(tmp_path / study.name) if m == "side"]
+    assert len(set(sources)) == 4 and all(s.startswith("worker pid") for s in sources)
+    # nothing ran beside them: every non-parallel call finished before the first of them started
+    with open_store(tmp_path / study.name, create=False) as store:
+        order = [m for (m,) in store.db.execute("SELECT measurement FROM units ORDER BY unit_id")]
+    assert order == ["later"] * 4 + ["side"] * 4

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from ..build import fidelity_entries
 from ..results.query import Results
 from ..study.schema import Study
-from .evidence import Evidence, Verdict
+from .evidence import PROXY, Evidence, Verdict
 from .rules import RULES
 from .schema import Claim
+
+# The scale of the rules whose evidence is of one kind (the others set it from the values they read).
+RULE_SCALES = {"gradient_health": "proxy", "kernel_ran": "measured", "fidelity": "analytic"}
 
 
 @dataclass
@@ -24,9 +28,16 @@ def evaluate(claims: list[Claim], results: Results, study: Study) -> list[ClaimR
     out = []
     for claim in claims:
         try:
-            verdict = RULES[claim.rule.name](evidence, **claim.rule.params)
+            rule, params = RULES[claim.rule.name], dict(claim.rule.params)
+            if claim.delta is not None and "delta" in inspect.signature(rule).parameters:
+                params["delta"] = claim.delta
+            verdict = rule(evidence, **params)
         except TypeError as exc:  # a catalogue rule with parameters its function does not take
             verdict = Verdict("not tested yet", f"rule '{claim.rule.name}' cannot run: {exc}")
+        if not verdict.scale and verdict.verdict != "not tested yet":  # rules over one kind of evidence
+            verdict.scale = RULE_SCALES.get(claim.rule.name, "")
+        if verdict.scale == "proxy" and not verdict.reason.startswith(PROXY):  # it says so in its own words
+            verdict.reason = PROXY + verdict.reason
         if verdict.verdict == "not tested yet" and claim.needs:
             verdict.reason = f"{verdict.reason}; would be tested by: {claim.needs}"
         if not verdict.anchor:

@@ -10,6 +10,7 @@ from typing import Any
 from ..results.metrics import lookup
 from ..results.query import Results, Value, prefer_device
 from ..study.schema import Study
+from .stats import Effect
 
 
 @dataclass
@@ -18,6 +19,10 @@ class Verdict:
     reason: str  # one or two sentences with the numbers behind the verdict
     evidence: list[dict[str, Any]] = field(default_factory=list)  # rows: {label, value, unit, method}
     anchor: str = ""  # where in the report the evidence lives
+    scale: str = ""  # analytic | measured | proxy: what the evidence is of (filled from the values)
+    metric: str = ""  # the declared metric the effect is of
+    effect: Effect | None = None  # estimate and interval, in the claim's direction
+    delta: float | None = None  # the minimal effect of interest, in the metric's unit
 
 
 @dataclass
@@ -108,3 +113,20 @@ def base_values(ev: Evidence, metric: str, **where: Any) -> list[Value]:
     """The base variant's values of `metric`, of one device (the GPU's full-scale runs where there are any)."""
     base = ev.study.variants()[0].variant_id
     return prefer_device(ev.results.values(metric, variant=base, **where))
+
+
+def scale_of(values: list[Value]) -> str:
+    """proxy if any value is of a proxy model, else measured if any was measured, else analytic."""
+    scales = {v.scale for v in values}
+    return (
+        "proxy" if "proxy" in scales else "measured" if "measured" in scales else "analytic" if scales else ""
+    )
+
+
+def samples(v: Value) -> list[float]:
+    """The per-seed (or per-repeat) samples of a value, or the value itself."""
+    return list(v.samples) if v.samples else [float(v.value)]
+
+
+PROXY = ("proxy scale (small models trained briefly on a CPU by the proxy rule of the training section, not the "
+         "model itself): ")  # fmt: skip

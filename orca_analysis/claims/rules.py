@@ -13,7 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..results.derive import growth_exponent, relative_iqr
-from .evidence import Evidence, Verdict, axis_series, base_values, missing
+from ..results.metrics import lookup
+from .evidence import PROXY, Evidence, Verdict, axis_series, base_values, missing, samples, scale_of
+from .stats import Effect, contrast, decide, exact
 
 VERDICTS = ("supported", "qualified", "contradicted", "inconclusive", "not tested yet")
 RuleFn = Callable[..., Verdict]
@@ -29,6 +31,29 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
     return wrap
 
 
+def _groups(s: Any) -> dict[Any, list[float]]:
+    """Axis value -> the samples (seeds) of the series' values there."""
+    out: dict[Any, list[float]] = {}
+    for v in s.values:
+        if v.value is not None and s.axis in v.swept:
+            out.setdefault(v.swept[s.axis], []).extend(samples(v))
+    return {k: out[k] for k in sorted(out)}
+
+
+def _stated(verdict: str, text: str, rows: list, s: Any, effect: Effect, delta: float) -> Verdict:
+    scale = scale_of(s.values)
+    return Verdict(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=s.metric,
+                   effect=effect, delta=delta)  # fmt: skip
+
+
+def _endpoints(s: Any, sign: float) -> Effect:
+    """sign * (last - first) of the series' group means, with its interval where there are seeds."""
+    g = list(_groups(s).values())
+    if all(len(x) == 1 for x in (g[0], g[-1])):
+        return exact(sign * (g[-1][0] - g[0][0]))
+    return contrast([g[-1], g[0]], [sign, -sign])
+
+
 @register_rule("grows_with")
 def grows_with(
     ev: Evidence,
@@ -39,56 +64,79 @@ def grows_with(
     qualify_with_fidelity: str | None = None,
     labels: dict[str, Any] | None = None,
     last_step: bool = False,
+    delta: float = 0.0,
 ) -> Verdict:
+    """The metric rises from the axis's first value to its last by more than delta, at every step."""
     s = axis_series(ev, metric, axis, method, seq_len, labels, last_step)
     if len(s) < 2:
         return missing(metric)
-    k, ratio = growth_exponent(s.keys, s.ys), s.ys[-1] / s.ys[0]
+    k, ratio = growth_exponent(s.keys, s.ys), s.ys[-1] / s.ys[0] if s.ys[0] else float("inf")
     rows = s.rows(metric + (f" ({method})" if method else ""))
-    span = f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} x{ratio:.2f} (~{axis}^{k:.2f})"
+    effect = _endpoints(s, +1.0)
+    unit = lookup(metric).unit
+    span = f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} x{ratio:.2f} (~{axis}^{k:.2f}); rise {effect.text(unit)}"
+    decided = decide(effect, delta, helps=False)
+    if decided == "contradicted":
+        return _stated("contradicted", f"{metric} does not rise with {axis}; {span}", rows, s, effect, delta)
+    if decided == "inconclusive":
+        why = (
+            "one sample per point, so no interval"
+            if effect.ci_low is None and not effect.exact
+            else "the interval straddles"
+        )
+        return _stated("inconclusive", f"{span}: {why}", rows, s, effect, delta)
     if not np.all(np.diff(s.ys) > 0):
-        return Verdict("contradicted", f"{metric} does not rise steadily with {axis}; {span}", rows)
+        return _stated("qualified", f"{span}, but not at every step of {axis}", rows, s, effect, delta)
     differ = ev.fidelity.get(qualify_with_fidelity or "", {}).get("notes_differ", "")
     if differ:
-        return Verdict("qualified", f"{span}; but only because {differ}", rows)
-    return Verdict("supported", span, rows)
+        return _stated("qualified", f"{span}; but only because {differ}", rows, s, effect, delta)
+    return _stated("supported", span, rows, s, effect, delta)
 
 
 @register_rule("decreases_with")
-def decreases_with(ev: Evidence, metric: str, axis: str) -> Verdict:
-    """Loss falls as the axis grows, by more than the spread between seeds."""
+def decreases_with(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Verdict:
+    """Loss falls from the axis's first value to its last by more than delta (Welch interval over seeds)."""
     s = axis_series(ev, metric, axis)
     if len(s) < 2:
         return missing(metric)
-    noise, ys = s.spread, s.ys
-    rows = s.rows(f"{metric} (mean of seeds)")
-    span = f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} {ys[0]:.3f} -> {ys[-1]:.3f} (seed spread up to {noise:.3f})"
-    change = ys[-1] - ys[0]
-    if abs(change) <= noise:  # a null result is never support
-        return Verdict("inconclusive", f"{span}: no difference beyond the seed spread, so the data cannot "
-                       "tell (proxy scale)", rows)  # fmt: skip
-    if change > 0:
-        return Verdict("contradicted", f"{span}: {metric} rises instead", rows)
-    if np.all(np.diff(ys) < 0):
-        return Verdict("supported", span, rows)
-    return Verdict("qualified", f"{span}, but not at every step", rows)
+    ys, rows = s.ys, s.rows(f"{metric} (mean of seeds)")
+    effect, unit = _endpoints(s, -1.0), lookup(metric).unit
+    span = (f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} {ys[0]:.3f} -> {ys[-1]:.3f}; fall {effect.text(unit)}, "
+            f"minimal effect of interest {delta:g}")  # fmt: skip
+    decided = decide(effect, delta)
+    if decided == "inconclusive":  # a null result is never support
+        return _stated("inconclusive", f"{span}: the interval straddles it, so the data cannot tell", rows, s,
+                       effect, delta)  # fmt: skip
+    if decided == "contradicted":
+        return _stated("contradicted", f"{span}: no fall of that size", rows, s, effect, delta)
+    if not np.all(np.diff(ys) < 0):
+        return _stated("qualified", f"{span}, but not at every step", rows, s, effect, delta)
+    return _stated("supported", span, rows, s, effect, delta)
 
 
 @register_rule("diminishing_returns")
-def diminishing_returns(ev: Evidence, metric: str, axis: str) -> Verdict:
+def diminishing_returns(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Verdict:
+    """The first step's gain is real, and the last step gains less: (m0 - m1) - (m_{k-1} - m_k) > delta."""
     s = axis_series(ev, metric, axis)
     if len(s) < 3:
         return missing(metric) if not len(s) else Verdict("not tested yet", f"needs 3 or more {axis} values")
-    gains = -np.diff(s.ys)  # loss reduction per step along the axis
+    g, unit = list(_groups(s).values()), lookup(metric).unit
     rows = s.rows(f"{metric} (mean of seeds)")
-    text = ", ".join(f"{g:+.3f}" for g in gains)
-    if np.all(np.abs(gains) <= s.spread):  # no gain at all is not a diminishing gain
-        return Verdict("inconclusive", f"no step along {axis} changes {metric} beyond the seed spread "
-                       f"({s.spread:.3f}): {text}; with no gain to shrink, the data cannot tell (proxy scale)",
-                       rows)  # fmt: skip
-    if np.all(np.diff(gains) < 0):
-        return Verdict("supported", f"each step along {axis} improves {metric} less: {text}", rows)
-    return Verdict("contradicted", f"gains along {axis} do not shrink: {text}", rows)
+    first = contrast([g[0], g[1]], [1, -1])
+    text = ", ".join(f"{x:+.3f}" for x in -np.diff(s.ys))
+    if decide(first, delta) != "supported":  # no gain at all is not a diminishing one
+        return _stated("inconclusive", f"the first step along {axis} gains {first.text(unit)} (gains {text}): "
+                       "with no gain shown to shrink, the data cannot tell", rows, s, first, delta)  # fmt: skip
+    shrink = contrast([g[0], g[1], g[-2], g[-1]], [1, -1, -1, 1])
+    verdict, said = (
+        decide(shrink, delta, helps=False),
+        f"gains along {axis}: {text}; first gain minus last {shrink.text(unit)}",
+    )
+    if verdict == "supported" and not np.all(np.diff(-np.diff(s.ys)) < 0):
+        return _stated(
+            "qualified", f"{said}, but the gains do not shrink at every step", rows, s, shrink, delta
+        )
+    return _stated(verdict, said, rows, s, shrink, delta)
 
 
 @register_rule("gradient_health")
@@ -151,29 +199,34 @@ def kernel_ran(ev: Evidence, expected: str = "flash") -> Verdict:
 
 
 @register_rule("extrapolation")
-def extrapolation(ev: Evidence, scheme: str = "alibi", reference: str = "none") -> Verdict:
-    """Loss at the longest evaluated length versus the training length, for a scheme and the reference."""
+def extrapolation(
+    ev: Evidence, scheme: str = "alibi", reference: str = "none", delta: float = 0.0
+) -> Verdict:
+    """Loss rise from the training length to the longest evaluated one: the scheme's against the
+    reference's, (ref rise - scheme rise) > delta over seeds."""
     found = base_values(ev, "extrapolation_val_loss")
     if not found:
         return missing("extrapolation_val_loss")
-    rows, growth = [], {}
+    rows, ends = [], {}
     for pos in sorted({v.get("pos") for v in found}):
         sub = sorted((v for v in found if v.get("pos") == pos), key=lambda v: int(v.get("eval_len")))
-        growth[pos] = sub[-1].value - sub[0].value
+        ends[pos] = (samples(sub[0]), samples(sub[-1]))
         rows.append({"label": f"{pos}: {sub[0].get('eval_len')} -> {sub[-1].get('eval_len')}",
-                     "value": float(growth[pos]), "unit": "nats/token", "method": "val loss change (mean of seeds)"})  # fmt: skip
-    if scheme not in growth or reference not in growth:
+                     "value": float(sub[-1].value - sub[0].value), "unit": "nats/token",
+                     "method": "val loss change (mean of seeds)"})  # fmt: skip
+    if scheme not in ends or reference not in ends:
         return Verdict("not tested yet", f"needs '{scheme}' and '{reference}' runs", rows)
-    noise = max((v.spread or 0.0 for v in found), default=0.0)
-    text = ", ".join(f"{k} {v:+.3f}" for k, v in sorted(growth.items()))
-    if abs(growth[reference]) <= noise and abs(growth[scheme]) <= noise:
-        return Verdict("inconclusive", "no scheme degrades at longer lengths at proxy scale, so the test cannot tell "
-                       f"them apart (loss change from the training length: {text}; seed spread {noise:.3f})", rows)  # fmt: skip
-    if growth[scheme] < growth[reference] - noise:
-        return Verdict(
-            "supported", f"{scheme} degrades less than {reference} beyond the training length: {text}", rows
-        )
-    return Verdict("contradicted", f"{scheme} does not extrapolate better than {reference}: {text}", rows)
+    (s0, s1), (r0, r1) = ends[scheme], ends[reference]
+    effect = contrast([r1, r0, s1, s0], [1, -1, -1, 1])
+    text = ", ".join(f"{r['label'].split(':')[0]} {r['value']:+.3f}" for r in rows)
+    verdict = decide(effect, delta)
+    said = {"supported": f"{scheme} degrades less than {reference} beyond the training length",
+            "contradicted": f"{scheme} does not extrapolate better than {reference}",
+            "inconclusive": "the test cannot tell the schemes apart"}[verdict]  # fmt: skip
+    scale = scale_of(found)
+    return Verdict(verdict, f"{PROXY if scale == 'proxy' else ''}{said}: {reference} rise minus {scheme} rise "
+                   f"{effect.text('nats/token')} (loss change from the training length: {text})", rows,
+                   scale=scale, metric="extrapolation_val_loss", effect=effect, delta=delta)  # fmt: skip
 
 
 def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
@@ -196,39 +249,48 @@ def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
 
 
 @register_rule("mqa_tradeoff")
-def mqa_tradeoff(ev: Evidence) -> Verdict:
-    """One KV head: KV-cache bytes saved and decode speed gained, against the validation-loss cost."""
+def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Verdict:
+    """One KV head: KV-cache bytes saved and decode speed gained, against the validation-loss cost. The
+    effect is MQA's quality against MHA's (mha - mqa loss, over seeds): the claim holds where it stays
+    above -delta and decoding is faster beyond the timing noise."""
     loss = {v.get("attn"): v for v in base_values(ev, "attn_kv_val_loss")}
     cache = {v.get("attn"): v.value for v in base_values(ev, "kv_cache_bytes", model="full")}
     if not loss or not cache:
         return missing("attn_kv_val_loss")
     if not {"mha", "mqa"} <= set(loss) or not {"mha", "mqa"} <= set(cache):
         return Verdict("not tested yet", "needs multi-head and multi-query runs")
-    spread = max(v.spread or 0.0 for v in loss.values())
-    cost, saving = loss["mqa"].value - loss["mha"].value, cache["mha"] / cache["mqa"]
+    kept = contrast([samples(loss["mha"]), samples(loss["mqa"])], [1, -1])  # > 0: MQA's loss is lower
+    saving = cache["mha"] / cache["mqa"]
     rows = [{"label": f"val loss {k}", "value": float(v.value), "unit": "nats/token", "method": "training (mean of seeds)"}
             for k, v in sorted(loss.items())]  # fmt: skip
     rows += [{"label": f"KV cache {k}", "value": float(v), "unit": "bytes", "method": "closed form, full scale"}
              for k, v in sorted(cache.items())]  # fmt: skip
-    text = f"KV cache {saving:.0f}x smaller; validation loss {cost:+.3f} (seed spread {spread:.3f})"
-    if cost > spread:
-        return Verdict("qualified", text + ": the smaller cache costs measurable quality", rows)
+    scale = scale_of(list(loss.values()))
+    text = (f"KV cache {saving:.0f}x smaller (closed form, full scale); MQA's loss below MHA's by "
+            f"{kept.text('nats/token')} ({scale} scale), minimal effect of interest {delta:g}")  # fmt: skip
+
+    def said(verdict: str, more: str) -> Verdict:
+        return Verdict(
+            verdict, text + more, rows, scale=scale, metric="attn_kv_val_loss", effect=kept, delta=delta
+        )
+
+    if kept.ci_high is not None and kept.ci_high < -delta:
+        return said("qualified", ": the smaller cache costs measurable quality")
+    if kept.ci_low is None or kept.ci_low < -delta:
+        return said("inconclusive", ": the interval reaches a cost beyond the minimal effect, so the data cannot "
+                    "tell whether quality is kept")  # fmt: skip
     speed = decode_speedup(ev)
     if speed is None:
-        return Verdict("qualified", text + "; decode speed with one KV head not measured yet (speed)", rows)
+        return said("qualified", "; decode speed with one KV head not measured yet (speed)")
     speedup, noise, where = speed
-    rows.append(
-        {
-            "label": "decode speed-up, one KV head",
-            "value": speedup,
-            "unit": "ratio",
-            "method": f"speed ({where})",
-        }
-    )
-    text += f"; cached decoding x{speedup:.2f} as fast ({where}, timing noise {noise:.0%})"
+    rows.append({"label": "decode speed-up, one KV head", "value": speedup, "unit": "ratio",
+                 "method": f"speed ({where})"})  # fmt: skip
+    more = f"; cached decoding x{speedup:.2f} as fast ({where}, timing noise {noise:.0%})"
     if speedup > 1 + noise:
-        return Verdict("supported", text, rows)
-    return Verdict("qualified", text + ": no faster decoding beyond the timing noise here", rows)
+        return said("supported", more)
+    if speedup < 1 - noise:
+        return said("contradicted", more + ": one KV head decodes slower")
+    return said("inconclusive", more + ": no difference beyond the timing noise")
 
 
 @register_rule("fidelity")

@@ -29,17 +29,21 @@ def asserted_value(ev: Evidence, metric: str, value: float, check: str = "") -> 
             {"label": "the built model", "value": built.value, "unit": unit, "method": built.method}]  # fmt: skip
     if built.value != value:
         return Verdict("contradicted", f"the notes state {value:,g} {unit}; the model as built has "
-                       f"{built.value:,g} ({built.method}, analytic)", rows, "design")  # fmt: skip
+                       f"{built.value:,g} ({built.method}, analytic)", rows, "design", scale="analytic")  # fmt: skip
     text = f"the model as built has {built.value:,g} {unit}, as stated ({built.method}, analytic)"
     if check:
         ok = _built(ev, check)
         if ok is None:
-            return Verdict("not tested yet", f"{text}; {check} is not measured", rows, "design")
+            return Verdict(
+                "not tested yet", f"{text}; {check} is not measured", rows, "design", scale="analytic"
+            )
         rows.append({"label": check, "value": ok.value, "unit": lookup(check).unit, "method": ok.method})
         if not ok.value:
-            return Verdict("contradicted", f"{text}, but {check} failed: {ok.note}", rows, "design")
+            return Verdict(
+                "contradicted", f"{text}, but {check} failed: {ok.note}", rows, "design", scale="analytic"
+            )
         text += f"; {ok.note}"
-    return Verdict("supported", text, rows, "design")
+    return Verdict("supported", text, rows, "design", scale="analytic")
 
 
 @register_rule("flag_acts")
@@ -53,16 +57,16 @@ def flag_acts(ev: Evidence, flag: str, differs_means: str = "qualified") -> Verd
             {"label": flag, "value": entry["value"], "method": f"fidelity: {entry['status']}"}]  # fmt: skip
     if not acts.value:
         return Verdict("contradicted", f"building without '{flag}' gives the same model: it does nothing here",
-                       rows, "design")  # fmt: skip
+                       rows, "design", scale="analytic")  # fmt: skip
     found = f"the build differs without it ({acts.note})"
     if entry["status"] == "unsupported":
-        return Verdict("contradicted", f"refused: {entry['how']}", rows, "design")
+        return Verdict("contradicted", f"refused: {entry['how']}", rows, "design", scale="analytic")
     if entry["notes_differ"]:
-        return Verdict(differs_means, f"{entry['notes_differ']}; {found}", rows, "design")
+        return Verdict(differs_means, f"{entry['notes_differ']}; {found}", rows, "design", scale="analytic")
     if entry["status"] == "realised":
         return Verdict("qualified", f"x-transformers lacks it; orca-analysis realises it ({entry['how']}); "
-                       f"{found}", rows, "design")  # fmt: skip
-    return Verdict("supported", found, rows, "design")
+                       f"{found}", rows, "design", scale="analytic")  # fmt: skip
+    return Verdict("supported", found, rows, "design", scale="analytic")
 
 
 @register_rule("shifts_targets")
@@ -77,5 +81,7 @@ def shifts_targets(ev: Evidence) -> Verdict:
     if channels.value > 0:
         return Verdict("contradicted", f"the flag shifts features, not targets: {channels.value:g} {channels.note} "
                        f"come from the token {offset.value:g} back; the training targets are the next token "
-                       "with or without it (the loss's own shift)", rows, "design")  # fmt: skip
-    return Verdict("contradicted", "the built model shifts nothing between positions", rows, "design")
+                       "with or without it (the loss's own shift)", rows, "design", scale="analytic")  # fmt: skip
+    return Verdict(
+        "contradicted", "the built model shifts nothing between positions", rows, "design", scale="analytic"
+    )

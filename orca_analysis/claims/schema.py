@@ -25,7 +25,7 @@ def catalogue_path(ref: str) -> Path:
 
 
 KINDS = ("benefit", "cost", "description")
-CLAIM_KEYS = ("id", "subject", "kind", "claim", "tests", "needs", "rule", "weight")
+CLAIM_KEYS = ("id", "subject", "kind", "claim", "tests", "needs", "rule", "weight", "delta")
 
 
 class ClaimsError(OrcaError):
@@ -48,6 +48,7 @@ class Claim:
     needs: str  # what would test it, shown while it is not tested yet
     rule: Rule
     weight: int = 1
+    delta: float | None = None  # the minimal effect of interest, in the unit of the rule's metric
 
 
 def load_catalogue(path: Path | None = None) -> list[Claim]:
@@ -88,6 +89,9 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
             )
             continue
         problems += _metric_problems(rule.get("params") or {}, f"{where} ({item['id']})")
+        delta, why = _delta(item.get("delta"), rule.get("params") or {})
+        if why:
+            problems.append(f"{where} ({item['id']}): {why}")
         if item["kind"] not in KINDS:
             problems.append(f"{where} ({item['id']}): kind must be one of {', '.join(KINDS)}")
         if item["id"] in seen:
@@ -103,6 +107,7 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
                 str(item.get("needs") or ""),
                 Rule(rule["name"], dict(rule.get("params") or {})),
                 int(item.get("weight", 1)),
+                delta,
             )
         )
     if problems:
@@ -130,3 +135,22 @@ def _metric_problems(params: dict[str, Any], where: str) -> list[str]:
     if not isinstance(labels, dict):
         return [f"{where}: 'labels' must be a mapping of label to value"]
     return problems(str(params["metric"]), params.get("method"), labels, where)
+
+
+def _delta(value: Any, params: dict[str, Any]) -> tuple[float | None, str]:
+    """`delta: {value: 0.02, unit: nats/token}`: a number, in the unit of the metric the rule names."""
+    if value is None:
+        return None, ""
+    if (
+        not isinstance(value, dict)
+        or set(value) != {"value", "unit"}
+        or not isinstance(value["value"], (int, float))
+    ):
+        return None, "delta must be {value: NUMBER, unit: UNIT}"
+    if "metric" in params:
+        from ..results.metrics import METRICS
+
+        want = METRICS[params["metric"]].unit if params["metric"] in METRICS else None
+        if want is not None and value["unit"] != want:
+            return None, f"delta's unit '{value['unit']}' is not the unit of {params['metric']} ('{want}')"
+    return float(value["value"]), ""

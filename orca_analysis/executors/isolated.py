@@ -15,6 +15,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 
 from . import DEFAULT_TIME_LIMIT_S
@@ -68,40 +69,80 @@ def death_reason(exitcode: int | None) -> str:
     return f"worker exited with code {exitcode} before returning a result"
 
 
+class _Worker:
+    """One call in its own fresh process: started at once, polled without blocking, stopped on exit."""
+
+    def __init__(self, call: Call, time_limit: float, method: str | None = None):
+        self.call, self.time_limit, self.start = call, time_limit, time.perf_counter()
+        self.proc, self.outcome = None, None
+        try:
+            payload = pickle.dumps(call)
+        except Exception as exc:  # noqa: BLE001
+            self.outcome = failure(
+                call, f"cannot send the measurement to a worker: {one_line(exc)}", 0.0, "in-process"
+            )
+            return
+        ctx = worker_context(method)
+        self.receive, send = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_worker, args=(payload, send, os.getpid()), name=f"orca-{call.label}")
+        self.proc.start()
+        send.close()  # only the worker holds the sending end: EOF on receive means it is gone
+        self.source = f"worker pid {self.proc.pid}"
+
+    def poll(self, wait: float = 0.0) -> Outcome | None:
+        """The outcome once there is one (the worker's, its death, or the time limit's), else None."""
+        if self.outcome is not None:
+            return self.outcome
+        elapsed = time.perf_counter() - self.start
+        if self.receive.poll(wait):
+            try:
+                kind, value = self.receive.recv()
+            except EOFError:  # gone without a word
+                self.proc.join()
+                return failure(self.call, death_reason(self.proc.exitcode), elapsed, self.source)
+            self.proc.join(10)
+            return value if kind == "outcome" else failure(self.call, value, elapsed, self.source)
+        if elapsed > self.time_limit:
+            self.stop()
+            return failure(self.call, f"time limit {self.time_limit:g} s exceeded: worker stopped",
+                           self.time_limit, self.source)  # fmt: skip
+        if not self.proc.is_alive() and not self.receive.poll(0):
+            self.proc.join()
+            return failure(self.call, death_reason(self.proc.exitcode), elapsed, self.source)
+        return None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.pid is not None and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join()
+        self.receive.close()
+
+
 def run_isolated(call: Call, time_limit: float = DEFAULT_TIME_LIMIT_S, method: str | None = None) -> Outcome:
     """Run `call` in a fresh process; always returns an outcome (Ctrl-C stops the worker and re-raises)."""
-    start = time.perf_counter()
+    return next(run_isolated_many([call], time_limit, 1, method))
+
+
+def run_isolated_many(
+    calls: list[Call], time_limit: float = DEFAULT_TIME_LIMIT_S, workers: int = 1, method: str | None = None
+) -> Iterator[Outcome]:
+    """Each call in its own fresh process, up to `workers` at once; outcomes as they finish. Whatever
+    is still running when the caller stops (Ctrl-C, an error) is killed."""
+    pending, running = list(calls), []
     try:
-        payload = pickle.dumps(call)
-    except Exception as exc:  # noqa: BLE001
-        return failure(call, f"cannot send the measurement to a worker: {one_line(exc)}", 0.0, "in-process")
-    ctx = worker_context(method)
-    receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(payload, send, os.getpid()), name=f"orca-{call.label}")
-    try:
-        proc.start()
-        send.close()  # only the worker holds the sending end: EOF on receive means it is gone
-        source = f"worker pid {proc.pid}"
-        while True:
-            if receive.poll(0.2):
-                try:
-                    kind, value = receive.recv()
-                except EOFError:
-                    break
-                proc.join(10)
-                if kind == "outcome":
-                    return value
-                return failure(call, value, time.perf_counter() - start, source)
-            if time.perf_counter() - start > time_limit:
-                proc.kill()
-                proc.join()
-                return failure(
-                    call, f"time limit {time_limit:g} s exceeded: worker stopped", time_limit, source
-                )
-        proc.join()
-        return failure(call, death_reason(proc.exitcode), time.perf_counter() - start, source)
+        while pending or running:
+            while pending and len(running) < workers:
+                running.append(_Worker(pending.pop(0), time_limit, method))
+            for w in list(running):
+                outcome = w.poll(0.2 if len(running) == 1 else 0.0)
+                if outcome is not None:
+                    running.remove(w)
+                    w.stop()
+                    yield outcome
+            if len(running) > 1:
+                time.sleep(0.05)
     finally:
-        if proc.pid is not None and proc.is_alive():
-            proc.kill()
-            proc.join()
-        receive.close()
+        for w in running:
+            w.stop()

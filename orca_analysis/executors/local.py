@@ -11,7 +11,7 @@ from ..results.environment import local_provenance
 from ..results.records import Provenance
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
-from .isolated import run_isolated, worker_context
+from .isolated import run_isolated, run_isolated_many, worker_context
 
 MAX_ANALYTIC_WORKERS = 8
 
@@ -38,7 +38,8 @@ class LocalExecutor:
     """Measurements registered `analytic=True` (deterministic, untimed) share a pool of workers that
     lives for the batch: no worker per variant, every core busy, and the pool has exited before any
     other call starts, so nothing runs beside a timed measurement. Then `isolated=True` ones (or every
-    one, with isolate_all) run in a fresh worker each, the others in this process."""
+    one, with isolate_all) run in a fresh worker each, the others in this process; `parallel=True` ones
+    (isolated, untimed: training) come last, a fresh worker each, one per core at once."""
 
     name = "local"
 
@@ -55,12 +56,15 @@ class LocalExecutor:
         pooled = [c for c in calls if getattr(c.measurement, "analytic", False) and not self.isolate_all]
         if self.workers < 2 or len(pooled) < 2:
             pooled = []
+        side_by_side = [c for c in calls if getattr(c.measurement, "parallel", False) and c not in pooled]
         yield from self._pool(pooled)
-        for call in (c for c in calls if c not in pooled):
+        for call in (c for c in calls if c not in pooled and c not in side_by_side):
             if self.isolate_all or call.measurement.isolated:
                 yield run_isolated(call, self.time_limit)
             else:
                 yield run_call(call)
+        # last, with nothing else running: a fresh worker each, up to one per core at once
+        yield from run_isolated_many(side_by_side, self.time_limit, self.workers)
 
     def _pool(self, calls: list[Call]) -> Iterator[Outcome]:
         if not calls:

@@ -38,7 +38,7 @@ class QualityScale:
     warmup: int  # linear warm-up steps, then constant
     evals: int  # evaluation points per run (evenly spaced, the last at the end)
     eval_windows: int  # fixed windows scored at each evaluation point
-    seeds: tuple[int, ...] = (0, 1)  # headline comparisons are repeated over these
+    seeds: tuple[int, ...] = (0, 1, 2)  # every comparison is repeated over these (an interval needs 3)
     overfit_tokens: int = 1024  # the deliberately small training subset
     overfit_steps: int = 32
     grad_depths: tuple[int, ...] = (6, 24, 48)

@@ -38,6 +38,7 @@ class Measurement:
     summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
     isolated: bool = False  # True when a previous measurement in the same process could distort it
     analytic: bool = False  # deterministic and untimed: may run on the pool of workers beside others
+    parallel: bool = False  # isolated but untimed (one thread each): its calls may run side by side
     gpu: bool = False  # wants a GPU: the GPU run measures it, and the Ray executor asks for one
     gpu_group: str = ""  # measurements of one group share a worker in the GPU run
     gpu_share: float = 0.0  # of the GPU run's time budget

@@ -56,3 +56,33 @@ def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[st
     ]
     tested.sort(key=lambda cr: (-cr.claim.weight, SEVERITY[cr.verdict.verdict], cr.claim.id))
     return [claim_dict(cr) for cr in tested[:limit]]
+
+
+def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
+    """reports/<study>/claims.json: one entry per claim, the effect in the claim's own direction
+    (positive: what the claim says happens), null intervals where the evidence is exact."""
+    from ..results.metrics import METRICS
+
+    out = []
+    for cr in results:
+        v, e = cr.verdict, cr.verdict.effect
+        metric = v.metric or (cr.claim.rule.params.get("metric") or "")
+        out.append({
+            "id": cr.claim.id, "claim": cr.claim.claim, "verdict": v.verdict, "reason": v.reason,
+            "scale": v.scale or None, "metric": metric or None,
+            "unit": METRICS[metric].unit if metric in METRICS else None,
+            "estimate": e.estimate if e else None, "ci_low": e.ci_low if e else None,
+            "ci_high": e.ci_high if e else None, "n": e.n if e else None,
+            "interval": e.method if e else None, "delta": v.delta if v.delta is not None else cr.claim.delta,
+            "evidence": v.evidence,
+        })  # fmt: skip
+    return out
+
+
+def verdict_counts_by_scale(results: list[ClaimResult]) -> dict[str, dict[str, int]]:
+    """Verdict counts kept apart by scale: analytic or measured at full scale, against proxy models."""
+    out: dict[str, dict[str, int]] = {}
+    for cr in results:
+        scale = "proxy" if cr.verdict.scale == "proxy" else "full"
+        out.setdefault(scale, dict.fromkeys(SEVERITY, 0))[cr.verdict.verdict] += 1
+    return {k: out[k] for k in ("full", "proxy") if k in out}

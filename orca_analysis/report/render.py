@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     source = ("none: the study names no claims catalogue" if not ref else
               f"built-in catalogue '{ref}'" if ref in BUILTIN_CATALOGUES else ref)  # fmt: skip
     view = build_view(study, results, _provenance(results), claims, source)
+    if claims:  # machine-readable verdicts, for a team's own gate on the design
+        (folder / "claims.json").write_text(json.dumps(view["claims_json"], indent=2, default=str) + "\n")
+    else:
+        (folder / "claims.json").unlink(missing_ok=True)  # none stale from an earlier catalogue
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fig in (fig for sec in view["sections"] for fig in sec["figures"]):

@@ -9,7 +9,7 @@ from ..claims import Claim, evaluate
 from ..measurements import in_order
 from ..results.query import Results
 from ..study.schema import Study
-from .claims_view import claim_groups, summary_findings, verdict_counts
+from .claims_view import claim_groups, claims_json, summary_findings, verdict_counts, verdict_counts_by_scale
 from .findings import key_findings
 from .frontier import frontier_section
 from .gpu import gpu_section
@@ -66,6 +66,8 @@ def build_view(
         "has_claims": bool(claims),
         "claim_groups": claim_groups(verdicts),
         "verdict_counts": verdict_counts(verdicts),
+        "verdict_counts_by_scale": verdict_counts_by_scale(verdicts),
+        "claims_json": claims_json(verdicts),
         "findings": summary_findings(verdicts),
         "sections": [sec.as_dict() for sec in sections],
         "key_findings": key_findings(results, study),
