@@ -67,14 +67,9 @@ def test_bpe_tokenizer_trained_locally_and_cached(corpus_dir, tmp_path):
 
 def test_proxy_rule_divides_width_only():
     cfg = proxy_config(load_study("orca").base, CPU)
-    assert (cfg.dim, cfg.dim_head, cfg.depth, cfg.heads, cfg.kv_heads, cfg.num_tokens) == (
-        64,
-        8,
-        6,
-        8,
-        1,
-        256,
-    )
+    # dim 512 / 8 = 64; head width 64 / 8 = 8 is raised to the floor of 16 (rotary turns 8 of it)
+    got = (cfg.dim, cfg.dim_head, cfg.depth, cfg.heads, cfg.kv_heads, cfg.num_tokens)
+    assert got == (64, 16, 6, 8, 1, 256)
     assert cfg.layers["alibi_pos_bias"] and cfg.layers["deepnorm"]
 
 
@@ -88,8 +83,13 @@ def test_flops_and_kv_cache_closed_forms():
 def test_schedules():
     assert eval_schedule(10, 4) == {2, 5, 8, 10}  # round(2.5) = 2, round(7.5) = 8
     assert eval_schedule(10, 0, extra=[3, 11]) == {3}
-    scale = tiny_scale()  # lr 3e-3, warm-up 2 steps
-    assert [lr_at(s, scale) for s in (0, 1, 5)] == [pytest.approx(1.5e-3), 3e-3, 3e-3]
+    scale = tiny_scale()  # lr 3e-3, warm-up 2 steps, cooldown 0.2
+    # a 20-step run: warm-up (step 0: 1/2), constant, then the last round(0.2 * 20) = 4 steps decay
+    # linearly: step 16 + k has (20 - (16 + k)) / 5 of the rate: 4/5, 3/5, 2/5, 1/5
+    lrs = [lr_at(s, scale, 20) for s in (0, 1, 15, 16, 17, 18, 19)]
+    assert lrs == pytest.approx([1.5e-3, 3e-3, 3e-3, 2.4e-3, 1.8e-3, 1.2e-3, 0.6e-3])
+    # a 5-step run (another budget) anneals at its own end: its last step, 1 of 1 cooldown step: 1/2
+    assert lr_at(4, scale, 5) == pytest.approx(1.5e-3) and lr_at(3, scale, 5) == pytest.approx(3e-3)
 
 
 def test_same_seed_same_curve(tiny_study_path, corpus_dir, tmp_path):
@@ -140,3 +140,20 @@ def test_extrapolation_scores_the_same_tokens_at_every_length():
     assert losses[8] == pytest.approx(losses[4], rel=1e-6) and losses[16] == pytest.approx(
         losses[4], rel=1e-6
     )
+
+
+def test_a_budget_gets_its_own_annealed_run(tiny_study_path, corpus_dir, tmp_path):
+    """The equal-FLOP read of a bigger variant is the end of a run of that budget (its own cooldown),
+    not a point in the middle of its longer run."""
+    from orca_analysis.measurements.training.run import equal_budget_run
+
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
+    cfg = proxy_config(study.base, scale)
+    short = equal_budget_run(cfg, data, scale, 0, 4)
+    long = train_run(cfg, data, scale, 0, eval_steps=[4])
+    mid = next(p for p in long.points if p.step == 4)
+    assert short.step == mid.step == 4 and short.tokens == mid.tokens  # the same budget ...
+    # ... but the short run's last step ran at its cooled rate (round(0.2 * 4) = 1 step, at 1/2),
+    # the long run's at the full rate: the same seed and batches, other weights
+    assert short.val_loss != mid.val_loss

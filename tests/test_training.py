@@ -107,9 +107,9 @@ def test_setup_and_closed_form_records(trained):
     study, by_variant = trained
     results = Results.from_records(by_variant["base"])
     proxy = results.one("proxy_params")
-    # tiny base at dim/8: dim 64 / 8 = 8, head dim 64 (x-transformers' default) / 8 = 8, depth 2, heads 4,
-    # bytes (vocab 256)
-    assert proxy.labels == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 8, "vocab": 256}
+    # tiny base at dim/8: dim 64 / 8 = 8, head dim 64 (x-transformers' default) / 8 = 8 raised to the floor
+    # of 16, depth 2, heads 4, bytes (vocab 256)
+    assert proxy.labels == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 16, "vocab": 256}
     assert "scale=tiny" in proxy.note and "rule=proxy: dim/8" in proxy.note
     corpus = results.one("corpus_tokens")
     assert corpus.value == 2 * len(TEXT) + 1 and corpus.get("tokenizer") == "byte"  # bytes: one token each

@@ -35,9 +35,10 @@ class QualityScale:
     batch: int
     steps: int  # per run: the equal token budget is steps * batch * seq_len
     lr: float
-    warmup: int  # linear warm-up steps, then constant
+    warmup: int  # linear warm-up steps, then constant until the cooldown
     evals: int  # evaluation points per run (evenly spaced, the last at the end)
     eval_windows: int  # fixed windows scored at each evaluation point
+    cooldown: float = 0.2  # the last fraction of each run decays linearly to 0 (warmup-stable-decay)
     seeds: tuple[int, ...] = (0, 1, 2)  # every comparison is repeated over these (an interval needs 3)
     overfit_tokens: int = 1024  # the deliberately small training subset
     overfit_steps: int = 32
@@ -180,12 +181,16 @@ def proxy_vocab(cfg: ModelConfig, scale: QualityScale) -> int:
     return scale.vocab or cfg.num_tokens
 
 
+MIN_HEAD_WIDTH = 16  # a proxy head narrower than this, with rotary on half of it, is degenerate
+
+
 def proxy_config(cfg: ModelConfig, scale: QualityScale) -> ModelConfig:
     """The variant at the scale's size: width and head width divided, everything else kept."""
     d = scale.divisor
     values = {
         ("attn_layers", "dim"): max(cfg.dim // d, 8),
-        ("attn_layers", "attn_dim_head"): max(cfg.dim_head // d, 4),
+        # heads no narrower than MIN_HEAD_WIDTH: rotary then turns at least 8 channels (half a head)
+        ("attn_layers", "attn_dim_head"): max(cfg.dim_head // d, MIN_HEAD_WIDTH),
         ("wrapper", "num_tokens"): proxy_vocab(cfg, scale),
     }
     if d == 1 and "attn_dim_head" not in cfg.layers:
@@ -197,7 +202,8 @@ def proxy_rule(scale: QualityScale) -> str:
     if scale.divisor == 1:
         return f"full shapes; vocab {'study num_tokens' if scale.vocab is None else scale.vocab} ({scale.tokenizer})"
     return (
-        f"proxy: dim/{scale.divisor}; attn_dim_head/{scale.divisor}; same depth; heads; kv heads and flags; "
+        f"proxy: dim/{scale.divisor}; attn_dim_head/{scale.divisor}, at least {MIN_HEAD_WIDTH} (rotary on at least "
+        f"{MIN_HEAD_WIDTH // 2} channels); same depth; heads; kv heads and flags; "
         f"vocab {256 if scale.tokenizer == 'byte' else scale.vocab} ({scale.tokenizer})"
     )
 

@@ -48,8 +48,15 @@ class RunResult:
         return self.points[-1]
 
 
-def lr_at(step: int, scale: QualityScale) -> float:
-    return scale.lr * min(1.0, (step + 1) / scale.warmup)
+def lr_at(step: int, scale: QualityScale, total: int | None = None) -> float:
+    """Warmup-stable-decay (Hagele et al. 2024, arXiv 2405.18392): linear warm-up, constant, then a
+    linear cooldown over the last `scale.cooldown` of the run's own `total` steps, so every run (each
+    budget its own) ends annealed and is read at its end."""
+    total = total or scale.steps
+    warm = min(1.0, (step + 1) / scale.warmup)
+    cool_steps = max(1, round(scale.cooldown * total)) if scale.cooldown else 0
+    cool = 1.0 if step < total - cool_steps else (total - step) / (cool_steps + 1)
+    return scale.lr * min(warm, cool)
 
 
 def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
@@ -124,7 +131,7 @@ def train_run(
         for step in range(steps):
             windows = sample_windows(stream, batch, seq_len + 1, gen).to(scale.device)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, scale)
+                group["lr"] = lr_at(step, scale, steps)
             loss = lm_loss(model, windows)
             if not torch.isfinite(loss):
                 result.diverged_at = step

@@ -84,7 +84,7 @@ register(
         gpu_share=0.25,
         per_workload=False,
         uses_corpus=True,
-        version=3,  # 2: head ablation, matmul precision in the set-up; 3: three seeds, overfitting on each
+        version=4,  # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide
         migrate_v1=migrate_v1,
     )
 )

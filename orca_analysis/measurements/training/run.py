@@ -5,8 +5,9 @@ seed, label `seed`):
   train_loss / val_loss curves (labels seed, step, tokens, flops) at an equal token budget;
   val_loss_final: the loss at the end of that budget;
   val_loss_equal_flops: the loss when the variant has spent the study's common FLOP budget
-    (the smallest variant's full run), read from the same run;
-  overfit_*: train vs validation loss when training on a deliberately small subset (first seed);
+    (the smallest variant's full run), from a run of that budget with its own schedule, read at its
+    end (every run is warmup-stable-decay: it ends annealed, Hagele et al. 2024);
+  overfit_*: train vs validation loss when training on a deliberately small subset (every seed);
   head_ablation_*: the validation loss rise when heads are silenced after training (instruments/heads.py).
 For the base variant only, the study-wide ablations of ablations.py: gradient health versus
 depth and norm, length extrapolation, multi-query versus multi-head attention.
@@ -159,7 +160,7 @@ def variant_runs(
             }
             rec.skipped("val_loss_final", M, BUDGET_SKIP, labels)
             continue
-        run = train_run(proxy, data, scale, seed, eval_steps=[equal_step], keep_model=True)
+        run = train_run(proxy, data, scale, seed, keep_model=True)
         runs[seed] = run
         curve_records(rec, run, fpt)
         if run.diverged_at is None:
@@ -171,7 +172,10 @@ def variant_runs(
             run.model = None  # the ablation has used it; only the base's are kept (study-wide ablations)
         if run.diverged_at is not None:
             continue
-        point = next(p for p in run.points if p.step == equal_step)
+        # each budget its own annealed run, read at its end (never a mid-run read of a longer run)
+        point = (
+            run.final if equal_step == scale.steps else equal_budget_run(proxy, data, scale, seed, equal_step)
+        )
         labels = {"seed": seed, "flops": flops_label(budget), "step": equal_step, "tokens": point.tokens}
         rec.add("val_loss_equal_flops", point.val_loss, M, labels)
         labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
@@ -185,6 +189,11 @@ def variant_runs(
     else:
         overfit(proxy, data, scale, fpt, rec)
     return runs
+
+
+def equal_budget_run(proxy: ModelConfig, data: TokenData, scale: QualityScale, seed: int, steps: int):
+    """The end of a run of `steps` steps with its own schedule (its cooldown ends at the budget)."""
+    return train_run(proxy, data, scale, seed, steps=steps, evals=1).final
 
 
 def overfit(proxy: ModelConfig, data: TokenData, scale: QualityScale, fpt: float, rec: Recorder) -> None:
