@@ -4,17 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= orca
 
-.PHONY: setup report test lint clean
+.PHONY: setup setup-dev report test lint clean
 
 # torch is installed first, pinned by constraints.txt: on a CPU-only machine with the local
 # CPU wheel pip takes that; elsewhere PyPI's default build (CUDA on Linux) is what a GPU user gets.
-$(BIN)/orca-analysis: pyproject.toml constraints.txt
+# `make report` needs the core packages (and tokenizers, for full-scale training on a GPU); `make test`
+# and `make lint` add the dev extras (pytest, ruff, the browser test's playwright, Ray, pyarrow) on top.
+$(VENV)/.core: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt torch
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bpe]"
+	@touch $@
+
+$(VENV)/.dev: $(VENV)/.core
 	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	@touch $@
 
-setup: $(BIN)/orca-analysis
+setup: $(VENV)/.core
+
+setup-dev: $(VENV)/.dev
 
 # GPU results committed under data/gpu/<study>/ are imported (again: importing is idempotent) so the
 # report shows them beside this machine's.
@@ -23,10 +31,10 @@ report: setup
 	@for f in $(wildcard data/gpu/$(STUDY)/*/results.csv); do $(BIN)/orca-analysis import "$$f" --study $(STUDY) || exit 1; done
 	$(BIN)/orca-analysis report $(STUDY)
 
-test: setup
+test: setup-dev
 	$(BIN)/python -m pytest
 
-lint: setup
+lint: setup-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

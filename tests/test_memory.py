@@ -170,6 +170,7 @@ def test_declaration():
         35, True, "memory", 0.15, True, False,
     )  # fmt: skip
     assert m.migrate_v1 is None and real.metrics and set(real.metrics) <= set(m.metrics)
+    assert real.parallel  # untimed: it may share the end of a run with training
     assert lookup("peak_train").labels == ("category",) and lookup("memory_rel_error").unit == "fraction"
 
 
