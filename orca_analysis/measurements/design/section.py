@@ -6,12 +6,13 @@ from ...report.format import Quantity
 from ...report.sections import Section, Table, variant_order
 from ...results.query import Results
 
-COLUMNS = (("vocab_rows", "tokens"), ("context_length", "tokens"), ("context_forward", "pass"),
-           ("alibi_heads", "heads"), ("kv_heads", "heads"), ("shifted_channels", "channels"))  # fmt: skip
+COLUMNS = (("vocab_rows", "tokens", "vocabulary rows (tokens)"), ("context_length", "tokens", "context (tokens)"),
+           ("context_forward", "pass", "forward at the context (1 = ran)"), ("alibi_heads", "heads", "ALiBi heads"),
+           ("kv_heads", "heads", "KV heads"), ("shifted_channels", "channels", "channels shifted from t - 1"))  # fmt: skip
 
 
 def design_section(results: Results, study) -> Section:
-    rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit in COLUMNS)]
+    rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit, _ in COLUMNS)]
             for vid in variant_order(study) if results.values("vocab_rows", variant=vid)]  # fmt: skip
     flags = [[v.get("flag"), "yes" if v.value else "no", v.note]
              for v in results.values("flag_changes_build", variant="base")]  # fmt: skip
@@ -19,7 +20,7 @@ def design_section(results: Results, study) -> Section:
     if rows:
         tables.append(Table("The model as built", "Read from the built model (shapes and counts, exact); "
                             "context forward: a no-allocation forward of max_seq_len tokens ran.",
-                            ["variant", *(m for m, _ in COLUMNS)], rows))  # fmt: skip
+                            ["variant", *(header for *_, header in COLUMNS)], rows))  # fmt: skip
     if flags:
         tables.append(Table("What each design flag changes (base)", "The base built with and without the flag "
                             "(at depth 1; the library's default without it): the first difference found.",
