@@ -98,22 +98,28 @@ def _unflat(flat: dict[tuple, int]) -> FlopCount:
     return c
 
 
+def _linear_in_depth(cfg: ModelConfig, measure: Callable[[ModelConfig], dict]) -> tuple[dict | None, str]:
+    """`measure` (numbers that are `outside + depth * block`) at depths 1 and 2, checked at 3 and
+    extrapolated to cfg.depth; (None, why) where the shortcut refuses or its check fails."""
+    why = refusal(cfg, FLOP_DEPTHS)
+    if why:
+        return None, why
+    d0, _, d2 = FLOP_DEPTHS
+    small = [measure(at_depth(cfg, d)) for d in FLOP_DEPTHS]
+    if any(s.keys() != small[2].keys() for s in small):
+        return None, "the counted cells differ between small depths"
+    bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
+    if bad:
+        return None, f"check at depth {d2} failed: {bad[0]!r} is not linear in depth"
+    return {k: _line(small[0][k], small[1][k], d0, cfg.depth) for k in small[2]}, ""
+
+
 def count_flops_per_block(
     cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True
 ) -> tuple[FlopCount, str]:
     """`count_flops`, from depths 1 and 2, checked at 3; else the full count and why (the note)."""
-    why = refusal(cfg, FLOP_DEPTHS)
-    if not why:
-        d0, _, d2 = FLOP_DEPTHS
-        small = [_flat(count_flops(at_depth(cfg, d), seq_len, batch, dtype, train)) for d in FLOP_DEPTHS]
-        if any(s.keys() != small[2].keys() for s in small):
-            why = "the counted cells differ between small depths"
-        else:
-            bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
-            if not bad:
-                return _unflat({k: _line(small[0][k], small[1][k], d0, cfg.depth) for k in small[2]}), ""
-            why = f"check at depth {d2} failed: {bad[0]} is not linear in depth"
-    return count_flops(cfg, seq_len, batch, dtype, train), why
+    flat, why = _linear_in_depth(cfg, lambda c: _flat(count_flops(c, seq_len, batch, dtype, train)))
+    return (_unflat(flat), "") if flat is not None else (count_flops(cfg, seq_len, batch, dtype, train), why)
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -353,16 +359,9 @@ def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, i
     counted at depths 1 and 2, checked at 3."""
     if cfg.depth < PARAMS_MIN_DEPTH:
         return count(cfg), f"full walk of {cfg.depth} blocks"
-    why = refusal(cfg, FLOP_DEPTHS)
-    if not why:
-        d0, _, d2 = FLOP_DEPTHS
-        small = [count(at_depth(cfg, d)) for d in FLOP_DEPTHS]
-        bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
-        if not bad:
-            return {k: _line(small[0][k], small[1][k], d0, cfg.depth) for k in small[2]}, _used(
-                FLOP_DEPTHS, cfg.depth
-            )
-        why = f"check at depth {d2} failed: '{bad[0]}' is not linear in depth"
+    counts, why = _linear_in_depth(cfg, count)
+    if counts is not None:
+        return counts, _used(FLOP_DEPTHS, cfg.depth)
     return count(cfg), f"full walk: the per-block shortcut refused ({why})"
 
 
