@@ -28,7 +28,7 @@ from .results.environment import ALL_WORKLOADS, Environment, variant_key, worklo
 from .results.frame import export
 from .results.lock import store_lock
 from .results.store import Store, Unit, open_store, study_dir
-from .study.schema import ModelConfig, Study, Workloads
+from .study.schema import ModelConfig, Study, Variant, Workloads
 
 
 @dataclass
@@ -60,13 +60,19 @@ def corpus_for(study: Study, measurements: Mapping[str, Measurement]) -> str | N
     return None
 
 
-def measurement_key(config: ModelConfig, measurement: Measurement, corpus: str | None) -> str:
+def measurement_key(
+    config: ModelConfig, measurement: Measurement, corpus: str | None, role: str = "sweep"
+) -> str:
     """The key a measurement's results for this config are stored under: the variant key, combined with
-    the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up)."""
+    the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up),
+    and with the variant's role for a measurement that measures a remedy less fully (`by_role`)."""
     version = getattr(measurement, "version", 1)
     if not getattr(measurement, "uses_corpus", False):
         return variant_key(config, version=version)
-    return variant_key(config, corpus if corpus is not None else selected_corpus_label(), version)
+    label = corpus if corpus is not None else selected_corpus_label()
+    if getattr(measurement, "by_role", False) and role != "sweep":
+        label = f"{label}|role={role}"
+    return variant_key(config, label, version)
 
 
 def plan_calls(
@@ -75,21 +81,23 @@ def plan_calls(
     covered: Mapping[tuple[str, str, str], set[str]],
     env_ids: Mapping[bool, str],
     corpus: str | None = None,
+    variants: list[Variant] | None = None,
 ) -> tuple[list[Call], list[tuple[str, str, str, str]], int]:
     """The calls still to run, the study's plan (for the store) and how many items are stored already.
 
-    `corpus`: the label from `corpus_for` (None: looked up here, when a measurement needs it)."""
+    `corpus`: the label from `corpus_for` (None: looked up here, when a measurement needs it);
+    `variants`: default the sweep and its remedies (the recommended design is planned after them)."""
     corpus = corpus if corpus is not None else corpus_for(study, measurements)
     dtype = study.workloads.dtype
     pairs = study.workloads.pairs()
     calls: list[Call] = []
     plan: list[tuple[str, str, str, str]] = []
     skipped = 0
-    for variant in study.variants():
-        for name in study.measurements:
+    for variant in variants if variants is not None else study.variants() + study.remedy_variants():
+        for name in (n for n in study.measurements if not variant.only or n in variant.only):
             # only what a worker needs: `inspect` summaries may be lambdas, which pickle refuses
             m = measurements[name].for_worker()
-            vkey = measurement_key(variant.config, m, corpus)
+            vkey = measurement_key(variant.config, m, corpus, variant.role)
             have = covered.get((vkey, name, env_ids[bool(getattr(m, "gpu", False))]), set())
             plan += [(vkey, variant.variant_id, name, workload_key(s, b, dtype)) for s, b in pairs]
             todo = [] if ALL_WORKLOADS in have else [p for p in pairs if workload_key(*p, dtype) not in have]
@@ -113,7 +121,7 @@ def unit_for(call: Call, outcome: Outcome, corpus: str | None = None) -> Unit:
     dtype = call.study.workloads.dtype
     workloads = (ALL_WORKLOADS,) if workload_free else tuple(workload_key(s, b, dtype) for s, b in call.pairs)
     return Unit(
-        measurement_key(call.variant.config, call.measurement, corpus),
+        measurement_key(call.variant.config, call.measurement, corpus, call.variant.role),
         call.variant.variant_id,
         call.measurement.name,
         workloads,
@@ -148,6 +156,12 @@ class Progress:
             else:
                 print(text, file=self.log, flush=True)
 
+    def add(self, calls: int) -> None:
+        self.total += calls
+        if self.bar:
+            self.bar.total = self.total
+            self.bar.refresh()
+
     def close(self) -> None:
         if self.bar:
             self.bar.close()
@@ -180,11 +194,16 @@ def run_sweep(
                 calls, plan, skipped = plan_calls(study, measurements, covered, env_ids, corpus)
                 store.set_plan(plan)
                 progress = Progress(len(calls), study.name, log, verbose)
-                for outcome in executor.run(calls):
-                    call = calls[outcome.call_index]
-                    # stored before it is reported
-                    store.commit(unit_for(call, outcome, corpus), outcome.records)
-                    progress.finished(call, outcome)
+                _run_calls(executor, calls, store, corpus, progress)
+                if study.fixes:  # the remedies are measured: combine those that pass, measure that
+                    rec_calls, rec_plan, rec_skipped = _recommended_calls(
+                        study, folder, measurements, covered, env_ids, corpus
+                    )
+                    store.set_plan(plan + rec_plan)
+                    calls += rec_calls
+                    skipped += rec_skipped
+                    progress.add(len(rec_calls))
+                    _run_calls(executor, rec_calls, store, corpus, progress)
             except KeyboardInterrupt:
                 done = progress.done if progress else 0
                 print(
@@ -206,6 +225,28 @@ def run_sweep(
         text = f"nothing new to measure: {skipped} results already stored for this environment (--force remeasures)"
     print(f"{text}; {summary.seconds:.1f} s; store {store.path}; results {csv}", file=log)
     return summary
+
+
+def _run_calls(
+    executor: Executor, calls: list[Call], store: Store, corpus: str | None, progress: Progress
+) -> None:
+    for outcome in executor.run(calls):
+        call = calls[outcome.call_index]
+        store.commit(unit_for(call, outcome, corpus), outcome.records)  # stored before it is reported
+        progress.finished(call, outcome)
+
+
+def _recommended_calls(study: Study, folder: Path, measurements, covered, env_ids, corpus):
+    """The recommended design (the remedies that pass, combined; remedies/recommend.py), planned once the
+    remedies' results are stored; no calls when nothing passes."""
+    from .remedies.recommend import recommendation
+    from .results.query import Results
+
+    rec = recommendation(Results.from_store(folder), study)
+    if not rec.values:
+        return [], [], 0
+    calls, plan, skipped = plan_calls(study, measurements, covered, env_ids, corpus, [rec.variant])
+    return calls, plan, skipped
 
 
 def _export_csv(store: Store, folder: Path) -> Path:

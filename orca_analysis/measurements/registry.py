@@ -45,6 +45,7 @@ class Measurement:
     cpu_seq_cap: int | None = None  # on a CPU, max_seq_len maps to this length (timed measurements)
     per_workload: bool = True  # False: one call per variant covers every workload
     uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
+    by_role: bool = False  # measures a remedy (or the recommended design) less fully: stored per role
     # Bumped when the records it writes change (new metrics, another method): stored results of an
     # older version are then measured anew, and the other measurements' results are kept.
     version: int = 1

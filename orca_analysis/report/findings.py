@@ -2,7 +2,8 @@
 
 Each finding reads stored values through the query (numbers a measurement computed, never
 re-derived here) and says where in the report its evidence lives; a finding whose results are
-missing is simply absent.
+missing is simply absent. Each has an id and the declared metric it is about (`FINDINGS`): the
+remedy catalogue names them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,15 @@ from typing import Any
 
 from ..results.query import Results
 from .format import mib, share
+
+FINDINGS = {  # finding id -> the declared metric it is about
+    "cached-decoding": "kv_cache",
+    "alibi-dense-bias": "alibi_share_of_peak",
+    "plain-tools": "plain_missed_share",
+    "gradient-health": "grad_norm_first_over_last",
+    "embedding-share": "embedding_and_logits_share",
+    "heads-widen-attention": "params",
+}
 
 
 def _base(study) -> str:
@@ -25,6 +35,7 @@ def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
     n, k = len({v.variant_id for v in built}), len({v.variant_id for v in failed})
     if not k:
         return {
+            "id": "cached-decoding",
             "text": f"Cached (KV) decoding matches a full recompute for all {n} variants.",
             "anchor": "probes",
         }
@@ -37,7 +48,7 @@ def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
     dropped = next((str(v.get("dropped")) for v in compatible), "none")
     if dropped != "none":
         text += f" The base decodes correctly with the cache once {dropped.replace('+', ' and ')} are off."
-    return {"text": text, "anchor": "probes"}
+    return {"id": "cached-decoding", "text": text, "anchor": "probes"}
 
 
 def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
@@ -52,6 +63,7 @@ def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
     if not (alibi and peak and part is not None):
         return None
     return {
+        "id": "alibi-dense-bias",
         "text": f"At {top} tokens the ALiBi bias that x-transformers materialises per layer as a dense "
         f"(batch x heads x n x n) tensor holds {mib(alibi)} of the {mib(peak)} training-step peak, "
         f"{share(part)} of it (closed form, the tensors alive at that peak); memory grows quadratically "
@@ -78,7 +90,7 @@ def _plain_tools(results: Results, study) -> dict[str, Any] | None:
     )
     if kaplan:
         text += f", and the 6N rule of thumb gives only {kaplan:.3g}"
-    return {"text": text + ".", "anchor": "flops"}
+    return {"id": "plain-tools", "text": text + ".", "anchor": "flops"}
 
 
 def _gradients(results: Results, study) -> dict[str, Any] | None:
@@ -92,6 +104,7 @@ def _gradients(results: Results, study) -> dict[str, Any] | None:
     }
     listed = ", ".join(f"{k} {v:.2g}" for k, v in sorted(ratios.items()))
     return {
+        "id": "gradient-health",
         "text": f"Gradient health at depth {depth} (proxy): first-block over last-block gradient norm after a "
         f"short run is {listed}; a value far below 1 means early layers stop learning.",
         "anchor": "training",
@@ -104,14 +117,42 @@ def _params_share(results: Results, study) -> dict[str, Any] | None:
     if part is None or not total:
         return None
     return {
+        "id": "embedding-share",
         "text": f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} "
         "parameters: at this size, width and depth change less than the vocabulary does.",
         "anchor": "params",
     }
 
 
+def _heads_width(results: Results, study) -> dict[str, Any] | None:
+    """Heads that widen attention instead of splitting a fixed width (the notes' reading)."""
+    wide = [v for v in study.variants() if v.config.heads * v.config.dim_head != v.config.dim]
+    if not wide:
+        return None
+    base = _base(study)
+    at = {"method": "counter", "component": "attention"}
+    ref = results.number("params", variant=base, **at)
+    parts = []
+    for v in wide:
+        n = results.number("params", variant=v.variant_id, **at)
+        if n is not None and ref:
+            inner = v.config.heads * v.config.dim_head
+            parts.append(f"{v.variant_id}: attention {inner} wide for dim {v.config.dim}, "
+                         f"{n:,.0f} attention parameters ({n / ref:.2f}x the base's)")  # fmt: skip
+    if not parts:
+        return None
+    return {
+        "id": "heads-widen-attention",
+        "text": "x-transformers gives every head attn_dim_head channels of its own, so where heads x "
+        "attn_dim_head differs from dim the head count resizes attention instead of splitting the width "
+        "as the notes assume: " + "; ".join(parts) + ".",
+        "anchor": "params",
+    }
+
+
+FINDERS = (_cached_decoding, _alibi_memory, _plain_tools, _gradients, _params_share, _heads_width)
+
+
 def key_findings(results: Results, study) -> list[dict[str, Any]]:
-    found = (
-        f(results, study) for f in (_cached_decoding, _alibi_memory, _plain_tools, _gradients, _params_share)
-    )
-    return [f for f in found if f]
+    found = (f(results, study) for f in FINDERS)
+    return [{**f, "metric": FINDINGS[f["id"]]} for f in found if f]

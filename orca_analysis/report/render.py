@@ -77,6 +77,11 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
         (folder / "claims.json").write_text(json.dumps(view["claims_json"], indent=2, default=str) + "\n")
     else:
         (folder / "claims.json").unlink(missing_ok=True)  # none stale from an earlier catalogue
+    if view["recommendations"]:  # the remedies' before -> after and the recommended design
+        text = json.dumps(view["recommendations"]["json"], indent=2, default=str) + "\n"
+        (folder / "recommendations.json").write_text(text)
+    else:
+        (folder / "recommendations.json").unlink(missing_ok=True)
     fig_dir = folder / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     for fig in (fig for sec in view["sections"] for fig in sec["figures"]):

@@ -13,6 +13,7 @@ from .claims_view import claim_groups, claims_json, summary_findings, verdict_co
 from .findings import key_findings
 from .frontier import frontier_section
 from .gpu import gpu_section
+from .recommendations_view import recommendations_view
 
 
 def _study(study: Study) -> dict[str, Any]:
@@ -46,11 +47,13 @@ def key_numbers(results: Results, study: Study) -> dict[str, Any]:
 def build_view(
     study: Study, results: Results, provenance: dict[str, Any], claims: list[Claim], claims_source: str
 ) -> dict[str, Any]:
+    recommended = recommendations_view(results, study)  # reads the remedies' variants too
+    failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
+    results = results.only_variants({v.variant_id for v in study.variants()})  # the rest reads the sweep
     verdicts = evaluate(claims, results, study)
     chosen = [m for m in in_order() if m.name in study.measurements]
     sections = [m.section(results, study) for m in chosen if m.section is not None]
     sections += [s for s in (frontier_section(results, study), gpu_section(results, study)) if s]
-    failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
     measured = results.measured()
     base_fid = [e.as_dict() for e in fidelity_entries(study.base)]
     return {
@@ -72,4 +75,5 @@ def build_view(
         "sections": [sec.as_dict() for sec in sections],
         "key_findings": key_findings(results, study),
         "missing": [{"name": m.name, "what": m.description} for m in chosen if m.name not in measured],
+        "recommendations": recommended,
     }

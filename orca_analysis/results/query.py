@@ -99,6 +99,10 @@ class Results:
         for row in self.rows:
             self._by_metric.setdefault(row.record.metric, []).append(row)
 
+    def only_variants(self, ids: set[str]) -> Results:
+        """The results of these variants alone (the sweep's, without a study's remedy variants)."""
+        return Results([row for row in self.rows if row.record.variant_id in ids])
+
     @property
     def empty(self) -> bool:
         return not self.rows

@@ -18,7 +18,7 @@ from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
 from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
 
 BUILTIN_DIR = Path(__file__).parent / "studies"
-TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements", "claims")
+TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements", "claims", "remedies")
 SWEEP_KEYS = ("mode", "axes")
 WORKLOAD_KEYS = ("seq_lens", "batch_sizes", "dtype")
 
@@ -113,6 +113,7 @@ class _StudyReader:
         workloads = self.read_workloads(data.get("workloads") or {})
         measurements = self.read_measurements(data.get("measurements", ["params"]))
         claims = self.read_claims(data.get("claims"))
+        remedies = self.read_remedies(data.get("remedies"))
         name = data.get("name") or Path(self.source.removeprefix("builtin:")).stem
         if not isinstance(name, str):
             self.problem(("name",), f"'name' must be a string, got {name!r}")
@@ -126,7 +127,10 @@ class _StudyReader:
             self.source,
             sha,
             claims,
+            remedies,
         )
+        if not self.problems and remedies and not base_only:
+            study = self.load_fixes(study)
         if not self.problems:
             self.check_variants(study)
         if self.problems:
@@ -152,6 +156,58 @@ class _StudyReader:
                          f"{', '.join(BUILTIN_CATALOGUES)}; or a YAML file, relative to the study)")  # fmt: skip
             return None
         return str(path)
+
+    def read_remedies(self, value: Any) -> str | None:
+        """The remedy catalogue the study names: a built-in one ("orca") or a YAML path, relative to the
+        study file; None when it names none (the report then recommends nothing)."""
+        if value is None:
+            return None
+        from ..remedies.schema import BUILTIN_REMEDIES
+
+        if not isinstance(value, str) or not value:
+            self.problem(("remedies",), f"'remedies' must be a catalogue name or a path, got {value!r}")
+            return None
+        if value in BUILTIN_REMEDIES:
+            return value
+        here = Path(".") if self.source.startswith("builtin:") else Path(self.source).parent
+        path = Path(value) if Path(value).is_absolute() else here / value
+        if not path.is_file():
+            self.problem(("remedies",), f"remedy catalogue '{value}' not found (built-in: "
+                         f"{', '.join(BUILTIN_REMEDIES)}; or a YAML file, relative to the study)")  # fmt: skip
+            return None
+        return str(path)
+
+    def load_fixes(self, study: Study) -> Study:
+        """The study with its remedies loaded, each checked against the variant it changes."""
+        import dataclasses
+
+        from ..remedies.schema import RemedyError, load_remedies, remedies_path
+
+        try:
+            fixes = load_remedies(remedies_path(study.remedies))
+        except RemedyError as exc:
+            self.problems += exc.problems
+            return study
+        ids = {v.variant_id: v for v in study.variants()}
+        made: dict[str, str] = {}  # one model, one variant: its results are stored once
+        for r in fixes:
+            if r.applies_to not in ids:
+                self.problem(("remedies",), f"remedy '{r.id}' applies to variant '{r.applies_to}', which the "
+                             f"study does not have (variants: {', '.join(ids)})")  # fmt: skip
+                continue
+            target = ids[r.applies_to].config
+            changed = target.with_values(r.values)
+            if changed == target:
+                self.problem(("remedies",), f"remedy '{r.id}' leaves variant '{r.applies_to}' unchanged")
+            twin = made.get(repr(changed.as_nested())) or next(
+                (v.variant_id for v in study.variants() if v.config == changed), None
+            )
+            if twin and changed != target:
+                self.problem(("remedies",), f"remedy '{r.id}' makes the same model as {twin}")
+            made[repr(changed.as_nested())] = f"remedy '{r.id}'"
+            for text in physical_problems(changed):
+                self.problem(("remedies",), f"remedy '{r.id}' on '{r.applies_to}': {text}")
+        return dataclasses.replace(study, fixes=tuple(fixes))
 
     def unknown_keys(self, mapping: dict, allowed: tuple[str, ...], path: tuple) -> None:
         for key in mapping:

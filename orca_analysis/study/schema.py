@@ -117,11 +117,16 @@ class Workloads:
         return [(s, b) for s in self.seq_lens for b in self.batch_sizes]
 
 
+ROLES = ("sweep", "remedy", "recommended")
+
+
 @dataclass(frozen=True)
 class Variant:
-    variant_id: str  # "base", or "dim=1024" / "dim=1024,depth=12"
+    variant_id: str  # "base", or "dim=1024" / "dim=1024,depth=12"; "fix:<remedy>"; "recommended"
     config: ModelConfig
     swept: dict[str, Any]  # axis key -> this variant's value (all axes, base values included)
+    role: str = "sweep"  # sweep | remedy (one remedy applied) | recommended (the passing remedies combined)
+    only: tuple[str, ...] = ()  # the measurements it runs (within the study's); () = all of them
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,27 @@ class Study:
     source: str  # file path, or "builtin:<name>"
     sha256: str  # of the file's bytes
     claims: str | None = None  # the catalogue the study names: a built-in name or a path; None: none
+    remedies: str | None = None  # the remedy catalogue it names (built-in name or path); None: none
+    fixes: tuple[Any, ...] = ()  # the remedies loaded from it (remedies/schema.py Remedy)
+
+    def remedy_variants(self) -> list[Variant]:
+        """One variant per remedy: its target variant with the remedy's change."""
+        targets = {v.variant_id: v for v in self.variants()}
+        return [
+            Variant(
+                r.variant_id,
+                targets[r.applies_to].config.with_values(r.values),
+                targets[r.applies_to].swept,
+                "remedy",
+                r.measurements,
+            )  # fmt: skip
+            for r in self.fixes
+        ]
+
+    def recommended_variant(self, values: dict[tuple[str, str], Any]) -> Variant:
+        """The base with the passing remedies' changes combined."""
+        base = self.variants()[0]
+        return Variant("recommended", base.config.with_values(values), base.swept, "recommended")
 
     def variants(self) -> list[Variant]:
         """The base first, then the sweep, without duplicates."""

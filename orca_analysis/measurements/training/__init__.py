@@ -84,6 +84,7 @@ register(
         gpu_share=0.25,
         per_workload=False,
         uses_corpus=True,
+        by_role=True,  # a remedy's variant gets the seeded loss runs only (run.py remedy_runs)
         version=4,  # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide
         migrate_v1=migrate_v1,
     )

@@ -191,6 +191,29 @@ def variant_runs(
     return runs
 
 
+def remedy_runs(variant: Variant, scale: QualityScale, data: TokenData, rec: Recorder) -> None:
+    """A remedy's variant (or the recommended design): the equal-token runs over the seeds, read at their
+    end, which is what its before -> after compares with the variant it changes. The rest of the
+    training measurement (budgets, overfitting, ablations) is the sweep's."""
+    proxy = proxy_config(variant.config, scale)
+    fpt = flops_per_token(proxy, scale.seq_len)
+    setup_records(rec, proxy, fpt, scale, data)
+    for seed in scale.seeds:
+        labels = {
+            "seed": seed,
+            "tokens": scale.tokens_per_run,
+            "flops": flops_label(scale.tokens_per_run * fpt),
+        }
+        if past_deadline():
+            rec.skipped("val_loss_final", M, BUDGET_SKIP, labels)
+            continue
+        run = train_run(proxy, data, scale, seed)
+        curve_records(rec, run, fpt)
+        if run.diverged_at is None:
+            labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
+            rec.add("val_loss_final", run.final.val_loss, M, labels)
+
+
 def equal_budget_run(proxy: ModelConfig, data: TokenData, scale: QualityScale, seed: int, steps: int):
     """The end of a run of `steps` steps with its own schedule (its cooldown ends at the budget)."""
     return train_run(proxy, data, scale, seed, steps=steps, evals=1).final
@@ -229,6 +252,10 @@ def training_records(
             )
         return rec.records
     data = study_data(study, scale, corpus)
+    if variant.role != "sweep":
+        with torch_threads(scale):
+            remedy_runs(variant, scale, data, rec)
+        return rec.records
     is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
     with torch_threads(scale):
         runs = variant_runs(variant, study, scale, data, rec, keep_models=is_base)

@@ -1,0 +1,276 @@
+"""From stored results to recommendations: each remedy's before -> after, its outcome, and the
+recommended design (the remedies that pass, combined).
+
+Every number is read from the store through the query; nothing is re-derived here. `before` is the
+variant the remedy changes, `after` the remedy's own variant (`fix:<id>`), at each stored length and
+the study's smallest batch. A remedy
+  passes        when every expectation is met and no probe that passed before fails after;
+  fails         when an expectation is not met (moved the wrong way, a probe fails, the proxy loss's 95%
+                interval lies beyond its delta on the worse side), or a probe regresses;
+  needs a GPU   when an expected measurement could not run on this device (FlexAttention's backward);
+  not measured  when its results are not stored yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..claims.stats import Effect, contrast, exact
+from ..results.metrics import OWNERS, lookup
+from ..results.query import Results, Value
+from ..study.schema import ModelConfig, Study, Variant, physical_problems
+from .schema import Expect, Remedy
+
+# The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
+TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
+    ("params", "counter", {"component": "total"}),
+    ("params", "counter", {"component": "attention"}),
+    ("train_step_causal", "counter", {"component": "total"}),
+    ("peak_train", "simulated", {"category": "total"}),
+    ("peak_prefill", "simulated", {"category": "total"}),
+    ("peak_decode_cached", "simulated", {"category": "total"}),
+    ("kv_cache_size", "closed_form", {}),
+    ("cache_object", "simulated", {}),
+    ("eligible_train", None, {"backend": "flash"}),
+    ("val_loss_final", None, {}),
+    ("train_tokens_per_s", None, {}),
+    ("prefill_tokens_per_s", None, {}),
+    ("decode_cached_tokens_per_s", None, {}),
+)
+SPEED = {"train_tokens_per_s", "prefill_tokens_per_s", "decode_cached_tokens_per_s"}  # at CPU-scaled lengths
+PROBES = ("causality", "kv_cache", "kernel_agreement")
+NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "needs CUDA")
+PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
+
+
+@dataclass(frozen=True)
+class Change:
+    """One metric before -> after at one point (a length, or none)."""
+
+    metric: str
+    unit: str
+    method: str
+    labels: dict[str, Any]
+    seq_len: int | None
+    before: float
+    after: float
+    scale: str  # analytic | measured | proxy
+    effect: Effect  # after - before (exact, or Welch's interval over seeds)
+
+    @property
+    def moved(self) -> bool:
+        return self.before != self.after if self.effect.exact else True
+
+    def as_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "unit": self.unit, "method": self.method, "labels": self.labels,
+                "seq_len": self.seq_len, "before": self.before, "after": self.after, "scale": self.scale,
+                "ci_low": self.effect.ci_low, "ci_high": self.effect.ci_high, "n": self.effect.n}  # fmt: skip
+
+
+@dataclass
+class Outcome:
+    """A remedy (or the recommended design) measured against what it changes."""
+
+    id: str
+    before_id: str
+    after_id: str
+    status: str
+    reasons: list[str]
+    changes: list[Change]
+    probes: dict[str, str]  # probe[case] -> pass | fail | crash | skipped, on the changed variant
+    probes_before: dict[str, str]
+    remedy: Remedy | None = None
+    needs_gpu: list[str] = field(default_factory=list)  # measurements this device could not run
+
+
+@dataclass
+class Recommendation:
+    values: dict[tuple[str, str], Any]  # the combined change, (home, key) -> value
+    change: dict[str, Any]  # the same, `--set` keys as the catalogue writes them
+    taken: list[str]
+    skipped: list[tuple[str, str]]  # (remedy id, why it is not in the design)
+    variant: Variant | None
+    outcomes: list[Outcome]
+    measured: Outcome | None = None  # the recommended variant against the base
+
+
+def _batch(study: Study) -> int:
+    return min(study.workloads.batch_sizes)
+
+
+def _values(results: Results, metric: str, method: str | None, labels: dict, variant: str, batch: int):
+    found = results.values(metric, method=method, variant=variant, **labels)
+    return [v for v in found if v.batch in (None, batch)]
+
+
+def _pair(before: Value, after: Value) -> Effect:
+    if before.samples and after.samples:
+        return contrast([list(after.samples), list(before.samples)], [1.0, -1.0])
+    return exact(after.value - before.value)
+
+
+def changes(results: Results, study: Study, before_id: str, after_id: str) -> list[Change]:
+    """Every touched metric that both variants have, point by point."""
+    out = []
+    lengths = set(study.workloads.seq_lens)
+    for metric, method, labels in TOUCHED:
+        b = _values(results, metric, method, labels, before_id, _batch(study))
+        a = _values(results, metric, method, labels, after_id, _batch(study))
+        if metric not in SPEED:  # the study's lengths (memory_measured's small CPU workload is its own check)
+            b, a = ([v for v in vs if v.seq_len is None or v.seq_len in lengths] for vs in (b, a))
+        if metric == "val_loss_final":  # its tokens and flops labels differ by variant: one value each
+            b, a = b[:1], a[:1]
+            pairs = [(b[0], a[0])] if a and b else []
+        else:
+            key = lambda v: (v.seq_len, tuple(sorted((k, str(x)) for k, x in v.labels.items())))  # noqa: E731
+            by = {key(v): v for v in b}
+            pairs = [(by[key(v)], v) for v in a if key(v) in by]
+        for bv, av in sorted(pairs, key=lambda p: p[1].seq_len or 0):
+            if bv.value is None or av.value is None:
+                continue
+            out.append(Change(metric, lookup(metric).unit, av.method, dict(av.labels), av.seq_len,
+                              bv.value, av.value, av.scale, _pair(bv, av)))  # fmt: skip
+    return out
+
+
+def probes(results: Results, variant: str) -> dict[str, str]:
+    out = {}
+    for probe in PROBES:
+        for v in results.values(probe, variant=variant, status=None):
+            case = v.get("case")
+            name = (
+                probe
+                if case in ("as_built", "default") and probe != "kernel_agreement"
+                else f"{probe}[{case}]"
+            )
+            if v.status != "ok":
+                out[name] = v.status
+            else:
+                out[name] = "pass" if v.value == 1.0 else "crash" if "Error" in v.note else "fail"
+    return out
+
+
+def _failure(results: Results, variant: str, metric: str) -> str | None:
+    """The reason the measurement that owns `metric` could not run for `variant`, if it failed."""
+    owners = OWNERS.get(metric, ())
+    for r in results.records(status="error"):
+        if r.variant_id == variant and r.measurement in owners and (not r.metric or r.metric == metric):
+            return r.note
+    return None
+
+
+def _check(e: Expect, found: list[Change], after: dict[str, str], results: Results, vid: str):
+    """(met: True / False / None when unknown, reason)."""
+    label = f"{e.metric}" + "".join(f"[{k}={v}]" for k, v in e.labels.items())
+    if e.direction == "pass":
+        case = e.labels.get("case", "as_built")
+        got = after.get(e.metric if case == "as_built" else f"{e.metric}[{case}]")
+        if got is None:
+            return None, f"{label}: not measured"
+        return got == "pass", f"{label}: {got} after the change"
+    rows = [c for c in found if c.metric == e.metric and all(str(c.labels.get(k)) == str(v) for k, v in e.labels.items())
+            and (e.method is None or c.method == e.method)]  # fmt: skip
+    if not rows:
+        why = _failure(results, vid, e.metric)
+        if why and any(t in why for t in NEEDS_GPU):
+            return None, f"{label}: needs a GPU ({why[:120]})"
+        return None, f"{label}: not measured" + (f" ({why[:120]})" if why else "")
+    if e.direction == "no_worse":
+        c = rows[0]
+        lo, hi = c.effect.ci_low, c.effect.ci_high
+        if lo is not None and lo > e.delta:
+            return False, f"{label}: worse by {c.effect.text(c.unit)}: the interval lies beyond +{e.delta:g}"
+        if hi is not None and hi < e.delta:
+            return True, f"{label}: {c.effect.text(c.unit)}: not worse by {e.delta:g} or more"
+        return True, (
+            f"{label}: {c.effect.text(c.unit)}: not shown worse, but a worsening beyond +{e.delta:g} "
+            "is not ruled out either (inconclusive at this proxy's noise)"
+        )
+    sign = -1 if e.direction == "lower" else 1
+    bad = [c for c in rows if sign * (c.after - c.before) <= 0]
+    if bad:
+        c = bad[0]
+        at = f" at {c.seq_len} tokens" if c.seq_len else ""
+        return False, f"{label}: {c.before:.4g} -> {c.after:.4g}{at}, not {e.direction}"
+    return True, f"{label}: {e.direction} at every point ({len(rows)})"
+
+
+def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
+    found = changes(results, study, remedy.applies_to, remedy.variant_id)
+    after, before = probes(results, remedy.variant_id), probes(results, remedy.applies_to)
+    checks = [_check(e, found, after, results, remedy.variant_id) for e in remedy.expects]
+    reasons = [why for _, why in checks]
+    regressed = [p for p, got in after.items() if before.get(p) == "pass" and got in ("fail", "crash")]
+    reasons += [f"probe {p} passed before and fails after" for p in regressed]
+    gpu = [why for met, why in checks if met is None and "needs a GPU" in why]
+    if any(met is False for met, _ in checks) or regressed:
+        status = FAILS
+    elif all(met for met, _ in checks):
+        status = PASSES
+    else:
+        status = NEEDS_A_GPU if gpu else NOT_MEASURED
+    return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, status, reasons, found, after, before,
+                   remedy, gpu)  # fmt: skip
+
+
+def _incompatible(cfg: ModelConfig) -> list[str]:
+    """Combinations the builder refuses, beyond the physical ones."""
+    out = physical_problems(cfg)
+    if cfg.get("alibi_in_kernel") and not cfg.get("alibi_pos_bias"):
+        out.append("alibi_in_kernel needs alibi_pos_bias")
+    return out
+
+
+def _combined(study: Study, values: dict[tuple[str, str], Any]) -> Variant:
+    """The recommended variant; where one remedy alone makes the same model, that remedy's variant
+    (one model is measured and stored once), asked for every measurement of the study."""
+    config = study.variants()[0].config.with_values(values)
+    same = next((v for v in study.remedy_variants() if v.config == config), None)
+    return dataclasses.replace(same, only=()) if same else study.recommended_variant(values)
+
+
+def recommendation(results: Results, study: Study) -> Recommendation:
+    """In catalogue order, the first remedy of each group that passes and changes the base, unless its
+    change conflicts with those already taken; then the combined variant, measured when stored."""
+    outcomes = [outcome(results, study, r) for r in study.fixes]
+    base = study.variants()[0]
+    values: dict[tuple[str, str], Any] = {}
+    change: dict[str, Any] = {}
+    taken, skipped, groups = [], [], set()
+    for o in outcomes:
+        r = o.remedy
+        group = r.group or r.id
+        if r.applies_to != base.variant_id:
+            skipped.append((r.id, f"it changes the variant {r.applies_to}, not the base"))
+        elif group in groups:
+            skipped.append((r.id, f"another remedy of group '{group}' is taken"))
+        elif o.status != PASSES:
+            skipped.append((r.id, o.status))
+        else:
+            clash = [k[1] for k, v in r.values.items() if k in values and values[k] != v]
+            merged = {**values, **r.values}
+            problems = (
+                clash
+                and [f"it sets {', '.join(clash)} otherwise"]
+                or _incompatible(base.config.with_values(merged))
+            )
+            if problems:
+                skipped.append((r.id, f"conflicts with the remedies taken: {problems[0]}"))
+                continue
+            values, change = merged, {**change, **r.change}
+            taken.append(r.id)
+            groups.add(group)
+    variant = _combined(study, values) if values else None
+    rec = Recommendation(values, change, taken, skipped, variant, outcomes)
+    vid = variant.variant_id if variant else ""
+    if vid and any(row.record.variant_id == vid and row.record.status == "ok" for row in results.rows):
+        found = changes(results, study, base.variant_id, vid)
+        rec.measured = Outcome("recommended", base.variant_id, vid, PASSES, [], found,
+                               probes(results, vid), probes(results, base.variant_id))  # fmt: skip
+        failing = [p for p, got in rec.measured.probes.items() if got in ("fail", "crash")]
+        if failing:
+            rec.measured.status = FAILS
+            rec.measured.reasons = [f"probe {p} fails on the combined design" for p in failing]
+    return rec

@@ -1,0 +1,146 @@
+"""The "Recommended changes" part of the report, and recommendations.json: plain dicts from
+remedies/recommend.py's outcomes (numbers formatted here, never computed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ..remedies.recommend import PASSES, Change, Outcome, Recommendation, recommendation
+from ..results.query import Results
+from ..study.schema import Study
+from .format import mib, si
+
+METHOD_WORDS = {"counter": "operator counter", "simulated": "simulated (fake tensors, no allocation)",
+                "closed_form": "closed form", "measured": "measured", "measured_median": "measured (median)",
+                "forced_sdpa_kernel": "forced kernel"}  # fmt: skip
+SHORT = {"params": "parameters", "train_step_causal": "training-step FLOPs (causal-aware)",
+         "peak_train": "training-step peak", "peak_prefill": "prefill peak", "peak_decode_cached": "cached-decode peak",
+         "kv_cache_size": "KV cache (closed form)", "cache_object": "cache object", "eligible_train":
+         "FlashAttention eligible (training)", "val_loss_final": "proxy validation loss", "train_tokens_per_s":
+         "training tokens/s", "prefill_tokens_per_s": "prefill tokens/s", "decode_cached_tokens_per_s":
+         "cached decode tokens/s"}  # fmt: skip
+
+
+def value_text(x: float, unit: str) -> str:
+    if unit == "bytes":
+        return mib(x)
+    if unit in ("FLOP", "tokens/s", "params"):
+        return si(x, {"params": ""}.get(unit, unit))
+    if unit == "flag":
+        return "yes" if x else "no"
+    return f"{x:.4g} {unit}"
+
+
+def _delta(c: Change) -> str:
+    if c.unit == "flag":
+        return ""
+    if not c.effect.exact:
+        return c.effect.text(c.unit, 3)
+    if c.before:
+        return f"{(c.after - c.before) / abs(c.before) * 100:+.1f}%"
+    return f"{c.after - c.before:+.4g}"
+
+
+def _name(c: Change) -> str:
+    extra = ", ".join(
+        f"{k} {v}" for k, v in c.labels.items() if k not in ("category", "component", "backend")
+    )
+    name = SHORT.get(c.metric, c.metric)
+    if c.labels.get("component") not in (None, "total"):
+        name += f" ({c.labels['component']})"
+    return name + (f" ({extra})" if extra else "")
+
+
+def change_rows(changes: list[Change]) -> list[list[str]]:
+    return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
+             _delta(c), f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}"]
+            for c in changes if c.moved or c.metric in ("val_loss_final", "eligible_train")]  # fmt: skip
+
+
+CHANGE_COLUMNS = ["metric", "tokens", "before", "after", "change", "method; scale"]
+
+
+def _probe_rows(o: Outcome) -> list[list[str]]:
+    return [[p, o.probes_before.get(p, "-"), got] for p, got in o.probes.items()]
+
+
+def _outcome_view(o: Outcome) -> dict[str, Any]:
+    r = o.remedy
+    return {
+        "id": o.id, "status": o.status, "css": o.status.replace(" ", "-"), "before": o.before_id,
+        "after": o.after_id, "problem": r.problem if r else "", "why": r.why if r else "",
+        "change": r.change_text() if r else "", "finding": r.finding if r else "",
+        "reasons": o.reasons, "rows": change_rows(o.changes), "probes": _probe_rows(o),
+        "needs_gpu": o.needs_gpu, "scales": sorted({c.scale for c in o.changes}),
+    }  # fmt: skip
+
+
+def study_yaml(study: Study, rec: Recommendation) -> str:
+    """The recommended design as a study file to copy: the base with the change, the same workloads."""
+    doc = {
+        "name": f"{study.name}-recommended",
+        "description": f"{study.name} with the recommended changes: {', '.join(rec.taken)}",
+        "base": rec.variant.config.as_nested(),
+        "workloads": {
+            "seq_lens": study.workloads.seq_lens,
+            "batch_sizes": study.workloads.batch_sizes,
+            "dtype": study.workloads.dtype,
+        },  # fmt: skip
+        "measurements": list(study.measurements),
+    }
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def recommendations_view(results: Results, study: Study) -> dict[str, Any] | None:
+    if not study.fixes:
+        return None
+    rec = recommendation(results, study)
+    measured = rec.measured
+    headline = []
+    if measured:
+        want = ("peak_train", "params", "train_step_causal", "kv_cache_size")
+        top = max((c.seq_len or 0 for c in measured.changes), default=0)
+        for c in measured.changes:
+            if (
+                c.metric in want
+                and (c.seq_len in (None, top))
+                and c.labels.get("component", "total") == "total"
+            ):
+                headline.append({"metric": _name(c), "text": f"{value_text(c.before, c.unit)} → "
+                                 f"{value_text(c.after, c.unit)} ({_delta(c)})",
+                                 "at": f"{c.seq_len} tokens" if c.seq_len else ""})  # fmt: skip
+    return {
+        "remedies": [_outcome_view(o) for o in rec.outcomes],
+        "passing": [o.id for o in rec.outcomes if o.status == PASSES],
+        "taken": rec.taken,
+        "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
+        "change": ", ".join(
+            f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in rec.change.items()
+        ),
+        "measured": _outcome_view(measured) | {"status": measured.status} if measured else None,
+        "headline": headline,
+        "study_yaml": study_yaml(study, rec) if rec.variant else "",
+        "json": recommendations_json(rec, study),
+    }
+
+
+def _effects_json(o: Outcome) -> list[dict[str, Any]]:
+    return [c.as_json() for c in o.changes]
+
+
+def recommendations_json(rec: Recommendation, study: Study) -> dict[str, Any]:
+    """What the report's section shows, for a team's own gate: before and after in each metric's unit."""
+    remedies = [{"id": o.id, "finding": o.remedy.finding, "metric": o.remedy.metric, "applies_to": o.before_id,
+                 "change": o.remedy.change, "status": o.status, "reasons": o.reasons,
+                 "effects": _effects_json(o), "probes": o.probes, "needs_gpu": o.needs_gpu}
+                for o in rec.outcomes]  # fmt: skip
+    recommended = None
+    if rec.variant is not None:
+        m = rec.measured
+        recommended = {"change": rec.change, "taken": rec.taken,
+                       "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
+                       "status": m.status if m else "not measured yet", "effects": _effects_json(m) if m else [],
+                       "probes": m.probes if m else {}, "study_yaml": study_yaml(study, rec)}  # fmt: skip
+    return {"remedies": remedies, "recommended": recommended}
