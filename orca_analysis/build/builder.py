@@ -20,6 +20,7 @@ from ..errors import BuildError
 from ..study.kwargs import REALISED_FLAGS, xt_version
 from ..study.schema import ModelConfig
 from .deepnorm import deepnorm_init_, deepnorm_layer_kwargs
+from .flex_alibi import apply_alibi_in_kernel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -34,7 +35,34 @@ def library_kwargs(cfg: ModelConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     return dict(cfg.wrapper), layers
 
 
+def realisation_problems(cfg: ModelConfig) -> list[str]:
+    """Realised flags set in combinations orca-analysis cannot build, one line each.
+
+    Config-level only (no model is built); `apply_alibi_in_kernel` also inspects the built
+    attention modules and refuses anything else it cannot reproduce.
+    """
+    problems = []
+    if cfg.layers.get("alibi_in_kernel"):
+        if not cfg.layers.get("alibi_pos_bias"):
+            problems.append("'alibi_in_kernel' moves ALiBi into the kernel: it needs 'alibi_pos_bias: true'")
+        refused = {
+            "attn_flash_pack_seq": "packed-sequence flash attention",
+            "attn_num_mem_kv": "memory key/values",
+            "attn_dropout": "attention dropout (FlexAttention has no dropout)",
+            "cross_attend": "cross-attention",
+        }
+        for key, what in refused.items():
+            if cfg.layers.get(key):
+                problems.append(f"'alibi_in_kernel' does not cover {what}: remove '{key}'")
+        if cfg.wrapper.get("num_memory_tokens"):
+            problems.append("'alibi_in_kernel' does not cover memory tokens: remove 'num_memory_tokens'")
+    return problems
+
+
 def _construct(cfg: ModelConfig) -> TransformerWrapper:
+    problems = realisation_problems(cfg)
+    if problems:
+        raise BuildError(problems)
     wrapper_kwargs, layer_kwargs = library_kwargs(cfg)
     try:
         model = TransformerWrapper(**wrapper_kwargs, attn_layers=Decoder(**layer_kwargs))
@@ -43,6 +71,8 @@ def _construct(cfg: ModelConfig) -> TransformerWrapper:
         raise BuildError(f"x-transformers {xt_version()} refused the config: {reason}") from None
     if cfg.layers.get("deepnorm"):
         deepnorm_init_(model.attn_layers, cfg.depth)
+    if cfg.layers.get("alibi_in_kernel"):
+        apply_alibi_in_kernel(model)  # after init: it changes no parameter, only the kernel
     return model
 
 

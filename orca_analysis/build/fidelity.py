@@ -33,6 +33,7 @@ def _how_design_flags(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
     h, dh, kv, d, depth = cfg.heads, cfg.dim_head, cfg.kv_heads, cfg.dim, cfg.depth
     alibi_h = cfg.layers.get("alibi_num_heads") or h
     rot = cfg.layers.get("rotary_emb_dim") or dh // 2
+    in_kernel = bool(cfg.layers.get("alibi_pos_bias") and cfg.layers.get("alibi_in_kernel"))
     m = depth
     return {
         "num_tokens": (f"token embedding and logits tables of {cfg.num_tokens} rows", ""),
@@ -55,7 +56,13 @@ def _how_design_flags(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
             f"width ({dh}), so more heads widen attention and add parameters and FLOPs",
         ),
         "alibi_pos_bias": (
-            f"AlibiPositionalBias adds a linear distance penalty to the attention logits; under "
+            (
+                "a linear distance penalty on the attention logits, with AlibiPositionalBias's "
+                "slopes, applied inside FlexAttention's score_mod (alibi_in_kernel): no bias "
+                "tensor is materialised"
+            )
+            if in_kernel
+            else f"AlibiPositionalBias adds a linear distance penalty to the attention logits; under "
             f"attn_flash it is materialised as a dense float (batch x {h} x n x n) attn_mask "
             "passed to scaled_dot_product_attention",
             "",
@@ -72,13 +79,19 @@ def _how_design_flags(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
             "decay of attention with distance",
         ),
         "attn_flash": (
-            "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
+            "with alibi_in_kernel, self-attention runs torch's FlexAttention (compiled on CUDA, "
+            "eager elsewhere) instead of scaled_dot_product_attention; no dense mask is passed"
+            if in_kernel
+            else "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
             "run time; with ALiBi a dense bias is passed as attn_mask, which the FlashAttention "
             "kernel does not accept, so another kernel runs"
             if cfg.layers.get("alibi_pos_bias")
             else "Attend calls torch.nn.functional.scaled_dot_product_attention, which picks a kernel at "
             "run time",
-            "the notes promise Flash attention; with ALiBi on, the FlashAttention kernel is not "
+            "the notes promise Flash attention; FlexAttention is a fused, tiled kernel generated "
+            "by torch.compile in the FlashAttention style, not the FlashAttention kernel itself"
+            if in_kernel
+            else "the notes promise Flash attention; with ALiBi on, the FlashAttention kernel is not "
             "eligible (dense bias mask)"
             if cfg.layers.get("alibi_pos_bias")
             else "",
@@ -90,6 +103,16 @@ def _how_design_flags(cfg: ModelConfig) -> dict[str, tuple[str, str]]:
             f"{deepnorm_beta(m):.4f} on feed-forward, value and output projections and gain 1 on "
             f"query and key, M={m} (DeepNet, arXiv 2203.00555); adds no parameters; post-LN has no "
             "final norm",
+            "",
+        ),
+        "alibi_in_kernel": (
+            "realised by orca-analysis (build/flex_alibi.py): x-transformers' dense ALiBi bias is "
+            f"not built; each attention layer calls FlexAttention with score_mod "
+            f"score - slope[h] * |i - j| (the same slopes as AlibiPositionalBias, first "
+            f"{alibi_h} of {h} heads, zero for the rest; queries at the last positions of the keys), "
+            "a causal block mask and the same softmax scale, so no (batch x heads x n x n) tensor "
+            "exists; adds no parameters. On CPU only the forward runs (FlexAttention has no CPU "
+            "backward): training-step memory and speed need a GPU",
             "",
         ),
         "shift_tokens": (

@@ -98,7 +98,8 @@ def _flex_alibi_forward(
 
     if mask is not None and mask.ndim == 2:
         mask = mask[:, None, None, :]
-    keep = None if mask is None else mask.expand(mask.shape[0], mask.shape[1], q_len, k_len)
+    # A free view: index any (b, h, i, j) even where the mask broadcasts over heads or batch.
+    keep = None if mask is None else mask.expand(b, h, q_len, k_len)
 
     def mask_mod(b_: Tensor, h_: Tensor, qi: Tensor, kj: Tensor) -> Tensor:
         ok = qi + offset >= kj if causal else kj >= 0
@@ -106,7 +107,7 @@ def _flex_alibi_forward(
 
     block_mask = None
     if causal or keep is not None:
-        mb, mh = (None, None) if keep is None else keep.shape[:2]
+        mb, mh = (None, None) if mask is None else mask.shape[:2]  # block mask broadcasts 1s
         block_mask = create_block_mask(mask_mod, mb, mh, q_len, k_len, device=q.device)
     # Same scale as Attend: its own scale if set, else SDPA's default dim_head ** -0.5.
     scale = self.scale if self.scale is not None else q.shape[-1] ** -0.5

@@ -26,6 +26,15 @@ def analytic_workers() -> int:
     return max(1, min(cores, MAX_ANALYTIC_WORKERS))
 
 
+def expected_cost(call: Call) -> tuple[bool, float]:
+    """A rough order of the untimed side-by-side calls: the base's (the study-wide ablations run with it)
+    first, then by width^2 x depth, a remedy's (fewer runs) at a third of a sweep variant's."""
+    cfg, variant = call.variant.config, call.variant
+    is_base = variant.role == "sweep" and variant.variant_id == call.study.variants()[0].variant_id
+    weight = 1.0 if variant.role == "sweep" else 0.3
+    return is_base, weight * cfg.dim**2 * cfg.depth
+
+
 def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
@@ -56,7 +65,11 @@ class LocalExecutor:
         pooled = [c for c in calls if getattr(c.measurement, "analytic", False) and not self.isolate_all]
         if self.workers < 2 or len(pooled) < 2:
             pooled = []
-        side_by_side = [c for c in calls if getattr(c.measurement, "parallel", False) and c not in pooled]
+        side_by_side = sorted(
+            (c for c in calls if getattr(c.measurement, "parallel", False) and c not in pooled),
+            key=expected_cost,
+            reverse=True,
+        )  # longest first: the last to start are the short ones, so both workers finish together
         yield from self._pool(pooled)
         for call in (c for c in calls if c not in pooled and c not in side_by_side):
             if self.isolate_all or call.measurement.isolated:

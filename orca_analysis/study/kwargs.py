@@ -58,6 +58,7 @@ _NUMBERS = {"ff_mult"}
 # Flags of the design that the installed library no longer has; orca-analysis realises them.
 REALISED_FLAGS: dict[str, tuple[str, Any]] = {
     "deepnorm": (LAYERS, False),
+    "alibi_in_kernel": (LAYERS, False),  # ALiBi in FlexAttention's score_mod (build/flex_alibi.py)
 }
 
 
