@@ -209,3 +209,27 @@ def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(stu
     r = Results.from_records([probe(study, "base", 1.0), probe(study, "fix:cache-fix", 0.0)])
     cache = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")
     assert "probe kv_cache passed before and fails after" in cache.reasons
+
+
+def test_recommendations_json_has_the_issue_schema(study):
+    from orca_analysis.report.recommendations_view import recommendations_view
+
+    r = results(
+        study,
+        cache=[probe(study, "fix:cache-fix", 1.0), *losses(study, "fix:cache-fix", [2.00, 2.01, 2.02]),
+               *peaks(study, "fix:cache-fix", [90, 100])],
+        alibi=peaks(study, "fix:alibi-off", [90, 100]),
+    )  # fmt: skip
+    view = recommendations_view(r, study)
+    doc = view["json"]
+    cache = next(x for x in doc["remedies"] if x["id"] == "cache-fix")
+    assert cache["change"] == {"shift_tokens": 0, "alibi_pos_bias": False}
+    assert cache["probes"] == {"kv_cache": "pass"} and cache["status"] == "passes"
+    peak = next(e for e in cache["effects"] if e["metric"] == "peak_train" and e["seq_len"] == 64)
+    # before 400, after 100: bytes, the metric's declared unit; simulated; exact, so no interval
+    assert (peak["before"], peak["after"], peak["unit"], peak["ci_low"]) == (400, 100, "bytes", None)
+    assert doc["recommended"]["change"] == {"shift_tokens": 0, "alibi_pos_bias": False}
+    assert doc["recommended"]["probes"] == {"kv_cache": "pass"}
+    assert "shift_tokens: 0" in doc["recommended"]["study_yaml"]
+    # the one-screen review's headline: the training-step peak at the longest length, 400 -> 100 bytes
+    assert any(h["metric"] == "training-step peak" and h["at"] == "64 tokens" for h in view["headline"])

@@ -53,10 +53,11 @@ def _name(c: Change) -> str:
     return name + (f" ({extra})" if extra else "")
 
 
-def change_rows(changes: list[Change]) -> list[list[str]]:
+def change_rows(changes: list[Change], every: bool = False) -> list[list[str]]:
+    """Rows of what moved (`every`: of every metric read, unchanged ones too)."""
     return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
              _delta(c), f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}"]
-            for c in changes if c.moved or c.metric in ("val_loss_final", "eligible_train")]  # fmt: skip
+            for c in changes if every or c.moved or c.metric in ("val_loss_final", "eligible_train")]  # fmt: skip
 
 
 CHANGE_COLUMNS = ["metric", "tokens", "before", "after", "change", "method; scale"]
@@ -66,13 +67,13 @@ def _probe_rows(o: Outcome) -> list[list[str]]:
     return [[p, o.probes_before.get(p, "-"), got] for p, got in o.probes.items()]
 
 
-def _outcome_view(o: Outcome) -> dict[str, Any]:
+def _outcome_view(o: Outcome, every: bool = False) -> dict[str, Any]:
     r = o.remedy
     return {
         "id": o.id, "status": o.status, "css": o.status.replace(" ", "-"), "before": o.before_id,
         "after": o.after_id, "problem": r.problem if r else "", "why": r.why if r else "",
         "change": r.change_text() if r else "", "finding": r.finding if r else "",
-        "reasons": o.reasons, "rows": change_rows(o.changes), "probes": _probe_rows(o),
+        "reasons": o.reasons, "rows": change_rows(o.changes, every), "probes": _probe_rows(o),
         "needs_gpu": o.needs_gpu, "scales": sorted({c.scale for c in o.changes}),
     }  # fmt: skip
 
@@ -119,7 +120,7 @@ def recommendations_view(results: Results, study: Study) -> dict[str, Any] | Non
         "change": ", ".join(
             f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in rec.change.items()
         ),
-        "measured": _outcome_view(measured) | {"status": measured.status} if measured else None,
+        "measured": _outcome_view(measured, every=True) if measured else None,
         "headline": headline,
         "study_yaml": study_yaml(study, rec) if rec.variant else "",
         "json": recommendations_json(rec, study),
