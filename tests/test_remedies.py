@@ -233,3 +233,13 @@ def test_recommendations_json_has_the_issue_schema(study):
     assert "shift_tokens: 0" in doc["recommended"]["study_yaml"]
     # the one-screen review's headline: the training-step peak at the longest length, 400 -> 100 bytes
     assert any(h["metric"] == "training-step peak" and h["at"] == "64 tokens" for h in view["headline"])
+
+
+def test_the_orca_study_brings_the_builtin_remedies():
+    study = load_study("orca")
+    ids = [v.variant_id for v in study.remedy_variants()]
+    assert ids == ["fix:cache-shift-off-alibi-off", "fix:cache-shift-off-xpos-off", "fix:cache-shift-off-alibi-in-kernel",
+                   "fix:alibi-in-kernel", "fix:alibi-off", "fix:tie-embedding", "fix:heads16-split-width",
+                   "fix:heads4-split-width"]  # fmt: skip
+    heads16 = study.remedy_variants()[-2].config
+    assert heads16.heads * heads16.dim_head == heads16.dim  # 16 x 32 = 512: the heads split the width

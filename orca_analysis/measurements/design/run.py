@@ -84,10 +84,14 @@ def _difference(a: dict[str, Any], b: dict[str, Any]) -> str:
     return ""
 
 
+DEPENDENT_FLAGS = {"alibi_pos_bias": ("alibi_in_kernel",)}  # unset with it: they need it to build
+
+
 def without_flag(cfg: ModelConfig, flag: str) -> ModelConfig:
     """The config with `flag` unset: the library's default (deepnorm: x-transformers' pre-norm)."""
-    return ModelConfig({k: v for k, v in cfg.wrapper.items() if k != flag},
-                       {k: v for k, v in cfg.layers.items() if k != flag})  # fmt: skip
+    drop = {flag, *DEPENDENT_FLAGS.get(flag, ())}
+    return ModelConfig({k: v for k, v in cfg.wrapper.items() if k not in drop},
+                       {k: v for k, v in cfg.layers.items() if k not in drop})  # fmt: skip
 
 
 def measure_design(variant: Variant, study: Study) -> list[Record]:
