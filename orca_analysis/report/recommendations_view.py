@@ -101,7 +101,7 @@ def recommendations_view(results: Results, study: Study) -> dict[str, Any] | Non
     measured = rec.measured
     headline = []
     if measured:
-        want = ("peak_train", "params", "train_step_causal", "kv_cache_size")
+        want = ("peak_train", "params", "train_step_causal", "kv_cache_size", "val_loss_final")
         top = max((c.seq_len or 0 for c in measured.changes), default=0)
         for c in measured.changes:
             if (
