@@ -55,20 +55,9 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
     from .rules import RULES  # rules import results code; keep schema import light
 
     path = path or DEFAULT_CATALOGUE
-    if not path.is_file():
-        raise ClaimsError(f"claims catalogue not found: {path}")
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise ClaimsError(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
-    if not isinstance(data, dict) or set(data) != {"claims"} or not isinstance(data["claims"], list):
-        raise ClaimsError(f"{path}: a catalogue is a mapping with one key, 'claims', holding a list")
+    items, lines = catalogue_items(path, "claims", ClaimsError, "claims catalogue", "a catalogue")
     problems, claims, seen = [], [], set()
-    lines = _claim_lines(node)
-    for i, item in enumerate(data["claims"]):
+    for i, item in enumerate(items):
         where = f"{path}: line {lines[i]}" if i < len(lines) else f"{path}: claim {i + 1}"
         if not isinstance(item, dict):
             problems.append(f"{where}: must be a mapping with keys {', '.join(CLAIM_KEYS)}")
@@ -115,14 +104,27 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
     return claims
 
 
-def _claim_lines(node: yaml.Node | None) -> list[int]:
-    """The line (1-based) each claim of the composed catalogue starts on."""
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key, value in node.value:
-        if key.value == "claims" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
+def catalogue_items(
+    path: Path, key: str, error: type[OrcaError], name: str, article: str
+) -> tuple[list[Any], list[int]]:
+    """A catalogue file's list under its one top-level `key`, and the line (1-based) each item starts on;
+    `error` (one line naming the file) for a missing file, malformed YAML or another shape."""
+    if not path.is_file():
+        raise error(f"{name} not found: {path}")
+    try:
+        text = path.read_text()
+        data = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise error(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
+    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
+        raise error(f"{path}: {article} is a mapping with one key, '{key}', holding a list")
+    lines: list[int] = []
+    for k, value in node.value:
+        if k.value == key and isinstance(value, yaml.SequenceNode):
+            lines = [item.start_mark.line + 1 for item in value.value]
+    return data[key], lines
 
 
 def _metric_problems(params: dict[str, Any], where: str) -> list[str]:

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import OrcaError
 from ..study.kwargs import check_value, did_you_mean, resolve
 
@@ -84,21 +82,12 @@ def _yaml(value: Any) -> str:
 
 def load_remedies(path: Path) -> list[Remedy]:
     """The catalogue at `path`; every problem is collected, then raised as one RemedyError."""
-    if not path.is_file():
-        raise RemedyError(f"remedy catalogue not found: {path}")
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise RemedyError(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
-    if not isinstance(data, dict) or set(data) != {"remedies"} or not isinstance(data["remedies"], list):
-        raise RemedyError(f"{path}: a remedy catalogue is a mapping with one key, 'remedies', holding a list")
-    lines = _item_lines(node)
+    from ..claims.schema import catalogue_items
+
+    items, lines = catalogue_items(path, "remedies", RemedyError, "remedy catalogue", "a remedy catalogue")
     problems: list[str] = []
     remedies: list[Remedy] = []
-    for i, item in enumerate(data["remedies"]):
+    for i, item in enumerate(items):
         where = f"{path}: line {lines[i]}" if i < len(lines) else f"{path}: remedy {i + 1}"
         remedy = _read(item, where, problems)
         if remedy is None:
@@ -203,12 +192,3 @@ def _expects(expects: Any, where: str, problems: list[str]) -> tuple[Expect, ...
             continue
         out.append(Expect(str(e["metric"]), str(e["direction"]), e.get("method"), dict(labels), float(delta)))
     return tuple(out)
-
-
-def _item_lines(node: yaml.Node | None) -> list[int]:
-    if not isinstance(node, yaml.MappingNode):
-        return []
-    for key, value in node.value:
-        if key.value == "remedies" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []

@@ -45,7 +45,9 @@ def _delta(c: Change) -> str:
 
 def _name(c: Change) -> str:
     extra = ", ".join(
-        f"{k} {v}" for k, v in c.labels.items() if k not in ("category", "component", "backend")
+        f"{k} {v}"
+        for k, v in c.labels.items()
+        if k not in ("category", "component", "backend", "tokens", "flops")
     )
     name = SHORT.get(c.metric, c.metric)
     if c.labels.get("component") not in (None, "total"):

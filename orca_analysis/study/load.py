@@ -140,40 +140,31 @@ class _StudyReader:
     def read_claims(self, value: Any) -> str | None:
         """The claims catalogue the study names: a built-in one ("orca", the design notes') or a YAML path,
         relative to the study file; None when it names none (the report then has no notes' claims)."""
-        if value is None:
-            return None
         from ..claims.schema import BUILTIN_CATALOGUES
 
-        if not isinstance(value, str) or not value:
-            self.problem(("claims",), f"'claims' must be a catalogue name or a path, got {value!r}")
-            return None
-        if value in BUILTIN_CATALOGUES:
-            return value
-        here = Path(".") if self.source.startswith("builtin:") else Path(self.source).parent
-        path = Path(value) if Path(value).is_absolute() else here / value
-        if not path.is_file():
-            self.problem(("claims",), f"claims catalogue '{value}' not found (built-in: "
-                         f"{', '.join(BUILTIN_CATALOGUES)}; or a YAML file, relative to the study)")  # fmt: skip
-            return None
-        return str(path)
+        return self.read_catalogue("claims", value, list(BUILTIN_CATALOGUES), "claims catalogue")
 
     def read_remedies(self, value: Any) -> str | None:
         """The remedy catalogue the study names: a built-in one ("orca") or a YAML path, relative to the
         study file; None when it names none (the report then recommends nothing)."""
-        if value is None:
-            return None
         from ..remedies.schema import BUILTIN_REMEDIES
 
-        if not isinstance(value, str) or not value:
-            self.problem(("remedies",), f"'remedies' must be a catalogue name or a path, got {value!r}")
+        return self.read_catalogue("remedies", value, list(BUILTIN_REMEDIES), "remedy catalogue")
+
+    def read_catalogue(self, key: str, value: Any, builtins: list[str], what: str) -> str | None:
+        """A built-in catalogue's name, or a YAML path relative to the study file (None: none named)."""
+        if value is None:
             return None
-        if value in BUILTIN_REMEDIES:
+        if not isinstance(value, str) or not value:
+            self.problem((key,), f"'{key}' must be a catalogue name or a path, got {value!r}")
+            return None
+        if value in builtins:
             return value
         here = Path(".") if self.source.startswith("builtin:") else Path(self.source).parent
         path = Path(value) if Path(value).is_absolute() else here / value
         if not path.is_file():
-            self.problem(("remedies",), f"remedy catalogue '{value}' not found (built-in: "
-                         f"{', '.join(BUILTIN_REMEDIES)}; or a YAML file, relative to the study)")  # fmt: skip
+            self.problem((key,), f"{what} '{value}' not found (built-in: "
+                         f"{', '.join(builtins)}; or a YAML file, relative to the study)")  # fmt: skip
             return None
         return str(path)
 
