@@ -202,14 +202,15 @@ def markdown(results: Results, seconds: dict[str, float], total: float, study_re
                 _cell(_first(results, "decode_uncached_tokens_per_s", **k)),
             ]
             row += [
-                _cell(_first(results, m, **k), pct=True)
+                _cell(_first(results, m, method="mfu_palm", **k), pct=True)
                 for m in ("train_utilisation_vs_gemm", "prefill_utilisation_vs_gemm")
             ]
             lines.append(f"| {v} | {seq} | {' | '.join(row)} |")
     lines += [
         "",
-        "Utilisation numerator: the operator counter's causal FLOPs at the length timed (train_step_causal "
-        "per training step, forward_causal per prefill; AdamW's elementwise work not counted).",
+        "Utilisation numerator: MFU on PaLM's convention, the operator counter's model FLOPs at the length "
+        "timed (train_step_model_dense per training step, every pair, no recompute; forward_dense per "
+        "prefill; AdamW's elementwise work not counted). The report also gives the causal-aware MFU and HFU.",
         "",
     ]
     lines += [f"[{i}] {text}" + "  " for i, text in enumerate(NOTES, 1)]

@@ -151,3 +151,16 @@ def test_flag_is_stripped_and_described():
     assert "no dense mask" in entries["attn_flash"].how
     stock_entries = {e.flag: e for e in fidelity_entries(_cfg(False))}
     assert "dense float" in stock_entries["alibi_pos_bias"].how
+
+
+def test_simulated_memory_names_what_needs_a_gpu_and_keeps_the_rest():
+    from orca_analysis.instruments.memtrack import run_steps
+
+    res = run_steps(_cfg(True), "float32", {(32, 1): ("train", "prefill", "decode")})[(32, 1)]
+    # the training step: no FlexAttention backward on a CPU; prefill and decode: MemTracker (a dispatch
+    # mode) cannot follow the flex_attention higher-order operator. Each is a reason, not a crash.
+    assert res["train"].startswith("NotImplementedError: FlexAttention does not support backward on CPU")
+    assert "cannot follow the flex_attention operator: this memory needs a GPU" in res["prefill"]
+    assert res["decode"] == res["prefill"]
+    dense = run_steps(_cfg(False), "float32", {(32, 1): ("train", "prefill")})[(32, 1)]
+    assert dense["train"].total > 0 and dense["prefill"].total > 0  # the dense-bias twin runs everything

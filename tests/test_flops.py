@@ -14,7 +14,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from orca_analysis.build import build_model, fake_model
-from orca_analysis.formulas.flops import closed_form_flops, kaplan_6n, palm
+from orca_analysis.formulas.flops import closed_form_flops, closed_form_kind, kaplan_6n, palm
 from orca_analysis.instruments.flop_counter import causal_pairs, count_flops, count_ops
 from orca_analysis.instruments.fvcore_flops import analysis, run_fvcore
 from orca_analysis.measurements.flops import run as flops_measure
@@ -24,7 +24,8 @@ from orca_analysis.report.format import cell
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
-METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal")
+METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal", "train_step_model_dense",
+           "train_step_model_causal", "forward_executed", "train_step_executed")  # fmt: skip
 aten = torch.ops.aten
 
 
@@ -40,15 +41,17 @@ def with_layers(cfg, **values):
 
 
 def closed(cfg, n, b, metric):
-    parts = closed_form_flops(cfg, n, b, causal=metric.endswith("causal"))
-    return {
-        k: getattr(v, "forward" if metric.startswith("forward") else "train_step") for k, v in parts.items()
-    }
+    step = "forward" if metric.startswith("forward") else "train_step"
+    parts = closed_form_kind(cfg, n, b, metric.removeprefix(step + "_"))
+    return {k: getattr(v, step) for k, v in parts.items()}
 
 
 def assert_counter_matches_closed_form(cfg, n, b):
     count = count_flops(cfg, n, b)
+    math = any(k.startswith("math") for k in count.attention_ops)
     for metric in METRICS:
+        if math and metric.endswith("executed"):
+            continue  # the math backend keeps the probabilities: it executes no recompute (see below)
         expected = closed(cfg, n, b, metric)
         got = {c: count.value(metric, c) for c in count.components()}
         assert set(got) <= set(expected), (metric, got)  # no `other`: every counted FLOP has a component
@@ -78,6 +81,33 @@ def test_closed_form_by_hand(tiny):
     c = closed_form_flops(tiny.base, 32, 1, causal=True)
     assert c["attention_core"].forward == 4 * 4 * 528 * 64 * 2 == 1_081_344  # 32*33/2 = 528 pairs
     assert c["q_proj"] == f["q_proj"]  # causality changes attention only
+
+
+def test_model_and_executed_flops_by_hand(tiny):
+    """PaLM's model FLOPs leave the recompute out; HFU counts what the kernels run (T = 32 tokens)."""
+    dense = closed_form_kind(tiny.base, 32, 1, "dense")
+    model = closed_form_kind(tiny.base, 32, 1, "model_dense")
+    # attention: forward 4 b h n^2 d_h L = 2,097,152, backward 2x without the recompute of Q K^T
+    assert model["attention_core"].train_step == 3 * 2_097_152 == 6_291_456
+    assert dense["attention_core"].train_step - model["attention_core"].train_step == 2 * 4 * 32 * 32 * 64 * 2
+    assert model["alibi"].backward == 0  # the bias add of the backward is the recompute's
+    causal = closed_form_kind(tiny.base, 32, 1, "model_causal")
+    assert causal["attention_core"].train_step == 3 * 1_081_344  # 528 causal pairs per head
+    # ALiBi passes a dense bias: SDPA computes every pair and recomputes, so executed = dense
+    assert closed_form_kind(tiny.base, 32, 1, "executed") == dense
+    no_alibi = with_layers(tiny.base, alibi_pos_bias=False)
+    no_alibi.layers.pop("alibi_num_heads")
+    # no bias: Attend passes is_causal and the kernel skips the masked blocks: the causal pairs, recompute in
+    assert closed_form_kind(no_alibi, 32, 1, "executed") == closed_form_kind(no_alibi, 32, 1, "causal")
+    einsum = with_layers(tiny.base, attn_flash=False)  # x-transformers' own path: dense, no recompute
+    assert closed_form_kind(einsum, 32, 1, "executed") == closed_form_kind(einsum, 32, 1, "model_dense")
+    with pytest.raises(KeyError, match="unknown FLOP count kind"):
+        closed_form_kind(tiny.base, 32, 1, "useful")
+    # counter against PaLM's 6N + 12LHQT: equal but for ALiBi's element-wise work and the 6 T x
+    # (feed-forward biases 2*(256+64) + LayerNorm gains 2*2*64 = 896) parameters PaLM's N counts as matmuls
+    count = count_flops(tiny.base, 32, 1)
+    matmuls = count.value("train_step_model_dense") - count.value("train_step_model_dense", "alibi")
+    assert palm(tiny.base, 32, 1).train_step - matmuls == 6 * 32 * 896 == 172_032
 
 
 def test_estimates_by_hand(tiny):
@@ -130,8 +160,13 @@ def test_math_backend_counts_like_the_cpu_kernel(tiny):
         "_scaled_dot_product_flash_attention_for_cpu_backward": 2,
     }
     assert dict(decomposed.attention_ops) == {"math (decomposed into matmuls)": 2}
-    for metric in METRICS:
+    for metric in METRICS[:6]:
         assert decomposed.value(metric) == fused.value(metric), metric
+    # executed: the fused kernel recomputes S = Q K^T + bias in its backward, the math path does not:
+    # 2 b h n^2 d_h L = 2*1*4*32*32*64*2 = 1,048,576 for the matmul, b h n^2 L = 8,192 for the bias add
+    recompute = fused.value("train_step_dense") - fused.value("train_step_model_dense")
+    assert recompute == 1_048_576 + 8_192
+    assert fused.value("train_step_executed") - decomposed.value("train_step_executed") == recompute
 
 
 def test_every_attention_kernel_counts_alike():

@@ -165,7 +165,7 @@ def test_fits_is_decided_from_the_prediction(orca):
 def test_declaration():
     m, real = MEASUREMENTS["memory"], MEASUREMENTS["memory_measured"]
     # memory is deterministic (closed form, simulation): it runs in the sweep's process, on no GPU
-    assert (m.order, m.gpu, m.isolated, m.per_workload, m.version) == (30, False, False, False, 2)
+    assert (m.order, m.gpu, m.isolated, m.per_workload, m.version) == (30, False, False, False, 3)
     assert (real.order, real.gpu, real.gpu_group, real.gpu_share, real.isolated, real.per_workload) == (
         35, True, "memory", 0.15, True, False,
     )  # fmt: skip
@@ -213,16 +213,39 @@ def test_measure_memory_records(tiny_records):
 def test_alibi_share_is_of_the_closed_form_peak_at_that_moment(tiny_records):
     _, records = tiny_records
     results = Results.from_records(records)
-    shares = results.values("alibi_share_of_peak")
+    shares = results.values("alibi_share_of_peak", method="closed_form")
     # every length with a closed form: the study's 32, 64 and the sweep's 128
     assert {v.seq_len for v in shares} == {32, 64, 128}
     for v in shares:
         at = {"seq_len": v.seq_len, "batch": v.batch}
-        alibi = results.number("alibi_bytes_at_peak", **at)
+        alibi = results.number("alibi_bytes_at_peak", method="closed_form", **at)
         assert alibi == fm.alibi_at_peak(tiny(), v.seq_len, 1)
         assert v.value == alibi / results.number("peak_train", method="closed_form", category="total", **at)
     # 64 tokens: the two saved masks (131,072 bytes) of a 3,538,520-byte peak (backward_start)
-    assert results.number("alibi_share_of_peak", seq_len=64) == pytest.approx(131_072 / 3_538_520)
+    assert results.number("alibi_share_of_peak", seq_len=64, method="closed_form") == pytest.approx(
+        131_072 / 3_538_520
+    )
+
+
+def test_alibi_at_the_simulated_peak_is_the_tracker_s_and_the_parts_sum(tiny_records):
+    _, records = tiny_records
+    results = Results.from_records(records)
+    sim = {"method": "simulated", "batch": 1}
+    # 64 tokens (backward_start): the tracker finds the two saved (b, h, n, n) masks alive, 2 * 65,536 bytes,
+    # which is the closed form's count: the two methods agree exactly
+    assert (
+        results.number("alibi_bytes_at_peak", seq_len=64, **sim) == 131_072 == fm.alibi_at_peak(tiny(), 64, 1)
+    )
+    assert results.number("memory_rel_error", seq_len=64, quantity="alibi_bytes_at_peak") == 0
+    for seq_len in (32, 64):
+        total = results.number("peak_train", category="total", seq_len=seq_len, **sim)
+        parts = {v.get("part"): v.value for v in results.values("peak_train_part", seq_len=seq_len, **sim)}
+        assert set(parts) == {"alibi_bias", "weight_state", "other"} and sum(parts.values()) == total
+        cats = ("parameters", "gradients", "optimizer_state")
+        assert parts["weight_state"] == sum(
+            results.number("peak_train", category=c, seq_len=seq_len, **sim) for c in cats
+        )
+        assert results.number("alibi_share_of_peak", seq_len=seq_len, **sim) == parts["alibi_bias"] / total
 
 
 def test_unmodelled_gap_is_named(tiny_study_path):
@@ -239,8 +262,22 @@ def test_section_reads_the_stored_values(tiny_records):
     study, records = tiny_records
     results = Results.from_records(records)
     section = memory_section(results, study)
-    peaks, check = section.tables
+    peaks, held, check = section.tables
     assert peaks.title == "Training-step and inference peaks" and len(peaks.columns) == 10
+    # what the peak holds at the longest length (the sweep's 128 tokens), for the base only (simulated there)
+    assert held.title == "What the training-step peak holds at 128 tokens" and [r[0] for r in held.rows] == [
+        "base"
+    ]
+    at = {"seq_len": 128, "method": "simulated"}
+    parts = {v.get("part"): v.value for v in results.values("peak_train_part", **at)}
+    assert (
+        held.rows[0][1].value == sum(parts.values()) == results.number("peak_train", category="total", **at)
+    )
+    assert [q.value for q in held.rows[0][2:5]] == [
+        parts["alibi_bias"],
+        parts["weight_state"],
+        parts["other"],
+    ]
     row = [cell(c) for c in peaks.rows[1]]  # base, 64 tokens
     err = results.number("memory_rel_error", seq_len=64, quantity="peak_train", pair="closed_form_vs_simulated",
                          phase="all")  # fmt: skip
@@ -309,5 +346,5 @@ def test_cuda_records_without_a_gpu(monkeypatch, tiny_study_path):
     assert results.values("peak_train_reserved", seq_len=64) and not results.values(
         "memory_rel_error", pair="simulated_vs_measured"
     )  # on a GPU machine only the GPU is measured
-    table = memory_section(results, study).tables[1]
+    table = memory_section(results, study).tables[-1]
     assert [cell(c) for c in table.rows[0]][1:3] == ["cuda", "32 x 1"]

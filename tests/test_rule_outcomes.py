@@ -46,6 +46,31 @@ def test_grows_with_every_outcome(study):
     assert v.verdict == "inconclusive" and v.scale == "proxy" and v.reason.startswith("proxy scale")
 
 
+def test_grows_with_attributes_the_rise_to_its_parts(study):
+    def part(vid, name, value):
+        return rec(study, vid, "peak_train_part", "simulated", value, {"part": name}, 32)
+
+    records = [
+        peak(study, "dim=32", 100),
+        peak(study, "base", 150),
+        part("dim=32", "alibi_bias", 10),
+        part("base", "alibi_bias", 40),  # +30 of the +50 rise: 60%
+        part("dim=32", "weight_state", 50),
+        part("base", "weight_state", 60),  # +10: 20%
+        part("dim=32", "other", 40),
+        part("base", "other", 50),
+    ]  # fmt: skip  (+10: 20%)
+    v = RULES["grows_with"](ev(study, records), metric="peak_train", axis="dim", method="simulated",
+                            labels={"category": "total"}, parts="peak_train_part")  # fmt: skip
+    assert v.verdict == "supported"
+    assert v.reason.endswith("of the rise (32 tokens): alibi_bias 60%, other 20%, weight_state 20%")
+    assert [r["value"] for r in v.evidence if r["method"] == "peak_train_part rise"] == [
+        30.0,
+        20.0 - 10.0,
+        10.0,
+    ]
+
+
 def extrapolation(study, rises):
     """extrapolation_val_loss of each scheme at the training length (2.0) and at 4x, two seeds 0.01 apart."""
     out = []
@@ -78,14 +103,28 @@ def test_extrapolation_every_outcome(study):
 def test_gradient_health_every_outcome(study):
     def rows(post, deep):
         return [rec(study, "base", "grad_norm_first_over_last", "measured", v,
-                    {"norm": n, "depth": 48, "step": 11}, scale="proxy") for n, v in (("post_norm", post), ("deepnorm", deep))]  # fmt: skip
+                    {"norm": n, "depth": 48, "step": 11, "seed": seed}, scale="proxy")
+                for n, vs in (("post_norm", post), ("deepnorm", deep)) for seed, v in enumerate(vs)]  # fmt: skip
 
-    rule = RULES["gradient_health"]
-    assert rule(ev(study, rows(1e-5, 0.4))).verdict == "supported"  # post-norm vanishes, DeepNorm does not
-    assert rule(ev(study, rows(0.5, 0.4))).verdict == "qualified"  # nothing vanishes at this depth
-    assert rule(ev(study, rows(1e-5, 4e-3))).verdict == "qualified"  # narrows the gap only
-    assert rule(ev(study, rows(1e-5, 1e-5))).verdict == "contradicted"  # DeepNorm vanishes too
-    assert rule(ev(study, rows(1e-5, 0.4)[:1])).verdict == "not tested yet"
+    rule, sick = RULES["gradient_health"], [1e-5, 2e-5, 5e-6]  # |log10|: 5, 4.70, 5.30 decades (mean 5.0)
+    # DeepNorm |log10| 0.40, 0.52, 0.30 (mean 0.41): removed 4.59 decades; se^2 = 0.0906/3 + 0.0124/3,
+    # the Welch interval about [3.9, 5.3] lies beyond delta = 1 decade
+    v = rule(ev(study, rows(sick, [0.4, 0.3, 0.5])), delta=1.0)
+    assert v.verdict == "supported" and v.effect.n == 3 and v.effect.ci_low > 1.0
+    assert v.reason.startswith("proxy scale") and "depth 48" in v.reason
+    # plain post-norm within 2 decades: nothing to remedy at this depth (the condition is named)
+    v = rule(ev(study, rows([0.5, 0.4, 0.3], [0.4, 0.5, 0.3])), delta=1.0)
+    assert v.verdict == "qualified" and "only at depths beyond 48" in v.reason
+    # DeepNorm at 2.40, 2.52, 2.30 decades: beyond delta but still sick, so it narrows the gap only
+    v = rule(ev(study, rows(sick, [4e-3, 3e-3, 5e-3])), delta=1.0)
+    assert v.verdict == "qualified" and "narrows" in v.reason
+    # the same imbalance: effect 0, se^2 = 2 x 0.0906 / 3, df 4, t 2.776: [-0.68, +0.68] inside +-1
+    v = rule(ev(study, rows(sick, sick)), delta=1.0)
+    assert v.verdict == "contradicted" and abs(v.effect.ci_high - 0.68) < 0.01
+    # |log10| 5, 3, 7 against 3, 1, 5: effect 2, each variance 4, se^2 = 8/3, df 4: 2 +- 4.53 straddles
+    v = rule(ev(study, rows([1e-5, 1e-3, 1e-7], [1e-3, 1e-1, 1e-5])), delta=1.0)
+    assert v.verdict == "inconclusive" and round(v.effect.ci_low, 2) == -2.53
+    assert rule(ev(study, rows(sick, [])), delta=1.0).verdict == "not tested yet"
 
 
 def test_kernel_ran_every_outcome(study):

@@ -12,9 +12,10 @@ import pytest
 from speed_common import TINY, _pick, _run, _study
 
 from orca_analysis.formulas.flops import sdpa_useful_flops
+from orca_analysis.instruments.flop_counter import count_flops
 from orca_analysis.measurements import MEASUREMENTS, gpu_plan
 from orca_analysis.measurements.speed.timed import datasheet_peak
-from orca_analysis.report.format import Quantity, cell
+from orca_analysis.report.format import Quantity, cell, si
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
@@ -30,7 +31,7 @@ def test_registration_follows_the_gpu_plan():
     assert got == {
         "kernels": (40, True, "attention", 0.05, 32, False, 1, None),
         "attention_speed": (50, True, "attention", 0.10, 1024, False, 2, None),
-        "speed": (60, True, "speed", 0.40, 64, True, 3, None),
+        "speed": (60, True, "speed", 0.40, 64, True, 4, None),
     }
     plan = gpu_plan()
     assert plan["attention"] == ["kernels", "attention_speed"] and plan["speed"] == ["speed"]
@@ -91,16 +92,16 @@ def test_attention_speed_section(base_records):
 
 
 def test_utilisation_numerator_is_the_flop_counter_and_datasheet():
-    from orca_analysis.formulas.flops import closed_form_flops
+    from orca_analysis.formulas.flops import closed_form_kind
     from orca_analysis.measurements.speed.run import counted_flops
 
     cfg = load_study(str(TINY)).base  # depth 2, heads 4, dim_head 64
-    closed = closed_form_flops(cfg, 32, 2, causal=True)["total"]
-    # the counter agrees with the closed form (tests/test_flops.py); training = forward + backward
-    assert counted_flops(cfg, 32, 2, training=True) == pytest.approx(
-        closed.forward + closed.backward, rel=1e-9
-    )
-    assert counted_flops(cfg, 32, 2, training=False) == pytest.approx(closed.forward, rel=1e-9)
+    # the counter agrees with the closed form (tests/test_flops.py) in each convention
+    train, prefill = counted_flops(cfg, 32, 2, training=True), counted_flops(cfg, 32, 2, training=False)
+    for method, kind, forward in (("mfu_palm", "model_dense", "dense"), ("mfu_causal", "model_causal", "causal"),
+                                  ("hfu", "executed", "executed")):  # fmt: skip
+        assert train[method] == closed_form_kind(cfg, 32, 2, kind)["total"].train_step, method
+        assert prefill[method] == closed_form_kind(cfg, 32, 2, forward)["total"].forward, method
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
     assert datasheet_peak("NVIDIA H100 PCIe", "bfloat16") == 756e12
     assert datasheet_peak("NVIDIA H200", "float16") == 989e12
@@ -123,10 +124,21 @@ def test_speed_records_and_cached_decoding_as_a_result(base_records):
     times = results.one("gemm_time")
     assert gemm.value == pytest.approx(2 * 1024**3 / times.value)  # 2 n^3 FLOP / median, n = 1024 on CPU
     assert gemm.get("size") == times.get("size") == "1024x1024x1024 float32"
-    flops = results.one("train_flops")
-    assert flops.value == pytest.approx(results.number("train_flops_per_s") * step.value)
-    assert results.number("train_utilisation_vs_gemm") == pytest.approx(
-        results.number("train_flops_per_s") / gemm.value
+    for method in ("mfu_palm", "mfu_causal", "hfu"):
+        flops = results.one("train_flops", method=method)
+        rate = results.number("train_flops_per_s", method=method)
+        assert flops.value == pytest.approx(rate * step.value)
+        assert results.number("train_utilisation_vs_gemm", method=method) == pytest.approx(rate / gemm.value)
+    # the tiny base passes ALiBi as a dense bias: the kernel computes every pair and recomputes Q K^T, so
+    # HFU's numerator is the FlashAttention-convention dense count, above PaLM's model FLOPs, above causal
+    count = count_flops(study.base, 16, 1)
+    assert results.number("train_flops", method="hfu") == count.value("train_step_dense")
+    assert results.number("train_flops", method="mfu_palm") == count.value("train_step_model_dense")
+    assert results.number("train_flops", method="mfu_causal") == count.value("train_step_model_causal")
+    assert (
+        count.value("train_step_dense")
+        > count.value("train_step_model_dense")
+        > count.value("train_step_model_causal")
     )
     assert results.number("cpu_threads") == int(os.environ.get("ORCA_CPU_THREADS", "1"))
     (peak,) = _pick(recs, "datasheet_peak", status=None)
@@ -157,6 +169,23 @@ def test_speed_records_and_cached_decoding_as_a_result(base_records):
         2 * 2 * 1 * 1 * 16 * 64 * 4,
         2 * 2 * 1 * 4 * 16 * 64 * 4,
     ]
+    # the cache generate() really kept equals its closed form at the same tokens: part kv, the last step's
+    # 15 tokens; part prompt_object, the prompt's 12 with its 2L+1 = 5 hidden states (b, n, d)
+    held = {
+        (v.get("attn"), v.get("part")): v
+        for v in results.values("kv_ablation_generate_cache", method="measured")
+    }
+    assert {k: (v.get("tokens"), v.value) for k, v in held.items() if k[1] != "object"} == {
+        ("mqa", "kv"): (15, 2 * 2 * 1 * 15 * 64 * 4), ("mqa", "prompt_object"): (12, 12_288 + 5 * 12 * 64 * 4),
+        ("mha", "kv"): (15, 2 * 2 * 4 * 15 * 64 * 4), ("mha", "prompt_object"): (12, 49_152 + 5 * 12 * 64 * 4),
+    }  # fmt: skip
+    closed = results.values("kv_ablation_generate_cache", method="closed_form")
+    assert [v.value for v in closed] == [v.value for k, v in held.items() if k[1] != "object"]
+    # the largest object: with 4 KV heads a cached step's (15 tokens of K/V, 61,440 B, one position's hidden
+    # states as views of the 15-position embeddings, 15 x 64 x 4 = 3,840 B, and each layer's values and
+    # hidden views) outgrows the prompt's; with one it is the prompt's
+    assert held["mha", "object"].get("tokens") == 15 and held["mha", "object"].value > 61_440 + 3_840
+    assert held["mqa", "object"].value == held["mqa", "prompt_object"].value
     # the speed-up, stored once: multi-head median time / multi-query median time
     t = {v.get("attn"): v.value for v in results.values("kv_ablation_decode_time")}
     up = results.one("kv_ablation_decode_speedup", dropped=drop)
@@ -236,13 +265,22 @@ def test_speed_section(base_records):
     assert row[5] == Quantity(results.number("prefill_tokens_per_s", **at), "tokens/s")
     assert row[6] == "fails (RuntimeError; see probes)"  # the exception's type, from the pass check's note
     assert row[7] == Quantity(results.number("decode_uncached_tokens_per_s", **at), "tokens/s")
-    assert row[8] == Quantity(results.number("train_utilisation_vs_gemm", **at), "fraction")
+    assert row[8:] == [
+        Quantity(results.number("train_utilisation_vs_gemm", method=m, **at), "fraction")
+        for m in ("mfu_palm", "mfu_causal", "hfu")
+    ]
+    assert row[8].value < row[10].value  # HFU's numerator counts the dense bias's pairs and the recompute
     assert f"(cpu: {cell(Quantity(results.number('gemm_ceiling'), 'FLOP/s'))})" in speed.caption
     (row,) = kv.rows
     up = results.number("kv_ablation_decode_speedup")
     # 1 x 1 x 16 x 64 x 2 x 2 x 4 = 16,384 B -> 16.4 kB; x4 KV heads = 65,536 B -> 65.5 kB
     assert row[:4] == ["cpu", "32", "16", "shift_tokens+rotary_xpos"]
-    assert row[6:] == [f"x{up:.2f}", "16.4 kB / 65.5 kB"]
+    # during generate (12-token prompt, 4 new): the K/V of the last step's 15 tokens, 15,360 B and x4 heads
+    # 61,440 B; the largest cache objects as stored above
+    object_cell = (
+        f"27.6 kB / {si(results.number('kv_ablation_generate_cache', part='object', attn='mha'), 'B')}"
+    )
+    assert row[6:] == [f"x{up:.2f}", "16.4 kB / 65.5 kB", "15.4 kB / 61.4 kB", object_cell]
     (row,) = repeat.rows
     diff = results.one("train_step_repeat_diff")
     assert row == [

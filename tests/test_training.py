@@ -58,8 +58,9 @@ def test_training_records(trained):
     # nothing depends on the study's workloads: the store keeps such records once per variant
     assert all(r.seq_len is None and r.batch is None for r in recs)
     assert {r.scale for r in recs if r.metric != "kv_cache_bytes"} == {"proxy"}  # the tiny scale: a proxy
-    # grad norms: depths 2 and 4 x 3 norms x 2 steps (init, last) x depth blocks = 3 * 2 * (2 + 4)
-    assert sum(r.metric == "grad_norm" for r in recs) == 36
+    # grad norms: depths 2 and 4 on the first seed x 3 norms x 2 steps (init, last) x depth blocks = 3 * 2 * (2 + 4),
+    # and the deepest (4) on the two other seeds: 2 * 3 * 2 * 4
+    assert sum(r.metric == "grad_norm" for r in recs) == 36 + 48 == 84
     results = Results.from_records(recs)
     for gap in results.values("overfit_gap"):
         step = gap.get("step")
@@ -120,11 +121,13 @@ def test_setup_and_closed_form_records(trained):
     assert results.number("kv_cache_bytes", attn="mha", model="full") == 2 * 2 * 4 * 128 * 64 * 4
     assert results.one("kv_cache_bytes", attn="mha", model="proxy").get("kv_heads") == 4
     ratios = results.values("grad_norm_first_over_last", depth=4, step=1)
-    assert {v.get("norm") for v in ratios} == {"pre_norm", "post_norm", "deepnorm"}
+    assert {(v.get("norm"), v.get("seed")) for v in ratios} == {
+        (n, s) for n in ("pre_norm", "post_norm", "deepnorm") for s in (0, 1, 2)
+    }
+    assert {v.get("seed") for v in results.values("grad_norm_first_over_last", depth=2)} == {0}
     for v in ratios:
-        norms = {
-            g.get("block"): g.value for g in results.values("grad_norm", norm=v.get("norm"), depth=4, step=1)
-        }
+        at = {"norm": v.get("norm"), "depth": 4, "step": 1, "seed": v.get("seed")}
+        norms = {g.get("block"): g.value for g in results.values("grad_norm", **at)}
         assert v.value == pytest.approx(norms[0] / norms[3])  # stored once, by the measurement
 
 
@@ -205,7 +208,8 @@ def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus
     assert skipped[("overfit_gap", 0)] == 1
     # every eval length of every positional scheme and seed, and both attention layouts for every seed
     assert skipped[("extrapolation_val_loss", 0)] == 4 * 3 and skipped[("attn_kv_val_loss", 1)] == 2
-    assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == 2 * 3  # depths x norms, all skipped
+    # (2 depths on the first seed + the deepest on 2 more seeds) x 3 norms, all skipped
+    assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == (2 + 2) * 3
     assert all(r.note == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped")
     trained = ("val_loss", "grad_norm", "head_ablation_single_increase")
     assert not any(r.metric in trained for r in recs)  # none trained

@@ -23,6 +23,7 @@ class Verdict:
     metric: str = ""  # the declared metric the effect is of
     effect: Effect | None = None  # estimate and interval, in the claim's direction
     delta: float | None = None  # the minimal effect of interest, in the metric's unit
+    unit: str = ""  # the effect's unit where it is not the metric's (e.g. decades of a ratio)
 
 
 @dataclass

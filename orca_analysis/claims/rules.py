@@ -20,7 +20,10 @@ from .stats import Effect, contrast, decide, exact
 VERDICTS = ("supported", "qualified", "contradicted", "inconclusive", "not tested yet")
 RuleFn = Callable[..., Verdict]
 RULES: dict[str, RuleFn] = {}
-METRIC_PARAMS = ("metric",)  # rule parameters that name a declared metric (checked when the catalogue loads)
+METRIC_PARAMS = (
+    "metric",
+    "parts",
+)  # rule parameters that name a declared metric (checked when the catalogue loads)
 
 
 def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
@@ -65,8 +68,10 @@ def grows_with(
     labels: dict[str, Any] | None = None,
     last_step: bool = False,
     delta: float = 0.0,
+    parts: str | None = None,
 ) -> Verdict:
-    """The metric rises from the axis's first value to its last by more than delta, at every step."""
+    """The metric rises from the axis's first value to its last by more than delta, at every step.
+    `parts`: a metric (label `part`) whose parts sum to this one; the rise is attributed to them."""
     s = axis_series(ev, metric, axis, method, seq_len, labels, last_step)
     if len(s) < 2:
         return missing(metric)
@@ -75,6 +80,8 @@ def grows_with(
     effect = _endpoints(s, +1.0)
     unit = lookup(metric).unit
     span = f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} x{ratio:.2f} (~{axis}^{k:.2f}); rise {effect.text(unit)}"
+    if parts:
+        span += _attribution(ev, parts, axis, method, s, rows)
     decided = decide(effect, delta, helps=False)
     if decided == "contradicted":
         return _stated("contradicted", f"{metric} does not rise with {axis}; {span}", rows, s, effect, delta)
@@ -91,6 +98,28 @@ def grows_with(
     if differ:
         return _stated("qualified", f"{span}; but only because {differ}", rows, s, effect, delta)
     return _stated("supported", span, rows, s, effect, delta)
+
+
+def _attribution(ev: Evidence, parts: str, axis: str, method: str | None, s: Any, rows: list) -> str:
+    """Each part's share of the rise between the series' endpoints (same length and method)."""
+    seq = s.values[0].seq_len if s.values else None
+    rise = s.ys[-1] - s.ys[0]
+    found = {v.get("part") for v in ev.results.values(parts, method=method)}
+    shares = []
+    for part in sorted(found):
+        p = axis_series(ev, parts, axis, method, seq, {"part": part})
+        if p.keys[:1] != s.keys[:1] or p.keys[-1:] != s.keys[-1:]:
+            return ""  # the parts are not stored at both endpoints: no attribution
+        grew = p.ys[-1] - p.ys[0]
+        rows.append({"label": f"{part}: {axis} {s.keys[0]} -> {s.keys[-1]}", "value": float(grew),
+                     "unit": lookup(parts).unit, "method": f"{parts} rise"})  # fmt: skip
+        shares.append((grew, part))
+    if not shares or not rise:
+        return ""
+    listed = ", ".join(
+        f"{part} {grew / rise:.0%}" for grew, part in sorted(shares, key=lambda t: (-t[0], t[1]))
+    )
+    return f"; of the rise ({seq} tokens): {listed}"
 
 
 @register_rule("decreases_with")
@@ -140,37 +169,53 @@ def diminishing_returns(ev: Evidence, metric: str, axis: str, delta: float = 0.0
 
 
 @register_rule("gradient_health")
-def gradient_health(ev: Evidence, remedy: str = "deepnorm", broken: str = "post_norm") -> Verdict:
-    """At the largest depth tested, do plain post-norm gradients vanish or explode while the remedy's do not?"""
+def gradient_health(
+    ev: Evidence, remedy: str = "deepnorm", broken: str = "post_norm", delta: float = 1.0
+) -> Verdict:
+    """At the largest depth tested, over the seeds: the imbalance |log10(first-block / last-block gradient
+    norm)| of the plain layout minus the remedy's, in decades. Supported where the interval lies beyond
+    delta and the plain layout's gradients are sick (beyond SICK decades); qualified where the plain one
+    is healthy (nothing to remedy at this depth) or the remedy stays sick (narrows, does not close)."""
     found = base_values(ev, "grad_norm_first_over_last")
     if not found:
         return missing("grad_norm_first_over_last")
     depth = max(int(v.get("depth")) for v in found)
     step = max(int(v.get("step")) for v in found)
-    ratio = {
-        v.get("norm"): v.value for v in found if int(v.get("depth")) == depth and int(v.get("step")) == step
-    }
-    rows = [{"label": f"{k}, depth {depth}", "value": float(v), "unit": "ratio", "method": "first/last block grad norm"}
-            for k, v in sorted(ratio.items())]  # fmt: skip
-    if broken not in ratio or remedy not in ratio:
+    logs: dict[str, list[float]] = {}
+    for v in found:
+        if int(v.get("depth")) == depth and int(v.get("step")) == step and v.value > 0:
+            logs.setdefault(v.get("norm"), []).append(abs(float(np.log10(v.value))))
+    rows = [{"label": f"{k}, depth {depth}", "value": float(np.mean(x)), "unit": "decades",
+             "method": f"|log10 first/last block grad norm|, mean of {len(x)} seeds"}
+            for k, x in sorted(logs.items())]  # fmt: skip
+    if broken not in logs or remedy not in logs:
         return Verdict("not tested yet", f"needs {broken} and {remedy} runs", rows)
+    effect = contrast([logs[broken], logs[remedy]], [1, -1])  # > 0: the remedy is the more balanced
+    scale = scale_of(found)
+    b, r = float(np.mean(logs[broken])), float(np.mean(logs[remedy]))
+    text = (f"{PROXY if scale == 'proxy' else ''}at depth {depth}, gradients at the first block are "
+            f"{b:.1f} decades off the last's with plain {broken} and {r:.1f} with {remedy}; imbalance removed "
+            f"{effect.text('decades')}, minimal effect of interest {delta:g}")  # fmt: skip
 
-    def sick(v: float) -> bool:
-        return v < 1e-2 or v > 1e2
+    def said(verdict: str, more: str) -> Verdict:
+        return Verdict(verdict, text + more, rows, scale=scale, metric="grad_norm_first_over_last",
+                       effect=effect, delta=delta, unit="decades")  # fmt: skip
 
-    text = ", ".join(f"{k} {v:.2g}" for k, v in sorted(ratio.items()))
-    if sick(ratio[broken]) and not sick(ratio[remedy]):
-        return Verdict("supported", f"at depth {depth} plain {broken} gradients reach the first block "
-                       f"{ratio[broken]:.2g}x as strong as the last (vanishing); {remedy} keeps "
-                       f"{ratio[remedy]:.2g}x ({text})", rows)  # fmt: skip
-    if not sick(ratio[broken]):
-        return Verdict("qualified", f"no vanishing or exploding gradients up to depth {depth} at proxy scale ({text})",
-                       rows)  # fmt: skip
-    if abs(np.log10(ratio[remedy])) < abs(np.log10(ratio[broken])) / 2:
-        return Verdict("qualified", f"at depth {depth} plain {broken} gradients vanish ({ratio[broken]:.2g}); "
-                       f"{remedy} narrows the gap to {ratio[remedy]:.2g} but does not close it in this short "
-                       f"proxy run ({text})", rows)  # fmt: skip
-    return Verdict("contradicted", f"{remedy} does not keep gradients healthy either ({text})", rows)
+    if b < SICK:
+        return said("qualified", f": only at depths beyond {depth}, since plain {broken} is not sick there "
+                    f"(under {SICK:g} decades)")  # fmt: skip
+    decided = decide(effect, delta)
+    if decided == "inconclusive":
+        return said("inconclusive", ": the interval straddles it, so the data cannot tell")
+    if decided == "contradicted":
+        return said("contradicted", f": {remedy} does not balance the gradients better than {broken}")
+    if r >= SICK:
+        return said("qualified", f": {remedy} narrows the gap but its gradients still vanish or explode "
+                    f"(at least {SICK:g} decades) in this short run")  # fmt: skip
+    return said("supported", f": plain {broken} gradients vanish or explode, {remedy}'s do not")
+
+
+SICK = 2.0  # decades (100x) between the first and the last block's gradient norm: vanishing or exploding
 
 
 @register_rule("kernel_ran")
@@ -248,6 +293,27 @@ def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
     return float(up.value), float(noise), f"{up.device}, seq_len {top}"
 
 
+def _generate_saving(ev: Evidence, rows: list) -> str:
+    """The cache generate() really kept, one KV head against one per head (speed, the flags-off builds)."""
+    held = base_values(ev, "kv_ablation_generate_cache", method="measured")
+    if not held:
+        return ""
+    top = max(v.seq_len for v in held)
+    got = {(v.get("attn"), v.get("part")): v for v in held if v.seq_len == top}
+    if not all((a, p) in got for a in ("mqa", "mha") for p in ("kv", "object")):
+        return ""
+    for (attn, part), v in sorted(got.items()):
+        rows.append({"label": f"generate cache {part} {attn} ({v.get('tokens')} tokens)", "value": float(v.value),
+                     "unit": "bytes", "method": f"speed, measured ({v.device}, {v.get('dropped')} off)"})  # fmt: skip
+    kv = got["mha", "kv"].value / got["mqa", "kv"].value
+    whole = got["mha", "object"].value / got["mqa", "object"].value
+    where = f"{got['mqa', 'kv'].device}, {got['mqa', 'kv'].get('dropped')} off"
+    return (
+        f"; the cache generate() really keeps: K/V {kv:.0f}x smaller, the whole cache object {whole:.2f}x "
+        f"(hidden states too; measured at {top} tokens, {where})"
+    )
+
+
 @register_rule("mqa_tradeoff")
 def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Verdict:
     """One KV head: KV-cache bytes saved and decode speed gained, against the validation-loss cost. The
@@ -266,8 +332,8 @@ def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Verdict:
     rows += [{"label": f"KV cache {k}", "value": float(v), "unit": "bytes", "method": "closed form, full scale"}
              for k, v in sorted(cache.items())]  # fmt: skip
     scale = scale_of(list(loss.values()))
-    text = (f"KV cache {saving:.0f}x smaller (closed form, full scale); MQA's loss below MHA's by "
-            f"{kept.text('nats/token')} ({scale} scale), minimal effect of interest {delta:g}")  # fmt: skip
+    text = (f"KV cache {saving:.0f}x smaller (closed form, full scale){_generate_saving(ev, rows)}; MQA's loss "
+            f"below MHA's by {kept.text('nats/token')} ({scale} scale), minimal effect of interest {delta:g}")  # fmt: skip
 
     def said(verdict: str, more: str) -> Verdict:
         return Verdict(

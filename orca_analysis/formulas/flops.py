@@ -27,16 +27,23 @@ FA = "Dao et al. 2022 (arXiv 2205.14135) and Dao 2023 (arXiv 2307.08691) FLOP ac
 XT = "x-transformers 2.31 Attention/Attend/FeedForward forward code"
 COMPONENTS = ("q_proj", "k_proj", "v_proj", "attention_core", "alibi", "out_proj", "feedforward", "logits")
 
-MFU_CONVENTION = "train_step_causal"
+MFU_CONVENTION = "train_step_model_dense"
+MFU_CAUSAL = "train_step_model_causal"
+HFU_CONVENTION = "train_step_executed"
 MFU_CONVENTION_TEXT = (
-    "MFU uses the causal-aware training-step count (metric train_step_causal): matrix-product FLOPs "
-    "at 2 per multiply-add of forward and backward, attention over the n(n+1)/2 pairs a causal "
-    "decoder needs, with the FlashAttention 2.5x backward (its recompute of Q K^T is part of every "
-    "fused kernel's backward, as the FlashAttention papers count it). It is the useful work, so a "
-    "kernel that computes the masked half (as SDPA does when ALiBi passes a dense bias) shows as "
-    "lower MFU rather than inflating it. The dense count (train_step_dense) is what such kernels "
-    "execute; PaLM's 6N + 12LHQT (Chowdhery et al. 2022, App. B) is dense with a 2x attention backward."
+    "MFU follows PaLM (Chowdhery et al. 2022, App. B): model FLOPs of forward and backward (metric "
+    "train_step_model_dense), matrix products at 2 FLOPs per multiply-add with a 2x backward, attention "
+    "over every (query, key) pair, and no rematerialisation: the FlashAttention backward's recompute of "
+    "Q K^T is left out. Beside it, the causal-aware MFU (train_step_model_causal) counts only the "
+    "n(n+1)/2 pairs a causal decoder needs, so it is never above PaLM's figure. HFU divides what the "
+    "kernels execute (train_step_executed): every pair where a dense bias is passed (ALiBi under SDPA) "
+    "or no kernel skips masked blocks, the causal pairs where the kernel is told is_causal, and the "
+    "recompute included. The dense and causal counts (train_step_dense, train_step_causal) keep the "
+    "FlashAttention papers' convention: recompute included, 2.5x attention backward."
 )
+# the count kinds of instruments/flop_counter.py KINDS: (causal pairs, recompute included)
+_KIND = {"dense": (False, True), "causal": (True, True), "model_dense": (False, False),
+         "model_causal": (True, False)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -57,6 +64,7 @@ class Shape:
     seq_len: int
     batch: int
     causal: bool  # count the causal pairs instead of the dense square
+    recompute: bool = True  # the fused backward's recompute of S = Q K^T (+ bias); False: model FLOPs
 
     @property
     def tokens(self) -> int:
@@ -113,7 +121,7 @@ def attention_core_flops(s: Shape) -> PassFlops:
     heads_pairs = s.batch * c.heads * s.pairs * c.depth  # K/V are broadcast to all h query heads
     fwd = 2 * heads_pairs * dh + 2 * heads_pairs * dv  # S = Q K^T (n, d_h)@(d_h, n); O = P V (n, n)@(n, d_v)
     bwd = 2 * fwd  # dV = P^T dO, dP = dO V^T, dQ = dS K, dK = dS^T Q
-    if fused_attention(c):
+    if fused_attention(c) and s.recompute:
         bwd += 2 * heads_pairs * dh  # fused kernels recompute S = Q K^T from the saved log-sum-exp
     return PassFlops(fwd, bwd)
 
@@ -139,7 +147,7 @@ def alibi_flops(s: Shape) -> PassFlops:
     score_add = c.depth * s.batch * c.heads * s.pairs  # bias + S over the computed pairs
     if fused_attention(c):
         fill = c.depth * s.batch * c.heads * n * n  # masked_fill of the expanded (b, h, n, n) bias: dense
-        return PassFlops(build + fill + score_add, score_add)
+        return PassFlops(build + fill + score_add, score_add if s.recompute else 0)  # backward: recompute
     return PassFlops(build + score_add, 0)
 
 
@@ -164,12 +172,29 @@ def logits_flops(s: Shape) -> PassFlops:
     return _linear(s.tokens, c.dim, c.wrapper.get("logits_dim") or c.num_tokens)  # W_out: (d, V)
 
 
-def closed_form_flops(cfg: ModelConfig, seq_len: int, batch: int, causal: bool) -> dict[str, PassFlops]:
+def kernel_skips_masked(cfg: ModelConfig) -> bool:
+    """SDPA is told is_causal (and skips the masked blocks) only when no bias is passed: x-transformers'
+    Attend.flash_attn folds the causal mask into ALiBi's dense bias."""
+    return fused_attention(cfg) and not alibi_heads(cfg)
+
+
+def closed_form_flops(
+    cfg: ModelConfig, seq_len: int, batch: int, causal: bool, recompute: bool = True
+) -> dict[str, PassFlops]:
     """Per component, in COMPONENTS order, plus `total`."""
-    s = Shape(cfg, seq_len, batch, causal)
+    s = Shape(cfg, seq_len, batch, causal, recompute)
     parts = {name: formulas("flops")[name](s) for name in COMPONENTS}
     total = PassFlops(sum(p.forward for p in parts.values()), sum(p.backward for p in parts.values()))
     return {**parts, "total": total}
+
+
+def closed_form_kind(cfg: ModelConfig, seq_len: int, batch: int, kind: str) -> dict[str, PassFlops]:
+    """The closed form of a count kind (instruments/flop_counter.py KINDS): dense, causal, model_dense,
+    model_causal, or executed (the pairs the kernel computes, recompute included)."""
+    causal, recompute = _KIND.get(kind, (kernel_skips_masked(cfg), True))
+    if kind not in _KIND and kind != "executed":
+        raise KeyError(f"unknown FLOP count kind '{kind}'")
+    return closed_form_flops(cfg, seq_len, batch, causal, recompute)
 
 
 def kaplan_n(cfg: ModelConfig) -> int:

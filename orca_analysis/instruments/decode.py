@@ -10,12 +10,16 @@ multi-query model's cached logits agree with its full forward.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+from x_transformers import AutoregressiveWrapper
 
 from ..build import build_model
 from ..build.variants import kv_config, without
 from ..study.schema import ModelConfig
 from .device import run_settings
+from .memtrack import storage_bytes, tensors_in
 from .timing import Timing, time_fn
 
 DECODE_TOKENS = {"cuda": 32, "cpu": 4}  # new tokens per decode sample
@@ -88,6 +92,42 @@ def time_uncached(model, seqs: list[torch.Tensor], seq_len: int, k: int, device:
             model(seqs[i][:, :end])
 
     return time_fn(uncached, range(len(seqs)), device=device, label="decode_uncached", **run_settings(device))
+
+
+@dataclass(frozen=True)
+class GenerateCache:
+    """What x-transformers kept between the steps of one `generate` call."""
+
+    kv: int  # bytes of the K/V tensors, at the last step (the most tokens)
+    kv_tokens: int  # tokens they hold (prompt + new - 1: the last step's input)
+    prompt_object: int  # bytes of every tensor of the prompt's cache object (K/V and 2L+1 hidden states)
+    prompt_tokens: int
+    whole: int  # bytes of the largest cache object of the call (a cached step's keeps one position's
+    whole_tokens: int  # hidden states as views of larger storages, and each layer's values)
+
+
+def generate_cache(model: torch.nn.Module, prompt: torch.Tensor, new: int) -> GenerateCache:
+    """Decode `new` tokens greedily with AutoregressiveWrapper.generate(cache_kv=True) and weigh the cache
+    object each forward returns (what generate keeps and passes to the next step)."""
+    seen: list[tuple[int, int, int]] = []  # (tokens, K/V bytes, whole bytes) per forward
+    forward = model.forward
+
+    def weighed(x: torch.Tensor, *args, **kwargs):
+        out = forward(x, *args, **kwargs)
+        if kwargs.get("return_intermediates"):
+            cache = out[1]
+            kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
+            seen.append((x.shape[1], storage_bytes(kv), storage_bytes(tensors_in(cache))))
+        return out
+
+    model.forward = weighed  # nn.Module.__call__ calls the instance's forward
+    try:
+        with torch.inference_mode():
+            AutoregressiveWrapper(model).generate(prompt, new, cache_kv=True, temperature=0.0)
+    finally:
+        del model.forward
+    kv, whole = max(seen, key=lambda s: s[1]), max(seen, key=lambda s: s[2])
+    return GenerateCache(kv[1], kv[0], seen[0][2], seen[0][0], whole[2], whole[0])
 
 
 def cache_compatible(

@@ -17,7 +17,10 @@ registry is left untouched). They reuse torch's registered matmul formulas and i
   recomputing them, gets the recompute a fused kernel does, so every backend gives one total.
 Each count is split by component: the module it runs in (forward), or the forward node whose
 backward runs it (found by autograd sequence number: torch's ModuleTracker cannot attribute
-backward ops reliably).
+backward ops reliably). Per (phase, component) five columns (COLUMNS): the dense and causal counts
+(FlashAttention convention: the backward's recompute of the scores included), the recompute part
+of each (so model FLOPs, PaLM's MFU convention, leave it out), and what the kernels execute (HFU:
+every pair where a bias is passed or no kernel flag skips masked blocks, the recompute included).
 """
 
 from __future__ import annotations
@@ -124,21 +127,36 @@ def component_map(model: torch.nn.Module) -> dict[str, str]:
     return out
 
 
+COLUMNS = ("dense", "causal", "recompute_dense", "recompute_causal", "executed")
+# count kind (the metric's suffix) -> (column added, column subtracted)
+KINDS = {
+    "dense": (0, None),
+    "causal": (1, None),
+    "model_dense": (0, 2),  # PaLM's model FLOPs (Chowdhery et al. 2022 App. B): no rematerialisation
+    "model_causal": (1, 3),  # the same over the causal pairs
+    "executed": (4, None),  # hardware FLOPs: what the kernels run
+}
+
+
 @dataclass
 class FlopCount:
-    """One counted run: FLOPs per (phase, component) as [dense, causal], plus plain torch's count."""
+    """One counted run: FLOPs per (phase, component) in COLUMNS, plus plain torch's count."""
 
-    flops: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    flops: dict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(lambda: [0] * len(COLUMNS))
+    )
     plain: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PHASES, 0))
     attention_ops: Counter = field(default_factory=Counter)
     mode_total: int = 0  # FlopCounterMode.get_total_flops(): the dense total (less the math backend's extra)
 
     def value(self, metric: str, component: str | None = None) -> int:
-        """metric: forward_dense, forward_causal, train_step_dense or train_step_causal."""
-        step, mode = metric.rsplit("_", 1)
+        """metric: forward_ or train_step_ followed by a kind of KINDS (forward_dense, train_step_causal,
+        train_step_model_dense, train_step_executed, ...)."""
+        step = "forward" if metric.startswith("forward_") else "train_step"
+        plus, minus = KINDS[metric.removeprefix(step + "_")]
         phases = ("forward",) if step == "forward" else PHASES
-        col = 0 if mode == "dense" else 1
-        return sum(v[col] for (p, c), v in self.flops.items() if p in phases and component in (None, c))
+        cells = [v for (p, c), v in self.flops.items() if p in phases and component in (None, c)]
+        return sum(v[plus] - (v[minus] if minus is not None else 0) for v in cells)
 
     def components(self) -> list[str]:
         return sorted({c for _, c in self.flops})
@@ -187,9 +205,24 @@ class _Ledger:
             self.node_component.setdefault(torch._C._autograd._get_sequence_nr() - 1, comp)
         return comp
 
-    def add(self, phase: str, comp: str, dense: int, causal: int) -> None:
+    def add(
+        self,
+        phase: str,
+        comp: str,
+        dense: int,
+        causal: int,
+        executed: int | None = None,
+        recompute: bool = False,
+    ) -> None:
+        """`executed` None: the kernel runs the dense count; `recompute`: the whole addition is the
+        backward's rematerialisation."""
         cell = self.count.flops[(phase, comp)]
-        cell[0], cell[1] = cell[0] + dense, cell[1] + causal
+        cell[0] += dense
+        cell[1] += causal
+        if recompute:
+            cell[2] += dense
+            cell[3] += causal
+        cell[4] += dense if executed is None else executed
 
     def _plain(self, op: Any, args: tuple, kwargs: dict, out: Any) -> int:
         f = tfc.flop_registry.get(op)
@@ -215,18 +248,25 @@ class _Ledger:
             phase, a = self._phase(), _bind(op, args, kwargs)
             self.count.plain[phase] += self._plain(op, args, kwargs, out_val)
             self._component(phase, args)  # records the node, for the backward
-            is_causal = self.causal or bool(a.get("is_causal")) or bool(a.get("custom_mask_type"))
+            kernel_causal = bool(a.get("is_causal")) or bool(a.get("custom_mask_type"))
+            is_causal = self.causal or kernel_causal
             has_mask = any(a.get(m) is not None for m in ("attn_mask", "attn_bias", "bias"))
+            skips = kernel_causal and not has_mask  # the kernel skips the masked blocks (HFU)
             total = 0
             for q, k, v, grad in _attention_shapes(layout, a):
                 b, h, n_q, n_k = q[0], q[1], q[2], k[2]
                 mm = tfc.sdpa_backward_flop_count(grad, q, k, v) if backward else tfc.sdpa_flop_count(q, k, v)
                 pairs = causal_pairs(n_q, n_k) if is_causal else n_q * n_k
-                self.add(phase, "attention_core", mm, mm // (n_q * n_k) * pairs)
+                per_pair = mm // (n_q * n_k)
+                self.add(phase, "attention_core", mm, per_pair * pairs,
+                         per_pair * (causal_pairs(n_q, n_k) if skips else n_q * n_k))  # fmt: skip
+                if backward:  # the first term of torch's backward formula: S = Q K^T recomputed
+                    cell = self.count.flops[(phase, "attention_core")]
+                    cell[2] += 2 * b * h * n_q * n_k * q[3]
+                    cell[3] += 2 * b * h * pairs * q[3]
                 add = b * h * n_q * n_k if has_mask else 0  # scores + bias, forward and recompute
-                self.add(
-                    phase, "alibi" if self.has_alibi else "attention_core", add, b * h * pairs * has_mask
-                )
+                comp = "alibi" if self.has_alibi else "attention_core"
+                self.add(phase, comp, add, b * h * pairs * has_mask, recompute=backward)
                 total += mm + add
             self.count.attention_ops[op.__name__] += 1
             self.fused_calls += 1
@@ -276,10 +316,11 @@ class _MathAttention(TorchFunctionMode):
             led.add("forward", comp, b * h * n_q * n_k, b * h * pairs)
         if out.requires_grad:
 
-            def recompute(grad: torch.Tensor) -> None:
-                led.add("backward", "attention_core", 2 * b * h * n_q * n_k * d, 2 * b * h * pairs * d)
+            def recompute(grad: torch.Tensor) -> None:  # counted as a fused kernel's; the math path runs none
+                qk = (2 * b * h * n_q * n_k * d, 2 * b * h * pairs * d)
+                led.add("backward", "attention_core", *qk, executed=0, recompute=True)
                 if has_mask:
-                    led.add("backward", comp, b * h * n_q * n_k, b * h * pairs)
+                    led.add("backward", comp, b * h * n_q * n_k, b * h * pairs, executed=0, recompute=True)
 
             out.register_hook(recompute)
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch.distributed._tools.mem_tracker import MemTracker, _MemRefType
 from x_transformers import x_transformers as xt
+from x_transformers.attend import Attend, create_causal_mask
 
 from ..build import build_model, fake_model
 from ..study.kwargs import xt_version
@@ -30,18 +32,71 @@ CATEGORY = {
 }  # fmt: skip
 
 
+ALIBI = "alibi"  # snapshot key: bytes of ALiBi tensors alive (a part of activations and temporaries)
+# Where ALiBi tensors are made (x-transformers 2.31): every op in the bias module and in the causal
+# mask; in Attention.forward the pad_at_dim copy of the bias (for memory key/values, made even when
+# there are none); in Attend.flash_attn the masked_fill that writes the causal mask into the
+# (b, h, n, n) bias (its SDPA call is not ALiBi's).
+_ALIBI_ALL = {xt.AlibiPositionalBias.forward.__code__, xt.AlibiPositionalBias.forward_custom_pos.__code__,
+              create_causal_mask.__code__}  # fmt: skip
+_ALIBI_FILL = {Attend.flash_attn.__code__: {torch.ops.aten.masked_fill},
+               xt.Attention.forward.__code__: {torch.ops.aten.constant_pad_nd}}  # fmt: skip
+
+
+def _alibi_made(func: Any, out: Any) -> bool:
+    """Is `out` an ALiBi tensor? Every one is square in its last two dims ((n, n), (h, n, n),
+    (b, h, n, n)): only such outputs pay for the walk up the Python frames."""
+    if not isinstance(out, torch.Tensor) or out.dim() < 2 or out.shape[-1] != out.shape[-2]:
+        return False
+    frame = sys._getframe(2)
+    for _ in range(40):  # the bias code is some frames above the dispatch (einx's among them)
+        if frame is None:
+            return False
+        if frame.f_code in _ALIBI_ALL:
+            return True
+        if frame.f_code in _ALIBI_FILL:
+            return func.overloadpacket in _ALIBI_FILL[frame.f_code]
+        frame = frame.f_back
+    return False
+
+
 class _Tracker(MemTracker):
-    """MemTracker with phase peaks, and per-module peaks updated for active modules only.
+    """MemTracker with phase peaks, per-module peaks updated for active modules only, and the bytes of
+    ALiBi tensors alive at each moment (snapshot key ALIBI).
 
     Upstream walks every tracked module on every op; this walks the modules now running (same result,
     ~5x faster on the Orca model), and files each peak under forward / backward / optimizer.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, alibi: bool = False) -> None:
         super().__init__()
         self._by_fqn: dict[str, Any] = {}
         self.phase_peaks: dict[str, dict[str, int]] = {}
         self._after_backward = False
+        self._alibi = alibi  # the model has ALiBi: tag its tensors
+        self._alibi_winfos: set[int] = set()
+
+    def _update_snap(self, u_type: Any, winfo: Any, *args: Any, **kwargs: Any) -> None:
+        snap = self._curr_mem_snap.setdefault(winfo.device, dict.fromkeys(self._ref_class, 0))
+        snap.setdefault("Total", 0)
+        snap.setdefault(ALIBI, 0)
+        super()._update_snap(u_type, winfo, *args, **kwargs)
+
+    def _delete_callback(self, winfo: Any, w_st: Any) -> None:
+        if id(winfo) in self._alibi_winfos:
+            self._alibi_winfos.discard(id(winfo))
+            self._curr_mem_snap[winfo.device][ALIBI] -= winfo.mem_consumed
+        super()._delete_callback(winfo, w_st)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        res = super().__torch_dispatch__(func, types, args, kwargs)
+        if self._alibi and _alibi_made(func, res):
+            winfo, _ = self._WINFO.get(res.untyped_storage(), (None, None))
+            if winfo is not None and id(winfo) not in self._alibi_winfos and winfo.mem_consumed:
+                self._alibi_winfos.add(id(winfo))
+                self._curr_mem_snap[winfo.device][ALIBI] += winfo.mem_consumed
+                self._update_peak_stats(None)  # the tally changed after upstream's peak check
+        return res
 
     def _pre_fw_hook(self, module: torch.nn.Module, inputs: Any) -> None:
         super()._pre_fw_hook(module, inputs)
@@ -78,6 +133,7 @@ class Tracked:
     phases: dict[str, int]
     modules: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # fqn -> (fw, bw) peak
     extra: dict[str, int] = dataclasses.field(default_factory=dict)
+    alibi: int = 0  # bytes of ALiBi tensors alive at the peak (within activations and temporaries)
 
 
 def _tracked(t: _Tracker, modules: bool = False) -> Tracked:
@@ -95,18 +151,20 @@ def _tracked(t: _Tracker, modules: bool = False) -> Tracked:
                 for k in ("Peak-Forward", "Peak-Backward")
             ]
             mods[name] = tuple(max((s.get("Total", 0) for s in ss), default=0) for ss in snaps)
-    return Tracked(peaks[phase], phase, cats, peaks, mods)  # fmt: skip
+    return Tracked(peaks[phase], phase, cats, peaks, mods, alibi=t.phase_peaks[phase].get(ALIBI, 0))  # fmt: skip
 
 
-def _tensors(obj: Any) -> list[torch.Tensor]:
+def tensors_in(obj: Any) -> list[torch.Tensor]:
+    """Every tensor in a (nested) cache object: tensors, dataclasses, lists and tuples."""
     if isinstance(obj, torch.Tensor):
         return [obj]
     if dataclasses.is_dataclass(obj):
-        return [t for f in dataclasses.fields(obj) for t in _tensors(getattr(obj, f.name))]
-    return [t for o in obj for t in _tensors(o)] if isinstance(obj, (list, tuple)) else []
+        return [t for f in dataclasses.fields(obj) for t in tensors_in(getattr(obj, f.name))]
+    return [t for o in obj for t in tensors_in(o)] if isinstance(obj, (list, tuple)) else []
 
 
-def _bytes(tensors: list[torch.Tensor]) -> int:
+def storage_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes of the storages behind `tensors`, each storage once."""
     return sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}.values())  # each once
 
 
@@ -122,7 +180,9 @@ def _adamw(model: torch.nn.Module) -> torch.optim.AdamW:
 @contextmanager
 def _tracking(dev: str, *external: Any) -> Iterator[tuple[_Tracker, dict[str, int]]]:
     """The tracker, and on CUDA max_memory_allocated/reserved around the block, reset before it."""
-    tracker, cuda, on = _Tracker(), {}, dev.startswith("cuda")
+    models = [e for e in external if isinstance(e, torch.nn.Module)]
+    alibi = any(isinstance(m, xt.AlibiPositionalBias) for model in models for m in model.modules())
+    tracker, cuda, on = _Tracker(alibi), {}, dev.startswith("cuda")
     tracker.track_external(*external)
     if on:
         torch.cuda.synchronize()
@@ -142,11 +202,23 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return dataclasses.replace(_tracked(tracker, modules=True), extra=cuda)
 
 
+def _train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+) -> Tracked | str:
+    """The tracked training step, or why the device cannot run it (e.g. FlexAttention has no CPU backward):
+    a limit of the device is a result, and the inference steps are still tracked."""
+    try:
+        return _train(model, opt, x, y)
+    except NotImplementedError as exc:
+        opt.zero_grad(set_to_none=True)
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+
+
 def _prefill(model: torch.nn.Module, x: torch.Tensor) -> tuple[Tracked, Any]:
     with _tracking(str(x.device), model, x) as (tracker, cuda), torch.no_grad():
         _, cache = model(x, return_intermediates=True)
     kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
-    extra = {"kv_cache": _bytes(kv), "cache_object": _bytes(_tensors(cache)), **cuda}
+    extra = {"kv_cache": storage_bytes(kv), "cache_object": storage_bytes(tensors_in(cache)), **cuda}
     return dataclasses.replace(_tracked(tracker), extra=extra), cache
 
 
@@ -159,7 +231,7 @@ def _decode(model: torch.nn.Module, cfg: ModelConfig, cache: Any, x: torch.Tenso
         logging.CRITICAL
     )  # fake tensors log a traceback before re-raising: the failure is our result
     try:
-        with _tracking(str(x.device), model, x, *_tensors(cache)) as (tracker, _), torch.no_grad():
+        with _tracking(str(x.device), model, x, *tensors_in(cache)) as (tracker, _), torch.no_grad():
             out, _ = model(x, return_intermediates=True, cache=cache)
         if tuple(out.shape) != (x.shape[0], 1, cfg.num_tokens):
             raise RuntimeError(f"logits of shape {tuple(out.shape)} for one new token")
@@ -199,11 +271,18 @@ def run_steps(
         for (n, b), steps in jobs.items():
             _steady_alibi(model, cfg, n)
             x, y = torch.randint(0, V, (b, n), device=dev), torch.randint(0, V, (b, n), device=dev)
-            res = out[(n, b)] = {"train": _train(model, opt, x, y)} if "train" in steps else {}
+            res = out[(n, b)] = {"train": _train_step(model, opt, x, y)} if "train" in steps else {}
             model.eval()
             if "prefill" in steps or "decode" in steps:
-                res["prefill"], cache = _prefill(model, x)
-                res["decode"] = _decode(model, cfg, cache, x) if "decode" in steps else None
+                try:
+                    res["prefill"], cache = _prefill(model, x)
+                    res["decode"] = _decode(model, cfg, cache, x) if "decode" in steps else None
+                except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
+                    why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+                    if "HigherOrderOperator" in why:
+                        why = (f"torch {torch.__version__.split('+')[0]}'s MemTracker cannot follow the "
+                               "flex_attention operator: this memory needs a GPU (max_memory_allocated)")  # fmt: skip
+                    res["prefill"], res["decode"] = why, why if "decode" in steps else None
             model.train()
         return out
 

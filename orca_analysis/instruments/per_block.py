@@ -82,7 +82,7 @@ def _line(v0: int, v1: int, d0: int, depth: int) -> int:
 
 
 def _flat(c: FlopCount) -> dict[tuple, int]:
-    out = {("flops", p, comp, col): v[col] for (p, comp), v in c.flops.items() for col in (0, 1)}
+    out = {("flops", p, comp, col): v[col] for (p, comp), v in c.flops.items() for col in range(len(v))}
     out.update({("plain", p): v for p, v in c.plain.items()})
     out.update({("ops", k): v for k, v in c.attention_ops.items()})
     return {**out, ("mode_total",): c.mode_total}
@@ -136,8 +136,8 @@ class _RegionTracker(memtrack._Tracker):
 
     made: list[_RegionTracker] | None = None
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, alibi: bool = False) -> None:
+        super().__init__(alibi)
         self.regions: dict[tuple, dict] = {}  # (phase, sublayer or -1, attn_layers a parent) -> snapshot
         self.layer: dict[str, int] = {}  # phase -> the sublayer whose module hook fired last
         self.entries: dict[str, list[int]] = {}  # attn_layers' entry snapshots, PRE_FW / PRE_BW
@@ -233,7 +233,9 @@ def _assemble(obs: dict[tuple, dict], shape: tuple, depth: int, per: int) -> mem
             mods[name] = tuple(obs["module", name, -1, ""].values())
     cats = {memtrack.CATEGORY[k]: v for k, v in snaps[phase].items() if k in memtrack.CATEGORY}
     extra = {k: obs["extra", k, -1, ""]["v"] for k in shape[2]}
-    return memtrack.Tracked(peaks[phase], phase, cats, peaks, mods, extra)
+    return memtrack.Tracked(
+        peaks[phase], phase, cats, peaks, mods, extra, snaps[phase].get(memtrack.ALIBI, 0)
+    )
 
 
 def _by_class(obs: dict[tuple, dict], depth: int, per: int) -> dict[tuple, dict[int, dict]]:

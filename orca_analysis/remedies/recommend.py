@@ -29,6 +29,7 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
     ("params", "counter", {"component": "attention"}),
     ("train_step_causal", "counter", {"component": "total"}),
     ("peak_train", "simulated", {"category": "total"}),
+    ("peak_train_part", "simulated", {"part": "alibi_bias"}),
     ("peak_prefill", "simulated", {"category": "total"}),
     ("peak_decode_cached", "simulated", {"category": "total"}),
     ("kv_cache_size", "closed_form", {}),

@@ -70,7 +70,7 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
         out.append({
             "id": cr.claim.id, "claim": cr.claim.claim, "verdict": v.verdict, "reason": v.reason,
             "scale": v.scale or None, "metric": metric or None,
-            "unit": METRICS[metric].unit if metric in METRICS else None,
+            "unit": v.unit or (METRICS[metric].unit if metric in METRICS else None),
             "estimate": e.estimate if e else None, "ci_low": e.ci_low if e else None,
             "ci_high": e.ci_high if e else None, "n": e.n if e else None,
             "interval": e.method if e else None, "delta": v.delta if v.delta is not None else cr.claim.delta,

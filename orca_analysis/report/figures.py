@@ -157,6 +157,21 @@ def param_split(params: pd.DataFrame) -> Figure:
     )
 
 
+MAX_SERIES = 6  # lines per panel: beyond it a chart becomes small multiples
+XLABELS = {"seq_len": "sequence length (tokens)", "tokens": "tokens trained", "block": "block (1 = first)"}
+
+
+def _palette(n: int) -> list:
+    """n distinct colours: tab10, or tab20 beyond ten (no colour serves two series of one chart)."""
+    cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
+    return [cmap(i) for i in range(n)]
+
+
+def _chunks(names: list[str], size: int) -> list[list[str]]:
+    k = -(-len(names) // size)  # panels needed; the series are spread evenly over them
+    return [names[i::k] for i in range(k)]
+
+
 def lines(
     df: pd.DataFrame,
     x: str,
@@ -169,25 +184,54 @@ def lines(
     logx: bool = True,
     logy: bool = True,
     style_by: str | None = None,
+    panels: dict[str, list[str]] | None = None,
 ) -> Figure | None:
-    """One line per `series` value (e.g. a variant), `value` against `x`; optional dash style per `style_by`."""
+    """One line per `series` value (e.g. a variant), `value` against `x`; optional dash style per `style_by`.
+
+    Small multiples where one panel would hold more than MAX_SERIES lines: one panel per entry of
+    `panels` (title -> the series it shows, e.g. one per sweep axis with the base in each), else the
+    series spread evenly. Each series keeps one colour in every panel, and no two share one."""
     if df.empty or df[x].nunique() < 2:
         return None
     dashes = ["-", "--", ":", "-."]
+    names = list(dict.fromkeys(df[series].astype(str)))
+    styles = {v: dashes[i % 4] for i, v in enumerate(sorted(df[style_by].unique()))} if style_by else {}
+    per_name = len(styles) or 1
+    if panels:
+        groups = {t: [n for n in members if n in names] for t, members in panels.items()}
+        groups = {t: g for t, g in groups.items() if g}
+    elif len(names) * per_name > MAX_SERIES:
+        chunks = _chunks(names, max(1, MAX_SERIES // per_name))
+        groups = {f"{i + 1} of {len(chunks)}": g for i, g in enumerate(chunks)}
+    else:
+        groups = {"": names}
+    colour = dict(zip(names, _palette(len(names)), strict=True))
     with plt.rc_context(STYLE):
-        fig, ax = plt.subplots(figsize=(8, 3.8))
-        styles = {v: dashes[i % 4] for i, v in enumerate(sorted(df[style_by].unique()))} if style_by else {}
-        keys = [series, style_by] if style_by else [series]
-        for key, sub in df.sort_values(x).groupby(keys, sort=False):
-            label = " / ".join(map(str, key)) if isinstance(key, tuple) else str(key)
-            style = styles.get(key[1], "-") if style_by else "-"
-            ax.plot(sub[x], sub["value"], style, marker="o", markersize=3, label=label)
-        ax.set(xlabel=x, ylabel=ylabel)
-        if logx:
-            ax.set_xscale("log", base=2)
-        if logy:
-            ax.set_yscale("log")
-        ax.legend(frameon=False, fontsize=7, ncols=2, loc="best")
+        fig, axes = plt.subplots(1, len(groups), figsize=(8 if len(groups) == 1 else 3.3 * len(groups), 3.8),
+                                 sharey=True, squeeze=False)  # fmt: skip
+        for ax, (panel, members) in zip(axes[0], groups.items(), strict=True):
+            sub_df = df[df[series].astype(str).isin(members)].sort_values(x)
+            keys = [series, style_by] if style_by else [series]
+            for key, sub in sub_df.groupby(keys, sort=False):
+                key = key if isinstance(key, tuple) else (key,)
+                label = " / ".join(map(str, key))
+                style = styles.get(key[1], "-") if style_by else "-"
+                ax.plot(
+                    sub[x],
+                    sub["value"],
+                    style,
+                    marker="o",
+                    markersize=3,
+                    label=label,
+                    color=colour[str(key[0])],
+                )
+            ax.set(xlabel=XLABELS.get(x, x), title=panel)
+            if logx:
+                ax.set_xscale("log", base=2)
+            if logy:
+                ax.set_yscale("log")
+            ax.legend(frameon=False, fontsize=7, ncols=1 if len(groups) > 1 else 2, loc="best")
+        axes[0][0].set_ylabel(ylabel)
         fig.tight_layout()
         svg = _to_svg(fig)
     return Figure(name, title, caption, sources, svg)

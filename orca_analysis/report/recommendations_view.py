@@ -16,7 +16,7 @@ METHOD_WORDS = {"counter": "operator counter", "simulated": "simulated (fake ten
                 "closed_form": "closed form", "measured": "measured", "measured_median": "measured (median)",
                 "forced_sdpa_kernel": "forced kernel"}  # fmt: skip
 SHORT = {"params": "parameters", "train_step_causal": "training-step FLOPs (causal-aware)",
-         "peak_train": "training-step peak", "peak_prefill": "prefill peak", "peak_decode_cached": "cached-decode peak",
+         "peak_train": "training-step peak", "peak_train_part": "ALiBi tensors at that peak", "peak_prefill": "prefill peak", "peak_decode_cached": "cached-decode peak",
          "kv_cache_size": "KV cache (closed form)", "cache_object": "cache object", "eligible_train":
          "FlashAttention eligible (training)", "val_loss_final": "proxy validation loss", "train_tokens_per_s":
          "training tokens/s", "prefill_tokens_per_s": "prefill tokens/s", "decode_cached_tokens_per_s":

@@ -10,7 +10,12 @@ _STEP = {
     "forward_dense": "one forward, every (query, key) pair counted",
     "forward_causal": "one forward, the causal pairs only",
     "train_step_dense": "forward + backward, every pair counted",
-    "train_step_causal": "forward + backward, the causal pairs only (the MFU numerator)",
+    "train_step_causal": "forward + backward, the causal pairs only (FlashAttention convention: recompute in)",
+    "train_step_model_dense": "model FLOPs of forward + backward, every pair, no recompute (PaLM MFU numerator)",
+    "train_step_model_causal": "model FLOPs of forward + backward, causal pairs, no recompute (causal-aware MFU)",
+    "forward_executed": "one forward as the kernels run it (HFU numerator)",
+    "train_step_executed": "forward + backward as the kernels run it: dense where a bias is passed, recompute in "
+    "(HFU numerator)",
 }
 METRICS = (
     *(
@@ -69,5 +74,6 @@ register(
         section=lazy_section(f"{__name__}.section", "flops_section"),
         summary=flops_summary,
         summary_text=flops_text,
+        version=2,  # 2: model FLOPs without recompute (MFU) and executed FLOPs (HFU)
     )
 )

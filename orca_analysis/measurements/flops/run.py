@@ -5,8 +5,10 @@ instruments/flop_counter.py), `counter_plain` (what FlopCounterMode as shipped r
 run), `closed_form` (formulas/flops.py), `fvcore` (FlopCountAnalysis on real weights with this
 project's handles, 2 FLOPs per multiply-add), `fvcore_plain` (fvcore as shipped, converted to 2 per
 multiply-add; `fvcore_forward_as_shipped` keeps its own number), and the estimates `kaplan_6n` and
-`palm`. Metrics forward_dense, forward_causal, train_step_dense, train_step_causal (see
-formulas/flops.py for dense vs causal), each by component (label `component`, "total" for the sum).
+`palm`. Metrics forward_dense, forward_causal, train_step_dense, train_step_causal, the model FLOPs
+train_step_model_dense / _causal (no recompute: the MFU numerators) and forward_ / train_step_executed
+(what the kernels run: the HFU numerator); see formulas/flops.py MFU_CONVENTION_TEXT. Each by
+component (label `component`, "total" for the sum).
 fvcore runs the model for real, so it runs only where the forward is at most
 FVCORE_MAX_FORWARD_FLOP; elsewhere its records say `skipped` and why.
 """
@@ -18,7 +20,7 @@ from collections.abc import Callable
 import torch
 
 from ...build import build_model
-from ...formulas.flops import COMPONENTS, closed_form_flops, kaplan_6n, palm
+from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
 from ...instruments.per_block import analytic_flops
@@ -26,7 +28,8 @@ from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal")
+METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal", "train_step_model_dense",
+           "train_step_model_causal", "forward_executed", "train_step_executed")  # fmt: skip
 FVCORE_MAX_FORWARD_FLOP = 3.2e10  # Orca base at 512 tokens is 3.0e10; at 8192, fvcore takes ~1 min, 5.6 GB
 FVCORE_SKIP = (
     "fvcore runs the model on real weights (forward {flop:.3g} FLOP here, above the {cap:.0e} "
@@ -35,8 +38,8 @@ FVCORE_SKIP = (
 
 
 def closed(cfg: ModelConfig, seq_len: int, batch: int, metric: str) -> dict[str, int]:
-    parts = closed_form_flops(cfg, seq_len, batch, causal=metric.endswith("causal"))
     step = "forward" if metric.startswith("forward") else "train_step"
+    parts = closed_form_kind(cfg, seq_len, batch, metric.removeprefix(step + "_"))
     return {k: getattr(v, step) for k, v in parts.items()}
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 from ...formulas.flops import COMPONENTS, MFU_CONVENTION_TEXT
 from ...report.figures import lines, stacked, vs_axes
 from ...report.format import Quantity
-from ...report.sections import SHAPE_AXES, Section, Table, axes_of, shape_of, variant_order
+from ...report.sections import SHAPE_AXES, Section, Table, axes_of, axis_panels, shape_of, variant_order
 from ...results.query import Results
 
 TOTAL = {"component": "total"}
@@ -103,8 +103,9 @@ def flops_section(results: Results, study) -> Section:
         "flops_vs_seq",
         "Training-step FLOPs versus sequence length",
         "FLOP per training step",
-        "Operator counter, causal-aware, batch as in the study; log-log.",
+        "Operator counter, causal-aware, batch as in the study; log-log; one panel per sweep axis.",
         "flops / counter / train_step_causal",
+        panels=axis_panels(study),
     )
     shapes, on = shape_of(study), axes_of(study)
     table = pd.DataFrame(

@@ -51,8 +51,14 @@ METRICS = (
            "(precision)", (CF,), ("precision", "part")),
     Metric("memory_rel_error", "fraction", "(first - second) / second of a pair of methods for a quantity "
            "(a metric), over its whole peak (phase all) or one phase", ("derived",), ("quantity", "pair", "phase")),
-    Metric("alibi_bytes_at_peak", "bytes", "ALiBi tensors alive at the closed-form training-step peak", (CF,)),
-    Metric("alibi_share_of_peak", "fraction", "alibi_bytes_at_peak / the closed-form training-step peak", (CF,)),
+    Metric("alibi_bytes_at_peak", "bytes", "ALiBi tensors alive at the training-step peak: the closed form's "
+           "moment, or those the tracker finds alive at the simulated peak", (CF, SIM),
+           cross_check="closed_form against simulated (memory_rel_error)"),
+    Metric("alibi_share_of_peak", "fraction", "alibi_bytes_at_peak / the training-step peak of the same method",
+           (CF, SIM)),
+    Metric("peak_train_part", "bytes", "the simulated training-step peak in parts that sum to it (part: "
+           "alibi_bias, the ALiBi tensors alive; weight_state, parameters + gradients + AdamW; other, every "
+           "other activation, temporary, input and buffer)", (SIM,), ("part",), direction="lower"),
 )  # fmt: skip
 
 register(
@@ -66,7 +72,7 @@ register(
         section=lazy_section(f"{__name__}.section", "memory_section"),
         summary=memory_summary,
         summary_text=memory_summary_text,
-        version=2,  # 2: the real-tensor runs moved to `memory_measured`
+        version=3,  # 2: the real-tensor runs moved to `memory_measured`; 3: ALiBi at the simulated peak
         per_workload=False,  # one call per variant: it sweeps memory versus sequence length itself
     )
 )

@@ -118,16 +118,24 @@ def _simulated(
     rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, res: dict[str, Any], how: str = ""
 ) -> None:
     for step, closed in (("train", fm.train_peak), ("prefill", fm.prefill_peak)):
-        if step in res:
+        if isinstance(res.get(step), str):  # the device cannot run the step: why, and the rest goes on
+            rec.failed(f"peak_{step}", "simulated", res[step], TOTAL)
+        elif step in res:
             cf, sim = closed(cfg, n, b, precision), res[step]
             _peak(rec, f"peak_{step}", "simulated", sim, how)
             _rel(rec, f"peak_{step}", "closed_form_vs_simulated", cf.total, sim.total, _gap(cf, sim, cfg))
+    train = res.get("train")
+    if isinstance(train, Tracked):
+        _train_parts(rec, cfg, precision, n, b, train)
     if res.get("decode") is None:
         return
-    for name, (fw, bw) in res["train"].modules.items():
+    for name, (fw, bw) in train.modules.items() if isinstance(train, Tracked) else ():
         rec.add("peak_train_module", fw, "simulated", {"pass": "forward", "module": name})
         rec.add("peak_train_module", bw, "simulated", {"pass": "backward", "module": name})
     m, pf = fm.dims(cfg, n, b, fm.PRECISIONS[precision]), res["prefill"]
+    if isinstance(pf, str):  # no prefill to weigh, and so no cache and no decode step
+        rec.failed("peak_decode_cached", "simulated", pf, TOTAL)
+        return
     cache = (
         ("kv_cache_size", "kv_cache", fm.kv_cache(m, n)),
         ("cache_object", "cache_object", fm.cache_object(m, n)),
@@ -145,6 +153,36 @@ def _simulated(
         rec.add("peak_decode_uncached", pf.total, "simulated")
     else:
         rec.skipped("peak_decode_uncached", "simulated", UNCACHED_SKIP)
+
+
+WEIGHT_STATE = ("parameters", "gradients", "optimizer_state")
+
+
+def _train_parts(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, sim: Tracked) -> None:
+    """The simulated training peak in three parts that sum to it, from the tensors the tracker finds
+    alive at that moment: the ALiBi tensors (bias, causal mask, masked (b, h, n, n) copies), the weight
+    state (parameters, gradients, AdamW), and every other activation, temporary, input and buffer."""
+    at = f"the tensors alive at the simulated peak ({PHASE.get(sim.phase, sim.phase)})"
+    weights = sum(sim.categories.get(c, 0) for c in WEIGHT_STATE)
+    parts = {"alibi_bias": sim.alibi, "weight_state": weights, "other": sim.total - weights - sim.alibi}
+    for part, value in parts.items():
+        rec.add(
+            "peak_train_part", value, "simulated", {"part": part}, note=at if part == "alibi_bias" else ""
+        )
+    if not cfg.layers.get("alibi_pos_bias"):
+        return
+    rec.add("alibi_bytes_at_peak", sim.alibi, "simulated", note=at)
+    rec.add("alibi_share_of_peak", sim.alibi / sim.total, "simulated", note=at)
+    cf = fm.alibi_at_peak(cfg, n, b, precision)
+    if sim.alibi:
+        _rel(
+            rec,
+            "alibi_bytes_at_peak",
+            "closed_form_vs_simulated",
+            cf,
+            sim.alibi,
+            "the ALiBi tensors alive" + _unmodelled(cfg),
+        )
 
 
 def _training_state(rec: Recorder, cfg: ModelConfig) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 
 from ...report.figures import lines, stacked
 from ...report.format import Quantity, mib
-from ...report.sections import Section, Table, variant_order
+from ...report.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results
 
 PARTS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs", "buffers")
@@ -53,6 +53,23 @@ def _check_rows(results: Results) -> list[list]:
         )
         rows.append([m.variant_id, m.device, f"{m.seq_len} x {m.batch}", Quantity(sim, "bytes"),
                      Quantity(m.value, "bytes"), Quantity(error, "fraction", "signed")])  # fmt: skip
+    return rows
+
+
+def _parts_rows(results: Results, study, n: int, b: int) -> list[list]:
+    rows = []
+    for vid in variant_order(study):
+        at = {"variant": vid, "seq_len": n, "batch": b, "method": "simulated"}
+        parts = {v.get("part"): v.value for v in results.values("peak_train_part", **at)}
+        if not parts:
+            continue
+        gap = results.number("memory_rel_error", quantity="alibi_bytes_at_peak", pair="closed_form_vs_simulated",
+                             **{k: v for k, v in at.items() if k != "method"})  # fmt: skip
+        cf = results.number("alibi_bytes_at_peak", **{**at, "method": "closed_form"})
+        rows.append([vid, Quantity(results.number("peak_train", **TOTAL, **at), "bytes"),
+                     *(Quantity(parts.get(p), "bytes") for p in ("alibi_bias", "weight_state", "other")),
+                     Quantity(results.number("alibi_share_of_peak", **at) or 0.0, "fraction"),
+                     Quantity(cf, "bytes"), Quantity(gap, "fraction", "signed")])  # fmt: skip
     return rows
 
 
@@ -104,6 +121,29 @@ def memory_section(results: Results, study) -> Section:
             ],
         )
     )
+    held = _parts_rows(results, study, top, b)
+    if held:
+        section.tables.append(
+            Table(
+                f"What the training-step peak holds at {top} tokens",
+                "The simulated peak in parts that sum to it, from the tensors the tracker finds alive at that "
+                "moment: the ALiBi tensors (the bias, its causal mask and the masked (batch x heads x n x n) copy "
+                "each layer saves for its backward), the weight state (parameters, gradients, AdamW) and every "
+                "other activation and temporary. The closed form's count of the ALiBi tensors alive at its own "
+                "peak is beside it, with the gap.",
+                [
+                    "variant",
+                    "peak, simulated",
+                    "ALiBi tensors",
+                    "weight state",
+                    "other",
+                    "ALiBi share",
+                    "ALiBi, closed form",
+                    "gap",
+                ],  # fmt: skip
+                held,
+            )
+        )
     check = _check_rows(results)
     if check:
         section.tables.append(
@@ -143,6 +183,7 @@ def memory_section(results: Results, study) -> Section:
         "Solid: closed form; dashed: simulated. Log-log: slope 1 is linear growth, slope 2 quadratic.",
         "memory / closed_form and simulated / peak_train",
         style_by="method",
+        panels=axis_panels(study),
     )
     section.figures += [f for f in (fig1, fig2) if f]
     terms = results.values("activation_term", variant="base", seq_len=top)

@@ -14,6 +14,8 @@ def memory_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]
     """`inspect --json` key `memory` (float32): predicted and simulated peaks, KV cache, device fit."""
     sims, how = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})
     res = sims[(seq_len, batch)]
+    if isinstance(res["train"], str):  # the device cannot run a training step: its simulation says why
+        raise RuntimeError(f"the simulated training step failed: {res['train']}")
     m, dec = fm.dims(cfg, seq_len, batch), res["decode"]
     cf_t, cf_p = fm.train_peak(cfg, seq_len, batch), fm.prefill_peak(cfg, seq_len, batch)
     return {

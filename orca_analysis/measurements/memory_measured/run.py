@@ -47,6 +47,9 @@ def _measured_cpu(rec: Recorder, sim_rec: Recorder, cfg: ModelConfig, study: Stu
     at, sim_at = rec.at(seq_len=n, batch=b), sim_rec.at(seq_len=n, batch=b)
     for step in ("train", "prefill"):
         meas, sim = res[step], sims[step]
+        if isinstance(meas, str) or isinstance(sim, str):  # the device cannot run the step (run_steps)
+            at.failed(f"peak_{step}", "measured", meas if isinstance(meas, str) else sim, TOTAL)
+            continue
         _peak(sim_at, f"peak_{step}", "simulated", sim)
         _peak(at, f"peak_{step}", "measured", meas)
         _rel(at, f"peak_{step}", "simulated_vs_measured", sim.total, meas.total, _gap(sim, meas))
@@ -69,6 +72,9 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study) -> None:
     for (n, b), res in run_steps(cfg, dtype, runnable, device="cuda").items():
         at = rec.at(seq_len=n, batch=b)
         for step in ("train", "prefill"):
+            if isinstance(res[step], str):
+                at.failed(f"peak_{step}", "measured", res[step], TOTAL)
+                continue
             alloc = res[step].extra["allocated"]
             at.add(f"peak_{step}", alloc, "measured", TOTAL)
             at.add(f"peak_{step}_reserved", res[step].extra["reserved"], "measured")

@@ -3,7 +3,7 @@
 from ...results.metrics import Metric
 from ..common import SEQ_LEN_REQUESTED
 from ..registry import Measurement, lazy_section, register
-from .run import CPU_SEQ_CAP, FLOPS_METHOD, measure_speed
+from .run import CONVENTIONS, CPU_SEQ_CAP, measure_speed
 
 MED, CHECK = "measured_median", "cached_vs_full_forward"
 _DECODE = ("new", "prompt")  # new tokens decoded after a prompt of this many
@@ -12,18 +12,22 @@ _STEP = {"train": "a training step (forward, cross-entropy, backward, AdamW)", "
 
 
 def _phase_metrics(kind: str, what: str) -> tuple[Metric, ...]:
-    counter = "operator counter, causal pairs"
+    counter = (
+        "operator counter; method mfu_palm: model FLOPs, every pair, no recompute (PaLM); mfu_causal: "
+        "model FLOPs, causal pairs; hfu: what the kernels execute, recompute included"
+    )
+    conv = tuple(CONVENTIONS)
     return (
         Metric(f"{kind}_time" if kind == "prefill" else "train_step_time", "s", f"seconds per {what}",
                ("measured",), ("repeat",), samples="repeat", direction="lower"),
         Metric(f"{kind}_tokens_per_s", "tokens/s", f"batch x seq_len / the median time of {what}", (MED,),
                direction="higher"),
-        Metric(f"{kind}_flops", "FLOP", f"FLOPs of {what} at the length timed ({counter})", (FLOPS_METHOD,)),
-        Metric(f"{kind}_flops_per_s", "FLOP/s", f"{kind}_flops / the median time", (FLOPS_METHOD,),
-               direction="higher"),
-        Metric(f"{kind}_utilisation_vs_gemm", "fraction", f"{kind}_flops_per_s / gemm_ceiling", (FLOPS_METHOD,)),
-        Metric(f"{kind}_utilisation_vs_datasheet", "fraction", f"{kind}_flops_per_s / datasheet_peak",
-               (FLOPS_METHOD,)),
+        Metric(f"{kind}_flops", "FLOP", f"FLOPs of {what} at the length timed ({counter})", conv),
+        Metric(f"{kind}_flops_per_s", "FLOP/s", f"{kind}_flops / the median time", conv, direction="higher"),
+        Metric(f"{kind}_utilisation_vs_gemm", "fraction", f"{kind}_flops_per_s / gemm_ceiling (MFU or HFU, by "
+               "method)", conv),
+        Metric(f"{kind}_utilisation_vs_datasheet", "fraction", f"{kind}_flops_per_s / datasheet_peak (MFU or "
+               "HFU, by method)", conv),
     )  # fmt: skip
 
 
@@ -57,6 +61,12 @@ METRICS = (
            (MED,), _KV, direction="higher"),
     Metric("kv_ablation_cache_bytes", "bytes", "KV cache of seq_len tokens: 2 x depth x batch x kv heads x tokens "
            "x head dim x bytes per element (formulas/memory.py kv_cache_bytes)", ("closed_form",), _KV),
+    Metric("kv_ablation_generate_cache", "bytes", "the largest cache x-transformers keeps between the steps of "
+           "generate(cache_kv=True) on the mqa / mha builds, weighed on its tensors (part kv: the K/V at the last "
+           "step; prompt_object: every tensor of the prompt's cache object; object: the largest cache object of "
+           "the call; tokens: what it holds); closed_form: formulas/memory.py kv_cache_bytes / cache_object at "
+           "the same tokens (kv and prompt_object: the closed form models no cached step's object)",
+           ("measured", "closed_form"), (*_KV, "part", "tokens")),
     Metric("kv_ablation_decode_speedup", "ratio", "median kv_ablation_decode_time of mha / of mqa: how much faster "
            "one KV head decodes", ("derived",), ("dropped",), direction="higher"),
     Metric("train_step_repeat_diff", "fraction", "|again - first| / first of the medians of the base's training "
@@ -77,6 +87,6 @@ register(
         gpu_group="speed",
         gpu_share=0.40,
         cpu_seq_cap=CPU_SEQ_CAP,
-        version=3,  # 2: multi-query vs multi-head decoding and the repeated timing; 3: every timing sample stored
+        version=4,  # 2: multi-query vs multi-head decoding, repeated timing; 3: every sample; 4: MFU (PaLM), HFU
     )
 )

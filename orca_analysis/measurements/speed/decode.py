@@ -21,6 +21,7 @@ import torch
 
 from ...build import build_model
 from ...build.variants import kv_config
+from ...formulas import memory as fm
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.decode import (
     AGREEMENT_TOL,
@@ -28,6 +29,7 @@ from ...instruments.decode import (
     UNCACHED_TOKENS,
     cache_check,
     cache_compatible,
+    generate_cache,
     random_tokens,
     split,
     time_cached,
@@ -88,6 +90,24 @@ def no_compatible_model() -> str:
     return f"no cache-compatible model found (flags dropped, tried: {tried})"
 
 
+def _generate_cache(
+    rec: Recorder, model, cfg, prompt, new: int, labels: dict, w: Workload, dtype: str
+) -> None:
+    """The cache x-transformers really keeps during generate(), weighed, beside its closed form where one
+    models it (the K/V at the last step; the prompt's cache object)."""
+    got, b = generate_cache(model, prompt, new), prompt.shape[0]
+    precision = fm.PRECISIONS[fm.DTYPE_PRECISION[dtype]]
+    prompt_object = fm.cache_object(fm.dims(cfg, got.prompt_tokens, b, precision), got.prompt_tokens)
+    parts = (("kv", got.kv, got.kv_tokens, fm.kv_cache_bytes(cfg, got.kv_tokens, b, dtype)),
+             ("prompt_object", got.prompt_object, got.prompt_tokens, prompt_object),
+             ("object", got.whole, got.whole_tokens, None))  # fmt: skip
+    for part, value, tokens, closed in parts:
+        at = {**labels, "part": part, "tokens": tokens}
+        rec.add("kv_ablation_generate_cache", value, "measured", at)
+        if closed is not None:
+            rec.add("kv_ablation_generate_cache", closed, "closed_form", at, scale=w.analytic_scale)
+
+
 def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
     """Cached decode with one KV head against one per query head (same other flags); the two builds
     are kept in `ctx.kv_models` from one workload to the next."""
@@ -121,6 +141,8 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
                 medians[attn] = timing.median
         nbytes = kv_cache_bytes(c, w.seq_len, w.batch, ctx.dtype)
         rec.add("kv_ablation_cache_bytes", nbytes, "closed_form", labels, scale=w.analytic_scale)
+        if rel is not None:
+            _generate_cache(rec, model, c, seqs[0][:, :prompt], new, labels, w, ctx.dtype)
     if {"mqa", "mha"} <= set(medians):
         rec.add(
             "kv_ablation_decode_speedup", medians["mha"] / medians["mqa"], "derived", {"dropped": dropped}

@@ -11,8 +11,10 @@ CPU; pure-dtype weights and AdamW states, no autocast):
 Every timing stores each sample (`*_time`, label repeat); rates divide the work by the median.
 Utilisation divides achieved FLOP/s by (a) a dense GEMM ceiling measured once per process and
 (b) the datasheet peak. The numerator is the `flops` measurement's operator counter run at the
-length actually timed: training steps by `train_step_causal` (the MFU convention of
-formulas/flops.py), prefill by `forward_causal`; AdamW's elementwise work is not counted.
+length actually timed, in three conventions (CONVENTIONS, the records' method; formulas/flops.py
+MFU_CONVENTION_TEXT): PaLM's MFU (model FLOPs, every pair, no recompute), the causal-aware MFU (the
+causal pairs) and HFU (what the kernels execute, recompute included). AdamW's elementwise work is
+not counted.
 A phase that raises (e.g. out of memory) is an error record on its headline metric with the reason.
 """
 
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...build import build_model
+from ...formulas.flops import HFU_CONVENTION, MFU_CAUSAL, MFU_CONVENTION
 from ...instruments.decode import random_tokens, split
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
 from ...instruments.flop_counter import count_flops
@@ -37,7 +40,12 @@ from .decode import decode_phase, kv_heads_phase
 from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_size, one_line, workloads
 
 CPU_SEQ_CAP = 64
-FLOPS_METHOD = "counter_causal"  # instruments/flop_counter.py, causal-aware: formulas/flops.py MFU_CONVENTION
+# method -> (training-step count, forward count) of instruments/flop_counter.py
+CONVENTIONS = {
+    "mfu_palm": (MFU_CONVENTION, "forward_dense"),
+    "mfu_causal": (MFU_CAUSAL, "forward_causal"),
+    "hfu": (HFU_CONVENTION, "forward_executed"),
+}
 REPEAT_FIRST_FAILED = "the first timing of this step failed"
 
 
@@ -114,24 +122,28 @@ def _ceilings(rec: Recorder, device: str, dtype: str) -> tuple[float, float | No
     return 2 * n**3 / timing.median, peak, note
 
 
-def counted_flops(cfg: ModelConfig, seq_len: int, batch: int, training: bool) -> float:
-    """FLOPs of one training step (forward, loss, backward) or one forward, by the operator counter."""
+def counted_flops(cfg: ModelConfig, seq_len: int, batch: int, training: bool) -> dict[str, float]:
+    """FLOPs of one training step (forward, loss, backward) or one forward, by the operator counter,
+    in each convention of CONVENTIONS."""
     count = count_flops(cfg, seq_len, batch, train=training)  # no allocation: FakeTensorMode
-    return float(count.value("train_step_causal" if training else "forward_causal"))
+    return {method: float(count.value(pair[0 if training else 1])) for method, pair in CONVENTIONS.items()}
 
 
-def _utilisation(ctx: Context, rec: Recorder, w: Workload, kind: str, timing: Timing, flops: float) -> None:
-    """Achieved FLOP/s (counted numerator, see FLOPS_METHOD) over the GEMM ceiling and the datasheet."""
-    achieved, note = flops / timing.median, timing.note
-    if achieved > ctx.gemm:  # possible on a shared CPU: the ceiling was timed under other contention
-        note = "; ".join(filter(None, [timing.note, "above the measured GEMM ceiling"]))
-    rec.add(f"{kind}_flops", flops, FLOPS_METHOD, scale=w.analytic_scale)
-    rec.add(f"{kind}_flops_per_s", achieved, FLOPS_METHOD, note=note)
-    rec.add(f"{kind}_utilisation_vs_gemm", achieved / ctx.gemm, FLOPS_METHOD, note=note)
-    if ctx.peak:
-        rec.add(f"{kind}_utilisation_vs_datasheet", achieved / ctx.peak, FLOPS_METHOD, note=note)
-    else:
-        rec.skipped(f"{kind}_utilisation_vs_datasheet", FLOPS_METHOD, ctx.peak_note)
+def _utilisation(
+    ctx: Context, rec: Recorder, w: Workload, kind: str, timing: Timing, flops: dict[str, float]
+) -> None:
+    """Achieved FLOP/s over the GEMM ceiling and the datasheet, per convention (the method)."""
+    for method, count in flops.items():
+        achieved, note = count / timing.median, timing.note
+        if achieved > ctx.gemm:  # possible on a shared CPU: the ceiling was timed under other contention
+            note = "; ".join(filter(None, [timing.note, "above the measured GEMM ceiling"]))
+        rec.add(f"{kind}_flops", count, method, scale=w.analytic_scale)
+        rec.add(f"{kind}_flops_per_s", achieved, method, note=note)
+        rec.add(f"{kind}_utilisation_vs_gemm", achieved / ctx.gemm, method, note=note)
+        if ctx.peak:
+            rec.add(f"{kind}_utilisation_vs_datasheet", achieved / ctx.peak, method, note=note)
+        else:
+            rec.skipped(f"{kind}_utilisation_vs_datasheet", method, ctx.peak_note)
 
 
 def train_step_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, device: str) -> Timing:

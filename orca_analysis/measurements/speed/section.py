@@ -6,11 +6,12 @@ import statistics
 
 import pandas as pd
 
+from ...formulas.flops import MFU_CONVENTION_TEXT
 from ...report.figures import lines
 from ...report.format import Quantity, fixed, si
-from ...report.sections import Section, Table, variant_order
+from ...report.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, prefer_device
-from .run import CPU_SEQ_CAP
+from .run import CONVENTIONS, CPU_SEQ_CAP
 from .timed import first, points, requested_text
 
 REPEAT_TARGET = 0.03  # repeated GPU timings of one variant agree within 3%
@@ -37,7 +38,8 @@ def _speed_table(results: Results, study) -> Table | None:
                 Quantity(first(results, "prefill_tokens_per_s", **at), "tokens/s"),
                 _cached_cell(results, at),
                 Quantity(first(results, "decode_uncached_tokens_per_s", **at), "tokens/s"),
-                Quantity(first(results, "train_utilisation_vs_gemm", **at), "fraction"),
+                *(Quantity(first(results, "train_utilisation_vs_gemm", method=m, **at), "fraction")
+                  for m in CONVENTIONS),
             ])  # fmt: skip
     if not rows:
         return None
@@ -51,7 +53,7 @@ def _speed_table(results: Results, study) -> Table | None:
         "flags as noisy say so in their note). Training step = forward, backward and AdamW. Decode: tokens "
         "after a prompt, with the KV cache and without it (full recompute); a cached decode that crashes "
         "or disagrees with the full forward is shown as a failure. Utilisation = FLOP/s by the operator counter "
-        f"over the measured GEMM ceiling ({ceiling}).",
+        f"over the measured GEMM ceiling ({ceiling}), in three conventions. {MFU_CONVENTION_TEXT}",
         [
             "variant",
             "device",
@@ -61,7 +63,9 @@ def _speed_table(results: Results, study) -> Table | None:
             "prefill",
             "decode, KV cache",
             "decode, no cache",
-            "training utilisation vs GEMM",
+            "training MFU (PaLM) vs GEMM",
+            "training MFU, causal pairs, vs GEMM",
+            "training HFU vs GEMM",
         ],  # fmt: skip
         rows,
     )
@@ -79,11 +83,14 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
         up = first(results, "kv_ablation_decode_speedup", dropped=dropped, **at)
         rate = {a: speed[a].value if a in speed else None for a in ("mqa", "mha")}
         nbytes = {a: cache[a].value if a in cache else None for a in ("mqa", "mha")}
+        held = {(v.get("attn"), v.get("part")): v.value
+                for v in results.values("kv_ablation_generate_cache", method="measured", **at)}  # fmt: skip
         rows.append([
             device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", str(dropped),
             Quantity(rate["mqa"], "tokens/s"), Quantity(rate["mha"], "tokens/s"),
             f"x{fixed(up, 2)}" if up is not None else "n/a",
             f"{si(nbytes['mqa'], 'B')} / {si(nbytes['mha'], 'B')}",
+            *(f"{si(held.get(('mqa', part)), 'B')} / {si(held.get(('mha', part)), 'B')}" for part in ("kv", "object")),
         ])  # fmt: skip
     if not rows:
         return None
@@ -93,7 +100,10 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
         "per query head, all else equal. Orca's flags break cached decoding, so the flags named under "
         "'flags off' are switched off in both (the first set whose cached logits match a full forward). "
         "Speed-up: the multi-head median decode time over the multi-query one. "
-        "KV cache: closed form, 2 x depth x batch x kv heads x tokens x head dim x bytes per element.",
+        "KV cache: closed form, 2 x depth x batch x kv heads x tokens x head dim x bytes per element. During "
+        "generate: the cache x-transformers really keeps between steps of generate(cache_kv=True), weighed on its "
+        "tensors: its K/V at the last step, and the whole cache object at its largest (the prompt's, whose "
+        "hidden states cover every position); the closed forms at the same tokens are in the results.",
         [
             "device",
             "seq len requested",
@@ -103,6 +113,8 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
             "a KV head per head",
             "speed-up",
             "KV cache (one / per head)",
+            "K/V during generate (one / per head)",
+            "cache object during generate (one / per head)",
         ],  # fmt: skip
         rows,
     )
@@ -129,7 +141,7 @@ def _repeat_table(results: Results, base: str) -> Table | None:
     )
 
 
-def _train_time_figure(results: Results):
+def _train_time_figure(results: Results, study):
     steps = prefer_device(results.values("train_step_time"))
     frame = pd.DataFrame(
         [{"seq_len": v.seq_len, "variant_id": v.variant_id, "value": v.value} for v in steps]
@@ -146,6 +158,7 @@ def _train_time_figure(results: Results):
         "Median wall time of a training step (forward, backward, AdamW), batch as in "
         "the study, at the lengths measured on this device; log-log.",
         "speed / train_step_time",
+        panels=axis_panels(study),
     )
 
 
@@ -156,7 +169,7 @@ def speed_section(results: Results, study) -> Section:
     base = variant_order(study)[0]
     tables = (_speed_table(results, study), _kv_heads_table(results, base), _repeat_table(results, base))
     section.tables += [t for t in tables if t]
-    fig = _train_time_figure(results)
+    fig = _train_time_figure(results, study)
     if fig:
         section.figures.append(fig)
     if not section.tables:

@@ -52,11 +52,11 @@ METRICS = (
            "says its bytes and split", ("counter",), ("corpus", "sha256", "tokenizer")),
     Metric("grad_norm", "L2 norm", "gradient L2 norm of one decoder block (before clipping), base proxy at a depth "
            "and norm layout (pre_norm, post_norm, deepnorm); step 0 = at initialisation",
-           (M,), ("norm", "depth", "step", "block")),
-    Metric("grad_norm_first_over_last", "ratio", "first block's gradient norm / the last block's", (D,),
-           ("norm", "depth", "step")),
+           (M,), ("norm", "depth", "step", "block", "seed")),
+    Metric("grad_norm_first_over_last", "ratio", "first block's gradient norm / the last block's (every depth "
+           "on the first seed, the deepest on every seed)", (D,), ("norm", "depth", "step", "seed")),
     Metric("grad_health_train_loss", NATS, "mean minibatch loss of the last 5 steps of the gradient-health run; "
-           "the note says its steps and batch", (M,), ("norm", "depth")),
+           "the note says its steps and batch", (M,), ("norm", "depth", "seed")),
     _loss("extrapolation_val_loss", "validation loss at eval_len of the base proxy trained at train_len, by "
           "positional scheme (pos: alibi+xpos, alibi, xpos, none); the same tokens at every length",
           ("pos", "train_len", "eval_len", "seed")),
@@ -85,7 +85,8 @@ register(
         per_workload=False,
         uses_corpus=True,
         by_role=True,  # a remedy's variant gets the seeded loss runs only (run.py remedy_runs)
-        version=4,  # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide
+        version=5,  # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide;
+        # 5: gradient health over the seeds at the deepest depth
         migrate_v1=migrate_v1,
     )
 )

@@ -33,28 +33,32 @@ TAIL = 5  # grad_health_train_loss: mean minibatch loss of the last TAIL steps
 
 
 def grad_health(proxy: ModelConfig, scale: QualityScale, data: TokenData, rec: Recorder) -> None:
+    """Every depth and norm on the first seed (the per-block picture); the deepest, which the claims
+    compare, on every seed (an interval needs 3)."""
     last = scale.grad_steps - 1
     setup = f"last {TAIL} of {scale.grad_steps} steps at batch {scale.grad_batch}"
-    for depth in scale.grad_depths:
+    deepest = max(scale.grad_depths)
+    for depth, seed in [(d, scale.seeds[0]) for d in scale.grad_depths] + [
+        (deepest, s) for s in scale.seeds[1:]
+    ]:
         for norm in NORMS:
             if past_deadline():
-                labels = {"norm": norm, "depth": depth, "step": last}
+                labels = {"norm": norm, "depth": depth, "step": last, "seed": seed}
                 rec.skipped("grad_norm_first_over_last", D, BUDGET_SKIP, labels)
                 continue
             cfg = norm_config(proxy.with_values({("attn_layers", "depth"): depth}), norm)
-            run = train_run(
-                cfg, data, scale, scale.seeds[0], steps=scale.grad_steps, evals=0, grad_steps={0, last}
-            )
+            run = train_run(cfg, data, scale, seed, steps=scale.grad_steps, evals=0, grad_steps={0, last})
             for step, norms in sorted(run.grad_norms.items()):
                 for block, g in enumerate(norms):
-                    rec.add("grad_norm", g, M, {"norm": norm, "depth": depth, "step": step, "block": block})
-                labels = {"norm": norm, "depth": depth, "step": step}
+                    labels = {"norm": norm, "depth": depth, "step": step, "block": block, "seed": seed}
+                    rec.add("grad_norm", g, M, labels)
+                labels = {"norm": norm, "depth": depth, "step": step, "seed": seed}
                 if norms[-1]:
                     rec.add("grad_norm_first_over_last", norms[0] / norms[-1], D, labels)
                 else:
                     rec.skipped("grad_norm_first_over_last", D, "the last block's gradient norm is 0", labels)
             tail = run.losses[-TAIL:]
-            labels = {"norm": norm, "depth": depth}
+            labels = {"norm": norm, "depth": depth, "seed": seed}
             if run.diverged_at is not None or not tail:
                 rec.failed(
                     "grad_health_train_loss",

@@ -10,7 +10,7 @@ import pandas as pd
 
 from ...report.figures import Figure, lines, scatter
 from ...report.format import Quantity, fixed, si
-from ...report.sections import Section, Table, variant_order
+from ...report.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, Value
 
 TRAINING_METRICS = ("val_loss_final", "val_loss_equal_flops", "overfit_gap", "proxy_params",
@@ -139,7 +139,7 @@ def figures(results: Results, study, device: str) -> list[Figure]:
         out.append(lines(
             df, "tokens", "variant_id", "val_loss_curves", "Validation loss during training (seed 0)",
             "nats per token", f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
-            "training / val_loss", logy=False,
+            "training / val_loss", logy=False, panels=axis_panels(study),
         ))  # fmt: skip
     final = results.values("val_loss_final", device=device)
     if final:
@@ -156,14 +156,15 @@ def figures(results: Results, study, device: str) -> list[Figure]:
     grads = results.values("grad_norm", variant=variant_order(study)[0], device=device)
     if grads:
         deepest = max(int(v.get("depth")) for v in grads)
-        at_depth = [v for v in grads if int(v.get("depth")) == deepest]
+        first_seed = min(str(v.get("seed")) for v in grads)  # the deepest has every seed; one line each norm
+        at_depth = [v for v in grads if int(v.get("depth")) == deepest and str(v.get("seed")) == first_seed]
         step = max(int(v.get("step")) for v in at_depth)
         df = pd.DataFrame([{"block": int(v.get("block")) + 1, "norm": v.get("norm"), "value": v.value}
                            for v in at_depth if int(v.get("step")) == step])  # fmt: skip
         out.append(lines(
             df, "block", "norm", "grad_norms", f"Gradient norm per block, depth {deepest}, end of the short run",
             "gradient L2 norm", f"Per-block gradient norms ({scale}) at the largest depth "
-            "tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm.",
+            f"tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm (seed {first_seed}).",
             "training / grad_norm", logx=False, logy=True,
         ))  # fmt: skip
     return [f for f in out if f]

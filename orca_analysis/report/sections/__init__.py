@@ -59,6 +59,26 @@ def axes_of(study) -> dict[str, set[str]]:
     return out
 
 
+def axis_panels(study) -> dict[str, list[str]]:
+    """Small multiples of a sweep: one panel per shape axis, its variants in order with the base among
+    them; variants on no single axis get a panel of their own."""
+    on, panels = axes_of(study), {}
+    swept = list(dict.fromkeys(a for v in study.variants() for a in v.swept))
+    for axis in [*SHAPE_AXES, *(a for a in swept if a not in SHAPE_AXES)]:
+        members = [v.variant_id for v in study.variants() if axis in on[v.variant_id]]
+        if len(members) > 1:
+            panels[axis] = sorted(members, key=lambda vid: _axis_value(study, vid, axis))
+    rest = [vid for vid, axes in on.items() if not axes]
+    if rest:
+        panels["other"] = rest
+    return panels if len(panels) > 1 else {}
+
+
+def _axis_value(study, vid: str, axis: str) -> Any:
+    v = next(x for x in study.variants() if x.variant_id == vid)
+    return v.swept.get(axis, study.base.get(axis))
+
+
 def shape_of(study) -> dict[str, dict[str, Any]]:
     """variant_id -> its dim, depth and heads."""
     return {
