@@ -14,6 +14,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shutil
 import sqlite3
 import subprocess
 import tempfile
@@ -34,6 +35,7 @@ def stage(cmd: list[str], cwd: Path) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/cold_report.md"))
+    ap.add_argument("--keep", help="copy the clone's reports/orca here afterwards (the store, the report)")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -45,6 +47,8 @@ def main() -> None:
             "run (every measurement)": stage([".venv/bin/orca-analysis", "run", "orca"], clone),
             "report (render)": stage([".venv/bin/orca-analysis", "report", "orca"], clone),
         }
+        if args.keep:
+            shutil.copytree(clone / "reports/orca", args.keep, dirs_exist_ok=True)
         db = sqlite3.connect(clone / "reports/orca/results.sqlite")
         per = db.execute(
             "SELECT measurement, COUNT(*), SUM(seconds) FROM units GROUP BY measurement"
