@@ -202,8 +202,17 @@ def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(stu
     gpu = Record(study.name, "fix:alibi-off", "memory", "", "", None, "", None, None, device="cpu",
                  status="error", note="NotImplementedError: FlexAttention does not support backward on CPU")  # fmt: skip
     r = results(study, alibi=[gpu], cache=[probe(study, "fix:cache-fix", 0.0)])
-    status = {o.id: o.status for o in recommendation(r, study).outcomes}
+    outcomes = {o.id: o for o in recommendation(r, study).outcomes}
+    status = {k: o.status for k, o in outcomes.items()}
     assert status["alibi-off"] == "needs a GPU"
+    # the memory error names every touched memory metric it stands for, each once: the expected peak, and
+    # the others the remedy does not expect to move (the prefill, the cached decode, ...)
+    gpu = outcomes["alibi-off"].needs_gpu
+    assert gpu[0].startswith("peak_train[category=total]: needs a GPU (NotImplementedError: FlexAttention")
+    assert [g.split(":")[0] for g in gpu[1:]] == [
+        "peak_train_part[part=alibi_bias]", "peak_prefill[category=total]", "peak_decode_cached[category=total]",
+        "kv_cache_size", "cache_object",
+    ]  # fmt: skip
     assert status["cache-fix"] == "fails"  # its probe still fails
     assert status["tie"] == "not measured yet"
     r = Results.from_records([probe(study, "base", 1.0), probe(study, "fix:cache-fix", 0.0)])

@@ -13,6 +13,7 @@ mask_mod, same softmax scale. The model's parameters and state_dict are untouche
 from __future__ import annotations
 
 import types
+import warnings
 from typing import Any
 
 import torch
@@ -36,7 +37,9 @@ def _flex(q: Tensor, *args: Any, **kwargs: Any) -> Tensor:
     if q.is_cuda and not isinstance(q, FakeTensor) and not torch.compiler.is_compiling():
         _compiled_flex = _compiled_flex or torch.compile(flex_attention)
         return _compiled_flex(q, *args, **kwargs)
-    return flex_attention(q, *args, **kwargs)
+    with warnings.catch_warnings():  # eager on purpose (above): torch's advice to compile is not for us
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, *args, **kwargs)
 
 
 def _plain_softmax(fn: Any) -> bool:

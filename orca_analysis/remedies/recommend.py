@@ -206,6 +206,7 @@ def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
     regressed = [p for p, got in after.items() if before.get(p) == "pass" and got in ("fail", "crash")]
     reasons += [f"probe {p} passed before and fails after" for p in regressed]
     gpu = [why for met, why in checks if met is None and "needs a GPU" in why]
+    gpu += _unmeasured_on_this_device(results, remedy.variant_id, found, gpu)
     if any(met is False for met, _ in checks) or regressed:
         status = FAILS
     elif all(met for met, _ in checks):
@@ -214,6 +215,22 @@ def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
         status = NEEDS_A_GPU if gpu else NOT_MEASURED
     return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, status, reasons, found, after, before,
                    remedy, gpu)  # fmt: skip
+
+
+def _unmeasured_on_this_device(
+    results: Results, vid: str, found: list[Change], listed: list[str]
+) -> list[str]:
+    """The touched metrics the variant lacks because this device cannot run them (beyond those its
+    expectations already name), so a remedy says every measurement that needs a GPU."""
+    have = {c.metric for c in found} | {why.split("[")[0].split(":")[0] for why in listed}
+    out = []
+    for metric, _, labels in TOUCHED:
+        why = None if metric in have else _failure(results, vid, metric)
+        if why and any(t in why for t in NEEDS_GPU):
+            label = metric + "".join(f"[{k}={v}]" for k, v in labels.items())
+            out.append(f"{label}: needs a GPU ({why[:120]})")
+            have.add(metric)
+    return out
 
 
 def _incompatible(cfg: ModelConfig) -> list[str]:
