@@ -116,7 +116,7 @@ def test_heads_memory_names_what_grows(study):
     (r,) = evaluate(claims, Results.from_records(records), study)
     # the whole-model values only (category total): 1000 -> 1500 bytes as heads double, and the parts' rise
     assert r.verdict.verdict == "supported" and "x1.50" in r.verdict.reason
-    assert r.verdict.reason.endswith("alibi_bias 80%, other 10%, weight_state 10%")
+    assert r.verdict.reason.endswith("alibi_bias 80.0%, other 10.0%, weight_state 10.0%")
 
 
 def seeds(study, vid, metric, values, labels=None, device="cpu"):

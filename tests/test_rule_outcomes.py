@@ -63,7 +63,7 @@ def test_grows_with_attributes_the_rise_to_its_parts(study):
     v = RULES["grows_with"](ev(study, records), metric="peak_train", axis="dim", method="simulated",
                             labels={"category": "total"}, parts="peak_train_part")  # fmt: skip
     assert v.verdict == "supported"
-    assert v.reason.endswith("of the rise (32 tokens): alibi_bias 60%, other 20%, weight_state 20%")
+    assert v.reason.endswith("of the rise (32 tokens): alibi_bias 60.0%, other 20.0%, weight_state 20.0%")
     assert [r["value"] for r in v.evidence if r["method"] == "peak_train_part rise"] == [
         30.0,
         20.0 - 10.0,

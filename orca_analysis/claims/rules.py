@@ -117,7 +117,7 @@ def _attribution(ev: Evidence, parts: str, axis: str, method: str | None, s: Any
     if not shares or not rise:
         return ""
     listed = ", ".join(
-        f"{part} {grew / rise:.0%}" for grew, part in sorted(shares, key=lambda t: (-t[0], t[1]))
+        f"{part} {grew / rise:.1%}" for grew, part in sorted(shares, key=lambda t: (-t[0], t[1]))
     )
     return f"; of the rise ({seq} tokens): {listed}"
 

@@ -56,6 +56,36 @@ def _check_rows(results: Results) -> list[list]:
     return rows
 
 
+WEIGHTS = ("parameters", "gradients", "optimizer_state")
+
+
+def _breakdown(results: Results, study, top: int):
+    """Stacked bars of the simulated peak at `top` tokens: the ALiBi tensors, the weight state by kind and
+    the rest (peak_train_part), which sum to the peak; the tracker's categories where no parts are stored."""
+    at = {"method": "simulated", "seq_len": top}
+    held = results.values("peak_train_part", part={"alibi_bias", "other"}, **at)
+    with_parts = {v.variant_id for v in held}
+    cats = results.values("peak_train", category=set(WEIGHTS) if held else set(PARTS), **at)
+    frame = pd.concat([_frame(held, category="part"), _frame([v for v in cats if not held or v.variant_id in with_parts],
+                                                              category="category")])  # fmt: skip
+    if frame.empty:
+        return None
+    frame = pd.concat([frame[frame["variant_id"] == v] for v in variant_order(study)])
+    named = {
+        "alibi_bias": "ALiBi tensors",
+        "optimizer_state": "optimizer state",
+        "other": "other activations",
+    }
+    frame["category"] = frame["category"].map(lambda c: named.get(c, c))
+    how = ("the ALiBi tensors alive (bias, causal mask, the masked copies saved for the backward), the weight "
+           "state, and every other activation, temporary, input and buffer" if held else "by the tracker's category")  # fmt: skip
+    return stacked(
+        frame, "variant_id", "category", "memory_breakdown", f"Training-step peak at {top} tokens: what it holds",
+        "GiB", f"Simulated (MemTracker on the no-allocation build), at the moment of the peak: {how}.",
+        "memory / simulated / peak_train_part and peak_train", scale=2**30,
+    )  # fmt: skip
+
+
 def _parts_rows(results: Results, study, n: int, b: int) -> list[list]:
     rows = []
     for vid in variant_order(study):
@@ -155,21 +185,7 @@ def memory_section(results: Results, study) -> Section:
                 check,
             )
         )
-    parts = _frame(results.values("peak_train", method="simulated", seq_len=top, category=set(PARTS)),
-                   category="category")  # fmt: skip
-    if not parts.empty:
-        parts = pd.concat([parts[parts["variant_id"] == v] for v in variant_order(study)])
-    fig1 = stacked(
-        parts,
-        "variant_id",
-        "category",
-        "memory_breakdown",
-        f"Training-step peak by category at {top} tokens",
-        "GiB",
-        "Simulated (MemTracker on the no-allocation build), at the moment of the peak.",
-        "memory / simulated / peak_train",
-        scale=2**30,
-    )
+    fig1 = _breakdown(results, study, top)
     curve = _frame(v for v in peaks if v.method in ("closed_form", "simulated") and v.seq_len >= 512)
     if not curve.empty:
         curve["value"] = curve["value"] / 2**30
