@@ -202,6 +202,11 @@ def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, 
     return dataclasses.replace(_tracked(tracker, modules=True), extra=cuda)
 
 
+def _reason(exc: BaseException) -> str:
+    """`Type: the message's first line` of a step the device cannot run."""
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+
+
 def _train_step(
     model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
 ) -> Tracked | str:
@@ -211,7 +216,7 @@ def _train_step(
         return _train(model, opt, x, y)
     except NotImplementedError as exc:
         opt.zero_grad(set_to_none=True)
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+        return _reason(exc)
 
 
 def _prefill(model: torch.nn.Module, x: torch.Tensor) -> tuple[Tracked, Any]:
@@ -278,7 +283,7 @@ def run_steps(
                     res["prefill"], cache = _prefill(model, x)
                     res["decode"] = _decode(model, cfg, cache, x) if "decode" in steps else None
                 except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
-                    why = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:160]}"
+                    why = _reason(exc)
                     if "HigherOrderOperator" in why:
                         why = (f"torch {torch.__version__.split('+')[0]}'s MemTracker cannot follow the "
                                "flex_attention operator: this memory needs a GPU (max_memory_allocated)")  # fmt: skip

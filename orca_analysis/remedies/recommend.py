@@ -164,7 +164,7 @@ def _failure(results: Results, variant: str, metric: str) -> str | None:
 
 def _check(e: Expect, found: list[Change], after: dict[str, str], results: Results, vid: str):
     """(met: True / False / None when unknown, reason)."""
-    label = f"{e.metric}" + "".join(f"[{k}={v}]" for k, v in e.labels.items())
+    label = _label(e.metric, e.labels)
     if e.direction == "pass":
         case = e.labels.get("case", "as_built")
         got = after.get(e.metric if case == "as_built" else f"{e.metric}[{case}]")
@@ -206,7 +206,8 @@ def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
     regressed = [p for p, got in after.items() if before.get(p) == "pass" and got in ("fail", "crash")]
     reasons += [f"probe {p} passed before and fails after" for p in regressed]
     gpu = [why for met, why in checks if met is None and "needs a GPU" in why]
-    gpu += _unmeasured_on_this_device(results, remedy.variant_id, found, gpu)
+    expected = {e.metric for e in remedy.expects}
+    gpu += _unmeasured_on_this_device(results, remedy.variant_id, {c.metric for c in found} | expected)
     if any(met is False for met, _ in checks) or regressed:
         status = FAILS
     elif all(met for met, _ in checks):
@@ -217,19 +218,19 @@ def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
                    remedy, gpu)  # fmt: skip
 
 
-def _unmeasured_on_this_device(
-    results: Results, vid: str, found: list[Change], listed: list[str]
-) -> list[str]:
-    """The touched metrics the variant lacks because this device cannot run them (beyond those its
-    expectations already name), so a remedy says every measurement that needs a GPU."""
-    have = {c.metric for c in found} | {why.split("[")[0].split(":")[0] for why in listed}
+def _label(metric: str, labels: dict[str, Any]) -> str:
+    return metric + "".join(f"[{k}={v}]" for k, v in labels.items())
+
+
+def _unmeasured_on_this_device(results: Results, vid: str, have: set[str]) -> list[str]:
+    """The touched metrics the variant lacks (beyond `have`: those found or expected) because this
+    device cannot run them, so a remedy says every measurement that needs a GPU."""
     out = []
     for metric, _, labels in TOUCHED:
         why = None if metric in have else _failure(results, vid, metric)
         if why and any(t in why for t in NEEDS_GPU):
-            label = metric + "".join(f"[{k}={v}]" for k, v in labels.items())
-            out.append(f"{label}: needs a GPU ({why[:120]})")
-            have.add(metric)
+            out.append(f"{_label(metric, labels)}: needs a GPU ({why[:120]})")
+            have = have | {metric}
     return out
 
 
