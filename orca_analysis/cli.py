@@ -157,6 +157,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.executor in ("local", "isolated"):
+        from .executors.forkserver import start_early
+
+        start_early()  # its imports overlap ours: the first worker is ready seconds sooner
     from .executors import make_executor
     from .runner import run_sweep
     from .study import load_study

@@ -31,10 +31,11 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
         },
         "fidelity": [e.as_dict() for e in fidelity_entries(cfg)],
     }
-    for name in names:
+    summaries = {}  # those whose walks serve others first (memory's counts the FLOPs), shown in the asked order
+    for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):
         if MEASUREMENTS[name].summary is not None:
-            report[name] = MEASUREMENTS[name].summary(cfg, seq_len, batch)
-    return report
+            summaries[name] = MEASUREMENTS[name].summary(cfg, seq_len, batch)
+    return report | {name: summaries[name] for name in names if name in summaries}
 
 
 def _table(rows: list[list[str]], header: list[str], wrap: int = 0) -> str:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from orca_analysis.instruments import memtrack
+from orca_analysis.instruments import analytic as route
+from orca_analysis.instruments import kept_walks, memtrack
 from orca_analysis.instruments import per_block as pb
 from orca_analysis.instruments.flop_counter import count_flops
 from orca_analysis.instruments.memtrack import run_steps
@@ -142,21 +143,26 @@ REFUSED = {
 }
 
 
+STUBBED_STEPS = {(N, B): ("full walk of", "run_steps")}  # full_walks' run_steps, on TRAIN
+
+
 @pytest.fixture
 def full_walks(monkeypatch):
     """The full walk of the config under test, stubbed: what it was asked, and the object it returned."""
-    asked, real_flops, real_steps = [], pb.count_flops, memtrack.run_steps
+    asked, real_flops, real_steps = [], kept_walks.count_flops, memtrack.run_steps
 
     def stub(real):
-        def call(cfg, *args):
+        def call(cfg, *args, **kwargs):
             if cfg is not full_walks.target:  # at_depth makes new configs: the small walks are real
-                return real(cfg, *args)
+                return real(cfg, *args, **kwargs)
             asked.append(real.__name__)
+            if real is real_steps:  # run_steps answers per workload (jobs, its third argument)
+                return {wl: ("full walk of", "run_steps") for wl in args[1]}
             return ("full walk of", real.__name__)
 
         return call
 
-    monkeypatch.setattr(pb, "count_flops", stub(real_flops))
+    monkeypatch.setattr(kept_walks, "count_flops", stub(real_flops))
     monkeypatch.setattr(memtrack, "run_steps", stub(real_steps))
     full_walks.asked = asked
     return full_walks
@@ -169,7 +175,7 @@ def test_refusals_fall_back_to_the_full_walk(name, full_walks):
     count, note = pb.count_flops_per_block(cfg, N, B)
     assert want in note and count == ("full walk of", "count_flops")
     sim, note = pb.simulate_per_block(cfg, "float32", TRAIN)
-    assert want in note and sim == ("full walk of", "run_steps")
+    assert want in note and sim == STUBBED_STEPS
     assert full_walks.asked == ["count_flops", "run_steps"]  # refused before any small walk
 
 
@@ -190,7 +196,7 @@ def test_memory_refuses_up_to_its_check_depth():
 
 def test_flop_check_depth_catches_a_block_that_differs(monkeypatch, full_walks):
     full_walks.target = CASES["plain_pre_norm"]
-    real = pb.count_flops  # (the stub: small depths are real)
+    real = kept_walks.count_flops  # (the stub: small depths are real)
 
     def one_more_at_three(cfg, *args):
         count = real(cfg, *args)
@@ -198,7 +204,7 @@ def test_flop_check_depth_catches_a_block_that_differs(monkeypatch, full_walks):
             count.flops[("forward", "feedforward")][0] += 1
         return count
 
-    monkeypatch.setattr(pb, "count_flops", one_more_at_three)
+    monkeypatch.setattr(kept_walks, "count_flops", one_more_at_three)
     count, note = pb.count_flops_per_block(full_walks.target, N, B)
     assert note == "check at depth 3 failed: ('flops', 'forward', 'feedforward', 0) is not linear in depth"
     assert count == ("full walk of", "count_flops") and full_walks.asked == ["count_flops"]
@@ -217,7 +223,7 @@ def test_memory_check_depth_catches_a_block_that_differs(monkeypatch, full_walks
     monkeypatch.setattr(pb, "_observe", eight_more_in_block_three)
     got, note = pb.simulate_per_block(full_walks.target, "float32", TRAIN)
     assert note.startswith("check at depth 5 failed at ('region', 'forward', 6, True)")
-    assert got == ("full walk of", "run_steps") and full_walks.asked == ["run_steps"]
+    assert got == STUBBED_STEPS and full_walks.asked == ["run_steps"]
 
 
 def test_another_tracker_meanwhile_gets_memtracks_numbers():
@@ -234,7 +240,7 @@ def test_params_shortcut_equals_full_walk(name):
     from orca_analysis.measurements.params.run import _walked
 
     cfg = config(CASES[name], depth=9)  # at least PARAMS_MIN_DEPTH (8): the shortcut is taken
-    counts, how = pb.analytic_params(cfg, _walked)
+    counts, how = route.analytic_params(cfg, _walked)
     assert how == "per block: walked at depths 1 and 2, checked at 3, extrapolated to 9"
     assert counts == _walked(cfg)
 
@@ -244,12 +250,12 @@ def test_params_refusal_and_check_fall_back_to_the_full_walk():
 
     cfg, want = REFUSED["per_layer_shift"]
     deep = config(cfg, depth=max(8, cfg.depth))
-    counts, how = pb.analytic_params(deep, _walked)
+    counts, how = route.analytic_params(deep, _walked)
     assert how.startswith("full walk: the per-block shortcut refused (") and want in how
     assert counts == _walked(deep)
     # a count whose third block differs (one parameter more at depth 3) fails the check: full walk
     odd = lambda c: {**_walked(c), "norm": _walked(c)["norm"] + (c.depth == 3)}  # noqa: E731
-    counts, how = pb.analytic_params(config(CASES["plain_pre_norm"], depth=9), odd)
+    counts, how = route.analytic_params(config(CASES["plain_pre_norm"], depth=9), odd)
     assert (
         how
         == "full walk: the per-block shortcut refused (check at depth 3 failed: 'norm' is not linear in depth)"

@@ -1,15 +1,13 @@
 """Run one call in a fresh worker process, as benchmark harnesses do for memory and timing.
 
-Locally the worker is forked from a forkserver that has imported the measurement modules but
-never measured anything (fresh allocator, no CUDA context, fast to start); elsewhere (or asked)
-it is spawned. A worker that dies (out of memory, a crash) or runs past the time limit becomes
+Locally the worker is forked from a forkserver (forkserver.py); elsewhere (or asked) it is
+spawned. A worker that dies (out of memory, a crash) or runs past the time limit becomes
 a failure outcome with its reason, and the caller goes on. A worker whose parent is killed
 stops itself, so a killed sweep leaves no measurement running on the GPU.
 """
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import pickle
 import signal
@@ -20,20 +18,7 @@ from multiprocessing.connection import Connection
 
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
-
-_PRELOAD = ["orca_analysis.measurements"]
-
-
-def worker_context(method: str | None = None) -> mp.context.BaseContext:
-    if method is None:
-        method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
-    if method == "forkserver":
-        # The server must not initialise CUDA, or its forked workers cannot use it: should a module
-        # ask torch.cuda.is_available() at import, answer through NVML (the server inherits this).
-        os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-        ctx.set_forkserver_preload(_PRELOAD)
-    return ctx
+from .forkserver import worker_context
 
 
 def _watch_parent(parent_pid: int) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import deque
 from collections.abc import Iterator
 
 from ..results.environment import local_provenance
 from ..results.records import Provenance
+from ..study.kwargs import LAYERS
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
 from .isolated import run_isolated, run_isolated_many, worker_context
@@ -33,6 +35,36 @@ def expected_cost(call: Call) -> tuple[bool, float]:
     is_base = variant.role == "sweep" and variant.variant_id == call.study.variants()[0].variant_id
     weight = 1.0 if variant.role == "sweep" else 0.3
     return is_base, weight * cfg.dim**2 * cfg.depth
+
+
+def family(call: Call) -> str:
+    """The variants that differ only in depth: per block, they share their small-depth walks."""
+    return repr(call.variant.config.with_values({(LAYERS, "depth"): 0}))
+
+
+def family_order(calls: list[Call]) -> list[Call]:
+    """Each family's calls together, deepest first (its small walks then serve the shallower ones), in
+    the order the families first appear; within one variant, those whose walks serve others first
+    (Measurement.walks_first), then the plan's order."""
+    first = {f: i for i, f in reversed(list(enumerate(map(family, calls))))}
+    return sorted(
+        calls, key=lambda c: (first[family(c)], -c.variant.config.depth, not c.measurement.walks_first)
+    )
+
+
+def _walk_cost(group: list[Call]) -> int:
+    """A family's fake-tensor walks cost about their blocks (not their width): its distinct depths, each
+    at most instruments/analytic's MEMORY_MIN_DEPTH (deeper ones are walked at small depths), plus one per call."""
+    depths = {min(c.variant.config.depth, 12) for c in group}
+    return sum(depths) + len(group)
+
+
+def families_by_cost(calls: list[Call]) -> list[list[Call]]:
+    """The calls in whole families (each in family_order), the costliest family first."""
+    groups: dict[str, list[Call]] = {}
+    for call in family_order(calls):
+        groups.setdefault(family(call), []).append(call)
+    return sorted(groups.values(), key=_walk_cost, reverse=True)
 
 
 def _quiet_worker() -> None:
@@ -62,16 +94,19 @@ class LocalExecutor:
         return local_provenance()
 
     def run(self, calls: list[Call]) -> Iterator[Outcome]:
-        pooled = [c for c in calls if getattr(c.measurement, "analytic", False) and not self.isolate_all]
-        if self.workers < 2 or len(pooled) < 2:
-            pooled = []
+        analytic = [c for c in calls if getattr(c.measurement, "analytic", False) and not self.isolate_all]
+        pooled = analytic if self.workers >= 2 and len(analytic) >= 2 else []
         side_by_side = sorted(
-            (c for c in calls if getattr(c.measurement, "parallel", False) and c not in pooled),
+            (c for c in calls if getattr(c.measurement, "parallel", False) and c not in analytic),
             key=expected_cost,
             reverse=True,
         )  # longest first: the last to start are the short ones, so both workers finish together
         yield from self._pool(pooled)
-        for call in (c for c in calls if c not in pooled and c not in side_by_side):
+        in_turn = [c for c in calls if c not in pooled and c not in side_by_side]
+        in_turn = family_order([c for c in in_turn if c in analytic]) + [
+            c for c in in_turn if c not in analytic
+        ]
+        for call in in_turn:
             if self.isolate_all or call.measurement.isolated:
                 yield run_isolated(call, self.time_limit)
             else:
@@ -80,25 +115,39 @@ class LocalExecutor:
         yield from run_isolated_many(side_by_side, self.time_limit, self.workers)
 
     def _pool(self, calls: list[Call]) -> Iterator[Outcome]:
+        """One single-process pool per worker; each takes a whole family (its calls share the worker's kept
+        walks), and the next family, the costliest left, goes to whichever worker runs dry first."""
         if not calls:
             return
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-        ctx = worker_context()
-        with ProcessPoolExecutor(
-            min(self.workers, len(calls)), mp_context=ctx, initializer=_quiet_worker
-        ) as pool:
-            futures = {pool.submit(_run_pooled, call): call for call in calls}
-            try:
-                for future in as_completed(futures):
+        ctx, families = worker_context(), deque(families_by_cost(calls))
+        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_quiet_worker)
+                 for _ in range(min(self.workers, len(families)))]  # fmt: skip
+        futures: dict = {}  # future -> (call, its pool)
+
+        def feed(pool: ProcessPoolExecutor) -> None:
+            if families and not any(p is pool for _, p in futures.values()):
+                futures.update({pool.submit(_run_pooled, call): (call, pool) for call in families.popleft()})
+
+        try:
+            for pool in pools:
+                feed(pool)
+            while futures:
+                done, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    call, pool = futures.pop(future)
                     try:
                         yield future.result()
                     except Exception as exc:  # noqa: BLE001  (a worker died: out of memory, a crash)
                         reason = f"analytic worker died before returning a result: {one_line(exc)}"
-                        yield failure(futures[future], reason, 0.0, "analytic worker")
-            finally:
-                for future in futures:
-                    future.cancel()
+                        yield failure(call, reason, 0.0, "analytic worker")
+                    feed(pool)
+        finally:
+            for future in futures:
+                future.cancel()
+            for pool in pools:
+                pool.shutdown(wait=True)
 
     def close(self) -> None:
         pass

@@ -342,6 +342,12 @@ def count_flops(
         return _run(step, _Ledger(seq_len, causal, model))
 
 
+def count_step(model: torch.nn.Module, seq_len: int, fn: Callable[[], Any]) -> FlopCount:
+    """Count `fn` (a step of `model` on `seq_len` tokens) as count_flops counts its own: memtrack runs its
+    training step under this, so one walk gives both the memory and the FLOPs."""
+    return _run(fn, _Ledger(seq_len, bool(getattr(model.attn_layers, "causal", False)), model))
+
+
 def count_ops(fn: Callable[[], Any], seq_len: int, causal: bool = False) -> FlopCount:
     """Count whatever `fn` runs (no model: components are attention_core, or `other`)."""
     return _run(fn, _Ledger(seq_len, causal))

@@ -24,6 +24,7 @@ from x_transformers.attend import Attend, create_causal_mask
 from ..build import build_model, fake_model
 from ..study.kwargs import xt_version
 from ..study.schema import ModelConfig
+from .flop_counter import count_step
 
 CATEGORY = {
     _MemRefType.PARAM: "parameters", _MemRefType.BUFFER: "buffers", _MemRefType.GRAD: "gradients",
@@ -41,6 +42,11 @@ _ALIBI_ALL = {xt.AlibiPositionalBias.forward.__code__, xt.AlibiPositionalBias.fo
               create_causal_mask.__code__}  # fmt: skip
 _ALIBI_FILL = {Attend.flash_attn.__code__: {torch.ops.aten.masked_fill},
                xt.Attention.forward.__code__: {torch.ops.aten.constant_pad_nd}}  # fmt: skip
+
+
+# `tensor.device` under a dispatch mode: about 40% of a training step's dispatches (einx and x-transformers
+# ask for it all the time)
+_DEVICE_QUERY = torch.ops.prim.device.default
 
 
 def _alibi_made(func: Any, out: Any) -> bool:
@@ -89,6 +95,8 @@ class _Tracker(MemTracker):
         super()._delete_callback(winfo, w_st)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        if func is _DEVICE_QUERY:  # no tensor out, nothing allocated: upstream would only re-check the peak
+            return func(*args, **(kwargs or {}))
         res = super().__torch_dispatch__(func, types, args, kwargs)
         if self._alibi and _alibi_made(func, res):
             winfo, _ = self._WINFO.get(res.untyped_storage(), (None, None))
@@ -194,9 +202,23 @@ def _tracking(dev: str, *external: Any) -> Iterator[tuple[_Tracker, dict[str, in
         cuda.update(allocated=torch.cuda.max_memory_allocated(), reserved=torch.cuda.max_memory_reserved())
 
 
-def _train(model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> Tracked:
-    with _tracking(str(x.device), model, opt, x, y) as (tracker, cuda):
+def _train(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    flops: list | None = None,
+) -> Tracked:
+    """The tracked step; with `flops` (a list), its forward and backward are also counted (appended)."""
+
+    def fw_bw() -> None:
         F.cross_entropy(model(x).transpose(1, 2), y).backward()
+
+    with _tracking(str(x.device), model, opt, x, y) as (tracker, cuda):
+        if flops is None:
+            fw_bw()
+        else:  # the counter's dispatch mode sits above the tracker's: it allocates nothing the tracker sees
+            flops.append(count_step(model, x.shape[1], fw_bw))
         opt.step()
         opt.zero_grad(set_to_none=True)
     return dataclasses.replace(_tracked(tracker, modules=True), extra=cuda)
@@ -208,12 +230,16 @@ def _reason(exc: BaseException) -> str:
 
 
 def _train_step(
-    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    flops: list | None = None,
 ) -> Tracked | str:
     """The tracked training step, or why the device cannot run it (e.g. FlexAttention has no CPU backward):
     a limit of the device is a result, and the inference steps are still tracked."""
     try:
-        return _train(model, opt, x, y)
+        return _train(model, opt, x, y, flops)
     except NotImplementedError as exc:
         opt.zero_grad(set_to_none=True)
         return _reason(exc)
@@ -252,11 +278,16 @@ def _decode(model: torch.nn.Module, cfg: ModelConfig, cache: Any, x: torch.Tenso
     return _tracked(tracker)
 
 
-def _steady_alibi(model: torch.nn.Module, cfg: ModelConfig, n: int) -> None:
-    """Without rotary, ALiBi caches its (h, n, n) bias on the module: size it to n, as a steady state has it."""
-    if cfg.layers.get("alibi_pos_bias") and not (
+def alibi_cached(cfg: ModelConfig) -> bool:
+    """Without rotary, ALiBi caches its (h, n, n) bias on the module (built once, not per step)."""
+    return bool(cfg.layers.get("alibi_pos_bias")) and not (
         cfg.layers.get("rotary_xpos") or cfg.layers.get("rotary_pos_emb")
-    ):
+    )
+
+
+def _steady_alibi(model: torch.nn.Module, cfg: ModelConfig, n: int) -> None:
+    """Size ALiBi's cached bias to n, as a steady state has it (alibi_cached)."""
+    if alibi_cached(cfg):
         for mod in model.modules():
             if isinstance(mod, xt.AlibiPositionalBias):
                 mod.register_buffer("bias", None, persistent=False)
@@ -264,19 +295,30 @@ def _steady_alibi(model: torch.nn.Module, cfg: ModelConfig, n: int) -> None:
 
 
 def run_steps(
-    cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]], device: str | None = None
+    cfg: ModelConfig,
+    dtype: str,
+    jobs: dict[tuple[int, int], tuple[str, ...]],
+    device: str | None = None,
+    flops: dict | None = None,
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """For each (seq_len, batch), the named steps ("train", "prefill", "decode"), tracked.
 
     device None: the no-allocation build (simulated); else real weights on that device (measured).
+    flops (a dict, simulated only): each training step's forward and backward are also counted, as
+    `count_flops(cfg, n, b, dtype)` counts them, into flops[(n, b)]; not where ALiBi's bias is cached
+    (the steady state skips the bias build that count_flops counts).
     """
+    counting = flops is not None and device is None and not alibi_cached(cfg)
 
     def run(model: torch.nn.Module, dev: str) -> dict[tuple[int, int], dict[str, Any]]:
         opt, V, out = _adamw(model), cfg.num_tokens, {}
         for (n, b), steps in jobs.items():
             _steady_alibi(model, cfg, n)
             x, y = torch.randint(0, V, (b, n), device=dev), torch.randint(0, V, (b, n), device=dev)
-            res = out[(n, b)] = {"train": _train_step(model, opt, x, y)} if "train" in steps else {}
+            counted: list | None = [] if counting else None
+            res = out[(n, b)] = {"train": _train_step(model, opt, x, y, counted)} if "train" in steps else {}
+            if counted:
+                flops[(n, b)] = counted[0]
             model.eval()
             if "prefill" in steps or "decode" in steps:
                 try:

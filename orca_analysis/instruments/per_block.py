@@ -29,8 +29,8 @@ from torch.distributed._tools.mem_tracker import _ModState
 
 from ..study.kwargs import LAYERS
 from ..study.schema import ModelConfig
-from . import memtrack
-from .flop_counter import FlopCount, count_flops
+from . import kept_walks, memtrack
+from .flop_counter import FlopCount
 
 FLOP_DEPTHS = (1, 2, 3)  # fit on the first two, check on the third
 MEM_DEPTHS = (3, 4, 5)
@@ -98,14 +98,16 @@ def _unflat(flat: dict[tuple, int]) -> FlopCount:
     return c
 
 
-def _linear_in_depth(cfg: ModelConfig, measure: Callable[[ModelConfig], dict]) -> tuple[dict | None, str]:
-    """`measure` (numbers that are `outside + depth * block`) at depths 1 and 2, checked at 3 and
-    extrapolated to cfg.depth; (None, why) where the shortcut refuses or its check fails."""
-    why = refusal(cfg, FLOP_DEPTHS)
+def linear_in_depth(
+    cfg: ModelConfig, measure: Callable[[ModelConfig], dict], depths: tuple[int, ...] = FLOP_DEPTHS
+) -> tuple[dict | None, str]:
+    """`measure` (numbers that are `outside + depth * block`) at two consecutive depths, checked at a
+    third and extrapolated to cfg.depth; (None, why) where the shortcut refuses or its check fails."""
+    why = refusal(cfg, depths)
     if why:
         return None, why
-    d0, _, d2 = FLOP_DEPTHS
-    small = [measure(at_depth(cfg, d)) for d in FLOP_DEPTHS]
+    d0, _, d2 = depths
+    small = [measure(at_depth(cfg, d)) for d in depths]
     if any(s.keys() != small[2].keys() for s in small):
         return None, "the counted cells differ between small depths"
     bad = [k for k in small[2] if _line(small[0][k], small[1][k], d0, d2) != small[2][k]]
@@ -115,11 +117,17 @@ def _linear_in_depth(cfg: ModelConfig, measure: Callable[[ModelConfig], dict]) -
 
 
 def count_flops_per_block(
-    cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True
+    cfg: ModelConfig,
+    seq_len: int,
+    batch: int,
+    dtype: str = "float32",
+    train: bool = True,
+    depths: tuple[int, ...] = FLOP_DEPTHS,
 ) -> tuple[FlopCount, str]:
-    """`count_flops`, from depths 1 and 2, checked at 3; else the full count and why (the note)."""
-    flat, why = _linear_in_depth(cfg, lambda c: _flat(count_flops(c, seq_len, batch, dtype, train)))
-    return (_unflat(flat), "") if flat is not None else (count_flops(cfg, seq_len, batch, dtype, train), why)
+    """`count_flops`, from two small depths, checked at a third; else the full count and why (the note)."""
+    args = (seq_len, batch, dtype, train)
+    flat, why = linear_in_depth(cfg, lambda c: _flat(kept_walks.flop_count(c, *args)), depths)
+    return (_unflat(flat), "") if flat is not None else (kept_walks.flop_count(cfg, *args), why)
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -311,67 +319,29 @@ def simulate_per_block(
             return _simulated(cfg, dtype, jobs), ""
         except Refused as exc:
             why = str(exc)
-    return memtrack.run_steps(cfg, dtype, jobs), why
+    return kept_walks.steps(cfg, dtype, jobs), why
+
+
+def _recorded_walk(
+    cfg: ModelConfig, dtype: str, jobs: dict, flops: dict
+) -> dict[tuple[int, int], tuple[dict, dict]]:
+    """{workload: (run_steps' dict for it, {step: its observations})}, from one region-recording walk."""
+    with _recording() as made:
+        res = memtrack.run_steps(cfg, dtype, jobs, flops=flops)
+    order = [(wl, s) for wl, r in res.items() for s in r if r[s] is not None]  # one tracker each
+    if len(made) != len(order):
+        raise Refused("the trackers do not match the steps (another run_steps at the same time?)")
+    obs: dict = {wl: {} for wl in res}
+    for (wl, s), t in zip(order, made, strict=True):
+        if isinstance(r := res[wl][s], memtrack.Tracked):
+            obs[wl][s] = _observe(t, r)
+    return {wl: (res[wl], obs[wl]) for wl in res}
 
 
 def _simulated(cfg: ModelConfig, dtype: str, jobs: dict) -> dict[tuple[int, int], dict[str, Any]]:
-    runs = []
-    for d in MEM_DEPTHS:
-        with _recording() as made:
-            res = memtrack.run_steps(at_depth(cfg, d), dtype, jobs)
-        order = [(wl, s) for wl, r in res.items() for s in r if r[s] is not None]  # one tracker each
-        if len(made) != len(order):
-            raise Refused("the trackers do not match the steps (another run_steps at the same time?)")
-        runs.append((res, {key: _observe(t, r) for key, t in zip(order, made, strict=True)
-                           if isinstance(r := res[key[0]][key[1]], memtrack.Tracked)}))  # fmt: skip
+    runs = [kept_walks.recorded_steps(at_depth(cfg, d), dtype, jobs, _recorded_walk) for d in MEM_DEPTHS]
     return {
-        wl: {s: _step(MEM_DEPTHS, cfg.depth, [r[wl][s] for r, _ in runs], [o.get((wl, s), {}) for _, o in runs])
-             for s in steps}
-        for wl, steps in runs[0][0].items()
+        wl: {s: _step(MEM_DEPTHS, cfg.depth, [r[wl][0][s] for r in runs], [r[wl][1].get(s, {}) for r in runs])
+             for s in runs[0][wl][0]}  # run_steps' own keys (a prefill's decode is None when not asked)
+        for wl in jobs
     }  # fmt: skip
-
-
-# -- when to take the shortcut -------------------------------------------------------------------
-
-# Below these depths the three small walks cost more than one full walk (measured on CPU: FLOPs from
-# about 6 blocks, memory from about 12): the full walk is taken, and nothing is noted.
-FLOPS_MIN_DEPTH = 8
-MEMORY_MIN_DEPTH = 12
-PARAMS_MIN_DEPTH = 8
-
-
-def _used(depths: tuple[int, ...], depth: int) -> str:
-    return f"per block: walked at depths {depths[0]} and {depths[1]}, checked at {depths[2]}, extrapolated to {depth}"
-
-
-def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True):
-    """The FLOP count by the cheaper exact route: (FlopCount, how it was counted, for the records)."""
-    if cfg.depth < FLOPS_MIN_DEPTH:
-        return count_flops(cfg, seq_len, batch, dtype, train), f"full walk of {cfg.depth} blocks"
-    count, why = count_flops_per_block(cfg, seq_len, batch, dtype, train)
-    return count, (
-        f"full walk: the per-block shortcut refused ({why})" if why else _used(FLOP_DEPTHS, cfg.depth)
-    )
-
-
-def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]]):
-    """`count(cfg)` (a parameter count by component) by the cheaper exact route: (counts, how).
-
-    Parameters of identical blocks are `outside + depth * block` in every component, as FLOPs are:
-    counted at depths 1 and 2, checked at 3."""
-    if cfg.depth < PARAMS_MIN_DEPTH:
-        return count(cfg), f"full walk of {cfg.depth} blocks"
-    counts, why = _linear_in_depth(cfg, count)
-    if counts is not None:
-        return counts, _used(FLOP_DEPTHS, cfg.depth)
-    return count(cfg), f"full walk: the per-block shortcut refused ({why})"
-
-
-def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]]):
-    """The simulated steps by the cheaper exact route: (run_steps' dict, how, for the records)."""
-    if cfg.depth < MEMORY_MIN_DEPTH:
-        return memtrack.run_steps(cfg, dtype, jobs), f"full walk of {cfg.depth} blocks"
-    res, why = simulate_per_block(cfg, dtype, jobs)
-    return res, (
-        f"full walk: the per-block shortcut refused ({why})" if why else _used(MEM_DEPTHS, cfg.depth)
-    )

@@ -38,6 +38,9 @@ class Measurement:
     summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
     isolated: bool = False  # True when a previous measurement in the same process could distort it
     analytic: bool = False  # deterministic and untimed: may run on the pool of workers beside others
+    walks_first: bool = (
+        False  # its walks are kept for others' (memory's training step counts FLOPs): runs first
+    )
     parallel: bool = False  # isolated but untimed (one thread each): its calls may run side by side
     gpu: bool = False  # wants a GPU: the GPU run measures it, and the Ray executor asks for one
     gpu_group: str = ""  # measurements of one group share a worker in the GPU run

@@ -21,9 +21,9 @@ import torch
 
 from ...build import build_model
 from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
+from ...instruments.analytic import analytic_flops
 from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
-from ...instruments.per_block import analytic_flops
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder

@@ -6,7 +6,7 @@ from typing import Any
 
 from ...build import build_model
 from ...formulas.flops import MFU_CONVENTION, MFU_CONVENTION_TEXT, kaplan_6n, palm
-from ...instruments.per_block import analytic_flops
+from ...instruments.analytic import analytic_flops
 from ...study.schema import ModelConfig
 from . import run
 from .run import METRICS, fvcore_allowed, fvcore_for

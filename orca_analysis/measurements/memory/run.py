@@ -22,8 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 from ...formulas import memory as fm
+from ...instruments.analytic import analytic_memory
 from ...instruments.memtrack import Tracked
-from ...instruments.per_block import analytic_memory
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -207,7 +207,7 @@ def measure_memory(variant: Variant, study: Study) -> list[Record]:
     simulated = closed.at(device="cpu")  # the simulation dispatches CPU kernels on fake tensors
     for (n, b), steps in jobs.items():
         _closed_forms(closed.at(seq_len=n, batch=b), cfg, precision, n, b, detail="decode" in steps)
-        _simulated(simulated.at(seq_len=n, batch=b), cfg, precision, n, b, sims[(n, b)], how)
+        _simulated(simulated.at(seq_len=n, batch=b), cfg, precision, n, b, sims[(n, b)], how[(n, b)])
     for n in sweep_lengths(cfg):  # memory vs sequence length: the closed form at every length
         sim = simulated.at(seq_len=n, batch=b0)
         if (n, b0) not in jobs:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from ...formulas import memory as fm
-from ...instruments.per_block import analytic_memory
+from ...instruments.analytic import analytic_memory
 from ...report.format import mib
 from ...study.schema import ModelConfig
 
 
 def memory_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
     """`inspect --json` key `memory` (float32): predicted and simulated peaks, KV cache, device fit."""
-    sims, how = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})
+    sims, hows = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})
+    how = hows[(seq_len, batch)]
     res = sims[(seq_len, batch)]
     if isinstance(res["train"], str):  # the device cannot run a training step: its simulation says why
         raise RuntimeError(f"the simulated training step failed: {res['train']}")

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 
 from ...formulas import memory as fm
+from ...instruments.analytic import analytic_memory
 from ...instruments.device import measure_device
 from ...instruments.memtrack import run_steps
-from ...instruments.per_block import analytic_memory
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..memory.run import TOTAL, _gap, _peak, _rel

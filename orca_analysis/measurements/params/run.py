@@ -13,7 +13,7 @@ from x_transformers import x_transformers as xt
 
 from ...build import fake_model
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
-from ...instruments.per_block import analytic_params
+from ...instruments.analytic import analytic_params
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
