@@ -24,7 +24,7 @@ from x_transformers.attend import Attend, create_causal_mask
 from ..build import build_model, fake_model
 from ..study.kwargs import xt_version
 from ..study.schema import ModelConfig
-from .flop_counter import count_step
+from .flop_counter import DEVICE_QUERY, count_step
 
 CATEGORY = {
     _MemRefType.PARAM: "parameters", _MemRefType.BUFFER: "buffers", _MemRefType.GRAD: "gradients",
@@ -42,11 +42,6 @@ _ALIBI_ALL = {xt.AlibiPositionalBias.forward.__code__, xt.AlibiPositionalBias.fo
               create_causal_mask.__code__}  # fmt: skip
 _ALIBI_FILL = {Attend.flash_attn.__code__: {torch.ops.aten.masked_fill},
                xt.Attention.forward.__code__: {torch.ops.aten.constant_pad_nd}}  # fmt: skip
-
-
-# `tensor.device` under a dispatch mode: about 40% of a training step's dispatches (einx and x-transformers
-# ask for it all the time)
-_DEVICE_QUERY = torch.ops.prim.device.default
 
 
 def _alibi_made(func: Any, out: Any) -> bool:
@@ -95,7 +90,7 @@ class _Tracker(MemTracker):
         super()._delete_callback(winfo, w_st)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
-        if func is _DEVICE_QUERY:  # no tensor out, nothing allocated: upstream would only re-check the peak
+        if func is DEVICE_QUERY:  # no tensor out, nothing allocated: upstream would only re-check the peak
             return func(*args, **(kwargs or {}))
         res = super().__torch_dispatch__(func, types, args, kwargs)
         if self._alibi and _alibi_made(func, res):

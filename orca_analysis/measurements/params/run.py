@@ -13,6 +13,7 @@ from x_transformers import x_transformers as xt
 
 from ...build import fake_model
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
+from ...instruments import kept_walks
 from ...instruments.analytic import analytic_params
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
@@ -64,16 +65,9 @@ def counted_params(cfg: ModelConfig) -> dict[str, int]:
     return counted_with_note(cfg)[0]
 
 
-_COUNTED: dict[str, tuple[dict[str, int], str]] = {}  # a sweep's base is counted once, not per variant
-
-
 def counted_with_note(cfg: ModelConfig) -> tuple[dict[str, int], str]:
-    """(counts, how they were counted: the full walk or per block)."""
-    key = repr(cfg)
-    if key not in _COUNTED:
-        _COUNTED[key] = analytic_params(cfg, _walked)
-    counts, how = _COUNTED[key]
-    return dict(counts), how
+    """(counts, how they were counted: the full walk or per block); kept, so a sweep's base is counted once."""
+    return kept_walks.kept("params_routed", cfg, (), lambda: analytic_params(cfg, _walked))
 
 
 def params_summary(cfg: ModelConfig) -> dict[str, Any]:
