@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -234,5 +235,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def entry() -> None:
+    """The console script and `python -m orca_analysis`: main(), then out at once. Everything is stored,
+    written and closed by then; what is left, the interpreter freeing torch's modules and objects one by
+    one, took 1.2 to 2.3 s of every command on a 2-core machine."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

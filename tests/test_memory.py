@@ -348,3 +348,22 @@ def test_cuda_records_without_a_gpu(monkeypatch, tiny_study_path):
     )  # on a GPU machine only the GPU is measured
     table = memory_section(results, study).tables[-1]
     assert [cell(c) for c in table.rows[0]][1:3] == ["cuda", "32 x 1"]
+
+
+@pytest.mark.parametrize(
+    "overrides", [[], ["rotary_xpos=false"], ["alibi_pos_bias=false"]], ids=lambda o: ",".join(o) or "tiny"
+)
+def test_lean_tracker_equals_upstream_dispatch(overrides, monkeypatch):
+    # the lean dispatch and two-level snapshot copy must not change one byte or FLOP: every phase peak,
+    # category, module and ALiBi tally, and the counted training FLOPs, equal upstream's own path
+    from orca_analysis.instruments.memtrack import _Tracker
+
+    cfg = tiny(*overrides)
+    jobs = {(128, 2): ("train", "prefill", "decode"), (64, 1): ("train",)}
+    runs = {}
+    for lean in (True, False):
+        monkeypatch.setattr(_Tracker, "lean", lean)
+        flops: dict = {}
+        runs[lean] = (run_steps(cfg, "float32", jobs, flops=flops), flops)
+    assert runs[True] == runs[False]
+    assert runs[True][0][(128, 2)]["train"].total > 0 and set(runs[True][0]) == set(jobs)

@@ -106,10 +106,12 @@ def provenance_of(unit: StoredUnit) -> Provenance:
 
 def frame_of(pairs: list[tuple[Record, StoredUnit]]) -> pd.DataFrame:
     """One row per record, in the records' columns (labels as JSON text), with the store's keys."""
-    rows, swept_keys = [], {}
+    rows, swept_keys, prov = [], {}, {}
     for record, u in pairs:
         swept_keys.update(dict.fromkeys(record.swept))
-        rows.append({**to_row(record, provenance_of(u)), "variant_key": u.variant_key, "env_id": u.env_id})
+        if u.unit_id not in prov:
+            prov[u.unit_id] = provenance_of(u).as_dict() | {"variant_key": u.variant_key, "env_id": u.env_id}
+        rows.append(to_row(record, prov[u.unit_id]))
     import pandas as pd
 
     return pd.DataFrame(rows, columns=[*columns(list(swept_keys)), *KEY_COLUMNS])

@@ -132,9 +132,14 @@ def labels_text(labels: dict[str, Any]) -> str:
     return json.dumps(labels, separators=(",", ":"), default=str) if labels else ""
 
 
-def to_row(record: Record, provenance: Provenance) -> dict[str, Any]:
-    row = {k: v for k, v in asdict(record).items() if k not in ("swept", "labels")}
+_ROW_FIELDS = tuple(f for f in Record.__dataclass_fields__ if f not in ("swept", "labels"))
+
+
+def to_row(record: Record, provenance: Provenance | dict[str, str]) -> dict[str, Any]:
+    """One exported row. Fields are read, not copied (`asdict` deep-copies: most of an export's time);
+    the provenance may come as its dict, made once per unit."""
+    row = {k: getattr(record, k) for k in _ROW_FIELDS}
     row["labels"] = labels_text(record.labels)
     row.update(record.swept)
-    row.update(provenance.as_dict())
+    row.update(provenance if isinstance(provenance, dict) else provenance.as_dict())
     return row
