@@ -240,8 +240,11 @@ def entry() -> None:
     written and closed by then; what is left, the interpreter freeing torch's modules and objects one by
     one, took 1.2 to 2.3 s of every command on a 2-core machine."""
     code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a reader that left early (`| head`): what it did not read is not ours to keep
+            pass
     logging.shutdown()
     os._exit(code)
 
