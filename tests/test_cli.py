@@ -1,6 +1,7 @@
 """The command as a user runs it: exit codes, one-line errors, JSON shape, run -> report."""
 
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -326,3 +327,28 @@ def test_report_with_a_users_catalogue_escapes_its_text(tiny_study_path, tmp_pat
     assert "<img src=x" not in html and "&lt;img src=x" in html
     # tiny: dim 32 -> 64, params counter grows, so the user's claim is supported
     assert "supported" in html and f"catalogue: {catalogue}" in html
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_a_killed_run_leaves_no_pool_worker(tiny_study_path, write_study, tmp_path):
+    # the analytic pool's workers are the forkserver's children, not the run's: killed with SIGKILL (the
+    # OOM killer), the run cannot stop them, and each would wait on its queue for ever (and keep its
+    # forkserver alive) unless it watches the run's process itself
+    grid = tiny_study_path.read_text().replace("mode: one_at_a_time", "mode: grid")
+    grid = grid.replace("measurements: [params]", "measurements: [params, flops, memory]")
+    path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))
+    args = ["run", str(path), "--out", str(tmp_path / "r"), "--verbose"]
+    env = {**os.environ, "ORCA_ANALYTIC_WORKERS": "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True, env=env
+    )
+    first = proc.stderr.readline()  # printed once the first measurement is stored: the pool is up
+    below = _descendants(proc.pid)  # the forkserver and the two pool workers
+    proc.kill()
+    proc.wait(timeout=60)  # reaped: a zombie still answers kill(pid, 0), as a shell's killed job does not
+    proc.stderr.close()  # the workers share it: reading to its end would wait for them
+    assert first.startswith("[1/36] ") and len(below) >= 3, (first, below)
+    deadline = time.monotonic() + 15
+    while _alive(below) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(below)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Iterator
 
@@ -13,7 +14,7 @@ from ..results.records import Provenance
 from ..study.kwargs import LAYERS
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
-from .isolated import run_isolated, run_isolated_many, worker_context
+from .isolated import _watch_parent, run_isolated, run_isolated_many, worker_context
 
 MAX_ANALYTIC_WORKERS = 8
 
@@ -67,8 +68,11 @@ def families_by_cost(calls: list[Call]) -> list[list[Call]]:
     return sorted(groups.values(), key=_walk_cost, reverse=True)
 
 
-def _quiet_worker() -> None:
+def _pool_worker_start(parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # the forkserver, not the batch's process, is our parent, and a pool worker whose batch was killed
+    # (SIGKILL, the OOM killer) would wait on its queue for ever, holding its forkserver up too
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
 
 
 def _run_pooled(call: Call) -> Outcome:
@@ -122,7 +126,7 @@ class LocalExecutor:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx, families = worker_context(), deque(families_by_cost(calls))
-        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_quiet_worker)
+        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_pool_worker_start, initargs=(os.getpid(),))
                  for _ in range(min(self.workers, len(families)))]  # fmt: skip
         futures: dict = {}  # future -> (call, its pool)
 
