@@ -24,7 +24,7 @@ from typing import Any
 from ..results.environment import local_provenance
 from ..results.records import Provenance
 from .base import Call, Outcome, failure, one_line, run_call
-from .isolated import _watch_parent, death_reason, worker_context
+from .isolated import death_reason, start_worker, worker_context
 
 GRACE_S = 20.0
 MAX_LAUNCHES = 3
@@ -46,11 +46,7 @@ def lost_cuda_context(text: str) -> bool:
 
 
 def _group_worker(payload: bytes, conn: Connection, parent_pid: int, deadline: float) -> None:
-    import signal
-    import threading
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+    start_worker(parent_pid)
     os.environ["ORCA_DEADLINE"] = f"{deadline:.1f}"  # long measurements stop starting sub-runs
     calls: list[Call] = pickle.loads(payload)
     for call in calls:

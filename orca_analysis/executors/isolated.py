@@ -30,9 +30,15 @@ def _watch_parent(parent_pid: int) -> None:
             os._exit(3)
 
 
-def _worker(payload: bytes, conn: Connection, parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops us
+def start_worker(parent_pid: int) -> None:
+    """What every worker does first: Ctrl-C is the parent's to handle (it stops us), and a worker whose
+    parent is gone (killed: SIGKILL, the OOM killer) exits within a second, measuring or waiting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+
+
+def _worker(payload: bytes, conn: Connection, parent_pid: int) -> None:
+    start_worker(parent_pid)
     try:
         call: Call = pickle.loads(payload)
         message = ("outcome", run_call(call, f"worker pid {os.getpid()}"))

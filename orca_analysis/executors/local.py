@@ -4,8 +4,6 @@ then the rest one after another, in this process or each in a fresh worker."""
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from collections import deque
 from collections.abc import Iterator
 
@@ -14,7 +12,7 @@ from ..results.records import Provenance
 from ..study.kwargs import LAYERS
 from . import DEFAULT_TIME_LIMIT_S
 from .base import Call, Outcome, failure, one_line, run_call
-from .isolated import _watch_parent, run_isolated, run_isolated_many, worker_context
+from .isolated import run_isolated, run_isolated_many, start_worker, worker_context
 
 MAX_ANALYTIC_WORKERS = 8
 
@@ -68,13 +66,6 @@ def families_by_cost(calls: list[Call]) -> list[list[Call]]:
     return sorted(groups.values(), key=_walk_cost, reverse=True)
 
 
-def _pool_worker_start(parent_pid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # the forkserver, not the batch's process, is our parent, and a pool worker whose batch was killed
-    # (SIGKILL, the OOM killer) would wait on its queue for ever, holding its forkserver up too
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-
-
 def _run_pooled(call: Call) -> Outcome:
     return run_call(call, f"analytic worker pid {os.getpid()}")
 
@@ -126,7 +117,9 @@ class LocalExecutor:
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         ctx, families = worker_context(), deque(families_by_cost(calls))
-        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_pool_worker_start, initargs=(os.getpid(),))
+        # the pid is the batch's: a pool worker's parent is the forkserver, and one left by a killed batch
+        # would wait on its queue for ever, holding its forkserver up too
+        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=start_worker, initargs=(os.getpid(),))
                  for _ in range(min(self.workers, len(families)))]  # fmt: skip
         futures: dict = {}  # future -> (call, its pool)
 
