@@ -1,244 +1,198 @@
-"""Quality benchmark: probes + training for every variant of a study, timed, written as Markdown.
+"""Quality benchmark: where the training measurement's time goes, and the power each proxy test reached.
 
-    .venv/bin/python benchmarks/quality_bench.py [--study orca] [--scale cpu] [--out benchmarks/results/quality.md]
+    .venv/bin/python benchmarks/quality_bench.py [--study orca] [--scale cpu|thorough] [--workers 2]
+                                                 [--out benchmarks/results/quality.md]
 
-The target: at the `cpu` scale the default study's probes and training fit in about 3 minutes
-of a 2-core machine (they are part of `make report`). The tables are the numbers it produced.
+Trains every variant of the study that `run` trains (the sweep and the remedies that list `training`) in
+`--workers` processes, longest first, as `run` does, and times each kind of sub-run by the function that
+starts it (equal-token runs, learning-rate sweep, equal-FLOP runs, small-subset runs, the extrapolation
+arms and their scoring, the multi-head arm, gradient health, head ablation, the read criterion). Then it
+evaluates the catalogue's training claims and each remedy's loss change on those records: the effect, its
+interval, n, the minimal detectable effect (claims/stats.py) and the positive control's effect.
+
+The target (issue 24): the standard tier's training within 8 minutes of wall time on 2 cores.
+With `--before-tree PATH` it times an older checkout's training measurement the same way (its code on
+sys.path first), for the before/after table.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import multiprocessing
 import os
 import platform
+import sys
 import time
-from importlib.metadata import version
+from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
-import torch
-
-from orca_analysis.instruments.proxy import proxy_rule, quality_scale, tiny_scale
-from orca_analysis.measurements.probes.run import probe_records
-from orca_analysis.measurements.training.run import training_records
-from orca_analysis.results.query import Results, Value
-from orca_analysis.results.records import device_name
-from orca_analysis.study import load_study
-
-
-def _f(x: float | None, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:.{digits}g}"
+CATEGORIES = {  # the function that starts a sub-run -> what it is
+    "main_runs": "equal-token runs", "variant_runs": "equal-token runs", "remedy_runs": "equal-token runs",
+    "tuned_runs": "learning-rate sweep", "equal_flop_runs": "equal-FLOP runs", "equal_budget_run": "equal-FLOP runs",
+    "overfit": "small-subset runs", "model_for": "extrapolation and multi-head arms",
+    "grad_health": "gradient health", "head_ablation": "head ablation", "context_losses": "extrapolation scoring",
+    "ngram_loss": "read criterion (bigram count model)",
+}  # fmt: skip
 
 
-def _ms(v: Value | None) -> str:
-    """mean ± (max - min) over the seeds."""
-    return f"{_f(v.value, 4)} ± {_f(v.spread, 2)}" if v is not None and v.value is not None else "-"
+def _timed(fn, name, clock):
+    def wrapper(*args, **kwargs):
+        caller = sys._getframe(1).f_code.co_name
+        what = CATEGORIES.get(name) or CATEGORIES.get(caller, f"other ({caller})")
+        t0 = time.process_time()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            clock[what] += time.process_time() - t0
+
+    return wrapper
 
 
-def probe_table(results: Results, variants: list[str]) -> list[str]:
-    cases = [
-        "causality:as_built",
-        "kv_cache:as_built",
-        "kernel_agreement:default",
-        "kernel_agreement:math",
-        "kernel_agreement:flash_attention",
-    ]
-    lines = ["| variant | " + " | ".join(cases) + " |", "|---" * (len(cases) + 1) + "|"]
-    for vid in variants:
-        cells = []
-        for case in cases:
-            probe, name = case.split(":")
-            passed = results.one(probe, variant=vid, case=name, status=None)
-            diff = results.number(f"{probe}_max_diff", variant=vid, case=name)
-            if passed is None:
-                cells.append("-")
-            elif passed.status != "ok":
-                cells.append(passed.status)
-            else:
-                cells.append(f"{'pass' if passed.value == 1 else 'FAIL'} {_f(diff)}")
-        lines.append(f"| {vid} | " + " | ".join(cells) + " |")
+def train_one(study_ref: str, variant_id: str, scale_name: str, tree: str | None) -> tuple:
+    """One variant's training records and the CPU seconds by kind of sub-run (in a worker process)."""
+    if tree:
+        sys.path.insert(0, tree)
+    from orca_analysis.instruments.proxy import quality_scale
+    from orca_analysis.measurements.training import ablations
+    from orca_analysis.measurements.training import run as training
+    from orca_analysis.study import load_study
+
+    study = load_study(study_ref)
+    variant = next(v for v in [*study.variants(), *study.remedy_variants()] if v.variant_id == variant_id)
+    clock: dict[str, float] = defaultdict(float)
+    modules = [training, ablations]
+    try:
+        from orca_analysis.measurements.training import arms
+
+        modules.append(arms)
+    except ImportError:  # an older tree
+        pass
+    for module in modules:
+        for name in ("train_run", "head_ablation", "context_losses", "ngram_loss"):
+            if hasattr(module, name):  # train_run: by its caller; the rest: by their own name
+                setattr(
+                    module, name, _timed(getattr(module, name), "" if name == "train_run" else name, clock)
+                )
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        records = training.training_records(variant, study, quality_scale(scale_name))
+    except Exception as exc:  # noqa: BLE001  (as `run` does: a failed measurement is recorded, the rest goes on)
+        print(f"{variant_id}: {type(exc).__name__}: {str(exc)[:120]}", flush=True)
+        records = []
+    cpu = time.process_time() - c0
+    clock["other (set-up, corpus, counting)"] += cpu - sum(clock.values())
+    return variant_id, records, dict(clock), time.perf_counter() - t0, cpu
+
+
+def measure(study_ref: str, scale_name: str, workers: int, tree: str | None) -> tuple:
+    if tree:
+        sys.path.insert(0, tree)
+    from orca_analysis.study import load_study
+
+    study = load_study(study_ref)
+    remedies = [v for v in study.remedy_variants() if "training" in (v.only or ("training",))]
+    order = [study.variants()[0], *remedies, *study.variants()[1:]]  # the base first: it is the longest
+    start = time.perf_counter()
+    out = []
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(train_one, study_ref, v.variant_id, scale_name, tree) for v in order]
+        for f in as_completed(futures):
+            vid, records, clock, wall, cpu = f.result()
+            print(f"{vid}: {wall:.1f} s wall, {cpu:.1f} s CPU", flush=True)
+            out.append((vid, records, clock, wall, cpu))
+    return out, time.perf_counter() - start
+
+
+def time_table(runs: list, wall: float) -> list[str]:
+    total: dict[str, float] = defaultdict(float)
+    for _, _, clock, _, _ in runs:
+        for k, v in clock.items():
+            total[k] += v
+    cpu = sum(r[4] for r in runs)
+    lines = ["| kind of sub-run | CPU s | share |", "|---|---|---|"]
+    for k, v in sorted(total.items(), key=lambda kv: -kv[1]):
+        lines.append(f"| {k} | {v:.1f} | {v / cpu:.0%} |")
+    lines += [f"| **all** | **{cpu:.1f}** | 100% |", "", f"Wall time: {wall:.1f} s.", "",
+              "| variant | wall s | CPU s |", "|---|---|---|"]  # fmt: skip
+    lines += [f"| {vid} | {w:.1f} | {c:.1f} |" for vid, _, _, w, c in sorted(runs, key=lambda r: -r[4])]
     return lines
 
 
-def attribution_table(results: Results, base: str) -> list[str]:
-    lines = ["| case | verdict | max abs diff | error |", "|---|---|---|---|"]
-    for v in results.values("kv_cache", variant=base, status=None):
-        case, ok = v.get("case"), v.status == "ok" and v.value == 1
-        verdict = "pass" if ok else "FAIL" if v.status == "ok" else v.status
-        diff = results.number("kv_cache_max_diff", variant=base, case=case)
-        lines.append(f"| {case} | {verdict} | {_f(diff)} | {'' if ok else v.note} |")
-    return lines
+def _ci(e) -> str:
+    if e is None:
+        return "-"
+    if e.ci_low is None:
+        return f"{e.estimate:+.4f} (n={e.n}, no interval)"
+    return f"{e.estimate:+.4f} [{e.ci_low:+.4f}, {e.ci_high:+.4f}]"
 
 
-def training_table(results: Results, variants: list[str]) -> list[str]:
-    lines = [
-        "| variant | proxy params | FLOP/token | val loss @ equal tokens | val loss @ equal FLOPs "
-        "| overfit train / val / gap |",
-        "|---|---|---|---|---|---|",
-    ]
-    for vid in variants:
-        last = max(results.values("overfit_gap", variant=vid), key=lambda v: int(v.get("step")))
-        step = last.get("step")
-        tr = results.number("overfit_train_loss", variant=vid, step=step)
-        va = results.number("overfit_val_loss", variant=vid, step=step)
-        lines.append(
-            f"| {vid} | {results.number('proxy_params', variant=vid):,.0f} "
-            f"| {results.number('train_flops_per_token', variant=vid):.3g} "
-            f"| {_ms(results.one('val_loss_final', variant=vid))} "
-            f"| {_ms(results.one('val_loss_equal_flops', variant=vid))} "
-            f"| {_f(tr, 4)} / {_f(va, 4)} / {_f(last.value, 3)} |"
-        )
-    return lines
+def power_table(study_ref: str, records: list) -> list[str]:
+    from orca_analysis.claims import evaluate, load_catalogue
+    from orca_analysis.claims.evidence import compare
+    from orca_analysis.results.query import Results
+    from orca_analysis.study import load_study
 
-
-def ablation_tables(results: Results, base: str) -> list[str]:
-    lengths = sorted({int(v.get("eval_len")) for v in results.values("extrapolation_val_loss", variant=base)})
-    lines = [
-        "### Length extrapolation (val loss, mean ± spread over seeds)",
-        "",
-        "| positions | " + " | ".join(f"eval {n}" for n in lengths) + " |",
-        "|---" * (len(lengths) + 1) + "|",
-    ]
-    for pos in ("alibi+xpos", "alibi", "xpos", "none"):
-        cells = [
-            _ms(results.one("extrapolation_val_loss", variant=base, pos=pos, eval_len=n)) for n in lengths
-        ]
-        lines.append(f"| {pos} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "### Multi-query vs multi-head",
-        "",
-        "| attention | val loss (mean ± spread) | KV cache, full model | KV cache, proxy |",
-        "|---|---|---|---|",
-    ]
-    for attn in ("mqa", "mha"):
-        full, proxy = (
-            results.number("kv_cache_bytes", variant=base, attn=attn, model="full"),
-            results.number("kv_cache_bytes", variant=base, attn=attn, model="proxy"),
-        )
-        lines.append(
-            f"| {attn} | {_ms(results.one('attn_kv_val_loss', variant=base, attn=attn))} "
-            f"| {full / 2**20:.1f} MiB | {proxy / 2**20:.2f} MiB |"
-        )
-    lines += [
-        "",
-        "### Gradient health (per-block gradient L2 norms; first block / last block)",
-        "",
-        "| norm | depth | init: first/last | init: min..max | late: first/last | late: min..max "
-        "| train loss (last 5 steps) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    norms = results.values("grad_norm", variant=base)
-    steps = sorted({int(v.get("step")) for v in norms})
-    depths = sorted({int(v.get("depth")) for v in norms})
-    for depth in depths:
-        for norm in ("pre_norm", "post_norm", "deepnorm"):
-            cells = []
-            for step in (steps[0], steps[-1]):
-                at = {"variant": base, "norm": norm, "depth": depth, "step": step}
-                vals = [v.value for v in results.values("grad_norm", **at)]
-                ratio = results.number("grad_norm_first_over_last", **at)
-                cells += [_f(ratio), f"{_f(min(vals))}..{_f(max(vals))}"]
-            loss = results.one("grad_health_train_loss", variant=base, norm=norm, depth=depth, status=None)
-            why = "" if loss.status == "ok" else loss.note
-            lines.append(f"| {norm} | {depth} | " + " | ".join(cells) + f" | {_f(loss.value, 4)} {why} |")
-    lines.append(f"\n(init = step {steps[0]}, late = step {steps[-1]} of a short run.)")
+    study = load_study(study_ref)
+    results = Results.from_records(records)
+    sweep = results.only_variants({v.variant_id for v in study.variants()})
+    claims = [c for c in load_catalogue() if "training" in c.tests]
+    lines = ["| claim | verdict | effect [95% CI] | interval | n | MDE | delta | positive control [95% CI] |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for cr in evaluate(claims, sweep, study):
+        v, e = cr.verdict, cr.verdict.effect
+        control = f"{v.control.name}: {_ci(v.control.effect)}" if v.control else "-"
+        mde = f"{e.mde:.4f}" if e is not None and e.mde is not None else "-"
+        kind = e.method.split(",")[0] if e is not None else "-"
+        lines.append(f"| {cr.claim.id} | {v.verdict} | {_ci(e)} | {kind} | {e.n if e else '-'} | {mde} | "
+                     f"{v.delta if v.delta is not None else '-'} | {control} |")  # fmt: skip
+    lines += ["", "Remedies' loss change, after - before, paired by seed (nats/token):", "",
+              "| remedy | before | after | change [95% CI] | MDE |", "|---|---|---|---|---|"]  # fmt: skip
+    for r in study.fixes:
+        b = results.one("val_loss_final", variant=r.applies_to)
+        a = results.values("val_loss_final", variant=r.variant_id)
+        if b is None or not a:
+            why = results.values("val_loss_final", variant=r.variant_id, status=None)
+            lines.append(f"| {r.id} | - | - | {why[0].note[:90] if why else 'not trained'} | - |")
+            continue
+        e = compare([a[0], b], [1.0, -1.0])
+        lines.append(f"| {r.id} | {b.value:.4f} | {a[0].value:.4f} | {_ci(e)} | {e.mde:.4f} |")
     return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", default="orca")
+    ap.add_argument("--scale", default="cpu", help="cpu (the standard tier) or thorough")
+    ap.add_argument("--workers", type=int, default=2)
     ap.add_argument(
-        "--scale",
-        default=None,
-        help="cpu or gpu (default: gpu when CUDA is present); tiny: a quick smoke test",
+        "--before-tree", default=None, help="time an older checkout's training measurement instead"
     )
     ap.add_argument("--out", default="benchmarks/results/quality.md")
+    ap.add_argument("--json", default=None, help="also write the timings as JSON here")
     args = ap.parse_args()
-    study = load_study(args.study)
-    scale = tiny_scale() if args.scale == "tiny" else quality_scale(args.scale)
-    load_before = os.getloadavg()
-    records, times = [], {}
-    start = time.perf_counter()
-    cpu_start = time.process_time()
-    for v in study.variants():
-        t0, c0 = time.perf_counter(), time.process_time()
-        records += probe_records(v, study, scale)
-        t1, c1 = time.perf_counter(), time.process_time()
-        records += training_records(v, study, scale)
-        times[v.variant_id] = (t1 - t0, c1 - c0, time.perf_counter() - t1, time.process_time() - c1)
-        print(f"{v.variant_id}: " + ", ".join(f"{x:.1f}" for x in times[v.variant_id]), flush=True)
-    total, cpu_total = time.perf_counter() - start, time.process_time() - cpu_start
-    results, variants = Results.from_records(records), list(times)
-    base = variants[0]
-    corpus_v = results.one("corpus_tokens", variant=base)
-    corpus = ",".join([*(f"{k}={x}" for k, x in corpus_v.labels.items()), corpus_v.note])
+    load_before = os.getloadavg()[0]
+    runs, wall = measure(args.study, args.scale, args.workers, args.before_tree)
+    records = [r for _, recs, _, _, _ in runs for r in recs]
+    title = "before (" + args.before_tree + ")" if args.before_tree else f"scale `{args.scale}`"
     lines = [
-        f"# Quality benchmark: study `{study.name}`, scale `{scale.name}`",
+        f"## Training measurement, study `{args.study}`, {title}",
         "",
-        f"- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}",
-        f"- machine: {device_name(scale.device)}, {os.cpu_count()} cores; "
-        f"load average before {load_before[0]:.2f}, after {os.getloadavg()[0]:.2f} (other work shared the cores)",
-        f"- versions: python {platform.python_version()}, torch {torch.__version__}, "
-        f"x-transformers {version('x-transformers')}, torch threads per run {scale.threads}",
-        f"- scale: {proxy_rule(scale)}; train length {scale.seq_len}, batch {scale.batch}, {scale.steps} steps "
-        f"({scale.tokens_per_run:,} tokens per run), lr {scale.lr} (warm-up {scale.warmup} then constant), "
-        f"seeds {list(scale.seeds)}",
-        f"- corpus: {corpus}",
-        "- losses in nats per token (bytes at this scale); `x ± s` = mean ± (max - min) over seeds",
+        f"- date: {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}; {os.cpu_count()} cores, "
+        f"{args.workers} worker processes, one torch thread each; load average before {load_before:.2f}",
+        f"- python {platform.python_version()}",
         "",
-        f"## Time: {total:.0f} s wall, {cpu_total:.0f} s CPU (target: about 180 s on an idle 2-core machine)",
-        "",
-        "Runs use one torch thread, so CPU time is about what the same work takes on an idle machine;",
-        "wall time grows with whatever else shares the cores.",
-        "",
-        "| variant | probes wall (s) | probes CPU (s) | training wall (s) | training CPU (s) |",
-        "|---|---|---|---|---|",
-        *[f"| {vid} | " + " | ".join(f"{x:.1f}" for x in t) + " |" for vid, t in times.items()],
-        "",
-        "## Probes (value = max abs logit difference)",
-        "",
-        *probe_table(results, variants),
-        "",
-        f"### KV-cache decoding on `{base}`: which flags break it",
-        "",
-        *attribution_table(results, base),
-        "",
-        "## Training: what dim, depth and heads buy",
-        "",
-        f"- equal tokens: every variant trains on {scale.tokens_per_run:,} tokens; the loss at the end.",
-        "- equal FLOPs: the loss when the variant has spent as many training FLOPs (6N + 6·L·T·d_attn,",
-        "  Kaplan et al. 2020) as the cheapest variant's whole run; read from the same run (the learning",
-        "  rate is constant after warm-up, so a mid-run point is not one caught mid-schedule).",
-        f"- overfit: seed {scale.seeds[0]}, {scale.overfit_steps} steps on the first {scale.overfit_tokens:,} "
-        f"training tokens ({scale.overfit_steps * scale.batch * scale.seq_len // scale.overfit_tokens} epochs); "
-        "losses at the end.",
-        "",
-        *training_table(results, variants),
-        "",
-        *ablation_tables(results, base),
-        "",
-        "## Notes",
-        "",
-        "- Ablations (extrapolation, attention, gradients) are run around the base variant's proxy; the",
-        "  ALiBi + xPos and MQA rows reuse the base variant's own runs.",
-        *(
-            [
-                f"- Short proxy runs barely use long context (and their heads are {scale.divisor}x narrower, so xPos",
-                "  rotates few dims): a flat extrapolation table at this scale is not evidence about the full",
-                "  model. The `gpu` scale trains the full shapes.",
-            ]
-            if scale.divisor > 1
-            else []
-        ),
-        "- Gradient norms: pre-clipping L2 norm of each decoder block's gradient (attention + feed-forward);",
-        "  post_norm = DeepNorm's post-LN layout without its alpha and beta; pre_norm is the reference.",
-        "",
+        *time_table(runs, wall),
     ]
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("\n".join(lines))
-    print(f"wrote {args.out} ({total:.0f} s)")
+    if not args.before_tree:
+        lines += ["", "### Power of each test", "", *power_table(args.study, records)]
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    if args.json:
+        Path(args.json).write_text(json.dumps({vid: {"clock": c, "wall": w, "cpu": cpu}
+                                               for vid, _, c, w, cpu in runs}, indent=1))  # fmt: skip
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .errors import OrcaError
 from .executors import DEFAULT_TIME_LIMIT_S, EXECUTORS
+from .instruments.tiers import TIERS
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
@@ -115,6 +116,11 @@ def _run_options(run: argparse.ArgumentParser) -> None:
         "--corpus", type=Path, default=None, metavar="PATH",
         help="text file or folder for the training runs (default: the Python standard library's sources)",
     )  # fmt: skip
+    run.add_argument(
+        "--quality", choices=TIERS, default=None,
+        help="standard (default: the quality tests the make report budget powers) or thorough (every test "
+        "this machine can: longer runs, five seeds, a learning-rate sweep per width and depth arm)",
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +181,10 @@ def _run(args: argparse.Namespace) -> int:
         os.environ["ORCA_CORPUS"] = str(
             args.corpus.resolve()
         )  # read by instruments/corpus.py, workers inherit it
+    if args.quality is not None:
+        from .instruments.proxy import scale_for_tier
+
+        os.environ["ORCA_QUALITY_SCALE"] = scale_for_tier(args.quality)  # workers inherit it
     executor = make_executor(args.executor, args.address, args.time_limit)
     run_sweep(
         study,

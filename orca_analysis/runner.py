@@ -23,6 +23,7 @@ from tqdm import tqdm
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
 from .instruments.corpus import selected_corpus_label
+from .instruments.proxy import scale_key
 from .measurements import MEASUREMENTS, Measurement
 from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
 from .results.frame import export
@@ -54,9 +55,10 @@ def rectangles(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[int]]
 
 
 def corpus_for(study: Study, measurements: Mapping[str, Measurement]) -> str | None:
-    """The selected corpus's label when one of the study's measurements trains on it, else None."""
+    """The selected corpus's label when one of the study's measurements trains on it, else None; with the
+    quality scale where it is not the device's default (`run --quality thorough` keeps its own results)."""
     if any(getattr(measurements[n], "uses_corpus", False) for n in study.measurements):
-        return selected_corpus_label()  # a user corpus is read and hashed: once per run
+        return selected_corpus_label() + scale_key()  # a user corpus is read and hashed: once per run
     return None
 
 
@@ -69,7 +71,7 @@ def measurement_key(
     version = getattr(measurement, "version", 1)
     if not getattr(measurement, "uses_corpus", False):
         return variant_key(config, version=version)
-    label = corpus if corpus is not None else selected_corpus_label()
+    label = corpus if corpus is not None else selected_corpus_label() + scale_key()
     if getattr(measurement, "by_role", False) and role != "sweep":
         label = f"{label}|role={role}"
     return variant_key(config, label, version)

@@ -155,13 +155,13 @@ def test_quality_rules_respect_the_seed_spread(study):
     # base: mean 2.50, spread 0.05; dim=32: mean 2.53, spread 0.04
     records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.51, 2.55])]
     v = RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim")
-    # fall 2.53 - 2.50 = 0.03; variances 0.00125 and 0.0008 over 2 seeds: se^2 = 0.00125/2 + 0.0008/2
-    # = 0.001025 (se 0.0320); Welch df = se^4 / (0.000625^2 + 0.0004^2) = 1.91; t(0.975, 1.91) = 4.51:
-    # 0.03 +- 0.144 = [-0.114, +0.174] straddles 0: a null result, never support
+    # paired by seed: falls 2.51 - 2.475 = 0.035 and 2.55 - 2.525 = 0.025: mean 0.03, sd 0.0070711,
+    # se = 0.0070711 / sqrt(2) = 0.005; t(0.975, 1) = 12.706: 0.03 +- 0.0635 = [-0.0335, +0.0935]
+    # straddles 0: a null result, never support
     e = v.effect
     assert v.verdict == "inconclusive" and (e.n, round(e.estimate, 4)) == (2, 0.03)
-    assert (round(e.ci_low, 3), round(e.ci_high, 3)) == (-0.114, 0.174) and "cannot tell" in v.reason
-    # fall 0.20 with the same se: [+0.056, +0.344] lies beyond 0
+    assert (round(e.ci_low, 4), round(e.ci_high, 4)) == (-0.0335, 0.0935) and "cannot tell" in v.reason
+    # falls 0.205 and 0.195 with the same se: [+0.1365, +0.2635] lies beyond 0
     records = [*final_loss(study, "base", [2.475, 2.525]), *final_loss(study, "dim=32", [2.68, 2.72])]
     assert (
         RULES["decreases_with"](ev(study, records), metric="val_loss_final", axis="dim").verdict
@@ -210,12 +210,12 @@ def test_heads_robustness_claim_reads_the_head_ablation(study):
         r for h, vals in rises.items() for r in seeds(study, ids[h], "head_ablation_quarter_mean", vals)
     ]
     (r,) = evaluate([claim], Results.from_records(records), study)
-    assert r.verdict.verdict == "supported" and "0.400 -> 0.100" in r.verdict.reason
+    assert r.verdict.verdict == "supported" and "0.4000 -> 0.1000" in r.verdict.reason
 
 
 def mqa_training(study, mqa=(2.500, 2.502), mha=(2.499, 2.501)):
-    """MQA's loss 0.001 above MHA's; variances 2e-6 each over 2 seeds: se = 0.00141, Welch df 2,
-    t(0.975, 2) = 4.30: mha - mqa = -0.001 +- 0.0061, inside the catalogue's -0.02: quality kept."""
+    """MQA's loss 0.001 above MHA's at both seeds: mha - mqa = -0.001 by seed, paired interval
+    [-0.001, -0.001], above the catalogue's -0.02: quality kept."""
     out = [r for a, vals in (("mqa", mqa), ("mha", mha))
            for r in seeds(study, "base", "attn_kv_val_loss", vals, {"attn": a, "tokens": 32768})]  # fmt: skip
     out += [rec(study, "base", "kv_cache_bytes", "closed_form", v,
@@ -257,8 +257,9 @@ def test_mqa_claim_needs_faster_decoding_beyond_the_timing_noise(study):
     records = mqa_training(study) + decode(study, 0.012, 0.010, 0.05)  # x0.83: one KV head decodes slower
     (r,) = evaluate([claim], Results.from_records(records), study)
     assert r.verdict.verdict == "contradicted" and "decodes slower" in r.verdict.reason
-    # seeds 0.02 apart: the interval reaches beyond the minimal effect, whatever the speed
-    records = mqa_training(study, (2.50, 2.52), (2.49, 2.51)) + decode(study, 0.010, 0.012, 0.05)
+    # mha - mqa by seed: +0.01 and -0.03 (mean -0.01, sd 0.0283, se 0.02, t(0.975, 1) = 12.706):
+    # [-0.264, +0.244] reaches beyond the minimal effect, whatever the speed
+    records = mqa_training(study, (2.50, 2.52), (2.51, 2.49)) + decode(study, 0.010, 0.012, 0.05)
     (r,) = evaluate([claim], Results.from_records(records), study)
     assert r.verdict.verdict == "inconclusive" and r.verdict.effect.n == 2
 

@@ -127,7 +127,7 @@ def test_a_256_token_study_gets_none_of_the_orca_claims(write_study, tiny_study_
     assert "**contradicted**" in row and "the model as built has 256" in row
     claims = {c["id"]: c for c in json.loads((tmp_path / "tiny" / "claims.json").read_text())}
     keys = {"id", "claim", "verdict", "reason", "scale", "metric", "unit", "estimate", "ci_low", "ci_high", "n",
-            "delta", "evidence", "interval"}  # fmt: skip
+            "delta", "evidence", "interval", "paired", "why_unpaired", "mde", "control"}  # fmt: skip
     assert all(set(c) == keys for c in claims.values()) and len(claims) == 30
     vocab = claims["flag-num_tokens"]
     assert (vocab["verdict"], vocab["scale"], vocab["metric"], vocab["ci_low"]) == ("contradicted", "analytic",

@@ -104,10 +104,10 @@ def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path)
         for i, d in enumerate((-0.005, 0.005))
     ]  # fmt: skip
     section = training_section(Results.from_records(records), study)
-    runs = {t.title: t for t in section.tables if t.title.startswith("Short training runs")}
+    runs = {t.title: t for t in section.tables if t.title.startswith("Training runs")}
     assert list(runs) == [
-        "Short training runs (full shapes on cuda)",
-        "Short training runs (CPU-scale proxies)",
+        "Training runs (full shapes on cuda)",
+        "Training runs (CPU-scale proxies)",
     ]
-    assert cell(runs["Short training runs (full shapes on cuda)"].rows[0][2]) == "4.250 ± 0.010"
-    assert cell(runs["Short training runs (CPU-scale proxies)"].rows[0][2]) == "2.500 ± 0.010"
+    assert cell(runs["Training runs (full shapes on cuda)"].rows[0][2]) == "4.250 ± 0.010"
+    assert cell(runs["Training runs (CPU-scale proxies)"].rows[0][2]) == "2.500 ± 0.010"

@@ -72,31 +72,39 @@ def test_grows_with_attributes_the_rise_to_its_parts(study):
 
 
 def extrapolation(study, rises):
-    """extrapolation_val_loss of each scheme at the training length (2.0) and at 4x, two seeds 0.01 apart."""
+    """extrapolation_val_loss per scheme at 16 and 64 tokens over three seeds: 2.0 + 0.1 * seed at 16 (the
+    models differ by seed), that plus the scheme's rise at 64, the rise itself varying by +-0.01 by seed."""
     out = []
     for pos, rise in rises.items():
-        for eval_len, loss in ((16, 2.0), (64, 2.0 + rise)):
-            out += seeds(study, "base", "extrapolation_val_loss", [loss - 0.005, loss + 0.005],
+        for eval_len in (16, 64):
+            losses = [
+                2.0 + 0.1 * s + (rise + d if eval_len == 64 else 0.0) for s, d in enumerate((0, 0.01, -0.01))
+            ]
+            out += seeds(study, "base", "extrapolation_val_loss", losses,
                          {"pos": pos, "train_len": 16, "eval_len": eval_len})  # fmt: skip
     return out
 
 
 def test_extrapolation_every_outcome(study):
     rule = RULES["extrapolation"]
-    # ref rise 0.50, alibi's 0.05: ref minus scheme 0.45, its Welch interval (4 groups of 2) well above 0
+    # each rise's per-seed values: rise, rise + 0.01, rise - 0.01: sd 0.01, se 0.0057735, half width
+    # t(0.975, 2) 4.302653 x 0.0057735 = 0.024841; the controls rise 0.50: [+0.475, +0.525] beyond 0.01
+    controls = {"abs": 0.50, "none": 0.50}
+    # alibi's rise -0.05: [-0.0748, -0.0252], below +0.01: it keeps its loss beyond the training length
+    v = rule(ev(study, extrapolation(study, {"alibi": -0.05, **controls})), delta=0.01)
+    assert v.verdict == "supported" and v.control.shows_power
+    # alibi's rise 0.30: [+0.275, +0.325] beyond +0.01
     assert (
-        rule(ev(study, extrapolation(study, {"alibi": 0.05, "none": 0.50})), delta=0.01).verdict
-        == "supported"
-    )
-    assert (
-        rule(ev(study, extrapolation(study, {"alibi": 0.50, "none": 0.05})), delta=0.01).verdict
+        rule(ev(study, extrapolation(study, {"alibi": 0.30, **controls})), delta=0.01).verdict
         == "contradicted"
     )
-    # ref minus scheme 0.002; each group's variance 0.00005 over 2 seeds: se^2 = 4 * 0.00005 / 2 = 1e-4,
-    # Welch df = 1e-8 / (4 * 0.000025^2) = 4, t(0.975, 4) = 2.776: 0.002 +- 0.028 straddles delta 0.01
-    v = rule(ev(study, extrapolation(study, {"alibi": 0.050, "none": 0.052})), delta=0.01)
-    assert v.verdict == "inconclusive" and v.effect.n == 2
-    assert (round(v.effect.ci_low, 3), round(v.effect.ci_high, 3)) == (-0.026, 0.030)
+    # alibi's rise 0.002: [-0.0228, +0.0268] straddles +0.01
+    v = rule(ev(study, extrapolation(study, {"alibi": 0.002, **controls})), delta=0.01)
+    assert v.verdict == "inconclusive" and v.effect.n == 3
+    assert (round(v.effect.ci_low, 4), round(v.effect.ci_high, 4)) == (-0.0228, 0.0268)
+    # no fall to see: "none" rises 0.005 ([-0.0198, +0.0298] does not lie beyond 0.01)
+    v = rule(ev(study, extrapolation(study, {"alibi": -0.05, "abs": 0.50, "none": 0.005})), delta=0.01)
+    assert v.verdict == "not testable at this scale" and "none does not fail" in v.reason
     assert rule(ev(study, extrapolation(study, {"alibi": 0.05})), delta=0.01).verdict == "not tested yet"
 
 
@@ -106,24 +114,27 @@ def test_gradient_health_every_outcome(study):
                     {"norm": n, "depth": 48, "step": 11, "seed": seed}, scale="proxy")
                 for n, vs in (("post_norm", post), ("deepnorm", deep)) for seed, v in enumerate(vs)]  # fmt: skip
 
-    rule, sick = RULES["gradient_health"], [1e-5, 2e-5, 5e-6]  # |log10|: 5, 4.70, 5.30 decades (mean 5.0)
-    # DeepNorm |log10| 0.40, 0.52, 0.30 (mean 0.41): removed 4.59 decades; se^2 = 0.0906/3 + 0.0124/3,
-    # the Welch interval about [3.9, 5.3] lies beyond delta = 1 decade
+    rule, sick = RULES["gradient_health"], [1e-5, 2e-5, 5e-6]  # |log10|: 5, 4.699, 5.301 decades (mean 5.0)
+    # DeepNorm |log10| 0.398, 0.523, 0.301: removed 4.602, 4.176, 5.000 by seed (mean 4.593, sd 0.412,
+    # se 0.238, half width 1.024): the paired interval about [3.57, 5.62] lies beyond delta = 1 decade
     v = rule(ev(study, rows(sick, [0.4, 0.3, 0.5])), delta=1.0)
-    assert v.verdict == "supported" and v.effect.n == 3 and v.effect.ci_low > 1.0
+    assert v.verdict == "supported" and v.effect.n == 3 and v.effect.kind == "paired"
+    assert v.effect.ci_low == pytest.approx(3.57, abs=0.01) and v.control.shows_power
     assert v.reason.startswith("proxy scale") and "depth 48" in v.reason
-    # plain post-norm within 2 decades: nothing to remedy at this depth (the condition is named)
+    # the positive control fails: plain post-norm within 2 decades, so there is nothing to remedy here
     v = rule(ev(study, rows([0.5, 0.4, 0.3], [0.4, 0.5, 0.3])), delta=1.0)
-    assert v.verdict == "qualified" and "only at depths beyond 48" in v.reason
+    assert v.verdict == "not testable at this scale" and "not sick at this depth" in v.reason
     # DeepNorm at 2.40, 2.52, 2.30 decades: beyond delta but still sick, so it narrows the gap only
     v = rule(ev(study, rows(sick, [4e-3, 3e-3, 5e-3])), delta=1.0)
     assert v.verdict == "qualified" and "narrows" in v.reason
-    # the same imbalance: effect 0, se^2 = 2 x 0.0906 / 3, df 4, t 2.776: [-0.68, +0.68] inside +-1
+    # the same imbalance at every seed: differences 0, 0, 0, the interval [0, 0] inside +-1
     v = rule(ev(study, rows(sick, sick)), delta=1.0)
-    assert v.verdict == "contradicted" and abs(v.effect.ci_high - 0.68) < 0.01
-    # |log10| 5, 3, 7 against 3, 1, 5: effect 2, each variance 4, se^2 = 8/3, df 4: 2 +- 4.53 straddles
-    v = rule(ev(study, rows([1e-5, 1e-3, 1e-7], [1e-3, 1e-1, 1e-5])), delta=1.0)
-    assert v.verdict == "inconclusive" and round(v.effect.ci_low, 2) == -2.53
+    assert v.verdict == "contradicted" and v.effect.ci_high == pytest.approx(0.0, abs=1e-9)
+    # |log10| 5, 5.3, 4.7 against 3, 5.2, 1.7: removed 2.0, 0.1, 3.0 (mean 1.7, sd 1.473, se 0.8505):
+    # 1.7 +- 4.302653 x 0.8505 = [-1.96, +5.36] straddles delta
+    post, deep = [1e-5, 10**-5.3, 10**-4.7], [1e-3, 10**-5.2, 10**-1.7]
+    v = rule(ev(study, rows(post, deep)), delta=1.0)
+    assert v.verdict == "inconclusive" and round(v.effect.ci_low, 2) == -1.96
     assert rule(ev(study, rows(sick, [])), delta=1.0).verdict == "not tested yet"
 
 

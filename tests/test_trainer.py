@@ -19,8 +19,15 @@ from orca_analysis.instruments.corpus import (
     tokenized,
 )
 from orca_analysis.instruments.proxy import CPU, proxy_config, tiny_scale
-from orca_analysis.instruments.trainer import block_grad_norms, eval_schedule, lm_loss, lr_at, train_run
-from orca_analysis.measurements.training.ablations import context_losses
+from orca_analysis.instruments.trainer import (
+    block_grad_norms,
+    eval_schedule,
+    lm_loss,
+    lr_at,
+    share_init,
+    train_run,
+)
+from orca_analysis.measurements.training.ablations import context_losses, scheme_config
 from orca_analysis.study import load_study
 
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
@@ -145,15 +152,37 @@ def test_extrapolation_scores_the_same_tokens_at_every_length():
 def test_a_budget_gets_its_own_annealed_run(tiny_study_path, corpus_dir, tmp_path):
     """The equal-FLOP read of a bigger variant is the end of a run of that budget (its own cooldown),
     not a point in the middle of its longer run."""
-    from orca_analysis.measurements.training.run import equal_budget_run
-
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
     data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
     cfg = proxy_config(study.base, scale)
-    short = equal_budget_run(cfg, data, scale, 0, 4)
+    short = train_run(cfg, data, scale, 0, steps=4, evals=1).final
     long = train_run(cfg, data, scale, 0, eval_steps=[4])
     mid = next(p for p in long.points if p.step == 4)
     assert short.step == mid.step == 4 and short.tokens == mid.tokens  # the same budget ...
     # ... but the short run's last step ran at its cooled rate (round(0.2 * 4) = 1 step, at 1/2),
     # the long run's at the full rate: the same seed and batches, other weights
     assert short.val_loss != mid.val_loss
+
+
+def test_arms_of_one_seed_share_their_batches_and_initial_values(tiny_study_path, corpus_dir, tmp_path):
+    """Common random numbers: the base proxy and an arm without token shift or ALiBi (the cached-decoding
+    remedy) see the same training windows in the same order on a seed, and start from the same values of
+    every parameter they share; another seed draws other windows."""
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    data = tokenized(load_corpus(corpus_dir), "byte", cache_dir=tmp_path)
+    base = proxy_config(study.base, scale)
+    arm = base.with_values({("attn_layers", "shift_tokens"): 0, ("attn_layers", "alibi_pos_bias"): False})
+    a, b = train_run(base, data, scale, 0), train_run(arm, data, scale, 0, init_from=base)
+    assert a.batch_digest == b.batch_digest and len(a.batch_digest) == 40
+    assert train_run(arm, data, scale, 1, init_from=base).batch_digest != a.batch_digest
+    # every parameter of the arm has a namesake in the base (token shift's wrapper aside): all shared
+    assert b.shared == len(list(build_model(arm).parameters())) and a.shared == 0  # the base is the reference
+    model, reference = build_model(arm, seed=0), build_model(base, seed=0)
+    assert share_init(model, reference) == b.shared
+    q = dict(model.named_parameters())["attn_layers.layers.0.1.to_q.weight"]
+    assert torch.equal(q, dict(reference.named_parameters())["attn_layers.layers.0.1.fn.to_q.weight"])
+    # the extrapolation's control with learned absolute positions (no rotary, no ALiBi): its position
+    # table is its own, the base has none to share; every other parameter is shared
+    with_table = build_model(scheme_config(base, "abs", 64), seed=0)
+    assert "pos_emb.emb.weight" in dict(with_table.named_parameters())
+    assert share_init(with_table, reference) == len(list(with_table.parameters())) - 1

@@ -30,15 +30,19 @@ from orca_analysis.study import load_study
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
 
 
+THOROUGH = {"lr_factors": (2.0,), "equal_flops": True}  # the thorough tier's arms, at the tiny scale
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """The tiny study's base and one other variant, trained once at the tiny scale (module-wide)."""
+    """The tiny study's base and one other variant, trained once at the tiny scale with the thorough tier's
+    learning-rate sweep and equal-FLOP runs (module-wide)."""
     tmp = tmp_path_factory.mktemp("training")
     corpus = _write_corpus(tmp / "corpus")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ORCA_CACHE_DIR", str(tmp / "cache"))
         mp.delenv("ORCA_DEADLINE", raising=False)
-        study, scale = load_study(str(TINY)), tiny_scale()
+        study, scale = load_study(str(TINY)), tiny_scale(**THOROUGH)
         base, other = study.variants()[0], study.variants()[1]
         records = {v.variant_id: training_records(v, study, scale, corpus=corpus) for v in (base, other)}
     return study, records
@@ -52,9 +56,17 @@ def test_training_records(trained):
         "train_loss", "val_loss", "val_loss_final", "val_loss_equal_flops", "overfit_gap", "grad_norm",
         "kv_cache_bytes", "extrapolation_val_loss", "attn_kv_val_loss", "train_flops_per_token",
         "head_ablation_single_increase", "head_ablation_quarter_increase", "head_ablation_quarter_mean",
-        "head_ablation_base_loss", "proxy_params", "corpus_tokens",
+        "head_ablation_base_loss", "proxy_params", "corpus_tokens", "val_loss_tuned", "lr_sweep_val_loss",
+        "lr_chosen", "ngram_val_loss", "proxy_embedding_share", "overfit_val_loss",
     } <= metrics  # fmt: skip
     assert all(r.unit and r.measurement == "training" and r.status == "ok" for r in recs)
+    # the learning-rate sweep: the scale's 3e-3 and 2 x 3e-3 on the first seed, the lower loss chosen
+    results = Results.from_records(recs)
+    swept = {v.get("lr"): v.value for v in results.values("lr_sweep_val_loss")}
+    assert set(swept) == {3e-3, 6e-3} and results.number("lr_chosen") == min(swept, key=swept.get)
+    tuned = results.one("val_loss_tuned")
+    assert tuned.sample_ids == (0, 1, 2) and tuned.get("lr") == results.number("lr_chosen")
+    assert tuned.samples[0] == swept[tuned.get("lr")]  # the first seed's run is the sweep's own
     # nothing depends on the study's workloads: the store keeps such records once per variant
     assert all(r.seq_len is None and r.batch is None for r in recs)
     assert {r.scale for r in recs if r.metric != "kv_cache_bytes"} == {"proxy"}  # the tiny scale: a proxy
@@ -98,7 +110,9 @@ def test_seeds_are_samples_of_one_value(trained):
     for attn in ("mqa", "mha"):
         assert results.one("attn_kv_val_loss", attn=attn).n == len(seeds)
     extrapolated = results.values("extrapolation_val_loss")
-    # 4 positional schemes x eval lengths 16, 32, 64 (train_len 16 x (1, 2, 4)), each over every seed
+    # 4 positional schemes (alibi, xpos and the controls abs and none) x eval lengths 16, 32, 64
+    # (train_len 16 x (1, 2, 4)), each over every seed
+    assert {v.get("pos") for v in extrapolated} == {"alibi", "xpos", "abs", "none"}
     assert len(extrapolated) == 4 * 3 and all(v.n == 3 and v.get("train_len") == 16 for v in extrapolated)
     curve = results.values("val_loss", step=6)
     assert len(curve) == 1 and curve[0].n == 3
@@ -111,7 +125,11 @@ def test_setup_and_closed_form_records(trained):
     # tiny base at dim/8: dim 64 / 8 = 8, head dim 64 (x-transformers' default) / 8 = 8 raised to the floor
     # of 16, depth 2, heads 4, bytes (vocab 256)
     assert proxy.labels == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 16, "vocab": 256}
-    assert "scale=tiny" in proxy.note and "rule=proxy: dim/8" in proxy.note
+    assert "scale=tiny" in proxy.note and "rule=proxy: dim/8" in proxy.note and "lr_sweep=2" in proxy.note
+    # embedding 256 x 8 = 2,048 and logits 8 x 256 = 2,048 (no bias) of the proxy's 7,792 parameters
+    assert proxy.value == 7792 and results.number("proxy_embedding_share") == pytest.approx(4096 / 7792)
+    # the read criterion's reference: a bigram count model of the corpus's bytes
+    assert results.one("ngram_val_loss").labels == {"order": 2, "tokenizer": "byte"}
     corpus = results.one("corpus_tokens")
     assert corpus.value == 2 * len(TEXT) + 1 and corpus.get("tokenizer") == "byte"  # bytes: one token each
     assert len(corpus.get("sha256")) == 12 and corpus.note.startswith(f"bytes={2 * len(TEXT) + 1},")
@@ -205,12 +223,14 @@ def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus
     recs = training_records(study.variants()[0], study, scale, corpus=corpus_dir)
     skipped = Counter((r.metric, r.labels.get("seed")) for r in recs if r.status == "skipped")
     assert skipped[("val_loss_final", 0)] == skipped[("val_loss_final", 1)] == 1
-    assert skipped[("overfit_gap", 0)] == 1
+    assert skipped[("overfit_val_loss", 0)] == skipped[("overfit_val_loss", 2)] == 1
     # every eval length of every positional scheme and seed, and both attention layouts for every seed
     assert skipped[("extrapolation_val_loss", 0)] == 4 * 3 and skipped[("attn_kv_val_loss", 1)] == 2
     # (2 depths on the first seed + the deepest on 2 more seeds) x 3 norms, all skipped
     assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == (2 + 2) * 3
-    assert all(r.note == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped")
+    tier = ("val_loss_tuned", "val_loss_equal_flops")  # what the standard tier does not run at all
+    assert all(r.note == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped"
+               and r.metric not in tier)  # fmt: skip
     trained = ("val_loss", "grad_norm", "head_ablation_single_increase")
     assert not any(r.metric in trained for r in recs)  # none trained
     assert {r.status for r in recs} == {"ok", "skipped"}  # set-up and closed forms still recorded
@@ -227,16 +247,17 @@ def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path)
     rows = [_final("base", "cuda", 0, 4.245), _final("base", "cuda", 1, 4.255),
             _final("base", "cpu", 0, 2.495), _final("base", "cpu", 1, 2.505), _final("base", "cpu", 2, 2.5)]  # fmt: skip
     section = training_section(Results.from_records(rows), study)
-    runs = {t.title: t for t in section.tables if t.title.startswith("Short training runs")}
-    assert list(runs) == [
-        "Short training runs (full shapes on cuda)",
-        "Short training runs (CPU-scale proxies)",
-    ]
+    runs = {t.title: t for t in section.tables if t.title.startswith("Training runs")}
+    assert list(runs) == ["Training runs (full shapes on cuda)", "Training runs (CPU-scale proxies)"]
     gpu, cpu = runs.values()
     assert gpu.rows[0][2] == "4.250 ± 0.010"  # mean of 4.245 and 4.255, spread 0.010
     assert cpu.rows[0][2] == "2.500 ± 0.010"
     assert "mean ± spread over 2 seeds" in gpu.caption and "over 3 seeds" in cpu.caption  # the seeds it has
-    assert [cell(c) for c in cpu.rows[0][3:]] == ["n/a", "n/a"]  # no equal-FLOP point, no overfit run
+    assert [cell(c) for c in cpu.rows[0][3:]] == [
+        "n/a",
+        "n/a",
+        "n/a",
+    ]  # no tuned rate, equal FLOPs, overfit run
     assert [f.name for f in section.figures] == ["quality_vs_compute"]  # the GPU's, where there are any
     assert training_section(Results.from_records([]), study).missing.startswith("no `training` results")
 
@@ -250,11 +271,16 @@ def test_section_reads_the_stored_values(trained):
     assert list(rows) == ["base", "dim=32"]
     final = results.one("val_loss_final", variant="base")
     assert rows["base"][2] == f"{final.value:.3f} ± {final.spread:.3f}"
-    gaps = results.values("overfit_gap", variant="dim=32")
-    assert rows["dim=32"][4] == f"{max(gaps, key=lambda v: v.get('step')).value:.3f}"  # the last step's gap
+    tuned = results.one("val_loss_tuned", variant="dim=32")
+    assert rows["dim=32"][3] == f"{tuned.value:.3f} ± {tuned.spread:.3f} (lr {tuned.get('lr'):g})"
+    held = max(results.values("overfit_val_loss", variant="dim=32"), key=lambda v: v.get("step"))
+    train = max(results.values("overfit_train_loss", variant="dim=32"), key=lambda v: v.get("step"))
+    assert rows["dim=32"][5] == f"{held.value:.3f} / {train.value:.3f}"  # the last step's, mean of seeds
     assert rows["base"][1].endswith(" params (8 wide)")
+    assert "bigram count model" in runs.caption
     assert extrapolation.columns == ["positions", "eval at 16", "eval at 32", "eval at 64"]
-    assert [r[0] for r in extrapolation.rows] == ["alibi", "alibi+xpos", "none", "xpos"]
+    assert [r[0] for r in extrapolation.rows] == ["alibi", "xpos", "learned absolute positions (positive control)",
+                                                  "no position information (positive control)"]  # fmt: skip
     quarter = results.one("head_ablation_quarter_mean", variant="base")
     assert [cell(c) for c in heads.rows[0]][4] == f"{quarter.value:.4f} ± {quarter.spread:.4f}"
     assert [f.name for f in section.figures] == ["val_loss_curves", "quality_vs_compute", "grad_norms"]
@@ -337,3 +363,57 @@ def test_migrate_v1_labels_samples_and_splits(tmp_path):
     )
     with pytest.raises(ValueError, match="no schema-2 form"):
         migrate_v1([_v1("loss_of_something_gone", 1.0, "seed=0")])
+
+
+def test_the_standard_tier_records_what_it_does_not_power(tiny_study_path, corpus_dir, monkeypatch, tmp_path):
+    """Without a learning-rate sweep a width arm is not trained at all (never read at a shared rate), and no
+    equal-FLOP run is made: each is a skipped record saying which tier runs it."""
+    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
+    study, scale = load_study(str(tiny_study_path)), tiny_scale(extrap_factors=(2,), grad_depths=(2,))
+    narrow = next(v for v in study.variants() if v.variant_id == "dim=32")
+    recs = training_records(narrow, study, scale, corpus=corpus_dir)
+    skipped = Counter((r.metric, r.note.split(":")[0]) for r in recs if r.status == "skipped")
+    assert skipped == {("val_loss_final", "not run at this quality tier"): 3,
+                       ("val_loss_tuned", "not run at this quality tier"): 3,
+                       ("val_loss_equal_flops", "not run at this quality tier"): 3}  # fmt: skip
+    assert "--quality thorough" in next(r.note for r in recs if r.metric == "val_loss_tuned")
+    assert not any(r.metric == "val_loss" for r in recs)  # nothing trained on the corpus at full length ...
+    assert {r.labels["seed"] for r in recs if r.metric == "overfit_val_loss"} == {
+        0,
+        1,
+        2,
+    }  # ... but overfitting
+
+
+def test_a_vocabulary_bound_remedy_is_not_trained_on_a_byte_proxy(
+    tiny_study_path, corpus_dir, monkeypatch, tmp_path
+):
+    import dataclasses
+
+    from orca_analysis.measurements.training.run import embedding_share
+
+    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    tied = dataclasses.replace(study.variants()[0], variant_id="fix:tie", role="remedy",
+                               config=study.base.with_values({("wrapper", "tie_embedding"): True}))  # fmt: skip
+    recs = training_records(tied, study, scale, corpus=corpus_dir)
+    (why,) = {r.note for r in recs if r.metric == "val_loss_final"}
+    full, proxy = embedding_share(study.base), embedding_share(proxy_config(study.base, scale))
+    assert why.startswith("not testable at this scale") and f"{proxy:.1%}" in why and f"{full:.1%}" in why
+    assert not any(r.metric == "val_loss" for r in recs)
+
+
+def test_quality_tiers_select_a_scale_and_key_their_results_apart(monkeypatch):
+    from orca_analysis.instruments.proxy import THOROUGH, quality_scale, scale_for_tier, scale_key
+
+    monkeypatch.delenv("ORCA_QUALITY_SCALE", raising=False)
+    monkeypatch.setenv("ORCA_DEVICE", "cpu")
+    assert scale_for_tier("standard") == "cpu" and scale_for_tier("thorough") == "thorough"
+    assert quality_scale().name == "cpu" and scale_key() == ""  # the default keeps the stores' keys
+    monkeypatch.setenv("ORCA_QUALITY_SCALE", "thorough")
+    assert quality_scale() is THOROUGH and scale_key() == "|quality=thorough"
+    # the thorough tier: twice the steps on five seeds, the width and depth arms' rate sweep, equal FLOPs
+    assert (THOROUGH.steps, len(THOROUGH.seeds), THOROUGH.lr_factors, THOROUGH.equal_flops) == (
+        512, 5, (0.5, 2.0), True)  # fmt: skip
+    with pytest.raises(ValueError, match="unknown quality tier 'best'"):
+        scale_for_tier("best")

@@ -7,10 +7,36 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..instruments.ngram import READ_ORDER
+from ..instruments.tiers import NOT_TESTABLE
 from ..results.metrics import lookup
 from ..results.query import Results, Value, prefer_device
 from ..study.schema import Study
-from .stats import Effect
+from .stats import Effect, beyond, contrast, paired
+
+VERDICTS = ("supported", "qualified", "contradicted", "inconclusive", NOT_TESTABLE, "not tested yet")
+
+
+@dataclass(frozen=True)
+class Control:
+    """A test's positive control: a comparison known to show an effect, which must show it beyond
+    `delta` at this budget before the test's result (a null one above all) means anything."""
+
+    name: str  # what it is, e.g. "learned absolute positions: loss rise from 64 to 256 tokens"
+    effect: Effect
+    delta: float
+    unit: str
+
+    @property
+    def shows_power(self) -> bool:
+        return beyond(self.effect, self.delta)
+
+    def text(self) -> str:
+        return f"{self.name} {self.effect.text(self.unit)}, needed beyond {self.delta:g}"
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, **self.effect.as_json(), "delta": self.delta, "unit": self.unit,
+                "shows_power": self.shows_power}  # fmt: skip
 
 
 @dataclass
@@ -24,6 +50,7 @@ class Verdict:
     effect: Effect | None = None  # estimate and interval, in the claim's direction
     delta: float | None = None  # the minimal effect of interest, in the metric's unit
     unit: str = ""  # the effect's unit where it is not the metric's (e.g. decades of a ratio)
+    control: Control | None = None  # the positive control that shows the test's power, where it has one
 
 
 @dataclass
@@ -124,6 +151,26 @@ def scale_of(values: list[Value]) -> str:
     )
 
 
+def by_seed(v: Value) -> dict[Any, float]:
+    """seed -> sample of a value whose samples are seeds ({} otherwise: timing repeats pair nothing)."""
+    if not v.sample_ids or lookup(v.metric).samples != "seed":
+        return {}
+    return dict(zip(v.sample_ids, v.samples, strict=True))
+
+
+def compare(values: list[Value], weights: list[float]) -> Effect:
+    """sum_i w_i value_i: paired by seed (common random numbers) where every value carries its seeds,
+    else Welch's interval over the samples, saying why."""
+    arms = [by_seed(v) for v in values]
+    if all(arms):
+        return paired(arms, weights)
+    kinds = sorted({lookup(v.metric).samples or "single values" for v in values})
+    why = (
+        "timing repeats share no random numbers" if kinds == ["repeat"] else f"samples are {', '.join(kinds)}"
+    )
+    return contrast([samples(v) for v in values], weights, why)
+
+
 def samples(v: Value) -> list[float]:
     """The per-seed (or per-repeat) samples of a value, or the value itself."""
     return list(v.samples) if v.samples else [float(v.value)]
@@ -131,3 +178,30 @@ def samples(v: Value) -> list[float]:
 
 PROXY = ("proxy scale (small models trained briefly on a CPU by the proxy rule of the training section, not the "
          "model itself): ")  # fmt: skip
+
+
+def initial_fall(ev: Evidence, arms: dict[str, Value]) -> str:
+    """Why the comparison of these arms cannot be read yet, or "" when it can. The read criterion: every
+    arm's mean held-out loss lies below that of a bigram count model of the same tokens (`ngram_val_loss`,
+    order 2, the same device's tokens): the model predicts from more than the previous token, so the
+    comparison is past the initial fall, where it measures how fast a model starts. Without a stored
+    reference (results from before it was recorded) the criterion is not checked."""
+    late = []
+    for name, v in arms.items():
+        ref = [r for r in ev.results.values("ngram_val_loss", order=READ_ORDER) if r.device == v.device]
+        if ref and v.value is not None and v.value >= ref[0].value:
+            late.append(f"{name} {v.value:.3f}")
+    if not late:
+        return ""
+    ref = next(r for r in ev.results.values("ngram_val_loss", order=READ_ORDER))
+    return (f"not past the initial fall: {', '.join(late)} nats/token, not below the {ref.value:.3f} of a bigram "
+            f"count model of the same tokens (the read criterion)")  # fmt: skip
+
+
+def unpowered(ev: Evidence, metric: str, variants: set[str] | None = None) -> str:
+    """The reason stored with the skipped records of `metric` (a test the run's quality tier does not
+    power, or a run cut short), or "" when there are none."""
+    found = [
+        v for v in ev.results.values(metric, status="skipped") if variants is None or v.variant_id in variants
+    ]
+    return found[0].note if found else ""

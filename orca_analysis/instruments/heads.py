@@ -3,9 +3,10 @@
 After each of a variant's training runs, heads are masked at evaluation time by zeroing their
 slice of the merged head outputs, just before the attention's output projection (Michel, Levy
 and Neubig 2019, "Are Sixteen Heads Really Better than One?", arXiv 1905.10650, section 2.2).
-  single: one head of one layer at a time (every layer, every head), first seed only (it costs
-    depth x heads evaluations): `head_ablation_increase` per (layer, head), and its mean and max
-    over the model (`head_ablation_single_mean`, `_max`);
+  single: one head of one layer at a time (every layer, every head), first seed only, on the first
+    SINGLE_WINDOWS validation windows (it costs depth x heads evaluations): `head_ablation_increase` per
+    (layer, head), over the unmasked loss on those windows, and its mean and max over the model
+    (`head_ablation_single_mean`, `_max`);
   quarter: a quarter of the heads of every layer at once (at least one), `QUARTER_DRAWS` random
     draws: `head_ablation_quarter_mean`. Silencing the same fraction makes variants with
     different head counts comparable: a model whose heads share the work loses less.
@@ -25,6 +26,7 @@ from x_transformers.x_transformers import Attention
 from .trainer import eval_loss
 
 QUARTER_DRAWS = 4  # random quarter-of-the-heads masks per run
+SINGLE_WINDOWS = 32  # validation windows each single-head ablation is scored on
 
 
 def attention_modules(model: nn.Module) -> list[Attention]:
@@ -79,11 +81,13 @@ def head_ablation(
     attn = attention_modules(model)
     depth, heads = len(attn), attn[0].heads
     out = HeadAblation(eval_loss(model, val_windows, batch), heads)
+    few = val_windows[:SINGLE_WINDOWS]
+    unmasked = eval_loss(model, few, batch) if single else 0.0
     for layer in range(depth if single else 0):
         for head in range(heads):
             off = [[head] if i == layer else [] for i in range(depth)]
             with heads_masked(attn, off):
-                out.single.append((layer, head, eval_loss(model, val_windows, batch) - out.base_loss))
+                out.single.append((layer, head, eval_loss(model, few, batch) - unmasked))
     gen = torch.Generator().manual_seed(seed)
     for _ in range(QUARTER_DRAWS):
         off = [torch.randperm(heads, generator=gen)[: out.heads_off].tolist() for _ in range(depth)]

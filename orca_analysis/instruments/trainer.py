@@ -1,13 +1,19 @@
 """One short, seeded training run of a (proxy) model: loss curves and per-layer gradient norms.
 
-Next-token cross-entropy, AdamW, linear warm-up then a constant learning rate (no decay, so a
-curve read mid-run, as the equal-FLOP comparison does, is not one caught mid-schedule),
-gradients clipped at 1.0 (the norms recorded are the ones before clipping). Same seed, same machine -> same
-curve: the seed fixes the initial weights and the order of the training windows.
+Next-token cross-entropy, AdamW, warmup-stable-decay (each run ends annealed and is read at its end),
+gradients clipped at 1.0 (the norms recorded are the ones before clipping). Same seed, same machine ->
+same curve.
+
+Common random numbers: seed k fixes, for every arm trained on it, the order of the training windows
+(one generator, seeded with k, draws them: `batch_digest` fingerprints what was drawn), the evaluation
+windows (fixed, evenly spaced) and, with `init_from`, the initial values of the parameters the arm shares
+with a reference model (the study's base proxy built from the same seed): each parameter of the same name
+and shape starts from the reference's value, so arms differ only where their designs differ.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from collections.abc import Iterable
@@ -42,21 +48,44 @@ class RunResult:
     grad_norms: dict[int, list[float]] = field(default_factory=dict)  # step -> norm per block
     diverged_at: int | None = None  # first step whose loss was not finite
     model: nn.Module | None = None
+    lr: float = 0.0  # the peak learning rate it trained at
+    batch_digest: str = ""  # sha1 of the training windows drawn, in order: equal for arms of one seed
+    shared: int = 0  # parameter tensors initialised from the reference model (init_from)
 
     @property
     def final(self) -> EvalPoint:
         return self.points[-1]
 
 
-def lr_at(step: int, scale: QualityScale, total: int | None = None) -> float:
+def lr_at(step: int, scale: QualityScale, total: int | None = None, peak: float | None = None) -> float:
     """Warmup-stable-decay (Hagele et al. 2024, arXiv 2405.18392): linear warm-up, constant, then a
     linear cooldown over the last `scale.cooldown` of the run's own `total` steps, so every run (each
-    budget its own) ends annealed and is read at its end."""
+    budget its own) ends annealed and is read at its end. `peak`: the rate (default the scale's)."""
     total = total or scale.steps
     warm = min(1.0, (step + 1) / scale.warmup)
     cool_steps = max(1, round(scale.cooldown * total)) if scale.cooldown else 0
     cool = 1.0 if step < total - cool_steps else (total - step) / (cool_steps + 1)
-    return scale.lr * min(warm, cool)
+    return (peak or scale.lr) * min(warm, cool)
+
+
+def _role(name: str) -> str:
+    """A parameter's name without x-transformers' wrapper hops (ShiftTokens keeps its block in `.fn`), so a
+    block's weights have one name with token shift on or off."""
+    return name.replace(".fn.", ".")
+
+
+@torch.no_grad()
+def share_init(model: nn.Module, reference: nn.Module) -> int:
+    """Copy into `model` the reference's value of every parameter of the same name (wrappers aside) and
+    shape; the count."""
+    theirs = {_role(n): q for n, q in reference.named_parameters()}
+    n = 0
+    for name, p in model.named_parameters():
+        q = theirs.get(_role(name))
+        if q is not None and q.shape == p.shape:
+            p.copy_(q)
+            n += 1
+    return n
 
 
 def lm_loss(model: nn.Module, windows: torch.Tensor) -> torch.Tensor:
@@ -110,12 +139,18 @@ def train_run(
     eval_steps: Iterable[int] = (),
     grad_steps: Iterable[int] = (),
     keep_model: bool = False,
+    lr: float | None = None,
+    init_from: ModelConfig | None = None,
+    eval_windows: int | None = None,
 ) -> RunResult:
     """Train `cfg` from seed `seed`; evaluate `evals` times (evenly, the last at the end) and after
     each step in `eval_steps`.
 
     `grad_steps`: steps whose per-block gradient norms are kept (0 = at initialisation).
     `train_tokens`: a training stream other than the corpus's (the small overfitting subset).
+    `lr`: the peak learning rate (default the scale's). `init_from`: the reference model whose initial
+    values (same seed) the parameters it shares with `cfg` take. `eval_windows`: windows scored at each
+    evaluation point (default the scale's).
     """
     steps, batch, seq_len = steps or scale.steps, batch or scale.batch, seq_len or scale.seq_len
     stream = data.train if train_tokens is None else train_tokens
@@ -123,15 +158,23 @@ def train_run(
     grads = set(grad_steps)
     with torch_threads(scale), matmul_precision(scale):
         model = build_model(cfg, device=scale.device, seed=seed).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=scale.lr, betas=(0.9, 0.95), weight_decay=0.01)
+        shared = 0
+        if init_from is not None and init_from != cfg:
+            shared = share_init(model, build_model(init_from, device=scale.device, seed=seed))
+        peak = lr or scale.lr
+        opt = torch.optim.AdamW(model.parameters(), lr=peak, betas=(0.9, 0.95), weight_decay=0.01)
         gen = torch.Generator().manual_seed(seed)
-        train_eval = fixed_windows(stream, scale.eval_windows, seq_len + 1).to(scale.device)
-        val_eval = fixed_windows(data.val, scale.eval_windows, seq_len + 1).to(scale.device)
-        result = RunResult(cfg, seed, seq_len, batch)
+        windows_n = eval_windows or scale.eval_windows
+        train_eval = fixed_windows(stream, windows_n, seq_len + 1).to(scale.device)
+        val_eval = fixed_windows(data.val, windows_n, seq_len + 1).to(scale.device)
+        result = RunResult(cfg, seed, seq_len, batch, lr=peak, shared=shared)
+        digest = hashlib.sha1()
         for step in range(steps):
-            windows = sample_windows(stream, batch, seq_len + 1, gen).to(scale.device)
+            windows = sample_windows(stream, batch, seq_len + 1, gen)
+            digest.update(windows.numpy().tobytes())
+            windows = windows.to(scale.device)
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, scale, steps)
+                group["lr"] = lr_at(step, scale, steps, peak)
             loss = lm_loss(model, windows)
             if not torch.isfinite(loss):
                 result.diverged_at = step
@@ -148,6 +191,7 @@ def train_run(
             if step + 1 in evals_at:
                 train_loss, val_loss = eval_loss(model, train_eval, batch), eval_loss(model, val_eval, batch)
                 result.points.append(EvalPoint(step + 1, (step + 1) * batch * seq_len, train_loss, val_loss))
+    result.batch_digest = digest.hexdigest()
     if keep_model:
         result.model = model
     return result

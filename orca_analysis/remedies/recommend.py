@@ -5,10 +5,14 @@ Every number is read from the store through the query; nothing is re-derived her
 variant the remedy changes, `after` the remedy's own variant (`fix:<id>`), at each stored length and
 the study's smallest batch. A remedy
   passes        when every expectation is met and no probe that passed before fails after;
-  fails         when an expectation is not met (moved the wrong way, a probe fails, the proxy loss's 95%
-                interval lies beyond its delta on the worse side), or a probe regresses;
+  fails         when an expectation is not met (moved the wrong way, a probe fails, the proxy loss's paired
+                95% interval lies beyond its delta on the worse side), or a probe regresses;
+  inconclusive  when the proxy loss's interval straddles its delta (remedies/quality.py);
+  not testable at this scale  when the proxy cannot judge its quality (remedies/quality.py);
   needs a GPU   when an expected measurement could not run on this device (FlexAttention's backward);
   not measured  when its results are not stored yet.
+Speed measured on this CPU is compared with the drift of the same step timed twice: a change within it
+is shown as such, not as an effect.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..claims.stats import Effect, contrast, exact
+from ..claims.evidence import NOT_TESTABLE, compare
+from ..claims.stats import Effect, exact
 from ..results.metrics import OWNERS, lookup
 from ..results.query import Results, Value
 from ..study.schema import ModelConfig, Study, Variant, physical_problems
+from .quality import no_worse, purpose_caveats
 from .schema import Expect, Remedy
 
 # The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
@@ -44,6 +50,8 @@ SPEED = {"train_tokens_per_s", "prefill_tokens_per_s", "decode_cached_tokens_per
 PROBES = ("causality", "kv_cache", "kernel_agreement")
 NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "needs CUDA")
 PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
+INCONCLUSIVE = "inconclusive"
+STATUSES = (PASSES, FAILS, INCONCLUSIVE, NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
 
 
 @dataclass(frozen=True)
@@ -58,16 +66,21 @@ class Change:
     before: float
     after: float
     scale: str  # analytic | measured | proxy
-    effect: Effect  # after - before (exact, or Welch's interval over seeds)
+    effect: Effect  # after - before (exact, or the interval over seeds: paired where they share seeds)
+    arms: tuple[Value, Value] | None = None  # the before and after values read
+    drift: float | None = None  # speed: the relative drift of a step timed twice on that device
 
     @property
     def moved(self) -> bool:
+        if self.drift is not None and self.before:
+            return abs(self.after - self.before) / abs(self.before) > self.drift
         return self.before != self.after if self.effect.exact else True
 
     def as_json(self) -> dict[str, Any]:
         return {"metric": self.metric, "unit": self.unit, "method": self.method, "labels": self.labels,
                 "seq_len": self.seq_len, "before": self.before, "after": self.after, "scale": self.scale,
-                "ci_low": self.effect.ci_low, "ci_high": self.effect.ci_high, "n": self.effect.n}  # fmt: skip
+                **{k: v for k, v in self.effect.as_json().items() if k != "estimate"},
+                "drift": self.drift}  # fmt: skip
 
 
 @dataclass
@@ -84,6 +97,7 @@ class Outcome:
     probes_before: dict[str, str]
     remedy: Remedy | None = None
     needs_gpu: list[str] = field(default_factory=list)  # measurements this device could not run
+    caveats: list[str] = field(default_factory=list)  # what the change gives up that no gate here measures
 
 
 @dataclass
@@ -108,8 +122,16 @@ def _values(results: Results, metric: str, method: str | None, labels: dict, var
 
 def _pair(before: Value, after: Value) -> Effect:
     if before.samples and after.samples:
-        return contrast([list(after.samples), list(before.samples)], [1.0, -1.0])
+        return compare([after, before], [1.0, -1.0])
     return exact(after.value - before.value)
+
+
+def _drift(results: Results, v: Value) -> float | None:
+    """The drift of the same training step timed twice on the value's device (speed metrics), if stored."""
+    if v.metric not in SPEED:
+        return None
+    found = [x.value for x in results.values("train_step_repeat_diff", device=v.device)]
+    return max(found) if found else None
 
 
 def changes(results: Results, study: Study, before_id: str, after_id: str) -> list[Change]:
@@ -131,8 +153,8 @@ def changes(results: Results, study: Study, before_id: str, after_id: str) -> li
         for bv, av in sorted(pairs, key=lambda p: p[1].seq_len or 0):
             if bv.value is None or av.value is None:
                 continue
-            out.append(Change(metric, lookup(metric).unit, av.method, dict(av.labels), av.seq_len,
-                              bv.value, av.value, av.scale, _pair(bv, av)))  # fmt: skip
+            out.append(Change(metric, lookup(metric).unit, av.method, dict(av.labels), av.seq_len, bv.value,
+                              av.value, av.scale, _pair(bv, av), (bv, av), _drift(results, av)))  # fmt: skip
     return out
 
 
@@ -162,60 +184,66 @@ def _failure(results: Results, variant: str, metric: str) -> str | None:
     return None
 
 
-def _check(e: Expect, found: list[Change], after: dict[str, str], results: Results, vid: str):
-    """(met: True / False / None when unknown, reason)."""
+def _check(e: Expect, found: list[Change], after: dict[str, str], results: Results, study: Study, vid: str,
+           remedy: Remedy | None = None) -> tuple[bool | None, str, str]:  # fmt: skip
+    """(met: True / False / None when unknown, reason, status word for an unknown quality gate)."""
     label = _label(e.metric, e.labels)
     if e.direction == "pass":
         case = e.labels.get("case", "as_built")
         got = after.get(e.metric if case == "as_built" else f"{e.metric}[{case}]")
         if got is None:
-            return None, f"{label}: not measured"
-        return got == "pass", f"{label}: {got} after the change"
+            return None, f"{label}: not measured", ""
+        return got == "pass", f"{label}: {got} after the change", ""
     rows = [c for c in found if c.metric == e.metric and all(str(c.labels.get(k)) == str(v) for k, v in e.labels.items())
             and (e.method is None or c.method == e.method)]  # fmt: skip
     if not rows:
+        skipped = results.values(e.metric, variant=vid, status="skipped")
+        if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
+            word = NOT_TESTABLE if skipped[0].note.startswith(NOT_TESTABLE) else ""
+            return None, f"{label}: {skipped[0].note}", word
         why = _failure(results, vid, e.metric)
         if why and any(t in why for t in NEEDS_GPU):
-            return None, f"{label}: needs a GPU ({why[:120]})"
-        return None, f"{label}: not measured" + (f" ({why[:120]})" if why else "")
+            return None, f"{label}: needs a GPU ({why[:120]})", ""
+        return None, f"{label}: not measured" + (f" ({why[:120]})" if why else ""), ""
     if e.direction == "no_worse":
         c = rows[0]
-        lo, hi = c.effect.ci_low, c.effect.ci_high
-        if lo is not None and lo > e.delta:
-            return False, f"{label}: worse by {c.effect.text(c.unit)}: the interval lies beyond +{e.delta:g}"
-        if hi is not None and hi < e.delta:
-            return True, f"{label}: {c.effect.text(c.unit)}: not worse by {e.delta:g} or more"
-        return True, (
-            f"{label}: {c.effect.text(c.unit)}: not shown worse, but a worsening beyond +{e.delta:g} "
-            "is not ruled out either (inconclusive at this proxy's noise)"
-        )
+        return no_worse(e, label, c.effect, c.unit, c.arms, results, study)
     sign = -1 if e.direction == "lower" else 1
     bad = [c for c in rows if sign * (c.after - c.before) <= 0]
     if bad:
         c = bad[0]
         at = f" at {c.seq_len} tokens" if c.seq_len else ""
-        return False, f"{label}: {c.before:.4g} -> {c.after:.4g}{at}, not {e.direction}"
-    return True, f"{label}: {e.direction} at every point ({len(rows)})"
+        return False, f"{label}: {c.before:.4g} -> {c.after:.4g}{at}, not {e.direction}", ""
+    return True, f"{label}: {e.direction} at every point ({len(rows)})", ""
 
 
-def outcome(results: Results, study: Study, remedy: Remedy) -> Outcome:
+def _status(checks: list[tuple[bool | None, str, str]], regressed: list[str], gpu: list[str]) -> str:
+    if any(met is False for met, _, _ in checks) or regressed:
+        return FAILS
+    if all(met for met, _, _ in checks):
+        return PASSES
+    words = {word for met, _, word in checks if met is None}
+    for word in (NOT_TESTABLE, INCONCLUSIVE):
+        if word in words:
+            return word
+    return NEEDS_A_GPU if gpu else NOT_MEASURED
+
+
+def outcome(
+    results: Results, study: Study, remedy: Remedy, purposes: dict[str, Any] | None = None
+) -> Outcome:
     found = changes(results, study, remedy.applies_to, remedy.variant_id)
     after, before = probes(results, remedy.variant_id), probes(results, remedy.applies_to)
-    checks = [_check(e, found, after, results, remedy.variant_id) for e in remedy.expects]
-    reasons = [why for _, why in checks]
+    checks = [_check(e, found, after, results, study, remedy.variant_id, remedy) for e in remedy.expects]
+    reasons = [why for _, why, _ in checks]
     regressed = [p for p, got in after.items() if before.get(p) == "pass" and got in ("fail", "crash")]
     reasons += [f"probe {p} passed before and fails after" for p in regressed]
-    gpu = [why for met, why in checks if met is None and "needs a GPU" in why]
+    gpu = [why for met, why, _ in checks if met is None and "needs a GPU" in why]
     expected = {e.metric for e in remedy.expects}
     gpu += _unmeasured_on_this_device(results, remedy.variant_id, {c.metric for c in found} | expected)
-    if any(met is False for met, _ in checks) or regressed:
-        status = FAILS
-    elif all(met for met, _ in checks):
-        status = PASSES
-    else:
-        status = NEEDS_A_GPU if gpu else NOT_MEASURED
-    return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, status, reasons, found, after, before,
-                   remedy, gpu)  # fmt: skip
+    caveats = purpose_caveats(remedy.values, study.variants()[0].config, purposes or {})
+    return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, _status(checks, regressed, gpu), reasons,
+                   found, after, before, remedy, gpu, caveats)  # fmt: skip
 
 
 def _label(metric: str, labels: dict[str, Any]) -> str:
@@ -250,10 +278,12 @@ def _combined(study: Study, values: dict[tuple[str, str], Any]) -> Variant:
     return dataclasses.replace(same, only=()) if same else study.recommended_variant(values)
 
 
-def recommendation(results: Results, study: Study) -> Recommendation:
+def recommendation(results: Results, study: Study, purposes: dict[str, Any] | None = None) -> Recommendation:
     """In catalogue order, the first remedy of each group that passes and changes the base, unless its
-    change conflicts with those already taken; then the combined variant, measured when stored."""
-    outcomes = [outcome(results, study, r) for r in study.fixes]
+    change conflicts with those already taken; then the combined variant, measured when stored, and held
+    to the quality gates of the remedies taken. `purposes`: flag -> (claim id, claim, verdict) of the
+    claims that say what a flag is for, so a change that removes one says what it gives up."""
+    outcomes = [outcome(results, study, r, purposes) for r in study.fixes]
     base = study.variants()[0]
     values: dict[tuple[str, str], Any] = {}
     change: dict[str, Any] = {}
@@ -285,11 +315,21 @@ def recommendation(results: Results, study: Study) -> Recommendation:
     rec = Recommendation(values, change, taken, skipped, variant, outcomes)
     vid = variant.variant_id if variant else ""
     if vid and any(row.record.variant_id == vid and row.record.status == "ok" for row in results.rows):
-        found = changes(results, study, base.variant_id, vid)
-        rec.measured = Outcome("recommended", base.variant_id, vid, PASSES, [], found,
-                               probes(results, vid), probes(results, base.variant_id))  # fmt: skip
-        failing = [p for p, got in rec.measured.probes.items() if got in ("fail", "crash")]
-        if failing:
-            rec.measured.status = FAILS
-            rec.measured.reasons = [f"probe {p} fails on the combined design" for p in failing]
+        rec.measured = _measured(results, study, vid, [o for o in outcomes if o.id in taken], purposes)
     return rec
+
+
+def _measured(
+    results: Results, study: Study, vid: str, taken: list[Outcome], purposes: dict | None
+) -> Outcome:
+    """The combined design against the base: its probes, and the quality gates of the remedies taken."""
+    base = study.variants()[0]
+    found = changes(results, study, base.variant_id, vid)
+    after, before = probes(results, vid), probes(results, base.variant_id)
+    gates = {(e.metric, e.delta): e for o in taken for e in o.remedy.expects if e.direction == "no_worse"}
+    checks = [_check(e, found, after, results, study, vid) for e in gates.values()]
+    failing = [p for p, got in after.items() if got in ("fail", "crash")]
+    reasons = [why for _, why, _ in checks] + [f"probe {p} fails on the combined design" for p in failing]
+    values = {k: v for o in taken for k, v in o.remedy.values.items()}
+    return Outcome("recommended", base.variant_id, vid, _status(checks, failing, []), reasons, found, after,
+                   before, caveats=purpose_caveats(values, base.config, purposes or {}))  # fmt: skip

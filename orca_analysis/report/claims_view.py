@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..claims import ClaimResult
+from ..claims import NOT_TESTABLE, VERDICTS, ClaimResult
 from .format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
-SEVERITY = {"contradicted": 0, "qualified": 1, "inconclusive": 2, "supported": 3, "not tested yet": 4}
+SEVERITY = {"contradicted": 0, "qualified": 1, "inconclusive": 2, "supported": 3, NOT_TESTABLE: 4,
+            "not tested yet": 5}  # fmt: skip
+SCALE_TITLES = {"full": "Analytic or measured at full scale",
+                "proxy": "Proxy scale (small models trained on a CPU, not the model itself)"}  # fmt: skip
 
 
 def claim_dict(cr: ClaimResult) -> dict[str, Any]:
@@ -42,11 +45,12 @@ def claim_groups(results: list[ClaimResult]) -> list[dict[str, Any]]:
     return [{"title": titled.get(k, k), "claims": groups[k]} for k in ordered]
 
 
-def verdict_counts(results: list[ClaimResult]) -> dict[str, int]:
-    counts = dict.fromkeys(SEVERITY, 0)
+def verdict_counts(results: list[ClaimResult]) -> list[dict[str, Any]]:
+    """[{verdict, count, css}] in the order of VERDICTS, "not testable at this scale" apart from the rest."""
+    counts = dict.fromkeys(VERDICTS, 0)
     for cr in results:
         counts[cr.verdict.verdict] += 1
-    return counts
+    return [{"verdict": v, "count": n, "css": v.replace(" ", "-")} for v, n in counts.items()]
 
 
 def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[str, Any]]:
@@ -58,9 +62,14 @@ def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[st
     return [claim_dict(cr) for cr in tested[:limit]]
 
 
+EFFECT_KEYS = ("estimate", "ci_low", "ci_high", "n", "interval", "paired", "why_unpaired", "mde")
+
+
 def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
     """reports/<study>/claims.json: one entry per claim, the effect in the claim's own direction
-    (positive: what the claim says happens), null intervals where the evidence is exact."""
+    (positive: what the claim says happens), null intervals where the evidence is exact; for a proxy-scale
+    result the interval's kind (paired by seed or not, and why), n, delta, the minimal detectable effect
+    and the positive control's effect where the test has one."""
     from ..results.metrics import METRICS
 
     out = []
@@ -71,18 +80,20 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
             "id": cr.claim.id, "claim": cr.claim.claim, "verdict": v.verdict, "reason": v.reason,
             "scale": v.scale or None, "metric": metric or None,
             "unit": v.unit or (METRICS[metric].unit if metric in METRICS else None),
-            "estimate": e.estimate if e else None, "ci_low": e.ci_low if e else None,
-            "ci_high": e.ci_high if e else None, "n": e.n if e else None,
-            "interval": e.method if e else None, "delta": v.delta if v.delta is not None else cr.claim.delta,
-            "evidence": v.evidence,
+            **(e.as_json() if e else dict.fromkeys(EFFECT_KEYS)),
+            "delta": v.delta if v.delta is not None else cr.claim.delta,
+            "control": v.control.as_json() if v.control else None, "evidence": v.evidence,
         })  # fmt: skip
     return out
 
 
-def verdict_counts_by_scale(results: list[ClaimResult]) -> dict[str, dict[str, int]]:
+def verdict_counts_by_scale(results: list[ClaimResult]) -> list[dict[str, Any]]:
     """Verdict counts kept apart by scale: analytic or measured at full scale, against proxy models."""
-    out: dict[str, dict[str, int]] = {}
+    by: dict[str, list[ClaimResult]] = {}
     for cr in results:
-        scale = "proxy" if cr.verdict.scale == "proxy" else "full"
-        out.setdefault(scale, dict.fromkeys(SEVERITY, 0))[cr.verdict.verdict] += 1
-    return {k: out[k] for k in ("full", "proxy") if k in out}
+        by.setdefault("proxy" if cr.verdict.scale == "proxy" else "full", []).append(cr)
+    return [
+        {"scale": k, "title": SCALE_TITLES[k], "counts": verdict_counts(by[k])}
+        for k in SCALE_TITLES
+        if k in by
+    ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from ..remedies.recommend import PASSES, Change, Outcome, Recommendation, recommendation
+from ..remedies.recommend import PASSES, SPEED, STATUSES, Change, Outcome, Recommendation, recommendation
 from ..results.query import Results
 from ..study.schema import Study
 from .format import mib, si
@@ -36,6 +36,8 @@ def value_text(x: float, unit: str) -> str:
 def _delta(c: Change) -> str:
     if c.unit == "flag":
         return ""
+    if c.drift is not None and not c.moved:
+        return f"within the ±{c.drift:.1%} drift of a repeated timing"
     if not c.effect.exact:
         return c.effect.text(c.unit, 3)
     if c.before:
@@ -56,13 +58,24 @@ def _name(c: Change) -> str:
 
 
 def change_rows(changes: list[Change], every: bool = False) -> list[list[str]]:
-    """Rows of what moved (`every`: of every metric read, unchanged ones too)."""
+    """Rows of what moved (`every`: of every metric read, unchanged ones too), at the study's lengths
+    (analytic) or without one (proxy losses); speed measured at CPU lengths is in `speed_rows`."""
     return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
              _delta(c), f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}"]
-            for c in changes if every or c.moved or c.metric in ("val_loss_final", "eligible_train")]  # fmt: skip
+            for c in changes if c.metric not in SPEED
+            and (every or c.moved or c.metric in ("val_loss_final", "eligible_train"))]  # fmt: skip
 
 
-CHANGE_COLUMNS = ["metric", "tokens", "before", "after", "change", "method; scale"]
+def speed_rows(changes: list[Change]) -> list[list[str]]:
+    """Speed measured on this device at its own (CPU-scaled) lengths, each change set against the drift of
+    the same step timed twice: a change within it is said to be, not shown as an effect."""
+    return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
+             _delta(c), f"{METHOD_WORDS.get(c.method, c.method)} on {c.arms[1].device if c.arms else '?'}"]
+            for c in changes if c.metric in SPEED]  # fmt: skip
+
+
+CHANGE_COLUMNS = ["metric", "tokens (study length)", "before", "after", "change", "method; scale"]
+SPEED_COLUMNS = ["metric", "tokens (measured length)", "before", "after", "change", "method"]
 
 
 def _probe_rows(o: Outcome) -> list[list[str]]:
@@ -75,8 +88,9 @@ def _outcome_view(o: Outcome, every: bool = False) -> dict[str, Any]:
         "id": o.id, "status": o.status, "css": o.status.replace(" ", "-"), "before": o.before_id,
         "after": o.after_id, "problem": r.problem if r else "", "why": r.why if r else "",
         "change": r.change_text() if r else "", "finding": r.finding if r else "",
-        "reasons": o.reasons, "rows": change_rows(o.changes, every), "probes": _probe_rows(o),
-        "needs_gpu": o.needs_gpu, "scales": sorted({c.scale for c in o.changes}),
+        "reasons": o.reasons, "rows": change_rows(o.changes, every), "speed_rows": speed_rows(o.changes),
+        "probes": _probe_rows(o), "needs_gpu": o.needs_gpu, "scales": sorted({c.scale for c in o.changes}),
+        "caveats": o.caveats,
     }  # fmt: skip
 
 
@@ -96,10 +110,12 @@ def study_yaml(study: Study, rec: Recommendation) -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def recommendations_view(results: Results, study: Study) -> dict[str, Any] | None:
+def recommendations_view(
+    results: Results, study: Study, purposes: dict[str, tuple[str, str, str]] | None = None
+) -> dict[str, Any] | None:
     if not study.fixes:
         return None
-    rec = recommendation(results, study)
+    rec = recommendation(results, study, purposes)
     measured = rec.measured
     headline = []
     if measured:
@@ -117,6 +133,11 @@ def recommendations_view(results: Results, study: Study) -> dict[str, Any] | Non
     return {
         "remedies": [_outcome_view(o) for o in rec.outcomes],
         "passing": [o.id for o in rec.outcomes if o.status == PASSES],
+        "status_counts": [
+            {"status": st, "count": n, "ids": ", ".join(o.id for o in rec.outcomes if o.status == st)}
+            for st in STATUSES
+            if (n := sum(o.status == st for o in rec.outcomes))
+        ],  # fmt: skip
         "taken": rec.taken,
         "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
         "change": ", ".join(
@@ -126,6 +147,8 @@ def recommendations_view(results: Results, study: Study) -> dict[str, Any] | Non
         "headline": headline,
         "study_yaml": study_yaml(study, rec) if rec.variant else "",
         "json": recommendations_json(rec, study),
+        "columns": CHANGE_COLUMNS,
+        "speed_columns": SPEED_COLUMNS,
     }
 
 
@@ -136,7 +159,7 @@ def _effects_json(o: Outcome) -> list[dict[str, Any]]:
 def recommendations_json(rec: Recommendation, study: Study) -> dict[str, Any]:
     """What the report's section shows, for a team's own gate: before and after in each metric's unit."""
     remedies = [{"id": o.id, "finding": o.remedy.finding, "metric": o.remedy.metric, "applies_to": o.before_id,
-                 "change": o.remedy.change, "status": o.status, "reasons": o.reasons,
+                 "change": o.remedy.change, "status": o.status, "reasons": o.reasons, "caveats": o.caveats,
                  "effects": _effects_json(o), "probes": o.probes, "needs_gpu": o.needs_gpu}
                 for o in rec.outcomes]  # fmt: skip
     recommended = None
@@ -144,6 +167,7 @@ def recommendations_json(rec: Recommendation, study: Study) -> dict[str, Any]:
         m = rec.measured
         recommended = {"change": rec.change, "taken": rec.taken,
                        "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
-                       "status": m.status if m else "not measured yet", "effects": _effects_json(m) if m else [],
+                       "status": m.status if m else "not measured yet", "reasons": m.reasons if m else [],
+                       "caveats": m.caveats if m else [], "effects": _effects_json(m) if m else [],
                        "probes": m.probes if m else {}, "study_yaml": study_yaml(study, rec)}  # fmt: skip
     return {"remedies": remedies, "recommended": recommended}

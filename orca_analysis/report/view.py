@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..build import fidelity_entries
-from ..claims import Claim, evaluate
+from ..claims import Claim, ClaimResult, evaluate
 from ..measurements import in_order
 from ..results.query import Results
 from ..study.schema import Study
@@ -44,13 +44,20 @@ def key_numbers(results: Results, study: Study) -> dict[str, Any]:
     }
 
 
+def purposes(verdicts: list[ClaimResult]) -> dict[str, tuple[str, str, str]]:
+    """flag -> (claim id, claim, verdict) of the claims that say what a flag is for (kind benefit)."""
+    return {cr.claim.subject.removeprefix("flag:"): (cr.claim.id, cr.claim.claim, cr.verdict.verdict)
+            for cr in verdicts if cr.claim.subject.startswith("flag:") and cr.claim.kind == "benefit"}  # fmt: skip
+
+
 def build_view(
     study: Study, results: Results, provenance: dict[str, Any], claims: list[Claim], claims_source: str
 ) -> dict[str, Any]:
-    recommended = recommendations_view(results, study)  # reads the remedies' variants too
+    everything = results  # the remedies' variants too
     failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
     results = results.only_variants({v.variant_id for v in study.variants()})  # the rest reads the sweep
     verdicts = evaluate(claims, results, study)
+    recommended = recommendations_view(everything, study, purposes(verdicts))
     chosen = [m for m in in_order() if m.name in study.measurements]
     sections = [m.section(results, study) for m in chosen if m.section is not None]
     sections += [s for s in (frontier_section(results, study), gpu_section(results, study)) if s]

@@ -3,9 +3,12 @@
 Gradient health: per-block gradient norms at initialisation and late in a short run, for
   depths in scale.grad_depths, with pre-norm (x-transformers' default: the reference),
   post-norm (DeepNorm's layout without its alpha and beta) and the DeepNorm realisation.
-Length extrapolation: train at T, score the same validation tokens in windows of T, 2T, 4T,
-  for ALiBi + xPos, ALiBi only, xPos only and neither (positions then come from causal
-  masking alone: Orca has no absolute position table).
+Length extrapolation: train at T, score the same validation tokens in windows of T, 2T, 4T, by
+  positional scheme, each the only position information its arm has (token shift off, which mixes
+  in the previous token's features and so carries position too): ALiBi alone, xPos rotary alone,
+  and two positive controls that are known to fail beyond T (Press et al. 2022): learned absolute
+  positions (rows T..4T never trained) and no position information at all ("none": causal masking
+  alone). Each arm's rise from T to 4T is a repeated measure of its own models, seed by seed.
 Multi-query versus multi-head: validation loss against KV-cache bytes (closed form).
 Runs that match the base's own settings reuse the base variant's runs instead of retraining.
 """
@@ -23,11 +26,11 @@ from ...study.schema import ModelConfig, Study
 from ..recorder import Recorder
 
 M, D = "measured", "derived"
-POSITIONS = {
-    "alibi+xpos": (True, True),
-    "alibi": (True, False),
-    "xpos": (False, True),
-    "none": (False, False),
+POSITIONS = {  # scheme -> (alibi, xpos, learned absolute positions)
+    "alibi": (True, False, False),
+    "xpos": (False, True, False),
+    "abs": (False, False, True),  # positive control
+    "none": (False, False, False),  # positive control
 }
 TAIL = 5  # grad_health_train_loss: mean minibatch loss of the last TAIL steps
 
@@ -96,7 +99,16 @@ def model_for(
     run = base_runs.get(seed)
     if cfg == base and run is not None and run.model is not None:
         return run
-    return train_run(cfg, data, scale, seed, evals=1, keep_model=True)
+    return train_run(cfg, data, scale, seed, evals=1, keep_model=True, init_from=base)
+
+
+def scheme_config(proxy: ModelConfig, pos: str, longest: int) -> ModelConfig:
+    """The proxy with `pos` as its only position information (token shift off); learned absolute
+    positions get a table as long as the longest evaluation."""
+    alibi, xpos, absolute = POSITIONS[pos]
+    cfg = position_config(proxy, alibi, xpos).with_values({("attn_layers", "shift_tokens"): 0,
+                                                           ("wrapper", "use_abs_pos_emb"): absolute})  # fmt: skip
+    return cfg.with_values({("wrapper", "max_seq_len"): longest}) if absolute else cfg
 
 
 def reusable(cfg: ModelConfig, proxy: ModelConfig, seed: int, base_runs: dict[int, RunResult]) -> bool:
@@ -109,9 +121,9 @@ def extrapolation(
 ) -> None:
     T = scale.seq_len
     lengths = [T] + [T * f for f in scale.extrap_factors]
-    spans = max(1, scale.eval_windows * T // max(lengths))  # as many tokens as a validation eval
-    for pos, (alibi, xpos) in POSITIONS.items():
-        cfg = position_config(proxy, alibi, xpos)
+    spans = max(1, scale.extrap_tokens // max(lengths))  # the same tokens at every length
+    for pos in POSITIONS:
+        cfg = scheme_config(proxy, pos, max(lengths))
         for seed in scale.seeds:
             labels = {n: {"pos": pos, "train_len": T, "eval_len": n, "seed": seed} for n in lengths}
             if past_deadline() and not reusable(cfg, proxy, seed, base_runs):  # a new run would start

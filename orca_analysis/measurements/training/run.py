@@ -1,17 +1,22 @@
 """Training ablations: what more dim, depth or heads buy, and whether each flag does its job.
 
-Per variant (a proxy at CPU scale, see instruments/proxy.py), over the scale's seeds (one record per
-seed, label `seed`):
+Per sweep variant (a proxy at CPU scale, see instruments/proxy.py), over the scale's seeds (one record
+per seed, label `seed`; every arm of one seed shares its data order, evaluation windows and the initial
+values of the parameters it shares with the base proxy: instruments/trainer.py):
   train_loss / val_loss curves (labels seed, step, tokens, flops) at an equal token budget;
-  val_loss_final: the loss at the end of that budget;
+  val_loss_final: the loss at the end of that budget, at the scale's learning rate (a width or depth
+    arm's only where the tier also sweeps its learning rate: arms.py);
+  val_loss_tuned, lr_sweep_val_loss, lr_chosen: a width or depth arm at its own best learning rate;
   val_loss_equal_flops: the loss when the variant has spent the study's common FLOP budget
     (the smallest variant's full run), from a run of that budget with its own schedule, read at its
     end (every run is warmup-stable-decay: it ends annealed, Hagele et al. 2024);
-  overfit_*: train vs validation loss when training on a deliberately small subset (every seed);
+  overfit_*: training and held-out loss while training on a deliberately small subset (every seed);
   head_ablation_*: the validation loss rise when heads are silenced after training (instruments/heads.py).
-For the base variant only, the study-wide ablations of ablations.py: gradient health versus
-depth and norm, length extrapolation, multi-query versus multi-head attention.
-Losses are in nats per token of the scale's tokeniser (bytes at CPU scale).
+For the base variant only: the read criterion's reference (a bigram count model, `ngram_val_loss`) and
+the study-wide ablations of ablations.py: gradient health versus depth and norm, length extrapolation
+with its positive controls, multi-query versus multi-head attention.
+A remedy's variant trains the equal-token runs only. What a quality tier does not power is recorded as
+skipped, with the reason. Losses are in nats per token of the scale's tokeniser (bytes at CPU scale).
 """
 
 from __future__ import annotations
@@ -24,8 +29,11 @@ from ...formulas.flops import kaplan_train_flops_per_token
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData, fixed_windows, load_corpus, tokenized
 from ...instruments.heads import HeadAblation, head_ablation
+from ...instruments.ngram import READ_ORDER, ngram_loss
 from ...instruments.proxy import (
     BUDGET_SKIP,
+    VOCAB_KEYS,
+    VOCAB_MATCH,
     QualityScale,
     describe,
     past_deadline,
@@ -35,12 +43,13 @@ from ...instruments.proxy import (
     quality_scale,
     torch_threads,
 )
+from ...instruments.tiers import NOT_TESTABLE
 from ...instruments.trainer import RunResult, train_run
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..params.run import counted_params
 from ..recorder import Recorder
-from . import ablations
+from . import ablations, arms
 
 M, D = "measured", "derived"
 FLOPS_FORMULA = "6N+6*L*T*d_attn (Kaplan et al. 2020 arXiv 2001.08361 Table 1)"
@@ -81,8 +90,9 @@ def run_setup(scale: QualityScale) -> str:
     """The training set-up every run of this measurement shares (the note of `proxy_params`)."""
     s = scale
     return (
-        f"scale={s.name},train_len={s.seq_len},batch={s.batch},steps={s.steps},lr={s.lr},warmup={s.warmup},"
-        f"matmul={s.matmul_precision},rule={proxy_rule(s)}"
+        f"scale={s.name},tier={s.tier},train_len={s.seq_len},batch={s.batch},steps={s.steps},lr={s.lr},"
+        f"warmup={s.warmup},seeds={len(s.seeds)},lr_sweep={','.join(f'{f:g}' for f in s.lr_factors) or 'none'},"
+        f"equal_flops={s.equal_flops},matmul={s.matmul_precision},rule={proxy_rule(s)}"
     )
 
 
@@ -129,26 +139,19 @@ def setup_records(
     shape = {"dim": proxy.dim, "depth": proxy.depth, "heads": proxy.heads, "dim_head": proxy.dim_head,
              "vocab": proxy.num_tokens}  # fmt: skip
     rec.add("proxy_params", counted_params(proxy)["library_total"], "counter", shape, note=run_setup(scale))
+    rec.add("proxy_embedding_share", embedding_share(proxy), "counter")
     rec.add("train_flops_per_token", fpt, "closed_form", note=FLOPS_FORMULA)
     corpus = {"corpus": data.corpus.name, "sha256": data.corpus.sha256[:12], "tokenizer": data.tokenizer}
     rest = f"bytes={data.corpus.n_bytes},train_tokens={len(data.train)},val_tokens={len(data.val)}"
     rec.add("corpus_tokens", len(data.train) + len(data.val), "counter", corpus, note=rest)
 
 
-def variant_runs(
-    variant: Variant,
-    study: Study,
-    scale: QualityScale,
-    data: TokenData,
-    rec: Recorder,
-    keep_models: bool = False,
-) -> dict[int, RunResult]:
-    """Equal-token and equal-FLOP curves over the seeds, then the overfitting view (every seed)."""
-    proxy = proxy_config(variant.config, scale)
-    fpt = flops_per_token(proxy, scale.seq_len)
-    budget = common_flop_budget(study, scale)
-    equal_step = max(1, min(scale.steps, int(budget // (fpt * scale.batch * scale.seq_len))))
-    setup_records(rec, proxy, fpt, scale, data)
+def main_runs(
+    proxy: ModelConfig, data: TokenData, scale: QualityScale, rec: Recorder, fpt: float, init_from: ModelConfig,
+    keep_models: bool, ablate: bool = True,
+) -> dict[int, RunResult]:  # fmt: skip
+    """The equal-token runs over the seeds at the scale's learning rate: curves, the final loss and (with
+    `ablate`) the head ablation of each trained model."""
     runs: dict[int, RunResult] = {}
     val_windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1).to(scale.device)
     for seed in scale.seeds:
@@ -160,76 +163,131 @@ def variant_runs(
             }
             rec.skipped("val_loss_final", M, BUDGET_SKIP, labels)
             continue
-        run = train_run(proxy, data, scale, seed, keep_model=True)
+        run = train_run(proxy, data, scale, seed, keep_model=True, init_from=init_from)
         runs[seed] = run
         curve_records(rec, run, fpt)
         if run.diverged_at is None:
-            single = seed == scale.seeds[0]  # one head at a time costs depth x heads evaluations
-            ablation_records(
-                rec, head_ablation(run.model, val_windows, scale.batch, seed, single=single), seed
+            labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
+            rec.add(
+                "val_loss_final", run.final.val_loss, M, labels, note=f"batches sha1 {run.batch_digest[:12]}"
             )
+            if ablate:  # one head at a time costs depth x heads evaluations: the first seed only
+                ab = head_ablation(run.model, val_windows, scale.batch, seed, single=seed == scale.seeds[0])
+                ablation_records(rec, ab, seed)
         if not keep_models:
-            run.model = None  # the ablation has used it; only the base's are kept (study-wide ablations)
-        if run.diverged_at is not None:
-            continue
-        # each budget its own annealed run, read at its end (never a mid-run read of a longer run)
-        point = (
-            run.final if equal_step == scale.steps else equal_budget_run(proxy, data, scale, seed, equal_step)
-        )
-        labels = {"seed": seed, "flops": flops_label(budget), "step": equal_step, "tokens": point.tokens}
-        rec.add("val_loss_equal_flops", point.val_loss, M, labels)
-        labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
-        rec.add("val_loss_final", run.final.val_loss, M, labels)
-    if past_deadline():
-        subset = min(scale.overfit_tokens, len(data.train))
-        tokens = scale.overfit_steps * scale.batch * scale.seq_len
-        labels = {"seed": scale.seeds[0], "step": scale.overfit_steps, "tokens": tokens, "subset_tokens": subset,
-                  "epochs": round(tokens / subset, 1)}  # fmt: skip
-        rec.skipped("overfit_gap", D, BUDGET_SKIP, labels)
-    else:
-        overfit(proxy, data, scale, fpt, rec)
+            run.model = None  # only the base's are kept (its study-wide ablations reuse them)
     return runs
 
 
-def remedy_runs(variant: Variant, scale: QualityScale, data: TokenData, rec: Recorder) -> None:
+def variant_runs(
+    variant: Variant,
+    study: Study,
+    scale: QualityScale,
+    data: TokenData,
+    rec: Recorder,
+    keep_models: bool = False,
+) -> dict[int, RunResult]:
+    """A sweep variant: its equal-token runs (a width or depth arm's only where the tier sweeps their
+    learning rate, see arms.py), its learning-rate sweep, its equal-FLOP runs, then the overfitting view."""
+    proxy = proxy_config(variant.config, scale)
+    reference = proxy_config(study.base, scale)
+    fpt = flops_per_token(proxy, scale.seq_len)
+    is_base = variant.variant_id == study.variants()[0].variant_id
+    needs_lr = arms.lr_arm(variant, study)
+    runs: dict[int, RunResult] = {}
+    if is_base or not needs_lr or scale.lr_factors:
+        runs = main_runs(proxy, data, scale, rec, fpt, reference, keep_models)
+    else:
+        for seed in scale.seeds:
+            labels = {
+                "seed": seed,
+                "tokens": scale.tokens_per_run,
+                "flops": flops_label(scale.tokens_per_run * fpt),
+            }
+            rec.skipped("val_loss_final", M, arms.NOT_POWERED_LR, labels)
+    lr = arms.tuned_runs(proxy, data, scale, rec, runs, reference) if needs_lr else None
+    budget = common_flop_budget(study, scale)
+    steps = max(1, min(scale.steps, int(budget // (fpt * scale.batch * scale.seq_len))))
+    arms.equal_flop_runs(proxy, data, scale, rec, runs, steps, {"flops": flops_label(budget)}, lr, reference)
+    overfit(proxy, data, scale, fpt, rec, reference)
+    return runs
+
+
+def remedy_runs(variant: Variant, study: Study, scale: QualityScale, data: TokenData, rec: Recorder) -> None:
     """A remedy's variant (or the recommended design): the equal-token runs over the seeds, read at their
-    end, which is what its before -> after compares with the variant it changes. The rest of the
-    training measurement (budgets, overfitting, ablations) is the sweep's."""
+    end, which is what its before -> after compares, seed by seed, with the variant it changes. A change
+    bound to the vocabulary is not trained where the proxy's vocabulary share is far from the design's."""
     proxy = proxy_config(variant.config, scale)
     fpt = flops_per_token(proxy, scale.seq_len)
-    setup_records(rec, proxy, fpt, scale, data)
-    for seed in scale.seeds:
-        labels = {
-            "seed": seed,
-            "tokens": scale.tokens_per_run,
-            "flops": flops_label(scale.tokens_per_run * fpt),
-        }
-        if past_deadline():
-            rec.skipped("val_loss_final", M, BUDGET_SKIP, labels)
-            continue
-        run = train_run(proxy, data, scale, seed)
-        curve_records(rec, run, fpt)
-        if run.diverged_at is None:
-            labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
-            rec.add("val_loss_final", run.final.val_loss, M, labels)
+    why = vocab_mismatch(variant.config, study.base, scale)
+    if why:
+        for seed in scale.seeds:
+            labels = {
+                "seed": seed,
+                "tokens": scale.tokens_per_run,
+                "flops": flops_label(scale.tokens_per_run * fpt),
+            }
+            rec.skipped("val_loss_final", M, why, labels)
+        return
+    main_runs(proxy, data, scale, rec, fpt, proxy_config(study.base, scale), False, ablate=False)
 
 
-def equal_budget_run(proxy: ModelConfig, data: TokenData, scale: QualityScale, seed: int, steps: int):
-    """The end of a run of `steps` steps with its own schedule (its cooldown ends at the budget)."""
-    return train_run(proxy, data, scale, seed, steps=steps, evals=1).final
+def embedding_share(cfg: ModelConfig) -> float:
+    """The token embedding and logits tables' share of the model's parameters (the library's count)."""
+    counts = counted_params(cfg)
+    return (counts["embedding"] + counts["logits"]) / counts["total"]
 
 
-def overfit(proxy: ModelConfig, data: TokenData, scale: QualityScale, fpt: float, rec: Recorder) -> None:
-    """The train/validation gap on a deliberately small subset, over every seed (the claims compare it
-    across variants with an interval)."""
+def vocab_mismatch(cfg: ModelConfig, base: ModelConfig, scale: QualityScale) -> str:
+    """Why a change that differs from the base in the vocabulary alone cannot be judged on this scale's
+    proxy (its vocabulary share of parameters off the design's by more than VOCAB_MATCH), or ""."""
+    changed = {k for home in ("wrapper", "layers") for k in {**getattr(cfg, home), **getattr(base, home)}
+               if getattr(cfg, home).get(k) != getattr(base, home).get(k)}  # fmt: skip
+    if not changed or not changed <= set(VOCAB_KEYS):
+        return ""
+    full, small = embedding_share(base), embedding_share(proxy_config(base, scale))
+    if 1 / VOCAB_MATCH <= small / full <= VOCAB_MATCH:
+        return ""
+    return (f"{NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
+            f"proxy's parameters and {full:.1%} of the design's (a match within x{VOCAB_MATCH:g} is needed)")  # fmt: skip
+
+
+def overfit(
+    proxy: ModelConfig,
+    data: TokenData,
+    scale: QualityScale,
+    fpt: float,
+    rec: Recorder,
+    init_from: ModelConfig,
+) -> None:
+    """Training on a deliberately small subset, every seed: the held-out loss (with the training loss
+    beside it) at `overfit_evals` points, so its rise past its best point shows overfitting happens."""
     subset = data.train[: scale.overfit_tokens]
     for seed in scale.seeds:
-        run = train_run(proxy, data, scale, seed, steps=scale.overfit_steps, train_tokens=subset)
+        if past_deadline():
+            tokens = scale.overfit_steps * scale.batch * scale.seq_len
+            labels = {
+                "seed": seed,
+                "step": scale.overfit_steps,
+                "tokens": tokens,
+                "flops": flops_label(tokens * fpt),
+            }
+            rec.skipped("overfit_val_loss", M, BUDGET_SKIP, labels)
+            continue
+        run = train_run(proxy, data, scale, seed, steps=scale.overfit_steps, train_tokens=subset,
+                        evals=scale.overfit_evals, init_from=init_from,
+                        eval_windows=scale.overfit_eval_windows)  # fmt: skip
         curve_records(rec, run, fpt, prefix="overfit_")
         for p in run.points:
             labels = {"seed": run.seed, "step": p.step, "tokens": p.tokens, "subset_tokens": len(subset),
                       "epochs": round(p.tokens / len(subset), 1)}  # fmt: skip
             rec.add("overfit_gap", p.val_loss - p.train_loss, D, labels)
+
+
+def reference_records(rec: Recorder, data: TokenData) -> None:
+    """The read criterion's reference: a bigram count model of the same tokens (instruments/ngram.py)."""
+    loss = ngram_loss(data.train.numpy(), data.val.numpy(), data.vocab, READ_ORDER)
+    rec.add("ngram_val_loss", loss, "count_model", {"order": READ_ORDER, "tokenizer": data.tokenizer})
 
 
 def training_records(
@@ -252,14 +310,15 @@ def training_records(
             )
         return rec.records
     data = study_data(study, scale, corpus)
-    if variant.role != "sweep":
-        with torch_threads(scale):
-            remedy_runs(variant, scale, data, rec)
-        return rec.records
-    is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
+    setup_records(rec, proxy, flops_per_token(proxy, scale.seq_len), scale, data)
     with torch_threads(scale):
+        if variant.role != "sweep":
+            remedy_runs(variant, study, scale, data, rec)
+            return rec.records
+        is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
         runs = variant_runs(variant, study, scale, data, rec, keep_models=is_base)
         if is_base:
+            reference_records(rec, data)
             ablations.study_ablations(study, scale, data, rec, base_runs=runs)
     return rec.records
 

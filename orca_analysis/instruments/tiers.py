@@ -1,0 +1,11 @@
+"""The quality tiers `run --quality` names (light: no torch import, so the command line can list them).
+
+standard  the device's default scale: on a CPU, the tests the `make report` budget powers;
+thorough  on a CPU, longer runs on more seeds with a learning-rate sweep per width and depth arm
+          (instruments/proxy.py THOROUGH); on a GPU the full-shape scale already powers every test.
+"""
+
+TIERS = ("standard", "thorough")
+# What a test that a scale cannot power is (a verdict of the claims, the status of a remedy's quality gate,
+# the note of a skipped training record): said once, here, where the scales are.
+NOT_TESTABLE = "not testable at this scale"
