@@ -238,6 +238,16 @@ def test_recommendations_json_has_the_issue_schema(study):
     peak = next(e for e in cache["effects"] if e["metric"] == "peak_train" and e["seq_len"] == 64)
     # before 400, after 100: bytes, the metric's declared unit; simulated; exact, so no interval
     assert (peak["before"], peak["after"], peak["unit"], peak["ci_low"]) == (400, 100, "bytes", None)
+    # the loss: +0.01 at every seed, paired; the gate's delta beside it
+    loss = next(e for e in cache["effects"] if e["metric"] == "val_loss_final")
+    assert (loss["paired"], loss["n"], loss["ci_low"], loss["why_unpaired"]) == (
+        True,
+        3,
+        pytest.approx(0.01),
+        None,
+    )
+    gate = next(e for e in cache["expects"] if e["direction"] == "no_worse")
+    assert (gate["metric"], gate["delta"]) == ("val_loss_final", 0.02)
     assert doc["recommended"]["change"] == {"shift_tokens": 0, "alibi_pos_bias": False}
     assert doc["recommended"]["probes"] == {"kv_cache": "pass"}
     assert "shift_tokens: 0" in doc["recommended"]["study_yaml"]

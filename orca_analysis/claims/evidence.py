@@ -176,7 +176,7 @@ def samples(v: Value) -> list[float]:
     return list(v.samples) if v.samples else [float(v.value)]
 
 
-PROXY = ("proxy scale (small models trained briefly on a CPU by the proxy rule of the training section, not the "
+PROXY = ("proxy scale (small models trained on a CPU by the proxy rule of the training section, not the "
          "model itself): ")  # fmt: skip
 
 

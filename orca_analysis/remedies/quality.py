@@ -45,10 +45,14 @@ def purpose_caveats(
         if value or not base.get(key) or key not in purposes:
             continue
         cid, text, verdict = purposes[key]
+        said = f"{cid}: {text.rstrip('.')}"
         if verdict == "supported":
-            out.append(f"removes {key}, and the proxy supports what it is for ({cid}: {text}); the quality gate "
-                       "at the training length does not see that loss")  # fmt: skip
+            out.append(f"removes {key}, and the proxy supports what it is for ({said}); the quality gate at the "
+                       "training length does not see that loss")  # fmt: skip
+        elif verdict == "contradicted":
+            out.append(f"removes {key}; what it is for ({said}) was contradicted here, so the proxy shows no such "
+                       "benefit to lose")  # fmt: skip
         else:
-            out.append(f"removes {key}; what it is for ({cid}: {text}) was {verdict} here, so the loss of it "
-                       "is not measured")  # fmt: skip
+            out.append(f"removes {key}; what it is for ({said}) was {verdict} here, so whether the change loses it "
+                       "is not known")  # fmt: skip
     return out

@@ -160,6 +160,8 @@ def recommendations_json(rec: Recommendation, study: Study) -> dict[str, Any]:
     """What the report's section shows, for a team's own gate: before and after in each metric's unit."""
     remedies = [{"id": o.id, "finding": o.remedy.finding, "metric": o.remedy.metric, "applies_to": o.before_id,
                  "change": o.remedy.change, "status": o.status, "reasons": o.reasons, "caveats": o.caveats,
+                 "expects": [{"metric": e.metric, "direction": e.direction, "method": e.method, "labels": e.labels,
+                              "delta": e.delta if e.direction == "no_worse" else None} for e in o.remedy.expects],
                  "effects": _effects_json(o), "probes": o.probes, "needs_gpu": o.needs_gpu}
                 for o in rec.outcomes]  # fmt: skip
     recommended = None
