@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDY ?= orca
 
-.PHONY: setup setup-dev report test lint clean
+.PHONY: setup setup-dev report test lint wheel-check clean
 
 # torch is installed first, pinned by constraints.txt: on a CPU-only machine with the local
 # CPU wheel pip takes that; elsewhere PyPI's default build (CUDA on Linux) is what a GPU user gets.
@@ -33,6 +33,10 @@ report: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest
+
+# A non-editable install from the built wheel, used from another folder (scripts/wheel_check.sh).
+wheel-check:
+	PYTHON=$(PYTHON) bash scripts/wheel_check.sh
 
 lint: setup-dev
 	$(BIN)/ruff check .

@@ -186,16 +186,15 @@ def initial_fall(ev: Evidence, arms: dict[str, Value]) -> str:
     order 2, the same device's tokens): the model predicts from more than the previous token, so the
     comparison is past the initial fall, where it measures how fast a model starts. Without a stored
     reference (results from before it was recorded) the criterion is not checked."""
-    late = []
+    late, refs = [], ev.results.values("ngram_val_loss", order=READ_ORDER)
     for name, v in arms.items():
-        ref = [r for r in ev.results.values("ngram_val_loss", order=READ_ORDER) if r.device == v.device]
-        if ref and v.value is not None and v.value >= ref[0].value:
-            late.append(f"{name} {v.value:.3f}")
+        ref = next((r.value for r in refs if r.device == v.device), None)
+        if ref is not None and v.value is not None and v.value >= ref:
+            late.append(f"{name} {v.value:.3f} (bigram {ref:.3f})")
     if not late:
         return ""
-    ref = next(r for r in ev.results.values("ngram_val_loss", order=READ_ORDER))
-    return (f"not past the initial fall: {', '.join(late)} nats/token, not below the {ref.value:.3f} of a bigram "
-            f"count model of the same tokens (the read criterion)")  # fmt: skip
+    return (f"not past the initial fall: {', '.join(late)} nats/token, not below the loss of a bigram count "
+            "model of the same tokens (the read criterion)")  # fmt: skip
 
 
 def unpowered(ev: Evidence, metric: str, variants: set[str] | None = None) -> str:

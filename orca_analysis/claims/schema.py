@@ -7,6 +7,7 @@ the rule (claims/rules.py) that turns stored results into a verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import yaml
 from ..errors import OrcaError
 from ..study.kwargs import did_you_mean
 
-DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+DEFAULT_CATALOGUE = Path(str(resources.files(__package__) / "catalogue.yaml"))  # package data
 BUILTIN_CATALOGUES = {"orca": DEFAULT_CATALOGUE}  # the Orca design notes' claims
 
 

@@ -6,7 +6,8 @@ byte-level tokens, 256 steps of 16 x 64 tokens, three seeds. Its budget powers t
 leans on most (the remedies' quality gates, length extrapolation, one KV head, gradient health, the
 heads and overfitting claims); the width and depth comparisons, which need each arm at its own best
 learning rate, and the equal-compute ones are left to `thorough` (`run --quality thorough`: 512 steps,
-five seeds, a learning-rate sweep per width and depth arm, equal-FLOP runs). `gpu` (the default with
+five seeds, a learning-rate sweep per width and depth arm, equal-FLOP runs; 48 minutes on 2 cores,
+benchmarks/results/quality.md). `gpu` (the default with
 CUDA; run through the GPU script) trains the study's own shapes with a BPE of the study's vocabulary.
 ORCA_QUALITY_SCALE=cpu|thorough|gpu overrides.
 """

@@ -10,13 +10,14 @@ Remedies of one `group` are alternatives: the recommended design takes the first
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..errors import OrcaError
 from ..study.kwargs import check_value, did_you_mean, resolve
 
-DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.yaml")
+DEFAULT_CATALOGUE = Path(str(resources.files(__package__) / "catalogue.yaml"))  # package data
 BUILTIN_REMEDIES = {"orca": DEFAULT_CATALOGUE}  # the fixes for the Orca design's findings
 REMEDY_KEYS = ("id", "finding", "metric", "problem", "change", "applies_to", "group", "expects",
                "measurements", "why")  # fmt: skip

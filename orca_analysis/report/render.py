@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,12 @@ from .view import build_view
 
 
 def templates_dir() -> Path:
-    """`templates/` at the repository root (or $ORCA_TEMPLATES)."""
-    here = Path(os.environ.get("ORCA_TEMPLATES", Path(__file__).resolve().parents[2] / "templates"))
+    """The report templates: package data of `orca_analysis.report` (shipped in the wheel, found through
+    importlib.resources however the package is installed), or $ORCA_TEMPLATES."""
+    here = Path(os.environ.get("ORCA_TEMPLATES") or str(resources.files(__package__) / "templates"))
     if not (here / "report.html.j2").is_file():
         raise OrcaError(
-            f"report templates not found in {here}: install from the repository (`make setup`) "
-            "or set ORCA_TEMPLATES"
+            f"report templates not found in {here}: reinstall orca-analysis or set ORCA_TEMPLATES"
         )
     return here
 

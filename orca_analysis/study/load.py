@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..errors import StudyError
 from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
 from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
 
-BUILTIN_DIR = Path(__file__).parent / "studies"
+BUILTIN_DIR = Path(str(resources.files(__package__) / "studies"))  # package data
 TOP_KEYS = ("name", "description", "base", "sweep", "workloads", "measurements", "claims", "remedies")
 SWEEP_KEYS = ("mode", "axes")
 WORKLOAD_KEYS = ("seq_lens", "batch_sizes", "dtype")

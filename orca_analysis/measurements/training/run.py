@@ -146,6 +146,17 @@ def setup_records(
     rec.add("corpus_tokens", len(data.train) + len(data.val), "counter", corpus, note=rest)
 
 
+def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: tuple[int, ...] = ()) -> None:
+    """The equal-token runs that did not happen, as skipped `val_loss_final` records saying why."""
+    for seed in seeds or scale.seeds:
+        labels = {
+            "seed": seed,
+            "tokens": scale.tokens_per_run,
+            "flops": flops_label(scale.tokens_per_run * fpt),
+        }
+        rec.skipped("val_loss_final", M, why, labels)
+
+
 def main_runs(
     proxy: ModelConfig, data: TokenData, scale: QualityScale, rec: Recorder, fpt: float, init_from: ModelConfig,
     keep_models: bool, ablate: bool = True,
@@ -156,12 +167,7 @@ def main_runs(
     val_windows = fixed_windows(data.val, scale.eval_windows, scale.seq_len + 1).to(scale.device)
     for seed in scale.seeds:
         if past_deadline():
-            labels = {
-                "seed": seed,
-                "tokens": scale.tokens_per_run,
-                "flops": flops_label(scale.tokens_per_run * fpt),
-            }
-            rec.skipped("val_loss_final", M, BUDGET_SKIP, labels)
+            skip_final(rec, scale, fpt, BUDGET_SKIP, (seed,))
             continue
         run = train_run(proxy, data, scale, seed, keep_model=True, init_from=init_from)
         runs[seed] = run
@@ -198,13 +204,7 @@ def variant_runs(
     if is_base or not needs_lr or scale.lr_factors:
         runs = main_runs(proxy, data, scale, rec, fpt, reference, keep_models)
     else:
-        for seed in scale.seeds:
-            labels = {
-                "seed": seed,
-                "tokens": scale.tokens_per_run,
-                "flops": flops_label(scale.tokens_per_run * fpt),
-            }
-            rec.skipped("val_loss_final", M, arms.NOT_POWERED_LR, labels)
+        skip_final(rec, scale, fpt, arms.NOT_POWERED_LR)
     lr = arms.tuned_runs(proxy, data, scale, rec, runs, reference) if needs_lr else None
     budget = common_flop_budget(study, scale)
     steps = max(1, min(scale.steps, int(budget // (fpt * scale.batch * scale.seq_len))))
@@ -221,13 +221,7 @@ def remedy_runs(variant: Variant, study: Study, scale: QualityScale, data: Token
     fpt = flops_per_token(proxy, scale.seq_len)
     why = vocab_mismatch(variant.config, study.base, scale)
     if why:
-        for seed in scale.seeds:
-            labels = {
-                "seed": seed,
-                "tokens": scale.tokens_per_run,
-                "flops": flops_label(scale.tokens_per_run * fpt),
-            }
-            rec.skipped("val_loss_final", M, why, labels)
+        skip_final(rec, scale, fpt, why)
         return
     main_runs(proxy, data, scale, rec, fpt, proxy_config(study.base, scale), False, ablate=False)
 
@@ -303,11 +297,7 @@ def training_records(
     n = counted_params(proxy)["library_total"]
     if n > scale.train_max_params:
         reason = f"proxy has {n:,} parameters, over the {scale.name} scale's {scale.train_max_params:,}"
-        flops = flops_label(scale.tokens_per_run * flops_per_token(proxy, scale.seq_len))
-        for seed in scale.seeds:
-            rec.skipped(
-                "val_loss_final", M, reason, {"seed": seed, "tokens": scale.tokens_per_run, "flops": flops}
-            )
+        skip_final(rec, scale, flops_per_token(proxy, scale.seq_len), reason)
         return rec.records
     data = study_data(study, scale, corpus)
     setup_records(rec, proxy, flops_per_token(proxy, scale.seq_len), scale, data)
