@@ -27,7 +27,7 @@ from orca_analysis.instruments.trainer import (
     share_init,
     train_run,
 )
-from orca_analysis.measurements.training.ablations import context_losses, scheme_config
+from orca_analysis.measurements.training.ablations import context_losses, scheme_config, schemes
 from orca_analysis.study import load_study
 
 TINY = Path(__file__).parent / "fixtures" / "tiny.yaml"
@@ -186,3 +186,19 @@ def test_arms_of_one_seed_share_their_batches_and_initial_values(tiny_study_path
     with_table = build_model(scheme_config(base, "abs", 64), seed=0)
     assert "pos_emb.emb.weight" in dict(with_table.named_parameters())
     assert share_init(with_table, reference) == len(list(with_table.parameters())) - 1
+
+
+def test_extrapolation_tests_the_schemes_the_design_sets(tiny_study_path):
+    # the tiny Orca-like design sets ALiBi and xPos: each is tested alone, then the two controls
+    base = proxy_config(load_study(str(tiny_study_path)).base, tiny_scale())
+    assert schemes(base) == ["alibi", "xpos", "abs", "none"]
+    # a Llama-like design (plain rotary, no ALiBi) is tested on its own scheme, never on ALiBi
+    llama = base.with_values({("attn_layers", "alibi_pos_bias"): False, ("attn_layers", "rotary_xpos"): False,
+                              ("attn_layers", "rotary_pos_emb"): True})  # fmt: skip
+    assert schemes(llama) == ["rotary", "abs", "none"]
+    rotary = scheme_config(llama, "rotary", 64)
+    assert (rotary.get("rotary_pos_emb"), rotary.get("alibi_pos_bias"), rotary.get("shift_tokens")) == (
+        True,
+        False,
+        0,
+    )

@@ -35,13 +35,6 @@ def norm_config(cfg: ModelConfig, norm: str) -> ModelConfig:
     return ModelConfig(cfg.wrapper, layers)
 
 
-def position_config(cfg: ModelConfig, alibi: bool, xpos: bool) -> ModelConfig:
-    layers = {**cfg.layers, "alibi_pos_bias": alibi, "rotary_xpos": xpos}
-    if "rotary_pos_emb" in layers:
-        layers["rotary_pos_emb"] = xpos
-    return ModelConfig(cfg.wrapper, layers)
-
-
 def kv_config(cfg: ModelConfig, one_kv_head: bool) -> ModelConfig:
     """One KV head shared by every query head (multi-query), or one per query head (multi-head)."""
     layers = {k: v for k, v in cfg.layers.items() if k != "attn_kv_heads"}

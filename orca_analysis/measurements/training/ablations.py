@@ -5,10 +5,11 @@ Gradient health: per-block gradient norms at initialisation and late in a short 
   post-norm (DeepNorm's layout without its alpha and beta) and the DeepNorm realisation.
 Length extrapolation: train at T, score the same validation tokens in windows of T, 2T, 4T, by
   positional scheme, each the only position information its arm has (token shift off, which mixes
-  in the previous token's features and so carries position too): ALiBi alone, xPos rotary alone,
-  and two positive controls that are known to fail beyond T (Press et al. 2022): learned absolute
-  positions (rows T..4T never trained) and no position information at all ("none": causal masking
-  alone). Each arm's rise from T to 4T is a repeated measure of its own models, seed by seed.
+  in the previous token's features and so carries position too): each scheme the design itself sets
+  (ALiBi, xPos rotary, plain rotary), alone, and two positive controls that are known to fail beyond
+  T (Press et al. 2022): learned absolute positions (rows T..4T never trained) and no position
+  information at all ("none": causal masking alone). Each arm's rise from T to 4T is a repeated
+  measure of its own models, seed by seed.
 Multi-query versus multi-head: validation loss against KV-cache bytes (closed form).
 Runs that match the base's own settings reuse the base variant's runs instead of retraining.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ...build.variants import NORMS, kv_config, norm_config, position_config
+from ...build.variants import NORMS, kv_config, norm_config
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData
 from ...instruments.proxy import BUDGET_SKIP, QualityScale, past_deadline, proxy_config
@@ -26,12 +27,26 @@ from ...study.schema import ModelConfig, Study
 from ..recorder import Recorder
 
 M, D = "measured", "derived"
-POSITIONS = {  # scheme -> (alibi, xpos, learned absolute positions)
-    "alibi": (True, False, False),
-    "xpos": (False, True, False),
-    "abs": (False, False, True),  # positive control
-    "none": (False, False, False),  # positive control
+POSITIONS = {  # scheme -> its flags; every other positional flag off (token shift too)
+    "alibi": {("attn_layers", "alibi_pos_bias"): True},
+    "xpos": {("attn_layers", "rotary_pos_emb"): True, ("attn_layers", "rotary_xpos"): True},
+    "rotary": {("attn_layers", "rotary_pos_emb"): True},
+    "abs": {("wrapper", "use_abs_pos_emb"): True},  # positive control
+    "none": {},  # positive control
 }
+CONTROLS = ("abs", "none")
+OFF = {("attn_layers", "alibi_pos_bias"): False, ("attn_layers", "rotary_pos_emb"): False,
+       ("attn_layers", "rotary_xpos"): False, ("wrapper", "use_abs_pos_emb"): False,
+       ("attn_layers", "shift_tokens"): 0}  # fmt: skip
+
+
+def schemes(cfg: ModelConfig) -> list[str]:
+    """The positional schemes the design sets (each tested alone), then the positive controls."""
+    own = [("alibi", cfg.get("alibi_pos_bias")), ("xpos", cfg.get("rotary_xpos")),
+           ("rotary", cfg.get("rotary_pos_emb") and not cfg.get("rotary_xpos"))]  # fmt: skip
+    return [name for name, on in own if on] + list(CONTROLS)
+
+
 TAIL = 5  # grad_health_train_loss: mean minibatch loss of the last TAIL steps
 
 
@@ -105,10 +120,8 @@ def model_for(
 def scheme_config(proxy: ModelConfig, pos: str, longest: int) -> ModelConfig:
     """The proxy with `pos` as its only position information (token shift off); learned absolute
     positions get a table as long as the longest evaluation."""
-    alibi, xpos, absolute = POSITIONS[pos]
-    cfg = position_config(proxy, alibi, xpos).with_values({("attn_layers", "shift_tokens"): 0,
-                                                           ("wrapper", "use_abs_pos_emb"): absolute})  # fmt: skip
-    return cfg.with_values({("wrapper", "max_seq_len"): longest}) if absolute else cfg
+    cfg = proxy.with_values({**OFF, **POSITIONS[pos]})
+    return cfg.with_values({("wrapper", "max_seq_len"): longest}) if pos == "abs" else cfg
 
 
 def reusable(cfg: ModelConfig, proxy: ModelConfig, seed: int, base_runs: dict[int, RunResult]) -> bool:
@@ -122,7 +135,7 @@ def extrapolation(
     T = scale.seq_len
     lengths = [T] + [T * f for f in scale.extrap_factors]
     spans = max(1, scale.extrap_tokens // max(lengths))  # the same tokens at every length
-    for pos in POSITIONS:
+    for pos in schemes(proxy):
         cfg = scheme_config(proxy, pos, max(lengths))
         for seed in scale.seeds:
             labels = {n: {"pos": pos, "train_len": T, "eval_len": n, "seed": seed} for n in lengths}
