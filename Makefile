@@ -26,10 +26,14 @@ setup-dev: $(VENV)/.dev
 
 # GPU results committed under data/gpu/<study>/ are imported (again: importing is idempotent) so the
 # report shows them beside this machine's.
+# A failed measurement (run's exit status 1) still gets its report, which lists it; then make fails.
 report: setup
-	$(BIN)/orca-analysis run $(STUDY)
-	@for f in $(wildcard data/gpu/$(STUDY)/*/results.csv); do $(BIN)/orca-analysis import "$$f" --study $(STUDY) || exit 1; done
-	$(BIN)/orca-analysis report $(STUDY)
+	@status=0; $(BIN)/orca-analysis run $(STUDY) || status=$$?; \
+	if [ $$status -ne 0 ] && [ $$status -ne 1 ]; then exit $$status; fi; \
+	for f in $(wildcard data/gpu/$(STUDY)/*/results.csv); do $(BIN)/orca-analysis import "$$f" --study $(STUDY) || exit 1; done; \
+	$(BIN)/orca-analysis report $(STUDY) || exit $$?; \
+	if [ $$status -ne 0 ]; then echo "make report: some measurements failed (the report lists them); $(BIN)/orca-analysis run $(STUDY) --retry-failed reruns them" >&2; fi; \
+	exit $$status
 
 test: setup-dev
 	$(BIN)/python -m pytest

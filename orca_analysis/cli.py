@@ -16,6 +16,7 @@ from .errors import OrcaError
 from .executors import DEFAULT_TIME_LIMIT_S, EXECUTORS
 from .instruments.tiers import TIERS
 
+EXIT_FAILED = 1  # `run`: a measurement failed (stored as an error record; --retry-failed reruns it)
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -186,7 +187,7 @@ def _run(args: argparse.Namespace) -> int:
 
         os.environ["ORCA_QUALITY_SCALE"] = scale_for_tier(args.quality)  # workers inherit it
     executor = make_executor(args.executor, args.address, args.time_limit)
-    run_sweep(
+    summary = run_sweep(
         study,
         args.out,
         executor=executor,
@@ -194,7 +195,8 @@ def _run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         verbose=args.verbose,
     )
-    return 0
+    # a failed measurement is stored as such (the report lists it); the command says so by its status
+    return EXIT_FAILED if summary.failed or summary.stored_failures else 0
 
 
 def _study_name(ref: str) -> str:

@@ -41,6 +41,7 @@ class RunSummary:
     skipped: int  # (variant, measurement, workload) already stored
     finished: int  # calls stored this time (less than planned when interrupted)
     seconds: float
+    stored_failures: int = 0  # calls of this plan that failed in an earlier run (--retry-failed reruns them)
 
 
 def rectangles(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[int]]]:
@@ -194,6 +195,10 @@ def run_sweep(
                 env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}
                 covered = {} if force else store.covered(set(env_ids.values()), ok_only=retry_failed)
                 calls, plan, skipped = plan_calls(study, measurements, covered, env_ids, corpus)
+                ok_only = {} if force else store.covered(set(env_ids.values()), ok_only=True)
+                stored_failures = len(plan_calls(study, measurements, ok_only, env_ids, corpus)[0]) - len(
+                    calls
+                )
                 store.set_plan(plan)
                 progress = Progress(len(calls), study.name, log, verbose)
                 _run_calls(executor, calls, store, corpus, progress)
@@ -220,11 +225,18 @@ def run_sweep(
     finally:
         executor.close()
     done, failed = progress.done, progress.failed
-    summary = RunSummary(store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start)
+    summary = RunSummary(store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start,
+                         stored_failures)  # fmt: skip
     if calls:
         text = f"{done - failed} of {len(calls)} measurements ok, {failed} failed; {skipped} results reused"
     else:
         text = f"nothing new to measure: {skipped} results already stored for this environment (--force remeasures)"
+    if stored_failures:
+        text += (
+            f"; {stored_failures} measurements that failed before are not rerun (--retry-failed reruns them)"
+        )
+    elif failed:
+        text += " (--retry-failed reruns the failed ones)"
     print(f"{text}; {summary.seconds:.1f} s; store {store.path}; results {csv}", file=log)
     return summary
 

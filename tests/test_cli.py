@@ -139,17 +139,32 @@ def test_report_without_results_says_run_first(tiny_study_path, tmp_path, capsys
     assert "run `orca-analysis run` first" in capsys.readouterr().err
 
 
-def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_study_path, tmp_path):
+def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_study_path, tmp_path, capsys):
     # flash attention with T5 relative bias is refused by x-transformers for every variant
     text = tiny_study_path.read_text().replace(
         "    alibi_pos_bias: true\n    alibi_num_heads: 2\n", "    rel_pos_bias: true\n"
     )
     path = write_study(text)
     out = tmp_path / "r"
-    assert main(["run", str(path), "--out", str(out)]) == 0
+    # every call ran and was stored; the command says by its status that measurements failed
+    assert main(["run", str(path), "--out", str(out)]) == 1
     results = pd.read_csv(out / "tiny" / "results.csv")
     assert (results["status"] == "error").sum() == 4
     assert results["note"].str.contains("refused the config").all()
+    assert "4 failed; 0 results reused (--retry-failed reruns the failed ones)" in capsys.readouterr().err
+    # a re-run measures nothing new, still fails, and names the flag that reruns the failures
+    assert main(["run", str(path), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert (
+        "nothing new to measure" in err
+        and "4 measurements that failed before are not rerun (--retry-failed" in err
+    )
+    assert main(["run", str(path), "--out", str(out), "--retry-failed"]) == 1  # refused again: 4 failed
+    assert "0 of 4 measurements ok, 4 failed" in capsys.readouterr().err
+    # the report leads with them, and the command that reruns them
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    md = (out / "tiny" / "report.md").read_text()
+    assert "**Failed measurements:** 4 (" in md and f"`orca-analysis run {path} --retry-failed`" in md
 
 
 def test_run_keeps_a_store_and_a_rerun_measures_nothing(tiny_study_path, tmp_path, capsys):

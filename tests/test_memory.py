@@ -367,3 +367,27 @@ def test_lean_tracker_equals_upstream_dispatch(overrides, monkeypatch):
         runs[lean] = (run_steps(cfg, "float32", jobs, flops=flops), flops)
     assert runs[True] == runs[False]
     assert runs[True][0][(128, 2)]["train"].total > 0 and set(runs[True][0]) == set(jobs)
+
+
+def test_absolute_positions_at_the_context_limit_skip_the_decode_step_only(write_study, tiny_study_path):
+    """A GPT-2-like design (learned absolute positions, no rotary, no ALiBi) at seq_len == max_seq_len: the
+    cached decode step has no position left (a skipped record saying so), and every other memory record, at
+    that length and below, is measured (regression: the whole measurement was lost, and `inspect` crashed)."""
+    text = (
+        tiny_study_path.read_text()
+        .replace("use_abs_pos_emb: false", "use_abs_pos_emb: true")
+        .replace("    alibi_pos_bias: true\n    alibi_num_heads: 2\n    rotary_xpos: true\n", "")
+        .replace("seq_lens: [32, 64]", "seq_lens: [64, 128]")
+    )  # fmt: skip  (max_seq_len: 128)
+    study = load_study(str(write_study(text)))
+    base = study.variants()[0]
+    results = Results.from_records(measure_memory(base, study))
+    (skipped,) = results.values("peak_decode_cached", method="simulated", seq_len=128, status="skipped")
+    assert "fills the absolute position table (128 positions)" in skipped.note
+    assert results.one("peak_decode_cached", method="simulated", seq_len=64, category="total").value > 0
+    for n in (64, 128):
+        assert results.one("peak_train", method="simulated", seq_len=n, category="total").value > 0
+        assert results.one("peak_prefill", method="simulated", seq_len=n, category="total").value > 0
+    assert not results.records(status="error")
+    text = memory_summary_text(memory_summary(base.config, 128, 1))  # `inspect` prints one line for it
+    assert "cached decode step: " in text and "no position is left for a cached token" in text

@@ -417,3 +417,19 @@ def test_quality_tiers_select_a_scale_and_key_their_results_apart(monkeypatch):
         512, 5, (0.5, 2.0), True)  # fmt: skip
     with pytest.raises(ValueError, match="unknown quality tier 'best'"):
         scale_for_tier("best")
+
+
+def test_a_model_this_device_cannot_train_is_skipped_saying_it_needs_a_gpu(tiny_study_path, corpus_dir, monkeypatch,
+                                                                           tmp_path):  # fmt: skip
+    import dataclasses
+
+    monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
+    study, scale = load_study(str(tiny_study_path)), tiny_scale()
+    kernel = dataclasses.replace(study.variants()[0], variant_id="fix:kernel", role="remedy",
+                                 config=study.base.with_values({("attn_layers", "alibi_in_kernel"): True}))  # fmt: skip
+    recs = training_records(kernel, study, scale, corpus=corpus_dir)  # FlexAttention: no backward on a CPU
+    finals = [r for r in recs if r.metric == "val_loss_final"]
+    assert [r.status for r in finals] == ["skipped"] * 3 and not any(r.status == "error" for r in recs)
+    assert all(r.note.startswith("needs a GPU: NotImplementedError") for r in finals)
+    assert {r.metric for r in recs} <= {"val_loss_final", "proxy_params", "proxy_embedding_share",
+                                        "train_flops_per_token", "corpus_tokens"}  # fmt: skip

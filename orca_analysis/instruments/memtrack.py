@@ -295,8 +295,18 @@ def _prefill(model: torch.nn.Module, x: torch.Tensor) -> tuple[Tracked, Any]:
     return dataclasses.replace(_tracked(tracker), extra=extra), cache
 
 
+class Skip(str):
+    """A step that cannot happen at this workload, which is no failure (its text says why)."""
+
+
 def _decode(model: torch.nn.Module, cfg: ModelConfig, cache: Any, x: torch.Tensor) -> Tracked | str:
-    """One token on top of the prefill cache; a failure of the library is the result."""
+    """One token on top of the prefill cache; a failure of the library is the result. A prompt that fills a
+    learned absolute position table leaves no position for the new token: a Skip (generate() refuses to
+    decode past the table with a cache)."""
+    table = getattr(getattr(model, "pos_emb", None), "max_seq_len", None)
+    if isinstance(table, int) and x.shape[1] + 1 > table:
+        return Skip(f"the {x.shape[1]}-token prompt fills the absolute position table ({table} positions): no "
+                    "position is left for a cached token")  # fmt: skip
     x = torch.cat((x, x[:, -1:]), dim=1)
     log = logging.getLogger("torch._subclasses.fake_tensor")
     level = log.level

@@ -72,6 +72,8 @@ def build_view(
         "failures": [
             {"variant_id": r.variant_id, "measurement": r.measurement, "error": r.note} for r in failures
         ],
+        "retry": f"orca-analysis run {study.name if study.source.startswith('builtin:') else study.source} "
+        "--retry-failed",
         "claims_source": claims_source,
         "has_claims": bool(claims),
         "claim_groups": claim_groups(verdicts),

@@ -23,7 +23,7 @@ from typing import Any
 
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
-from ...instruments.memtrack import Tracked
+from ...instruments.memtrack import Skip, Tracked
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -145,7 +145,9 @@ def _simulated(
         _rel(rec, metric, "closed_form_vs_simulated", cf_value, pf.extra[key],
              "tensors x-transformers keeps" + _unmodelled(cfg))  # fmt: skip
     dec = res["decode"]
-    if isinstance(dec, str):  # the library's decode raised: there is no decode step to measure
+    if isinstance(dec, Skip):  # no decode step at this length: not a failure
+        rec.skipped("peak_decode_cached", "simulated", dec, TOTAL)
+    elif isinstance(dec, str):  # the library's decode raised: there is no decode step to measure
         rec.failed("peak_decode_cached", "simulated", dec, TOTAL)
     else:
         _peak(rec, "peak_decode_cached", "simulated", dec)

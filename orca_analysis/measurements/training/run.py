@@ -146,6 +146,9 @@ def setup_records(
     rec.add("corpus_tokens", len(data.train) + len(data.val), "counter", corpus, note=rest)
 
 
+SETUP_METRICS = ("proxy_params", "proxy_embedding_share", "train_flops_per_token", "corpus_tokens")
+
+
 def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: tuple[int, ...] = ()) -> None:
     """The equal-token runs that did not happen, as skipped `val_loss_final` records saying why."""
     for seed in seeds or scale.seeds:
@@ -300,16 +303,21 @@ def training_records(
         skip_final(rec, scale, flops_per_token(proxy, scale.seq_len), reason)
         return rec.records
     data = study_data(study, scale, corpus)
-    setup_records(rec, proxy, flops_per_token(proxy, scale.seq_len), scale, data)
-    with torch_threads(scale):
-        if variant.role != "sweep":
-            remedy_runs(variant, study, scale, data, rec)
-            return rec.records
-        is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
-        runs = variant_runs(variant, study, scale, data, rec, keep_models=is_base)
-        if is_base:
-            reference_records(rec, data)
-            ablations.study_ablations(study, scale, data, rec, base_runs=runs)
+    fpt = flops_per_token(proxy, scale.seq_len)
+    setup_records(rec, proxy, fpt, scale, data)
+    try:
+        with torch_threads(scale):
+            if variant.role != "sweep":
+                remedy_runs(variant, study, scale, data, rec)
+                return rec.records
+            is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
+            runs = variant_runs(variant, study, scale, data, rec, keep_models=is_base)
+            if is_base:
+                reference_records(rec, data)
+                ablations.study_ablations(study, scale, data, rec, base_runs=runs)
+    except NotImplementedError as exc:  # the device cannot train this model (FlexAttention's CPU backward)
+        rec.records[:] = [r for r in rec.records if r.metric in SETUP_METRICS]
+        skip_final(rec, scale, fpt, f"needs a GPU: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
     return rec.records
 
 
