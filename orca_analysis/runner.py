@@ -137,7 +137,8 @@ def unit_for(call: Call, outcome: Outcome, corpus: str | None = None) -> Unit:
 
 
 class Progress:
-    """A bar with an ETA on a terminal; elsewhere only failures (and, when verbose, every line)."""
+    """A bar with an ETA on a terminal (failures, and with `verbose` every line, above it); elsewhere (piped,
+    a CI log) one line per finished measurement, so long work is never silent."""
 
     def __init__(self, total: int, desc: str, log: IO[str], verbose: bool):
         self.total, self.log, self.verbose = total, log, verbose
@@ -152,7 +153,7 @@ class Progress:
         if self.bar:
             self.bar.update(1)
             self.bar.set_postfix_str(call.label, refresh=False)
-        if outcome.status != "ok" or self.verbose:
+        if outcome.status != "ok" or self.verbose or not self.bar:
             text = f"{line}: {outcome.error}" if outcome.error else line
             if self.bar:
                 self.bar.write(text, file=self.log)

@@ -271,7 +271,7 @@ def test_a_worker_past_its_time_limit_is_stopped(tiny_study_path, tmp_path):
         os.kill(int(row[1].split()[-1]), 0)  # the worker is gone
 
 
-def test_progress_bar_on_a_terminal_quiet_elsewhere(tiny_study_path, tmp_path):
+def test_progress_bar_on_a_terminal_a_line_per_measurement_elsewhere(tiny_study_path, tmp_path):
     class Terminal(io.StringIO):
         def isatty(self):
             return True
@@ -282,7 +282,9 @@ def test_progress_bar_on_a_terminal_quiet_elsewhere(tiny_study_path, tmp_path):
     assert re.search(r"tiny: 100%.*4/4 \[\d\d:\d\d<\d\d:\d\d", term.getvalue())  # count and ETA
     plain = QUIET()
     run_sweep(study, tmp_path / "b", log=plain)
-    assert len(plain.getvalue().splitlines()) == 1 and "\r" not in plain.getvalue()  # the summary only
+    lines = plain.getvalue().splitlines()
+    assert len(lines) == 4 + 1 and "\r" not in plain.getvalue()  # 4 finished measurements, then the summary
+    assert all(" ok" in line for line in lines[:4]), lines
 
 
 def _sweep_in_child(study_path, out, log_path):
