@@ -237,11 +237,34 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stored_study(ref: str, out: Path):  # -> Study
+    """A built-in name or a YAML path; else a study name whose store is <out>/<name>: the study file its last
+    run read (`report NAME` works where `export NAME` and `load_results(NAME)` do)."""
+    from .results.store import STUDY_SOURCE, open_store, study_dir
+    from .study import load_study
+    from .study.load import StudyError
+
+    try:
+        return load_study(ref)
+    except StudyError:
+        folder = study_dir(ref, out)
+        if ref.endswith((".yaml", ".yml")) or "/" in ref or not (folder / "results.sqlite").is_file():
+            raise
+    with open_store(folder, create=False) as store:
+        source = store.meta(STUDY_SOURCE)
+    if source is None:
+        raise OrcaError(f"{folder}: its runs did not record their study file; give the study's YAML path")
+    if source.startswith("builtin:"):
+        return load_study(source.removeprefix("builtin:"))
+    if not Path(source).is_file():
+        raise OrcaError(f"the study file that made {folder} is gone ({source}); give the study's YAML path")
+    return load_study(source)
+
+
 def _report(args: argparse.Namespace) -> int:
     from .report import render_report
-    from .study import load_study
 
-    paths = render_report(load_study(args.study), args.out, args.claims)
+    paths = render_report(_stored_study(args.study, args.out), args.out, args.claims)
     for path in paths:
         print(f"report: {path}")
     return 0
@@ -258,7 +281,19 @@ def entry() -> None:
         except OSError:  # a reader that left early (`| head`): what it did not read is not ours to keep
             pass
     logging.shutdown()
+    _remove_multiprocessing_tempdir()
     os._exit(code)
+
+
+def _remove_multiprocessing_tempdir() -> None:
+    """The /tmp/pymp-* folder multiprocessing made for the forkserver's socket: its own finalizer would remove
+    it at a normal exit, which os._exit skips."""
+    import shutil
+    from multiprocessing import process
+
+    folder = process.current_process()._config.get("tempdir")
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":

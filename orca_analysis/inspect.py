@@ -6,6 +6,7 @@ import textwrap
 from typing import Any
 
 from .build import fidelity_entries
+from .build.describe import describe
 from .errors import OrcaError
 from .measurements import MEASUREMENTS
 from .study.schema import Study
@@ -21,6 +22,7 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
             f"--only: unknown measurement(s) {', '.join(unknown)} (available: {', '.join(MEASUREMENTS)})"
         )
     cfg = study.base
+    built = describe(cfg)
     report: dict[str, Any] = {
         "variant": {
             "study": study.name,
@@ -29,7 +31,8 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
             "batch": batch,
             "config": cfg.as_nested(),
         },
-        "fidelity": [e.as_dict() for e in fidelity_entries(cfg)],
+        "built": {"attention": built.attention_kind, "positions": built.positions},
+        "fidelity": [e.as_dict() for e in fidelity_entries(cfg, notes=study.names_notes)],
     }
     summaries = {}  # those whose walks serve others first (memory's counts the FLOPs), shown in the asked order
     for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):
@@ -73,6 +76,8 @@ def render_text(report: dict[str, Any]) -> str:
     fid = [[e["flag"], repr(e["value"]), e["status"], e["how"]] for e in report["fidelity"]]
     out = [
         f"variant: {report['variant']['study']} base ({report['variant']['source']})",
+        f"attention: {report['built']['attention']}",
+        f"positions: {report['built']['positions']}",
         "",
         "Fidelity of each flag to the installed x-transformers",
         _table(fid, ["flag", "value", "status", "how"], wrap=80),

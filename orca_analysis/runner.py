@@ -28,7 +28,7 @@ from .measurements import MEASUREMENTS, Measurement
 from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
 from .results.frame import export
 from .results.lock import store_lock
-from .results.store import Store, Unit, open_store, study_dir
+from .results.store import STUDY_SOURCE, Store, Unit, open_store, study_dir
 from .study.schema import ModelConfig, Study, Variant, Workloads
 
 
@@ -191,6 +191,10 @@ def run_sweep(
         corpus = corpus_for(study, measurements)  # before the store opens: a bad corpus leaves no trace
         # one run per store: a second waits here, then plans against what the first stored
         with store_lock(folder, log), open_store(folder) as store:
+            store.set_meta(
+                STUDY_SOURCE,
+                study.source if study.source.startswith("builtin:") else str(Path(study.source).resolve()),
+            )  # `report NAME` finds the study by it
             try:
                 gpu_kinds = {bool(getattr(measurements[n], "gpu", False)) for n in study.measurements}
                 env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}
@@ -229,9 +233,12 @@ def run_sweep(
     summary = RunSummary(store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start,
                          stored_failures)  # fmt: skip
     if calls:
-        text = f"{done - failed} of {len(calls)} measurements ok, {failed} failed; {skipped} results reused"
+        text = f"{done - failed} of {len(calls)} measurements ok, {failed} failed; {skipped} (variant, measurement, workload) items reused from the store"
     else:
-        text = f"nothing new to measure: {skipped} results already stored for this environment (--force remeasures)"
+        text = (
+            f"nothing new to measure: all {skipped} (variant, measurement, workload) items are stored for this environment "
+            "(--force remeasures)"
+        )
     if stored_failures:
         text += (
             f"; {stored_failures} measurements that failed before are not rerun (--retry-failed reruns them)"

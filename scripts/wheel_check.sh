@@ -24,5 +24,8 @@ cli="$work/venv/bin/orca-analysis"
 "$cli" run my-study.yaml
 "$cli" report my-study.yaml
 test -s reports/tiny/report.html && test -s reports/tiny/report.md && test -s reports/tiny/claims.json
+rm reports/tiny/report.md
+"$cli" report tiny  # by name: the store knows the study file its last run read
+test -s reports/tiny/report.md
 grep -q "Claims of the design notes" reports/tiny/report.html
 echo "wheel check: installed $(basename "$work"/dist/orca_analysis-*.whl), ran inspect, run and report from another folder"

@@ -97,4 +97,6 @@ def test_every_flag_gets_a_fidelity_entry(tiny):
     assert set(entries) == set(tiny.base.wrapper) | set(tiny.base.layers)
     assert entries["deepnorm"].status == "realised"
     assert all(e.status == "native" for f, e in entries.items() if f != "deepnorm")
-    assert "channels" in entries["shift_tokens"].how and entries["shift_tokens"].notes_differ
+    assert "channels" in entries["shift_tokens"].how and not entries["shift_tokens"].notes_differ
+    with_notes = {e.flag: e for e in fidelity_entries(tiny.base, notes=True)}  # a study naming the notes
+    assert "next-token targets" in with_notes["shift_tokens"].notes_differ

@@ -13,6 +13,8 @@ import pandas as pd
 import pytest
 
 from orca_analysis.cli import main
+from orca_analysis.results.metrics import MetricError
+from orca_analysis.results.query import load_results
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -45,7 +47,7 @@ def test_inspect_a_grouped_query_55b_variant_of_the_default_study(capsys):
     # kv heads 8 would not divide the sweep's heads=4 variant: only the inspected variant is validated
     assert main(["inspect", *(a for s in B55_GQA for a in ("--set", s)), "--only", "params", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"variant", "fidelity", "params"}  # --only: nothing else is computed
+    assert set(out) == {"variant", "built", "fidelity", "params"}  # --only: nothing else is computed
     # per layer: q and out 2 * 8192 * 8192 = 134,217,728; k, v 2 * 8192 * (8 * 128) = 16,777,216;
     # feed-forward 2 * 8192 * 32768 + 32768 + 8192 = 536,911,872; two norms 2 * 8192 = 16,384:
     # 687,923,200 * 80 = 55,033,856,000, + embedding and logits 2 * 20000 * 8192 = 327,680,000
@@ -151,7 +153,13 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_stud
     results = pd.read_csv(out / "tiny" / "results.csv")
     assert (results["status"] == "error").sum() == 4
     assert results["note"].str.contains("refused the config").all()
-    assert "4 failed; 0 results reused (--retry-failed reruns the failed ones)" in capsys.readouterr().err
+    assert (
+        load_results("tiny", out).frame().empty
+    )  # calls that measured nothing: records(status="error") has them
+    assert (
+        "4 failed; 0 (variant, measurement, workload) items reused from the store (--retry-failed reruns the failed ones)"
+        in capsys.readouterr().err
+    )
     # a re-run measures nothing new, still fails, and names the flag that reruns the failures
     assert main(["run", str(path), "--out", str(out)]) == 1
     err = capsys.readouterr().err
@@ -165,6 +173,9 @@ def test_failed_variant_is_recorded_and_the_sweep_goes_on(write_study, tiny_stud
     assert main(["report", str(path), "--out", str(out)]) == 0
     md = (out / "tiny" / "report.md").read_text()
     assert "**Failed measurements:** 4 (" in md and f"`orca-analysis run {path} --retry-failed`" in md
+    assert (
+        "no `params` results to show: 4 of its records failed (first: " in md
+    )  # not "add params to the study"
 
 
 def test_run_keeps_a_store_and_a_rerun_measures_nothing(tiny_study_path, tmp_path, capsys):
@@ -172,12 +183,29 @@ def test_run_keeps_a_store_and_a_rerun_measures_nothing(tiny_study_path, tmp_pat
     assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
     assert "4 of 4 measurements ok" in capsys.readouterr().err
     assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
-    assert "nothing new to measure: 8 results already stored" in capsys.readouterr().err
+    assert (
+        "nothing new to measure: all 8 (variant, measurement, workload) items are stored"
+        in capsys.readouterr().err
+    )
     assert main(["run", str(tiny_study_path), "--out", str(out), "--force"]) == 0
     assert "4 of 4 measurements ok" in capsys.readouterr().err
     db = sqlite3.connect(out / "tiny" / "results.sqlite")
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     assert db.execute("SELECT count(*) FROM units").fetchone()[0] == 4  # the forced run replaced them
+
+
+def test_report_by_name_and_results_by_path(tiny_study_path, tmp_path, capsys):
+    """`report NAME` finds the study file its store's last run read; load_results takes the store's path."""
+    out = tmp_path / "reports"
+    assert main(["run", str(tiny_study_path), "--out", str(out)]) == 0
+    assert main(["report", "tiny", "--out", str(out)]) == 0
+    assert (out / "tiny" / "report.md").is_file()
+    assert main(["report", "nope", "--out", str(out)]) == 2  # neither built in, a file, nor a store
+    assert "no study named 'nope'" in capsys.readouterr().err
+    results = load_results(str(out / "tiny" / "results.sqlite"))
+    assert results.number("params", variant="base", method="counter", component="total") == 181_120
+    with pytest.raises(MetricError, match="no variant 'bse' in these results; did you mean 'base'"):
+        results.one("params", variant="bse", method="counter", component="total")
 
 
 def test_export_then_import_elsewhere_keeps_results_and_provenance(tiny_study_path, tmp_path, capsys):

@@ -222,7 +222,8 @@ def test_memory_check_depth_catches_a_block_that_differs(monkeypatch, full_walks
 
     monkeypatch.setattr(pb, "_observe", eight_more_in_block_three)
     got, note = pb.simulate_per_block(full_walks.target, "float32", TRAIN)
-    assert note.startswith("check at depth 5 failed at ('region', 'forward', 6, True)")
+    assert note == ("at depth 5, the memory of sublayer 6 (block 3) in the forward is not what depths 3 and 4 "
+                    "predict")  # fmt: skip
     assert got == STUBBED_STEPS and full_walks.asked == ["run_steps"]
 
 

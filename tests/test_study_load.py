@@ -116,6 +116,15 @@ def test_bad_override_names_the_flag(tiny_study_path):
     ]
 
 
+def test_an_impossible_shape_made_by_an_override_names_the_override(tiny_study_path):
+    """The file's base is fine (4 heads over 1 KV head); --set attn_one_kv_head=false --set attn_kv_heads=3 makes
+    4 heads over 3: the problem names the flags, not the file's 'heads' line."""
+    with pytest.raises(StudyError) as exc:
+        load_study(str(tiny_study_path), ["attn_one_kv_head=false", "attn_kv_heads=3"])
+    assert exc.value.problems == ["--set attn_one_kv_head=false --set attn_kv_heads=3: 'heads' (4) must be "
+                                  "divisible by the number of kv heads (3)"]  # fmt: skip
+
+
 def test_every_problem_is_reported_at_once(write_study):
     text = TINY.replace("    heads: 4", "    haeds: 4").replace("dtype: float32", "dtype: 7")
     assert len(problems(write_study(text))) == 2

@@ -23,7 +23,9 @@ class ClaimResult:
 
 
 def evaluate(claims: list[Claim], results: Results, study: Study) -> list[ClaimResult]:
-    fidelity = {e.flag: e.as_dict() for e in fidelity_entries(study.base)}
+    # a catalogue restates design notes, so its rules read where the notes differ from the code (the built-in
+    # fidelity rules word the Orca notes' reading; a catalogue of other notes names its flags' readings)
+    fidelity = {e.flag: e.as_dict() for e in fidelity_entries(study.base, notes=True)}
     evidence = Evidence(results, study, fidelity)
     out = []
     for claim in claims:

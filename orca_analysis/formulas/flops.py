@@ -36,7 +36,7 @@ MFU_CONVENTION_TEXT = (
     "over every (query, key) pair, and no rematerialisation: the FlashAttention backward's recompute of "
     "Q K^T is left out. Beside it, the causal-aware MFU (train_step_model_causal) counts only the "
     "n(n+1)/2 pairs a causal decoder needs, so it is never above PaLM's figure. HFU divides what the "
-    "kernels execute (train_step_executed): every pair where a dense bias is passed (ALiBi under SDPA) "
+    "kernels execute (train_step_executed): every pair where a dense attention bias is passed to SDPA "
     "or no kernel skips masked blocks, the causal pairs where the kernel is told is_causal, and the "
     "recompute included. The dense and causal counts (train_step_dense, train_step_causal) keep the "
     "FlashAttention papers' convention: recompute included, 2.5x attention backward."

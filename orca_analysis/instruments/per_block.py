@@ -204,6 +204,17 @@ def _observe(t: _RegionTracker, tracked: memtrack.Tracked) -> dict[tuple, dict]:
     return {**obs, **{("extra", k, -1, ""): {"v": v} for k, v in tracked.extra.items()}}
 
 
+def _named(key: tuple, per: int) -> str:
+    """An `_observe` key in words: ("region", "forward", 9, False) with 2 sublayers per block -> "the memory of
+    sublayer 9 (block 4) in the forward"."""
+    kind, name, index, _ = key
+    if kind == "region":
+        return f"the memory of sublayer {index} (block {index // per}) in the {name}"
+    if kind == "module":
+        return f"the peak of module {name}" + (f" {index}" if index >= 0 else "")
+    return f"the {kind} '{name}'"
+
+
 def _shape(tracked: memtrack.Tracked) -> tuple:
     """What a Tracked holds besides numbers: phase order, module names (blocks as one slot), extras."""
     mods = tuple(dict.fromkeys("block" if _BLOCK_MODULE.fullmatch(n) else n for n in tracked.modules))
@@ -300,7 +311,8 @@ def _step(depths: tuple[int, ...], target: int, results: list, observed: list) -
     fit = [_by_class(o, d, per) for o, d in zip(observed[:2], depths[:2], strict=True)]
     if (check := _predict(*fit, depths[0], depths[2], per)) != observed[2]:
         bad = sorted(set(check) ^ set(observed[2])) or [k for k in check if check[k] != observed[2][k]]
-        raise Refused(f"check at depth {depths[2]} failed at {bad[0]}")
+        raise Refused(f"at depth {depths[2]}, {_named(bad[0], per)} is not what depths {depths[0]} and {depths[1]} "
+                      "predict")  # fmt: skip
     return _assemble(_predict(*fit, depths[0], target, per), shape, target, per)
 
 

@@ -124,16 +124,33 @@ def _gradients(results: Results, study) -> dict[str, Any] | None:
 
 
 def _params_share(results: Results, study) -> dict[str, Any] | None:
-    part = results.number("embedding_and_logits_share", variant=_base(study))
-    total = results.number("params", variant=_base(study), method="counter", component="total")
+    """The tables' share, and beside it what the study's own width and depth arms change (the comparison)."""
+    base = _base(study)
+    part = results.number("embedding_and_logits_share", variant=base)
+    total = results.number("params", variant=base, method="counter", component="total")
     if part is None or not total:
         return None
-    return {
-        "id": "embedding-share",
-        "text": f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} "
-        "parameters: at this size, width and depth change less than the vocabulary does.",
-        "anchor": "params",
-    }
+    text = f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} parameters"
+    arms = []
+    for axis in ("dim", "depth"):
+        values = {v.variant_id: v.swept[axis] for v in study.variants() if set(v.swept) >= {axis}}
+        counts = {vid: results.number("params", variant=vid, method="counter", component="total")
+                  for vid in values if _only_axis(study, vid, axis)}  # fmt: skip
+        counts = {vid: n for vid, n in counts.items() if n}
+        if len({values[vid] for vid in counts}) > 1:
+            lo, hi = min(counts, key=lambda vid: values[vid]), max(counts, key=lambda vid: values[vid])
+            arms.append(f"{axis} {values[lo]} to {values[hi]} takes the total from {counts[lo]:,.0f} to "
+                        f"{counts[hi]:,.0f} (x{counts[hi] / counts[lo]:.2f})")  # fmt: skip
+    if arms:
+        text += "; across the study's own arms, " + " and ".join(arms)
+    return {"id": "embedding-share", "text": text + ".", "anchor": "params"}
+
+
+def _only_axis(study, vid: str, axis: str) -> bool:
+    """The variant differs from the base on `axis` alone (or is the base)."""
+    base = study.variants()[0].swept
+    v = next(x for x in study.variants() if x.variant_id == vid)
+    return all(v.swept[k] == base[k] for k in base if k != axis)
 
 
 def _heads_width(results: Results, study) -> dict[str, Any] | None:
@@ -156,8 +173,11 @@ def _heads_width(results: Results, study) -> dict[str, Any] | None:
     return {
         "id": "heads-widen-attention",
         "text": "x-transformers gives every head attn_dim_head channels of its own, so where heads x "
-        "attn_dim_head differs from dim the head count resizes attention instead of splitting the width "
-        "as the notes assume: " + "; ".join(parts) + ".",
+        "attn_dim_head differs from dim the head count resizes attention instead of splitting the width"
+        + (" as the notes assume" if study.names_notes else "")
+        + ": "
+        + "; ".join(parts)
+        + ".",
         "anchor": "params",
     }
 

@@ -32,6 +32,19 @@ def _study(study: Study) -> dict[str, Any]:
     }
 
 
+def _said_why(section, name: str, results: Results, retry: str):  # (Section) -> Section
+    """A section of a listed measurement with nothing to show says why: its calls failed (the first error, the
+    command that reruns them) or it has not run yet; never "add it to the study", which it already is in."""
+    if "to the study's measurements" in section.missing:  # the sections' generic text
+        failed = results.records(name, status="error")
+        section.missing = (
+            f"no `{name}` results to show: {len(failed)} of its records failed (first: {failed[0].note[:160]}); "
+            f"rerun them with `{retry}`" if failed
+            else f"`{name}` is in the study's measurements but has no results yet: run the study"
+        )  # fmt: skip
+    return section
+
+
 def key_numbers(results: Results, study: Study) -> dict[str, Any]:
     """The base's parameter total and embedding share, and whether counter and closed form agree everywhere."""
     base = study.variants()[0].variant_id
@@ -59,10 +72,11 @@ def build_view(
     verdicts = evaluate(claims, results, study)
     recommended = recommendations_view(everything, study, purposes(verdicts))
     chosen = [m for m in in_order() if m.name in study.measurements]
-    sections = [m.section(results, study) for m in chosen if m.section is not None]
+    retry = f"orca-analysis run {study.name if study.source.startswith('builtin:') else study.source} --retry-failed"
+    sections = [_said_why(m.section(results, study), m.name, everything, retry) for m in chosen if m.section]
     sections += [s for s in (frontier_section(results, study), gpu_section(results, study)) if s]
     measured = results.measured()
-    base_fid = [e.as_dict() for e in fidelity_entries(study.base)]
+    base_fid = [e.as_dict() for e in fidelity_entries(study.base, notes=study.names_notes)]
     return {
         "study": _study(study),
         "provenance": provenance,
@@ -72,9 +86,12 @@ def build_view(
         "failures": [
             {"variant_id": r.variant_id, "measurement": r.measurement, "error": r.note} for r in failures
         ],
-        "retry": f"orca-analysis run {study.name if study.source.startswith('builtin:') else study.source} "
-        "--retry-failed",
+        "retry": retry,
         "claims_source": claims_source,
+        "names_notes": study.names_notes,
+        "claims_title": "Claims of the design notes, with verdicts"
+        if study.names_notes
+        else "Claims, with verdicts",
         "has_claims": bool(claims),
         "claim_groups": claim_groups(verdicts),
         "verdict_counts": verdict_counts(verdicts),

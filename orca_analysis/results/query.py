@@ -15,6 +15,7 @@ and figures read only through this module.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from .metrics import Metric, MetricError, lookup, problems
 
 if TYPE_CHECKING:
     import pandas as pd
+from ..study.kwargs import did_you_mean
 from .records import Provenance, Record
 from .store import REPORTS_DIR, StoredUnit
 
@@ -85,6 +87,9 @@ class Results:
     """A study's stored results (or any records), read by declared metric."""
 
     rows: list[_Row] = field(default_factory=list)
+    # strict about variants (what `load_results` returns, for a reader's typos): `one` and `number` raise for a
+    # variant that none of the rows has; the report's own reads ask for variants not measured yet, and get None
+    strict_variants: bool = False
 
     @classmethod
     def from_records(cls, records: Iterable[Record]) -> Results:
@@ -134,6 +139,11 @@ class Results:
     def one(self, metric: str, **where: Any) -> Value | None:
         """The single value matching, None when there is none; more than one is a query error."""
         found = self.values(metric, **where)
+        variant = where.get("variant")
+        if not found and self.strict_variants and isinstance(variant, str) and variant not in self.variants():
+            raise MetricError(
+                f"no variant '{variant}' in these results{did_you_mean(variant, sorted(self.variants()))}"
+            )
         if len(found) > 1:
             keys = "; ".join(_describe(v) for v in found[:4])
             raise MetricError(f"{metric}: {len(found)} values match {where}, expected one ({keys} ...)")
@@ -142,6 +152,10 @@ class Results:
     def number(self, metric: str, **where: Any) -> float | None:
         v = self.one(metric, **where)
         return None if v is None else v.value
+
+    def variants(self) -> set[str]:
+        """The variant ids these results hold."""
+        return {row.record.variant_id for row in self.rows}
 
     def records(self, measurement: str | None = None, status: str | None = None) -> list[Record]:
         """Raw records (e.g. the failures of a measurement that could not run at all)."""
@@ -172,6 +186,8 @@ class Results:
         out = []
         for row in self.rows:
             r = row.record
+            if not r.metric:  # a call that failed before it measured anything: records(status="error") has it
+                continue
             prov = provenance_of(row.unit).as_dict() if row.unit is not None else {}
             out.append({
                 "study": r.study, "variant_id": r.variant_id, **r.swept, "measurement": r.measurement,
@@ -249,5 +265,12 @@ def prefer_device(values: list[Value], points: str | None = None) -> list[Value]
 
 def load_results(study: str = "orca", reports: Path | str = REPORTS_DIR, everything: bool = False) -> Results:
     """A study's results from `<reports>/<study>/results.sqlite` (what its last run asked for, or
-    `everything` stored)."""
-    return Results.from_store(Path(reports) / study, everything)
+    `everything` stored); `study` may also be the store's path or its folder."""
+    path = Path(study)
+    if path.name == "results.sqlite" and path.is_file():  # the store itself
+        folder = path.parent
+    elif path.is_dir() and (path / "results.sqlite").is_file():  # its folder
+        folder = path
+    else:
+        folder = Path(reports) / study
+    return dataclasses.replace(Results.from_store(folder, everything), strict_variants=True)

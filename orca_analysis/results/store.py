@@ -46,6 +46,9 @@ CREATE TABLE plan (position INTEGER PRIMARY KEY, variant_key TEXT NOT NULL, vari
 """
 
 
+STUDY_SOURCE = "study_source"  # meta key: the study file (absolute) or builtin:<name> the last run measured
+
+
 def study_dir(study_name: str, root: Path | None = None) -> Path:
     return (root or REPORTS_DIR) / study_name
 
@@ -155,6 +158,15 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- the study that made it ------------------------------------------------------------------
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
 
     # -- writing ------------------------------------------------------------------------------
     def set_plan(self, items: list[tuple[str, str, str, str]]) -> None:

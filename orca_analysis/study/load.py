@@ -90,6 +90,8 @@ class _StudyReader:
 
     def __init__(self, source: str, lines: dict[tuple, int]):
         self.source, self.lines, self.problems = source, lines, []
+        self.file_base: ModelConfig | None = None  # the base as the file has it, before --set
+        self.overrides: list[str] = []
 
     def problem(self, path: tuple, text: str) -> None:
         line = self.lines.get(path) or self.lines.get(path[:-1]) or 1
@@ -244,7 +246,7 @@ class _StudyReader:
         return ModelConfig({}, {}).with_values(values)
 
     def apply_overrides(self, base: ModelConfig, overrides: list[str] | tuple[str, ...]) -> ModelConfig:
-        values = {}
+        self.file_base, self.overrides, values = base, list(overrides), {}
         for item in overrides:
             key, sep, text = item.partition("=")
             if not sep or not key:
@@ -347,11 +349,21 @@ class _StudyReader:
                 if text in reported:
                     continue  # inherited from the base: already said once
                 reported.add(text)
-                if is_base:
+                if is_base and self.caused_by_overrides(text):  # the file's base is fine: name the flags
+                    self.problems.append(f"--set {' --set '.join(self.overrides)}: {text}")
+                elif is_base:
                     self.problem(self.key_path(text), f"base: {text}")
                 else:
                     axis = next(k for k, v in variant.swept.items() if v != study.base.get(k))
                     self.problem(("sweep", "axes", axis), f"variant '{variant.variant_id}': {text}")
+
+    def caused_by_overrides(self, text: str) -> bool:
+        if not self.overrides or self.file_base is None:
+            return False
+        try:
+            return text not in physical_problems(self.file_base)
+        except Exception:  # noqa: BLE001  (a file base too broken to check: its own problems are reported)
+            return False
 
     def key_path(self, text: str) -> tuple:
         """The YAML path of the first key a problem names, so its line can be shown."""

@@ -118,6 +118,7 @@ class Workloads:
 
 
 ROLES = ("sweep", "remedy", "recommended")
+NOTES_CATALOGUE = "orca"  # the built-in claims catalogue that restates the Orca design notes
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,16 @@ class Study:
     claims: str | None = None  # the catalogue the study names: a built-in name or a path; None: none
     remedies: str | None = None  # the remedy catalogue it names (built-in name or path); None: none
     fixes: tuple[Any, ...] = ()  # the remedies loaded from it (remedies/schema.py Remedy)
+
+    @property
+    def names_notes(self) -> bool:
+        """It names the built-in catalogue that restates the Orca design notes: the notes' wording (where they
+        differ from the code, what they assume) belongs in its report, and in no other."""
+        return self.claims == NOTES_CATALOGUE
+
+    def sets(self, key: str) -> bool:
+        """Some variant of the sweep sets `key` to a true value (a feature the study has)."""
+        return any(v.config.get(key) for v in self.variants())
 
     def remedy_variants(self) -> list[Variant]:
         """One variant per remedy: its target variant with the remedy's change."""

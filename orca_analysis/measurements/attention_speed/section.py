@@ -23,7 +23,11 @@ def _cell(results: Results, at: dict, case: str, backend: str) -> Quantity | str
     return "n/a"
 
 
-def _table(results: Results, base: str, rates: list) -> Table:
+def _bias(study) -> str:
+    return "ALiBi as a dense float mask" if study.sets("alibi_pos_bias") else "with its mask, if any"
+
+
+def _table(results: Results, base: str, rates: list, bias: str) -> Table:
     rows = []
     cases = {"with_bias": 0, "no_bias": 1}
     keys = {(v.device, v.seq_len, v.get("case")) for v in rates}
@@ -39,7 +43,7 @@ def _table(results: Results, base: str, rates: list) -> Table:
         "Attention forward throughput by backend (base)",
         "Useful FLOP/s (4·b·h·n²·d, halved for causal attention) of the base variant's own attention call with "
         "each backend forced: median of timed runs, forward only. with_bias: the call as x-transformers makes "
-        "it (ALiBi as a dense float mask); no_bias: the same q, k, v, plain causal. 'refused': torch refused "
+        f"it ({bias}); no_bias: the same q, k, v, plain causal. 'refused': torch refused "
         "the forced backend (its reason in the results); best vs GEMM: the fastest backend's FLOP/s over a "
         "dense GEMM timed in the same process.",
         ["device", "seq len requested", "seq len measured", "case", *BACKENDS, "best vs GEMM"],
@@ -60,7 +64,7 @@ def attention_speed_section(results: Results, study) -> Section:
             "no `attention_speed` results: add `attention_speed` to the study's measurements and run it"
         )
         return section
-    section.tables.append(_table(results, base, rates))
+    section.tables.append(_table(results, base, rates, _bias(study)))
     frame = pd.DataFrame(
         [
             {"seq_len": v.seq_len, "backend": f"{v.get('backend')} {v.get('case')}", "value": v.value}
@@ -74,8 +78,9 @@ def attention_speed_section(results: Results, study) -> Section:
         "attention_by_backend",
         "Attention forward throughput by backend (base variant)",
         "useful FLOP/s",
-        "The base variant's attention call (its heads, head dim, one KV head, causal), with and without "
-        "the ALiBi bias it builds. Useful FLOPs = 4·b·h·n²·d halved for causal attention.",
+        "The base variant's attention call (its heads, head dim, KV heads, causal), with and without the "
+        + ("ALiBi bias it builds. " if study.sets("alibi_pos_bias") else "mask it passes, if any. ")
+        + "Useful FLOPs = 4·b·h·n²·d halved for causal attention.",
         "attention_speed / sdpa_forward_flops_per_s",
     )
     if fig:

@@ -15,6 +15,10 @@ METRICS = (
            BUILT),
     Metric("alibi_heads", "heads", "rows of the built ALiBi slopes (0: no ALiBi)", BUILT),
     Metric("kv_heads", "heads", "key projection width / head width, first attention", BUILT),
+    Metric("kv_group", "heads", "query heads per key/value head (1: MHA, all heads: MQA, between: GQA); the note "
+           "names the kind", BUILT),
+    Metric("position_sources", "count", "sources of position information in the built model (0: the causal mask "
+           "alone); the note names them", BUILT),
     Metric("shifted_channels", "channels", "channels of the output at position t that change with the input "
            "at t - 1, through the built ShiftTokens", BUILT),
     Metric("shift_offset", "tokens", "the largest offset ShiftTokens takes a channel from", BUILT),
@@ -30,6 +34,7 @@ register(
         METRICS,
         analytic=True,
         order=12,
+        version=2,  # 2: kv_group, position_sources; every flag the study sets is built without
         section=lazy_section(f"{__name__}.section", "design_section"),
         per_workload=False,
     )

@@ -9,9 +9,14 @@
 - shifted_channels: x-transformers' ShiftTokens, with the shifts it was built with, run on a random
   (1, 8, d) input: how many channels of the output at position t change when the input at t - 1 does
   (0 without token shift); shift_offset: the largest offset a channel comes from.
-- flag_changes_build: the variant built with and without each design flag (at depth 1: every block
-  is built alike): 1 when the two differ in a parameter, buffer, module or module setting (the note
-  names the first difference), 0 when the flag changes nothing in the build.
+- kv_group: query heads per key/value head (1: MHA; heads: MQA; between: GQA), the note naming the kind;
+  position_sources: how many sources of position information the built model has, the note naming
+  them (build/describe.py: learned or sinusoidal table, rotary or xPos, ALiBi, another relative bias,
+  token shift; 0: only the causal mask orders the tokens).
+- flag_changes_build: the variant built with and without each flag the study sets (every key but the
+  shape keys a model cannot be built without; at depth 1: every block is built alike): 1 when the two
+  differ in a parameter, buffer, module or module setting (the note names the first difference), 0
+  when the flag changes nothing in the build.
 All analytic: counts and shapes of the built model, exact.
 """
 
@@ -24,13 +29,13 @@ from torch import nn
 from x_transformers import x_transformers as xt
 
 from ...build import fake_model
+from ...build.describe import describe
 from ...instruments.per_block import at_depth
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-DESIGN_FLAGS = ("use_abs_pos_emb", "alibi_pos_bias", "rotary_xpos", "attn_flash", "deepnorm", "shift_tokens",
-                "attn_one_kv_head")  # fmt: skip
+REQUIRED = ("num_tokens", "max_seq_len", "dim", "depth")  # no build without them: not flags to drop
 _SETTINGS = (bool, int, float, str, tuple)
 
 
@@ -121,12 +126,19 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
     channels, offset = _shifted(shifts, cfg.dim)
     rec.add("shifted_channels", channels, "built_model", note=f"of {cfg.dim} channels at position t")
     rec.add("shift_offset", offset, "built_model")
+    facts = describe(cfg)
+    rec.add("kv_group", facts.heads // facts.kv_heads, "built_model", note=facts.attention_kind)
+    sources = facts.positions.split(" + ") if facts.positions.split(":")[0] != "none" else []
+    rec.add("position_sources", len(sources), "built_model", note=facts.positions)
     one = at_depth(cfg, 1)
     built = signature(one)
-    for flag in DESIGN_FLAGS:
-        if cfg.get(flag) is None:
+    for flag in [*cfg.wrapper, *cfg.layers]:
+        if flag in REQUIRED:
             continue
-        diff = _difference(built, signature(without_flag(one, flag)))
+        try:
+            diff = _difference(built, signature(without_flag(one, flag)))
+        except Exception as exc:  # noqa: BLE001  (the library refusing the config without it is the answer)
+            diff = f"x-transformers cannot build it without the flag: {type(exc).__name__}: {str(exc)[:120]}"
         rec.add("flag_changes_build", float(bool(diff)), "build_diff", {"flag": flag},
                 note=diff or "building without the flag gives the same model")  # fmt: skip
     return rec.records

@@ -6,25 +6,37 @@ from ...report.format import Quantity
 from ...report.sections import Section, Table, variant_order
 from ...results.query import Results
 
-COLUMNS = (("vocab_rows", "tokens", "vocabulary rows (tokens)"), ("context_length", "tokens", "context (tokens)"),
-           ("context_forward", "pass", "forward at the context (1 = ran)"), ("alibi_heads", "heads", "ALiBi heads"),
-           ("kv_heads", "heads", "KV heads"), ("shifted_channels", "channels", "channels shifted from t - 1"))  # fmt: skip
+# (metric, unit, header, the feature the column is about: shown only where some variant has it)
+COLUMNS = (("vocab_rows", "tokens", "vocabulary rows (tokens)", ""), ("context_length", "tokens", "context (tokens)", ""),
+           ("context_forward", "pass", "forward at the context (1 = ran)", ""),
+           ("abs_pos_params", "params", "absolute position table (params)", "use_abs_pos_emb"),
+           ("alibi_heads", "heads", "ALiBi heads", "alibi_pos_bias"), ("kv_heads", "heads", "KV heads", ""),
+           ("shifted_channels", "channels", "channels shifted from t - 1", "shift_tokens"))  # fmt: skip
+
+
+def _note(results: Results, metric: str, vid: str) -> str:
+    return next((v.note for v in results.values(metric, variant=vid)), "")
 
 
 def design_section(results: Results, study) -> Section:
-    rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit, _ in COLUMNS)]
+    columns = [c for c in COLUMNS if not c[3] or study.sets(c[3])]
+    rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit, *_ in columns),
+             _note(results, "kv_group", vid), _note(results, "position_sources", vid)]
             for vid in variant_order(study) if results.values("vocab_rows", variant=vid)]  # fmt: skip
     flags = [[v.get("flag"), "yes" if v.value else "no", v.note]
-             for v in results.values("flag_changes_build", variant="base")]  # fmt: skip
+             for v in results.values("flag_changes_build", variant=study.variants()[0].variant_id)]  # fmt: skip
     tables = []
     if rows:
         tables.append(Table("The model as built", "Read from the built model (shapes and counts, exact); "
-                            "context forward: a no-allocation forward of max_seq_len tokens ran.",
-                            ["variant", *(header for *_, header in COLUMNS)], rows))  # fmt: skip
+                            "context forward: a no-allocation forward of max_seq_len tokens ran; attention and "
+                            "positions: named from the built modules (key projection width, position modules).",
+                            ["variant", *(c[2] for c in columns), "attention", "positions"], rows))  # fmt: skip
     if flags:
-        tables.append(Table("What each design flag changes (base)", "The base built with and without the flag "
-                            "(at depth 1; the library's default without it): the first difference found.",
+        tables.append(Table("What each flag the study sets changes (base)", "The base built with and without the "
+                            "flag (at depth 1; the library's default without it): the first difference found.",
                             ["flag", "changes the build", "first difference"], flags))  # fmt: skip
     missing = "" if tables else "not measured yet: add `design` to the study's measurements"
-    return Section("design", "The model as built", "The values the design notes state, read from the model "
-                   "x-transformers builds rather than from the config.", tables, missing=missing)  # fmt: skip
+    intro = ("The values the design notes state, read from the model x-transformers builds rather than from the "
+             "config." if study.names_notes else "What the design is, read from the model x-transformers builds "
+             "rather than from the config.")  # fmt: skip
+    return Section("design", "The model as built", intro, tables, missing=missing)

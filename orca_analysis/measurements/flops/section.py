@@ -80,7 +80,10 @@ def flops_section(results: Results, study) -> Section:
     comp = pd.DataFrame(
         [{"variant_id": v.variant_id, "category": v.get("component"), "value": v.value} for v in per_token]
     )
-    if not comp.empty:
+    if (
+        not comp.empty
+    ):  # a component no variant has (ALiBi's element-wise work in a design without it) is left out
+        comp = comp[comp.groupby("category")["value"].transform("max") > 0]
         comp = comp.sort_values("variant_id", key=lambda s: s.map(order), kind="stable")
     fig = stacked(
         comp,
@@ -108,10 +111,11 @@ def flops_section(results: Results, study) -> Section:
         panels=axis_panels(study),
     )
     shapes, on = shape_of(study), axes_of(study)
+    attention = "attention + ALiBi" if study.sets("alibi_pos_bias") else "attention"
     table = pd.DataFrame(
         [
             {"variant_id": v.variant_id, "on_axis": on[v.variant_id], **shapes[v.variant_id], "train step": v.value,
-             "attention + ALiBi": results.number("train_step_causal_attention", variant=v.variant_id, seq_len=top)}
+             attention: results.number("train_step_causal_attention", variant=v.variant_id, seq_len=top)}
             for v in steps
             if v.seq_len == top and v.variant_id in shapes
         ]
@@ -119,7 +123,7 @@ def flops_section(results: Results, study) -> Section:
     fig3 = vs_axes(
         table.dropna(),
         list(SHAPE_AXES),
-        {"train step": "train step", "attention + ALiBi": "attention + ALiBi"},
+        {"train step": "train step", attention: attention},
         "train step",
         "flops_vs_axes",
         f"Training-step FLOPs versus dim, depth and heads at {top} tokens",

@@ -43,9 +43,9 @@ METRICS = (
            cross_check="closed_form against simulated (memory_rel_error)"),
     Metric("cache_object", "bytes", "what x-transformers keeps between decode steps (KV cache, hidden states)",
            (CF, SIM), cross_check="closed_form against simulated (memory_rel_error)"),
-    Metric("fits_train", "bool", "the predicted training-step peak fits a device of this capacity", (CF,),
+    Metric("fits_train", "bool", "the simulated training-step peak fits a device of this nominal capacity", (SIM,),
            ("capacity",)),
-    Metric("fits_inference", "bool", "the predicted prefill peak fits a device of this capacity", (CF,),
+    Metric("fits_inference", "bool", "the simulated prefill peak fits a device of this nominal capacity", (SIM,),
            ("capacity",)),
     Metric("training_state", "bytes", "weights, gradients and AdamW state (part) in fp32 or bf16_mixed "
            "(precision)", (CF,), ("precision", "part")),
@@ -73,7 +73,8 @@ register(
         section=lazy_section(f"{__name__}.section", "memory_section"),
         summary=memory_summary,
         summary_text=memory_summary_text,
-        version=3,  # 2: the real-tensor runs moved to `memory_measured`; 3: ALiBi at the simulated peak
+        version=4,  # 2: the real-tensor runs moved to `memory_measured`; 3: ALiBi at the simulated peak; 4: fits
+        # from the simulated peaks, not the closed form
         per_workload=False,  # one call per variant: it sweeps memory versus sequence length itself
     )
 )

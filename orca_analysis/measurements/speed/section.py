@@ -96,9 +96,10 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
         return None
     return Table(
         "Multi-query against multi-head decoding (base)",
-        "Cached decode tokens/s (median of timed runs) of the base with one KV head and with one KV head "
-        "per query head, all else equal. Orca's flags break cached decoding, so the flags named under "
-        "'flags off' are switched off in both (the first set whose cached logits match a full forward). "
+        "Cached decode tokens/s (median of timed runs) of the base with one KV head (multi-query) and with one "
+        "KV head per query head (multi-head), all else equal. Where the base's flags break cached decoding, the "
+        "flags named under 'flags off' are switched off in both (the first set whose cached logits match a full "
+        "forward). "
         "Speed-up: the multi-head median decode time over the multi-query one. "
         "KV cache: closed form, 2 x depth x batch x kv heads x tokens x head dim x bytes per element. During "
         "generate: the cache x-transformers really keeps between steps of generate(cache_kv=True), weighed on its "
