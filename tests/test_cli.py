@@ -271,7 +271,10 @@ def _grid_run(tiny_study_path, write_study, tmp_path):
     path = write_study(grid.replace("depth: [1, 2, 3]", "depth: [1, 2, 3]\n    heads: [2, 4]"))  # 12 variants
     out = tmp_path / "r"
     args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
-    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True)
+    # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then keeps ignoring it, as `nohup`
+    # users want: the child gets the default disposition back, as a terminal would give it
+    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     return proc, out, path
 
 
