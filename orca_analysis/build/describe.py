@@ -64,8 +64,8 @@ def attention_kind(heads: int, kv_heads: int) -> str:
             f"{heads // kv_heads} query heads")  # fmt: skip
 
 
-def position_scheme(b: Built) -> str:
-    """Every source of position information the built model has, joined with ' + '."""
+def position_sources(b: Built) -> list[str]:
+    """Every source of position information the built model has (none: only the causal mask orders tokens)."""
     parts = []
     if b.abs_pos == "learned":
         parts.append(
@@ -84,7 +84,11 @@ def position_scheme(b: Built) -> str:
     if b.shifts and max(b.shifts) > 0:
         back = max(b.shifts)
         parts.append(f"token shift (channels from up to {back} position{'s' if back > 1 else ''} back)")
-    return " + ".join(parts) or "none: only the causal mask orders the tokens"
+    return parts
+
+
+def position_scheme(b: Built) -> str:
+    return " + ".join(position_sources(b)) or "none: only the causal mask orders the tokens"
 
 
 def _first(model: nn.Module, cls: type) -> nn.Module | None:

@@ -29,9 +29,10 @@ from torch import nn
 from x_transformers import x_transformers as xt
 
 from ...build import fake_model
-from ...build.describe import describe
+from ...build.describe import describe, position_sources
 from ...instruments.per_block import at_depth
 from ...results import Record
+from ...study.kwargs import LAYERS, resolve
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
@@ -128,8 +129,7 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
     rec.add("shift_offset", offset, "built_model")
     facts = describe(cfg)
     rec.add("kv_group", facts.heads // facts.kv_heads, "built_model", note=facts.attention_kind)
-    sources = facts.positions.split(" + ") if facts.positions.split(":")[0] != "none" else []
-    rec.add("position_sources", len(sources), "built_model", note=facts.positions)
+    rec.add("position_sources", len(position_sources(facts)), "built_model", note=facts.positions)
     one = at_depth(cfg, 1)
     built = signature(one)
     for flag in [*cfg.wrapper, *cfg.layers]:
@@ -139,6 +139,9 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
             diff = _difference(built, signature(without_flag(one, flag)))
         except Exception as exc:  # noqa: BLE001  (the library refusing the config without it is the answer)
             diff = f"x-transformers cannot build it without the flag: {type(exc).__name__}: {str(exc)[:120]}"
-        rec.add("flag_changes_build", float(bool(diff)), "build_diff", {"flag": flag},
-                note=diff or "building without the flag gives the same model")  # fmt: skip
+        default = resolve(f"{LAYERS}.{flag}" if flag in cfg.layers else flag).default
+        same = "building without the flag gives the same model" + (
+            f" ({flag}={cfg.get(flag)!r} is the library's default)" if cfg.get(flag) == default else ""
+        )
+        rec.add("flag_changes_build", float(bool(diff)), "build_diff", {"flag": flag}, note=diff or same)
     return rec.records
