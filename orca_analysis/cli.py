@@ -68,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     inspect.add_argument(
         "--only", metavar="NAME,...", help="the measurements to summarise (default: the study's list)"
     )
+    inspect.add_argument(
+        "--device", metavar="NAME",
+        help="forecast on this GPU of the device catalogue (e.g. h100, a100, l4): the attention kernel per call",
+    )  # fmt: skip
+    inspect.add_argument(
+        "--dtype", choices=("float32", "bfloat16"), default="bfloat16",
+        help="compute dtype of the forecast (bfloat16: autocast over float32 weights; default)",
+    )  # fmt: skip
+    inspect.add_argument(
+        "--devices", metavar="FILE", help="your own device catalogue (YAML), added to the built-in"
+    )
 
     for name, text in (("run", "measure what a study's store lacks"), ("report", "render a study's report")):
         cmd = sub.add_parser(name, help=text)
@@ -159,7 +170,12 @@ def _inspect(args: argparse.Namespace) -> int:
         raise OrcaError(f"--seq-len and --batch must be at least 1, got {seq_len} and {batch}")
     if seq_len > study.base.max_seq_len:
         raise OrcaError(f"--seq-len {seq_len} exceeds the model's max_seq_len {study.base.max_seq_len}")
-    report = inspect_variant(study, seq_len, batch, only)
+    target = None
+    if args.device:
+        from .devices import device
+
+        target = device(args.device, args.devices)
+    report = inspect_variant(study, seq_len, batch, only, target, args.dtype)
     print(json.dumps(report, indent=2, default=str) if args.json else render_text(report))
     return 0
 

@@ -7,14 +7,17 @@ from typing import Any
 
 from .build import fidelity_entries
 from .build.describe import describe
+from .devices import Device
 from .errors import OrcaError
+from .instruments.attention_forecast import forecast_attention
 from .measurements import MEASUREMENTS
-from .study.schema import Study
+from .study.schema import ModelConfig, Study
 
 
-def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | None = None) -> dict[str, Any]:
-    """`variant`, `fidelity`, then one key per measurement asked for (`only`, else the study's list)
-    that has a summary."""
+def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | None = None,
+                    device: Device | None = None, dtype: str = "bfloat16") -> dict[str, Any]:  # fmt: skip
+    """`variant`, `built`, `fidelity`, then one key per measurement asked for (`only`, else the study's list)
+    that has a summary; with a `device`, `forecast`: what that GPU would run (predicted)."""
     names = only if only is not None else study.measurements
     unknown = [n for n in names if n not in MEASUREMENTS]
     if unknown:
@@ -38,7 +41,36 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
     for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):
         if MEASUREMENTS[name].summary is not None:
             summaries[name] = MEASUREMENTS[name].summary(cfg, seq_len, batch)
+    if device is not None:
+        report["forecast"] = forecast(cfg, device, seq_len, batch, dtype)
     return report | {name: summaries[name] for name in names if name in summaries}
+
+
+def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: str) -> dict[str, Any]:
+    """`forecast` of `inspect --device`: the predicted SDPA backend of each attention call of a training step."""
+    found, note = forecast_attention(cfg, device, seq_len, batch, dtype, training=True)
+    return {
+        "device": device.id, "device_name": device.name, "dtype": dtype, "seq_len": seq_len, "batch": batch,
+        "attention": [{"call": f.call.label, "count": f.count, "backend": f.prediction.backend,
+                       "refused": f.prediction.refused, "order": list(f.prediction.order),
+                       "method": f.prediction.method} for f in found],
+        "note": note,
+    }  # fmt: skip
+
+
+def _forecast_text(f: dict[str, Any]) -> list[str]:
+    out = ["", f"On {f['device_name']} ({f['dtype']}, training step, {f['seq_len']} tokens x batch {f['batch']}): "
+           "the attention kernel, predicted"]  # fmt: skip
+    for a in f["attention"]:
+        why = "; ".join(f"{b} refused: {r}" for b, r in a["refused"].items())
+        out.append(f"  {a['count']} x [{a['call']}] -> {a['backend']}" + (f" ({why})" if why else ""))
+    if f["attention"]:
+        out.append(
+            f"  method: {f['attention'][0]['method']}; tried in order: {', '.join(f['attention'][0]['order'])}"
+        )
+    if f["note"]:
+        out.append(f"  {f['note']}")
+    return out
 
 
 def _table(rows: list[list[str]], header: list[str], wrap: int = 0) -> str:
@@ -82,6 +114,8 @@ def render_text(report: dict[str, Any]) -> str:
         "Fidelity of each flag to the installed x-transformers",
         _table(fid, ["flag", "value", "status", "how"], wrap=80),
     ]
+    if "forecast" in report:
+        out += _forecast_text(report["forecast"])
     if "params" in report:
         out += _params_text(report["params"])
     for name, measurement in MEASUREMENTS.items():

@@ -19,7 +19,7 @@ cd "$work/elsewhere"
 sed -e 's/^measurements: .*/measurements: [params, design, flops]/' "$repo/tests/fixtures/tiny.yaml" >my-study.yaml
 echo "claims: orca" >>my-study.yaml
 cli="$work/venv/bin/orca-analysis"
-"$cli" inspect --study orca --only params >/dev/null
+"$cli" inspect --study orca --only params --device h100 >/dev/null  # the device catalogue ships too
 "$cli" inspect --study my-study.yaml --only params,flops
 "$cli" run my-study.yaml
 "$cli" report my-study.yaml

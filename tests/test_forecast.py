@@ -1,0 +1,123 @@
+"""GPU answers without a GPU: the device catalogue, and the SDPA backend CUDA would pick for each attention
+call (torch 2.13's selection rules, instruments/sdpa_rules.py), each case with the rule that decides it."""
+
+import dataclasses
+
+import pytest
+
+from orca_analysis.cli import main
+from orca_analysis.devices import DeviceError, device, load_devices
+from orca_analysis.instruments.attention_forecast import attention_calls
+from orca_analysis.instruments.sdpa_rules import XT_ENABLED, AttentionCall, predict
+from orca_analysis.study import load_study
+
+ALL = ("flash", "efficient", "math", "cudnn")  # torch's defaults: every backend on
+CALL = AttentionCall(
+    "bfloat16", 1, 8, 8, 2048, 2048, 64, 64, is_causal=True, training=True
+)  # a plain causal call
+H100, A100 = device("h100"), device("a100")
+T4 = dataclasses.replace(A100, id="t4", compute_capability=(7, 5))  # sm75
+RTX3090 = dataclasses.replace(A100, id="rtx3090", compute_capability=(8, 6))  # sm86
+
+
+def test_the_catalogue_states_each_device_with_its_source():
+    devices = load_devices()
+    assert set(devices) == {"a100-sxm-80gb", "h100-sxm-80gb", "h200-sxm-141gb", "l4", "rtx-4090"}
+    assert all(d.source.startswith("https://") and d.peak_flops["float32"] for d in devices.values())
+    assert (H100.sm, H100.memory_bytes, H100.peak_flops["bfloat16"]) == (90, 80_000_000_000, 9.895e14)
+    assert A100.peak_flops["float8"] is None  # Ampere has no FP8 unit
+    assert device("h200").unverified == ("sms",)
+
+
+def test_a_users_device_file_is_loaded_as_strictly(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(
+        "devices:\n  my-gpu:\n    name: Mine\n    memory_bytes: 48000000000\n    bandwidth_bytes_per_s: 9.6e+11\n"
+        "    sms: 84\n    compute_capability: '8.6'\n    peak_flops: {float32: 3.8e+13, bfloat16: 1.5e+14}\n"
+        "    source: my bench\n"
+    )
+    assert device("my-gpu", mine).sm == 86 and "h100-sxm-80gb" in load_devices(mine)
+    mine.write_text(mine.read_text().replace("sms: 84", "smz: 84").replace("'8.6'", "8.6.1"))
+    with pytest.raises(DeviceError) as exc:
+        load_devices(mine)
+    assert any("unknown key 'smz'; did you mean 'sms'" in p for p in exc.value.problems)
+    assert any("missing required key 'sms'" in p for p in exc.value.problems)
+    with pytest.raises(DeviceError, match="unknown device 'tpu'"):
+        device("tpu")
+
+
+def test_flash_for_a_plain_bf16_causal_call_on_sm90_under_x_transformers():
+    # flash's checks all pass: no mask, head dim 64 <= 256, sm90 in [sm80, sm121], square causal, bf16
+    assert predict(CALL, H100).backend == "flash"
+    # with every backend on, sm90 and cuDNN 9.20 > 9.15 put cuDNN first (check_prefer_cudnn_attention);
+    # x-transformers switches cuDNN off (sdpa_kernel([FLASH, MATH, EFFICIENT]))
+    assert predict(CALL, H100, ALL).backend == "cudnn" and "cudnn" not in XT_ENABLED
+
+
+def test_float32_is_no_flash():
+    p = predict(dataclasses.replace(CALL, dtype="float32"), H100)
+    assert (
+        p.backend == "efficient"
+    )  # check_dtypes_low_precision refuses flash; efficient takes float32 on sm80+
+    assert p.refused["flash"].startswith("Expected query, key and value to all be of dtype: {Half, BFloat16}")
+
+
+def test_a_float_mask_goes_to_the_memory_efficient_kernel():
+    p = predict(dataclasses.replace(CALL, mask="float", mask_dims=4, is_causal=False), H100)
+    assert (p.backend, p.refused) == (
+        "efficient",
+        {"flash": "Flash Attention does not support non-null attn_mask."},
+    )
+
+
+def test_head_dim_320_is_no_flash_and_no_cudnn():
+    p = predict(dataclasses.replace(CALL, head_dim=320, head_dim_v=320), H100, ALL)
+    assert p.backend == "efficient"  # cuDNN: head_dim <= 256 on sm90; flash: <= 256; efficient: 320 % 8 == 0
+    assert p.refused["cudnn"] == "head_dim should be no more than 256" and "256" in p.refused["flash"]
+
+
+def test_older_and_consumer_gpus():
+    assert predict(dataclasses.replace(CALL, dtype="float16"), T4).backend == "efficient"  # flash needs sm80+
+    hd256 = dataclasses.replace(CALL, head_dim=256, head_dim_v=256)
+    assert predict(hd256, RTX3090).backend == "flash"  # head dim in (224, 256] trains on sm86 without dropout
+    assert predict(dataclasses.replace(hd256, dropout=0.1), RTX3090).backend == "efficient"
+    # grouped-query heads handed over unexpanded with enable_gqa: flash takes them, efficient (2.13) does not
+    gqa = dataclasses.replace(CALL, heads_kv=2, enable_gqa=True)
+    assert predict(gqa, H100).backend == "flash"
+    assert predict(dataclasses.replace(gqa, dtype="float32"), H100).backend == "math"
+
+
+def test_another_torch_version_is_unknown_not_guessed():
+    p = predict(CALL, H100, torch_version="2.14.1+cu130")
+    assert p.backend == "unknown" and "written for 2.13" in p.method
+
+
+def test_the_calls_x_transformers_makes_for_three_designs():
+    orca = load_study("tests/fixtures/tiny.yaml").base  # ALiBi: a dense float mask, causal folded in
+    (call,), enabled = attention_calls(orca, 32, 2, "bfloat16", training=True)
+    assert (call.mask, call.mask_dims, call.is_causal, call.dtype, call.heads_kv) == (
+        "float",
+        4,
+        False,
+        "bfloat16",
+        4,
+    )
+    assert enabled == ("flash", "efficient", "math")  # the library's own sdpa_kernel list
+    gpt2 = load_study("tests/fixtures/gpt2-tiny.yaml").base
+    calls, _ = attention_calls(gpt2, 64, 1, "bfloat16", training=True)
+    assert [(c.mask, c.is_causal, n) for c, n in calls.items()] == [("none", True, 2)]  # one per layer
+    llama = load_study("tests/fixtures/llama-tiny.yaml").base  # 2 KV heads, expanded to the 4 query heads
+    ((call, n),) = attention_calls(llama, 64, 1, "bfloat16", training=True)[0].items()
+    assert (call.heads_q, call.heads_kv, call.enable_gqa, n) == (4, 4, False, 2)
+    assert predict(call, H100).backend == "flash"
+
+
+def test_inspect_device_prints_the_forecast(capsys, tmp_path):
+    assert (
+        main(["inspect", "--study", "tests/fixtures/tiny.yaml", "--only", "params", "--device", "h100"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "On NVIDIA H100 80GB SXM5 (bfloat16, training step, 32 tokens x batch 1)" in out
+    assert "-> efficient (flash refused: Flash Attention does not support non-null attn_mask.)" in out
+    assert main(["inspect", "--device", "tpu"]) == 2
+    assert "unknown device 'tpu'" in capsys.readouterr().err
