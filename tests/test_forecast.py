@@ -9,6 +9,9 @@ from orca_analysis.cli import main
 from orca_analysis.devices import DeviceError, device, load_devices
 from orca_analysis.instruments.attention_forecast import attention_calls
 from orca_analysis.instruments.sdpa_rules import XT_ENABLED, AttentionCall, predict
+from orca_analysis.measurements.forecast.run import measure_forecast
+from orca_analysis.measurements.forecast.section import forecast_section
+from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
 ALL = ("flash", "efficient", "math", "cudnn")  # torch's defaults: every backend on
@@ -121,3 +124,22 @@ def test_inspect_device_prints_the_forecast(capsys, tmp_path):
     assert "-> efficient (flash refused: Flash Attention does not support non-null attn_mask.)" in out
     assert main(["inspect", "--device", "tpu"]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
+
+
+def test_the_forecast_measurement_and_its_section():
+    """tiny (ALiBi, 2 layers), 2 lengths x 2 compute dtypes x 5 catalogue GPUs: each one record, efficient x2."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    records = measure_forecast(study.variants()[0], study)
+    assert len(records) == 2 * 2 * 5 and {(r.labels["backend"], r.value) for r in records} == {
+        ("efficient", 2.0)
+    }
+    assert all(
+        r.method == "predicted" and "flash refused: Flash Attention does not support" in r.note
+        for r in records
+    )
+    section = forecast_section(Results.from_records(records), study)
+    table, refusals = section.tables
+    assert (
+        table.rows[0][:4] == ["base", "32", "bfloat16", "efficient x2"] and table.rows[0][-1] == "no GPU run"
+    )
+    assert refusals.rows == [["flash refused: Flash Attention does not support non-null attn_mask."]]

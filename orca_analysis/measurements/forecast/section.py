@@ -1,0 +1,67 @@
+"""The forecast section: per variant, length and compute dtype, the attention kernel each catalogue GPU would
+run (predicted), beside the kernel a GPU run observed where one exists."""
+
+from __future__ import annotations
+
+from ...devices import load_devices
+from ...report.sections import Section, Table, variant_order
+from ...results.query import Results
+
+
+def _cell(values: list) -> str:
+    return ", ".join(
+        f"{v.get('backend')} x{int(v.value)}" for v in sorted(values, key=lambda v: v.get("backend"))
+    )
+
+
+def _observed(results: Results, vid: str, seq: int, gpu_ids: list[str]) -> tuple[str, str]:
+    """(what a GPU run's profiler saw, the catalogue device it was) from the kernels measurement."""
+    ran = [v for v in results.values("ran_train", variant=vid, seq_len=seq) if v.device.startswith("cuda")]
+    if not ran:
+        return "", ""
+    name = ran[0].device_name.lower()
+    match = next((g for g in gpu_ids if g.split("-")[0] in name.replace(" ", "-")), "")
+    return _cell(ran), match
+
+
+def forecast_section(results: Results, study) -> Section:
+    section = Section(
+        "forecast",
+        "On a GPU (predicted): the attention kernel",
+        "Which scaled_dot_product_attention backend CUDA would run for each attention call of a training step, on "
+        "each GPU of the device catalogue: predicted from torch's own selection rules for the installed version "
+        "(instruments/sdpa_rules.py), on the calls x-transformers makes, captured from the no-allocation build. "
+        "Not observed: where a GPU run exists, what its profiler saw is beside the prediction.",
+    )
+    gpus = list(load_devices())
+    found = results.values("sdpa_predicted_calls")
+    if not found:
+        section.missing = "no `forecast` results: add `forecast` to the study's measurements and run it"
+        return section
+    keys = sorted({(v.variant_id, v.seq_len, v.get("compute")) for v in found},
+                  key=lambda k: (variant_order(study).index(k[0]) if k[0] in variant_order(study) else 99, k[1], k[2]))  # fmt: skip
+    rows, mismatches = [], []
+    for vid, seq, compute in keys:
+        cells = {g: _cell(results.values("sdpa_predicted_calls", variant=vid, seq_len=seq, compute=compute, gpu=g))
+                 for g in gpus}  # fmt: skip
+        seen, on = _observed(results, vid, seq, gpus)
+        if seen and on and compute == "bfloat16" and seen != cells[on]:
+            mismatches.append([vid, f"{seq}", on, cells[on], seen])
+        rows.append([vid, f"{seq}", compute, *(cells[g] for g in gpus), seen or "no GPU run"])
+    section.tables.append(Table(
+        "The attention kernel, predicted per GPU",
+        "Backend x calls per training-step forward (one call per layer). bfloat16: autocast over float32 weights "
+        "(SDPA is on autocast's lower-precision list, so q, k, v and a float mask arrive in bfloat16). x-transformers "
+        "enables flash, efficient and math around its call (cuDNN off). Each refused backend's reason, in torch's "
+        "words, is in the results' notes. Observed: the profiler of a GPU run (the kernels measurement).",
+        ["variant", "seq len", "compute", *gpus, "observed on a GPU"], rows))  # fmt: skip
+    reasons = sorted({part.split(": ", 1)[1] for v in found if v.get("compute") == "bfloat16"
+                      for part in v.note.split(" | ") if "refused" in part})  # fmt: skip
+    if reasons:
+        section.tables.append(Table("Why the faster kernels are refused (bfloat16)", "Distinct refusals across the "
+                                    "study's calls, as torch words them.", ["backend refused: torch's reason"], [[r] for r in reasons]))  # fmt: skip
+    if mismatches:
+        section.tables.append(Table("Prediction against observation: mismatches", "A finding: the rules or the "
+                                    "call capture missed what the GPU did.",
+                                    ["variant", "seq len", "GPU", "predicted", "observed"], mismatches))  # fmt: skip
+    return section
