@@ -11,7 +11,8 @@ from orca_analysis.instruments.attention_forecast import attention_calls
 from orca_analysis.instruments.sdpa_rules import XT_ENABLED, AttentionCall, predict
 from orca_analysis.measurements.forecast.run import measure_forecast
 from orca_analysis.measurements.forecast.section import forecast_section
-from orca_analysis.results.query import Results
+from orca_analysis.results.query import Results, _Row
+from orca_analysis.results.store import StoredUnit
 from orca_analysis.study import load_study
 
 ALL = ("flash", "efficient", "math", "cudnn")  # torch's defaults: every backend on
@@ -143,3 +144,24 @@ def test_the_forecast_measurement_and_its_section():
         table.rows[0][:4] == ["base", "32", "bfloat16", "efficient x2"] and table.rows[0][-1] == "no GPU run"
     )
     assert refusals.rows == [["flash refused: Flash Attention does not support non-null attn_mask."]]
+
+
+def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
+    """What scripts/gpu_measure.sh stores (the kernels measurement's profiler counts, device cuda) fills the
+    observed column with no further code; a backend other than the predicted one is listed as a mismatch."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    base = study.variants()[0]
+    records = measure_forecast(base, study)
+    seen = dataclasses.replace(records[0], measurement="kernels", metric="ran_train", method="profiler",
+                               device="cuda", labels={"backend": "flash"}, unit="calls", value=2.0, note="")  # fmt: skip
+    rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
+    section = forecast_section(Results(rows), study)
+    table, _, mismatch = section.tables
+    row = next(r for r in table.rows if r[1] == "32" and r[2] == "bfloat16")
+    assert row[-1] == "flash x2" and mismatch.rows == [
+        ["base", "32", "h100-sxm-80gb", "efficient x2", "flash x2"]
+    ]
+
+
+def _unit(device_name: str) -> StoredUnit:
+    return StoredUnit(1, "k", "kernels", "env", "ok", "", {}, frozenset(), device_name)

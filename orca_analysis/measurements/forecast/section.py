@@ -3,6 +3,8 @@ run (predicted), beside the kernel a GPU run observed where one exists."""
 
 from __future__ import annotations
 
+import re
+
 from ...devices import load_devices
 from ...report.sections import Section, Table, variant_order
 from ...results.query import Results
@@ -19,9 +21,16 @@ def _observed(results: Results, vid: str, seq: int, gpu_ids: list[str]) -> tuple
     ran = [v for v in results.values("ran_train", variant=vid, seq_len=seq) if v.device.startswith("cuda")]
     if not ran:
         return "", ""
-    name = ran[0].device_name.lower()
-    match = next((g for g in gpu_ids if g.split("-")[0] in name.replace(" ", "-")), "")
+    tokens = set(
+        re.split(r"[^a-z0-9]+", ran[0].device_name.lower())
+    )  # "NVIDIA H100 80GB HBM3" -> {h100, ...}
+    match = next((g for g in gpu_ids if _model(g) in tokens), "")
     return _cell(ran), match
+
+
+def _model(gpu_id: str) -> str:
+    """The model token of a catalogue id: the first part with a digit ("h100-sxm-80gb" -> h100, "rtx-4090" -> 4090)."""
+    return next((part for part in gpu_id.split("-") if any(ch.isdigit() for ch in part)), gpu_id)
 
 
 def forecast_section(results: Results, study) -> Section:
