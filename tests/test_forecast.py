@@ -56,6 +56,7 @@ def test_flash_for_a_plain_bf16_causal_call_on_sm90_under_x_transformers():
     # with every backend on, sm90 and cuDNN 9.20 > 9.15 put cuDNN first (check_prefer_cudnn_attention);
     # x-transformers switches cuDNN off (sdpa_kernel([FLASH, MATH, EFFICIENT]))
     assert predict(CALL, H100, ALL).backend == "cudnn" and "cudnn" not in XT_ENABLED
+    assert predict(CALL, H100).method.endswith("not observed; switched off by the caller: cudnn")
 
 
 def test_float32_is_no_flash():

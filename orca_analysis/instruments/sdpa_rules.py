@@ -240,13 +240,15 @@ def predict(call: AttentionCall, device: Device, enabled: tuple[str, ...] = XT_E
             "unknown", {}, (), f"no rules for torch {torch_version} (written for {', '.join(RULES_FOR)})"
         )
     tried = tuple(b for b in order(device) if b in enabled)
+    off = [b for b in order(device) if b not in enabled]
+    method = _method(torch_version) + (f"; switched off by the caller: {', '.join(off)}" if off else "")
     refused: dict[str, str] = {}
     for backend in tried:
         if backend == "math":
-            return Prediction("math", refused, tried, _method(torch_version))
+            return Prediction("math", refused, tried, method)
         reason = next((why for _, fn in CHECKS[backend] if (why := fn(call, device))), "")
         if not reason:
-            return Prediction(backend, refused, tried, _method(torch_version))
+            return Prediction(backend, refused, tried, method)
         refused[backend] = reason
     return Prediction("none", refused, tried, "No available kernel. Aborting execution.")
 
