@@ -92,7 +92,7 @@ def _row(results, vid: str, n: int) -> str:
 
     phases = results.values("peak_train_phase", method="simulated", **at)
     phase = max(phases, key=lambda v: v.value).get("phase") if phases else "-"
-    fits = results.one("fits_train", method="closed_form", capacity="80GB", **at)
+    fits = results.one("fits_train", method="simulated", capacity="80GB", **at)
     return (
         f"| {vid} | {n} | {mib(peak('peak_train', 'closed_form'))} | "
         f"{mib(peak('peak_train', 'simulated'))} | {pct(error('peak_train'))} "

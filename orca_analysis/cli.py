@@ -171,6 +171,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if seq_len > study.base.max_seq_len:
         raise OrcaError(f"--seq-len {seq_len} exceeds the model's max_seq_len {study.base.max_seq_len}")
     target = None
+    if args.devices and not args.device:
+        raise OrcaError("--devices FILE adds devices to forecast on: name one with --device NAME")
     if args.device:
         from .devices import device
 

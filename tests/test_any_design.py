@@ -3,6 +3,7 @@ worded from the built model, and reports free of Orca's prose."""
 
 import io
 import re
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,37 @@ def test_reports_of_other_designs_speak_in_their_own_terms(name, tmp_path):
         )  # 2 over 2
         assert positions == "rotary on 8 of 16 channels per head" and decode[0].status == "ok"
     assert "| attention | positions |" in md
+
+
+def test_flags_set_but_not_built_say_so():
+    """Orca with ALiBi and xPos switched off, and a tiny ALiBi study without flash: the entries describe the
+    model as built (no slopes, no rotary, attention in plain PyTorch), never the flag's intent."""
+    orca = load_study("orca", ["alibi_pos_bias=false", "rotary_xpos=false"], base_only=True).base
+    how = {e.flag: e.how for e in fidelity_entries(orca)}
+    # without xPos nothing turns rotary on (x-transformers: rotary_pos_emb = rotary_pos_emb or rotary_xpos)
+    off = "off: nothing of it is built (positions in this build: token shift (channels from up to 1 position back))"
+    assert how["alibi_pos_bias"] == off
+    assert how["alibi_num_heads"].startswith("off: nothing of it is built") and how["rotary_xpos"].startswith(
+        "off:"
+    )
+    tiny = load_study("tests/fixtures/tiny.yaml", ["attn_flash=false"], base_only=True).base
+    assert {e.flag: e.how for e in fidelity_entries(tiny)}["attn_flash"].startswith(
+        "attention is computed in plain"
+    )
+
+
+def test_a_users_catalogue_never_reads_the_orca_notes(tmp_path):
+    """The same claims under another file name are a user's catalogue: verdicts are not qualified by what the
+    Orca notes say about heads (the built-in catalogue's name, `orca`, is what brings that reading in)."""
+    import shutil
+
+    from orca_analysis.claims.schema import DEFAULT_CATALOGUE
+
+    study = load_study("tests/fixtures/llama-tiny.yaml")
+    run_sweep(study, tmp_path, log=io.StringIO())
+    mine = tmp_path / "my-claims.yaml"
+    shutil.copy(DEFAULT_CATALOGUE, mine)
+    md = render_report(study, tmp_path, mine)[1].read_text()
+    assert "the notes treat heads" not in md
+    md = render_report(study, tmp_path, Path("orca"))[1].read_text()
+    assert "the notes treat heads" in md  # the notes' own catalogue

@@ -398,3 +398,17 @@ def test_a_killed_run_leaves_no_pool_worker(tiny_study_path, write_study, tmp_pa
     while _alive(below) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(below)
+
+
+def test_no_multiprocessing_tempdir_is_left_behind(tiny_study_path, tmp_path):
+    """`run` leaves through os._exit, which skips multiprocessing's own finalizer: its /tmp/pymp-* folder (the
+    forkserver's socket) is removed first."""
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "TMPDIR": str(temp)}
+    args = ["run", str(tiny_study_path), "--out", str(tmp_path / "r")]
+    proc = subprocess.run(
+        [sys.executable, "-m", "orca_analysis", *args], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not list(temp.glob("pymp-*"))

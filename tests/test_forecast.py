@@ -142,7 +142,8 @@ def test_the_forecast_measurement_and_its_section():
     section = forecast_section(Results.from_records(records), study)
     table, refusals = section.tables
     assert (
-        table.rows[0][:4] == ["base", "32", "bfloat16", "efficient x2"] and table.rows[0][-1] == "no GPU run"
+        table.rows[0][:4] == ["base", "32 x 1", "bfloat16", "efficient x2"]
+        and table.rows[0][-1] == "no GPU run"
     )
     assert refusals.rows == [["flash refused: Flash Attention does not support non-null attn_mask."]]
 
@@ -158,11 +159,22 @@ def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
     rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
     section = forecast_section(Results(rows), study)
     table, _, mismatch = section.tables
-    row = next(r for r in table.rows if r[1] == "32" and r[2] == "bfloat16")
+    row = next(r for r in table.rows if r[1] == "32 x 1" and r[2] == "bfloat16")
     assert row[-1] == "flash x2" and mismatch.rows == [
-        ["base", "32", "h100-sxm-80gb", "efficient x2", "flash x2"]
+        ["base", "32 x 1", "h100-sxm-80gb", "efficient x2", "flash x2"]
     ]
 
 
 def _unit(device_name: str) -> StoredUnit:
     return StoredUnit(1, "k", "kernels", "env", "ok", "", {}, frozenset(), device_name)
+
+
+def test_two_batch_sizes_are_two_rows(write_study, tiny_study_path):
+    text = tiny_study_path.read_text().replace("batch_sizes: [1]", "batch_sizes: [1, 2]")
+    study = load_study(str(write_study(text.replace("measurements: [params]", "measurements: [forecast]"))))
+    section = forecast_section(Results.from_records(measure_forecast(study.variants()[0], study)), study)
+    rows = section.tables[0].rows
+    assert [r[1] for r in rows if r[2] == "bfloat16"] == ["32 x 1", "32 x 2", "64 x 1", "64 x 2"]
+    assert all(
+        cell == "efficient x2" for r in rows for cell in r[3:-1]
+    )  # one layer's call each, never summed

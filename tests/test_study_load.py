@@ -125,6 +125,16 @@ def test_an_impossible_shape_made_by_an_override_names_the_override(tiny_study_p
                                   "divisible by the number of kv heads (3)"]  # fmt: skip
 
 
+def test_the_files_own_problem_is_not_blamed_on_an_override(write_study, tiny_study_path):
+    path = write_study(tiny_study_path.read_text().replace("seq_lens: [32, 64]", "seq_lens: [32, 256]"))
+    with pytest.raises(StudyError) as exc:
+        load_study(str(path), ["depth=1"])
+    assert (
+        exc.value.problems[0].startswith(f"{path}: line ")
+        and "sequence length 256 exceeds" in exc.value.problems[0]
+    )
+
+
 def test_every_problem_is_reported_at_once(write_study):
     text = TINY.replace("    heads: 4", "    haeds: 4").replace("dtype: float32", "dtype: 7")
     assert len(problems(write_study(text))) == 2

@@ -1,9 +1,10 @@
 """What a variant is, read from the model x-transformers builds: the attention kind, the positional
 schemes, the norms, the feed-forward and the tables, for any design.
 
-Everything here comes from the built modules (under FakeTensorMode: no storage), never from the
-flags alone, so a flag the library ignores or overrides (an absolute position table dropped because
-rotary is on, `ff_no_bias` leaving a GLU's input bias) is described as it is built.
+Everything here comes from the built modules (under FakeTensorMode: no storage), so a flag the library
+ignores or overrides (an absolute position table dropped because rotary is on, `ff_no_bias` leaving a
+GLU's input bias) is described as it is built. One exception: ALiBi inside FlexAttention
+(`alibi_in_kernel`, realised by orca-analysis) is read from the config, with the heads it covers.
 """
 
 from __future__ import annotations

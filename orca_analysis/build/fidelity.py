@@ -124,13 +124,13 @@ def _how(cfg: ModelConfig, b: Built) -> dict[str, str]:
         "attn_flash": "with alibi_in_kernel, self-attention runs torch's FlexAttention (compiled on CUDA, eager "
         "elsewhere) instead of scaled_dot_product_attention; no dense mask is passed"
         if in_kernel
+        else "attention is computed in plain PyTorch (einsum, softmax), which materialises the (batch x heads x n "
+        "x n) scores"
+        if not b.flash
         else f"{sdpa}; with ALiBi a dense bias is passed as attn_mask, which the FlashAttention kernel does not "
         "accept, so another kernel runs"
         if alibi
-        else sdpa
-        if b.flash
-        else "attention is computed in plain "
-        "PyTorch (einsum, softmax), which materialises the (batch x heads x n x n) scores",
+        else sdpa,
         "deepnorm": f"realised by orca-analysis (x-transformers {xt_version()} rejects 'deepnorm'): post-LN "
         f"sublayers (pre_norm=False), skip scaled by alpha=(2M)^(1/4)={deepnorm_alpha(depth):.4f} "
         f"(scale_residual_constant), xavier_normal_ init with gain beta=(8M)^(-1/4)={deepnorm_beta(depth):.4f} "
@@ -145,6 +145,14 @@ def _how(cfg: ModelConfig, b: Built) -> dict[str, str]:
         "shift_tokens": shift,
         "pre_norm": f"{'pre' if b.pre_norm else 'post'}-norm blocks with {b.norm}",
     }
+    off = {
+        "alibi_pos_bias": not b.alibi_heads,
+        "alibi_num_heads": not b.alibi_heads,
+        "rotary_xpos": not b.xpos,
+    }
+    for key, is_off in off.items():  # set, but nothing of it is built
+        if is_off:
+            how[key] = f"off: nothing of it is built ({_positions(b)})"
     for key in ("use_rmsnorm", "use_scalenorm", "use_simple_rmsnorm", "use_dynamic_tanh"):
         how[key] = f"the blocks' norms are {b.norm} ({'pre' if b.pre_norm else 'post'}-norm)"
     for key in ("ff_glu", "ff_swish", "ff_relu_squared", "ff_no_bias", "ff_mult"):

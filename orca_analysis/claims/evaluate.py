@@ -22,10 +22,10 @@ class ClaimResult:
     verdict: Verdict
 
 
-def evaluate(claims: list[Claim], results: Results, study: Study) -> list[ClaimResult]:
-    # a catalogue restates design notes, so its rules read where the notes differ from the code (the built-in
-    # fidelity rules word the Orca notes' reading; a catalogue of other notes names its flags' readings)
-    fidelity = {e.flag: e.as_dict() for e in fidelity_entries(study.base, notes=True)}
+def evaluate(claims: list[Claim], results: Results, study: Study, notes: bool = True) -> list[ClaimResult]:
+    """Each claim's verdict; `notes`: the catalogue is the Orca notes' (their wording may qualify a verdict)."""
+    # where the notes differ from the code is the Orca notes' reading: only their catalogue's verdicts use it
+    fidelity = {e.flag: e.as_dict() for e in fidelity_entries(study.base, notes=notes)}
     evidence = Evidence(results, study, fidelity)
     out = []
     for claim in claims:

@@ -17,7 +17,7 @@ from ..errors import OrcaError
 from ..results import study_dir
 from ..results.query import Results
 from ..results.records import Provenance
-from ..study.schema import Study
+from ..study.schema import NOTES_CATALOGUE, Study
 from .format import FILTERS, md_escape
 from .view import build_view
 
@@ -73,7 +73,7 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     results = Results.from_store(folder)  # the store: what the study's last run asked for
     source = ("none: the study names no claims catalogue" if not ref else
               f"built-in catalogue '{ref}'" if ref in BUILTIN_CATALOGUES else ref)  # fmt: skip
-    view = build_view(study, results, _provenance(results), claims, source)
+    view = build_view(study, results, _provenance(results), claims, source, notes=ref == NOTES_CATALOGUE)
     if claims:  # machine-readable verdicts, for a team's own gate on the design
         (folder / "claims.json").write_text(json.dumps(view["claims_json"], indent=2, default=str) + "\n")
     else:

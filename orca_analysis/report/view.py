@@ -64,12 +64,18 @@ def purposes(verdicts: list[ClaimResult]) -> dict[str, tuple[str, str, str]]:
 
 
 def build_view(
-    study: Study, results: Results, provenance: dict[str, Any], claims: list[Claim], claims_source: str
+    study: Study,
+    results: Results,
+    provenance: dict[str, Any],
+    claims: list[Claim],
+    claims_source: str,
+    notes: bool = False,
 ) -> dict[str, Any]:
+    """The report's view; `notes`: the claims are the Orca design notes' catalogue (their reading may qualify)."""
     everything = results  # the remedies' variants too
     failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
     results = results.only_variants({v.variant_id for v in study.variants()})  # the rest reads the sweep
-    verdicts = evaluate(claims, results, study)
+    verdicts = evaluate(claims, results, study, notes=notes)
     recommended = recommendations_view(everything, study, purposes(verdicts))
     chosen = [m for m in in_order() if m.name in study.measurements]
     retry = f"orca-analysis run {study.name if study.source.startswith('builtin:') else study.source} --retry-failed"

@@ -339,17 +339,14 @@ class _StudyReader:
         reported: set[str] = set()
         for variant in study.variants():
             is_base = variant.variant_id == "base"
-            texts = physical_problems(variant.config)
-            too_long = [s for s in study.workloads.seq_lens if s > variant.config.max_seq_len]
-            if too_long:
-                texts.append(
-                    f"sequence length {too_long[0]} exceeds max_seq_len {variant.config.max_seq_len}"
-                )
+            texts = self.base_problems(variant.config, study.workloads.seq_lens)
             for text in texts:
                 if text in reported:
                     continue  # inherited from the base: already said once
                 reported.add(text)
-                if is_base and self.caused_by_overrides(text):  # the file's base is fine: name the flags
+                if is_base and self.caused_by_overrides(
+                    text, study.workloads.seq_lens
+                ):  # the file's base is fine: name the flags
                     self.problems.append(f"--set {' --set '.join(self.overrides)}: {text}")
                 elif is_base:
                     self.problem(self.key_path(text), f"base: {text}")
@@ -357,13 +354,22 @@ class _StudyReader:
                     axis = next(k for k, v in variant.swept.items() if v != study.base.get(k))
                     self.problem(("sweep", "axes", axis), f"variant '{variant.variant_id}': {text}")
 
-    def caused_by_overrides(self, text: str) -> bool:
+    def caused_by_overrides(self, text: str, seq_lens: list[int]) -> bool:
+        """The problem is new with the overrides: the file's own base (and its lengths) does not have it."""
         if not self.overrides or self.file_base is None:
             return False
         try:
-            return text not in physical_problems(self.file_base)
+            return text not in self.base_problems(self.file_base, seq_lens)
         except Exception:  # noqa: BLE001  (a file base too broken to check: its own problems are reported)
             return False
+
+    @staticmethod
+    def base_problems(cfg: ModelConfig, seq_lens: list[int]) -> list[str]:
+        texts = physical_problems(cfg)
+        too_long = [s for s in seq_lens if s > cfg.max_seq_len]
+        if too_long:
+            texts.append(f"sequence length {too_long[0]} exceeds max_seq_len {cfg.max_seq_len}")
+        return texts
 
     def key_path(self, text: str) -> tuple:
         """The YAML path of the first key a problem names, so its line can be shown."""

@@ -24,7 +24,10 @@ def _cell(results: Results, at: dict, case: str, backend: str) -> Quantity | str
 
 
 def _bias(study) -> str:
-    return "ALiBi as a dense float mask" if study.sets("alibi_pos_bias") else "with its mask, if any"
+    """What the base's own call passes (the table is the base's call)."""
+    layers = study.variants()[0].config.layers
+    alibi = layers.get("alibi_pos_bias") and not layers.get("alibi_in_kernel")
+    return "ALiBi as a dense float mask" if alibi else "with its mask, if any"
 
 
 def _table(results: Results, base: str, rates: list, bias: str) -> Table:
@@ -79,7 +82,7 @@ def attention_speed_section(results: Results, study) -> Section:
         "Attention forward throughput by backend (base variant)",
         "useful FLOP/s",
         "The base variant's attention call (its heads, head dim, KV heads, causal), with and without the "
-        + ("ALiBi bias it builds. " if study.sets("alibi_pos_bias") else "mask it passes, if any. ")
+        + ("ALiBi bias it builds. " if _bias(study).startswith("ALiBi") else "mask it passes, if any. ")
         + "Useful FLOPs = 4·b·h·n²·d halved for causal attention.",
         "attention_speed / sdpa_forward_flops_per_s",
     )

@@ -19,7 +19,13 @@ def _note(results: Results, metric: str, vid: str) -> str:
 
 
 def design_section(results: Results, study) -> Section:
-    columns = [c for c in COLUMNS if not c[3] or study.sets(c[3])]
+    shown = {
+        "use_abs_pos_emb": bool(results.values("abs_pos_params"))
+        and any(v.value for v in results.values("abs_pos_params")),
+        "alibi_pos_bias": study.sets("alibi_pos_bias"),
+        "shift_tokens": study.sets("shift_tokens"),
+    }
+    columns = [c for c in COLUMNS if not c[3] or shown[c[3]]]  # a feature's column where some variant has it
     rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit, *_ in columns),
              _note(results, "kv_group", vid), _note(results, "position_sources", vid)]
             for vid in variant_order(study) if results.values("vocab_rows", variant=vid)]  # fmt: skip

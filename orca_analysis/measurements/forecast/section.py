@@ -16,11 +16,17 @@ def _cell(values: list) -> str:
     )
 
 
-def _observed(results: Results, vid: str, seq: int, gpu_ids: list[str]) -> tuple[str, str]:
-    """(what a GPU run's profiler saw, the catalogue device it was) from the kernels measurement."""
-    ran = [v for v in results.values("ran_train", variant=vid, seq_len=seq) if v.device.startswith("cuda")]
+def _observed(results: Results, vid: str, seq: int, batch: int, gpu_ids: list[str]) -> tuple[str, str]:
+    """(what a GPU run's profiler saw, the catalogue device it was) from the kernels measurement: the values of
+    one GPU (the first named), at this length and batch."""
+    ran = [
+        v
+        for v in results.values("ran_train", variant=vid, seq_len=seq, batch=batch)
+        if v.device.startswith("cuda")
+    ]
     if not ran:
         return "", ""
+    ran = [v for v in ran if v.device_name == ran[0].device_name]
     tokens = set(
         re.split(r"[^a-z0-9]+", ran[0].device_name.lower())
     )  # "NVIDIA H100 80GB HBM3" -> {h100, ...}
@@ -47,23 +53,25 @@ def forecast_section(results: Results, study) -> Section:
     if not found:
         section.missing = "no `forecast` results: add `forecast` to the study's measurements and run it"
         return section
-    keys = sorted({(v.variant_id, v.seq_len, v.get("compute")) for v in found},
-                  key=lambda k: (variant_order(study).index(k[0]) if k[0] in variant_order(study) else 99, k[1], k[2]))  # fmt: skip
+    order = {vid: i for i, vid in enumerate(variant_order(study))}
+    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute")) for v in found},
+                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3]))  # fmt: skip
     rows, mismatches = [], []
-    for vid, seq, compute in keys:
-        cells = {g: _cell(results.values("sdpa_predicted_calls", variant=vid, seq_len=seq, compute=compute, gpu=g))
-                 for g in gpus}  # fmt: skip
-        seen, on = _observed(results, vid, seq, gpus)
+    for vid, seq, batch, compute in keys:
+        at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute}
+        cells = {g: _cell(results.values("sdpa_predicted_calls", gpu=g, **at)) for g in gpus}
+        seen, on = _observed(results, vid, seq, batch, gpus)
         if seen and on and compute == "bfloat16" and seen != cells[on]:
-            mismatches.append([vid, f"{seq}", on, cells[on], seen])
-        rows.append([vid, f"{seq}", compute, *(cells[g] for g in gpus), seen or "no GPU run"])
+            mismatches.append([vid, f"{seq} x {batch}", on, cells[on], seen])
+        rows.append([vid, f"{seq} x {batch}", compute, *(cells[g] for g in gpus), seen or "no GPU run"])
     section.tables.append(Table(
         "The attention kernel, predicted per GPU",
-        "Backend x calls per training-step forward (one call per layer). bfloat16: autocast over float32 weights "
-        "(SDPA is on autocast's lower-precision list, so q, k, v and a float mask arrive in bfloat16). x-transformers "
+        "Backend x calls per training-step forward (one call per layer). bfloat16: the calls of a bfloat16 build, "
+        "which is what SDPA receives under autocast over float32 weights too (SDPA is on autocast's lower-precision "
+        "list, so q, k, v and a float mask arrive in bfloat16). x-transformers "
         "enables flash, efficient and math around its call (cuDNN off). Each refused backend's reason, in torch's "
         "words, is in the results' notes. Observed: the profiler of a GPU run (the kernels measurement).",
-        ["variant", "seq len", "compute", *gpus, "observed on a GPU"], rows))  # fmt: skip
+        ["variant", "tokens x batch", "compute", *gpus, "observed on a GPU"], rows))  # fmt: skip
     reasons = sorted({part.split(": ", 1)[1] for v in found if v.get("compute") == "bfloat16"
                       for part in v.note.split(" | ") if "refused" in part})  # fmt: skip
     if reasons:
@@ -72,5 +80,5 @@ def forecast_section(results: Results, study) -> Section:
     if mismatches:
         section.tables.append(Table("Prediction against observation: mismatches", "A finding: the rules or the "
                                     "call capture missed what the GPU did.",
-                                    ["variant", "seq len", "GPU", "predicted", "observed"], mismatches))  # fmt: skip
+                                    ["variant", "tokens x batch", "GPU", "predicted", "observed"], mismatches))  # fmt: skip
     return section

@@ -132,9 +132,9 @@ def _gap_rows(results: Results, study) -> list[list]:
     order = {vid: i for i, vid in enumerate(variant_order(study))}
     found = [v for v in results.values("memory_rel_error", pair="closed_form_vs_simulated", phase="all")
              if abs(v.value) > 0.01 and v.variant_id in order]  # fmt: skip
-    found.sort(key=lambda v: (order[v.variant_id], v.seq_len, v.get("quantity")))
-    return [[v.variant_id, f"{v.seq_len}", v.get("quantity"), Quantity(v.value, "fraction", "signed"), v.note]
-            for v in found]  # fmt: skip
+    found.sort(key=lambda v: (order[v.variant_id], v.seq_len, v.batch, v.get("quantity")))
+    return [[v.variant_id, f"{v.seq_len} x {v.batch}", v.get("quantity"), Quantity(v.value, "fraction", "signed"),
+             v.note] for v in found]  # fmt: skip
 
 
 def _frame(values, **columns) -> pd.DataFrame:
@@ -191,7 +191,7 @@ def memory_section(results: Results, study) -> Section:
         section.tables.append(Table("Where the closed form and the simulation differ by more than 1%",
                                     "Error = closed form / simulated - 1, and what the closed form leaves out of this "
                                     "design (settings it does not model, the category with the largest gap).",
-                                    ["variant", "seq len (tokens)", "quantity", "error", "why"], gaps))  # fmt: skip
+                                    ["variant", "tokens x batch", "quantity", "error", "why"], gaps))  # fmt: skip
     held = _parts_rows(results, study, top, b)
     if held:
         section.tables.append(_parts_table(held, top, study.sets("alibi_pos_bias")))
