@@ -141,3 +141,11 @@ def test_a_users_catalogue_never_reads_the_orca_notes(tmp_path):
     assert "the notes treat heads" not in md
     md = render_report(study, tmp_path, Path("orca"))[1].read_text()
     assert "the notes treat heads" in md  # the notes' own catalogue
+
+
+def test_a_listed_measurement_not_run_yet_says_so(write_study, tiny_study_path, tmp_path):
+    run_sweep(load_study(str(tiny_study_path)), tmp_path, log=io.StringIO())  # params only
+    listed = tiny_study_path.read_text().replace("measurements: [params]", "measurements: [params, memory]")
+    md = render_report(load_study(str(write_study(listed))), tmp_path)[1].read_text()
+    assert "`memory` is in the study's measurements but has no results yet: run the study" in md
+    assert "add `memory` to the study's measurements" not in md
