@@ -78,6 +78,32 @@ def check(backend: str, mirrors: str) -> Callable[[Check], Check]:
     return add
 
 
+# -- checks several backends share (registered under each, in its own order) ------------------------
+def _heads(c: AttentionCall, gqa_supported: bool) -> str:
+    if c.heads_q == c.heads_kv:
+        return ""
+    if c.enable_gqa and gqa_supported and c.heads_q % c.heads_kv == 0:
+        return ""
+    return ("For dense input, both fused kernels require query, key and value to have the same num_heads. Query."
+            f"sizes(1): {c.heads_q}, Key.sizes(1): {c.heads_kv}")  # fmt: skip
+
+
+def _heads_gqa(c: AttentionCall, d: Device) -> str:
+    return _heads(c, gqa_supported=True)
+
+
+def _heads_no_gqa(c: AttentionCall, d: Device) -> str:
+    return _heads(c, gqa_supported=False)
+
+
+def _stride(c: AttentionCall, d: Device) -> str:
+    return (
+        ""
+        if c.last_dim_stride_1
+        else "All fused kernels require the last dimension of the input to have stride 1."
+    )
+
+
 # -- flash: can_use_flash_attention --------------------------------------------------------------
 @check("flash", "sdp_utils_cpp.h check_for_attn_mask")
 def _flash_mask(c: AttentionCall, d: Device) -> str:
@@ -125,18 +151,8 @@ def _flash_dtype(c: AttentionCall, d: Device) -> str:
     return ""
 
 
-@check("flash", "sdp_utils.cpp check_batch_size_and_num_heads_dense<true,true> (GQA allowed)")
-def _flash_heads(c: AttentionCall, d: Device) -> str:
-    return _heads(c, gqa_supported=True)
-
-
-@check("flash", "sdp_utils_cpp.h check_last_dim_stride_equals_1_dense")
-def _flash_stride(c: AttentionCall, d: Device) -> str:
-    return (
-        ""
-        if c.last_dim_stride_1
-        else "All fused kernels require the last dimension of the input to have stride 1."
-    )
+check("flash", "sdp_utils.cpp check_batch_size_and_num_heads_dense<true,true> (GQA allowed)")(_heads_gqa)
+check("flash", "sdp_utils_cpp.h check_last_dim_stride_equals_1_dense")(_stride)
 
 
 # -- memory-efficient: can_use_mem_efficient_attention ---------------------------------------------
@@ -156,18 +172,10 @@ def _efficient_head_dim(c: AttentionCall, d: Device) -> str:
     return ""
 
 
-@check("efficient", "sdp_utils.cpp check_batch_size_and_num_heads_dense<false,true> (no GQA in 2.13)")
-def _efficient_heads(c: AttentionCall, d: Device) -> str:
-    return _heads(c, gqa_supported=False)
-
-
-@check("efficient", "sdp_utils_cpp.h check_last_dim_stride_equals_1_dense")
-def _efficient_stride(c: AttentionCall, d: Device) -> str:
-    return (
-        ""
-        if c.last_dim_stride_1
-        else "All fused kernels require the last dimension of the input to have stride 1."
-    )
+check("efficient", "sdp_utils.cpp check_batch_size_and_num_heads_dense<false,true> (no GQA in 2.13)")(
+    _heads_no_gqa
+)
+check("efficient", "sdp_utils_cpp.h check_last_dim_stride_equals_1_dense")(_stride)
 
 
 @check("efficient", "sdp_utils.cpp check_dtypes (sm80+: half, float, bfloat16; else half, float)")
@@ -196,9 +204,7 @@ def _cudnn_hardware(c: AttentionCall, d: Device) -> str:
     )
 
 
-@check("cudnn", "sdp_utils.cpp check_batch_size_and_num_heads_dense<true,false> (GQA allowed)")
-def _cudnn_heads(c: AttentionCall, d: Device) -> str:
-    return _heads(c, gqa_supported=True)
+check("cudnn", "sdp_utils.cpp check_batch_size_and_num_heads_dense<true,false> (GQA allowed)")(_heads_gqa)
 
 
 @check("cudnn", "sdp_utils.cpp check_cudnn_tensor_shapes")
@@ -211,15 +217,6 @@ def _cudnn_shapes(c: AttentionCall, d: Device) -> str:
     if c.seq_k == 1:
         return "cudnn SDPA does not support key/value sequence length 1."
     return ""
-
-
-def _heads(c: AttentionCall, gqa_supported: bool) -> str:
-    if c.heads_q == c.heads_kv:
-        return ""
-    if c.enable_gqa and gqa_supported and c.heads_q % c.heads_kv == 0:
-        return ""
-    return ("For dense input, both fused kernels require query, key and value to have the same num_heads. Query."
-            f"sizes(1): {c.heads_q}, Key.sizes(1): {c.heads_kv}")  # fmt: skip
 
 
 def order(device: Device, cudnn_version: int = CUDNN_OF_THE_WHEEL) -> tuple[str, ...]:
