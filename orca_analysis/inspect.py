@@ -10,6 +10,8 @@ from .build.describe import describe
 from .devices import Device
 from .errors import OrcaError
 from .instruments.attention_forecast import forecast_attention
+from .instruments.gpu_forecast import BATCH_STEPS, METHOD, max_batch, simulate
+from .instruments.gpu_memory import POLICIES
 from .measurements import MEASUREMENTS
 from .study.schema import ModelConfig, Study
 
@@ -47,14 +49,27 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
 
 
 def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: str) -> dict[str, Any]:
-    """`forecast` of `inspect --device`: the predicted SDPA backend of each attention call of a training step."""
+    """`forecast` of `inspect --device`: the predicted SDPA backend of each attention call of a training step;
+    each step's simulated GPU memory in the dtype policy, whether it fits, the headroom, and the largest batch
+    that fits at this length (instruments/gpu_forecast.py). Bytes; predictions, each with its method."""
     found, note = forecast_attention(cfg, device, seq_len, batch, dtype, training=True)
+    memory, routed = simulate(cfg, device, dtype, seq_len, batch)
+    largest = {step: max_batch(cfg, device, dtype, seq_len, step) for step in BATCH_STEPS}
     return {
-        "device": device.id, "device_name": device.name, "dtype": dtype, "seq_len": seq_len, "batch": batch,
+        "device": device.id, "device_name": device.name, "dtype": dtype, "policy": POLICIES[dtype],
+        "seq_len": seq_len, "batch": batch, "memory_bytes": device.memory_bytes,
         "attention": [{"call": f.call.label, "count": f.count, "backend": f.prediction.backend,
                        "refused": f.prediction.refused, "order": list(f.prediction.order),
                        "method": f.prediction.method} for f in found],
         "note": note,
+        "memory": {s: {"peak": m.peak, "phase": m.phase, "categories": m.categories} if m.peak is not None
+                   else {"peak": None, "why": m.why} for s, m in memory.items()},
+        "memory_method": METHOD,
+        "routed_calls": dict(routed),
+        "fits": {s: m.fits(device) for s, m in memory.items()},
+        "headroom": {s: m.headroom(device) for s, m in memory.items()},
+        "max_batch": {s: {str(seq_len): {"batch": mb.batch, "intercept": mb.intercept, "slope": mb.slope,
+                                          "method": mb.method}} for s, mb in largest.items()},
     }  # fmt: skip
 
 
@@ -70,6 +85,21 @@ def _forecast_text(f: dict[str, Any]) -> list[str]:
         )
     if f["note"]:
         out.append(f"  {f['note']}")
+    cap = f["memory_bytes"]
+    out += ["", f"GPU memory, simulated ({f['policy']}), against {cap / 1e9:.1f} GB"]
+    rows = []
+    for step, m in f["memory"].items():
+        if m["peak"] is None:
+            rows.append([step, "-", "-", "-", m["why"]])
+            continue
+        fits = "yes" if f["fits"][step] else "NO"
+        mb = f["max_batch"].get(step, {}).get(str(f["seq_len"]))
+        rows.append([step, f"{m['peak'] / 1e9:.2f} GB", fits, f"{f['headroom'][step] / 1e9:+.2f} GB",
+                     f"{mb['batch']} ({mb['method']})" if mb else "-"])  # fmt: skip
+    out.append(
+        _table(rows, ["step", "peak", "fits", "headroom", f"largest batch at {f['seq_len']} tokens"], 70)
+    )
+    out.append(f"  method: {f['memory_method']}")
     return out
 
 

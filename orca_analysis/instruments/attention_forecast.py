@@ -36,11 +36,12 @@ class _Record(TorchFunctionMode):
     def __torch_function__(self, func: Callable, types: Any, args: tuple = (), kwargs: dict | None = None):
         kwargs = kwargs or {}
         if func is F.scaled_dot_product_attention:
-            self.calls[_call(args, kwargs, self.training)] += 1
+            self.calls[call_of(args, kwargs, self.training)] += 1
         return func(*args, **kwargs)
 
 
-def _call(args: tuple, kwargs: dict, training: bool) -> AttentionCall:
+def call_of(args: tuple, kwargs: dict, training: bool) -> AttentionCall:
+    """The AttentionCall of one `F.scaled_dot_product_attention(*args, **kwargs)`."""
     q, k, v = args[:3]
     mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
     kind = "none" if mask is None else "bool" if mask.dtype == torch.bool else "float"

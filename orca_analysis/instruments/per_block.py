@@ -144,8 +144,8 @@ class _RegionTracker(memtrack._Tracker):
 
     made: list[_RegionTracker] | None = None
 
-    def __init__(self, alibi: bool = False) -> None:
-        super().__init__(alibi)
+    def __init__(self, alibi: bool = False, cuda: bool = False) -> None:
+        super().__init__(alibi, cuda)
         self.regions: dict[tuple, dict] = {}  # (phase, sublayer or -1, attn_layers a parent) -> snapshot
         self.layer: dict[str, int] = {}  # phase -> the sublayer whose module hook fired last
         self.entries: dict[str, list[int]] = {}  # attn_layers' entry snapshots, PRE_FW / PRE_BW
