@@ -2,13 +2,16 @@
 call (torch 2.13's selection rules, instruments/sdpa_rules.py), each case with the rule that decides it."""
 
 import dataclasses
+import functools
 
 import pytest
 
 from orca_analysis.cli import main
 from orca_analysis.devices import DeviceError, device, load_devices
 from orca_analysis.instruments.attention_forecast import attention_calls
+from orca_analysis.instruments.gpu_forecast import simulate
 from orca_analysis.instruments.sdpa_rules import XT_ENABLED, AttentionCall, predict
+from orca_analysis.measurements.forecast import run as forecast_run
 from orca_analysis.measurements.forecast.run import measure_forecast
 from orca_analysis.measurements.forecast.section import forecast_section
 from orca_analysis.results.query import Results, _Row
@@ -20,6 +23,15 @@ CALL = AttentionCall(
     "bfloat16", 1, 8, 8, 2048, 2048, 64, 64, is_causal=True, training=True
 )  # a plain causal call
 H100, A100 = device("h100"), device("a100")
+
+
+@functools.cache
+def _tiny_records() -> tuple:
+    """The forecast measurement of tiny's base, made once for the tests that read it (records are frozen)."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    return tuple(measure_forecast(study.variants()[0], study))
+
+
 T4 = dataclasses.replace(A100, id="t4", compute_capability=(7, 5))  # sm75
 RTX3090 = dataclasses.replace(A100, id="rtx3090", compute_capability=(8, 6))  # sm86
 
@@ -129,23 +141,41 @@ def test_inspect_device_prints_the_forecast(capsys, tmp_path):
 
 
 def test_the_forecast_measurement_and_its_section():
-    """tiny (ALiBi, 2 layers), 2 lengths x 2 compute dtypes x 5 catalogue GPUs: each one record, efficient x2."""
+    """tiny (ALiBi, 2 layers), 2 lengths x 2 compute dtypes x 5 catalogue GPUs: each one kernel record,
+    efficient x2; the GPU memory of the training step and prefill (tiny's cached decode fails: ALiBi with
+    rotary) in 8 categories; the largest batch of both steps at the longest length."""
     study = load_study("tests/fixtures/tiny.yaml")
-    records = measure_forecast(study.variants()[0], study)
-    assert len(records) == 2 * 2 * 5 and {(r.labels["backend"], r.value) for r in records} == {
+    records = _tiny_records()
+    kernels = [r for r in records if r.metric == "sdpa_predicted_calls"]
+    peaks = [r for r in records if r.metric == "gpu_peak"]
+    largest = [r for r in records if r.metric == "gpu_max_batch"]
+    assert len(kernels) == 2 * 2 * 5 and {(r.labels["backend"], r.value) for r in kernels} == {
         ("efficient", 2.0)
     }
     assert all(
         r.method == "predicted" and "flash refused: Flash Attention does not support" in r.note
-        for r in records
+        for r in kernels
     )
+    assert len(peaks) == 2 * 2 * 2 * 8 * 5 and len(largest) == 2 * 2 * 5
+    assert {r.labels["step"] for r in peaks} == {"train", "prefill"}
+    # the stored peak is the simulation's, one walk shared by the GPUs that run the same kernels
+    sim, _ = simulate(study.base, H100, "bfloat16", 64, 1, ("train",))
+    stored = {r.labels["gpu"]: r.value for r in peaks if r.seq_len == 64 and r.labels["compute"] == "bfloat16"
+              and r.labels["step"] == "train" and r.labels["category"] == "total"}  # fmt: skip
+    assert set(stored.values()) == {sim["train"].peak} and len(stored) == 5
     section = forecast_section(Results.from_records(records), study)
-    table, refusals = section.tables
+    table, refusals, memory, batches = section.tables
     assert (
         table.rows[0][:4] == ["base", "32 x 1", "bfloat16", "efficient x2"]
         and table.rows[0][-1] == "no GPU run"
     )
     assert refusals.rows == [["flash refused: Flash Attention does not support non-null attn_mask."]]
+    assert memory.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and all(
+        c.endswith(", fits") for r in memory.rows for c in r[4:]
+    )
+    assert [r[:4] for r in batches.rows] == [["base", 64, c, s] for c in ("bfloat16", "float32")
+                                             for s in ("prefill", "train")]  # fmt: skip
+    assert all(int(c) > 1000 for r in batches.rows for c in r[4:])
 
 
 def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
@@ -153,12 +183,12 @@ def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
     observed column with no further code; a backend other than the predicted one is listed as a mismatch."""
     study = load_study("tests/fixtures/tiny.yaml")
     base = study.variants()[0]
-    records = measure_forecast(base, study)
+    records = _tiny_records()
     seen = dataclasses.replace(records[0], measurement="kernels", metric="ran_train", method="profiler",
                                device="cuda", labels={"backend": "flash"}, unit="calls", value=2.0, note="")  # fmt: skip
     rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
     section = forecast_section(Results(rows), study)
-    table, _, mismatch = section.tables
+    table, *_, mismatch = section.tables
     row = next(r for r in table.rows if r[1] == "32 x 1" and r[2] == "bfloat16")
     assert row[-1] == "flash x2" and mismatch.rows == [
         ["base", "32 x 1", "h100-sxm-80gb", "efficient x2", "flash x2"]
@@ -169,12 +199,28 @@ def _unit(device_name: str) -> StoredUnit:
     return StoredUnit(1, "k", "kernels", "env", "ok", "", {}, frozenset(), device_name)
 
 
-def test_two_batch_sizes_are_two_rows(write_study, tiny_study_path):
+def test_two_batch_sizes_are_two_rows(write_study, tiny_study_path, monkeypatch):
     text = tiny_study_path.read_text().replace("batch_sizes: [1]", "batch_sizes: [1, 2]")
     study = load_study(str(write_study(text.replace("measurements: [params]", "measurements: [forecast]"))))
+    monkeypatch.setattr(forecast_run, "_largest_batch", lambda *a: None)  # the kernel rows are under test
     section = forecast_section(Results.from_records(measure_forecast(study.variants()[0], study)), study)
     rows = section.tables[0].rows
     assert [r[1] for r in rows if r[2] == "bfloat16"] == ["32 x 1", "32 x 2", "64 x 1", "64 x 2"]
     assert all(
         cell == "efficient x2" for r in rows for cell in r[3:-1]
     )  # one layer's call each, never summed
+
+
+def test_a_gpu_runs_memory_is_shown_beside_the_memory_forecast():
+    """memory_measured on an H100 (max_memory_allocated, float32): the float32 forecast beside it, with the
+    error. The measured value here is made 10% below the forecast: error = 1 / 0.9 - 1 = +11.1%."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    records = _tiny_records()
+    forecast = next(r for r in records if r.metric == "gpu_peak" and r.seq_len == 64 and r.labels == {
+        "gpu": "h100-sxm-80gb", "compute": "float32", "step": "train", "category": "total"})  # fmt: skip
+    seen = dataclasses.replace(forecast, measurement="memory_measured", metric="peak_train", method="measured",
+                               device="cuda", labels={"category": "total"}, value=0.9 * forecast.value, note="")  # fmt: skip
+    rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
+    checked = next(t for t in forecast_section(Results(rows), study).tables if "against a GPU run" in t.title)
+    assert checked.rows == [["base", "64 x 1", "train", "h100-sxm-80gb", f"{forecast.value / 1e9:.2f} GB",
+                             f"{0.9 * forecast.value / 1e9:.2f} GB", "+11.1%"]]  # fmt: skip

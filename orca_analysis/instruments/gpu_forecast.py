@@ -4,8 +4,10 @@ the headroom, and the largest batch that fits at a length. Forecasts, each with 
 The largest batch: a step's peak is affine in the batch (weights, gradients and optimizer state do not grow
 with it; activations, temporaries, inputs and the KV cache grow in proportion). Two walks, at batch 1 and 2,
 give the intercept and the slope; the answer is the largest b with intercept + slope * b within the device's
-memory. It is then checked by walks at b and b + 1: b must fit and b + 1 must not. Where a check fails the
-answer moves by one and is checked again (`CHECKS` times at most), and the method says so.
+memory. It is then checked by walks at b and b + 1: b must fit and b + 1 must not. Where the check fails
+(the peak is not exactly affine: small tensors rounded to 512 B, a peak that moves to another moment), walks
+refit the line through the two walks nearest the limit and check again (`SECANTS` times at most), then
+bisect; the method says which.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from .gpu_memory import LEFT_OUT, POLICIES, GpuRun
 from .memtrack import Tracked, run_steps
 
 STEPS = ("train", "prefill", "decode")
+SECANTS = 3
 BATCH_STEPS = ("train", "prefill")  # the steps whose largest batch is asked for (decode's follows prefill's)
-CHECKS = 4
 METHOD = ("simulated: the no-allocation build walked as CUDA would run it (attention routed to the predicted "
           "backend's operator, CUDA's autocast rules, allocations rounded to 512 B); not included: " + LEFT_OUT)  # fmt: skip
 
@@ -67,7 +69,7 @@ def simulate(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch:
     return {s: _memory(s, got.get(s)) for s in steps}, gpu.backends
 
 
-def _peaks(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
+def peaks_at(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
            step: str) -> dict[int, int | None]:  # fmt: skip
     """The step's peak at each batch: one build, one walk per batch."""
     gpu = GpuRun(device, policy)
@@ -82,7 +84,7 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
     batch 1 and 2 where a caller has them."""
     if policy not in POLICIES:
         raise ValueError(f"unknown dtype policy {policy!r}")
-    p1, p2 = at_1_and_2 or tuple(_peaks(cfg, device, policy, seq_len, (1, 2), step).values())
+    p1, p2 = at_1_and_2 or tuple(peaks_at(cfg, device, policy, seq_len, (1, 2), step).values())
     cap = device.memory_bytes
     if p1 is None or p2 is None:
         return MaxBatch(step, seq_len, 0, 0, 0, None, "the step could not be walked")
@@ -91,19 +93,28 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
         return MaxBatch(step, seq_len, 0, intercept, slope, p1, f"batch 1 needs {p1:,} B > {cap:,} B")
     if slope <= 0:
         return MaxBatch(step, seq_len, 1, intercept, slope, p1, "the peak does not grow with the batch")
-    b = max(1, (cap - intercept) // slope)
-    moves = []
-    for _ in range(CHECKS):
-        at = _peaks(cfg, device, policy, seq_len, (b, b + 1), step)
-        fit, over = at[b] is not None and at[b] <= cap, at[b + 1] is None or at[b + 1] > cap
-        if fit and over:
+    affine = b = max(1, (cap - intercept) // slope)
+    at: dict[int, int | None] = {1: p1, 2: p2}
+    fits = lambda b: at[b] is not None and at[b] <= cap  # noqa: E731
+    for attempt in range(SECANTS + 1):
+        at |= peaks_at(cfg, device, policy, seq_len, (b, b + 1), step)
+        if fits(b) and not fits(b + 1):
             how = f"affine from the walks at batch 1 and 2, checked by walks at {b} (fits) and {b + 1} (does not)"
-            if moves:
-                how += f"; the affine answer moved by {', '.join(moves)}"
+            if attempt:
+                how = (f"affine from the walks at batch 1 and 2 ({affine}), refitted through the walks nearest the "
+                       f"limit ({attempt}x), checked by walks at {b} (fits) and {b + 1} (does not)")  # fmt: skip
             return MaxBatch(step, seq_len, b, intercept, slope, at[b], how)
-        moves.append("-1" if not fit else "+1")
-        b = b - 1 if not fit else b + 1
-        if b < 1:
-            return MaxBatch(step, seq_len, 0, intercept, slope, None, "no batch fits after the checks")
-    return MaxBatch(step, seq_len, b, intercept, slope, None,
-                    f"unchecked: the peak is not affine in the batch ({CHECKS} checks moved {', '.join(moves)})")  # fmt: skip
+        (b1, q1), (b2, q2) = sorted(((k, v) for k, v in at.items() if v is not None),
+                                    key=lambda kv: abs(kv[1] - cap))[:2]  # fmt: skip
+        if q1 == q2:
+            break
+        b = max(1, int(b1 + (cap - q1) * (b2 - b1) / (q2 - q1)))  # the secant through the two nearest walks
+    lo = max((k for k in at if fits(k)), default=0)  # bisect: lo fits (or is 0), hi does not
+    hi = min(k for k in at if not fits(k))
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        at |= peaks_at(cfg, device, policy, seq_len, (mid,), step)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    how = (f"the affine answer ({affine}, from the walks at batch 1 and 2) and {SECANTS} refits failed their "
+           f"checks; bisected: {lo} fits, {hi} does not ({len(at)} walks; the peak is not affine here)")  # fmt: skip
+    return MaxBatch(step, seq_len, lo, intercept, slope, at.get(lo), how)

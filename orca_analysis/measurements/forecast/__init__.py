@@ -1,5 +1,6 @@
-"""`forecast`: what each GPU of the device catalogue would run for the variant's attention: the SDPA backend
-of every attention call of a training step, predicted from torch's selection rules (no GPU needed)."""
+"""`forecast`: what each GPU of the device catalogue would run for the variant's attention (the SDPA backend
+of every attention call of a training step, predicted from torch's selection rules), and the GPU memory of
+its steps, simulated as CUDA would run them, with the largest batch that fits (no GPU needed)."""
 
 from ...results.metrics import Metric
 from ..registry import Measurement, lazy_section, register
@@ -11,16 +12,28 @@ METRICS = (
            "'unknown' where no rules exist for the installed torch), on the GPU (label gpu, a device catalogue "
            "id) in the compute dtype (label compute); the note names the call and each refused backend's reason",
            ("predicted",), ("gpu", "compute", "backend")),
+    Metric("gpu_peak", "bytes", "peak memory of a step (label step: train, prefill, decode) on the GPU (label "
+           "gpu), in the dtype policy (label compute: float32, or bfloat16 autocast over float32 weights), by "
+           "category (label category: total, parameters, gradients, optimizer_state, activations, temporaries, "
+           "inputs, buffers): the no-allocation build walked as CUDA would run it (instruments/gpu_memory.py); "
+           "a forecast, what max_memory_allocated would report without the CUDA context and workspaces",
+           ("predicted",), ("gpu", "compute", "step", "category")),
+    Metric("gpu_max_batch", "sequences", "the largest batch whose step (label step: train, prefill) fits the "
+           "GPU's memory at the workload's length, in the dtype policy (label compute): affine in the batch from "
+           "walks at 1 and 2, checked by walks at the answer and one more (instruments/gpu_forecast.py); the "
+           "base variant at the study's longest length", ("predicted",), ("gpu", "compute", "step")),
 )  # fmt: skip
 
 register(
     Measurement(
         "forecast",
-        "the attention kernel each catalogue GPU would run (predicted from torch's SDPA selection rules)",
+        "the attention kernel each catalogue GPU would run (predicted from torch's SDPA selection rules), and "
+        "the GPU memory of each step, simulated as CUDA would run it, with the largest batch that fits",
         measure_forecast,
         METRICS,
         analytic=True,
         order=45,
+        version=2,  # 2: GPU memory per step and the largest batch
         section=lazy_section(f"{__name__}.section", "forecast_section"),
     )
 )

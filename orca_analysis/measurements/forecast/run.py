@@ -1,11 +1,15 @@
 """The forecast of each attention call on each GPU of the device catalogue, in float32 and in bfloat16
 (autocast over float32 weights): captured once per compute dtype from the no-allocation build, predicted per
-device (instruments/attention_forecast.py, instruments/sdpa_rules.py). Predictions, stored as such."""
+device (instruments/attention_forecast.py, instruments/sdpa_rules.py). Then the GPU memory of each step,
+simulated as CUDA would run it (instruments/gpu_memory.py): one walk for the GPUs whose predicted kernels
+agree, and, for the base variant at the study's longest length, the largest batch that fits each GPU
+(instruments/gpu_forecast.py). Predictions, stored as such."""
 
 from __future__ import annotations
 
-from ...devices import load_devices
+from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
+from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, max_batch, peaks_at, simulate
 from ...instruments.sdpa_rules import predict
 from ...results import Record
 from ...study.schema import Study, Variant
@@ -20,16 +24,19 @@ COMPUTE = (
 def measure_forecast(variant: Variant, study: Study) -> list[Record]:
     rec = Recorder(study.name, variant, "forecast", dtype=study.workloads.dtype)
     devices = load_devices()
+    longest = max(study.workloads.pairs())
     for n, b in study.workloads.pairs():
         at = rec.at(seq_len=n, batch=b)
         for compute in COMPUTE:
             calls, enabled = attention_calls(variant.config, n, b, compute, training=True)
+            kernels: dict[tuple, list[Device]] = {}  # the predicted backends of the calls -> the GPUs
             for gpu in devices.values():
                 if not calls:
                     why = ("FlexAttention runs attention (alibi_in_kernel)" if variant.config.layers.get(
                         "alibi_in_kernel") else "attn_flash is off: attention runs in plain PyTorch")  # fmt: skip
                     at.add("sdpa_predicted_calls", 0.0, "predicted", {"gpu": gpu.id, "compute": compute,
                                                                        "backend": "none"}, note=why)  # fmt: skip
+                    kernels.setdefault((), []).append(gpu)
                     continue
                 by_backend: dict[str, tuple[int, list[str]]] = {}
                 for call, count in calls.items():
@@ -40,4 +47,35 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                 for backend, (count, notes) in by_backend.items():
                     at.add("sdpa_predicted_calls", float(count), "predicted",
                            {"gpu": gpu.id, "compute": compute, "backend": backend}, note=" | ".join(notes))  # fmt: skip
+                kernels.setdefault(tuple(sorted(by_backend)), []).append(gpu)
+            for gpus in kernels.values():
+                _memory(at, variant, compute, n, b, gpus)
+                if variant.variant_id == study.variants()[0].variant_id and (n, b) == longest:
+                    _largest_batch(at, variant, compute, n, gpus)
     return rec.records
+
+
+def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Device]) -> None:  # noqa: ANN001
+    """Each step's simulated peak, by category, for GPUs that run the same kernels: one walk."""
+    steps, routed = simulate(variant.config, gpus[0], compute, n, b)
+    kernels = ", ".join(f"{k} x{v}" for k, v in sorted(routed.items())) or "no SDPA call"
+    for gpu in gpus:
+        for step, m in steps.items():
+            if m.peak is None:
+                continue
+            note = f"{METHOD}; attention calls routed: {kernels}"
+            for category, value in {"total": m.peak, **m.categories}.items():
+                at.add("gpu_peak", float(value), "predicted",
+                       {"gpu": gpu.id, "compute": compute, "step": step, "category": category}, note=note)  # fmt: skip
+
+
+def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device]) -> None:  # noqa: ANN001
+    """The largest batch per GPU and step: the walks at batch 1 and 2 shared, the checks per GPU."""
+    for step in BATCH_STEPS:
+        p1, p2 = peaks_at(variant.config, gpus[0], compute, n, (1, 2), step).values()
+        for gpu in gpus:
+            mb = max_batch(variant.config, gpu, compute, n, step, (p1, p2))
+            note = (f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
+                    f"{gpu.memory_bytes:,} B")  # fmt: skip
+            at.add("gpu_max_batch", float(mb.batch), "predicted", {"gpu": gpu.id, "compute": compute, "step": step},
+                   note=note)  # fmt: skip

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 
 from ...devices import load_devices
+from ...instruments.gpu_forecast import STEPS
+from ...instruments.gpu_memory import LEFT_OUT
 from ...report.sections import Section, Table, variant_order
 from ...results.query import Results
 
@@ -42,7 +44,7 @@ def _model(gpu_id: str) -> str:
 def forecast_section(results: Results, study) -> Section:
     section = Section(
         "forecast",
-        "On a GPU (predicted): the attention kernel",
+        "On a GPU (predicted): the attention kernel and the memory",
         "Which scaled_dot_product_attention backend CUDA would run for each attention call of a training step, on "
         "each GPU of the device catalogue: predicted from torch's own selection rules for the installed version "
         "(instruments/sdpa_rules.py), on the calls x-transformers makes, captured from the no-allocation build. "
@@ -77,8 +79,85 @@ def forecast_section(results: Results, study) -> Section:
     if reasons:
         section.tables.append(Table("Why the faster kernels are refused (bfloat16)", "Distinct refusals across the "
                                     "study's calls, as torch words them.", ["backend refused: torch's reason"], [[r] for r in reasons]))  # fmt: skip
+    _memory_tables(section, results, gpus, order)
     if mismatches:
         section.tables.append(Table("Prediction against observation: mismatches", "A finding: the rules or the "
                                     "call capture missed what the GPU did.",
                                     ["variant", "tokens x batch", "GPU", "predicted", "observed"], mismatches))  # fmt: skip
     return section
+
+
+def _gb(value: float) -> str:
+    return f"{value / 1e9:.2f} GB"
+
+
+def _memory_tables(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
+    """Each step's simulated GPU peak and whether it fits, per GPU; the largest batch that fits."""
+    devices = load_devices()
+    peaks = results.values("gpu_peak", category="total")
+    if not peaks:
+        return
+    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in peaks},
+                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])))  # fmt: skip
+    rows = []
+    for vid, seq, batch, compute, step in keys:
+        at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute, "step": step}
+        cells = []
+        for g in gpus:
+            found = results.values("gpu_peak", gpu=g, category="total", **at)
+            cells.append("" if not found else f"{_gb(found[0].value)}, "
+                         + ("fits" if found[0].value <= devices[g].memory_bytes else "does NOT fit"))  # fmt: skip
+        rows.append([vid, f"{seq} x {batch}", compute, step, *cells])
+    section.tables.append(Table(
+        "GPU memory per step, simulated (a forecast)",
+        "Peak bytes of each step as CUDA would run it, against each GPU's printed memory: the no-allocation build "
+        "walked with every attention call routed to its predicted backend's operator, CUDA's autocast rules for "
+        "bfloat16 (autocast over float32 weights, gradients and AdamW state), allocations rounded to 512 B "
+        f"(instruments/gpu_memory.py). Not included: {LEFT_OUT}. The peak by category is in the results.",
+        ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
+    _checked_on_a_gpu(section, results, gpus)
+    largest = results.values("gpu_max_batch")
+    if not largest:
+        return
+    rows = []
+    for seq, vid, compute, step in sorted(
+        {(v.seq_len, v.variant_id, v.get("compute"), v.get("step")) for v in largest}
+    ):
+        at = {"variant": vid, "seq_len": seq, "compute": compute, "step": step}
+        cells = [
+            next((f"{int(v.value)}" for v in results.values("gpu_max_batch", gpu=g, **at)), "") for g in gpus
+        ]
+        rows.append([vid, seq, compute, step, *cells])
+    methods = sorted({v.note.split(";")[0] for v in largest if "moved" in v.note or "unchecked" in v.note})
+    section.tables.append(Table(
+        "The largest batch that fits, simulated (a forecast)",
+        "Sequences per step at the study's longest length. Peak memory is affine in the batch: the answer comes "
+        "from walks at batch 1 and 2 and is checked by walks at the answer (fits) and one more (does not); "
+        "0: not even one sequence fits (instruments/gpu_forecast.py)."
+        + (" Exceptions: " + "; ".join(methods) if methods else ""),
+        ["variant", "tokens", "compute", "step", *gpus], rows))  # fmt: skip
+
+
+def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> None:
+    """The float32 forecast beside max_memory_allocated of a GPU run (memory_measured, study dtype float32)."""
+    rows = []
+    for step in ("train", "prefill"):
+        for v in results.values(f"peak_{step}", method="measured"):
+            if not v.device.startswith("cuda") or v.dtype != "float32" or v.value is None:
+                continue
+            tokens = set(re.split(r"[^a-z0-9]+", v.device_name.lower()))
+            gpu = next((g for g in gpus if _model(g) in tokens), "")
+            at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step}
+            forecast = (
+                results.values("gpu_peak", gpu=gpu, compute="float32", category="total", **at) if gpu else []
+            )
+            if forecast:
+                err = forecast[0].value / v.value - 1
+                rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, _gb(forecast[0].value),
+                             _gb(v.value), f"{err:+.1%}"])  # fmt: skip
+    if rows:
+        section.tables.append(Table(
+            "GPU memory: forecast against a GPU run",
+            "float32: the simulated peak beside torch.cuda.max_memory_allocated of the memory_measured "
+            "measurement on that GPU (which includes no CUDA context either). Error: forecast / measured - 1.",
+            ["variant", "tokens x batch", "step", "GPU", "forecast", "measured", "error"], rows))  # fmt: skip
