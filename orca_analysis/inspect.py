@@ -10,7 +10,7 @@ from .build.describe import describe
 from .devices import Device
 from .errors import OrcaError
 from .instruments.attention_forecast import forecast_attention
-from .instruments.gpu_forecast import BATCH_STEPS, METHOD, max_batch, simulate
+from .instruments.gpu_forecast import METHOD, TIME_METHOD, max_batches, walk
 from .instruments.gpu_memory import POLICIES
 from .measurements import MEASUREMENTS
 from .study.schema import ModelConfig, Study
@@ -53,8 +53,9 @@ def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: 
     each step's simulated GPU memory in the dtype policy, whether it fits, the headroom, and the largest batch
     that fits at this length (instruments/gpu_forecast.py). Bytes; predictions, each with its method."""
     found, note = forecast_attention(cfg, device, seq_len, batch, dtype, training=True)
-    memory, routed = simulate(cfg, device, dtype, seq_len, batch)
-    largest = {step: max_batch(cfg, device, dtype, seq_len, step) for step in BATCH_STEPS}
+    w = walk(cfg, device, dtype, seq_len, batch)
+    memory, routed, times = w.memory, w.routed, w.times(device, dtype)
+    largest = max_batches(cfg, device, dtype, seq_len, w if batch == 1 else None)
     return {
         "device": device.id, "device_name": device.name, "dtype": dtype, "policy": POLICIES[dtype],
         "seq_len": seq_len, "batch": batch, "memory_bytes": device.memory_bytes,
@@ -68,6 +69,10 @@ def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: 
         "routed_calls": dict(routed),
         "fits": {s: m.fits(device) for s, m in memory.items()},
         "headroom": {s: m.headroom(device) for s, m in memory.items()},
+        "time": {s: {"floor_s": t.floor_s, "predicted_s": t.predicted_s, "operators": t.operators}
+                 for s, t in times.items()},
+        "time_method": TIME_METHOD,
+        "mfu_ceiling": {s: t.mfu_ceiling for s, t in times.items()},
         "max_batch": {s: {str(seq_len): {"batch": mb.batch, "intercept": mb.intercept, "slope": mb.slope,
                                           "method": mb.method}} for s, mb in largest.items()},
     }  # fmt: skip
@@ -100,6 +105,11 @@ def _forecast_text(f: dict[str, Any]) -> list[str]:
         _table(rows, ["step", "peak", "fits", "headroom", f"largest batch at {f['seq_len']} tokens"], 70)
     )
     out.append(f"  method: {f['memory_method']}")
+    out += ["", f"Step time on {f['device_name']}, predicted ({f['dtype']})"]
+    rows = [[s, f"{t['floor_s'] * 1e3:.3g} ms", f"{t['predicted_s'] * 1e3:.3g} ms", f"{f['mfu_ceiling'][s]:.0%}",
+             t["operators"]] for s, t in f["time"].items()]  # fmt: skip
+    out.append(_table(rows, ["step", "floor", "predicted", "MFU ceiling", "operators"]))
+    out.append(f"  method: {f['time_method']}")
     return out
 
 

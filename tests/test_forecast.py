@@ -164,7 +164,7 @@ def test_the_forecast_measurement_and_its_section():
               and r.labels["step"] == "train" and r.labels["category"] == "total"}  # fmt: skip
     assert set(stored.values()) == {sim["train"].peak} and len(stored) == 5
     section = forecast_section(Results.from_records(records), study)
-    table, refusals, memory, batches = section.tables
+    table, refusals, memory, times, batches = section.tables
     assert (
         table.rows[0][:4] == ["base", "32 x 1", "bfloat16", "efficient x2"]
         and table.rows[0][-1] == "no GPU run"
@@ -176,13 +176,19 @@ def test_the_forecast_measurement_and_its_section():
     assert [r[:4] for r in batches.rows] == [["base", 64, c, s] for c in ("bfloat16", "float32")
                                              for s in ("prefill", "train")]  # fmt: skip
     assert all(int(c) > 1000 for r in batches.rows for c in r[4:])
+    assert times.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and "MFU <=" in times.rows[0][4]
+    floors = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records
+              if r.metric == "gpu_step_floor"}  # fmt: skip
+    predicted = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records
+                 if r.metric == "gpu_step_predicted"}  # fmt: skip
+    assert floors.keys() == predicted.keys() and all(0 < floors[k] < predicted[k] for k in floors)
+    assert all(0 < r.value <= 1 for r in records if r.metric == "gpu_mfu_ceiling")
 
 
 def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
     """What scripts/gpu_measure.sh stores (the kernels measurement's profiler counts, device cuda) fills the
     observed column with no further code; a backend other than the predicted one is listed as a mismatch."""
     study = load_study("tests/fixtures/tiny.yaml")
-    base = study.variants()[0]
     records = _tiny_records()
     seen = dataclasses.replace(records[0], measurement="kernels", metric="ran_train", method="profiler",
                                device="cuda", labels={"backend": "flash"}, unit="calls", value=2.0, note="")  # fmt: skip

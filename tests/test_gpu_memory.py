@@ -174,3 +174,6 @@ def test_inspect_json_carries_memory_fits_and_max_batch(capsys):
     assert f["memory"]["train"]["peak"] > 0 and "broadcast" in f["memory"]["decode"]["why"]
     assert f["headroom"]["train"] == H100.memory_bytes - f["memory"]["train"]["peak"]
     assert f["max_batch"]["train"]["32"]["batch"] > 1000 and f["routed_calls"] == {"efficient": 4}
+    assert set(f["time"]) == {"train", "prefill"} and set(f["mfu_ceiling"]) == {"train", "prefill"}
+    assert all(0 < t["floor_s"] < t["predicted_s"] for t in f["time"].values())
+    assert all(0 < m < 1 for m in f["mfu_ceiling"].values())

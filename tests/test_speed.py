@@ -31,7 +31,7 @@ def test_registration_follows_the_gpu_plan():
     assert got == {
         "kernels": (40, True, "attention", 0.05, 32, False, 1, None),
         "attention_speed": (50, True, "attention", 0.10, 1024, False, 2, None),
-        "speed": (60, True, "speed", 0.40, 64, True, 4, None),
+        "speed": (60, True, "speed", 0.40, 64, True, 5, None),  # 5: the time forecast's check
     }
     plan = gpu_plan()
     assert plan["attention"] == ["kernels", "attention_speed"] and plan["speed"] == ["speed"]
@@ -255,9 +255,13 @@ def test_speed_section(base_records):
         "End-to-end throughput",
         "Multi-query against multi-head decoding (base)",
         "Repeatability of the timings (base)",
+        "The time forecast checked on this machine",
     ]
     assert "These are CPU figures (cpu)" in section.intro and "scripts/gpu_measure.sh" in section.intro
-    speed, kv, repeat = section.tables
+    speed, kv, repeat, check = section.tables
+    # every timed training step and prefill with its floor below the measured median (a floor above is a bug)
+    assert check.rows and all(float(r[8]) < 1 for r in check.rows)
+    assert {r[4] for r in check.rows} == {"training step", "prefill"}
     (row,) = speed.rows
     at = {"variant": "base", "seq_len": 16}
     assert row[:4] == ["base", "cpu", "32", "16"]

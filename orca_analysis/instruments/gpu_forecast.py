@@ -19,8 +19,13 @@ from ..devices import Device
 from ..study.schema import ModelConfig
 from .gpu_memory import LEFT_OUT, POLICIES, GpuRun
 from .memtrack import Tracked, run_steps
+from .roofline import OpCost, floor_s, gpu_peaks, mfu_ceiling, model_flops, predicted_s
 
 STEPS = ("train", "prefill", "decode")
+TIME_METHOD = ("from the operators of the same walk (instruments/roofline.py): floor = sum of max(FLOPs / the "
+               "dtype's dense peak, bytes / bandwidth), datasheet figures; predicted = the same at stated "
+               "efficiencies (GEMM 0.70 assumed, flash 0.50 from FlashAttention-2, memory-efficient 0.35 assumed, "
+               "bandwidth 0.80 assumed) plus 5 us per operator (assumed)")  # fmt: skip
 SECANTS = 3
 BATCH_STEPS = ("train", "prefill")  # the steps whose largest batch is asked for (decode's follows prefill's)
 METHOD = ("simulated: the no-allocation build walked as CUDA would run it (attention routed to the predicted "
@@ -61,21 +66,82 @@ def _memory(step: str, got: Tracked | str | None) -> StepMemory:
     return StepMemory(step, None, why=str(got or "not walked"))
 
 
+@dataclass(frozen=True)
+class StepTime:
+    """One step's time on a GPU from its operators (instruments/roofline.py): predictions."""
+
+    step: str
+    floor_s: float  # the roofline floor: no faster
+    predicted_s: float  # each class at its stated efficiency, plus the per-operator overhead
+    model_flops: int  # PaLM's model FLOPs of the step
+    mfu_ceiling: float  # model FLOPs / (floor x the policy's dense peak)
+    operators: int
+
+
+@dataclass(frozen=True)
+class Walk:
+    """One walk of a variant's steps as CUDA would run them: memory, the routed kernels, every operator."""
+
+    memory: dict[str, StepMemory]
+    routed: Counter[str]
+    costs: dict[str, list[OpCost]]
+
+    def times(self, device: Device, policy: str) -> dict[str, StepTime]:
+        peaks = gpu_peaks(device)
+        return {
+            step: StepTime(
+                step,
+                floor_s(ops, peaks),
+                predicted_s(ops, peaks),
+                model_flops(step, ops),
+                mfu_ceiling(step, ops, peaks, policy),
+                len(ops),
+            )  # fmt: skip
+            for step, ops in self.costs.items()
+            if ops and isinstance(self.memory.get(step), StepMemory) and self.memory[step].peak is not None
+        }
+
+
+def walk(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int,
+         steps: tuple[str, ...] = STEPS) -> Walk:  # fmt: skip
+    """Each step's simulated peak on `device` in `policy`, the SDPA backend each routed call took, and each
+    step's operators with their FLOPs and bytes: one walk."""
+    gpu, costs = GpuRun(device, policy), {}
+    got = run_steps(cfg, gpu.build_dtype, {(seq_len, batch): steps}, gpu=gpu, costs=costs)[(seq_len, batch)]
+    return Walk({s: _memory(s, got.get(s)) for s in steps}, gpu.backends, costs.get((seq_len, batch), {}))
+
+
 def simulate(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int,
              steps: tuple[str, ...] = STEPS) -> tuple[dict[str, StepMemory], Counter[str]]:  # fmt: skip
     """Each step's simulated peak on `device` in `policy`, and the SDPA backend each routed call took."""
-    gpu = GpuRun(device, policy)
-    got = run_steps(cfg, gpu.build_dtype, {(seq_len, batch): steps}, gpu=gpu)[(seq_len, batch)]
-    return {s: _memory(s, got.get(s)) for s in steps}, gpu.backends
+    w = walk(cfg, device, policy, seq_len, batch, steps)
+    return w.memory, w.routed
 
 
 def peaks_at(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
-           step: str) -> dict[int, int | None]:  # fmt: skip
+             step: str) -> dict[int, int | None]:  # fmt: skip
     """The step's peak at each batch: one build, one walk per batch."""
+    return peaks_of(cfg, device, policy, seq_len, batches, (step,))[step]
+
+
+def peaks_of(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
+             steps: tuple[str, ...]) -> dict[str, dict[int, int | None]]:  # fmt: skip
+    """Each step's peak at each batch: one build, one walk per batch (a prefill needs no training step)."""
     gpu = GpuRun(device, policy)
-    steps = ("train",) if step == "train" else ("prefill",)
     got = run_steps(cfg, gpu.build_dtype, {(seq_len, b): steps for b in batches}, gpu=gpu)
-    return {b: _memory(step, got[(seq_len, b)].get(step)).peak for b in batches}
+    return {s: {b: _memory(s, got[(seq_len, b)].get(s)).peak for b in batches} for s in steps}
+
+
+def max_batches(cfg: ModelConfig, device: Device, policy: str, seq_len: int, at_1: Walk | None = None,
+                steps: tuple[str, ...] = BATCH_STEPS) -> dict[str, MaxBatch]:  # fmt: skip
+    """`max_batch` of each step, the walks at batch 1 and 2 shared by the steps (batch 1 from `at_1`, a walk at
+    batch 1 the caller made, where given)."""
+    batches = (2,) if at_1 is not None else (1, 2)
+    peaks = peaks_of(cfg, device, policy, seq_len, batches, steps)
+    if at_1 is not None:
+        for s in steps:
+            peaks[s][1] = at_1.memory[s].peak if s in at_1.memory else None
+    return {s: max_batch(cfg, device, policy, seq_len, s, (peaks[s][1], peaks[s][2])) for s in steps}
 
 
 def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step: str = "train",

@@ -24,6 +24,7 @@ from ..study.kwargs import xt_version
 from ..study.schema import ModelConfig
 from .flop_counter import count_step
 from .gpu_memory import GpuRun
+from .roofline import CostRecorder
 from .tracker import ALIBI, CATEGORY, _Tracker  # noqa: F401 (ALIBI, CATEGORY: per_block reads them here)
 
 
@@ -108,6 +109,7 @@ def _train(
     y: torch.Tensor,
     flops: list | None = None,
     gpu: GpuRun | None = None,
+    costs: CostRecorder | None = None,
 ) -> Tracked:
     """The tracked step; with `flops` (a list), its forward and backward are also counted (appended). With
     `gpu`, the forward and loss run in its context (autocast, routed attention), the backward outside it."""
@@ -119,7 +121,12 @@ def _train(
 
     with _tracking(str(x.device), model, opt, x, y, gpu=gpu) as (tracker, cuda):
         if flops is None:
-            fw_bw()
+            with costs.step("train") if costs else nullcontext():
+                fw_bw()
+                with costs.optimizer() if costs else nullcontext():
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            return dataclasses.replace(_tracked(tracker, modules=True), extra=cuda)
         else:  # the counter's dispatch mode sits above the tracker's: it allocates nothing the tracker sees
             flops.append(count_step(model, x.shape[1], fw_bw))
         opt.step()
@@ -139,19 +146,22 @@ def _train_step(
     y: torch.Tensor,
     flops: list | None = None,
     gpu: GpuRun | None = None,
+    costs: CostRecorder | None = None,
 ) -> Tracked | str:
     """The tracked training step, or why the device cannot run it (e.g. FlexAttention has no CPU backward):
     a limit of the device is a result, and the inference steps are still tracked."""
     try:
-        return _train(model, opt, x, y, flops, gpu)
+        return _train(model, opt, x, y, flops, gpu, costs)
     except NotImplementedError as exc:
         opt.zero_grad(set_to_none=True)
         return _reason(exc)
 
 
-def _prefill(model: torch.nn.Module, x: torch.Tensor, gpu: GpuRun | None = None) -> tuple[Tracked, Any]:
+def _prefill(
+    model: torch.nn.Module, x: torch.Tensor, gpu: GpuRun | None = None, costs: CostRecorder | None = None
+) -> tuple[Tracked, Any]:
     with _tracking(str(x.device), model, x, gpu=gpu) as (tracker, cuda), torch.no_grad():
-        with gpu.forward() if gpu else nullcontext():
+        with gpu.forward() if gpu else nullcontext(), costs.step("prefill") if costs else nullcontext():
             _, cache = model(x, return_intermediates=True)
     kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
     extra = {"kv_cache": storage_bytes(kv), "cache_object": storage_bytes(tensors_in(cache)), **cuda}
@@ -163,7 +173,12 @@ class Skip(str):
 
 
 def _decode(
-    model: torch.nn.Module, cfg: ModelConfig, cache: Any, x: torch.Tensor, gpu: GpuRun | None = None
+    model: torch.nn.Module,
+    cfg: ModelConfig,
+    cache: Any,
+    x: torch.Tensor,
+    gpu: GpuRun | None = None,
+    costs: CostRecorder | None = None,
 ) -> Tracked | str:
     """One token on top of the prefill cache; a failure of the library is the result. A prompt that fills a
     learned absolute position table leaves no position for the new token: a Skip (generate() refuses to
@@ -180,7 +195,7 @@ def _decode(
     )  # fake tensors log a traceback before re-raising: the failure is our result
     try:
         with _tracking(str(x.device), model, x, *tensors_in(cache), gpu=gpu) as (tracker, _), torch.no_grad():
-            with gpu.forward() if gpu else nullcontext():
+            with gpu.forward() if gpu else nullcontext(), costs.step("decode") if costs else nullcontext():
                 out, _ = model(x, return_intermediates=True, cache=cache)
         if tuple(out.shape) != (x.shape[0], 1, cfg.num_tokens):
             raise RuntimeError(f"logits of shape {tuple(out.shape)} for one new token")
@@ -219,6 +234,7 @@ def run_steps(
     device: str | None = None,
     flops: dict | None = None,
     gpu: GpuRun | None = None,
+    costs: dict | None = None,
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """For each (seq_len, batch), the named steps ("train", "prefill", "decode"), tracked.
 
@@ -228,6 +244,8 @@ def run_steps(
     (the steady state skips the bias build that count_flops counts).
     gpu (simulated only): the steps as CUDA would run them on a catalogue device, in a dtype policy
     (instruments/gpu_memory.py); `dtype` is then the weights' (float32).
+    costs (a dict, simulated only): each step's operators with their FLOPs and bytes (instruments/roofline.py),
+    recorded in the same walk, into costs[(n, b)] = {step: [OpCost, ...]}.
     """
     if gpu is not None and device is not None:
         raise ValueError("a simulated GPU walk runs on the no-allocation build: device must be None")
@@ -239,16 +257,19 @@ def run_steps(
             _steady_alibi(model, cfg, n)
             x, y = torch.randint(0, V, (b, n), device=dev), torch.randint(0, V, (b, n), device=dev)
             counted: list | None = [] if counting else None
+            rec = CostRecorder() if costs is not None and device is None else None
+            if rec is not None:
+                costs[(n, b)] = rec.steps
             res = out[(n, b)] = (
-                {"train": _train_step(model, opt, x, y, counted, gpu)} if "train" in steps else {}
+                {"train": _train_step(model, opt, x, y, counted, gpu, rec)} if "train" in steps else {}
             )
             if counted:
                 flops[(n, b)] = counted[0]
             model.eval()
             if "prefill" in steps or "decode" in steps:
                 try:
-                    res["prefill"], cache = _prefill(model, x, gpu)
-                    res["decode"] = _decode(model, cfg, cache, x, gpu) if "decode" in steps else None
+                    res["prefill"], cache = _prefill(model, x, gpu, rec)
+                    res["decode"] = _decode(model, cfg, cache, x, gpu, rec) if "decode" in steps else None
                 except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
                     why = _reason(exc)
                     if "HigherOrderOperator" in why:

@@ -29,6 +29,7 @@ REMEDY_MEASUREMENTS = (
     "flops",
     "memory",
     "memory_measured",
+    "forecast",
     "kernels",
     "probes",
     "training",

@@ -22,6 +22,14 @@ METRICS = (
            "GPU's memory at the workload's length, in the dtype policy (label compute): affine in the batch from "
            "walks at 1 and 2, checked by walks at the answer and one more (instruments/gpu_forecast.py); the "
            "base variant at the study's longest length", ("predicted",), ("gpu", "compute", "step")),
+    Metric("gpu_step_floor", "s", "the roofline floor of a step (label step) on the GPU in the dtype policy: the "
+           "sum over its operators of max(FLOPs / the dtype's dense peak, bytes / bandwidth), datasheet figures "
+           "(instruments/roofline.py); no run can be faster", ("predicted",), ("gpu", "compute", "step")),
+    Metric("gpu_step_predicted", "s", "the predicted time of a step: the floor with each operator class at its "
+           "stated efficiency, plus a per-operator overhead (instruments/roofline.py)", ("predicted",),
+           ("gpu", "compute", "step")),
+    Metric("gpu_mfu_ceiling", "fraction", "the best MFU the step could reach: PaLM's model FLOPs / (the floor x "
+           "the policy's dense peak)", ("predicted",), ("gpu", "compute", "step")),
 )  # fmt: skip
 
 register(
@@ -33,7 +41,7 @@ register(
         METRICS,
         analytic=True,
         order=45,
-        version=2,  # 2: GPU memory per step and the largest batch
+        version=2,  # 2: GPU memory and time per step, the largest batch
         section=lazy_section(f"{__name__}.section", "forecast_section"),
     )
 )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
-from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, max_batch, peaks_at, simulate
+from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, TIME_METHOD, max_batch, peaks_of, walk
 from ...instruments.sdpa_rules import predict
 from ...results import Record
 from ...study.schema import Study, Variant
@@ -56,25 +56,33 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
 
 
 def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Device]) -> None:  # noqa: ANN001
-    """Each step's simulated peak, by category, for GPUs that run the same kernels: one walk."""
-    steps, routed = simulate(variant.config, gpus[0], compute, n, b)
-    kernels = ", ".join(f"{k} x{v}" for k, v in sorted(routed.items())) or "no SDPA call"
+    """Each step's simulated peak, by category, and its time (floor, predicted, MFU ceiling), for GPUs that run
+    the same kernels: one walk."""
+    w = walk(variant.config, gpus[0], compute, n, b)
+    kernels = ", ".join(f"{k} x{v}" for k, v in sorted(w.routed.items())) or "no SDPA call"
     for gpu in gpus:
-        for step, m in steps.items():
+        labels = {"gpu": gpu.id, "compute": compute}
+        for step, m in w.memory.items():
             if m.peak is None:
                 continue
             note = f"{METHOD}; attention calls routed: {kernels}"
             for category, value in {"total": m.peak, **m.categories}.items():
-                at.add("gpu_peak", float(value), "predicted",
-                       {"gpu": gpu.id, "compute": compute, "step": step, "category": category}, note=note)  # fmt: skip
+                at.add("gpu_peak", float(value), "predicted", {**labels, "step": step, "category": category},
+                       note=note)  # fmt: skip
+        for step, t in w.times(gpu, compute).items():
+            how = f"{t.operators} operators; {TIME_METHOD}"
+            at.add("gpu_step_floor", t.floor_s, "predicted", {**labels, "step": step}, note=how)
+            at.add("gpu_step_predicted", t.predicted_s, "predicted", {**labels, "step": step}, note=how)
+            at.add("gpu_mfu_ceiling", t.mfu_ceiling, "predicted", {**labels, "step": step},
+                   note=f"model FLOPs (PaLM) {t.model_flops:,} / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)")  # fmt: skip
 
 
 def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device]) -> None:  # noqa: ANN001
     """The largest batch per GPU and step: the walks at batch 1 and 2 shared, the checks per GPU."""
+    peaks = peaks_of(variant.config, gpus[0], compute, n, (1, 2), BATCH_STEPS)
     for step in BATCH_STEPS:
-        p1, p2 = peaks_at(variant.config, gpus[0], compute, n, (1, 2), step).values()
         for gpu in gpus:
-            mb = max_batch(variant.config, gpu, compute, n, step, (p1, p2))
+            mb = max_batch(variant.config, gpu, compute, n, step, (peaks[step][1], peaks[step][2]))
             note = (f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
                     f"{gpu.memory_bytes:,} B")  # fmt: skip
             at.add("gpu_max_batch", float(mb.batch), "predicted", {"gpu": gpu.id, "compute": compute, "step": step},

@@ -116,6 +116,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         f"(instruments/gpu_memory.py). Not included: {LEFT_OUT}. The peak by category is in the results.",
         ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
     _checked_on_a_gpu(section, results, gpus)
+    _time_table(section, results, gpus, order)
     largest = results.values("gpu_max_batch")
     if not largest:
         return
@@ -155,9 +156,67 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
                 err = forecast[0].value / v.value - 1
                 rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, _gb(forecast[0].value),
                              _gb(v.value), f"{err:+.1%}"])  # fmt: skip
+    _time_checked(section, results, gpus)
     if rows:
         section.tables.append(Table(
             "GPU memory: forecast against a GPU run",
             "float32: the simulated peak beside torch.cuda.max_memory_allocated of the memory_measured "
             "measurement on that GPU (which includes no CUDA context either). Error: forecast / measured - 1.",
             ["variant", "tokens x batch", "step", "GPU", "forecast", "measured", "error"], rows))  # fmt: skip
+
+
+def _time_table(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
+    """Each step's floor and predicted time per GPU, and the MFU ceiling."""
+    floors = results.values("gpu_step_floor")
+    if not floors:
+        return
+    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in floors},
+                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])))  # fmt: skip
+    rows = []
+    for vid, seq, batch, compute, step in keys:
+        at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute, "step": step}
+        cells = []
+        for g in gpus:
+            got = [
+                results.values(m, gpu=g, **at)
+                for m in ("gpu_step_floor", "gpu_step_predicted", "gpu_mfu_ceiling")
+            ]
+            cells.append("" if not all(got) else f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, "
+                         f"MFU <= {got[2][0].value:.0%}")  # fmt: skip
+        rows.append([vid, f"{seq} x {batch}", compute, step, *cells])
+    section.tables.append(Table(
+        "Step time on a GPU, predicted: floor / predicted, and the MFU ceiling",
+        "From the operators of the same walk (instruments/roofline.py). Floor: the sum over operators of max(FLOPs "
+        "/ the dtype's dense datasheet peak, bytes / the datasheet bandwidth): no run is faster. Predicted: GEMMs "
+        "at 70% of peak (assumed), flash attention at 50% (FlashAttention-2's low end on A100), memory-efficient "
+        "at 35% (assumed), memory-bound operators at 80% of bandwidth (assumed), plus 5 us per operator "
+        "(assumed). float32 GEMMs run at the float32 peak (torch's default: TF32 off). MFU ceiling: PaLM's model "
+        "FLOPs / (floor x the policy's peak): the best MFU this design could reach on that GPU.",
+        ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
+
+
+def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
+    """The bfloat16 floor and prediction beside the speed measurement's median step time on that GPU."""
+    rows = []
+    for step, metric in (("train", "train_step_time"), ("prefill", "prefill_time")):
+        for v in results.values(metric):
+            if not v.device.startswith("cuda") or v.value is None:
+                continue
+            tokens = set(re.split(r"[^a-z0-9]+", v.device_name.lower()))
+            gpu = next((g for g in gpus if _model(g) in tokens), "")
+            at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step, "gpu": gpu}
+            floor = results.values("gpu_step_floor", compute="bfloat16", **at) if gpu else []
+            pred = results.values("gpu_step_predicted", compute="bfloat16", **at) if gpu else []
+            if floor and pred:
+                rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, f"{floor[0].value * 1e3:.3g} ms",
+                             f"{pred[0].value * 1e3:.3g} ms", f"{v.value * 1e3:.3g} ms",
+                             f"{floor[0].value / v.value:.2f}" + (" (ABOVE: a bug)" if floor[0].value > v.value else ""),
+                             f"{pred[0].value / v.value - 1:+.0%}"])  # fmt: skip
+    if rows:
+        section.tables.append(Table(
+            "Step time: forecast against a GPU run",
+            "The bfloat16 floor and prediction beside the speed measurement's median on that GPU. The speed "
+            "measurement builds the model in bfloat16; the forecast walks bfloat16 autocast over float32 weights "
+            "(it counts autocast's casts and float32 optimizer state, which the measured run does not have).",
+            ["variant", "tokens x batch", "step", "GPU", "floor", "predicted", "measured", "floor / measured",
+             "prediction error"], rows))  # fmt: skip

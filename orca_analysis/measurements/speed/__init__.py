@@ -38,6 +38,17 @@ METRICS = (
     Metric("gemm_ceiling", "FLOP/s", "2 n^3 / the median gemm_time: the dense matmul ceiling", (MED,), ("size",)),
     Metric("datasheet_peak", "FLOP/s", "the device's dense 16-bit tensor-core peak from its datasheet",
            ("datasheet",), ("device_name",)),
+    Metric("copy_time", "s", "seconds per streaming copy of 64 MiB into an existing buffer", ("measured",),
+           ("repeat",), samples="repeat"),
+    Metric("copy_bandwidth", "bytes/s", "2 x 64 MiB / the median copy_time: the device's streaming bandwidth, "
+           "the time forecast's bandwidth on this machine", (MED,)),
+    Metric("op_overhead", "s", "seconds per operator of a chain of one-element operations, forward and backward "
+           "(eager PyTorch with autograd): the time forecast's per-operator cost on this machine", (MED,)),
+    *(Metric(f"{name}_{kind}", "s", f"the {kind} of {what} on this CPU from its operators and the measured "
+             "peaks (instruments/roofline.py): " + ("sum of max(FLOPs / GEMM ceiling, bytes / copy bandwidth)"
+             if kind == "floor" else "the floor plus op_overhead per operator"), ("predicted",))
+      for name, what in (("train_step", "a training step"), ("prefill", "a prefill")) for kind in ("floor",
+                                                                                                  "predicted")),
     *(m for kind, what in _STEP.items() for m in _phase_metrics(kind, what)),
     Metric("decode_cache_pass", "pass", "1: cached decoding's logits match a full forward within the dtype "
            "tolerance; 0: they disagree or decoding crashes (the problem in the note)", (CHECK,), _DECODE),
@@ -87,6 +98,8 @@ register(
         gpu_group="speed",
         gpu_share=0.40,
         cpu_seq_cap=CPU_SEQ_CAP,
-        version=4,  # 2: multi-query vs multi-head decoding, repeated timing; 3: every sample; 4: MFU (PaLM), HFU
+        # 2: multi-query vs multi-head decoding, repeated timing; 3: every sample; 4: MFU (PaLM), HFU;
+        # 5: the time forecast's check on this CPU (floor, predicted)
+        version=5,
     )
 )

@@ -31,12 +31,14 @@ from ...formulas.flops import HFU_CONVENTION, MFU_CAUSAL, MFU_CONVENTION
 from ...instruments.decode import random_tokens, split
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
 from ...instruments.flop_counter import count_flops
+from ...instruments.roofline import Peaks
 from ...instruments.timing import Timing, time_fn
 from ...results import Record
 from ...results.records import device_name
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 from .decode import decode_phase, kv_heads_phase
+from .roofline_check import device_peaks, forecast_time
 from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_size, one_line, workloads
 
 CPU_SEQ_CAP = 64
@@ -63,6 +65,7 @@ class Context:
     train_timings: dict[tuple[int, int], Timing] = field(default_factory=dict)
     compatible: list = field(default_factory=list)  # the cache-compatible config, found at the first workload
     kv_models: dict[str, torch.nn.Module] = field(default_factory=dict)  # its mqa / mha builds
+    roofline: Peaks | None = None  # this CPU's measured peaks (the time forecast's check)
 
 
 Phase = Callable[[Context, Recorder, Workload], None]
@@ -90,6 +93,8 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
         rec.add("cpu_threads", torch.get_num_threads(), "torch.get_num_threads")
     gemm, peak, peak_note = _ceilings(rec, device, dtype)
     ctx = Context(build_model(cfg, device, dtype), cfg, device, dtype, gemm, peak, peak_note)
+    peaks = device_peaks(rec, device, gemm)  # the time forecast's inputs, measured; its check on a CPU
+    ctx.roofline = None if device.startswith("cuda") else peaks
     phases: list[tuple[Phase, tuple]] = [(_train, TRAIN_FAILED), (_prefill, PREFILL_FAILED),
                                          (decode_phase, DECODE_FAILED)]  # fmt: skip
     if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
@@ -167,6 +172,8 @@ def _train(ctx: Context, rec: Recorder, w: Workload) -> None:
     rec.timing("train_step_time", timing)
     rec.rate("train_tokens_per_s", timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "train", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=True))
+    if ctx.roofline:
+        forecast_time(ctx.roofline, ctx.cfg, rec, w, "train")
 
 
 def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
@@ -181,6 +188,8 @@ def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
     rec.timing("prefill_time", timing)
     rec.rate("prefill_tokens_per_s", timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "prefill", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=False))
+    if ctx.roofline:
+        forecast_time(ctx.roofline, ctx.cfg, rec, w, "prefill")
 
 
 def repeat_record(rec: Recorder, first: Timing | None, again: Timing | None) -> None:

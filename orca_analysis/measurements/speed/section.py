@@ -11,6 +11,7 @@ from ...report.figures import lines
 from ...report.format import Quantity, fixed, si
 from ...report.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, prefer_device
+from .roofline_section import forecast_check_table
 from .run import CONVENTIONS, CPU_SEQ_CAP
 from .timed import first, points, requested_text
 
@@ -168,7 +169,8 @@ def speed_section(results: Results, study) -> Section:
         "speed", "Throughput", "End-to-end tokens/s of training, prefill and decoding, and utilisation."
     )
     base = variant_order(study)[0]
-    tables = (_speed_table(results, study), _kv_heads_table(results, base), _repeat_table(results, base))
+    tables = (_speed_table(results, study), _kv_heads_table(results, base), _repeat_table(results, base),
+              forecast_check_table(results, study))  # fmt: skip
     section.tables += [t for t in tables if t]
     fig = _train_time_figure(results, study)
     if fig:

@@ -1,0 +1,44 @@
+"""The time forecast against the measured step times of this machine: floor, prediction, measurement."""
+
+from __future__ import annotations
+
+from ...report.sections import Table, variant_order
+from ...results.query import Results
+from .run import CPU_SEQ_CAP
+from .timed import requested_text
+
+TOLERANCE = 0.25  # the prediction's target: within 25% of the measured median
+STEPS = (("train_step", "train_step_time", "training step"), ("prefill", "prefill_time", "prefill"))
+
+
+def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN001
+    """Every (variant, length, step) timed with a floor and a prediction beside it."""
+    rows, above, close, n = [], 0, 0, 0
+    for vid in variant_order(study):
+        for floor in sorted(results.values("train_step_floor", variant=vid) + results.values("prefill_floor",
+                            variant=vid), key=lambda v: (v.device, v.seq_len, v.metric)):  # fmt: skip
+            name, timed, what = next(s for s in STEPS if floor.metric.startswith(s[0]))
+            at = {"variant": vid, "device": floor.device, "seq_len": floor.seq_len, "batch": floor.batch}
+            pred = results.values(f"{name}_predicted", **at)
+            meas = results.values(timed, **at)
+            if not pred or not meas or meas[0].value is None:
+                continue
+            m, f, p = meas[0].value, floor.value, pred[0].value
+            n, above, close = n + 1, above + (f > m), close + (abs(p / m - 1) <= TOLERANCE)
+            rows.append([vid, floor.device, requested_text(results, vid, floor.device, floor.seq_len, CPU_SEQ_CAP),
+                         f"{floor.seq_len} x {floor.batch}", what, f"{f * 1e3:.3g} ms", f"{p * 1e3:.3g} ms",
+                         f"{m * 1e3:.3g} ms", f"{f / m:.2f}" + (" (ABOVE: a bug)" if f > m else ""),
+                         f"{p / m - 1:+.0%}"])  # fmt: skip
+    if not rows:
+        return None
+    peaks = "; ".join(sorted({v.note.split(";")[0] for v in results.values("op_overhead")})) or ""
+    return Table(
+        "The time forecast checked on this machine",
+        "The method that forecasts a GPU's step time (instruments/roofline.py), applied to this CPU with its "
+        "measured peaks: the GEMM ceiling, the bandwidth of a streaming copy (copy_bandwidth) and the cost of "
+        f"one eager operator with autograd (op_overhead; {peaks}). Floor: the sum over the step's operators of "
+        "max(FLOPs / GEMM ceiling, bytes / bandwidth); it must stay below the measured median. Predicted: the "
+        "floor plus the per-operator cost. Error: predicted / measured - 1. "
+        f"Floor below the measurement in {n - above} of {n}; prediction within {TOLERANCE:.0%} in {close} of {n}.",
+        ["variant", "device", "seq len requested", "tokens x batch", "step", "floor", "predicted", "measured",
+         "floor / measured", "prediction error"], rows)  # fmt: skip
