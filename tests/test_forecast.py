@@ -230,3 +230,20 @@ def test_a_gpu_runs_memory_is_shown_beside_the_memory_forecast():
     checked = next(t for t in forecast_section(Results(rows), study).tables if "against a GPU run" in t.title)
     assert checked.rows == [["base", "64 x 1", "train", "h100-sxm-80gb", f"{forecast.value / 1e9:.2f} GB",
                              f"{0.9 * forecast.value / 1e9:.2f} GB", "+11.1%"]]  # fmt: skip
+
+
+def test_a_flexattention_design_gets_one_reason_not_a_failure():
+    """ALiBi inside the kernel (FlexAttention, compiled): no SDPA call and no walk this machine can make; each
+    forecast record says why, and the section names the variant and the reason."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    base = study.variants()[0]
+    layers = {**base.config.layers, "alibi_in_kernel": True}
+    flex = dataclasses.replace(
+        base, variant_id="fix:flex", config=dataclasses.replace(base.config, layers=layers)
+    )
+    records = measure_forecast(flex, study)
+    assert {(r.metric, r.status) for r in records} == {
+        ("sdpa_predicted_calls", "ok"), ("gpu_peak", "skipped"), ("gpu_step_floor", "skipped")}  # fmt: skip
+    assert all("FlexAttention (alibi_in_kernel)" in r.note for r in records)
+    section = forecast_section(Results.from_records(records), study)
+    assert "No GPU memory or time forecast for fix:flex: FlexAttention" in section.intro

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from orca_analysis.cli import main
 from orca_analysis.devices import device
@@ -73,7 +74,6 @@ def _dtypes(fn, dev: str) -> list:
     """(operator, output dtypes) of each operator `fn` dispatches, on fake tensors on `dev`, under CUDA's
     autocast: the real AutocastCUDA kernels on fake CUDA tensors (no autograd: a forward needs no device
     guard), or the emulation on CPU tensors."""
-    from torch.utils._python_dispatch import TorchDispatchMode
 
     class Log(TorchDispatchMode):
         def __init__(self):

@@ -27,6 +27,9 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
     longest = max(study.workloads.pairs())
     for n, b in study.workloads.pairs():
         at = rec.at(seq_len=n, batch=b)
+        if variant.config.layers.get("alibi_in_kernel"):
+            _flex(at, devices.values())
+            continue
         for compute in COMPUTE:
             calls, enabled = attention_calls(variant.config, n, b, compute, training=True)
             kernels: dict[tuple, list[Device]] = {}  # the predicted backends of the calls -> the GPUs
@@ -53,6 +56,24 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                 if variant.variant_id == study.variants()[0].variant_id and (n, b) == longest:
                     _largest_batch(at, variant, compute, n, gpus)
     return rec.records
+
+
+FLEX = (
+    "FlexAttention (alibi_in_kernel) runs attention under torch.compile, which torch 2.13 cannot trace "
+    "inside the call capture on a CPU build, and its MemTracker cannot follow the flex_attention operator: no "
+    "SDPA call to predict, and this memory and time need a GPU run (max_memory_allocated, the profiler)"
+)
+
+
+def _flex(at, gpus) -> None:  # noqa: ANN001
+    """A FlexAttention design: no SDPA call, and no walk this machine can make; one reason for each record."""
+    for gpu in gpus:
+        for compute in COMPUTE:
+            labels = {"gpu": gpu.id, "compute": compute}
+            at.add("sdpa_predicted_calls", 0.0, "predicted", {**labels, "backend": "none"}, note=FLEX)
+            for step in ("train", "prefill"):
+                at.skipped("gpu_peak", "predicted", FLEX, {**labels, "step": step, "category": "total"})
+                at.skipped("gpu_step_floor", "predicted", FLEX, {**labels, "step": step})
 
 
 def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Device]) -> None:  # noqa: ANN001

@@ -29,11 +29,7 @@ def _observed(results: Results, vid: str, seq: int, batch: int, gpu_ids: list[st
     if not ran:
         return "", ""
     ran = [v for v in ran if v.device_name == ran[0].device_name]
-    tokens = set(
-        re.split(r"[^a-z0-9]+", ran[0].device_name.lower())
-    )  # "NVIDIA H100 80GB HBM3" -> {h100, ...}
-    match = next((g for g in gpu_ids if _model(g) in tokens), "")
-    return _cell(ran), match
+    return _cell(ran), _catalogue_gpu(ran[0].device_name, gpu_ids)
 
 
 def _model(gpu_id: str) -> str:
@@ -91,23 +87,42 @@ def _gb(value: float) -> str:
     return f"{value / 1e9:.2f} GB"
 
 
-def _memory_tables(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
-    """Each step's simulated GPU peak and whether it fits, per GPU; the largest batch that fits."""
-    devices = load_devices()
-    peaks = results.values("gpu_peak", category="total")
-    if not peaks:
-        return
-    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in peaks},
+def _catalogue_gpu(device_name: str, gpus: list[str]) -> str:
+    """The catalogue id a GPU run's device name names ("NVIDIA H100 80GB HBM3" -> h100-sxm-80gb), or ""."""
+    tokens = set(re.split(r"[^a-z0-9]+", device_name.lower()))
+    return next((g for g in gpus if _model(g) in tokens), "")
+
+
+def _per_step_rows(found: list, gpus: list[str], order: dict[str, int], cell) -> list[list]:  # noqa: ANN001
+    """One row per (variant, workload, compute, step) of `found`, a cell per GPU: cell(gpu, where)."""
+    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in found},
                   key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])))  # fmt: skip
     rows = []
     for vid, seq, batch, compute, step in keys:
         at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute, "step": step}
-        cells = []
-        for g in gpus:
-            found = results.values("gpu_peak", gpu=g, category="total", **at)
-            cells.append("" if not found else f"{_gb(found[0].value)}, "
-                         + ("fits" if found[0].value <= devices[g].memory_bytes else "does NOT fit"))  # fmt: skip
-        rows.append([vid, f"{seq} x {batch}", compute, step, *cells])
+        rows.append([vid, f"{seq} x {batch}", compute, step, *(cell(g, at) for g in gpus)])
+    return rows
+
+
+def _memory_tables(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
+    """Each step's simulated GPU peak and whether it fits, per GPU; the largest batch that fits."""
+    devices = load_devices()
+    peaks = results.values("gpu_peak", category="total")
+    without = sorted({f"{v.variant_id}: {v.note}" for v in results.values("gpu_peak", status="skipped")})
+    if without:
+        section.intro += " No GPU memory or time forecast for " + "; ".join(without) + "."
+    if not peaks:
+        return
+
+    def cell(g: str, at: dict) -> str:
+        found = results.values("gpu_peak", gpu=g, category="total", **at)
+        if not found:
+            return ""
+        return f"{_gb(found[0].value)}, " + (
+            "fits" if found[0].value <= devices[g].memory_bytes else "does NOT fit"
+        )
+
+    rows = _per_step_rows(peaks, gpus, order, cell)
     section.tables.append(Table(
         "GPU memory per step, simulated (a forecast)",
         "Peak bytes of each step as CUDA would run it, against each GPU's printed memory: the no-allocation build "
@@ -146,8 +161,7 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
         for v in results.values(f"peak_{step}", method="measured"):
             if not v.device.startswith("cuda") or v.dtype != "float32" or v.value is None:
                 continue
-            tokens = set(re.split(r"[^a-z0-9]+", v.device_name.lower()))
-            gpu = next((g for g in gpus if _model(g) in tokens), "")
+            gpu = _catalogue_gpu(v.device_name, gpus)
             at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step}
             forecast = (
                 results.values("gpu_peak", gpu=gpu, compute="float32", category="total", **at) if gpu else []
@@ -170,20 +184,17 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
     floors = results.values("gpu_step_floor")
     if not floors:
         return
-    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in floors},
-                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])))  # fmt: skip
-    rows = []
-    for vid, seq, batch, compute, step in keys:
-        at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute, "step": step}
-        cells = []
-        for g in gpus:
-            got = [
-                results.values(m, gpu=g, **at)
-                for m in ("gpu_step_floor", "gpu_step_predicted", "gpu_mfu_ceiling")
-            ]
-            cells.append("" if not all(got) else f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, "
-                         f"MFU <= {got[2][0].value:.0%}")  # fmt: skip
-        rows.append([vid, f"{seq} x {batch}", compute, step, *cells])
+
+    def cell(g: str, at: dict) -> str:
+        got = [
+            results.values(m, gpu=g, **at)
+            for m in ("gpu_step_floor", "gpu_step_predicted", "gpu_mfu_ceiling")
+        ]
+        if not all(got):
+            return ""
+        return f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, MFU <= {got[2][0].value:.0%}"
+
+    rows = _per_step_rows(floors, gpus, order, cell)
     section.tables.append(Table(
         "Step time on a GPU, predicted: floor / predicted, and the MFU ceiling",
         "From the operators of the same walk (instruments/roofline.py). Floor: the sum over operators of max(FLOPs "
@@ -202,8 +213,7 @@ def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
         for v in results.values(metric):
             if not v.device.startswith("cuda") or v.value is None:
                 continue
-            tokens = set(re.split(r"[^a-z0-9]+", v.device_name.lower()))
-            gpu = next((g for g in gpus if _model(g) in tokens), "")
+            gpu = _catalogue_gpu(v.device_name, gpus)
             at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step, "gpu": gpu}
             floor = results.values("gpu_step_floor", compute="bfloat16", **at) if gpu else []
             pred = results.values("gpu_step_predicted", compute="bfloat16", **at) if gpu else []
