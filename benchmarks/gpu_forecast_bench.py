@@ -50,9 +50,9 @@ def forecast_table(store: str) -> list[str]:
     results = load_results(store)
     devices = load_devices()
     out = ["| variant | GPU | compute | step | peak (GB) | fits | largest batch at the longest length | floor (ms) "
-           "| predicted (ms) | MFU ceiling |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+           "| predicted (ms) | MFU ceiling: PaLM (kernel) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     longest = max((v.seq_len for v in results.values("gpu_peak")), default=None)
-    for vid in ("base", "recommended"):
+    for vid in ("base", "recommended", "fix:alibi-off", "fix:cache-shift-off-alibi-off"):
         for gpu in GPUS:
             for compute in ("float32", "bfloat16"):
                 for step in ("train", "prefill"):
@@ -61,13 +61,24 @@ def forecast_table(store: str) -> list[str]:
                     if peak is None:
                         continue
                     batch = _one(results, "gpu_max_batch", **at)
-                    fl, pr, mfu = (_one(results, m, **at) for m in ("gpu_step_floor", "gpu_step_predicted",
-                                                                    "gpu_mfu_ceiling"))  # fmt: skip
+                    fl, pr = (_one(results, m, **at) for m in ("gpu_step_floor", "gpu_step_predicted"))
+                    palm, kernel = (
+                        _one(results, "gpu_mfu_ceiling", convention=c, **at) for c in ("palm", "kernel")
+                    )
                     out.append(f"| {vid} | {gpu} | {compute} | {step} | {peak / 1e9:.2f} | "
                                f"{'yes' if peak <= devices[gpu].memory_bytes else 'NO'} | "
                                f"{'-' if batch is None else int(batch)} | {fl * 1e3:.3g} | {pr * 1e3:.3g} | "
-                               f"{mfu:.1%} |")  # fmt: skip
-    return [f"At {longest} tokens x batch 1, from the store {store}.", "", *out]
+                               f"{palm:.1%} ({kernel:.1%}) |")  # fmt: skip
+    have = {v.variant_id for v in results.values("gpu_peak")}
+    note = (
+        "" if "recommended" in have else " This run has no recommended design (no remedy of the base passed)."
+    )
+    return [
+        f"At {longest} tokens x batch 1, from the store {Path(store).name}; the largest batch is forecast for "
+        f"the base only.{note}",
+        "",
+        *out,
+    ]
 
 
 def walk_checks() -> list[str]:
@@ -86,7 +97,9 @@ def walk_checks() -> list[str]:
             t = time.perf_counter()
             rec = memtrack.run_steps(cfg, "float32", jobs, costs=costs)[(n, b)]
             with_s.append(time.perf_counter() - t)
-        same = all(plain[s].total == rec[s].total and plain[s].categories == rec[s].categories for s in plain)
+        same = all(
+            plain[s].total == rec[s].total and plain[s].categories == rec[s].categories for s in jobs[(n, b)]
+        )
         walk = model_flops("train", costs[(n, b)]["train"])
         counter = count_flops(cfg, n, b).value("train_step_model_dense")
         out.append(f"| {path} | {n} x {b} | {'yes' if same else 'NO'} | {walk:,} | {counter:,} | "
@@ -145,7 +158,7 @@ def main() -> None:
             f"GPU; Python {platform.python_version()}, torch {version('torch')}, x-transformers "
             f"{version('x-transformers')}.")  # fmt: skip
     parts = ["# GPU forecast benchmark (issue 26)", "", head, "",
-             "## The forecast: Orca and the recommended design on the H100 and the H200", "", *forecast_table(args.store),
+             "## The forecast: Orca, the recommended design (where a run has one) and the ALiBi remedies on the H100 and the H200", "", *forecast_table(args.store),
              "", "## The instrumented walk: same memory, the counter's FLOPs, its cost", "", *walk_checks(),
              "", "## inspect with and without a device forecast", "", *inspect_times(),
              "", "## The time forecast checked on this CPU", "", *cpu_check(args.store), ""]  # fmt: skip

@@ -72,7 +72,7 @@ def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: 
         "time": {s: {"floor_s": t.floor_s, "predicted_s": t.predicted_s, "operators": t.operators}
                  for s, t in times.items()},
         "time_method": TIME_METHOD,
-        "mfu_ceiling": {s: t.mfu_ceiling for s, t in times.items()},
+        "mfu_ceiling": {s: {"palm": t.mfu_ceiling, "kernel": t.mfu_ceiling_kernel} for s, t in times.items()},
         "max_batch": {s: {str(seq_len): {"batch": mb.batch, "intercept": mb.intercept, "slope": mb.slope,
                                           "method": mb.method}} for s, mb in largest.items()},
     }  # fmt: skip
@@ -106,9 +106,9 @@ def _forecast_text(f: dict[str, Any]) -> list[str]:
     )
     out.append(f"  method: {f['memory_method']}")
     out += ["", f"Step time on {f['device_name']}, predicted ({f['dtype']})"]
-    rows = [[s, f"{t['floor_s'] * 1e3:.3g} ms", f"{t['predicted_s'] * 1e3:.3g} ms", f"{f['mfu_ceiling'][s]:.0%}",
+    rows = [[s, f"{t['floor_s'] * 1e3:.3g} ms", f"{t['predicted_s'] * 1e3:.3g} ms", f"{f['mfu_ceiling'][s]['palm']:.0%} ({f['mfu_ceiling'][s]['kernel']:.0%})",
              t["operators"]] for s, t in f["time"].items()]  # fmt: skip
-    out.append(_table(rows, ["step", "floor", "predicted", "MFU ceiling", "operators"]))
+    out.append(_table(rows, ["step", "floor", "predicted", "MFU ceiling: PaLM (kernel)", "operators"]))
     out.append(f"  method: {f['time_method']}")
     return out
 

@@ -74,7 +74,8 @@ class StepTime:
     floor_s: float  # the roofline floor: no faster
     predicted_s: float  # each class at its stated efficiency, plus the per-operator overhead
     model_flops: int  # PaLM's model FLOPs of the step
-    mfu_ceiling: float  # model FLOPs / (floor x the policy's dense peak)
+    mfu_ceiling: float  # model FLOPs (PaLM) / (floor x the policy's dense peak)
+    mfu_ceiling_kernel: float  # the same over the pairs the attention kernel runs (never above 1)
     operators: int
 
 
@@ -95,6 +96,7 @@ class Walk:
                 predicted_s(ops, peaks),
                 model_flops(step, ops),
                 mfu_ceiling(step, ops, peaks, policy),
+                mfu_ceiling(step, ops, peaks, policy, "kernel"),
                 len(ops),
             )  # fmt: skip
             for step, ops in self.costs.items()

@@ -202,16 +202,23 @@ def predicted_s(ops: list[OpCost], peaks: Peaks) -> float:
     return sum(_op_time(op, peaks, efficient=True) for op in ops) + peaks.overhead_s * len(ops)
 
 
-def model_flops(step: str, ops: list[OpCost]) -> int:
-    """PaLM's model FLOPs (Chowdhery et al. 2022, App. B) of a step: the forward's dense matmul and attention
-    FLOPs, times 3 for a training step (the backward is twice the forward; no recompute counted)."""
-    forward = sum(op.flops for op in ops if op.phase == "forward")
+CONVENTIONS = ("palm", "kernel")  # model FLOPs over every (query, key) pair (PaLM), or those the kernel runs
+
+
+def model_flops(step: str, ops: list[OpCost], convention: str = "palm") -> int:
+    """Model FLOPs of a step: the forward's matmul and attention FLOPs, times 3 for a training step (the backward
+    is twice the forward; no recompute counted). "palm": every (query, key) pair (Chowdhery et al. 2022, App.
+    B); "kernel": the pairs the attention kernel runs (is_causal without a mask skips the masked half; a mask,
+    ALiBi's, makes it run them all)."""
+    forward = sum(op.flops if convention == "palm" else op.executed for op in ops if op.phase == "forward")
     return 3 * forward if step == "train" else forward
 
 
-def mfu_ceiling(step: str, ops: list[OpCost], peaks: Peaks, dtype: str) -> float:
-    """The best MFU the step could reach: model FLOPs over (the floor x the dtype's peak)."""
-    return model_flops(step, ops) / (floor_s(ops, peaks) * peaks.flops[dtype])
+def mfu_ceiling(step: str, ops: list[OpCost], peaks: Peaks, dtype: str, convention: str = "palm") -> float:
+    """The best MFU the step could reach: model FLOPs over (the floor x the dtype's peak). In PaLM's convention
+    it can pass 1 where a causal kernel skips the masked half that PaLM's count includes; the kernel one
+    cannot."""
+    return model_flops(step, ops, convention) / (floor_s(ops, peaks) * peaks.flops[dtype])
 
 
 # -- this machine's CPU as a device: its peaks measured ------------------------------------------------

@@ -41,6 +41,18 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
     ("kv_cache_size", "closed_form", {}),
     ("cache_object", "simulated", {}),
     ("eligible_train", None, {"backend": "flash"}),
+    # the forecast on an H100 in bfloat16 (autocast): what a GPU user weighs
+    (
+        "gpu_peak",
+        "predicted",
+        {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": "total"},
+    ),
+    ("gpu_step_predicted", "predicted", {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train"}),
+    (
+        "gpu_mfu_ceiling",
+        "predicted",
+        {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "convention": "kernel"},
+    ),
     ("val_loss_final", None, {}),
     ("train_tokens_per_s", None, {}),
     ("prefill_tokens_per_s", None, {}),

@@ -14,13 +14,14 @@ from .format import mib, si
 
 METHOD_WORDS = {"counter": "operator counter", "simulated": "simulated (fake tensors, no allocation)",
                 "closed_form": "closed form", "measured": "measured", "measured_median": "measured (median)",
-                "forced_sdpa_kernel": "forced kernel"}  # fmt: skip
+                "forced_sdpa_kernel": "forced kernel", "predicted": "forecast (no GPU): see On a GPU (predicted)"}  # fmt: skip
 SHORT = {"params": "parameters", "train_step_causal": "training-step FLOPs (causal-aware)",
          "peak_train": "training-step peak", "peak_train_part": "ALiBi tensors at that peak", "peak_prefill": "prefill peak", "peak_decode_cached": "cached-decode peak",
          "kv_cache_size": "KV cache (closed form)", "cache_object": "cache object", "eligible_train":
          "FlashAttention eligible (training)", "val_loss_final": "proxy validation loss", "train_tokens_per_s":
          "training tokens/s", "prefill_tokens_per_s": "prefill tokens/s", "decode_cached_tokens_per_s":
-         "cached decode tokens/s"}  # fmt: skip
+         "cached decode tokens/s", "gpu_peak": "GPU training-step peak", "gpu_step_predicted":
+         "GPU training step, predicted", "gpu_mfu_ceiling": "GPU MFU ceiling"}  # fmt: skip
 
 
 def value_text(x: float, unit: str) -> str:
@@ -49,7 +50,7 @@ def _name(c: Change) -> str:
     extra = ", ".join(
         f"{k} {v}"
         for k, v in c.labels.items()
-        if k not in ("category", "component", "backend", "tokens", "flops")
+        if k not in ("category", "component", "backend", "tokens", "flops", "step")
     )
     name = SHORT.get(c.metric, c.metric)
     if c.labels.get("component") not in (None, "total"):

@@ -28,8 +28,10 @@ METRICS = (
     Metric("gpu_step_predicted", "s", "the predicted time of a step: the floor with each operator class at its "
            "stated efficiency, plus a per-operator overhead (instruments/roofline.py)", ("predicted",),
            ("gpu", "compute", "step")),
-    Metric("gpu_mfu_ceiling", "fraction", "the best MFU the step could reach: PaLM's model FLOPs / (the floor x "
-           "the policy's dense peak)", ("predicted",), ("gpu", "compute", "step")),
+    Metric("gpu_mfu_ceiling", "fraction", "the best MFU the step could reach: model FLOPs / (the floor x the "
+           "policy's dense peak); label convention: palm (every (query, key) pair, PaLM App. B: above 1 where a "
+           "causal kernel skips the masked half) or kernel (the pairs the attention kernel runs)", ("predicted",),
+           ("gpu", "compute", "step", "convention")),
 )  # fmt: skip
 
 register(
@@ -41,7 +43,7 @@ register(
         METRICS,
         analytic=True,
         order=45,
-        version=2,  # 2: GPU memory and time per step, the largest batch
+        version=3,  # 2: GPU memory and time per step, the largest batch; 3: the MFU ceiling in two conventions
         section=lazy_section(f"{__name__}.section", "forecast_section"),
     )
 )

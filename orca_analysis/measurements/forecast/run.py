@@ -94,8 +94,9 @@ def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Devic
             how = f"{t.operators} operators; {TIME_METHOD}"
             at.add("gpu_step_floor", t.floor_s, "predicted", {**labels, "step": step}, note=how)
             at.add("gpu_step_predicted", t.predicted_s, "predicted", {**labels, "step": step}, note=how)
-            at.add("gpu_mfu_ceiling", t.mfu_ceiling, "predicted", {**labels, "step": step},
-                   note=f"model FLOPs (PaLM) {t.model_flops:,} / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)")  # fmt: skip
+            for convention, value in (("palm", t.mfu_ceiling), ("kernel", t.mfu_ceiling_kernel)):
+                at.add("gpu_mfu_ceiling", value, "predicted", {**labels, "step": step, "convention": convention},
+                       note=f"model FLOPs ({convention}) / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)")  # fmt: skip
 
 
 def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device]) -> None:  # noqa: ANN001

@@ -186,13 +186,14 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
         return
 
     def cell(g: str, at: dict) -> str:
-        got = [
-            results.values(m, gpu=g, **at)
-            for m in ("gpu_step_floor", "gpu_step_predicted", "gpu_mfu_ceiling")
-        ]
+        got = [results.values(m, gpu=g, **at) for m in ("gpu_step_floor", "gpu_step_predicted")]
+        got += [results.values("gpu_mfu_ceiling", gpu=g, convention=c, **at) for c in ("palm", "kernel")]
         if not all(got):
             return ""
-        return f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, MFU <= {got[2][0].value:.0%}"
+        return (
+            f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, MFU <= {got[2][0].value:.0%} "
+            f"(kernel {got[3][0].value:.0%})"
+        )
 
     rows = _per_step_rows(floors, gpus, order, cell)
     section.tables.append(Table(
@@ -201,8 +202,10 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
         "/ the dtype's dense datasheet peak, bytes / the datasheet bandwidth): no run is faster. Predicted: GEMMs "
         "at 70% of peak (assumed), flash attention at 50% (FlashAttention-2's low end on A100), memory-efficient "
         "at 35% (assumed), memory-bound operators at 80% of bandwidth (assumed), plus 5 us per operator "
-        "(assumed). float32 GEMMs run at the float32 peak (torch's default: TF32 off). MFU ceiling: PaLM's model "
-        "FLOPs / (floor x the policy's peak): the best MFU this design could reach on that GPU.",
+        "(assumed). float32 GEMMs run at the float32 peak (torch's default: TF32 off). MFU ceiling: model FLOPs / "
+        "(floor x the policy's peak), the best MFU this design could reach on that GPU: PaLM's count (every "
+        "(query, key) pair; above 100% where a causal kernel skips the masked half) and, in brackets, the "
+        "kernel's count (the pairs the attention kernel runs).",
         ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
 
 
