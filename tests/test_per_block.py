@@ -227,11 +227,12 @@ def test_memory_check_depth_catches_a_block_that_differs(monkeypatch, full_walks
     assert got == STUBBED_STEPS and full_walks.asked == ["run_steps"]
 
 
-def test_another_tracker_meanwhile_gets_memtracks_numbers():
-    """The recording tracker is memtrack's with bookkeeping added: the same Tracked, to the byte."""
+def test_the_recording_tracker_gets_memtracks_numbers():
+    """The recording tracker is memtrack's with bookkeeping added, handed to run_steps as an argument (no
+    module global is swapped): the same Tracked, to the byte."""
     cfg = pb.at_depth(CASES["plain_pre_norm"], 2)
-    with pb._recording() as made:
-        recorded = run_steps(cfg, "float32", TRAIN)
+    made: list = []
+    recorded = run_steps(cfg, "float32", TRAIN, tracker=pb._recording(made))
     assert memtrack._Tracker is not pb._RegionTracker and len(made) == 1 and made[0].regions
     assert recorded == run_steps(cfg, "float32", TRAIN)
 

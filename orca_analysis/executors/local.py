@@ -7,6 +7,7 @@ import os
 from collections import deque
 from collections.abc import Iterator
 
+from ..instruments.analytic import walk_blocks
 from ..results.environment import local_provenance
 from ..results.records import Provenance
 from ..study.kwargs import LAYERS
@@ -52,9 +53,9 @@ def family_order(calls: list[Call]) -> list[Call]:
 
 
 def _walk_cost(group: list[Call]) -> int:
-    """A family's fake-tensor walks cost about their blocks (not their width): its distinct depths, each
-    at most instruments/analytic's MEMORY_MIN_DEPTH (deeper ones are walked at small depths), plus one per call."""
-    depths = {min(c.variant.config.depth, 12) for c in group}
+    """A family's fake-tensor walks cost about their blocks (not their width): the blocks of its distinct
+    depths, as the instrument walks them (instruments/analytic.py walk_blocks), plus one per call."""
+    depths = {walk_blocks(c.variant.config.depth) for c in group}
     return sum(depths) + len(group)
 
 

@@ -29,6 +29,12 @@ MEMORY_MIN_DEPTH = 12
 PARAMS_MIN_DEPTH = 8
 
 
+def walk_blocks(depth: int) -> int:
+    """The blocks the analytic walks of a variant this deep go through, as an executor weighs a family's cost:
+    from MEMORY_MIN_DEPTH on, the memory is walked per block at small depths, not at the variant's own."""
+    return min(depth, MEMORY_MIN_DEPTH)
+
+
 KEPT_FAMILY = " (the small walks kept from a deeper variant of this family)"
 KEPT_MEMORY = " (the small walks of the memory simulation, whose training steps count the FLOPs)"
 

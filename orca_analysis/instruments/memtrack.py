@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from typing import Any
 
@@ -82,15 +82,35 @@ def _adamw(model: torch.nn.Module) -> torch.optim.AdamW:
     return opt
 
 
+@dataclasses.dataclass(frozen=True)
+class How:
+    """How a step is walked: as CUDA would run it (`gpu`), with its operators recorded (`costs`), and by which
+    tracker (`tracker`: a factory taking (alibi, cuda), e.g. per_block's region-recording one)."""
+
+    gpu: GpuRun | None = None
+    costs: CostRecorder | None = None
+    tracker: Callable[..., _Tracker] = _Tracker
+
+    def forward(self) -> Any:
+        return self.gpu.forward() if self.gpu else nullcontext()
+
+    def step(self, name: str) -> Any:
+        return self.costs.step(name) if self.costs else nullcontext()
+
+    def optimizer(self) -> Any:
+        return self.costs.optimizer() if self.costs else nullcontext()
+
+
+PLAIN = How()
+
+
 @contextmanager
-def _tracking(
-    dev: str, *external: Any, gpu: GpuRun | None = None
-) -> Iterator[tuple[_Tracker, dict[str, int]]]:
-    """The tracker, and on CUDA max_memory_allocated/reserved around the block, reset before it. With `gpu`
+def _tracking(dev: str, *external: Any, how: How = PLAIN) -> Iterator[tuple[_Tracker, dict[str, int]]]:
+    """The tracker, and on CUDA max_memory_allocated/reserved around the block, reset before it. With `how.gpu`
     (a simulated GPU walk), every storage is filed on CUDA and rounded as its allocator rounds it."""
     models = [e for e in external if isinstance(e, torch.nn.Module)]
     alibi = any(isinstance(m, xt.AlibiPositionalBias) for model in models for m in model.modules())
-    tracker, cuda, on = _Tracker(alibi, cuda=gpu is not None), {}, dev.startswith("cuda")
+    tracker, cuda, on = how.tracker(alibi, cuda=how.gpu is not None), {}, dev.startswith("cuda")
     tracker.track_external(*external)
     if on:
         torch.cuda.synchronize()
@@ -108,22 +128,21 @@ def _train(
     x: torch.Tensor,
     y: torch.Tensor,
     flops: list | None = None,
-    gpu: GpuRun | None = None,
-    costs: CostRecorder | None = None,
+    how: How = PLAIN,
 ) -> Tracked:
     """The tracked step; with `flops` (a list), its forward and backward are also counted (appended). With
     `gpu`, the forward and loss run in its context (autocast, routed attention), the backward outside it."""
 
     def fw_bw() -> None:
-        with gpu.forward() if gpu else nullcontext():
+        with how.forward():
             loss = F.cross_entropy(model(x).transpose(1, 2), y)
         loss.backward()
 
-    with _tracking(str(x.device), model, opt, x, y, gpu=gpu) as (tracker, cuda):
+    with _tracking(str(x.device), model, opt, x, y, how=how) as (tracker, cuda):
         if flops is None:
-            with costs.step("train") if costs else nullcontext():
+            with how.step("train"):
                 fw_bw()
-                with costs.optimizer() if costs else nullcontext():
+                with how.optimizer():
                     opt.step()
                     opt.zero_grad(set_to_none=True)
             return dataclasses.replace(_tracked(tracker, modules=True), extra=cuda)
@@ -145,23 +164,20 @@ def _train_step(
     x: torch.Tensor,
     y: torch.Tensor,
     flops: list | None = None,
-    gpu: GpuRun | None = None,
-    costs: CostRecorder | None = None,
+    how: How = PLAIN,
 ) -> Tracked | str:
     """The tracked training step, or why the device cannot run it (e.g. FlexAttention has no CPU backward):
     a limit of the device is a result, and the inference steps are still tracked."""
     try:
-        return _train(model, opt, x, y, flops, gpu, costs)
+        return _train(model, opt, x, y, flops, how)
     except NotImplementedError as exc:
         opt.zero_grad(set_to_none=True)
         return _reason(exc)
 
 
-def _prefill(
-    model: torch.nn.Module, x: torch.Tensor, gpu: GpuRun | None = None, costs: CostRecorder | None = None
-) -> tuple[Tracked, Any]:
-    with _tracking(str(x.device), model, x, gpu=gpu) as (tracker, cuda), torch.no_grad():
-        with gpu.forward() if gpu else nullcontext(), costs.step("prefill") if costs else nullcontext():
+def _prefill(model: torch.nn.Module, x: torch.Tensor, how: How = PLAIN) -> tuple[Tracked, Any]:
+    with _tracking(str(x.device), model, x, how=how) as (tracker, cuda), torch.no_grad():
+        with how.forward(), how.step("prefill"):
             _, cache = model(x, return_intermediates=True)
     kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
     extra = {"kv_cache": storage_bytes(kv), "cache_object": storage_bytes(tensors_in(cache)), **cuda}
@@ -177,8 +193,7 @@ def _decode(
     cfg: ModelConfig,
     cache: Any,
     x: torch.Tensor,
-    gpu: GpuRun | None = None,
-    costs: CostRecorder | None = None,
+    how: How = PLAIN,
 ) -> Tracked | str:
     """One token on top of the prefill cache; a failure of the library is the result. A prompt that fills a
     learned absolute position table leaves no position for the new token: a Skip (generate() refuses to
@@ -194,8 +209,8 @@ def _decode(
         logging.CRITICAL
     )  # fake tensors log a traceback before re-raising: the failure is our result
     try:
-        with _tracking(str(x.device), model, x, *tensors_in(cache), gpu=gpu) as (tracker, _), torch.no_grad():
-            with gpu.forward() if gpu else nullcontext(), costs.step("decode") if costs else nullcontext():
+        with _tracking(str(x.device), model, x, *tensors_in(cache), how=how) as (tracker, _), torch.no_grad():
+            with how.forward(), how.step("decode"):
                 out, _ = model(x, return_intermediates=True, cache=cache)
         if tuple(out.shape) != (x.shape[0], 1, cfg.num_tokens):
             raise RuntimeError(f"logits of shape {tuple(out.shape)} for one new token")
@@ -235,6 +250,7 @@ def run_steps(
     flops: dict | None = None,
     gpu: GpuRun | None = None,
     costs: dict | None = None,
+    tracker: Callable[..., _Tracker] = _Tracker,
 ) -> dict[tuple[int, int], dict[str, Any]]:
     """For each (seq_len, batch), the named steps ("train", "prefill", "decode"), tracked.
 
@@ -246,6 +262,7 @@ def run_steps(
     (instruments/gpu_memory.py); `dtype` is then the weights' (float32).
     costs (a dict, simulated only): each step's operators with their FLOPs and bytes (instruments/roofline.py),
     recorded in the same walk, into costs[(n, b)] = {step: [OpCost, ...]}.
+    tracker: the tracker each step is watched by, made as tracker(alibi, cuda=...) (per_block's records more).
     """
     if gpu is not None and device is not None:
         raise ValueError("a simulated GPU walk runs on the no-allocation build: device must be None")
@@ -260,16 +277,17 @@ def run_steps(
             rec = CostRecorder() if costs is not None and device is None else None
             if rec is not None:
                 costs[(n, b)] = rec.steps
+            how = How(gpu, rec, tracker)
             res = out[(n, b)] = (
-                {"train": _train_step(model, opt, x, y, counted, gpu, rec)} if "train" in steps else {}
+                {"train": _train_step(model, opt, x, y, counted, how)} if "train" in steps else {}
             )
             if counted:
                 flops[(n, b)] = counted[0]
             model.eval()
             if "prefill" in steps or "decode" in steps:
                 try:
-                    res["prefill"], cache = _prefill(model, x, gpu, rec)
-                    res["decode"] = _decode(model, cfg, cache, x, gpu, rec) if "decode" in steps else None
+                    res["prefill"], cache = _prefill(model, x, how)
+                    res["decode"] = _decode(model, cfg, cache, x, how) if "decode" in steps else None
                 except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
                     why = _reason(exc)
                     if "HigherOrderOperator" in why:

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from torch.distributed._tools.mem_tracker import _ModState
@@ -133,16 +132,8 @@ def count_flops_per_block(
 # -- memory --------------------------------------------------------------------------------------
 
 
-def _phase(t: memtrack._Tracker) -> str:
-    """The phase memtrack._Tracker files the current op under (its rule)."""
-    phase = "backward" if t._mod_tracker.is_bw else "forward"
-    return "optimizer" if t._in_opt or (t._after_backward and phase == "forward") else phase
-
-
 class _RegionTracker(memtrack._Tracker):
     """memtrack's tracker (the same numbers), also keeping each region's first largest snapshot."""
-
-    made: list[_RegionTracker] | None = None
 
     def __init__(self, alibi: bool = False, cuda: bool = False) -> None:
         super().__init__(alibi, cuda)
@@ -150,8 +141,6 @@ class _RegionTracker(memtrack._Tracker):
         self.layer: dict[str, int] = {}  # phase -> the sublayer whose module hook fired last
         self.entries: dict[str, list[int]] = {}  # attn_layers' entry snapshots, PRE_FW / PRE_BW
         self.zone, self.devices = "", set()
-        if _RegionTracker.made is not None:
-            _RegionTracker.made.append(self)
 
     def _mark(self, module: Any, state: Any) -> None:
         name = self._mod_tracker.get_known_fqn(module) if module is not None else None
@@ -160,7 +149,7 @@ class _RegionTracker(memtrack._Tracker):
             for snap in self.memory_tracking[module].snapshots.get(state, [])[-1:]:
                 self.entries.setdefault(str(state), []).append(sum(s["Total"] for s in snap.values()))
         if name and (m := _LAYER.search(name)):
-            self.layer[_phase(self)] = int(m.group(1))
+            self.layer[self.phase()] = int(m.group(1))
 
     def _pre_fw_hook(self, module: Any, inputs: Any) -> None:
         super()._pre_fw_hook(module, inputs)
@@ -172,7 +161,7 @@ class _RegionTracker(memtrack._Tracker):
 
     def _update_peak_stats(self, peak_state: Any) -> None:
         super()._update_peak_stats(peak_state)
-        phase = _phase(self)
+        phase = self.phase()
         key = (phase, self.layer.get(phase, -1), self.zone in self._mod_tracker.parents)
         for dev, snap in self._curr_mem_snap.items():
             self.devices.add(dev)
@@ -180,15 +169,14 @@ class _RegionTracker(memtrack._Tracker):
                 self.regions[key] = dict(snap)
 
 
-@contextmanager
-def _recording() -> Iterator[list[_RegionTracker]]:
-    """memtrack builds _RegionTracker meanwhile (anyone else's run_steps gets the same numbers)."""
-    made, original = [], memtrack._Tracker
-    _RegionTracker.made, memtrack._Tracker = made, _RegionTracker
-    try:
-        yield made
-    finally:
-        _RegionTracker.made, memtrack._Tracker = None, original
+def _recording(made: list[_RegionTracker]) -> Callable[..., _RegionTracker]:
+    """A tracker factory for memtrack.run_steps that keeps every tracker it makes in `made`, in order."""
+
+    def make(*args: Any, **kwargs: Any) -> _RegionTracker:
+        made.append(_RegionTracker(*args, **kwargs))
+        return made[-1]
+
+    return make
 
 
 def _observe(t: _RegionTracker, tracked: memtrack.Tracked) -> dict[tuple, dict]:
@@ -338,11 +326,11 @@ def _recorded_walk(
     cfg: ModelConfig, dtype: str, jobs: dict, flops: dict
 ) -> dict[tuple[int, int], tuple[dict, dict]]:
     """{workload: (run_steps' dict for it, {step: its observations})}, from one region-recording walk."""
-    with _recording() as made:
-        res = memtrack.run_steps(cfg, dtype, jobs, flops=flops)
+    made: list[_RegionTracker] = []
+    res = memtrack.run_steps(cfg, dtype, jobs, flops=flops, tracker=_recording(made))
     order = [(wl, s) for wl, r in res.items() for s in r if r[s] is not None]  # one tracker each
     if len(made) != len(order):
-        raise Refused("the trackers do not match the steps (another run_steps at the same time?)")
+        raise Refused("the trackers do not match the steps")
     obs: dict = {wl: {} for wl in res}
     for (wl, s), t in zip(order, made, strict=True):
         if isinstance(r := res[wl][s], memtrack.Tracked):

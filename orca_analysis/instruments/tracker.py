@@ -191,6 +191,12 @@ class _Tracker(MemTracker):
         stats = self.memory_tracking[module]
         self._by_fqn[stats.mod_fqn] = stats
 
+    def phase(self) -> str:
+        """The phase the current operator is filed under: backward while autograd's modules run backward, the
+        optimizer's inside its step or once the backward is over, the forward before."""
+        phase = "backward" if self._mod_tracker.is_bw else "forward"
+        return "optimizer" if self._in_opt or (self._after_backward and phase == "forward") else phase
+
     def _update_peak_stats(self, peak_state: Any) -> None:
         snap = self._curr_mem_snap
         for fqn in self._mod_tracker.parents:
@@ -202,8 +208,7 @@ class _Tracker(MemTracker):
                     stats.local_peak[dev] = dev_snap["Total"]
                     stats.snapshots[peak_state][-1][dev] = dict(dev_snap)
         self._after_backward |= self._mod_tracker.is_bw
-        phase = "backward" if self._mod_tracker.is_bw else "forward"
-        phase = "optimizer" if self._in_opt or (self._after_backward and phase == "forward") else phase
+        phase = self.phase()
         for dev, dev_snap in snap.items():
             if self._peak_mem.get(dev, 0) < dev_snap["Total"]:
                 self._peak_mem[dev], self._peak_mem_snap[dev] = dev_snap["Total"], dict(dev_snap)
