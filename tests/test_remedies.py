@@ -9,6 +9,7 @@ from test_claims import rec, seeds
 from orca_analysis.errors import StudyError
 from orca_analysis.remedies.recommend import recommendation
 from orca_analysis.remedies.schema import RemedyError, load_remedies
+from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results import Record
 from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
@@ -308,3 +309,8 @@ def test_a_remedy_whose_loss_the_proxy_cannot_judge_is_not_testable(study):
     tie = next(o for o in rec_.outcomes if o.id == "tie")
     assert tie.status == "not testable at this scale" and any(why in w for w in tie.reasons)
     assert "tie" not in rec_.taken
+
+
+def test_a_fraction_reads_as_a_percentage():
+    """The remedies' tables show a fraction (an MFU ceiling) as a percentage: 0.08129 -> 8.1%."""
+    assert (value_text(0.08129, "fraction"), value_text(0.4303, "fraction")) == ("8.1%", "43.0%")

@@ -31,6 +31,8 @@ def value_text(x: float, unit: str) -> str:
         return si(x, {"params": ""}.get(unit, unit))
     if unit == "flag":
         return "yes" if x else "no"
+    if unit == "fraction":
+        return f"{x:.1%}"
     return f"{x:.4g} {unit}"
 
 
