@@ -176,7 +176,7 @@ def test_the_forecast_measurement_and_its_section():
     assert [r[:4] for r in batches.rows] == [["base", 64, c, s] for c in ("bfloat16", "float32")
                                              for s in ("prefill", "train")]  # fmt: skip
     assert all(int(c) > 1000 for r in batches.rows for c in r[4:])
-    assert times.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and "MFU <=" in times.rows[0][4]
+    assert times.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and "MFU ≤" in times.rows[0][4]
     floors = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records
               if r.metric == "gpu_step_floor"}  # fmt: skip
     predicted = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records

@@ -191,8 +191,8 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
         if not all(got):
             return ""
         return (
-            f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, MFU <= {got[2][0].value:.0%} "
-            f"(kernel {got[3][0].value:.0%})"
+            f"{got[0][0].value * 1e3:.3g} / {got[1][0].value * 1e3:.3g} ms, MFU ≤ {got[2][0].value:.1%} "
+            f"(kernel {got[3][0].value:.1%})"
         )
 
     rows = _per_step_rows(floors, gpus, order, cell)
