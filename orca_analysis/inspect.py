@@ -12,6 +12,7 @@ from .errors import OrcaError
 from .instruments.attention_forecast import forecast_attention
 from .instruments.gpu_forecast import METHOD, TIME_METHOD, max_batches, walk
 from .instruments.gpu_memory import POLICIES
+from .instruments.kept_walks import WalkCache
 from .measurements import MEASUREMENTS
 from .study.schema import ModelConfig, Study
 
@@ -39,10 +40,10 @@ def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | No
         "built": {"attention": built.attention_kind, "positions": built.positions},
         "fidelity": [e.as_dict() for e in fidelity_entries(cfg, notes=study.names_notes)],
     }
-    summaries = {}  # those whose walks serve others first (memory's counts the FLOPs), shown in the asked order
-    for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):
+    summaries, walks = {}, WalkCache()  # one cache: memory's walk counts the FLOPs of its training step
+    for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):  # shown in the asked order
         if MEASUREMENTS[name].summary is not None:
-            summaries[name] = MEASUREMENTS[name].summary(cfg, seq_len, batch)
+            summaries[name] = MEASUREMENTS[name].summarise(cfg, seq_len, batch, walks)
     if device is not None:
         report["forecast"] = forecast(cfg, device, seq_len, batch, dtype)
     return report | {name: summaries[name] for name in names if name in summaries}

@@ -5,17 +5,6 @@ import pytest
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(autouse=True)
-def no_kept_walks():
-    """Each test walks afresh: a kept walk (instruments/kept_walks.py) must not carry a stub's result,
-    or hide a walk a test counts, from one test to the next."""
-    from orca_analysis.instruments import kept_walks
-
-    kept_walks.forget()
-    yield
-    kept_walks.forget()
-
-
 @pytest.fixture
 def tiny_study_path() -> Path:
     return FIXTURES / "tiny.yaml"

@@ -1,6 +1,7 @@
-"""Kept walks (instruments/kept_walks.py): a family of variants that differ only in depth shares its
-small walks, the memory simulation's training step counts the FLOPs too, and every number equals a
-fresh walk's, exactly. Tiny CPU shapes: d = 32 or 64, depth 2-12, 16 to 48 tokens."""
+"""Kept walks (instruments/kept_walks.py): through the walk cache a caller hands in, a family of variants
+that differ only in depth shares its small walks, the memory simulation's training step counts the FLOPs
+too, and every number equals a fresh walk's, exactly; without one, nothing is shared. Tiny CPU shapes:
+d = 32 or 64, depth 2-12, 16 to 48 tokens."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 
 from orca_analysis.executors.local import families_by_cost, family_order
 from orca_analysis.instruments import analytic as route
-from orca_analysis.instruments import kept_walks, memtrack
+from orca_analysis.instruments import memtrack
 from orca_analysis.instruments import per_block as pb
 from orca_analysis.instruments.flop_counter import count_flops
+from orca_analysis.instruments.kept_walks import FLOPS, RECORDED, WalkCache
+from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.study import load_study
 from orca_analysis.study.schema import ModelConfig
 
@@ -52,7 +55,9 @@ def test_no_count_where_alibi_caches_its_bias():
     flops: dict = {}
     memtrack.run_steps(cfg, "float32", {(16, 1): ("train",)}, flops=flops)
     assert memtrack.alibi_cached(cfg) and flops == {}
-    assert not kept_walks.is_kept("flops", cfg, 16, 1, "float32", True)
+    walks = WalkCache()
+    walks.steps(cfg, "float32", {(16, 1): ("train",)})
+    assert len(walks) == 1 and not walks.is_kept(FLOPS, cfg, 16, 1, "float32", True)
 
 
 def test_workloads_walked_apart_equal_walked_together():
@@ -63,20 +68,21 @@ def test_workloads_walked_apart_equal_walked_together():
 
 
 def test_a_kept_walk_is_not_walked_again_and_cannot_be_changed(monkeypatch):
-    jobs = {(16, 1): ("train", "prefill")}
-    first = kept_walks.steps(PLAIN, "float32", jobs)
+    jobs, walks = {(16, 1): ("train", "prefill")}, WalkCache()
+    first = walks.steps(PLAIN, "float32", jobs)
     first[(16, 1)]["train"].total = -1  # a caller changing its copy
 
     def no_walk(*args, **kwargs):
         raise AssertionError("walked again")
 
     monkeypatch.setattr(memtrack, "run_steps", no_walk)
-    again = kept_walks.steps(PLAIN, "float32", jobs)
+    again = walks.steps(PLAIN, "float32", jobs)
     assert again[(16, 1)]["train"].total > 0
     monkeypatch.undo()
     assert again == memtrack.run_steps(PLAIN, "float32", jobs)
     # the training step's FLOPs were counted on the way (no ALiBi here)
-    assert table(kept_walks.flop_count(PLAIN, 16, 1)) == table(count_flops(PLAIN, 16, 1))
+    assert table(walks.flop_count(PLAIN, 16, 1)) == table(count_flops(PLAIN, 16, 1))
+    assert WalkCache().steps(PLAIN, "float32", jobs) == again  # another cache walks again: the same numbers
 
 
 def test_a_family_shares_its_small_walks_and_every_number_equals_a_fresh_walk(monkeypatch):
@@ -85,25 +91,29 @@ def test_a_family_shares_its_small_walks_and_every_number_equals_a_fresh_walk(mo
         "per block: walked at depths 3 and 4, checked at 5",
     )
     deep, mid, shallow = (pb.at_depth(PLAIN, d) for d in (12, 6, 3))
-    sim, how = route.analytic_memory(deep, "float32", jobs)  # depth 12 >= MEMORY_MIN_DEPTH: walks 3, 4, 5
+    walks = WalkCache()  # the executor's, for the calls of one worker
+    sim, how = route.analytic_memory(
+        deep, "float32", jobs, walks
+    )  # depth 12 >= MEMORY_MIN_DEPTH: walks 3, 4, 5
     assert how == {(16, 1): f"{per_block}, extrapolated to 12"}
     walked, real = [], memtrack.run_steps
     monkeypatch.setattr(
         memtrack, "run_steps", lambda cfg, *a, **k: walked.append(cfg.depth) or real(cfg, *a, **k)
     )
-    sim_mid, how_mid = route.analytic_memory(mid, "float32", jobs)  # depth 6 < 12: free from the kept walks
-    sim_shallow, how_shallow = route.analytic_memory(shallow, "float32", jobs)  # 3: a kept full walk
-    count, how_flops = route.analytic_flops(mid, 16, 1)  # counted in the memory walks at 3, 4, 5
+    sim_mid, how_mid = route.analytic_memory(mid, "float32", jobs, walks)  # depth 6 < 12: from the kept walks
+    sim_shallow, how_shallow = route.analytic_memory(shallow, "float32", jobs, walks)  # 3: a kept full walk
+    count, how_flops = route.analytic_flops(mid, 16, 1, walks=walks)  # counted in the memory walks at 3, 4, 5
     assert walked == []  # nothing walked so far
     assert how_mid == {(16, 1): f"{per_block}, extrapolated to 6{route.KEPT_FAMILY}"}
     assert how_shallow == {(16, 1): "full walk of 3 blocks"}
     assert how_flops == f"{per_block}, extrapolated to 6{route.KEPT_MEMORY}"
     # the base's extra lengths (no deeper variant walked them) are walked in full; the rest stays shared
-    sim_more, how_more = route.analytic_memory(mid, "float32", {**jobs, (32, 1): ("train",)})
+    sim_more, how_more = route.analytic_memory(mid, "float32", {**jobs, (32, 1): ("train",)}, walks)
     assert how_more == {**how_mid, (32, 1): "full walk of 6 blocks"} and walked == [6]
     assert sim_more[(16, 1)] == sim_mid[(16, 1)]
+    # without the cache nothing is shared: depth 6 is walked in full
+    assert route.analytic_memory(mid, "float32", jobs)[1] == {(16, 1): "full walk of 6 blocks"}
     monkeypatch.undo()
-    kept_walks.forget()
     assert sim_mid == real(mid, "float32", jobs) and sim_shallow == real(shallow, "float32", jobs)
     assert sim == real(deep, "float32", jobs)
     assert sim_more[(32, 1)] == real(mid, "float32", {(32, 1): ("train",)})[(32, 1)]
@@ -114,12 +124,30 @@ def test_a_refused_family_walks_each_depth_in_full():
     # a per-layer setting (one value per sublayer: 2 x depth): the blocks differ, so nothing is fitted and
     # no small walk is kept for a shallower variant to take
     cfg = ModelConfig(PLAIN.wrapper, {**PLAIN.layers, "depth": 12, "shift_tokens": [1, 0] * 12})
-    _, how = route.analytic_memory(cfg, "float32", {(16, 1): ("train",)})
+    walks = WalkCache()
+    _, how = route.analytic_memory(cfg, "float32", {(16, 1): ("train",)}, walks)
     assert how[(16, 1)].startswith(
         "full walk: the per-block shortcut refused (per-layer setting shift_tokens="
     )
-    assert not any(kept_walks.is_kept(kept_walks.RECORDED, pb.at_depth(cfg, d), "float32", (16, 1), ("train",))
+    assert not any(walks.is_kept(RECORDED, pb.at_depth(cfg, d), "float32", (16, 1), ("train",))
                    for d in pb.MEM_DEPTHS)  # fmt: skip
+
+
+def test_a_measurement_shares_walks_only_through_the_cache_it_is_handed():
+    """The memory measurement's training-step walks count the FLOPs the flops measurement then reads from the
+    same cache; called without one, each walks afresh. The records are the same either way."""
+    study = load_study(str(Path(__file__).parent / "fixtures" / "tiny.yaml"))
+    variant, walks = study.variants()[0], WalkCache()
+    memory = MEASUREMENTS["memory"].measure(variant, study, walks)
+    assert all(
+        walks.is_kept(FLOPS, variant.config, n, b, "float32", True) for n, b in study.workloads.pairs()
+    )
+    shared = MEASUREMENTS["flops"].measure(variant, study, walks)
+    alone = MEASUREMENTS["flops"].measure(variant, study)
+    values = lambda rs: [(r.metric, r.method, r.seq_len, r.labels, r.value) for r in rs]  # noqa: E731
+    assert values(shared) == values(alone) and values(memory) == values(
+        MEASUREMENTS["memory"].measure(variant, study)
+    )
 
 
 def _call(cfg: ModelConfig, measurement: str, walks_first: bool = False) -> SimpleNamespace:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..errors import OrcaError
+from ..instruments.kept_walks import WalkCache
 from ..measurements.registry import Measurement
 from ..results.environment import local_provenance
 from ..results.records import Provenance, Record
@@ -89,11 +90,12 @@ def failure(call: Call, reason: str, seconds: float, source: str, status: str = 
     return Outcome(call.index, [record], status, reason, seconds, source)
 
 
-def run_call(call: Call, source: str = "in-process") -> Outcome:
-    """Run a call here; an exception becomes a failure outcome, Ctrl-C stays Ctrl-C."""
+def run_call(call: Call, source: str = "in-process", walks: WalkCache | None = None) -> Outcome:
+    """Run a call here; an exception becomes a failure outcome, Ctrl-C stays Ctrl-C. `walks`: the cache of
+    fake-tensor walks the calls run here share (instruments/kept_walks.py); a fresh one where not given."""
     start = time.perf_counter()
     try:
-        records = call.measurement.run(call.variant, call.study)
+        records = call.measurement.measure(call.variant, call.study, walks)
     except Exception as exc:  # noqa: BLE001  (a failed variant is a result, not a crash)
         return failure(call, one_line(exc), time.perf_counter() - start, source)
     return Outcome(call.index, list(records), "ok", "", time.perf_counter() - start, source)

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Iterator
 
 from ..instruments.analytic import walk_blocks
+from ..instruments.kept_walks import WalkCache
 from ..results.environment import local_provenance
 from ..results.records import Provenance
 from ..study.kwargs import LAYERS
@@ -67,8 +68,19 @@ def families_by_cost(calls: list[Call]) -> list[list[Call]]:
     return sorted(groups.values(), key=_walk_cost, reverse=True)
 
 
+class _Worker:
+    """A pool worker's own walk cache: made when its process starts, shared by the families it runs."""
+
+    walks: WalkCache | None = None
+
+
+def _start_pooled(parent_pid: int) -> None:
+    start_worker(parent_pid)
+    _Worker.walks = WalkCache()
+
+
 def _run_pooled(call: Call) -> Outcome:
-    return run_call(call, f"analytic worker pid {os.getpid()}")
+    return run_call(call, f"analytic worker pid {os.getpid()}", _Worker.walks)
 
 
 class LocalExecutor:
@@ -85,6 +97,7 @@ class LocalExecutor:
     ):
         self.isolate_all, self.time_limit = isolate_all, time_limit
         self.workers = analytic_workers() if workers is None else workers
+        self.walks = WalkCache()  # the walks of the calls run in this process, kept for the executor's life
 
     def provenance(self, gpu: bool) -> Provenance:
         return local_provenance()
@@ -106,7 +119,7 @@ class LocalExecutor:
             if self.isolate_all or call.measurement.isolated:
                 yield run_isolated(call, self.time_limit)
             else:
-                yield run_call(call)
+                yield run_call(call, walks=self.walks)
         # last, with nothing else running: a fresh worker each, up to one per core at once
         yield from run_isolated_many(side_by_side, self.time_limit, self.workers)
 
@@ -120,7 +133,7 @@ class LocalExecutor:
         ctx, families = worker_context(), deque(families_by_cost(calls))
         # the pid is the batch's: a pool worker's parent is the forkserver, and one left by a killed batch
         # would wait on its queue for ever, holding its forkserver up too
-        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=start_worker, initargs=(os.getpid(),))
+        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_start_pooled, initargs=(os.getpid(),))
                  for _ in range(min(self.workers, len(families)))]  # fmt: skip
         futures: dict = {}  # future -> (call, its pool)
 

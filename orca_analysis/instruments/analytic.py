@@ -1,5 +1,5 @@
 """The analytic instruments' front door: parameters, FLOPs and simulated memory by the cheapest exact
-route, and a note for the records saying which: a walk this process already made (kept_walks.py), the
+route, and a note for the records saying which: a walk the caller's cache holds (kept_walks.py), the
 per-block shortcut (per_block.py: small depths, checked, extrapolated), or the full walk.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..study.schema import ModelConfig
-from . import kept_walks
+from .kept_walks import FLOPS, WalkCache
 from .per_block import (
     FLOP_DEPTHS,
     MEM_DEPTHS,
@@ -50,34 +50,38 @@ def _route(cfg: ModelConfig, depths: tuple[int, ...], min_depth: int, small_kept
     return cfg.depth >= min_depth or shared, shared
 
 
-def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True):
+def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True,
+                   walks: WalkCache | None = None):  # fmt: skip
     """The FLOP count by the cheaper exact route: (FlopCount, how it was counted, for the records). A count
-    the memory simulation's training steps made (kept_walks) is taken first, whole or at its small depths."""
+    the memory simulation's training steps made (kept in `walks`) is taken first, whole or at its small
+    depths. `walks`: the caller's cache (a fresh one where not given)."""
+    walks = WalkCache() if walks is None else walks
     args = (seq_len, batch, dtype, train)
-    if kept_walks.is_kept("flops", cfg, *args):
-        return kept_walks.flop_count(cfg, *args), f"full walk of {cfg.depth} blocks"
+    if walks.is_kept(FLOPS, cfg, *args):
+        return walks.flop_count(cfg, *args), f"full walk of {cfg.depth} blocks"
     for depths, min_depth in ((MEM_DEPTHS, 10**9), (FLOP_DEPTHS, FLOPS_MIN_DEPTH)):
-        use, shared = _route(
-            cfg, depths, min_depth, lambda d: kept_walks.is_kept("flops", at_depth(cfg, d), *args)
-        )
+        use, shared = _route(cfg, depths, min_depth, lambda d: walks.is_kept(FLOPS, at_depth(cfg, d), *args))
         if use:
-            count, why = count_flops_per_block(cfg, *args, depths=depths)
+            count, why = count_flops_per_block(cfg, *args, depths=depths, walks=walks)
             return count, (
                 f"full walk: the per-block shortcut refused ({why})"
                 if why
                 else _used(depths, cfg.depth, shared, KEPT_MEMORY if depths == MEM_DEPTHS else KEPT_FAMILY)
             )
-    return kept_walks.flop_count(cfg, *args), f"full walk of {cfg.depth} blocks"
+    return walks.flop_count(cfg, *args), f"full walk of {cfg.depth} blocks"
 
 
-def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]]):
+def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]],
+                    walks: WalkCache | None = None):  # fmt: skip
     """`count(cfg)` (a parameter count by component) by the cheaper exact route: (counts, how).
 
     Parameters of identical blocks are `outside + depth * block` in every component, as FLOPs are:
     counted at depths 1 and 2, checked at 3."""
-    walk = lambda c: kept_walks.kept("params", c, (), lambda: count(c))  # noqa: E731
-    use, shared = _route(cfg, FLOP_DEPTHS, PARAMS_MIN_DEPTH,
-                         lambda d: kept_walks.is_kept("params", at_depth(cfg, d)))  # fmt: skip
+    walks = WalkCache() if walks is None else walks
+    walk = lambda c: walks.kept("params", c, (), lambda: count(c))  # noqa: E731
+    use, shared = _route(
+        cfg, FLOP_DEPTHS, PARAMS_MIN_DEPTH, lambda d: walks.is_kept("params", at_depth(cfg, d))
+    )
     if not use:
         return walk(cfg), f"full walk of {cfg.depth} blocks"
     counts, why = linear_in_depth(cfg, walk)
@@ -86,12 +90,14 @@ def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, i
     return walk(cfg), f"full walk: the per-block shortcut refused ({why})"
 
 
-def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]]):
+def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]],
+                    walks: WalkCache | None = None):  # fmt: skip
     """The simulated steps by the cheaper exact route: (run_steps' dict, {workload: how, for the records}).
-    Workloads whose small walks a deeper variant of the family left kept take the shortcut at no cost
-    even below MEMORY_MIN_DEPTH; the rest (the base's extra lengths, say) are walked in full."""
+    Workloads whose small walks a deeper variant of the family left kept (in `walks`) take the shortcut at
+    no cost even below MEMORY_MIN_DEPTH; the rest (the base's extra lengths, say) are walked in full."""
+    walks = WalkCache() if walks is None else walks
     if cfg.depth >= MEMORY_MIN_DEPTH:
-        res, why = simulate_per_block(cfg, dtype, jobs)
+        res, why = simulate_per_block(cfg, dtype, jobs, walks)
         how = (
             f"full walk: the per-block shortcut refused ({why})"
             if why
@@ -99,15 +105,15 @@ def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tu
         )
         return res, dict.fromkeys(jobs, how)
     kept_small = lambda wl: _route(cfg, MEM_DEPTHS, MEMORY_MIN_DEPTH,  # noqa: E731
-                                   lambda d: kept_walks.steps_kept(at_depth(cfg, d), dtype, {wl: jobs[wl]}, recorded=True))[1]  # fmt: skip
+                                   lambda d: walks.steps_kept(at_depth(cfg, d), dtype, {wl: jobs[wl]}, recorded=True))[1]  # fmt: skip
     shared = {wl: s for wl, s in jobs.items() if kept_small(wl)}
     res, how = {}, {}
     if shared:
-        res, why = simulate_per_block(cfg, dtype, shared)
+        res, why = simulate_per_block(cfg, dtype, shared, walks)
         how = dict.fromkeys(shared, f"full walk: the per-block shortcut refused ({why})" if why
                             else _used(MEM_DEPTHS, cfg.depth, True))  # fmt: skip
     rest = {wl: s for wl, s in jobs.items() if wl not in shared}
     if rest:
-        res |= kept_walks.steps(cfg, dtype, rest)
+        res |= walks.steps(cfg, dtype, rest)
         how |= dict.fromkeys(rest, f"full walk of {cfg.depth} blocks")
     return {wl: res[wl] for wl in jobs}, how

@@ -28,8 +28,9 @@ from torch.distributed._tools.mem_tracker import _ModState
 
 from ..study.kwargs import LAYERS
 from ..study.schema import ModelConfig
-from . import kept_walks, memtrack
+from . import memtrack
 from .flop_counter import FlopCount
+from .kept_walks import WalkCache
 
 FLOP_DEPTHS = (1, 2, 3)  # fit on the first two, check on the third
 MEM_DEPTHS = (3, 4, 5)
@@ -122,11 +123,14 @@ def count_flops_per_block(
     dtype: str = "float32",
     train: bool = True,
     depths: tuple[int, ...] = FLOP_DEPTHS,
+    walks: WalkCache | None = None,
 ) -> tuple[FlopCount, str]:
-    """`count_flops`, from two small depths, checked at a third; else the full count and why (the note)."""
+    """`count_flops`, from two small depths, checked at a third; else the full count and why (the note).
+    `walks`: the cache the small and full walks are kept in (a fresh one where not given)."""
+    walks = WalkCache() if walks is None else walks
     args = (seq_len, batch, dtype, train)
-    flat, why = linear_in_depth(cfg, lambda c: _flat(kept_walks.flop_count(c, *args)), depths)
-    return (_unflat(flat), "") if flat is not None else (kept_walks.flop_count(cfg, *args), why)
+    flat, why = linear_in_depth(cfg, lambda c: _flat(walks.flop_count(c, *args)), depths)
+    return (_unflat(flat), "") if flat is not None else (walks.flop_count(cfg, *args), why)
 
 
 # -- memory --------------------------------------------------------------------------------------
@@ -305,7 +309,7 @@ def _step(depths: tuple[int, ...], target: int, results: list, observed: list) -
 
 
 def simulate_per_block(
-    cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]]
+    cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]], walks: WalkCache | None = None
 ) -> tuple[dict[tuple[int, int], dict[str, Any]], str]:
     """`memtrack.run_steps(cfg, dtype, jobs)` (the fake build) from depths 3 and 4, checked at 5.
 
@@ -313,13 +317,14 @@ def simulate_per_block(
     table of a train step is extrapolated too (each block by index; attn_layers from its regions)
     and checked with everything else: it is never dropped, and never a reason to refuse by itself.
     """
+    walks = WalkCache() if walks is None else walks
     why = refusal(cfg, MEM_DEPTHS)
     if not why:
         try:
-            return _simulated(cfg, dtype, jobs), ""
+            return _simulated(cfg, dtype, jobs, walks), ""
         except Refused as exc:
             why = str(exc)
-    return kept_walks.steps(cfg, dtype, jobs), why
+    return walks.steps(cfg, dtype, jobs), why
 
 
 def _recorded_walk(
@@ -338,8 +343,10 @@ def _recorded_walk(
     return {wl: (res[wl], obs[wl]) for wl in res}
 
 
-def _simulated(cfg: ModelConfig, dtype: str, jobs: dict) -> dict[tuple[int, int], dict[str, Any]]:
-    runs = [kept_walks.recorded_steps(at_depth(cfg, d), dtype, jobs, _recorded_walk) for d in MEM_DEPTHS]
+def _simulated(
+    cfg: ModelConfig, dtype: str, jobs: dict, walks: WalkCache
+) -> dict[tuple[int, int], dict[str, Any]]:
+    runs = [walks.recorded_steps(at_depth(cfg, d), dtype, jobs, _recorded_walk) for d in MEM_DEPTHS]
     return {
         wl: {s: _step(MEM_DEPTHS, cfg.depth, [r[wl][0][s] for r in runs], [r[wl][1].get(s, {}) for r in runs])
              for s in runs[0][wl][0]}  # run_steps' own keys (a prefill's decode is None when not asked)

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..instruments.kept_walks import WalkCache
 from ..results.metrics import Metric, declare
 from ..results.records import Record
 from ..study.schema import ModelConfig, Study, Variant
@@ -52,9 +53,29 @@ class Measurement:
     # Bumped when the records it writes change (new metrics, another method): stored results of an
     # older version are then measured anew, and the other measurements' results are kept.
     version: int = 1
+    # Its run and summary take the caller's walk cache (instruments/kept_walks.py) as `walks`: the calls one
+    # worker runs share their fake-tensor walks through it.
+    shares_walks: bool = False
     # Store schema 1 -> 2: one stored unit's old records (dicts of their columns) -> its new records
     # (dicts of Record fields; study, variant and workload are kept); None: measured anew.
     migrate_v1: MigrateFn | None = None
+
+    def measure(self, variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
+        """Its records for `variant`; `walks`, where it shares walks, is the cache they are kept in (a fresh one
+        where not given)."""
+        if not self.shares_walks:
+            return self.run(variant, study)
+        return self.run(variant, study, walks=WalkCache() if walks is None else walks)
+
+    def summarise(
+        self, cfg: ModelConfig, seq_len: int, batch: int, walks: WalkCache | None = None
+    ) -> dict[str, Any]:
+        """`summary` (for `inspect`), with `walks` where it shares walks."""
+        if self.summary is None:
+            raise ValueError(f"{self.name} has no summary")
+        if not self.shares_walks:
+            return self.summary(cfg, seq_len, batch)
+        return self.summary(cfg, seq_len, batch, walks=WalkCache() if walks is None else walks)
 
     def for_worker(self) -> Measurement:
         """What a worker needs (summaries may be lambdas, which pickle refuses)."""

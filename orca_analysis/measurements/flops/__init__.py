@@ -70,6 +70,7 @@ register(
         measure_flops,
         METRICS,
         analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
+        shares_walks=True,
         order=20,
         section=lazy_section(f"{__name__}.section", "flops_section"),
         summary=flops_summary,

@@ -24,6 +24,7 @@ from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
 from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
+from ...instruments.kept_walks import WalkCache
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -64,11 +65,13 @@ def _gap(a: float, b: float) -> float:
     return (a - b) / b if b else 0.0
 
 
-def workload_records(rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: Callable) -> None:
+def workload_records(
+    rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: Callable, walks: WalkCache | None
+) -> None:
     """One workload's counts by every method, and the gaps between them (computed here, once)."""
     count, how = None, ""
     try:
-        count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"])
+        count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"], walks=walks)
     except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
         rec.failed("train_step_causal", "counter", f"{type(exc).__name__}: {exc}", {"component": "total"})
     by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
@@ -118,7 +121,7 @@ def workload_records(rec: Recorder, cfg: ModelConfig, n: int, b: int, model_fn: 
         real.add("plain_missed_share", 1 - 2 * fv.plain_total / fwd_dense, "derived", {"tool": "fvcore"})
 
 
-def measure_flops(variant: Variant, study: Study) -> list[Record]:
+def measure_flops(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
     cfg, dtype = variant.config, study.workloads.dtype
     model: list[torch.nn.Module] = []  # real weights, built once, only if fvcore runs somewhere
 
@@ -129,5 +132,5 @@ def measure_flops(variant: Variant, study: Study) -> list[Record]:
 
     rec = Recorder(study.name, variant, "flops", device="none", dtype=dtype)  # counted on the fake model
     for seq_len, batch in study.workloads.pairs():
-        workload_records(rec.at(seq_len=seq_len, batch=batch), cfg, seq_len, batch, model_fn)
+        workload_records(rec.at(seq_len=seq_len, batch=batch), cfg, seq_len, batch, model_fn, walks)
     return rec.records

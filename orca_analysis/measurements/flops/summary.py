@@ -7,6 +7,7 @@ from typing import Any
 from ...build import build_model
 from ...formulas.flops import MFU_CONVENTION, MFU_CONVENTION_TEXT, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
+from ...instruments.kept_walks import WalkCache
 from ...study.schema import ModelConfig
 from . import run
 from .run import METRICS, fvcore_allowed, fvcore_for
@@ -16,9 +17,11 @@ def _rel(a: float, b: float) -> float:
     return (a - b) / b if b else 0.0
 
 
-def flops_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
+def flops_summary(
+    cfg: ModelConfig, seq_len: int, batch: int, walks: WalkCache | None = None
+) -> dict[str, Any]:
     """For `inspect`: the per-component table, totals and agreement, what the plain tools miss."""
-    (count, how), tokens = analytic_flops(cfg, seq_len, batch), seq_len * batch
+    (count, how), tokens = analytic_flops(cfg, seq_len, batch, walks=walks), seq_len * batch
     counted = {m: run.counted(count, m) for m in METRICS}
     closed = {m: run.closed(cfg, seq_len, batch, m) for m in METRICS}
     step = counted[MFU_CONVENTION]

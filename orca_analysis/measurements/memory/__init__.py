@@ -68,6 +68,7 @@ register(
         measure_memory,
         METRICS,
         analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
+        shares_walks=True,
         walks_first=True,  # its training-step walks count the FLOPs too: `flops` then finds them kept
         order=30,
         section=lazy_section(f"{__name__}.section", "memory_section"),

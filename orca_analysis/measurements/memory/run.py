@@ -23,6 +23,7 @@ from typing import Any
 
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
+from ...instruments.kept_walks import WalkCache
 from ...instruments.memtrack import Skip, Tracked
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
@@ -207,7 +208,7 @@ def _training_state(rec: Recorder, cfg: ModelConfig) -> None:
             rec.add("training_state", value, "closed_form", {"precision": prec, "part": part})
 
 
-def measure_memory(variant: Variant, study: Study) -> list[Record]:
+def measure_memory(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
     cfg, dtype = variant.config, study.workloads.dtype
     precision = fm.DTYPE_PRECISION[dtype]
     jobs = {pair: ("train", "prefill", "decode") for pair in study.workloads.pairs()}
@@ -215,7 +216,7 @@ def measure_memory(variant: Variant, study: Study) -> list[Record]:
     if variant.variant_id == "base":  # the design's model gets its whole memory-vs-length curve simulated
         for n in sweep_lengths(cfg):
             jobs.setdefault((n, b0), ("train",))
-    sims, how = analytic_memory(cfg, dtype, jobs)
+    sims, how = analytic_memory(cfg, dtype, jobs, walks)
     closed = Recorder(study.name, variant, "memory", dtype=dtype, device="none", scale="analytic")
     simulated = closed.at(device="cpu")  # the simulation dispatches CPU kernels on fake tensors
     for (n, b), steps in jobs.items():

@@ -6,14 +6,17 @@ from typing import Any
 
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
+from ...instruments.kept_walks import WalkCache
 from ...report.format import mib
 from ...study.schema import ModelConfig
 from .run import GAP
 
 
-def memory_summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
+def memory_summary(
+    cfg: ModelConfig, seq_len: int, batch: int, walks: WalkCache | None = None
+) -> dict[str, Any]:
     """`inspect --json` key `memory` (float32): predicted and simulated peaks, KV cache, device fit."""
-    sims, hows = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")})
+    sims, hows = analytic_memory(cfg, "float32", {(seq_len, batch): ("train", "prefill", "decode")}, walks)
     how = hows[(seq_len, batch)]
     res = sims[(seq_len, batch)]
     if isinstance(res["train"], str):  # the device cannot run a training step: its simulation says why

@@ -17,6 +17,7 @@ register(
         METRICS,
         order=35,  # its rows are read by the memory section
         isolated=True,  # real runs allocate: keep them away from other measurements
+        shares_walks=True,
         parallel=True,  # untimed (the tracker counts tensors): it may run beside training, at the end
         gpu=True,
         gpu_group="memory",

@@ -16,6 +16,7 @@ import torch
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.device import measure_device
+from ...instruments.kept_walks import WalkCache
 from ...instruments.memtrack import run_steps
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
@@ -57,7 +58,7 @@ def _measured_cpu(rec: Recorder, sim_rec: Recorder, cfg: ModelConfig, study: Stu
             _rel(at, f"peak_{step}", "simulated_vs_measured", sim.phases[ph], meas.phases[ph], phase=ph)
 
 
-def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study) -> None:
+def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCache) -> None:
     capacity, runnable, dtype = torch.cuda.get_device_properties(0).total_memory, {}, study.workloads.dtype
     for n, b in study.workloads.pairs():
         predicted = fm.train_peak(cfg, n, b, fm.DTYPE_PRECISION[dtype]).total
@@ -68,7 +69,7 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study) -> None:
             runnable[(n, b)] = ("train", "prefill")
     if not runnable:
         return
-    sims, _ = analytic_memory(cfg, dtype, runnable)
+    sims, _ = analytic_memory(cfg, dtype, runnable, walks)
     for (n, b), res in run_steps(cfg, dtype, runnable, device="cuda").items():
         at = rec.at(seq_len=n, batch=b)
         for step in ("train", "prefill"):
@@ -82,7 +83,7 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study) -> None:
                  "kernel workspaces (the simulation dispatches CPU kernels)")  # fmt: skip
 
 
-def measure_memory_measured(variant: Variant, study: Study) -> list[Record]:
+def measure_memory_measured(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
     # On a GPU machine only the GPU is measured: the CPU check of the simulator is the CPU machine's,
     # and its rows would carry the GPU's name in their provenance. Each is its own result.
     device = "cuda" if measure_device().startswith("cuda") else "cpu"
@@ -91,7 +92,7 @@ def measure_memory_measured(variant: Variant, study: Study) -> list[Record]:
     real = sim.at(device=device, scale="measured")
     try:
         if device == "cuda":
-            _measured_cuda(real, variant.config, study)
+            _measured_cuda(real, variant.config, study, walks)
         else:
             _measured_cpu(real, sim, variant.config, study)
     except (RuntimeError, torch.OutOfMemoryError) as exc:  # a real run failing is a result

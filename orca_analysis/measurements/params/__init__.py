@@ -31,6 +31,7 @@ register(
         measure_params,
         METRICS,
         analytic=True,  # deterministic (counts, formulas, simulation): pooled beside others
+        shares_walks=True,
         order=10,
         section=lazy_section(f"{__name__}.section", "params_section"),
         summary=summary,

@@ -13,8 +13,8 @@ from x_transformers import x_transformers as xt
 
 from ...build import fake_model
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
-from ...instruments import kept_walks
 from ...instruments.analytic import analytic_params
+from ...instruments.kept_walks import WalkCache
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -60,19 +60,21 @@ def _walked(cfg: ModelConfig) -> dict[str, int]:
         return count_params(model)
 
 
-def counted_params(cfg: ModelConfig) -> dict[str, int]:
+def counted_params(cfg: ModelConfig, walks: WalkCache | None = None) -> dict[str, int]:
     """The library's count for this config, with no weight memory allocated (per block where exact)."""
-    return counted_with_note(cfg)[0]
+    return counted_with_note(cfg, walks)[0]
 
 
-def counted_with_note(cfg: ModelConfig) -> tuple[dict[str, int], str]:
-    """(counts, how they were counted: the full walk or per block); kept, so a sweep's base is counted once."""
-    return kept_walks.kept("params_routed", cfg, (), lambda: analytic_params(cfg, _walked))
+def counted_with_note(cfg: ModelConfig, walks: WalkCache | None = None) -> tuple[dict[str, int], str]:
+    """(counts, how they were counted: the full walk or per block); kept in `walks`, so a sweep's base is
+    counted once (a fresh cache where not given)."""
+    walks = WalkCache() if walks is None else walks
+    return walks.kept("params_routed", cfg, (), lambda: analytic_params(cfg, _walked, walks))
 
 
-def params_summary(cfg: ModelConfig) -> dict[str, Any]:
+def params_summary(cfg: ModelConfig, walks: WalkCache | None = None) -> dict[str, Any]:
     """Counter and closed form side by side, plus what the DeepNorm realisation changes."""
-    (counter, how), closed = counted_with_note(cfg), closed_form_params(cfg)
+    (counter, how), closed = counted_with_note(cfg, walks), closed_form_params(cfg)
     summary: dict[str, Any] = {
         **counter,
         "counted": how,
@@ -84,7 +86,7 @@ def params_summary(cfg: ModelConfig) -> dict[str, Any]:
     }
     if cfg.layers.get("deepnorm"):
         pre_norm = ModelConfig(cfg.wrapper, {k: v for k, v in cfg.layers.items() if k != "deepnorm"})
-        reference = counted_params(pre_norm)
+        reference = counted_params(pre_norm, walks)
         summary["deepnorm"] = {
             "params_added_by_realisation": 0,
             "difference_vs_pre_norm": counter["total"] - reference["total"],
@@ -95,12 +97,12 @@ def params_summary(cfg: ModelConfig) -> dict[str, Any]:
     return summary
 
 
-def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
-    return params_summary(cfg)
+def summary(cfg: ModelConfig, seq_len: int, batch: int, walks: WalkCache | None = None) -> dict[str, Any]:
+    return params_summary(cfg, walks)
 
 
-def measure_params(variant: Variant, study: Study) -> list[Record]:
-    (counter, how), closed = counted_with_note(variant.config), closed_form_params(variant.config)
+def measure_params(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
+    (counter, how), closed = counted_with_note(variant.config, walks), closed_form_params(variant.config)
     rec = Recorder(study.name, variant, "params")
     for component in ("total", *PARAM_COMPONENTS, "other"):
         rec.add("params", counter[component], "counter", {"component": component},
@@ -111,6 +113,6 @@ def measure_params(variant: Variant, study: Study) -> list[Record]:
     rec.add("params_closed_form_gap", (counter["total"] - closed["total"]) / counter["total"], "derived")
     share = (counter["embedding"] + counter["logits"]) / counter["total"]
     rec.add("embedding_and_logits_share", share, "counter")
-    base = counted_params(study.base)["total"]
+    base = counted_params(study.base, walks)["total"]
     rec.add("params_delta_vs_base", counter["total"] / base - 1, "counter")
     return rec.records
