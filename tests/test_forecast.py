@@ -235,6 +235,34 @@ def test_a_gpu_runs_memory_is_shown_beside_the_memory_forecast():
                              f"{0.9 * forecast.value / 1e9:.2f} GB", "+11.1%"]]  # fmt: skip
 
 
+def test_a_gpu_runs_peaks_are_set_beside_the_forecasts_assumptions():
+    """The speed measurement on an H100 records its GEMM ceiling (bfloat16), copy bandwidth and per-operator
+    costs; the section sets each beside the forecast's assumed input. H100 SXM datasheet: 989.4e12 bf16
+    FLOP/s x 0.70 = 693 TFLOP/s assumed; measured 600e12: 600 / 692.6 - 1 = -13%. Bandwidth 3.35e12 B/s x
+    0.80 = 2680 GB/s; measured 2.9e12: +8%. Launch cost 5 us assumed; measured 10 us and 30 us: +100%, +500%."""
+    study = load_study("tests/fixtures/tiny.yaml")
+    records = _tiny_records()
+    base = dataclasses.replace(records[0], measurement="speed", device="cuda", labels={}, note="", seq_len=None,
+                               batch=None, method="measured_median")  # fmt: skip
+    seen = [dataclasses.replace(base, metric="copy_bandwidth", unit="bytes/s", value=2.9e12, dtype="bfloat16"),
+            dataclasses.replace(base, metric="gemm_ceiling", unit="FLOP/s", value=600e12, dtype="bfloat16",
+                                labels={"size": "8192x8192x8192 bfloat16"}),
+            dataclasses.replace(base, metric="op_overhead", unit="s", value=10e-6, dtype="bfloat16"),
+            dataclasses.replace(base, metric="train_step_op_cost", unit="s", value=30e-6, dtype="bfloat16")]  # fmt: skip
+    h100 = device("h100")
+    rows = [_Row(r, None) for r in records] + [_Row(r, _unit("NVIDIA H100 80GB HBM3")) for r in seen]
+    table = next(t for t in forecast_section(Results(rows), study).tables if "inputs" in t.title)
+    gemm = 0.70 * h100.peak_flops["bfloat16"]
+    assert table.rows == [
+        ["h100-sxm-80gb", "bfloat16 GEMM, TFLOP/s", f"{gemm / 1e12:.0f}", "600", f"{600e12 / gemm - 1:+.0%}"],
+        ["h100-sxm-80gb", "bandwidth, GB/s", f"{0.8 * h100.bandwidth_bytes_per_s / 1e9:.0f}", "2900",
+         f"{2.9e12 / (0.8 * h100.bandwidth_bytes_per_s) - 1:+.0%}"],
+        ["h100-sxm-80gb", "seconds per one-element operator, us", "5", "10.0", "+100%"],
+        ["h100-sxm-80gb", "seconds per operator of the design's training step at one token, us", "5", "30.0",
+         "+500%"],
+    ]  # fmt: skip
+
+
 def test_a_flexattention_design_gets_one_reason_not_a_failure():
     """ALiBi inside the kernel (FlexAttention, compiled): no SDPA call and no walk this machine can make; each
     forecast record says why, and the section names the variant and the reason."""

@@ -222,6 +222,24 @@ def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(stu
     assert "probe kv_cache passed before and fails after" in cache.reasons
 
 
+def test_a_forecast_the_machine_cannot_make_is_named_with_its_reason(study):
+    """A FlexAttention design's forecast is skipped with a reason (measurements/forecast/run.py FLEX); the
+    remedy lists the touched forecast metric with that reason, as it lists a memory error."""
+    from orca_analysis.measurements.forecast.run import FLEX
+
+    labels = {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": "total"}
+    skipped = Record(study.name, "fix:alibi-off", "forecast", "gpu_peak", "predicted", None, "bytes", 64, 1,
+                     device="cpu", status="skipped", note=FLEX, labels=labels)  # fmt: skip
+    other = Record(study.name, "fix:alibi-off", "forecast", "gpu_peak", "predicted", None, "bytes", 64, 1,
+                   device="cpu", status="skipped", note="another reason", labels={**labels, "step": "prefill"})  # fmt: skip
+    outcome = next(o for o in recommendation(results(study, alibi=[other, skipped]), study).outcomes
+                   if o.id == "alibi-off")  # fmt: skip
+    line = "gpu_peak[gpu=h100-sxm-80gb][compute=bfloat16][step=train][category=total]: needs a GPU (FlexAttention"
+    assert [g for g in outcome.needs_gpu if g.startswith("gpu_peak")] == [
+        line + FLEX[len("FlexAttention") : 120] + ")"
+    ]
+
+
 def test_recommendations_json_has_the_issue_schema(study):
     from orca_analysis.report.recommendations_view import recommendations_view
 

@@ -107,6 +107,11 @@ def test_the_floor_is_below_the_measured_cpu_step_times_of_a_tiny_model():
                 0 < by[(f"{name}_floor", n)] < median
                 and by[(f"{name}_predicted", n)] > by[(f"{name}_floor", n)]
             )
+            # calibrated = floor + the design's own per-operator cost (measured at 1 token) x the operators
+            cal = next(r for r in records if r.metric == f"{name}_calibrated" and r.seq_len == n)
+            ops = int(cal.note.split(" operators")[0])
+            cost = by[(f"{name}_op_cost", None)]
+            assert cost > 0 and cal.value == pytest.approx(by[(f"{name}_floor", n)] + cost * ops, rel=1e-12)
             pairs += 1
     assert pairs >= 2
     assert any(r.metric == "copy_bandwidth" and r.value > 1e8 for r in records)

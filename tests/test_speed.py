@@ -31,7 +31,7 @@ def test_registration_follows_the_gpu_plan():
     assert got == {
         "kernels": (40, True, "attention", 0.05, 32, False, 1, None),
         "attention_speed": (50, True, "attention", 0.10, 1024, False, 2, None),
-        "speed": (60, True, "speed", 0.40, 64, True, 5, None),  # 5: the time forecast's check
+        "speed": (60, True, "speed", 0.40, 64, True, 6, None),  # 6: the calibrated time forecast
     }
     plan = gpu_plan()
     assert plan["attention"] == ["kernels", "attention_speed"] and plan["speed"] == ["speed"]
@@ -260,7 +260,14 @@ def test_speed_section(base_records):
     assert "These are CPU figures (cpu)" in section.intro and "scripts/gpu_measure.sh" in section.intro
     speed, kv, repeat, check = section.tables
     # every timed training step and prefill with its floor below the measured median (a floor above is a bug)
-    assert check.rows and all(float(r[8]) < 1 for r in check.rows)
+    assert check.rows and all(float(r[7]) < 1 for r in check.rows)
+    # the calibrated prediction's error is (calibrated / measured - 1), from the stored records
+    for r in check.rows:
+        name = "train_step" if r[4] == "training step" else "prefill"
+        at = {"variant": r[0], "seq_len": int(r[3].split(" x ")[0])}
+        cal = results.number(f"{name}_calibrated", **at)
+        measured = results.number("train_step_time" if name == "train_step" else "prefill_time", **at)
+        assert r[10] == f"{cal * 1e3:.3g} ms" and r[11] == f"{cal / measured - 1:+.0%}"
     assert {r[4] for r in check.rows} == {"training step", "prefill"}
     (row,) = speed.rows
     at = {"variant": "base", "seq_len": 16}

@@ -7,7 +7,9 @@ give the intercept and the slope; the answer is the largest b with intercept + s
 memory. It is then checked by walks at b and b + 1: b must fit and b + 1 must not. Where the check fails
 (the peak is not exactly affine: small tensors rounded to 512 B, a peak that moves to another moment), walks
 refit the line through the two walks nearest the limit and check again (`SECANTS` times at most), then
-bisect; the method says which.
+bisect; the method says which. Where the peak is the same at batch 1 and 2 (a phase that does not grow with
+the batch holds it: the optimizer step, whose foreach temporaries are parameter-sized), the batch is doubled
+until the peak grows, and the line is drawn through the last two walks.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ TIME_METHOD = ("from the operators of the same walk (instruments/roofline.py): f
                "efficiencies (GEMM 0.70 assumed, flash 0.50 from FlashAttention-2, memory-efficient 0.35 assumed, "
                "bandwidth 0.80 assumed) plus 5 us per operator (assumed)")  # fmt: skip
 SECANTS = 3
+MAX_DOUBLED = 2**20  # the largest batch walked where the peak is flat at batch 1 and 2
 BATCH_STEPS = ("train", "prefill")  # the steps whose largest batch is asked for (decode's follows prefill's)
 METHOD = ("simulated: the no-allocation build walked as CUDA would run it (attention routed to the predicted "
           "backend's operator, CUDA's autocast rules, allocations rounded to 512 B); not included: " + LEFT_OUT)  # fmt: skip
@@ -159,18 +162,30 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
     slope, intercept = p2 - p1, 2 * p1 - p2
     if p1 > cap:
         return MaxBatch(step, seq_len, 0, intercept, slope, p1, f"batch 1 needs {p1:,} B > {cap:,} B")
-    if slope <= 0:
-        return MaxBatch(step, seq_len, 1, intercept, slope, p1, "the peak does not grow with the batch")
-    affine = b = max(1, (cap - intercept) // slope)
     at: dict[int, int | None] = {1: p1, 2: p2}
+    start = "affine from the walks at batch 1 and 2"
+    if slope <= 0:  # a phase that does not grow with the batch (the optimizer step) holds the peak: double
+        b = 2
+        while at[b] is not None and at[b] <= p1 and b < MAX_DOUBLED:
+            b *= 2
+            at |= peaks_at(cfg, device, policy, seq_len, (b,), step)
+        if at[b] is None or at[b] <= p1:
+            why = "could not be walked" if at[b] is None else "does not grow"
+            return MaxBatch(step, seq_len, 0 if at[b] is None else b, intercept, 0, at[b],
+                            f"the peak {why} at batch {b} (doubled from 2; it is flat at batch 1 and 2)")  # fmt: skip
+        slope = max(1, (at[b] - at[b // 2]) // (b - b // 2))
+        intercept, start = at[b] - slope * b, (f"flat at batch 1 and 2 (a phase that does not grow with the batch "
+                                               f"holds the peak), doubled to {b}; affine from the walks at "
+                                               f"{b // 2} and {b}")  # fmt: skip
+    affine = b = max(1, (cap - intercept) // slope)
     fits = lambda b: at[b] is not None and at[b] <= cap  # noqa: E731
     for attempt in range(SECANTS + 1):
         at |= peaks_at(cfg, device, policy, seq_len, (b, b + 1), step)
         if fits(b) and not fits(b + 1):
-            how = f"affine from the walks at batch 1 and 2, checked by walks at {b} (fits) and {b + 1} (does not)"
+            how = f"{start}, checked by walks at {b} (fits) and {b + 1} (does not)"
             if attempt:
-                how = (f"affine from the walks at batch 1 and 2 ({affine}), refitted through the walks nearest the "
-                       f"limit ({attempt}x), checked by walks at {b} (fits) and {b + 1} (does not)")  # fmt: skip
+                how = (f"{start} ({affine}), refitted through the walks nearest the limit ({attempt}x), checked "
+                       f"by walks at {b} (fits) and {b + 1} (does not)")  # fmt: skip
             return MaxBatch(step, seq_len, b, intercept, slope, at[b], how)
         (b1, q1), (b2, q2) = sorted(((k, v) for k, v in at.items() if v is not None),
                                     key=lambda kv: abs(kv[1] - cap))[:2]  # fmt: skip
@@ -183,6 +198,6 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
         mid = (lo + hi) // 2
         at |= peaks_at(cfg, device, policy, seq_len, (mid,), step)
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    how = (f"the affine answer ({affine}, from the walks at batch 1 and 2) and {SECANTS} refits failed their "
+    how = (f"the affine answer ({affine}; {start}) and {SECANTS} refits failed their "
            f"checks; bisected: {lo} fits, {hi} does not ({len(at)} walks; the peak is not affine here)")  # fmt: skip
     return MaxBatch(step, seq_len, lo, intercept, slope, at.get(lo), how)

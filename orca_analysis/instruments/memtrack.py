@@ -73,9 +73,12 @@ def storage_bytes(tensors: list[torch.Tensor]) -> int:
     return sum({id(t.untyped_storage()): t.untyped_storage().nbytes() for t in tensors}.values())  # each once
 
 
-def _adamw(model: torch.nn.Module) -> torch.optim.AdamW:
-    """AdamW in its steady state: the state torch's Adam._init_group allocates on the first step."""
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=False)  # one code path on CPU and CUDA
+def _adamw(model: torch.nn.Module, cuda: bool) -> torch.optim.AdamW:
+    """AdamW in its steady state: the state torch's Adam._init_group allocates on the first step. Its code path
+    is torch's default for the device (optim/optimizer.py _default_to_fused_or_foreach): the multi-tensor
+    (foreach) one on CUDA, whose step holds parameter-sized lists of temporaries; a loop over the parameters on
+    a CPU. `cuda`: the parameters are (or, in a simulated GPU walk, stand for) CUDA tensors."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, foreach=cuda)
     for p in model.parameters():
         state = {k: torch.zeros_like(p) for k in ("exp_avg", "exp_avg_sq")}  # preserve_format, as torch
         opt.state[p] = {"step": torch.tensor(0.0), **state}  # the step counter stays on CPU (not fused)
@@ -269,7 +272,7 @@ def run_steps(
     counting = flops is not None and device is None and gpu is None and not alibi_cached(cfg)
 
     def run(model: torch.nn.Module, dev: str) -> dict[tuple[int, int], dict[str, Any]]:
-        opt, V, out = _adamw(model), cfg.num_tokens, {}
+        opt, V, out = _adamw(model, cuda=gpu is not None or dev.startswith("cuda")), cfg.num_tokens, {}
         for (n, b), steps in jobs.items():
             _steady_alibi(model, cfg, n)
             x, y = torch.randint(0, V, (b, n), device=dev), torch.randint(0, V, (b, n), device=dev)

@@ -138,6 +138,9 @@ class CostRecorder(TorchDispatchMode):
             cls, flops, executed = "memory", 0, 0
         floats = [t for t in ins if t.is_floating_point()] or outs or ins
         dtype = str(floats[0].dtype).removeprefix("torch.") if floats else "none"
+        if not outs and func._schema.name.endswith("_"):  # in place, returning nothing (a foreach op)
+            outs = [t for t in tree_flatten(args[0])[0] if isinstance(t, torch.Tensor)]
+            ins = [t for t in ins if all(t is not o for o in outs)]
         written = sum(t.numel() * t.element_size() for t in outs)
         nbytes = _bytes_in(ins) + written
         phase = "backward" if torch._C._current_graph_task_id() != -1 else self._phase

@@ -60,7 +60,7 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
 )
 SPEED = {"train_tokens_per_s", "prefill_tokens_per_s", "decode_cached_tokens_per_s"}  # at CPU-scaled lengths
 PROBES = ("causality", "kv_cache", "kernel_agreement")
-NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "needs CUDA")
+NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
 PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
 INCONCLUSIVE = "inconclusive"
 STATUSES = (PASSES, FAILS, INCONCLUSIVE, NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
@@ -187,6 +187,14 @@ def probes(results: Results, variant: str) -> dict[str, str]:
     return out
 
 
+def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]) -> str | None:
+    """The reason the measurement gave for not running `metric` at `labels` for `variant` (a skipped record)."""
+    for v in results.values(metric, variant=variant, status="skipped"):
+        if all(str(v.labels.get(k)) == str(x) for k, x in labels.items()):
+            return v.note
+    return None
+
+
 def _failure(results: Results, variant: str, metric: str) -> str | None:
     """The reason the measurement that owns `metric` could not run for `variant`, if it failed."""
     owners = OWNERS.get(metric, ())
@@ -267,7 +275,11 @@ def _unmeasured_on_this_device(results: Results, vid: str, have: set[str]) -> li
     device cannot run them, so a remedy says every measurement that needs a GPU."""
     out = []
     for metric, _, labels in TOUCHED:
-        why = None if metric in have else _failure(results, vid, metric)
+        why = (
+            None
+            if metric in have
+            else _failure(results, vid, metric) or _skipped(results, vid, metric, labels)
+        )
         if why and any(t in why for t in NEEDS_GPU):
             out.append(f"{_label(metric, labels)}: needs a GPU ({why[:120]})")
             have = have | {metric}

@@ -8,6 +8,7 @@ import re
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
+from ...instruments.roofline import GPU_EFFICIENCY, GPU_OVERHEAD_S
 from ...report.sections import Section, Table, variant_order
 from ...results.query import Results
 
@@ -171,6 +172,7 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
                 rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, _gb(forecast[0].value),
                              _gb(v.value), f"{err:+.1%}"])  # fmt: skip
     _time_checked(section, results, gpus)
+    _inputs_checked(section, results, gpus)
     if rows:
         section.tables.append(Table(
             "GPU memory: forecast against a GPU run",
@@ -233,3 +235,37 @@ def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
             "(it counts autocast's casts and float32 optimizer state, which the measured run does not have).",
             ["variant", "tokens x batch", "step", "GPU", "floor", "predicted", "measured", "floor / measured",
              "prediction error"], rows))  # fmt: skip
+
+
+def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None:
+    """What the time forecast assumes on a catalogue GPU beside what a run on that GPU measured: the GEMM
+    ceiling against the datasheet peak at the assumed GEMM efficiency, the copy bandwidth against the
+    datasheet bandwidth at the assumed one, and the per-operator cost against the assumed launch cost."""
+    devices, rows, done = load_devices(), [], set()
+    for v in sorted(results.values("copy_bandwidth"), key=lambda v: v.device_name or ""):
+        gpu = _catalogue_gpu(v.device_name, gpus) if v.device.startswith("cuda") else ""
+        if not gpu or gpu in done:  # one run's inputs per GPU (each variant's speed call measures them again)
+            continue
+        done.add(gpu)
+        d, at = devices[gpu], {"device": v.device, "variant": v.variant_id}
+        gemm = results.values("gemm_ceiling", dtype="bfloat16", **at)
+        if gemm and d.peak_flops.get("bfloat16"):
+            assumed = GPU_EFFICIENCY["gemm"][0] * d.peak_flops["bfloat16"]
+            rows.append([gpu, "bfloat16 GEMM, TFLOP/s", f"{assumed / 1e12:.0f}", f"{gemm[0].value / 1e12:.0f}",
+                         f"{gemm[0].value / assumed - 1:+.0%}"])  # fmt: skip
+        assumed = GPU_EFFICIENCY["memory"][0] * d.bandwidth_bytes_per_s
+        rows.append([gpu, "bandwidth, GB/s", f"{assumed / 1e9:.0f}", f"{v.value / 1e9:.0f}",
+                     f"{v.value / assumed - 1:+.0%}"])  # fmt: skip
+        for metric, what in (("op_overhead", "one-element operator"), ("train_step_op_cost", "operator of the "
+                             "design's training step at one token")):  # fmt: skip
+            for cost in results.values(metric, **at)[:1]:
+                rows.append([gpu, f"seconds per {what}, us", f"{GPU_OVERHEAD_S[0] * 1e6:.0f}",
+                             f"{cost.value * 1e6:.1f}", f"{cost.value / GPU_OVERHEAD_S[0] - 1:+.0%}"])  # fmt: skip
+    if rows:
+        section.tables.append(Table(
+            "The time forecast's inputs against a GPU run",
+            "Assumed: the datasheet figure at the forecast's stated efficiency (instruments/roofline.py "
+            "GPU_EFFICIENCY), and its per-operator launch cost. Measured: the speed measurement on that GPU (its "
+            "GEMM ceiling, a streaming copy, a chain of one-element operators, the design's own one-token step). "
+            "Error: measured / assumed - 1.",
+            ["GPU", "input", "assumed", "measured", "error"], rows))  # fmt: skip

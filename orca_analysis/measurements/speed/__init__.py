@@ -49,6 +49,12 @@ METRICS = (
              if kind == "floor" else "the floor plus op_overhead per operator"), ("predicted",))
       for name, what in (("train_step", "a training step"), ("prefill", "a prefill")) for kind in ("floor",
                                                                                                   "predicted")),
+    *(m for name, what in (("train_step", "training step"), ("prefill", "prefill")) for m in (
+        Metric(f"{name}_op_cost", "s", f"seconds per operator of this design's own eager {what} on this CPU: (its "
+               f"median at 1 token x batch 1 - its floor) / its operators (the calibration of {name}_calibrated)",
+               (MED,)),
+        Metric(f"{name}_calibrated", "s", f"the predicted {what} calibrated on the design itself: the floor plus "
+               f"{name}_op_cost per operator (instruments/roofline.py)", ("predicted",)))),
     *(m for kind, what in _STEP.items() for m in _phase_metrics(kind, what)),
     Metric("decode_cache_pass", "pass", "1: cached decoding's logits match a full forward within the dtype "
            "tolerance; 0: they disagree or decoding crashes (the problem in the note)", (CHECK,), _DECODE),
@@ -99,7 +105,8 @@ register(
         gpu_share=0.40,
         cpu_seq_cap=CPU_SEQ_CAP,
         # 2: multi-query vs multi-head decoding, repeated timing; 3: every sample; 4: MFU (PaLM), HFU;
-        # 5: the time forecast's check on this CPU (floor, predicted)
-        version=5,
+        # 5: the time forecast's check on this CPU (floor, predicted); 6: the prediction calibrated on the
+        # design's own one-token step
+        version=6,
     )
 )

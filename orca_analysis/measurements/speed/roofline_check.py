@@ -6,8 +6,11 @@ measurement); here it meets a measurement."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ...instruments.memtrack import run_steps
 from ...instruments.roofline import (
+    OpCost,
     Peaks,
     bandwidth_probe,
     floor_s,
@@ -15,11 +18,14 @@ from ...instruments.roofline import (
     overhead_probe,
     predicted_s,
 )
+from ...instruments.timing import Timing
 from ...study.schema import ModelConfig
 from ..recorder import Recorder
 from .timed import Workload
 
 MED = "measured_median"
+CALIBRATION = (1, 1)  # tokens x batch of the design's own step that calibrates the per-operator cost
+NAMES = {"train": "train_step", "prefill": "prefill"}
 METHOD = ("predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
           "max(FLOPs / the GEMM ceiling, bytes / the copy bandwidth); predicted = the floor plus the measured "
           "per-operator cost for each operator")  # fmt: skip
@@ -36,12 +42,36 @@ def device_peaks(rec: Recorder, device: str, gemm_flops_per_s: float) -> Peaks:
     return measured_peaks(device, gemm_flops_per_s, moved / copy.median, chain.median / ops)
 
 
-def forecast_time(peaks: Peaks, cfg: ModelConfig, rec: Recorder, w: Workload, step: str) -> None:
-    """The floor and the predicted time of `step` ("train" or "prefill") at the workload, beside its timing."""
+def _ops(cfg: ModelConfig, step: str, seq_len: int, batch: int) -> list[OpCost]:
     costs: dict = {}
-    run_steps(cfg, "float32", {(w.seq_len, w.batch): (step,)}, costs=costs)
-    ops = costs[(w.seq_len, w.batch)].get(step, [])
-    name = "train_step" if step == "train" else "prefill"
-    note = f"{len(ops)} operators; {METHOD}"
+    run_steps(cfg, "float32", {(seq_len, batch): (step,)}, costs=costs)
+    return costs[(seq_len, batch)].get(step, [])
+
+
+def op_cost(peaks: Peaks, cfg: ModelConfig, rec: Recorder, step: str, timing: Timing) -> float:
+    """The per-operator cost of this design's own eager `step` on this machine: (the median of the step at
+    CALIBRATION tokens x batch - its floor) / its operators, recorded. At one token the step is almost all
+    per-operator cost (Python, dispatch, autograd, the optimizer's launches), which the one-element chain of
+    op_overhead does not carry."""
+    ops = _ops(cfg, step, *CALIBRATION)
+    cost = max(0.0, (timing.median - floor_s(ops, peaks)) / len(ops))
+    n, b = CALIBRATION
+    note = (f"({timing.median * 1e3:.4g} ms measured - {floor_s(ops, peaks) * 1e3:.4g} ms floor) / {len(ops)} "
+            f"operators, at {n} token x batch {b}")  # fmt: skip
+    rec.add(f"{NAMES[step]}_op_cost", cost, MED, note=note)
+    return cost
+
+
+def forecast_time(
+    peaks: Peaks, cfg: ModelConfig, rec: Recorder, w: Workload, step: str, calibrated: float | None
+) -> None:
+    """The floor and the predicted time of `step` ("train" or "prefill") at the workload, beside its timing;
+    with `calibrated` (the design's own per-operator cost, op_cost) also the calibrated prediction."""
+    ops = _ops(cfg, step, w.seq_len, w.batch)
+    name, note = NAMES[step], f"{len(ops)} operators; {METHOD}"
     rec.add(f"{name}_floor", floor_s(ops, peaks), "predicted", note=note, scale=w.analytic_scale)
     rec.add(f"{name}_predicted", predicted_s(ops, peaks), "predicted", note=note, scale=w.analytic_scale)
+    if calibrated is not None:
+        own = replace(peaks, overhead_s=calibrated)
+        rec.add(f"{name}_calibrated", predicted_s(ops, own), "predicted", scale=w.analytic_scale,
+                note=f"{len(ops)} operators; the floor plus {name}_op_cost per operator")  # fmt: skip

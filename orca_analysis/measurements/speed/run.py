@@ -38,7 +38,7 @@ from ...results.records import device_name
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 from .decode import decode_phase, kv_heads_phase
-from .roofline_check import device_peaks, forecast_time
+from .roofline_check import CALIBRATION, NAMES, device_peaks, forecast_time, op_cost
 from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_size, one_line, workloads
 
 CPU_SEQ_CAP = 64
@@ -66,6 +66,7 @@ class Context:
     compatible: list = field(default_factory=list)  # the cache-compatible config, found at the first workload
     kv_models: dict[str, torch.nn.Module] = field(default_factory=dict)  # its mqa / mha builds
     roofline: Peaks | None = None  # this CPU's measured peaks (the time forecast's check)
+    op_cost: dict[str, float] = field(default_factory=dict)  # step -> this design's per-operator cost here
 
 
 Phase = Callable[[Context, Recorder, Workload], None]
@@ -95,6 +96,7 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
     ctx = Context(build_model(cfg, device, dtype), cfg, device, dtype, gemm, peak, peak_note)
     peaks = device_peaks(rec, device, gemm)  # the time forecast's inputs, measured; its check on a CPU
     ctx.roofline = None if device.startswith("cuda") else peaks
+    _calibrate(ctx, rec, peaks)  # on a GPU too: its per-operator cost, beside the forecast's assumed one
     phases: list[tuple[Phase, tuple]] = [(_train, TRAIN_FAILED), (_prefill, PREFILL_FAILED),
                                          (decode_phase, DECODE_FAILED)]  # fmt: skip
     if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
@@ -110,6 +112,17 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
     return rec.records
+
+
+def _calibrate(ctx: Context, rec: Recorder, peaks: Peaks) -> None:
+    """The per-operator cost of this design's own training step and prefill at one token (op_cost), for the
+    calibrated prediction; a step that fails here gets no calibrated prediction (its failure is recorded)."""
+    w = Workload(*CALIBRATION, CALIBRATION[:1])
+    for step, timing in (("train", train_step_timing), ("prefill", prefill_timing)):
+        try:
+            ctx.op_cost[step] = op_cost(peaks, ctx.cfg, rec, step, timing(ctx.model, ctx.cfg, w, ctx.device))
+        except Exception as exc:  # noqa: BLE001  (the step's own phase records its failure at each workload)
+            rec.failed(f"{NAMES[step]}_op_cost", "measured_median", f"calibration: {one_line(exc)}")
 
 
 def _ceilings(rec: Recorder, device: str, dtype: str) -> tuple[float, float | None, str]:
@@ -173,23 +186,28 @@ def _train(ctx: Context, rec: Recorder, w: Workload) -> None:
     rec.rate("train_tokens_per_s", timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "train", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=True))
     if ctx.roofline:
-        forecast_time(ctx.roofline, ctx.cfg, rec, w, "train")
+        forecast_time(ctx.roofline, ctx.cfg, rec, w, "train", ctx.op_cost.get("train"))
 
 
-def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
-    model = ctx.model.eval()
+def prefill_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, device: str) -> Timing:
+    """One forward over the workload's tokens under inference_mode, timed by the harness."""
+    model.eval()
 
-    def forward(tokens: torch.Tensor) -> None:
+    def forward(tokens: torch.Tensor) -> None:  # tokens: (b, seq_len)
         with torch.inference_mode():
             model(tokens)
 
-    inputs = random_tokens(ctx.cfg.num_tokens, (w.batch, w.seq_len), ctx.device)
-    timing = time_fn(forward, inputs, device=ctx.device, label="prefill", **run_settings(ctx.device))
+    inputs = random_tokens(cfg.num_tokens, (w.batch, w.seq_len), device)
+    return time_fn(forward, inputs, device=device, label="prefill", **run_settings(device))
+
+
+def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
+    timing = prefill_timing(ctx.model, ctx.cfg, w, ctx.device)
     rec.timing("prefill_time", timing)
     rec.rate("prefill_tokens_per_s", timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "prefill", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=False))
     if ctx.roofline:
-        forecast_time(ctx.roofline, ctx.cfg, rec, w, "prefill")
+        forecast_time(ctx.roofline, ctx.cfg, rec, w, "prefill", ctx.op_cost.get("prefill"))
 
 
 def repeat_record(rec: Recorder, first: Timing | None, again: Timing | None) -> None:
