@@ -240,12 +240,6 @@ def _import(args: argparse.Namespace) -> int:
 
     summary = import_results(args.file, args.out, args.study)
     print(f"imported {summary.records} records ({summary.units} measurements) into {summary.store}")
-    if summary.not_migrated:
-        print(
-            f"note: a schema-1 file: results of {', '.join(summary.not_migrated)} not imported "
-            "(their old records lack what the new ones hold: measure them anew)",
-            file=sys.stderr,
-        )
     if summary.unresolved:
         print(
             f"note: variants not in the study, stored but not reported: {', '.join(summary.unresolved)}",

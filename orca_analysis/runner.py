@@ -190,7 +190,7 @@ def run_sweep(
     try:
         corpus = corpus_for(study, measurements)  # before the store opens: a bad corpus leaves no trace
         # one run per store: a second waits here, then plans against what the first stored
-        with store_lock(folder, log), open_store(folder) as store:
+        with store_lock(folder, log), open_store(folder, replace_old=force) as store:
             store.set_meta(
                 STUDY_SOURCE,
                 study.source if study.source.startswith("builtin:") else str(Path(study.source).resolve()),

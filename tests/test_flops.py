@@ -17,10 +17,10 @@ from orca_analysis.build import build_model, fake_model
 from orca_analysis.formulas.flops import closed_form_flops, closed_form_kind, kaplan_6n, palm
 from orca_analysis.instruments.flop_counter import causal_pairs, count_flops, count_ops
 from orca_analysis.instruments.fvcore_flops import analysis, run_fvcore
+from orca_analysis.kit.format import cell
 from orca_analysis.measurements.flops import run as flops_measure
 from orca_analysis.measurements.flops import summary as flops_summary
 from orca_analysis.measurements.flops.section import flops_section
-from orca_analysis.report.format import cell
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 

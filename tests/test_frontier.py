@@ -1,6 +1,6 @@
 """The cost frontier: which variants no other dominates, and the section that shows them."""
 
-from orca_analysis.report.format import cell
+from orca_analysis.kit.format import cell
 from orca_analysis.report.frontier import frontier_section
 from orca_analysis.results.derive import pareto_front
 from orca_analysis.results.query import Results

@@ -8,12 +8,12 @@ import pytest
 from orca_analysis.formulas import FORMULAS
 from orca_analysis.formulas import memory as fm
 from orca_analysis.instruments.memtrack import run_steps
+from orca_analysis.kit.format import cell
 from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.measurements.memory.run import TOLERANCE, measure_memory
 from orca_analysis.measurements.memory.section import memory_section
 from orca_analysis.measurements.memory.summary import memory_summary, memory_summary_text
 from orca_analysis.measurements.memory_measured.run import measure_memory_measured
-from orca_analysis.report.format import cell
 from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
@@ -178,7 +178,7 @@ def test_declaration():
     assert (real.order, real.gpu, real.gpu_group, real.gpu_share, real.isolated, real.per_workload) == (
         35, True, "memory", 0.15, True, False,
     )  # fmt: skip
-    assert m.migrate_v1 is None and real.metrics and set(real.metrics) <= set(m.metrics)
+    assert real.metrics and set(real.metrics) <= set(m.metrics)
     assert real.parallel  # untimed: it may share the end of a run with training
     assert lookup("peak_train").labels == ("category",) and lookup("memory_rel_error").unit == "fraction"
 

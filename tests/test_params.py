@@ -4,9 +4,9 @@ import pytest
 
 from orca_analysis.formulas import FORMULAS
 from orca_analysis.formulas.params import closed_form_params
+from orca_analysis.kit.format import cell
 from orca_analysis.measurements.params.run import counted_params, measure_params, params_summary
 from orca_analysis.measurements.params.section import params_section
-from orca_analysis.report.format import cell
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 

@@ -11,8 +11,7 @@ from torch.nn.attention import SDPBackend
 from orca_analysis.build import build_model
 from orca_analysis.instruments.proxy import tiny_scale
 from orca_analysis.instruments.sdpa import force_backend
-from orca_analysis.measurements import MEASUREMENTS
-from orca_analysis.measurements.probes.migrate import migrate_v1
+from orca_analysis.kit.format import cell
 from orca_analysis.measurements.probes.run import (
     attribution_cases,
     causality,
@@ -21,8 +20,6 @@ from orca_analysis.measurements.probes.run import (
     tolerance,
 )
 from orca_analysis.measurements.probes.section import probes_section
-from orca_analysis.report.format import cell
-from orca_analysis.results.migrate import convert
 from orca_analysis.results.query import Results
 from orca_analysis.study import ModelConfig, load_study
 
@@ -163,58 +160,3 @@ def test_section_shows_verdicts_and_the_base_cases(base_records):
     assert detail["as_built"][1:3] == ["FAIL", "-"]  # a crash has no diff
     assert section.missing == ""
     assert probes_section(Results.from_records([]), study).missing.startswith("no `probes` results")
-
-
-def _v1(metric, value, status, error, category, device="cpu", dtype="float32"):
-    return {"study": "tiny", "variant_id": "base", "measurement": "probes", "metric": metric, "method": "measured",
-            "value": value, "unit": "logit", "seq_len": None, "batch": None, "dtype": dtype, "device": device,
-            "status": status, "error": error, "category": category, "swept": {"dim": 64}}  # fmt: skip
-
-
-def test_migrate_v1_turns_statuses_into_values():
-    old = [
-        _v1("causality", 0.0, "ok", "", "case=as_built,tol=1.2e-05"),
-        _v1("causality_downstream", 1.5, "ok", "", "case=as_built"),
-        _v1("kv_cache", None, "error", "RuntimeError: boom", "case=as_built"),  # a crash
-        _v1(
-            "kv_cache",
-            0.62,
-            "error",
-            "max |diff| 0.62 > tolerance 1.2e-05",
-            "case=only=shift_tokens,tol=1.2e-05",
-        ),
-        _v1(
-            "kernel_agreement",
-            None,
-            "skipped",
-            "cudnn_attention is not implemented on cpu",
-            "case=cudnn_attention",
-        ),
-        _v1("kernel_agreement", 0.004, "ok", "", "case=flash_attention,tol=0.031", "cuda", "bfloat16"),
-    ]
-    new = migrate_v1(old)
-    by = {(n["metric"], n["labels"]["case"]): n for n in new}
-    assert (by["causality", "as_built"]["value"], by["causality", "as_built"].get("status", "ok")) == (
-        1.0,
-        "ok",
-    )
-    assert by["causality_max_diff", "as_built"]["value"] == 0.0
-    assert by["causality_tolerance", "as_built"]["value"] == 1.2e-05
-    assert (
-        by["causality_downstream", "as_built"]["value"] == 1.5
-        and by["causality_sensitive", "as_built"]["value"] == 1
-    )
-    crash = by["kv_cache", "as_built"]
-    assert (crash["value"], crash["note"], crash.get("status", "ok")) == (0.0, "RuntimeError: boom", "ok")
-    assert ("kv_cache_max_diff", "as_built") not in by and ("kv_cache_tolerance", "as_built") not in by
-    wrong = by["kv_cache", "only=shift_tokens"]
-    assert wrong["value"] == 0.0 and by["kv_cache_max_diff", "only=shift_tokens"]["value"] == 0.62
-    skipped = by["kernel_agreement", "cudnn_attention"]
-    assert (skipped["status"], skipped["value"]) == ("skipped", None)
-    gpu = by["kernel_agreement", "flash_attention"]
-    assert (gpu["value"], gpu["scale"], gpu["dtype"]) == (1.0, "measured", "bfloat16")
-    assert {n["scale"] for n in new if n["labels"]["case"] != "flash_attention"} == {"proxy"}
-    # and through the store's converter: each a valid schema-2 record
-    records = convert(MEASUREMENTS["probes"], old)
-    assert len(records) == len(new) and {r.unit for r in records} == {"pass", "logit"}
-    assert Results.from_records(records).number("kv_cache", case="as_built") == 0.0

@@ -5,8 +5,8 @@ import dataclasses
 import pytest
 
 from orca_analysis.claims import load_catalogue
+from orca_analysis.kit.format import cell
 from orca_analysis.report import render_report
-from orca_analysis.report.format import cell
 from orca_analysis.report.gpu import gpu_section
 from orca_analysis.report.view import build_view
 from orca_analysis.results import Record

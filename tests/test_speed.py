@@ -13,9 +13,9 @@ from speed_common import TINY, _pick, _run, _study
 
 from orca_analysis.formulas.flops import sdpa_useful_flops
 from orca_analysis.instruments.flop_counter import count_flops
+from orca_analysis.kit.format import Quantity, cell, si
 from orca_analysis.measurements import MEASUREMENTS, gpu_plan
 from orca_analysis.measurements.speed.timed import datasheet_peak
-from orca_analysis.report.format import Quantity, cell, si
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
@@ -24,14 +24,14 @@ from orca_analysis.study import load_study
 
 def test_registration_follows_the_gpu_plan():
     got = {
-        n: (m.order, m.gpu, m.gpu_group, m.gpu_share, m.cpu_seq_cap, m.isolated, m.version, m.migrate_v1)
+        n: (m.order, m.gpu, m.gpu_group, m.gpu_share, m.cpu_seq_cap, m.isolated, m.version)
         for n, m in MEASUREMENTS.items()
         if n in ("kernels", "attention_speed", "speed")
     }
     assert got == {
-        "kernels": (40, True, "attention", 0.05, 32, False, 1, None),
-        "attention_speed": (50, True, "attention", 0.10, 1024, False, 2, None),
-        "speed": (60, True, "speed", 0.40, 64, True, 6, None),  # 6: the calibrated time forecast
+        "kernels": (40, True, "attention", 0.05, 32, False, 1),
+        "attention_speed": (50, True, "attention", 0.10, 1024, False, 2),
+        "speed": (60, True, "speed", 0.40, 64, True, 6),  # 6: the calibrated time forecast
     }
     plan = gpu_plan()
     assert plan["attention"] == ["kernels", "attention_speed"] and plan["speed"] == ["speed"]

@@ -263,17 +263,19 @@ def _v1_store(folder: Path) -> None:
     db.close()
 
 
-def test_a_schema_1_store_is_migrated_where_it_can_be_and_says_so(tmp_path, capsys):
-    _v1_store(tmp_path / "tiny")
-    with open_store(tmp_path / "tiny") as store:
-        kept = {u.measurement: u for u in store.units()}
-        records = {u: [r for _, r in store.records([kept[u].unit_id])] for u in kept}
-    line = capsys.readouterr().err.strip()
-    assert line.count("\n") == 0 and "schema 1 migrated to schema 2" in line
-    assert "kept: probes, training" in line and "measured anew by the next run: params" in line
-    assert (tmp_path / "tiny" / "results.v1.sqlite").is_file()  # nothing lost: the old file stays
-    assert set(kept) == {"training", "probes"}  # params is cheap: measured anew
-    losses = [(r.labels["seed"], r.value) for r in records["training"] if r.metric == "val_loss_final"]
-    assert losses == [(0, 2.5), (1, 2.7)]  # the old aggregate is gone: the query gives the mean
-    (probe,) = [r for r in records["probes"] if r.metric == "kv_cache"]
-    assert (probe.status, probe.value, probe.note) == ("ok", 0.0, "RuntimeError: boom")  # a fail, as a value
+def test_a_store_of_the_old_schema_is_refused_in_one_line_and_force_moves_it_aside(tmp_path, tiny_study_path):
+    """An older orca-analysis's store (schema 1): `run` and `report` refuse it in one line, exit 2, naming
+    --force; `run --force` moves it aside (results.schema-1.sqlite, nothing deleted) and measures anew."""
+    from orca_analysis.cli import main
+
+    folder = tmp_path / "tiny"
+    _v1_store(folder)
+    with pytest.raises(OrcaError, match=r"schema 1 .*re-run with --force"):
+        open_store(folder)
+    assert main(["report", str(tiny_study_path), "--out", str(tmp_path)]) == 2
+    args = ["run", str(tiny_study_path), "--out", str(tmp_path)]  # tiny.yaml measures params alone
+    assert main(args) == 2
+    assert main([*args, "--force"]) == 0
+    assert (folder / "results.schema-1.sqlite").is_file()
+    with open_store(folder) as store:
+        assert {u.measurement for u in store.units()} == {"params"}

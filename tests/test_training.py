@@ -16,13 +16,10 @@ from orca_analysis.instruments.corpus import (
 from orca_analysis.instruments.heads import QUARTER_DRAWS, attention_modules, head_ablation, heads_masked
 from orca_analysis.instruments.proxy import CPU, proxy_config, tiny_scale
 from orca_analysis.instruments.trainer import train_run
-from orca_analysis.measurements import MEASUREMENTS
+from orca_analysis.kit.format import cell
 from orca_analysis.measurements.recorder import Recorder
-from orca_analysis.measurements.training.migrate import migrate_v1
 from orca_analysis.measurements.training.run import ablation_records, training_records
 from orca_analysis.measurements.training.section import training_section
-from orca_analysis.report.format import cell
-from orca_analysis.results.migrate import convert
 from orca_analysis.results.query import Results
 from orca_analysis.results.records import Record
 from orca_analysis.study import load_study
@@ -284,85 +281,6 @@ def test_section_reads_the_stored_values(trained):
     quarter = results.one("head_ablation_quarter_mean", variant="base")
     assert [cell(c) for c in heads.rows[0]][4] == f"{quarter.value:.4f} ± {quarter.spread:.4f}"
     assert [f.name for f in section.figures] == ["val_loss_curves", "quality_vs_compute", "grad_norms"]
-
-
-def _v1(metric, value, category, method="measured", status="ok", error="", unit="nats/token", device="cpu"):
-    return {"study": "tiny", "variant_id": "base", "measurement": "training", "metric": metric, "method": method,
-            "value": value, "unit": unit, "seq_len": None, "batch": None, "dtype": "float32", "device": device,
-            "status": status, "error": error, "category": category, "swept": {"dim": 64}}  # fmt: skip
-
-
-def test_migrate_v1_labels_samples_and_splits(tmp_path):
-    old = [
-        _v1("proxy_params", 6512, "dim=8,depth=2,heads=4,dim_head=4,vocab=256,scale=cpu,train_len=64,batch=8,"
-            "steps=64,lr=0.003,warmup=6,matmul=highest,rule=proxy: dim/8; same depth", method="counter", unit="params"),
-        _v1("corpus_tokens", 9, "corpus=python-stdlib-3.12.3,sha256=012345678901,bytes=9,tokenizer=byte,"
-            "train_tokens=8,val_tokens=1", method="counter", unit="tokens"),
-        _v1("val_loss_final", 2.5, "seed=0,tokens=64,flops=1e+06"),
-        _v1("val_loss_final", 2.7, "seed=1,tokens=64,flops=1e+06"),
-        _v1("val_loss_final", 2.6, "seed=mean", method="aggregate"),
-        _v1("val_loss_final", 0.2, "seed=spread", method="aggregate"),
-        _v1("head_ablation_increase", 0.01, "pattern=single,layer=1,head=3,seed=0"),
-        _v1("head_ablation_increase", 0.02, "pattern=quarter,heads_off=1/4,draw=2,seed=0"),
-        _v1("head_ablation_quarter_mean", 0.03, "seed=0,base_loss=2.5000"),
-        _v1("head_ablation_single_mean", 0.01, "seed=0,base_loss=2.5000"),
-        _v1("overfit_gap", None, "", status="skipped", error="time budget of the GPU run exhausted"),
-        _v1("grad_health_train_loss", 9.9, "norm=post_norm,depth=48,steps=50,batch=8", status="error",
-            error="loss not finite at step 7", device="cuda"),
-        _v1("kv_cache_bytes", 12_582_912, "attn=mqa,scale=full,kv_heads=1,context=8192,batch=1",
-            method="closed_form", unit="bytes"),
-    ]  # fmt: skip
-    new = migrate_v1(old)
-    assert not any(n["method"] == "aggregate" for n in new) and len(new) == len(old) - 2 + 1  # + base loss
-    by = {(n["metric"], tuple(sorted(n["labels"].items()))): n for n in new}
-    (proxy,) = [n for n in new if n["metric"] == "proxy_params"]
-    assert proxy["labels"] == {"dim": 8, "depth": 2, "heads": 4, "dim_head": 4, "vocab": 256}
-    assert proxy["note"].startswith("scale=cpu,train_len=64,") and proxy["scale"] == "proxy"
-    (corpus,) = [n for n in new if n["metric"] == "corpus_tokens"]
-    # the sha256 stays text (all digits here), the importer keys imported runs by corpus and sha256
-    assert corpus["labels"] == {
-        "corpus": "python-stdlib-3.12.3",
-        "sha256": "012345678901",
-        "tokenizer": "byte",
-    }
-    assert corpus["note"] == "bytes=9,train_tokens=8,val_tokens=1"
-    assert by["val_loss_final", (("flops", 1e6), ("seed", 1), ("tokens", 64))]["value"] == 2.7
-    assert by["head_ablation_single_increase", (("head", 3), ("layer", 1), ("seed", 0))]["value"] == 0.01
-    assert (
-        by["head_ablation_quarter_increase", (("draw", 2), ("heads_off", "1/4"), ("seed", 0))]["value"]
-        == 0.02
-    )
-    assert by["head_ablation_quarter_mean", (("seed", 0),)]["value"] == 0.03
-    assert by["head_ablation_base_loss", (("seed", 0),)]["value"] == 2.5  # once per seed, out of the labels
-    (gap,) = [n for n in new if n["metric"] == "overfit_gap"]
-    assert (gap["status"], gap["value"], gap["note"]) == (
-        "skipped",
-        None,
-        "time budget of the GPU run exhausted",
-    )
-    assert set(gap["labels"]) == {"seed", "step", "tokens", "subset_tokens", "epochs"}  # unknown: ""
-    (health,) = [n for n in new if n["metric"] == "grad_health_train_loss"]
-    assert (health["status"], health["value"], health["scale"]) == ("error", None, "measured")
-    assert health["note"] == "loss not finite at step 7 (last 5 of 50 steps at batch 8)"
-    (cache,) = [n for n in new if n["metric"] == "kv_cache_bytes"]
-    assert cache["labels"] == {
-        "attn": "mqa",
-        "model": "full",
-        "kv_heads": 1,
-        "context": 8192,
-        "cache_batch": 1,
-    }
-    assert cache["scale"] == "analytic"
-    # through the store's converter: valid schema-2 records, and the query gives the mean of the seeds
-    results = Results.from_records(convert(MEASUREMENTS["training"], old))
-    final = results.one("val_loss_final")
-    assert (
-        final.value == pytest.approx(2.6)
-        and final.spread == pytest.approx(0.2)
-        and final.sample_ids == (0, 1)
-    )
-    with pytest.raises(ValueError, match="no schema-2 form"):
-        migrate_v1([_v1("loss_of_something_gone", 1.0, "seed=0")])
 
 
 def test_the_standard_tier_records_what_it_does_not_power(tiny_study_path, corpus_dir, monkeypatch, tmp_path):

@@ -18,13 +18,12 @@ from ..results.records import Record
 from ..study.schema import ModelConfig, Study, Variant
 
 if TYPE_CHECKING:
-    from ..report.sections import Section
+    from ..kit.sections import Section
     from ..results.query import Results
 
 RunFn = Callable[[Variant, Study], list[Record]]
 SummaryFn = Callable[[ModelConfig, int, int], dict[str, Any]]
 SectionFn = Callable[["Results", Study], "Section"]
-MigrateFn = Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
 
 
 @dataclass(frozen=True)
@@ -56,9 +55,6 @@ class Measurement:
     # Its run and summary take the caller's walk cache (instruments/kept_walks.py) as `walks`: the calls one
     # worker runs share their fake-tensor walks through it.
     shares_walks: bool = False
-    # Store schema 1 -> 2: one stored unit's old records (dicts of their columns) -> its new records
-    # (dicts of Record fields; study, variant and workload are kept); None: measured anew.
-    migrate_v1: MigrateFn | None = None
 
     def measure(self, variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
         """Its records for `variant`; `walks`, where it shares walks, is the cache they are kept in (a fresh one

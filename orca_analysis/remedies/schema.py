@@ -14,6 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..catalog.findings import FINDINGS  # the findings a remedy may answer, with their metrics
 from ..errors import OrcaError
 from ..study.kwargs import check_value, did_you_mean, resolve
 
@@ -103,8 +104,6 @@ def load_remedies(path: Path) -> list[Remedy]:
 
 
 def _read(item: Any, where: str, problems: list[str]) -> Remedy | None:
-    from ..report.findings import FINDINGS  # the findings a remedy may answer, with their metrics
-
     if not isinstance(item, dict):
         problems.append(f"{where}: a remedy must be a mapping with keys {', '.join(REMEDY_KEYS)}")
         return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..claims import NOT_TESTABLE, VERDICTS, ClaimResult
-from .format import evidence_value
+from ..kit.format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
 SEVERITY = {"contradicted": 0, "qualified": 1, "inconclusive": 2, "supported": 3, NOT_TESTABLE: 4,

@@ -2,25 +2,17 @@
 
 Each finding reads stored values through the query (numbers a measurement computed, never
 re-derived here) and says where in the report its evidence lives; a finding whose results are
-missing is simply absent. Each has an id and the declared metric it is about (`FINDINGS`): the
-remedy catalogue names them.
+missing is simply absent. Each has an id and the declared metric it is about (catalog/findings.py
+`FINDINGS`): the remedy catalogue names them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from ..catalog.findings import FINDINGS
+from ..kit.format import mib, share
 from ..results.query import Results
-from .format import mib, share
-
-FINDINGS = {  # finding id -> the declared metric it is about
-    "cached-decoding": "kv_cache",
-    "alibi-dense-bias": "alibi_share_of_peak",
-    "plain-tools": "plain_missed_share",
-    "gradient-health": "grad_norm_first_over_last",
-    "embedding-share": "embedding_and_logits_share",
-    "heads-widen-attention": "params",
-}
 
 
 def _base(study) -> str:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..kit.figures import frontier_panels
+from ..kit.format import Quantity
+from ..kit.sections import Section, Table, variant_order
 from ..results.derive import pareto_front
 from ..results.query import Results
-from .figures import frontier_panels
-from .format import Quantity
-from .sections import Section, Table, variant_order
 
 COSTS = (  # (metric, query, axis label, unit)
     (

@@ -4,9 +4,9 @@ imported; on a CPU-only machine this table is how the report shows what is still
 
 from __future__ import annotations
 
+from ..kit.sections import Section, Table, variant_order
 from ..measurements import in_order
 from ..results.query import Results
-from .sections import Section, Table, variant_order
 
 
 def _cell(records: list) -> str:

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
+from ..kit.format import mib, si
 from ..remedies.recommend import PASSES, SPEED, STATUSES, Change, Outcome, Recommendation, recommendation
 from ..results.query import Results
 from ..study.schema import Study
-from .format import mib, si
 
 METHOD_WORDS = {"counter": "operator counter", "simulated": "simulated (fake tensors, no allocation)",
                 "closed_form": "closed form", "measured": "measured", "measured_median": "measured (median)",

@@ -14,11 +14,11 @@ from markupsafe import Markup
 from ..claims import load_catalogue
 from ..claims.schema import BUILTIN_CATALOGUES, catalogue_path
 from ..errors import OrcaError
+from ..kit.format import FILTERS, md_escape
 from ..results import study_dir
 from ..results.query import Results
 from ..results.records import Provenance
 from ..study.schema import NOTES_CATALOGUE, Study
-from .format import FILTERS, md_escape
 from .view import build_view
 
 

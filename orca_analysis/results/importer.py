@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,7 @@ from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
 
 PROVENANCE = list(Provenance.__dataclass_fields__)
-V1_COLUMNS = {"category", "error"}  # schema 1's, instead of labels, note and scale
-KNOWN = {*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE, *V1_COLUMNS, "variant_key", "env_id"}
+KNOWN = {*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE, "variant_key", "env_id"}
 
 
 @dataclass
@@ -35,7 +34,6 @@ class ImportSummary:
     records: int
     units: int
     unresolved: list[str]  # variant ids the study does not have (stored, not in the report)
-    not_migrated: list[str]  # measurements of a schema-1 file that are measured anew instead
 
 
 def _read(path: Path) -> pd.DataFrame:
@@ -106,23 +104,6 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
     )
 
 
-def _v1_records(rows: list[tuple[dict[str, str], Record]], measurement: str) -> list[Record] | None:
-    """A schema-1 file's records of one unit, converted as the store converts them (None: not migratable)."""
-    from ..measurements import MEASUREMENTS
-    from .migrate import convert
-
-    m = MEASUREMENTS.get(measurement)
-    if m is None or m.migrate_v1 is None:
-        return None
-    old = [
-        {**asdict(r), "error": row.get("error", ""), "category": row.get("category", "")} for row, r in rows
-    ]
-    try:
-        return convert(m, old)
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, Any], str]:
     """variant_id -> config for the study's current variants, and its dtype."""
     from ..study import load_study
@@ -157,19 +138,19 @@ def _key_options(measurement: str, records: list[Record]) -> tuple[str | None, i
     return corpus, getattr(m, "version", 1)
 
 
-def _missing_columns(frame: pd.DataFrame) -> tuple[list[str], bool]:
-    """(required columns the file lacks, whether it is a schema-1 file)."""
-    v1 = "note" not in frame.columns and "error" in frame.columns
-    v2_only = {"scale", "labels", "note"}
-    need = [
-        c for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE) if not (v1 and c in v2_only) and c != "scale"
+def _missing_columns(path: Path, frame: pd.DataFrame) -> list[str]:
+    """The required columns the file lacks; a file an older orca-analysis wrote (schema 1) is refused."""
+    if "note" not in frame.columns and "error" in frame.columns:
+        raise OrcaError(f"{path}: a results file of schema 1 (an older orca-analysis: `error` and `category` "
+                        "columns, no `note`): measure anew instead")  # fmt: skip
+    return [
+        c for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE) if c != "scale" and c not in frame.columns
     ]
-    return [c for c in (*need, *(["error"] if v1 else [])) if c not in frame.columns], v1
 
 
 def import_results(path: Path, out_root: Path | None = None, study_ref: str | None = None) -> ImportSummary:
     frame = _read(path)
-    missing, v1 = _missing_columns(frame)
+    missing = _missing_columns(path, frame)
     if missing:
         raise OrcaError(f"{path}: not in the records' columns: missing {', '.join(missing)}")
     if frame.empty:
@@ -183,8 +164,6 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
     groups: dict[tuple[str, str, str, bool], list[tuple[dict[str, str], Record]]] = {}
     unresolved: set[str] = set()
     for i, row in enumerate(frame.to_dict("records")):
-        if v1:
-            row = {**row, "note": row.get("error", ""), "labels": "", "scale": ""}
         record = _record(row, swept_cols, f"{path} line {i + 2}")
         vkey, config = row.get("variant_key"), configs.get(record.variant_id)
         if not vkey and config is not None:
@@ -196,18 +175,11 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
         resolved = not row.get("variant_key") and config is not None
         group = (vkey, record.measurement, json.dumps(prov, sort_keys=True), resolved)
         groups.setdefault(group, []).append((row, record))
-    not_migrated: set[str] = set()
     units = 0
     folder = study_dir(studies[0], out_root)
     with store_lock(folder, sys.stderr), open_store(folder) as store:  # never beside a running `run`
         for (vkey, name, prov, resolved), rows in groups.items():
             records = [r for _, r in rows]
-            if v1:
-                converted = _v1_records(rows, name)
-                if converted is None:
-                    not_migrated.add(name)
-                    continue
-                records = converted
             if resolved:  # keyed as `run` keys it: by the measurement's version, and the corpus it trained on
                 vkey = variant_key(configs[records[0].variant_id], *_key_options(name, records))
             with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
@@ -229,4 +201,4 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
             )
             store.commit(unit, records)
             units += 1
-        return ImportSummary(store.path, len(frame), units, sorted(unresolved), sorted(not_migrated))
+        return ImportSummary(store.path, len(frame), units, sorted(unresolved))

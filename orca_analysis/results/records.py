@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from ..catalog.version import VERSION
+
 STATUSES = ("ok", "error", "skipped")
 
 
@@ -62,9 +64,7 @@ def _pkg(name: str) -> str:
         return version(name)
     except PackageNotFoundError:
         if name == "orca-analysis":  # run from a source tree on PYTHONPATH (the GPU machine): no metadata
-            from .. import __version__
-
-            return __version__
+            return VERSION
         return "not installed"
 
 

@@ -6,7 +6,8 @@ only what had not finished, and the file stays readable. `coverage` says which (
 measurement, workload, environment) a unit answers: that is what `run` skips on the next run.
 A unit that answers something already answered replaces the older unit (e.g. `run --force`).
 A unit the GPU run's budget cut (`skipped`) answers nothing: the next run measures it.
-A store of schema 1 (before labels and notes) is migrated when it is opened (results/migrate.py).
+A store of another schema (an older orca-analysis wrote it) is refused with one line; `run --force`
+moves it aside (`results.schema-<n>.sqlite`, nothing deleted) and measures anew.
 """
 
 from __future__ import annotations
@@ -84,11 +85,14 @@ class StoredUnit:
 
 
 class Store:
-    def __init__(self, path: Path, create: bool = True):
+    def __init__(self, path: Path, create: bool = True, replace_old: bool = False):
+        """`replace_old`: a store of another schema is moved aside and a new one made (`run --force`)."""
         if not create and not path.is_file():
             raise OrcaError(f"no results store at {path}: run `orca-analysis run` first")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        if replace_old and path.is_file():
+            _move_aside_if_old(path)
         self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         try:
             self._pragmas()
@@ -108,11 +112,6 @@ class Store:
             self.db.close()
             raise
 
-    def _connect(self) -> None:
-        # autocommit mode: every write goes through an explicit BEGIN IMMEDIATE ... COMMIT
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self._pragmas()
-
     def _pragmas(self) -> None:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")  # a committed unit survives power loss too
@@ -124,15 +123,10 @@ class Store:
         if "meta" not in tables or "records" not in tables:
             raise OrcaError(f"{self.path}: not an orca-analysis results store (move it aside to start anew)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        if row and row[0] == "1":
-            from .migrate import migrate_v1
-
-            self.db.close()
-            migrate_v1(self.path)
-            self._connect()
-            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if not row or row[0] != SCHEMA_VERSION:
-            raise OrcaError(f"{self.path}: results store schema {row and row[0]}, expected {SCHEMA_VERSION}")
+            raise OrcaError(f"{self.path}: a results store of schema {row and row[0]} (this orca-analysis writes "
+                            f"schema {SCHEMA_VERSION}): re-run with --force to measure anew (the old file is "
+                            "moved aside, not deleted)")  # fmt: skip
         have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
         missing = [f for f in RECORD_FIELDS if f not in have]  # Record gained a field since
         if missing:
@@ -294,5 +288,21 @@ def _record_row(record: Record) -> tuple[Any, ...]:
     return (*values, swept)
 
 
-def open_store(study_folder: Path, create: bool = True) -> Store:
-    return Store(store_path(study_folder), create=create)
+def open_store(study_folder: Path, create: bool = True, replace_old: bool = False) -> Store:
+    return Store(store_path(study_folder), create=create, replace_old=replace_old)
+
+
+def _move_aside_if_old(path: Path) -> None:
+    """A store of another schema becomes results.schema-<n>.sqlite beside it (with its WAL files)."""
+    db = sqlite3.connect(path)
+    try:
+        row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.DatabaseError:
+        return  # not a store, or no meta: the store's own checks say so
+    finally:
+        db.close()
+    if row and row[0] != SCHEMA_VERSION:
+        for suffix in ("", "-wal", "-shm"):
+            old = path.with_name(path.name + suffix)
+            if old.exists():
+                old.rename(path.with_name(f"{path.stem}.schema-{row[0]}{path.suffix}{suffix}"))

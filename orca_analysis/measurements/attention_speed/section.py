@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ...instruments.sdpa import BACKENDS
-from ...report.figures import lines
-from ...report.format import Quantity, share
-from ...report.sections import Section, Table, variant_order
+from ...kit.figures import lines
+from ...kit.format import Quantity, share
+from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results, prefer_device
 from ..speed.timed import requested_text
 from .run import CPU_SEQ_CAP

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ...report.format import Quantity
-from ...report.sections import Section, Table, variant_order
+from ...kit.format import Quantity
+from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 
 # (metric, unit, header, the feature the column is about: shown only where some variant has it)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ...formulas.flops import COMPONENTS, MFU_CONVENTION_TEXT
-from ...report.figures import lines, stacked, vs_axes
-from ...report.format import Quantity
-from ...report.sections import SHAPE_AXES, Section, Table, axes_of, axis_panels, shape_of, variant_order
+from ...kit.figures import lines, stacked, vs_axes
+from ...kit.format import Quantity
+from ...kit.sections import SHAPE_AXES, Section, Table, axes_of, axis_panels, shape_of, variant_order
 from ...results.query import Results
 
 TOTAL = {"component": "total"}

@@ -9,7 +9,7 @@ from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
 from ...instruments.roofline import GPU_EFFICIENCY, GPU_OVERHEAD_S
-from ...report.sections import Section, Table, variant_order
+from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 
 

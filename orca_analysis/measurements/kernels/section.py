@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ...report.format import si
-from ...report.sections import Section, Table, variant_order
+from ...kit.format import si
+from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 from ..speed.timed import points, requested_text
 from .run import CPU_SEQ_CAP

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...report.figures import lines, stacked
-from ...report.format import Quantity, mib
-from ...report.sections import Section, Table, axis_panels, variant_order
+from ...kit.figures import lines, stacked
+from ...kit.format import Quantity, mib
+from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results
 
 PARTS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs", "buffers")

@@ -7,7 +7,7 @@ from typing import Any
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.kept_walks import WalkCache
-from ...report.format import mib
+from ...kit.format import mib
 from ...study.schema import ModelConfig
 from .run import GAP
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from ...formulas.params import PARAM_COMPONENTS
-from ...report.figures import param_split, params_vs_axes
-from ...report.format import Quantity
-from ...report.sections import SHAPE_AXES, Section, Table, axes_of, shape_of, variant_order
+from ...kit.figures import param_split, params_vs_axes
+from ...kit.format import Quantity
+from ...kit.sections import SHAPE_AXES, Section, Table, axes_of, shape_of, variant_order
 from ...results.query import Results
 
 COLUMNS = ("total", *PARAM_COMPONENTS, "other")

@@ -7,7 +7,6 @@ crashing cached decode are findings. Its numbers are sibling metrics (`<probe>_m
 
 from ...results.metrics import Metric
 from ..registry import Measurement, lazy_section, register
-from .migrate import migrate_v1
 from .run import measure_probes, summary, summary_text
 
 M = "measured"
@@ -54,6 +53,5 @@ register(
         gpu_group="quality",
         gpu_share=0.05,
         per_workload=False,  # random (probe_batch, probe_seq) inputs: nothing depends on the workloads
-        migrate_v1=migrate_v1,
     )
 )

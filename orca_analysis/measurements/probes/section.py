@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ...report.format import Quantity, si
-from ...report.sections import Section, Table, variant_order
+from ...kit.format import Quantity, si
+from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 from .run import PROBES
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ...report.sections import Table, variant_order
+from ...kit.sections import Table, variant_order
 from ...results.query import Results
 from .run import CPU_SEQ_CAP
 from .timed import requested_text

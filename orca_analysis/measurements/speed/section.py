@@ -7,9 +7,9 @@ import statistics
 import pandas as pd
 
 from ...formulas.flops import MFU_CONVENTION_TEXT
-from ...report.figures import lines
-from ...report.format import Quantity, fixed, si
-from ...report.sections import Section, Table, axis_panels, variant_order
+from ...kit.figures import lines
+from ...kit.format import Quantity, fixed, si
+from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, prefer_device
 from .roofline_section import forecast_check_table
 from .run import CONVENTIONS, CPU_SEQ_CAP

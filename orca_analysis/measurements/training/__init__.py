@@ -6,7 +6,6 @@ each seed is its own record (label `seed`): the query gives the mean, the spread
 
 from ...results.metrics import Metric
 from ..registry import Measurement, lazy_section, register
-from .migrate import migrate_v1
 from .run import measure_training, summary, summary_text
 
 M, D = "measured", "derived"
@@ -102,6 +101,5 @@ register(
         version=6,  # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide;
         # 5: gradient health over the seeds at the deepest depth; 6: quality tiers, 256 steps of 16, common
         # initial values, extrapolation controls, learning-rate sweeps, the read criterion's reference
-        migrate_v1=migrate_v1,
     )
 )

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...report.figures import Figure, lines, scatter
-from ...report.format import Quantity, fixed, si
-from ...report.sections import Section, Table, axis_panels, variant_order
+from ...kit.figures import Figure, lines, scatter
+from ...kit.format import Quantity, fixed, si
+from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, Value
 
 TRAINING_METRICS = ("val_loss_final", "val_loss_equal_flops", "val_loss_tuned", "overfit_val_loss", "proxy_params",

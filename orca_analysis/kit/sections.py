@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..figures import Figure
-from ..format import Quantity
+from .figures import Figure
+from .format import Quantity
 
 Cell = str | Quantity
 

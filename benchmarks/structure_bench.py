@@ -1,0 +1,115 @@
+"""The package's structure, counted (issue 27's before and after): import cycles between subpackages (module-
+level and function-level imports alike), function-level imports of the package's own modules, metric names
+written as string literals outside their declaration, `# fmt: skip` lines, and functions returning
+`dict[str, Any]`. Writes benchmarks/results/structure.md.
+
+    .venv/bin/python benchmarks/structure_bench.py [--before REV]
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "orca_analysis"
+OUT = ROOT / "benchmarks" / "results" / "structure.md"
+sys.path.insert(0, str(ROOT / "tests"))
+from import_graph import cycles, edges, imports  # noqa: E402  (the tests' reader of the imports)
+
+
+def _metric_names() -> set[str]:
+    sys.path.insert(0, str(ROOT))
+    from orca_analysis.measurements import MEASUREMENTS
+
+    return {m.name for meas in MEASUREMENTS.values() for m in meas.metrics}
+
+
+def _declared_at(tree: ast.AST) -> set[int]:
+    """ids of the string constants that are a Metric(...) call's first argument (the declaration)."""
+    return {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
+            "Metric" and n.args and isinstance(n.args[0], ast.Constant)}  # fmt: skip
+
+
+def count() -> dict[str, object]:
+    names, literals, skips, dict_any = _metric_names(), 0, 0, 0
+    found = imports(PACKAGE)
+    for path in sorted(PACKAGE.rglob("*.py")):
+        source = path.read_text()
+        skips += sum("# fmt: skip" in line for line in source.splitlines())
+        tree = ast.parse(source)
+        declared = _declared_at(tree)
+        literals += sum(1 for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                        and n.value in names and id(n) not in declared)  # fmt: skip
+        dict_any += sum(1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.returns is not None
+                        and ast.unparse(n.returns).replace(" ", "") == "dict[str,Any]")  # fmt: skip
+    graph = edges(found)
+    return {"cycles": cycles(graph), "edges": graph, "function_level": [i for i in found if i.in_function],
+            "literals": literals, "skips": skips, "dict_any": dict_any, "metrics": len(names)}  # fmt: skip
+
+
+def _row(c: dict) -> list[str]:
+    cycle = max((len(x) for x in c["cycles"]), default=0)
+    return [f"{cycle} ({'; '.join(', '.join(x) for x in c['cycles']) or 'none'})", str(len(c["function_level"])),
+            str(c["literals"]), str(c["skips"]), str(c["dict_any"])]  # fmt: skip
+
+
+def _before(rev: str) -> list[str]:
+    """The same counts at commit `rev`: its tree checked out beside this one, counted by this script."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(tree), rev], cwd=ROOT, check=True)
+        try:
+            shutil.copy(Path(__file__), tree / "benchmarks" / "structure_bench.py")
+            shutil.copy(ROOT / "tests" / "import_graph.py", tree / "tests" / "import_graph.py")
+            out = subprocess.run([sys.executable, str(tree / "benchmarks" / "structure_bench.py"), "--json"],
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            return json.loads(out.stdout.strip().splitlines()[-1])
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
+
+
+def main() -> None:
+    c = count()
+    if "--json" in sys.argv:
+        print(json.dumps(_row(c)))
+        return
+    rev = sys.argv[sys.argv.index("--before") + 1] if "--before" in sys.argv else None
+    before = _before(rev) if rev else None
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    names = ["parts in one import cycle", "function-level imports of the package's own modules",
+             f"metric names written as string literals outside their declaration ({c['metrics']} metrics)",
+             "`# fmt: skip` lines", "functions returning `dict[str, Any]`"]  # fmt: skip
+    head = (
+        "| count | before (" + rev + ") | after |\n|---|---|---|" if rev else "| count | value |\n|---|---|"
+    )
+    rows = [f"| {n} | {b} | {a} |" if rev else f"| {n} | {a} |"
+            for n, a, b in zip(names, _row(c), before or [""] * len(names), strict=True)]  # fmt: skip
+    lines = [
+        "# Package structure (issue 27)",
+        "",
+        f"Date {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; after = the working tree on commit {commit.stdout.strip()}. "
+        "Produced by `benchmarks/structure_bench.py [--before REV]` from the source alone (ast, "
+        "tests/import_graph.py): imports under `if TYPE_CHECKING:` are left out, function-level imports counted; "
+        "a part is a subpackage or a top-level module.",
+        "",
+        head,
+        *rows,
+        "",
+        "## Imports between parts (module- and function-level), after",
+        "",
+        *(f"- {a} -> {', '.join(sorted(bs))}" for a, bs in sorted(c["edges"].items())),
+        "",
+    ]
+    OUT.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
