@@ -1,8 +1,8 @@
 """orca-analysis: a transformer design, measured.
 
 Pipeline, one sub-package per stage, each importing only those below it:
-    catalog/       data about the data: the findings, the version (the bottom layer)
-    study/         study spec (YAML -> validated dataclasses -> variants)
+    catalog/       data about the data: each measurement's spec and metrics, the catalogue files, the findings
+    study/         study spec (YAML -> validated dataclasses -> variants), its remedy catalogue's schema
     build/         model build (x-transformers, DeepNorm realisation, fidelity entries, derived configs)
     formulas/      closed forms (registered, cited)
     instruments/   what measurements measure with (timing, memory tracker, FLOP counter, trainer, ...)

@@ -5,11 +5,11 @@ import dataclasses
 
 import pytest
 
+from orca_analysis.catalog.metrics import lookup
 from orca_analysis.claims import ClaimsError, evaluate, load_catalogue
 from orca_analysis.claims.evidence import Evidence
 from orca_analysis.claims.rules import RULES
 from orca_analysis.results import Record
-from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 from orca_analysis.study.schema import Sweep

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from orca_analysis.catalog.metrics import MetricError
 from orca_analysis.cli import main
-from orca_analysis.results.metrics import MetricError
 from orca_analysis.results.query import load_results
 
 

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from orca_analysis.catalog.metrics import lookup
 from orca_analysis.formulas import FORMULAS
 from orca_analysis.formulas import memory as fm
 from orca_analysis.instruments.memtrack import run_steps
@@ -14,7 +15,6 @@ from orca_analysis.measurements.memory.run import TOLERANCE, measure_memory
 from orca_analysis.measurements.memory.section import memory_section
 from orca_analysis.measurements.memory.summary import memory_summary, memory_summary_text
 from orca_analysis.measurements.memory_measured.run import measure_memory_measured
-from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 from orca_analysis.study.load import BUILTIN_DIR

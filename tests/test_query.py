@@ -3,8 +3,8 @@
 import pytest
 
 from orca_analysis import load_results
+from orca_analysis.catalog.metrics import MetricError
 from orca_analysis.results import Record, open_store
-from orca_analysis.results.metrics import MetricError
 from orca_analysis.results.query import Results, prefer_device
 from orca_analysis.results.store import Unit
 from tests.test_store import W32, prov

@@ -6,14 +6,14 @@ import dataclasses
 import pytest
 from test_claims import rec, seeds
 
+from orca_analysis.catalog.metrics import lookup
 from orca_analysis.errors import StudyError
 from orca_analysis.remedies.recommend import recommendation
-from orca_analysis.remedies.schema import RemedyError, load_remedies
 from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results import Record
-from orca_analysis.results.metrics import lookup
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
+from orca_analysis.study.remedies import RemedyError, load_remedies
 
 CATALOGUE = """remedies:
   - id: cache-fix

@@ -4,13 +4,13 @@ import dataclasses
 
 import pytest
 
+from orca_analysis.catalog.metrics import MetricError
 from orca_analysis.claims import load_catalogue
 from orca_analysis.kit.format import cell
 from orca_analysis.report import render_report
 from orca_analysis.report.gpu import gpu_section
 from orca_analysis.report.view import build_view
 from orca_analysis.results import Record
-from orca_analysis.results.metrics import MetricError
 from orca_analysis.results.query import Results
 from orca_analysis.runner import run_study
 from orca_analysis.study import load_study

@@ -7,9 +7,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog.metrics import lookup
 from ..instruments.ngram import READ_ORDER
 from ..instruments.tiers import NOT_TESTABLE
-from ..results.metrics import lookup
 from ..results.query import Results, Value, prefer_device
 from ..study.schema import Study
 from .stats import Effect, beyond, contrast, paired

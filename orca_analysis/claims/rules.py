@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog.metrics import lookup
 from ..results.derive import growth_exponent, relative_iqr
-from ..results.metrics import lookup
 from .evidence import PROXY, Evidence, Verdict, axis_series, base_values, compare, missing, scale_of
 from .stats import Effect, decide, exact
 

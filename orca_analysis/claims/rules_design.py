@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..results.metrics import lookup
+from ..catalog.metrics import lookup
 from ..results.query import Value
 from .evidence import Evidence, Verdict
 from .rules import register_rule

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ..results.metrics import lookup
+from ..catalog.metrics import lookup
 from ..results.query import Value
 from .evidence import (
     NOT_TESTABLE,

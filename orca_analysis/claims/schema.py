@@ -7,22 +7,20 @@ the rule (claims/rules.py) that turns stored results into a verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..catalog.files import BUILTIN_CLAIMS, catalogue_items
+from ..catalog.metrics import METRICS, problems
 from ..errors import OrcaError
 from ..study.kwargs import did_you_mean
 
-DEFAULT_CATALOGUE = Path(str(resources.files(__package__) / "catalogue.yaml"))  # package data
-BUILTIN_CATALOGUES = {"orca": DEFAULT_CATALOGUE}  # the Orca design notes' claims
+DEFAULT_CATALOGUE = BUILTIN_CLAIMS["orca"]
 
 
 def catalogue_path(ref: str) -> Path:
     """A built-in catalogue's file, or the path itself."""
-    return BUILTIN_CATALOGUES.get(ref, Path(ref))
+    return BUILTIN_CLAIMS.get(ref, Path(ref))
 
 
 KINDS = ("benefit", "cost", "description")
@@ -105,32 +103,8 @@ def load_catalogue(path: Path | None = None) -> list[Claim]:
     return claims
 
 
-def catalogue_items(
-    path: Path, key: str, error: type[OrcaError], name: str, article: str
-) -> tuple[list[Any], list[int]]:
-    """A catalogue file's list under its one top-level `key`, and the line (1-based) each item starts on;
-    `error` (one line naming the file) for a missing file, malformed YAML or another shape."""
-    if not path.is_file():
-        raise error(f"{name} not found: {path}")
-    try:
-        text = path.read_text()
-        data = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise error(f"{path}: line {mark.line + 1 if mark else '?'}: malformed YAML") from None
-    if not isinstance(data, dict) or set(data) != {key} or not isinstance(data[key], list):
-        raise error(f"{path}: {article} is a mapping with one key, '{key}', holding a list")
-    lines: list[int] = []
-    for k, value in node.value:
-        if k.value == key and isinstance(value, yaml.SequenceNode):
-            lines = [item.start_mark.line + 1 for item in value.value]
-    return data[key], lines
-
-
 def _metric_problems(params: dict[str, Any], where: str) -> list[str]:
     """A rule parameter naming a metric must name a declared one, with its methods and labels."""
-    from ..results.metrics import problems
 
     if "metric" not in params:
         return []
@@ -151,8 +125,6 @@ def _delta(value: Any, params: dict[str, Any]) -> tuple[float | None, str]:
     ):
         return None, "delta must be {value: NUMBER, unit: UNIT}"
     if "metric" in params:
-        from ..results.metrics import METRICS
-
         want = METRICS[params["metric"]].unit if params["metric"] in METRICS else None
         if want is not None and value["unit"] != want:
             return None, f"delta's unit '{value['unit']}' is not the unit of {params['metric']} ('{want}')"

@@ -1,17 +1,9 @@
-"""What the timed measurements share: the metric mapping a CPU-scaled length back to the study's."""
+"""What the timed measurements share: the records mapping a CPU-scaled length back to the study's (metric
+seq_len_requested, declared in catalog/declared/common.py)."""
 
 from __future__ import annotations
 
-from ..results.metrics import Metric
 from .recorder import Recorder
-
-SEQ_LEN_REQUESTED = Metric(
-    "seq_len_requested",
-    "tokens",
-    "the study's sequence length a CPU measurement at a shorter length stands for",
-    ("cpu_scaled",),
-    labels=("cap",),
-)
 
 
 def requested_records(rec: Recorder, measured: int, requested: list[int], cap: int) -> None:

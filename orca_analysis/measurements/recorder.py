@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from ..catalog.metrics import SCALES, check_record, lookup
 from ..instruments.timing import Timing
-from ..results.metrics import SCALES, check_record, lookup
 from ..results.records import STATUSES, Record
 from ..study.schema import Variant
 

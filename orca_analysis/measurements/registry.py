@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ..catalog.declared import BUILTIN, SPECS
+from ..catalog.metrics import Metric, declare
 from ..instruments.kept_walks import WalkCache
-from ..results.metrics import Metric, declare
 from ..results.records import Record
 from ..study.schema import ModelConfig, Study, Variant
 
@@ -102,9 +103,22 @@ MEASUREMENTS: dict[str, Measurement] = {}
 
 
 def register(measurement: Measurement) -> Measurement:
-    if measurement.name in MEASUREMENTS:
-        raise ValueError(f"measurement '{measurement.name}' is registered twice")
-    declare(measurement.name, measurement.metrics)
+    """Add `measurement`, under the spec and with the metrics the catalogue declares for it
+    (catalog/declared/<name>.py)."""
+    name, spec = measurement.name, SPECS.get(measurement.name)
+    if name in MEASUREMENTS:
+        raise ValueError(f"measurement '{name}' is registered twice")
+    if spec is None:
+        raise ValueError(
+            f"measurement '{name}' has no spec in the catalogue: declare it in catalog/declared/{name}.py"
+        )
+    if (measurement.version, measurement.uses_corpus) != (spec.version, spec.uses_corpus):
+        raise ValueError(
+            f"measurement '{name}': version and corpus use differ from its catalogue spec {spec}"
+        )
+    if measurement.metrics != BUILTIN[name]:
+        raise ValueError(f"measurement '{name}': its metrics are not those the catalogue declares for it")
+    declare(name, measurement.metrics)
     MEASUREMENTS[measurement.name] = measurement
     return measurement
 

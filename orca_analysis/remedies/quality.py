@@ -15,8 +15,8 @@ from typing import Any
 
 from ..claims.evidence import NOT_TESTABLE, Evidence, initial_fall
 from ..results.query import Results, Value
+from ..study.remedies import Expect
 from ..study.schema import Study
-from .schema import Expect
 
 
 def no_worse(

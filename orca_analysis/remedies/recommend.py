@@ -21,13 +21,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog.metrics import OWNERS, lookup
 from ..claims.evidence import NOT_TESTABLE, compare
 from ..claims.stats import Effect, exact
-from ..results.metrics import OWNERS, lookup
 from ..results.query import Results, Value
+from ..study.remedies import Expect, Remedy
 from ..study.schema import ModelConfig, Study, Variant, physical_problems
 from .quality import no_worse, purpose_caveats
-from .schema import Expect, Remedy
 
 # The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
 TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (

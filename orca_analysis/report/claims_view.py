@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog.metrics import METRICS
 from ..claims import NOT_TESTABLE, VERDICTS, ClaimResult
 from ..kit.format import evidence_value
 
@@ -70,7 +71,6 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
     (positive: what the claim says happens), null intervals where the evidence is exact; for a proxy-scale
     result the interval's kind (paired by seed or not, and why), n, delta, the minimal detectable effect
     and the positive control's effect where the test has one."""
-    from ..results.metrics import METRICS
 
     out = []
     for cr in results:

@@ -11,8 +11,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup
 
+from ..catalog.files import BUILTIN_CLAIMS
 from ..claims import load_catalogue
-from ..claims.schema import BUILTIN_CATALOGUES, catalogue_path
+from ..claims.schema import catalogue_path
 from ..errors import OrcaError
 from ..kit.format import FILTERS, md_escape
 from ..results import study_dir
@@ -72,7 +73,7 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     claims = load_catalogue(catalogue_path(ref)) if ref else []  # before the results: a bad one fails fast
     results = Results.from_store(folder)  # the store: what the study's last run asked for
     source = ("none: the study names no claims catalogue" if not ref else
-              f"built-in catalogue '{ref}'" if ref in BUILTIN_CATALOGUES else ref)  # fmt: skip
+              f"built-in catalogue '{ref}'" if ref in BUILTIN_CLAIMS else ref)  # fmt: skip
     view = build_view(study, results, _provenance(results), claims, source, notes=ref == NOTES_CATALOGUE)
     if claims:  # machine-readable verdicts, for a team's own gate on the design
         (folder / "claims.json").write_text(json.dumps(view["claims_json"], indent=2, default=str) + "\n")

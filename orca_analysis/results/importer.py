@@ -18,7 +18,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..catalog.declared import SPECS
+from ..catalog.specs import Spec
 from ..errors import OrcaError
+from ..instruments.corpus import DEFAULT_LABEL, label_of
+from ..study import load_study
 from .environment import ALL_WORKLOADS, _digest, variant_key, workload_key
 from .lock import store_lock
 from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
@@ -106,8 +110,6 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
 
 def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, Any], str]:
     """variant_id -> config for the study's current variants, and its dtype."""
-    from ..study import load_study
-
     try:
         study = load_study(study_ref or study_name)
     except OrcaError:
@@ -121,8 +123,6 @@ def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, 
 
 def _corpus_label(records: list[Record]) -> str:
     """The corpus a unit trained on, as instruments/corpus.py labels it (no such record: the default)."""
-    from ..instruments.corpus import DEFAULT_LABEL, label_of
-
     for r in records:
         if r.metric == "corpus_tokens" and r.labels.get("corpus"):
             return label_of(str(r.labels["corpus"]), str(r.labels.get("sha256", "")))
@@ -130,12 +130,10 @@ def _corpus_label(records: list[Record]) -> str:
 
 
 def _key_options(measurement: str, records: list[Record]) -> tuple[str | None, int]:
-    """(corpus label or None, version): what `run` keys this measurement's results by beyond the config."""
-    from ..measurements import MEASUREMENTS
-
-    m = MEASUREMENTS.get(measurement)
-    corpus = _corpus_label(records) if getattr(m, "uses_corpus", False) else None
-    return corpus, getattr(m, "version", 1)
+    """(corpus label or None, version): what `run` keys this measurement's results by beyond the config (its
+    catalogue spec, catalog/declared/)."""
+    spec = SPECS.get(measurement, Spec(measurement))
+    return (_corpus_label(records) if spec.uses_corpus else None), spec.version
 
 
 def _missing_columns(path: Path, frame: pd.DataFrame) -> list[str]:

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..catalog.metrics import Metric, MetricError, lookup, problems
 from .frame import provenance_of, stored_records
-from .metrics import Metric, MetricError, lookup, problems
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,13 +9,14 @@ homes accept must be dotted.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
 from x_transformers import x_transformers as xt
+
+from ..catalog.names import did_you_mean
 
 WRAPPER = "wrapper"
 LAYERS = "attn_layers"
@@ -134,11 +135,6 @@ def resolve(name: str) -> KwargSpec:
         f"unknown key '{name}'{did_you_mean(name.split('.')[-1], [k for _, k in space])}"
         f" (not a keyword of the installed x-transformers {xt_version()})"
     )
-
-
-def did_you_mean(name: str, candidates: list[str]) -> str:
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def xt_version() -> str:

@@ -14,8 +14,11 @@ from typing import Any
 
 import yaml
 
+from ..catalog.declared import SPECS
+from ..catalog.files import BUILTIN_CLAIMS, BUILTIN_REMEDIES
 from ..errors import StudyError
 from .kwargs import LAYERS, WRAPPER, check_value, did_you_mean, resolve
+from .remedies import RemedyError, load_remedies, remedies_path
 from .schema import DTYPES, SWEEP_MODES, ModelConfig, Study, Sweep, Workloads, physical_problems
 
 BUILTIN_DIR = Path(str(resources.files(__package__) / "studies"))  # package data
@@ -143,15 +146,11 @@ class _StudyReader:
     def read_claims(self, value: Any) -> str | None:
         """The claims catalogue the study names: a built-in one ("orca", the design notes') or a YAML path,
         relative to the study file; None when it names none (the report then has no notes' claims)."""
-        from ..claims.schema import BUILTIN_CATALOGUES
-
-        return self.read_catalogue("claims", value, list(BUILTIN_CATALOGUES), "claims catalogue")
+        return self.read_catalogue("claims", value, list(BUILTIN_CLAIMS), "claims catalogue")
 
     def read_remedies(self, value: Any) -> str | None:
         """The remedy catalogue the study names: a built-in one ("orca") or a YAML path, relative to the
         study file; None when it names none (the report then recommends nothing)."""
-        from ..remedies.schema import BUILTIN_REMEDIES
-
         return self.read_catalogue("remedies", value, list(BUILTIN_REMEDIES), "remedy catalogue")
 
     def read_catalogue(self, key: str, value: Any, builtins: list[str], what: str) -> str | None:
@@ -174,8 +173,6 @@ class _StudyReader:
     def load_fixes(self, study: Study) -> Study:
         """The study with its remedies loaded, each checked against the variant it changes."""
         import dataclasses
-
-        from ..remedies.schema import RemedyError, load_remedies, remedies_path
 
         try:
             fixes = load_remedies(remedies_path(study.remedies))
@@ -318,9 +315,7 @@ class _StudyReader:
         return Workloads(lists["seq_lens"], lists["batch_sizes"], dtype)
 
     def read_measurements(self, names: Any) -> list[str]:
-        from ..measurements import available_measurements  # measure modules import the study package
-
-        known = available_measurements()
+        known = list(SPECS)  # the measurements the catalogue declares
         if not isinstance(names, list) or not names:
             self.problem(("measurements",), "'measurements' must be a non-empty list, e.g. [params]")
             return []

@@ -142,7 +142,7 @@ class Study:
     sha256: str  # of the file's bytes
     claims: str | None = None  # the catalogue the study names: a built-in name or a path; None: none
     remedies: str | None = None  # the remedy catalogue it names (built-in name or path); None: none
-    fixes: tuple[Any, ...] = ()  # the remedies loaded from it (remedies/schema.py Remedy)
+    fixes: tuple[Any, ...] = ()  # the remedies loaded from it (study/remedies.py Remedy)
 
     @property
     def names_notes(self) -> bool:

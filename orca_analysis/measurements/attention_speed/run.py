@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from ...build import build_model
+from ...catalog.declared.attention_speed import FLOPS_METHOD
 from ...formulas.flops import sdpa_useful_flops
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
 from ...instruments.sdpa import BACKENDS, CUDA_ONLY, SdpaCall, capture_sdpa_call, eligibility, fresh_like
@@ -36,7 +37,6 @@ from ..recorder import Recorder
 from ..speed.timed import Workload, at_workload, gemm_ceiling, gemm_size, workloads
 
 CPU_SEQ_CAP = 1024
-FLOPS_METHOD = "useful_4bhnnd_causal_half"
 NO_SDPA = "the variant makes no scaled_dot_product_attention call (attn_flash off)"
 _CACHE: dict[tuple, tuple[bool, str, Timing | None]] = {}  # call key -> (eligible, reason, timing)
 

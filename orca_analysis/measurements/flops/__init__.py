@@ -1,67 +1,9 @@
 """`flops`: FLOPs by component, forward and training step, dense and causal, counted three ways."""
 
-from ...results.metrics import Metric
+from ...catalog.declared.flops import METRICS, SPEC
 from ..registry import Measurement, lazy_section, register
 from .run import measure_flops
 from .summary import flops_summary, flops_text
-
-COUNTS = ("counter", "closed_form", "counter_plain", "fvcore", "fvcore_plain")
-_STEP = {
-    "forward_dense": "one forward, every (query, key) pair counted",
-    "forward_causal": "one forward, the causal pairs only",
-    "train_step_dense": "forward + backward, every pair counted",
-    "train_step_causal": "forward + backward, the causal pairs only (FlashAttention convention: recompute in)",
-    "train_step_model_dense": "model FLOPs of forward + backward, every pair, no recompute (PaLM MFU numerator)",
-    "train_step_model_causal": "model FLOPs of forward + backward, causal pairs, no recompute (causal-aware MFU)",
-    "forward_executed": "one forward as the kernels run it (HFU numerator)",
-    "train_step_executed": "forward + backward as the kernels run it: dense where a bias is passed, recompute in "
-    "(HFU numerator)",
-}
-METRICS = (
-    *(
-        Metric(
-            name,
-            "FLOP",
-            f"{text}; by component ('total' for the sum)",
-            COUNTS,
-            ("component",),
-            cross_check="closed_form against counter; fvcore against counter (forward_dense)",
-        )
-        for name, text in _STEP.items()
-    ),  # fmt: skip
-    Metric("forward_estimate", "FLOP", "rule-of-thumb forward FLOPs", ("kaplan_6n", "palm")),
-    Metric("train_step_estimate", "FLOP", "rule-of-thumb training-step FLOPs", ("kaplan_6n", "palm")),
-    Metric(
-        "fvcore_forward_as_shipped",
-        "multiply-add",
-        "plain fvcore's own number (1 per multiply-add)",
-        ("fvcore_plain",),
-    ),  # fmt: skip
-    Metric(
-        "closed_form_gap", "fraction", "(closed form - counter) / counter, total", ("derived",), ("quantity",)
-    ),
-    Metric(
-        "fvcore_gap", "fraction", "(completed fvcore - counter) / counter, forward_dense total", ("derived",)
-    ),
-    Metric(
-        "plain_missed_share",
-        "fraction",
-        "share of the counter's dense count a plain tool leaves out: FlopCounterMode of the training step, "
-        "fvcore of the forward",
-        ("derived",),
-        ("tool",),
-    ),  # fmt: skip
-    Metric(
-        "train_step_causal_per_token",
-        "FLOP/token",
-        "train_step_causal / (seq_len x batch)",
-        ("counter",),
-        ("component",),
-    ),  # fmt: skip
-    Metric(
-        "train_step_causal_attention", "FLOP", "train_step_causal of attention_core + alibi", ("counter",)
-    ),
-)
 
 register(
     Measurement(
@@ -75,6 +17,6 @@ register(
         section=lazy_section(f"{__name__}.section", "flops_section"),
         summary=flops_summary,
         summary_text=flops_text,
-        version=2,  # 2: model FLOPs without recompute (MFU) and executed FLOPs (HFU)
+        version=SPEC.version,
     )
 )

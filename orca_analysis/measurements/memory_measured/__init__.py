@@ -1,12 +1,8 @@
 """`memory_measured`: the training step and prefill with real tensors, checking the simulation."""
 
-from ..memory import METRICS as MEMORY_METRICS
+from ...catalog.declared.memory_measured import METRICS, SPEC
 from ..registry import Measurement, register
 from .run import measure_memory_measured
-
-SHARED = ("peak_train", "peak_prefill", "peak_train_phase", "peak_prefill_phase", "peak_train_reserved",
-          "peak_prefill_reserved", "memory_rel_error")  # fmt: skip
-METRICS = tuple(m for m in MEMORY_METRICS if m.name in SHARED)  # declared once, in `memory`
 
 register(
     Measurement(
@@ -23,5 +19,6 @@ register(
         gpu_group="memory",
         gpu_share=0.15,
         per_workload=False,  # one call per variant: CPU, one small workload; CUDA, each study length
+        version=SPEC.version,
     )
 )

@@ -5,39 +5,9 @@ crashing cached decode are findings. Its numbers are sibling metrics (`<probe>_m
 `<probe>_tolerance`), and the note says them, or the exception text.
 """
 
-from ...results.metrics import Metric
+from ...catalog.declared.probes import METRICS, SPEC
 from ..registry import Measurement, lazy_section, register
 from .run import measure_probes, summary, summary_text
-
-M = "measured"
-_CASE = (
-    "label case: as_built (the variant), without=<flag> / only=<flag>[+<flag>] (the base's attribution "
-    "cases), or the forced sdpa backend"
-)
-_PROBES = {
-    "causality": "changing token t+1 (t = 0, T/2, T-2) leaves every logit at positions <= t unchanged",
-    "kv_cache": "cached single-token decoding of the second half gives the full forward's logits",
-    "kernel_agreement": "the flash path, with sdpa forced to one backend (or x-transformers' default), gives the "
-    "logits of x-transformers' own attention path on the same weights",
-}
-METRICS = (
-    *(
-        m
-        for probe, what in _PROBES.items()
-        for m in (
-            Metric(probe, "pass", f"1 when {what}, within the tolerance; {_CASE}", (M,), ("case",), direction="higher",
-                   cross_check=f"{probe}_max_diff against {probe}_tolerance"),
-            Metric(f"{probe}_max_diff", "logit", f"max |logit difference| of the {probe} probe", (M,), ("case",)),
-            Metric(f"{probe}_tolerance", "logit", f"what the {probe} probe allows: torch.testing's atol + rtol * "
-                   "max|reference| for the dtype (+ twice the reference's own rounding in a reduced dtype)", (M,),
-                   ("case",)),
-        )
-    ),
-    Metric("causality_downstream", "logit", "min over t of the max |logit change| after position t when token "
-           "t+1 changes (0: the probe cannot see anything)", (M,), ("case",)),
-    Metric("causality_sensitive", "pass", "1 when causality_downstream exceeds the tolerance: the causality "
-           "probe can see a change at all", (M,), ("case",)),
-)  # fmt: skip
 
 register(
     Measurement(
@@ -53,5 +23,6 @@ register(
         gpu_group="quality",
         gpu_share=0.05,
         per_workload=False,  # random (probe_batch, probe_seq) inputs: nothing depends on the workloads
+        version=SPEC.version,
     )
 )

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ...build import build_model
+from ...catalog.declared.speed import CONVENTION_METHODS
 from ...formulas.flops import HFU_CONVENTION, MFU_CAUSAL, MFU_CONVENTION
 from ...instruments.decode import random_tokens, split
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
@@ -43,11 +44,8 @@ from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_siz
 
 CPU_SEQ_CAP = 64
 # method -> (training-step count, forward count) of instruments/flop_counter.py
-CONVENTIONS = {
-    "mfu_palm": (MFU_CONVENTION, "forward_dense"),
-    "mfu_causal": (MFU_CAUSAL, "forward_causal"),
-    "hfu": (HFU_CONVENTION, "forward_executed"),
-}
+CONVENTIONS = dict(zip(CONVENTION_METHODS, ((MFU_CONVENTION, "forward_dense"), (MFU_CAUSAL, "forward_causal"),
+                                            (HFU_CONVENTION, "forward_executed")), strict=True))  # fmt: skip
 REPEAT_FIRST_FAILED = "the first timing of this step failed"
 
 

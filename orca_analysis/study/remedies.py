@@ -1,4 +1,5 @@
-"""The remedy catalogue: a YAML data file with a schema, loaded strictly (like the claims catalogue).
+"""The remedy catalogue: a YAML data file with a schema, loaded strictly (like the claims catalogue). It is
+part of the study: each remedy becomes a variant of the study (`fix:<id>`); remedies/ judges them.
 
 Each remedy answers one finding of the report (by the finding's id and its declared metric) with a
 change written as `--set` pairs, applied to one variant of the study (the base unless it says
@@ -10,16 +11,16 @@ Remedies of one `group` are alternatives: the recommended design takes the first
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..catalog.files import BUILTIN_REMEDIES, catalogue_items
 from ..catalog.findings import FINDINGS  # the findings a remedy may answer, with their metrics
+from ..catalog.metrics import problems as metric_problems
 from ..errors import OrcaError
-from ..study.kwargs import check_value, did_you_mean, resolve
+from .kwargs import check_value, did_you_mean, resolve
 
-DEFAULT_CATALOGUE = Path(str(resources.files(__package__) / "catalogue.yaml"))  # package data
-BUILTIN_REMEDIES = {"orca": DEFAULT_CATALOGUE}  # the fixes for the Orca design's findings
+DEFAULT_CATALOGUE = BUILTIN_REMEDIES["orca"]
 REMEDY_KEYS = ("id", "finding", "metric", "problem", "change", "applies_to", "group", "expects",
                "measurements", "why")  # fmt: skip
 EXPECT_KEYS = ("metric", "method", "labels", "direction", "delta")
@@ -85,8 +86,6 @@ def _yaml(value: Any) -> str:
 
 def load_remedies(path: Path) -> list[Remedy]:
     """The catalogue at `path`; every problem is collected, then raised as one RemedyError."""
-    from ..claims.schema import catalogue_items
-
     items, lines = catalogue_items(path, "remedies", RemedyError, "remedy catalogue", "a remedy catalogue")
     problems: list[str] = []
     remedies: list[Remedy] = []
@@ -161,7 +160,6 @@ def _change(change: Any, where: str, problems: list[str]) -> dict[tuple[str, str
 
 
 def _expects(expects: Any, where: str, problems: list[str]) -> tuple[Expect, ...]:
-    from ..results.metrics import problems as metric_problems
 
     if not isinstance(expects, list) or not expects:
         problems.append(

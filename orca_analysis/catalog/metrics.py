@@ -1,4 +1,4 @@
-"""Declared metrics: what each stored number is, said once, where its measurement registers.
+"""Declared metrics: what each stored number is, said once, in the catalogue (catalog/declared/).
 
 A metric has a name (unique in the project), a unit, the methods that produce it, the label keys
 every one of its records carries (a memory category, a backend, a seed ...), and, where a record is
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OrcaError
-from ..study.kwargs import did_you_mean
+from .names import did_you_mean
 
 DIRECTIONS = ("higher", "lower", None)  # which way is better, where one is
 AGGREGATES = {"seed": "mean", "repeat": "median"}  # how the samples of a metric make its value
@@ -66,16 +66,9 @@ def declare(measurement: str, metrics: Iterable[Metric]) -> None:
 
 def lookup(name: str, where: str = "") -> Metric:
     if name not in METRICS:
-        _ensure_loaded()
-    if name not in METRICS:
         prefix = f"{where}: " if where else ""
         raise MetricError(f"{prefix}unknown metric '{name}'{did_you_mean(name, list(METRICS))}")
     return METRICS[name]
-
-
-def _ensure_loaded() -> None:
-    """Importing the measurements declares every metric (they register on import)."""
-    from .. import measurements  # noqa: F401
 
 
 def problems(name: str, method: str | None = None, labels: Iterable[str] = (), where: str = "") -> list[str]:

@@ -1,0 +1,14 @@
+"""What a measurement is, as the store keys its results (catalog/declared/<name>.py `SPEC`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    # Bumped when the records it writes change (new metrics, another method): stored results of an older
+    # version are then measured anew, and the other measurements' results are kept.
+    version: int = 1
+    uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
