@@ -144,3 +144,18 @@ def _xt():
     from importlib.metadata import version
 
     return version("x-transformers")
+
+
+def test_the_base_variant_is_named_once_and_the_variants_computed_once():
+    """The base is the first variant, id BASE_ID; `variants()` is computed once per study and handed out as a
+    new list each time (a caller changing its list changes no other's)."""
+    from orca_analysis.study.schema import BASE_ID
+
+    study = load_study("orca")
+    first = study.variants()
+    assert study.base_variant is first[0] and first[0].variant_id == BASE_ID
+    assert study.is_base(first[0]) and not any(study.is_base(v) for v in first[1:])
+    assert not any(study.is_base(v) for v in study.remedy_variants())  # a fix of the base is not the base
+    first.pop()
+    again = study.variants()
+    assert len(again) == len(first) + 1 and all(a is b for a, b in zip(again[:-1], first, strict=True))

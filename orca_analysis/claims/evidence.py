@@ -139,7 +139,7 @@ def missing(what: str) -> Verdict:
 
 def base_values(ev: Evidence, metric: str, **where: Any) -> list[Value]:
     """The base variant's values of `metric`, of one device (the GPU's full-scale runs where there are any)."""
-    base = ev.study.variants()[0].variant_id
+    base = ev.study.base_variant.variant_id
     return prefer_device(ev.results.values(metric, variant=base, **where))
 
 

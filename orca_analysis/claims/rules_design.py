@@ -12,7 +12,7 @@ from .rules import register_rule
 
 
 def _built(ev: Evidence, metric: str, **labels: Any) -> Value | None:
-    return ev.results.one(metric, variant="base", **labels)
+    return ev.results.one(metric, variant=ev.study.base_variant.variant_id, **labels)
 
 
 @register_rule("asserted_value")

@@ -33,7 +33,7 @@ def expected_cost(call: Call) -> tuple[bool, float]:
     """A rough order of the untimed side-by-side calls: the base's (the study-wide ablations run with it)
     first, then by width^2 x depth, a remedy's (fewer runs) at a third of a sweep variant's."""
     cfg, variant = call.variant.config, call.variant
-    is_base = variant.role == "sweep" and variant.variant_id == call.study.variants()[0].variant_id
+    is_base = variant.role == "sweep" and call.study.is_base(variant)
     weight = 1.0 if variant.role == "sweep" else 0.3
     return is_base, weight * cfg.dim**2 * cfg.depth
 

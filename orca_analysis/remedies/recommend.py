@@ -21,6 +21,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog.declared.probes import PROBES
 from ..catalog.metrics import OWNERS, lookup
 from ..claims.evidence import NOT_TESTABLE, compare
 from ..claims.stats import Effect, exact
@@ -59,7 +60,6 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
     ("decode_cached_tokens_per_s", None, {}),
 )
 SPEED = {"train_tokens_per_s", "prefill_tokens_per_s", "decode_cached_tokens_per_s"}  # at CPU-scaled lengths
-PROBES = ("causality", "kv_cache", "kernel_agreement")
 NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
 PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
 INCONCLUSIVE = "inconclusive"
@@ -261,7 +261,7 @@ def outcome(
     gpu = [why for met, why, _ in checks if met is None and "needs a GPU" in why]
     expected = {e.metric for e in remedy.expects}
     gpu += _unmeasured_on_this_device(results, remedy.variant_id, {c.metric for c in found} | expected)
-    caveats = purpose_caveats(remedy.values, study.variants()[0].config, purposes or {})
+    caveats = purpose_caveats(remedy.values, study.base_variant.config, purposes or {})
     return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, _status(checks, regressed, gpu), reasons,
                    found, after, before, remedy, gpu, caveats)  # fmt: skip
 
@@ -297,7 +297,7 @@ def _incompatible(cfg: ModelConfig) -> list[str]:
 def _combined(study: Study, values: dict[tuple[str, str], Any]) -> Variant:
     """The recommended variant; where one remedy alone makes the same model, that remedy's variant
     (one model is measured and stored once), asked for every measurement of the study."""
-    config = study.variants()[0].config.with_values(values)
+    config = study.base_variant.config.with_values(values)
     same = next((v for v in study.remedy_variants() if v.config == config), None)
     return dataclasses.replace(same, only=()) if same else study.recommended_variant(values)
 
@@ -308,7 +308,7 @@ def recommendation(results: Results, study: Study, purposes: dict[str, Any] | No
     to the quality gates of the remedies taken. `purposes`: flag -> (claim id, claim, verdict) of the
     claims that say what a flag is for, so a change that removes one says what it gives up."""
     outcomes = [outcome(results, study, r, purposes) for r in study.fixes]
-    base = study.variants()[0]
+    base = study.base_variant
     values: dict[tuple[str, str], Any] = {}
     change: dict[str, Any] = {}
     taken, skipped, groups = [], [], set()
@@ -347,7 +347,7 @@ def _measured(
     results: Results, study: Study, vid: str, taken: list[Outcome], purposes: dict | None
 ) -> Outcome:
     """The combined design against the base: its probes, and the quality gates of the remedies taken."""
-    base = study.variants()[0]
+    base = study.base_variant
     found = changes(results, study, base.variant_id, vid)
     after, before = probes(results, vid), probes(results, base.variant_id)
     gates = {(e.metric, e.delta): e for o in taken for e in o.remedy.expects if e.direction == "no_worse"}

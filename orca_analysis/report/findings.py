@@ -16,7 +16,7 @@ from ..results.query import Results
 
 
 def _base(study) -> str:
-    return study.variants()[0].variant_id
+    return study.base_variant.variant_id
 
 
 def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
@@ -140,7 +140,7 @@ def _params_share(results: Results, study) -> dict[str, Any] | None:
 
 def _only_axis(study, vid: str, axis: str) -> bool:
     """The variant differs from the base on `axis` alone (or is the base)."""
-    base = study.variants()[0].swept
+    base = study.base_variant.swept
     v = next(x for x in study.variants() if x.variant_id == vid)
     return all(v.swept[k] == base[k] for k in base if k != axis)
 

@@ -47,7 +47,7 @@ def _said_why(section, name: str, results: Results, retry: str):  # (Section) ->
 
 def key_numbers(results: Results, study: Study) -> dict[str, Any]:
     """The base's parameter total and embedding share, and whether counter and closed form agree everywhere."""
-    base = study.variants()[0].variant_id
+    base = study.base_variant.variant_id
     gaps = results.values("params_closed_form_gap")
     other = results.values("params", method="counter", component="other")
     return {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .kwargs import LAYERS
@@ -121,6 +122,9 @@ ROLES = ("sweep", "remedy", "recommended")
 NOTES_CATALOGUE = "orca"  # the built-in claims catalogue that restates the Orca design notes
 
 
+BASE_ID = "base"  # the base variant's id: the design the study reviews
+
+
 @dataclass(frozen=True)
 class Variant:
     variant_id: str  # "base", or "dim=1024" / "dim=1024,depth=12"; "fix:<remedy>"; "recommended"
@@ -170,11 +174,24 @@ class Study:
 
     def recommended_variant(self, values: dict[tuple[str, str], Any]) -> Variant:
         """The base with the passing remedies' changes combined."""
-        base = self.variants()[0]
+        base = self.base_variant
         return Variant("recommended", base.config.with_values(values), base.swept, "recommended")
 
+    @property
+    def base_variant(self) -> Variant:
+        """The design under review: the first variant, `BASE_ID`."""
+        return self._variants[0]
+
+    def is_base(self, variant: Variant) -> bool:
+        """`variant` is the base (a remedy's variant of the same config is not)."""
+        return variant.variant_id == self.base_variant.variant_id
+
     def variants(self) -> list[Variant]:
-        """The base first, then the sweep, without duplicates."""
+        """The base first, then the sweep, without duplicates (computed once per study)."""
+        return list(self._variants)
+
+    @cached_property
+    def _variants(self) -> tuple[Variant, ...]:
         axes = self.sweep.axes
         keys = list(axes)
         base_values = {k: self.base.get(k[1]) for k in keys}
@@ -186,13 +203,13 @@ class Study:
         seen, out = set(), []
         for combo in combos:
             changed = {k: v for k, v in combo.items() if v != base_values[k]}
-            vid = ",".join(f"{k[1]}={_fmt(v)}" for k, v in changed.items()) or "base"
+            vid = ",".join(f"{k[1]}={_fmt(v)}" for k, v in changed.items()) or BASE_ID
             if vid in seen:
                 continue
             seen.add(vid)
             swept = {k[1]: combo.get(k, base_values[k]) for k in keys}
             out.append(Variant(vid, self.base.with_values(changed), swept))
-        return out
+        return tuple(out)
 
 
 def _fmt(v: Any) -> str:

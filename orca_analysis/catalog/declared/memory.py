@@ -18,6 +18,7 @@ _PEAKS = {
     ),
     "peak_decode_cached": ("one decode step on the prefill's cache", (CF, SIM)),
 }
+TOTAL = {"category": "total"}  # the labels of a peak's total
 METRICS = (
     *(
         Metric(name, "bytes", f"peak bytes of {what}; {_CATEGORY} (at the moment of the peak)", methods,

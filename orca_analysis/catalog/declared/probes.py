@@ -17,6 +17,7 @@ _PROBES = {
     "kernel_agreement": "the flash path, with sdpa forced to one backend (or x-transformers' default), gives the "
     "logits of x-transformers' own attention path on the same weights",
 }
+PROBES = ("causality", "kv_cache", "kernel_agreement")  # the probes whose outcome is pass (1) or fail (0)
 METRICS = (
     *(
         m

@@ -25,7 +25,7 @@ def _cell(results: Results, at: dict, case: str, backend: str) -> Quantity | str
 
 def _bias(study) -> str:
     """What the base's own call passes (the table is the base's call)."""
-    layers = study.variants()[0].config.layers
+    layers = study.base_variant.config.layers
     alibi = layers.get("alibi_pos_bias") and not layers.get("alibi_in_kernel")
     return "ALiBi as a dense float mask" if alibi else "with its mask, if any"
 

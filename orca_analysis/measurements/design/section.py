@@ -30,7 +30,7 @@ def design_section(results: Results, study) -> Section:
              _note(results, "kv_group", vid), _note(results, "position_sources", vid)]
             for vid in variant_order(study) if results.values("vocab_rows", variant=vid)]  # fmt: skip
     flags = [[v.get("flag"), "yes" if v.value else "no", v.note]
-             for v in results.values("flag_changes_build", variant=study.variants()[0].variant_id)]  # fmt: skip
+             for v in results.values("flag_changes_build", variant=study.base_variant.variant_id)]  # fmt: skip
     tables = []
     if rows:
         tables.append(Table("The model as built", "Read from the built model (shapes and counts, exact); "

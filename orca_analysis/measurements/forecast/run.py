@@ -53,7 +53,7 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                 kernels.setdefault(tuple(sorted(by_backend)), []).append(gpu)
             for gpus in kernels.values():
                 _memory(at, variant, compute, n, b, gpus)
-                if variant.variant_id == study.variants()[0].variant_id and (n, b) == longest:
+                if study.is_base(variant) and (n, b) == longest:
                     _largest_batch(at, variant, compute, n, gpus)
     return rec.records
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...catalog.declared.memory import TOTAL
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.kept_walks import WalkCache
@@ -45,7 +46,6 @@ TOLERANCE = {
 # the closed form's peak moments, by the phase the tracker files them under
 PHASE = {"forward_attention": "forward", "forward_loss": "forward", "forward_logits": "forward",
          "backward_start": "backward", "optimizer": "optimizer", "decode": "forward"}  # fmt: skip
-TOTAL = {"category": "total"}
 WHOLE = "all"  # memory_rel_error's phase for the whole peak
 
 
@@ -213,7 +213,7 @@ def measure_memory(variant: Variant, study: Study, walks: WalkCache | None = Non
     precision = fm.DTYPE_PRECISION[dtype]
     jobs = {pair: ("train", "prefill", "decode") for pair in study.workloads.pairs()}
     b0 = min(study.workloads.batch_sizes)
-    if variant.variant_id == "base":  # the design's model gets its whole memory-vs-length curve simulated
+    if study.is_base(variant):  # the design's model gets its whole memory-vs-length curve simulated
         for n in sweep_lengths(cfg):
             jobs.setdefault((n, b0), ("train",))
     sims, how = analytic_memory(cfg, dtype, jobs, walks)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...catalog.declared.memory import TOTAL
 from ...kit.figures import lines, stacked
 from ...kit.format import Quantity, mib
 from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results
 
 PARTS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs", "buffers")
-TOTAL = {"category": "total"}
 WHOLE = {"phase": "all"}
 CAPACITIES = ("80GB", "141GB")
 
@@ -223,7 +223,7 @@ def memory_section(results: Results, study) -> Section:
         panels=axis_panels(study),
     )
     section.figures += [f for f in (fig1, fig2) if f]
-    terms = results.values("activation_term", variant="base", seq_len=top)
+    terms = results.values("activation_term", variant=study.base_variant.variant_id, seq_len=top)
     if terms:
         biggest = max(terms, key=lambda v: v.value)
         section.intro += (

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ...catalog.declared.memory import TOTAL
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.device import measure_device
@@ -20,7 +21,7 @@ from ...instruments.kept_walks import WalkCache
 from ...instruments.memtrack import run_steps
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
-from ..memory.run import TOTAL, _gap, _peak, _rel
+from ..memory.run import _gap, _peak, _rel
 from ..recorder import Recorder
 
 CPU_BUDGET = 1 << 30  # bytes a real CPU run may take on a shared machine

@@ -31,6 +31,7 @@ from torch.nn.attention import SDPBackend
 
 from ...build import DTYPES, build_model
 from ...build.variants import FLAGS_OFF
+from ...catalog.declared.probes import PROBES
 from ...instruments.device import speed_dtype
 from ...instruments.proxy import QualityScale, proxy_config, quality_scale, torch_threads
 from ...instruments.sdpa import force_backend
@@ -40,7 +41,6 @@ from ..params.run import counted_params
 from ..recorder import Recorder
 
 M = "measured"
-PROBES = ("causality", "kv_cache", "kernel_agreement")
 # torch.testing.assert_close defaults (torch/testing/_comparison.py): dtype -> (rtol, atol)
 TOLERANCES = {torch.float32: (1.3e-6, 1e-5), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (1e-3, 1e-5)}
 KERNEL_BACKENDS = {
@@ -216,7 +216,7 @@ def probe_records(variant: Variant, study: Study, scale: QualityScale | None = N
         for probe in PROBES:
             rec.skipped(probe, M, reason, {"case": "as_built"})
         return rec.records
-    is_base = variant.variant_id == study.variants()[0].variant_id
+    is_base = study.is_base(variant)
     dtype = speed_dtype(study.workloads.dtype, scale.device)  # bf16 on a GPU, where flash needs it
     with torch_threads(scale):
         variant_probes(cfg, scale, dtype, rec, attribute=is_base)

@@ -97,7 +97,7 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
     _calibrate(ctx, rec, peaks)  # on a GPU too: its per-operator cost, beside the forecast's assumed one
     phases: list[tuple[Phase, tuple]] = [(_train, TRAIN_FAILED), (_prefill, PREFILL_FAILED),
                                          (decode_phase, DECODE_FAILED)]  # fmt: skip
-    if variant.variant_id == study.variants()[0].variant_id:  # study-wide: the base only
+    if study.is_base(variant):  # study-wide: the base only
         phases += [(kv_heads_phase, KV_FAILED), (_repeat, REPEAT_FAILED)]
     for w in workloads(study, variant, device, CPU_SEQ_CAP):
         at = at_workload(rec, w, CPU_SEQ_CAP)

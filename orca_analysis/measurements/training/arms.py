@@ -29,7 +29,7 @@ NOT_POWERED_FLOPS = ("not run at this quality tier: equal-FLOP runs give the dee
 
 def lr_arm(variant: Variant, study: Study) -> bool:
     """The variant is compared along a width or depth axis (the base, or a variant that changes one)."""
-    base = study.variants()[0]
+    base = study.base_variant
     on_axes = [k for k in variant.swept if k in LR_AXES]
     if variant.variant_id == base.variant_id:
         return bool(on_axes)

@@ -201,7 +201,7 @@ def variant_runs(
     proxy = proxy_config(variant.config, scale)
     reference = proxy_config(study.base, scale)
     fpt = flops_per_token(proxy, scale.seq_len)
-    is_base = variant.variant_id == study.variants()[0].variant_id
+    is_base = study.is_base(variant)
     needs_lr = arms.lr_arm(variant, study)
     runs: dict[int, RunResult] = {}
     if is_base or not needs_lr or scale.lr_factors:
@@ -310,7 +310,7 @@ def training_records(
             if variant.role != "sweep":
                 remedy_runs(variant, study, scale, data, rec)
                 return rec.records
-            is_base = variant.variant_id == study.variants()[0].variant_id  # study-wide ablations run once
+            is_base = study.is_base(variant)  # study-wide ablations run once
             runs = variant_runs(variant, study, scale, data, rec, keep_models=is_base)
             if is_base:
                 reference_records(rec, data)
