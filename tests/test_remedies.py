@@ -8,7 +8,7 @@ from test_claims import rec, seeds
 
 from orca_analysis.catalog.metrics import lookup
 from orca_analysis.errors import StudyError
-from orca_analysis.remedies.recommend import recommendation
+from orca_analysis.remedies.recommend import recommendation, short
 from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results import Record
 from orca_analysis.results.query import Results
@@ -236,8 +236,24 @@ def test_a_forecast_the_machine_cannot_make_is_named_with_its_reason(study):
                    if o.id == "alibi-off")  # fmt: skip
     line = "gpu_peak[gpu=h100-sxm-80gb][compute=bfloat16][step=train][category=total]: needs a GPU (FlexAttention"
     assert [g for g in outcome.needs_gpu if g.startswith("gpu_peak")] == [
-        line + FLEX[len("FlexAttention") : 120] + ")"
+        line + short(FLEX)[len("FlexAttention") :] + ")"
     ]
+    # the reason cut at a word: 160 characters at most, with an ellipsis
+    assert short(FLEX).endswith(" ...") and len(short(FLEX)) <= 164 and FLEX.startswith(short(FLEX)[:-4])
+
+
+def test_the_report_lists_each_thing_that_needs_a_gpu_once(study):
+    """A loss that needs a GPU is a reason (its expectation) and stands in needs_gpu (the status); the report's
+    view lists the needs_gpu lines that are not reasons already, the JSON every one."""
+    from orca_analysis.report.recommendations_view import recommendations_view
+
+    gpu = Record(study.name, "fix:cache-fix", "training", "", "", None, "", None, None, device="cpu",
+                 status="error", note="NotImplementedError: FlexAttention does not support backward on CPU")  # fmt: skip
+    r = results(study, cache=[probe(study, "fix:cache-fix", 1.0), gpu])
+    outcome = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")
+    view = next(v for v in recommendations_view(r, study)["remedies"] if v["id"] == "cache-fix")
+    said = [g for g in outcome.needs_gpu if g in outcome.reasons]
+    assert said and view["needs_gpu"] == [g for g in outcome.needs_gpu if g not in said]
 
 
 def test_recommendations_json_has_the_issue_schema(study):

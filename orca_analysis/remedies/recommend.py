@@ -187,6 +187,13 @@ def probes(results: Results, variant: str) -> dict[str, str]:
     return out
 
 
+def short(text: str, limit: int = 160) -> str:
+    """`text`, cut at the last word that ends within `limit` characters, with an ellipsis where it was cut."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
 def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]) -> str | None:
     """The reason the measurement gave for not running `metric` at `labels` for `variant` (a skipped record)."""
     for v in results.values(metric, variant=variant, status="skipped"):
@@ -223,8 +230,8 @@ def _check(e: Expect, found: list[Change], after: dict[str, str], results: Resul
             return None, f"{label}: {skipped[0].note}", word
         why = _failure(results, vid, e.metric)
         if why and any(t in why for t in NEEDS_GPU):
-            return None, f"{label}: needs a GPU ({why[:120]})", ""
-        return None, f"{label}: not measured" + (f" ({why[:120]})" if why else ""), ""
+            return None, f"{label}: needs a GPU ({short(why)})", ""
+        return None, f"{label}: not measured" + (f" ({short(why)})" if why else ""), ""
     if e.direction == "no_worse":
         c = rows[0]
         return no_worse(e, label, c.effect, c.unit, c.arms, results, study)
@@ -281,7 +288,7 @@ def _unmeasured_on_this_device(results: Results, vid: str, have: set[str]) -> li
             else _failure(results, vid, metric) or _skipped(results, vid, metric, labels)
         )
         if why and any(t in why for t in NEEDS_GPU):
-            out.append(f"{_label(metric, labels)}: needs a GPU ({why[:120]})")
+            out.append(f"{_label(metric, labels)}: needs a GPU ({short(why)})")
             have = have | {metric}
     return out
 

@@ -92,7 +92,8 @@ def _outcome_view(o: Outcome, every: bool = False) -> dict[str, Any]:
         "after": o.after_id, "problem": r.problem if r else "", "why": r.why if r else "",
         "change": r.change_text() if r else "", "finding": r.finding if r else "",
         "reasons": o.reasons, "rows": change_rows(o.changes, every), "speed_rows": speed_rows(o.changes),
-        "probes": _probe_rows(o), "needs_gpu": o.needs_gpu, "scales": sorted({c.scale for c in o.changes}),
+        "probes": _probe_rows(o), "needs_gpu": [g for g in o.needs_gpu if g not in o.reasons],  # those not said
+        "scales": sorted({c.scale for c in o.changes}),
         "caveats": o.caveats,
     }  # fmt: skip
 
