@@ -274,7 +274,11 @@ def test_a_flexattention_design_gets_one_reason_not_a_failure():
     )
     records = measure_forecast(flex, study)
     assert {(r.metric, r.status) for r in records} == {
-        ("sdpa_predicted_calls", "ok"), ("gpu_peak", "skipped"), ("gpu_step_floor", "skipped")}  # fmt: skip
+        ("sdpa_predicted_calls", "ok"), ("gpu_peak", "skipped"), ("gpu_step_floor", "skipped"),
+        ("gpu_step_predicted", "skipped"), ("gpu_mfu_ceiling", "skipped")}  # fmt: skip
+    # every GPU x compute x step, and both conventions of the MFU ceiling
+    conventions = {r.labels["convention"] for r in records if r.metric == "gpu_mfu_ceiling"}
+    assert conventions == {"palm", "kernel"}
     assert all("FlexAttention (alibi_in_kernel)" in r.note for r in records)
     section = forecast_section(Results.from_records(records), study)
     assert "No GPU memory or time forecast for fix:flex: FlexAttention" in section.intro

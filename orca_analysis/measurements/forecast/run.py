@@ -10,6 +10,7 @@ from __future__ import annotations
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
 from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, TIME_METHOD, max_batch, peaks_of, walk
+from ...instruments.roofline import CONVENTIONS
 from ...instruments.sdpa_rules import predict
 from ...results import Record
 from ...study.schema import Study, Variant
@@ -74,6 +75,14 @@ def _flex(at, gpus) -> None:  # noqa: ANN001
             for step in ("train", "prefill"):
                 at.skipped("gpu_peak", "predicted", FLEX, {**labels, "step": step, "category": "total"})
                 at.skipped("gpu_step_floor", "predicted", FLEX, {**labels, "step": step})
+                at.skipped("gpu_step_predicted", "predicted", FLEX, {**labels, "step": step})
+                for convention in CONVENTIONS:
+                    at.skipped(
+                        "gpu_mfu_ceiling",
+                        "predicted",
+                        FLEX,
+                        {**labels, "step": step, "convention": convention},
+                    )
 
 
 def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Device]) -> None:  # noqa: ANN001
