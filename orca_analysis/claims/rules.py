@@ -2,7 +2,7 @@
 
 A rule gets the evidence (the query over the results, the study, fidelity entries) and its
 parameters from the catalogue, and returns a Verdict. Rules name metrics by their declared names
-(results/metrics.py); missing results give `not tested yet`, never a guess.
+(catalog/metrics.py); missing results give `not tested yet`, never a guess.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Measurements, one package (or module) each; each declares itself in registry.py's registry.
 
-Every package here is imported on first use, so adding a measurement is adding a folder: its
-declaration (`__init__.py`: metrics, run settings, registration), its run function and its section.
+Every package here is imported on first use, so adding a measurement is adding a folder (`__init__.py`: run
+settings and registration; its run function and its section) and its declaration in the catalogue
+(catalog/declared/<name>.py: its spec and metrics).
 """
 
 from __future__ import annotations

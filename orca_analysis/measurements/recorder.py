@@ -1,6 +1,6 @@
 """Build a measurement call's records: shared fields filled in, each record checked as it is made.
 
-Every record names a declared metric (results/metrics.py) with one of its methods and exactly its
+Every record names a declared metric (catalog/metrics.py) with one of its methods and exactly its
 label keys; the unit comes from the declaration, never retyped. A record that does not match its
 declaration raises at once: a typo in a measurement fails its tests, not the report.
 """

@@ -1,8 +1,8 @@
 """The registry of measurements: each measurement package declares itself once, here.
 
 A declaration holds everything the rest of the tool reads about a measurement: its run function,
-its metrics (results/metrics.py), its report section, its run settings (isolation, GPU need, the
-longest length it runs on a CPU) and, for the GPU run, its group and share of the budget. The
+its metrics (declared in catalog/declared/, checked here), its report section, its run settings
+(isolation, GPU need, the longest length it runs on a CPU) and, for the GPU run, its group and share of the budget. The
 report's sections, the GPU coverage table, the GPU plan and the Ray resources all come from here.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.declared import BUILTIN, SPECS
-from ..catalog.metrics import Metric, declare
+from ..catalog.metrics import Metric
 from ..instruments.kept_walks import WalkCache
 from ..results.records import Record
 from ..study.schema import ModelConfig, Study, Variant
@@ -118,7 +118,6 @@ def register(measurement: Measurement) -> Measurement:
         )
     if measurement.metrics != BUILTIN[name]:
         raise ValueError(f"measurement '{name}': its metrics are not those the catalogue declares for it")
-    declare(name, measurement.metrics)
     MEASUREMENTS[measurement.name] = measurement
     return measurement
 

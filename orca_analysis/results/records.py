@@ -2,7 +2,7 @@
 
 `status` is the run's outcome only (ok, error, skipped); a probe that fails is an ok record whose
 value says so. `note` carries the why of an error or a skip, or a caveat on an ok value. `labels`
-are the declared label keys of the metric (results/metrics.py), stored as JSON.
+are the declared label keys of the metric (catalog/metrics.py), stored as JSON.
 """
 
 from __future__ import annotations

@@ -20,7 +20,8 @@ METRICS = (
            ("predicted",), ("gpu", "compute", "step", "category")),
     Metric("gpu_max_batch", "sequences", "the largest batch whose step (label step: train, prefill) fits the "
            "GPU's memory at the workload's length, in the dtype policy (label compute): affine in the batch from "
-           "walks at 1 and 2, checked by walks at the answer and one more (instruments/gpu_forecast.py); the "
+           "walks at 1 and 2 (at doubled batches where the optimizer step holds the peak at both), checked by "
+           "walks at the answer and one more (instruments/gpu_forecast.py); the "
            "base variant at the study's longest length", ("predicted",), ("gpu", "compute", "step")),
     Metric("gpu_step_floor", "s", "the roofline floor of a step (label step) on the GPU in the dtype policy: the "
            "sum over its operators of max(FLOPs / the dtype's dense peak, bytes / bandwidth), datasheet figures "

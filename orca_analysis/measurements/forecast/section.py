@@ -149,8 +149,9 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
     section.tables.append(Table(
         "The largest batch that fits, simulated (a forecast)",
         "Sequences per step at the study's longest length. Peak memory is affine in the batch: the answer comes "
-        "from walks at batch 1 and 2 and is checked by walks at the answer (fits) and one more (does not); "
-        "0: not even one sequence fits (instruments/gpu_forecast.py)."
+        "from walks at batch 1 and 2 (where the optimizer step, which does not grow with the batch, holds the "
+        "peak at both, from walks at doubled batches) and is checked by walks at the answer (fits) and one more "
+        "(does not); 0: not even one sequence fits (instruments/gpu_forecast.py)."
         + (" Exceptions: " + "; ".join(methods) if methods else ""),
         ["variant", "tokens", "compute", "step", *gpus], rows))  # fmt: skip
 

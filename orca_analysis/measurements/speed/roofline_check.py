@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ...catalog.declared.speed import MED
 from ...instruments.memtrack import run_steps
 from ...instruments.roofline import (
     OpCost,
@@ -23,7 +24,6 @@ from ...study.schema import ModelConfig
 from ..recorder import Recorder
 from .timed import Workload
 
-MED = "measured_median"
 CALIBRATION = (1, 1)  # tokens x batch of the design's own step that calibrates the per-operator cost
 NAMES = {"train": "train_step", "prefill": "prefill"}
 METHOD = ("predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
@@ -54,10 +54,11 @@ def op_cost(peaks: Peaks, cfg: ModelConfig, rec: Recorder, step: str, timing: Ti
     per-operator cost (Python, dispatch, autograd, the optimizer's launches), which the one-element chain of
     op_overhead does not carry."""
     ops = _ops(cfg, step, *CALIBRATION)
-    cost = max(0.0, (timing.median - floor_s(ops, peaks)) / len(ops))
+    floor = floor_s(ops, peaks)
+    cost = max(0.0, (timing.median - floor) / len(ops))
     n, b = CALIBRATION
-    note = (f"({timing.median * 1e3:.4g} ms measured - {floor_s(ops, peaks) * 1e3:.4g} ms floor) / {len(ops)} "
-            f"operators, at {n} token x batch {b}")  # fmt: skip
+    note = (f"({timing.median * 1e3:.4g} ms measured - {floor * 1e3:.4g} ms floor) / {len(ops)} operators, at "
+            f"{n} token x batch {b}")  # fmt: skip
     rec.add(f"{NAMES[step]}_op_cost", cost, MED, note=note)
     return cost
 

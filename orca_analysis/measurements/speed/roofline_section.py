@@ -55,4 +55,4 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
         f"Floor below the measurement in {n - above} of {n}; within {TOLERANCE:.0%}: the prediction from probes "
         f"in {close} of {n}, the calibrated one in {own} of {n}.",
         ["variant", "device", "seq len requested", "tokens x batch", "step", "floor", "measured",
-         "floor / measured", "predicted", "error", "calibrated", "error"], rows)  # fmt: skip
+         "floor / measured", "predicted from probes", "its error", "calibrated", "its error"], rows)  # fmt: skip
