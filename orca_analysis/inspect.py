@@ -7,6 +7,7 @@ from typing import Any
 
 from .build import fidelity_entries
 from .build.describe import describe
+from .catalog.declared.params import EMBEDDING_AND_LOGITS_SHARE
 from .devices import Device
 from .errors import OrcaError
 from .instruments.attention_forecast import forecast_attention
@@ -134,7 +135,7 @@ def _params_text(p: dict[str, Any]) -> list[str]:
         "Parameters (counter = the library's own count; closed form = formulas/params.py)",
         _table(par, ["component", "counter", "closed form", "share"]),
         f"closed form matches counter: {'yes' if p['closed_form_matches'] else 'NO'}; "
-        f"embedding + logits share: {p['embedding_and_logits_share']:.1%}",
+        f"embedding + logits share: {p[EMBEDDING_AND_LOGITS_SHARE]:.1%}",
         f"counted by: {p['counted']}",
     ]
     if "deepnorm" in p:

@@ -20,6 +20,7 @@ from typing import IO
 
 from tqdm import tqdm
 
+from .catalog.vocabulary import Status
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
 from .instruments.corpus import selected_corpus_label
@@ -119,7 +120,9 @@ def unit_for(call: Call, outcome: Outcome, corpus: str | None = None) -> Unit:
     """The stored unit of a finished call; `corpus` as for `plan_calls`, so it lands where the plan looks."""
     records = outcome.records
     workload_free = (
-        outcome.status == "ok" and records and all(r.seq_len is None and r.batch is None for r in records)
+        outcome.status == Status.OK
+        and records
+        and all(r.seq_len is None and r.batch is None for r in records)
     )
     dtype = call.study.workloads.dtype
     workloads = (ALL_WORKLOADS,) if workload_free else tuple(workload_key(s, b, dtype) for s, b in call.pairs)
@@ -148,12 +151,12 @@ class Progress:
 
     def finished(self, call: Call, outcome: Outcome) -> None:
         self.done += 1
-        self.failed += outcome.status != "ok"
+        self.failed += outcome.status != Status.OK
         line = f"[{self.done}/{self.total}] {call.label}: {outcome.status} ({outcome.seconds:.1f} s)"
         if self.bar:
             self.bar.update(1)
             self.bar.set_postfix_str(call.label, refresh=False)
-        if outcome.status != "ok" or self.verbose or not self.bar:
+        if outcome.status != Status.OK or self.verbose or not self.bar:
             text = f"{line}: {outcome.error}" if outcome.error else line
             if self.bar:
                 self.bar.write(text, file=self.log)

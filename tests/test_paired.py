@@ -4,7 +4,7 @@ intervals are derived by hand beside each assertion (claims/stats.py, claims/rul
 import pytest
 from test_claims import ev, final_loss, rec, seeds
 
-from orca_analysis.claims import NOT_TESTABLE
+from orca_analysis.catalog.vocabulary import Verdict
 from orca_analysis.claims.rules import RULES
 from orca_analysis.claims.stats import PAIRED, UNPAIRED, contrast, paired, paired_t
 from orca_analysis.study import load_study
@@ -68,7 +68,7 @@ def test_a_comparison_is_read_only_past_the_initial_fall(study):
     # a bigram count model reaches 2.45 nats/token: dim=32's mean 2.54 is not below it
     v = RULES["decreases_with"](ev(study, [*records, ngram(study, 2.45)]), metric="val_loss_final", axis="dim",
                                 delta=0.01)  # fmt: skip
-    assert v.verdict == NOT_TESTABLE and "dim=32 2.540 (bigram 2.450)" in v.reason
+    assert v.verdict == Verdict.NOT_TESTABLE and "dim=32 2.540 (bigram 2.450)" in v.reason
     # below a bigram at 2.60: read as before
     v = RULES["decreases_with"](ev(study, [*records, ngram(study, 2.60)]), metric="val_loss_final", axis="dim",
                                 delta=0.01)  # fmt: skip
@@ -99,7 +99,7 @@ def test_extrapolation_is_not_testable_when_a_positive_control_fails(study):
     # learned absolute positions barely rise at this budget: the test cannot see a failure
     records = extrapolation(study, {"alibi": keeps, "abs": flat, "none": fails})
     v = RULES["extrapolation"](ev(study, records), scheme="alibi", controls=("abs", "none"), delta=0.01)
-    assert v.verdict == NOT_TESTABLE and not v.control.shows_power and "abs" in v.reason
+    assert v.verdict == Verdict.NOT_TESTABLE and not v.control.shows_power and "abs" in v.reason
     assert v.control.effect.ci_low == pytest.approx(0.010 - T975_2 * 0.001 / 3**0.5, abs=1e-6)
 
 
@@ -119,7 +119,7 @@ def test_head_robustness_needs_heads_that_matter(study, monkeypatch):
 
     # 2 heads: silencing a quarter costs 0.0087 on average: below delta 0.01, so no fall beyond it is possible
     v = verdict([0.0085, 0.0087, 0.0089], [0.0001, 0.0002, 0.0003])
-    assert v.verdict == NOT_TESTABLE and "barely matter" in v.reason
+    assert v.verdict == Verdict.NOT_TESTABLE and "barely matter" in v.reason
     # 2 heads: 0.20, 0.21, 0.19 (control [0.175, 0.225]); 8 heads 0.05 +- 0.01: falls 0.15 +- 0 per seed
     v = verdict([0.20, 0.21, 0.19], [0.05, 0.06, 0.04])
     assert v.verdict == "supported" and v.control.shows_power and v.effect.estimate == pytest.approx(0.15)
@@ -173,27 +173,27 @@ def test_overfitting_reads_held_out_loss_and_needs_overfitting_to_happen(study):
     narrow = overfit_curves(study, "dim=32", [[3.0] * 3, [2.95] * 3, [2.90, 2.91, 2.89]])
     wide = overfit_curves(study, "base", [[3.0] * 3, [2.90] * 3, [2.80, 2.81, 2.79]])
     v = RULES["overfitting"](ev(study, narrow + wide), axis="dim", delta=0.01)
-    assert v.verdict == NOT_TESTABLE and "no overfitting to see" in v.reason
+    assert v.verdict == Verdict.NOT_TESTABLE and "no overfitting to see" in v.reason
 
 
 def test_the_summary_counts_not_testable_apart():
-    from orca_analysis.claims import ClaimResult, Verdict, load_catalogue
+    from orca_analysis.claims import ClaimResult, Judgement, load_catalogue
     from orca_analysis.report.claims_view import claims_json, verdict_counts, verdict_counts_by_scale
 
     claims = load_catalogue()[:4]
-    verdicts = [Verdict(NOT_TESTABLE, "control failed", scale="proxy"), Verdict("inconclusive", "", scale="proxy"),
-                Verdict("supported", "", scale="analytic"), Verdict(NOT_TESTABLE, "tier", scale="proxy")]  # fmt: skip
+    verdicts = [Judgement(Verdict.NOT_TESTABLE, "control failed", scale="proxy"), Judgement("inconclusive", "", scale="proxy"),
+                Judgement("supported", "", scale="analytic"), Judgement(Verdict.NOT_TESTABLE, "tier", scale="proxy")]  # fmt: skip
     results = [ClaimResult(c, v) for c, v in zip(claims, verdicts, strict=True)]
     counts = {c["verdict"]: c["count"] for c in verdict_counts(results)}
-    assert counts[NOT_TESTABLE] == 2 and counts["inconclusive"] == 1 and counts["supported"] == 1
+    assert counts[Verdict.NOT_TESTABLE] == 2 and counts["inconclusive"] == 1 and counts["supported"] == 1
     by_scale = {
         s["scale"]: {c["verdict"]: c["count"] for c in s["counts"]} for s in verdict_counts_by_scale(results)
     }
     assert by_scale == {"full": {**dict.fromkeys(counts, 0), "supported": 1},
-                        "proxy": {**dict.fromkeys(counts, 0), NOT_TESTABLE: 2, "inconclusive": 1}}  # fmt: skip
+                        "proxy": {**dict.fromkeys(counts, 0), Verdict.NOT_TESTABLE: 2, "inconclusive": 1}}  # fmt: skip
     # claims.json: an exact or missing effect has null interval fields, its kind included
     row = claims_json(results)[0]
-    assert row["verdict"] == NOT_TESTABLE and row["paired"] is None and row["control"] is None
+    assert row["verdict"] == Verdict.NOT_TESTABLE and row["paired"] is None and row["control"] is None
 
 
 def test_claims_json_carries_the_interval_kind_n_delta_and_the_control(study):

@@ -4,12 +4,21 @@ listed here, each with its reason; a new one fails, and so does a listed one tha
 
 from __future__ import annotations
 
+import re
+import sys
 import tomllib
+import types
 from pathlib import Path
 
+import pytest
 from import_graph import cycles, edges, imports
 
+from orca_analysis.catalog.declared import unbound
+from orca_analysis.catalog.declared.memory import MEMORY_REL_ERROR, PEAK_TRAIN
 from orca_analysis.catalog.version import VERSION
+from orca_analysis.catalog.vocabulary import Method, Scale
+from orca_analysis.measurements.recorder import Recorder
+from orca_analysis.study import load_study
 
 # Bottom first: a part may import the parts of its own layer's index or below.
 LAYERS = (
@@ -120,3 +129,56 @@ def test_the_readmes_code_parses():
                 base = (root / name).parents[node.level - 1] / (node.module or "").replace(".", "/")
                 exists = base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
                 assert exists or str(base.relative_to(root)) + ".py" in dict(files), (name, node.module)
+
+
+def _declaration(code: str, name: str = "weight_bytes") -> types.ModuleType:
+    """A declaration module's code run as if it were catalog/declared/<name>.py (its relative imports resolve)."""
+    module = types.ModuleType(f"orca_analysis.catalog.declared.{name}")
+    module.__package__ = "orca_analysis.catalog.declared"
+    exec(compile(code, f"catalog/declared/{name}.py", "exec"), module.__dict__)
+    return module
+
+
+def test_a_declaration_binds_each_metric_to_its_constant():
+    """The README's declaration binds WEIGHT_BYTES; one whose constants are swapped, or missing, is refused."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    code = re.search(r"```python\n# orca_analysis/catalog/declared/weight_bytes.py\n(.*?)```", readme, re.S)[
+        1
+    ]
+    module = _declaration(code)
+    assert unbound(module) == [] and module.WEIGHT_BYTES == "weight_bytes"
+    assert module.WEIGHT_BYTES.methods == (Method.CLOSED_FORM,) and module.WEIGHT_BYTES.unit == "bytes"
+    swapped = code.replace("METRICS = (WEIGHT_BYTES,)", "OTHER = Metric('other', 's', 'x', ('measured',))\n"
+                           "METRICS = (WEIGHT_BYTES, OTHER)\nWEIGHT_BYTES, OTHER = OTHER, WEIGHT_BYTES")  # fmt: skip
+    assert unbound(_declaration(swapped)) == ["weight_bytes", "other"]
+    with pytest.raises(ValueError, match="unknown method 'guessed'"):
+        _declaration(code.replace("(Method.CLOSED_FORM,)", "('guessed',)"))
+
+
+def test_a_metric_is_its_name_and_stored_as_a_plain_string(tiny_study_path):
+    """A metric compares, hashes and pickles as its name with its declaration; a record stores plain strings
+    (a record's fields are what the store and its JSON labels hold)."""
+    import pickle
+
+    assert PEAK_TRAIN == "peak_train" and {"peak_train": 1}[PEAK_TRAIN] == 1
+    again = pickle.loads(pickle.dumps(PEAK_TRAIN))
+    assert again.declaration() == PEAK_TRAIN.declaration() and again.labels == ("category",)
+    with pytest.raises(AttributeError, match="declared once"):
+        PEAK_TRAIN.unit = "MiB"
+    variant = load_study(tiny_study_path).base_variant
+    rec = Recorder("tiny", variant, "memory").add(
+        MEMORY_REL_ERROR, 0.1, Method.DERIVED, {"quantity": PEAK_TRAIN, "pair": "a_vs_b", "phase": "all"},
+        scale=Scale.ANALYTIC,
+    )  # fmt: skip
+    assert [type(x) for x in (rec.metric, rec.method, rec.scale, rec.status, rec.labels["quantity"])] == [
+        str
+    ] * 5
+
+
+def test_metric_names_are_written_as_literals_rarely():
+    """Issue 27's target: metric names written as string literals outside the catalogue, 40 or fewer (the rest
+    name the constant). Those left are words that are also a measurement, a unit, a label or a column name."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from structure_bench import count
+
+    assert count()["literals"] <= 40

@@ -10,39 +10,77 @@ unknown metric, method or label is an error where it is named, never a silent "n
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import OrcaError
 from .names import did_you_mean
+from .vocabulary import Method, Scale
 
 DIRECTIONS = ("higher", "lower", None)  # which way is better, where one is
 AGGREGATES = {"seed": "mean", "repeat": "median"}  # how the samples of a metric make its value
-SCALES = ("analytic", "measured", "proxy")  # formula/counter/simulation; the model itself; a proxy
+SCALES = tuple(Scale)  # formula/counter/simulation; the model itself; a proxy
 
 
 class MetricError(OrcaError):
     """A metric, method or label that no measurement declares."""
 
 
-@dataclass(frozen=True)
-class Metric:
-    name: str
+class Metric(str):
+    """A declared metric. It is its name, as a StrEnum member is its value: code names it by the constant
+    its declaration binds (`PEAK_TRAIN`, a typo fails at import), and it reads, hashes, stores and compares
+    as the name, so records, labels and YAML files keep the plain string."""
+
     unit: str
     description: str
     methods: tuple[str, ...]
-    labels: tuple[str, ...] = ()  # every record of the metric carries exactly these keys
-    samples: str | None = None  # the label numbering repeats ("seed", "repeat"); it is among `labels`
-    direction: str | None = None
-    cross_check: str = ""  # what the number is checked against: a formula, another method
+    labels: tuple[str, ...]  # every record of the metric carries exactly these keys
+    samples: str | None  # the label numbering repeats ("seed", "repeat"); it is among `labels`
+    direction: str | None
+    cross_check: str  # what the number is checked against: a formula, another method
 
-    def __post_init__(self) -> None:
-        if self.direction not in DIRECTIONS:
-            raise ValueError(f"metric '{self.name}': direction must be one of {DIRECTIONS}")
-        if self.samples is not None and self.samples not in self.labels:
-            raise ValueError(f"metric '{self.name}': samples label '{self.samples}' is not among its labels")
-        if not self.methods:
-            raise ValueError(f"metric '{self.name}' declares no method")
+    def __new__(
+        cls,
+        name: str,
+        unit: str,
+        description: str,
+        methods: tuple[str, ...],
+        labels: tuple[str, ...] = (),
+        samples: str | None = None,
+        direction: str | None = None,
+        cross_check: str = "",
+    ) -> Metric:
+        if direction not in DIRECTIONS:
+            raise ValueError(f"metric '{name}': direction must be one of {DIRECTIONS}")
+        if samples is not None and samples not in labels:
+            raise ValueError(f"metric '{name}': samples label '{samples}' is not among its labels")
+        if not methods:
+            raise ValueError(f"metric '{name}' declares no method")
+        unknown = [m for m in methods if m not in Method.__members__.values()]
+        if unknown:
+            raise ValueError(
+                f"metric '{name}': unknown method '{unknown[0]}' (catalog/vocabulary.py declares them)"
+            )
+        self = super().__new__(cls, name)
+        fields = {"unit": unit, "description": description, "methods": tuple(Method(m) for m in methods), "labels": tuple(labels),
+                  "samples": samples, "direction": direction, "cross_check": cross_check}  # fmt: skip
+        self.__dict__.update(fields)
+        return self
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        raise AttributeError(f"metric '{self}' is declared once; its '{key}' cannot change")
+
+    def __reduce__(self) -> tuple:
+        return Metric, (str(self), *self.declaration()[1:])
+
+    @property
+    def name(self) -> str:
+        return str(self)
+
+    def declaration(self) -> tuple:
+        """Everything declared about the metric, its name first (two declarations of one name compare by this)."""
+        d = self.__dict__
+        return (str(self), d["unit"], d["description"], d["methods"], d["labels"], d["samples"], d["direction"],
+                d["cross_check"])  # fmt: skip
 
     @property
     def aggregate(self) -> str | None:
@@ -57,7 +95,7 @@ def declare(measurement: str, metrics: Iterable[Metric]) -> None:
     """Register a measurement's metrics; a metric two measurements share must be declared alike."""
     for m in metrics:
         known = METRICS.get(m.name)
-        if known is not None and known != m:
+        if known is not None and known.declaration() != m.declaration():
             raise ValueError(f"metric '{m.name}' is declared twice, differently ({OWNERS[m.name]})")
         METRICS[m.name] = m
         if measurement not in OWNERS.get(m.name, ()):

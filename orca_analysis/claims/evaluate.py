@@ -6,20 +6,21 @@ import inspect
 from dataclasses import dataclass
 
 from ..build import fidelity_entries
+from ..catalog.vocabulary import Scale, Verdict
 from ..results.query import Results
 from ..study.schema import Study
-from .evidence import PROXY, Evidence, Verdict
+from .evidence import PROXY, Evidence, Judgement
 from .rules import RULES
 from .schema import Claim
 
 # The scale of the rules whose evidence is of one kind (the others set it from the values they read).
-RULE_SCALES = {"gradient_health": "proxy", "kernel_ran": "measured", "fidelity": "analytic"}
+RULE_SCALES = {"gradient_health": Scale.PROXY, "kernel_ran": Scale.MEASURED, "fidelity": Scale.ANALYTIC}
 
 
 @dataclass
 class ClaimResult:
     claim: Claim
-    verdict: Verdict
+    verdict: Judgement
 
 
 def evaluate(claims: list[Claim], results: Results, study: Study, notes: bool = True) -> list[ClaimResult]:
@@ -35,12 +36,14 @@ def evaluate(claims: list[Claim], results: Results, study: Study, notes: bool = 
                 params["delta"] = claim.delta
             verdict = rule(evidence, **params)
         except TypeError as exc:  # a catalogue rule with parameters its function does not take
-            verdict = Verdict("not tested yet", f"rule '{claim.rule.name}' cannot run: {exc}")
-        if not verdict.scale and verdict.verdict != "not tested yet":  # rules over one kind of evidence
+            verdict = Judgement(Verdict.NOT_TESTED, f"rule '{claim.rule.name}' cannot run: {exc}")
+        if not verdict.scale and verdict.verdict != Verdict.NOT_TESTED:  # rules over one kind of evidence
             verdict.scale = RULE_SCALES.get(claim.rule.name, "")
-        if verdict.scale == "proxy" and not verdict.reason.startswith(PROXY):  # it says so in its own words
+        if verdict.scale == Scale.PROXY and not verdict.reason.startswith(
+            PROXY
+        ):  # it says so in its own words
             verdict.reason = PROXY + verdict.reason
-        if verdict.verdict == "not tested yet" and claim.needs:
+        if verdict.verdict == Verdict.NOT_TESTED and claim.needs:
             verdict.reason = f"{verdict.reason}; would be tested by: {claim.needs}"
         if not verdict.anchor:
             verdict.anchor = f"claim-{claim.id}"

@@ -7,14 +7,15 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog.declared.training import NGRAM_VAL_LOSS
 from ..catalog.metrics import lookup
+from ..catalog.vocabulary import Scale, Status, Verdict
 from ..instruments.ngram import READ_ORDER
-from ..instruments.tiers import NOT_TESTABLE
 from ..results.query import Results, Value, prefer_device
 from ..study.schema import Study
 from .stats import Effect, beyond, contrast, paired
 
-VERDICTS = ("supported", "qualified", "contradicted", "inconclusive", NOT_TESTABLE, "not tested yet")
+VERDICTS = tuple(Verdict)  # in the report's order
 
 
 @dataclass(frozen=True)
@@ -40,8 +41,8 @@ class Control:
 
 
 @dataclass
-class Verdict:
-    verdict: str
+class Judgement:
+    verdict: Verdict
     reason: str  # one or two sentences with the numbers behind the verdict
     evidence: list[dict[str, Any]] = field(default_factory=list)  # rows: {label, value, unit, method}
     anchor: str = ""  # where in the report the evidence lives
@@ -133,8 +134,8 @@ def axis_series(
     return Series(metric, axis, points, found, spread)
 
 
-def missing(what: str) -> Verdict:
-    return Verdict("not tested yet", f"no `{what}` results for this axis in the store")
+def missing(what: str) -> Judgement:
+    return Judgement(Verdict.NOT_TESTED, f"no `{what}` results for this axis in the store")
 
 
 def base_values(ev: Evidence, metric: str, **where: Any) -> list[Value]:
@@ -147,7 +148,13 @@ def scale_of(values: list[Value]) -> str:
     """proxy if any value is of a proxy model, else measured if any was measured, else analytic."""
     scales = {v.scale for v in values}
     return (
-        "proxy" if "proxy" in scales else "measured" if "measured" in scales else "analytic" if scales else ""
+        Scale.PROXY
+        if Scale.PROXY in scales
+        else Scale.MEASURED
+        if Scale.MEASURED in scales
+        else Scale.ANALYTIC
+        if scales
+        else ""
     )
 
 
@@ -186,7 +193,7 @@ def initial_fall(ev: Evidence, arms: dict[str, Value]) -> str:
     order 2, the same device's tokens): the model predicts from more than the previous token, so the
     comparison is past the initial fall, where it measures how fast a model starts. Without a stored
     reference (results from before it was recorded) the criterion is not checked."""
-    late, refs = [], ev.results.values("ngram_val_loss", order=READ_ORDER)
+    late, refs = [], ev.results.values(NGRAM_VAL_LOSS, order=READ_ORDER)
     for name, v in arms.items():
         ref = next((r.value for r in refs if r.device == v.device), None)
         if ref is not None and v.value is not None and v.value >= ref:
@@ -201,6 +208,8 @@ def unpowered(ev: Evidence, metric: str, variants: set[str] | None = None) -> st
     """The reason stored with the skipped records of `metric` (a test the run's quality tier does not
     power, or a run cut short), or "" when there are none."""
     found = [
-        v for v in ev.results.values(metric, status="skipped") if variants is None or v.variant_id in variants
+        v
+        for v in ev.results.values(metric, status=Status.SKIPPED)
+        if variants is None or v.variant_id in variants
     ]
     return found[0].note if found else ""

@@ -1,4 +1,4 @@
-"""Verdict rules: small registered functions from stored results to a verdict.
+"""Judgement rules: small registered functions from stored results to a verdict.
 
 A rule gets the evidence (the query over the results, the study, fidelity entries) and its
 parameters from the catalogue, and returns a Verdict. Rules name metrics by their declared names
@@ -12,12 +12,20 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog.declared.kernels import RAN_TRAIN
+from ..catalog.declared.speed import (
+    KV_ABLATION_DECODE_SPEEDUP,
+    KV_ABLATION_DECODE_TIME,
+    KV_ABLATION_GENERATE_CACHE,
+    TRAIN_STEP_REPEAT_DIFF,
+)
 from ..catalog.metrics import lookup
+from ..catalog.vocabulary import Method, Verdict
 from ..results.derive import growth_exponent, relative_iqr
-from .evidence import PROXY, Evidence, Verdict, axis_series, base_values, compare, missing, scale_of
+from .evidence import PROXY, Evidence, Judgement, axis_series, base_values, compare, missing, scale_of
 from .stats import Effect, decide, exact
 
-RuleFn = Callable[..., Verdict]
+RuleFn = Callable[..., Judgement]
 RULES: dict[str, RuleFn] = {}
 METRIC_PARAMS = (
     "metric",
@@ -33,9 +41,9 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
     return wrap
 
 
-def _stated(verdict: str, text: str, rows: list, s: Any, effect: Effect, delta: float) -> Verdict:
+def _stated(verdict: str, text: str, rows: list, s: Any, effect: Effect, delta: float) -> Judgement:
     scale = scale_of(s.values)
-    return Verdict(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=s.metric,
+    return Judgement(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=s.metric,
                    effect=effect, delta=delta)  # fmt: skip
 
 
@@ -63,7 +71,7 @@ def grows_with(
     last_step: bool = False,
     delta: float = 0.0,
     parts: str | None = None,
-) -> Verdict:
+) -> Judgement:
     """The metric rises from the axis's first value to its last by more than delta, at every step.
     `parts`: a metric (label `part`) whose parts sum to this one; the rise is attributed to them."""
     s = axis_series(ev, metric, axis, method, seq_len, labels, last_step)
@@ -77,21 +85,23 @@ def grows_with(
     if parts:
         span += _attribution(ev, parts, axis, method, s, rows)
     decided = decide(effect, delta, helps=False)
-    if decided == "contradicted":
-        return _stated("contradicted", f"{metric} does not rise with {axis}; {span}", rows, s, effect, delta)
-    if decided == "inconclusive":
+    if decided == Verdict.CONTRADICTED:
+        return _stated(
+            Verdict.CONTRADICTED, f"{metric} does not rise with {axis}; {span}", rows, s, effect, delta
+        )
+    if decided == Verdict.INCONCLUSIVE:
         why = (
             "one sample per point, so no interval"
             if effect.ci_low is None and not effect.exact
             else "the interval straddles"
         )
-        return _stated("inconclusive", f"{span}: {why}", rows, s, effect, delta)
+        return _stated(Verdict.INCONCLUSIVE, f"{span}: {why}", rows, s, effect, delta)
     if not np.all(np.diff(s.ys) > 0):
-        return _stated("qualified", f"{span}, but not at every step of {axis}", rows, s, effect, delta)
+        return _stated(Verdict.QUALIFIED, f"{span}, but not at every step of {axis}", rows, s, effect, delta)
     differ = ev.fidelity.get(qualify_with_fidelity or "", {}).get("notes_differ", "")
     if differ:
-        return _stated("qualified", f"{span}; but only because {differ}", rows, s, effect, delta)
-    return _stated("supported", span, rows, s, effect, delta)
+        return _stated(Verdict.QUALIFIED, f"{span}; but only because {differ}", rows, s, effect, delta)
+    return _stated(Verdict.SUPPORTED, span, rows, s, effect, delta)
 
 
 def _attribution(ev: Evidence, parts: str, axis: str, method: str | None, s: Any, rows: list) -> str:
@@ -117,27 +127,29 @@ def _attribution(ev: Evidence, parts: str, axis: str, method: str | None, s: Any
 
 
 @register_rule("kernel_ran")
-def kernel_ran(ev: Evidence, expected: str = "flash") -> Verdict:
+def kernel_ran(ev: Evidence, expected: str = "flash") -> Judgement:
     """Which SDPA backend the profiler saw in a training step, per device."""
-    ran = ev.results.values("ran_train", method="profiler")
+    ran = ev.results.values(RAN_TRAIN, method=Method.PROFILER)
     if not ran:
-        return missing("ran_train")
+        return missing(RAN_TRAIN)
     by_device: dict[str, list[str]] = {}
     for v in ran:
         by_device[v.device] = sorted({*by_device.get(v.device, []), str(v.get("backend"))})
     rows = [
-        {"label": f"ran on {d}", "value": ", ".join(b), "method": "profiler"}
+        {"label": f"ran on {d}", "value": ", ".join(b), "method": Method.PROFILER}
         for d, b in sorted(by_device.items())
     ]
     gpu = {d: b for d, b in by_device.items() if d.startswith("cuda")}
     if gpu:
         if all(b == [expected] for b in gpu.values()):
-            return Verdict("supported", f"the {expected} kernel ran on the GPU for every variant", rows)
+            return Judgement(
+                Verdict.SUPPORTED, f"the {expected} kernel ran on the GPU for every variant", rows
+            )
         on = "; ".join(f"{d}: {', '.join(b)}" for d, b in gpu.items())
-        return Verdict("contradicted", f"on the GPU another kernel ran: {on}", rows)
+        return Judgement(Verdict.CONTRADICTED, f"on the GPU another kernel ran: {on}", rows)
     differ = ev.fidelity.get("attn_flash", {}).get("notes_differ", "")
     cpu = "; ".join(f"{d}: {', '.join(b)}" for d, b in sorted(by_device.items()))
-    return Verdict("qualified", f"on CPU the {expected} kernel ran ({cpu}); no GPU results yet"
+    return Judgement(Verdict.QUALIFIED, f"on CPU the {expected} kernel ran ({cpu}); no GPU results yet"
                    + (f", and there {differ}" if differ else ""), rows)  # fmt: skip
 
 
@@ -145,24 +157,24 @@ def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
     """The stored multi-query over multi-head cached-decode speed-up of the base at the longest length,
     on a GPU where one was measured: (speed-up, timing noise, where). The noise is the sum of both
     timings' relative IQRs, or the drift of a step timed twice (`train_step_repeat_diff`) if larger."""
-    ups = base_values(ev, "kv_ablation_decode_speedup")
+    ups = base_values(ev, KV_ABLATION_DECODE_SPEEDUP)
     if not ups:
         return None
     top = max(v.seq_len for v in ups)
     up = next(v for v in ups if v.seq_len == top)
-    times = base_values(ev, "kv_ablation_decode_time", seq_len=top, device=up.device)
+    times = base_values(ev, KV_ABLATION_DECODE_TIME, seq_len=top, device=up.device)
     by_attn = {v.get("attn"): v for v in times}
     if not {"mqa", "mha"} <= set(by_attn):
         return None
     noise = relative_iqr(by_attn["mqa"].samples) + relative_iqr(by_attn["mha"].samples)
-    drift = [v.value for v in ev.results.values("train_step_repeat_diff", device=up.device)]
+    drift = [v.value for v in ev.results.values(TRAIN_STEP_REPEAT_DIFF, device=up.device)]
     noise = max(noise, max(drift, default=0.0))
     return float(up.value), float(noise), f"{up.device}, seq_len {top}"
 
 
 def generate_saving(ev: Evidence, rows: list) -> str:
     """The cache generate() really kept, one KV head against one per head (speed, the flags-off builds)."""
-    held = base_values(ev, "kv_ablation_generate_cache", method="measured")
+    held = base_values(ev, KV_ABLATION_GENERATE_CACHE, method=Method.MEASURED)
     if not held:
         return ""
     top = max(v.seq_len for v in held)
@@ -182,26 +194,26 @@ def generate_saving(ev: Evidence, rows: list) -> str:
 
 
 @register_rule("fidelity")
-def fidelity(ev: Evidence, flag: str, differs_means: str = "qualified") -> Verdict:
+def fidelity(ev: Evidence, flag: str, differs_means: str = Verdict.QUALIFIED) -> Judgement:
     entry = ev.fidelity.get(flag)
     if entry is None:
-        return Verdict("not tested yet", f"the base model does not set '{flag}'")
+        return Judgement(Verdict.NOT_TESTED, f"the base model does not set '{flag}'")
     rows = [{"label": flag, "value": entry["value"], "method": f"fidelity: {entry['status']}"}]
     if entry["status"] == "unsupported":
-        return Verdict("contradicted", f"refused: {entry['how']}", rows, "fidelity")
+        return Judgement(Verdict.CONTRADICTED, f"refused: {entry['how']}", rows, "fidelity")
     if entry["notes_differ"]:
-        return Verdict(
+        return Judgement(
             differs_means, f"{entry['notes_differ']}. What the code does: {entry['how']}", rows, "fidelity"
         )
     if entry["status"] == "realised":
-        return Verdict("qualified", f"x-transformers lacks it; orca-analysis realises it: {entry['how']}", rows,
+        return Judgement(Verdict.QUALIFIED, f"x-transformers lacks it; orca-analysis realises it: {entry['how']}", rows,
                        "fidelity")  # fmt: skip
-    return Verdict("supported", entry["how"], rows, "fidelity")
+    return Judgement(Verdict.SUPPORTED, entry["how"], rows, "fidelity")
 
 
 @register_rule("not_yet")
-def not_yet(ev: Evidence) -> Verdict:
-    return Verdict("not tested yet", "no rule over stored results exists for this claim yet")
+def not_yet(ev: Evidence) -> Judgement:
+    return Judgement(Verdict.NOT_TESTED, "no rule over stored results exists for this claim yet")
 
 
 from . import rules_design, rules_quality  # noqa: E402, F401  (register the description and training rules)

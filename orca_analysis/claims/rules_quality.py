@@ -12,14 +12,22 @@ from typing import Any
 
 import numpy as np
 
+from ..catalog.declared.training import (
+    ATTN_KV_VAL_LOSS,
+    EXTRAPOLATION_VAL_LOSS,
+    GRAD_NORM_FIRST_OVER_LAST,
+    KV_CACHE_BYTES,
+    OVERFIT_TRAIN_LOSS,
+    OVERFIT_VAL_LOSS,
+)
 from ..catalog.metrics import lookup
+from ..catalog.vocabulary import Scale, Verdict
 from ..results.query import Value
 from .evidence import (
-    NOT_TESTABLE,
     PROXY,
     Control,
     Evidence,
-    Verdict,
+    Judgement,
     axis_series,
     base_values,
     by_seed,
@@ -34,9 +42,9 @@ from .stats import Effect, decide, paired, paired_t
 
 
 def _stated(verdict: str, text: str, rows: list, values: list[Value], metric: str, effect: Effect | None,
-            delta: float, control: Control | None = None, unit: str = "") -> Verdict:  # fmt: skip
+            delta: float, control: Control | None = None, unit: str = "") -> Judgement:  # fmt: skip
     scale = scale_of(values)
-    return Verdict(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=metric,
+    return Judgement(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=metric,
                    effect=effect, delta=delta, unit=unit, control=control)  # fmt: skip
 
 
@@ -49,24 +57,24 @@ def _points(s: Any) -> dict[Any, Value]:
     return {k: out[k] for k in sorted(out)}
 
 
-def _absent(ev: Evidence, metric: str, axis: str | None = None) -> Verdict:
+def _absent(ev: Evidence, metric: str, axis: str | None = None) -> Judgement:
     """No values to compare: not testable when the run skipped them (its tier does not power the test),
     else not tested yet."""
     why = unpowered(ev, metric, ev.on_axis(axis) if axis else None)
     if why:
-        return Verdict(NOT_TESTABLE, f"{PROXY}{metric}: {why}", scale="proxy", metric=metric)
+        return Judgement(Verdict.NOT_TESTABLE, f"{PROXY}{metric}: {why}", scale=Scale.PROXY, metric=metric)
     return missing(metric)
 
 
-def _late(ev: Evidence, arms: dict[str, Value], rows: list, metric: str, delta: float) -> Verdict | None:
+def _late(ev: Evidence, arms: dict[str, Value], rows: list, metric: str, delta: float) -> Judgement | None:
     why = initial_fall(ev, arms)
     if not why:
         return None
-    return _stated(NOT_TESTABLE, f"{metric}: {why}", rows, list(arms.values()), metric, None, delta)
+    return _stated(Verdict.NOT_TESTABLE, f"{metric}: {why}", rows, list(arms.values()), metric, None, delta)
 
 
 @register_rule("decreases_with")
-def decreases_with(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Verdict:
+def decreases_with(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Judgement:
     """Loss falls from the axis's first value to its last by more than delta (paired by seed)."""
     s = axis_series(ev, metric, axis)
     if len(s) < 2:
@@ -82,23 +90,27 @@ def decreases_with(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> 
     span = (f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} {ys[0]:.3f} -> {ys[-1]:.3f}; fall {effect.text(unit)}, "
             f"minimal effect of interest {delta:g}" + (f"; learning rates {rates}" if rates else ""))  # fmt: skip
     decided = decide(effect, delta)
-    if decided == "inconclusive":  # a null result is never support
-        return _stated("inconclusive", f"{span}: the interval straddles it, so the data cannot tell", rows,
+    if decided == Verdict.INCONCLUSIVE:  # a null result is never support
+        return _stated(Verdict.INCONCLUSIVE, f"{span}: the interval straddles it, so the data cannot tell", rows,
                        s.values, metric, effect, delta)  # fmt: skip
-    if decided == "contradicted":
-        return _stated("contradicted", f"{span}: no fall of that size", rows, s.values, metric, effect, delta)
+    if decided == Verdict.CONTRADICTED:
+        return _stated(
+            Verdict.CONTRADICTED, f"{span}: no fall of that size", rows, s.values, metric, effect, delta
+        )
     if not np.all(np.diff(ys) < 0):
-        return _stated("qualified", f"{span}, but not at every step", rows, s.values, metric, effect, delta)
-    return _stated("supported", span, rows, s.values, metric, effect, delta)
+        return _stated(
+            Verdict.QUALIFIED, f"{span}, but not at every step", rows, s.values, metric, effect, delta
+        )
+    return _stated(Verdict.SUPPORTED, span, rows, s.values, metric, effect, delta)
 
 
 @register_rule("diminishing_returns")
-def diminishing_returns(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Verdict:
+def diminishing_returns(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Judgement:
     """The first step's gain is real, and the last step gains less: (m0 - m1) - (m_{k-1} - m_k) > delta."""
     s = axis_series(ev, metric, axis)
     if len(s) < 3:
         if len(s):
-            return Verdict("not tested yet", f"needs 3 or more {axis} values")
+            return Judgement(Verdict.NOT_TESTED, f"needs 3 or more {axis} values")
         return _absent(ev, metric, axis)
     pts = list(_points(s).values())
     unit, rows = lookup(metric).unit, s.rows(f"{metric} (mean of seeds)")
@@ -107,20 +119,20 @@ def diminishing_returns(ev: Evidence, metric: str, axis: str, delta: float = 0.0
         return late
     first = compare([pts[0], pts[1]], [1, -1])
     text = ", ".join(f"{x:+.3f}" for x in -np.diff(s.ys))
-    if decide(first, delta) != "supported":  # no gain at all is not a diminishing one
-        return _stated("inconclusive", f"the first step along {axis} gains {first.text(unit)} (gains {text}): "
+    if decide(first, delta) != Verdict.SUPPORTED:  # no gain at all is not a diminishing one
+        return _stated(Verdict.INCONCLUSIVE, f"the first step along {axis} gains {first.text(unit)} (gains {text}): "
                        "with no gain shown to shrink, the data cannot tell", rows, s.values, metric, first,
                        delta)  # fmt: skip
     shrink = compare([pts[0], pts[1], pts[-2], pts[-1]], [1, -1, -1, 1])
     verdict = decide(shrink, delta, helps=False)
     said = f"gains along {axis}: {text}; first gain minus last {shrink.text(unit)}"
-    if verdict == "supported" and not np.all(np.diff(-np.diff(s.ys)) < 0):
-        verdict, said = "qualified", f"{said}, but the gains do not shrink at every step"
+    if verdict == Verdict.SUPPORTED and not np.all(np.diff(-np.diff(s.ys)) < 0):
+        verdict, said = Verdict.QUALIFIED, f"{said}, but the gains do not shrink at every step"
     return _stated(verdict, said, rows, s.values, metric, shrink, delta)
 
 
 @register_rule("ablation_robustness")
-def ablation_robustness(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Verdict:
+def ablation_robustness(ev: Evidence, metric: str, axis: str, delta: float = 0.0) -> Judgement:
     """The loss rise when a fixed fraction of the heads is silenced falls from the axis's first value to
     its last by more than delta (paired by seed). Positive control: the first arm's own rise (the whole
     effect the comparison could remove) must lie beyond delta; otherwise its heads barely matter at this
@@ -137,13 +149,13 @@ def ablation_robustness(ev: Evidence, metric: str, axis: str, delta: float = 0.0
     span = (f"{axis} {s.keys[0]} -> {s.keys[-1]}: {metric} {s.ys[0]:.4f} -> {s.ys[-1]:.4f}; fall "
             f"{effect.text(unit, 4)}, minimal effect of interest {delta:g}")  # fmt: skip
     if not control.shows_power:
-        return _stated(NOT_TESTABLE, f"{span}; positive control: {control.text()}: the heads barely matter, "
+        return _stated(Verdict.NOT_TESTABLE, f"{span}; positive control: {control.text()}: the heads barely matter, "
                        "so no fall beyond the minimal effect is possible", rows, s.values, metric, effect, delta,
                        control)  # fmt: skip
     decided = decide(effect, delta)
-    if decided == "supported" and not np.all(np.diff(s.ys) < 0):
-        decided, span = "qualified", f"{span}, but not at every step"
-    why = {"inconclusive": ": the interval straddles it, so the data cannot tell", "contradicted": ": no fall "
+    if decided == Verdict.SUPPORTED and not np.all(np.diff(s.ys) < 0):
+        decided, span = Verdict.QUALIFIED, f"{span}, but not at every step"
+    why = {Verdict.INCONCLUSIVE: ": the interval straddles it, so the data cannot tell", Verdict.CONTRADICTED: ": no fall "
            "of that size"}.get(decided, "")  # fmt: skip
     return _stated(decided, span + why, rows, s.values, metric, effect, delta, control)
 
@@ -158,25 +170,25 @@ def _at_last_step(ev: Evidence, metric: str, variant: str) -> tuple[Value | None
 
 
 @register_rule("overfitting")
-def overfitting(ev: Evidence, axis: str, delta: float = 0.0) -> Verdict:
+def overfitting(ev: Evidence, axis: str, delta: float = 0.0) -> Judgement:
     """Trained on a deliberately small subset: the held-out loss at the end of the run, the axis's last
     value against its first (positive: the larger arm generalises worse from little data), paired by
     seed, with the training loss beside it. Positive control: the last arm's held-out loss rises from
     its best evaluation point to its end by more than delta (it is overfitting at all at this budget)."""
-    s = axis_series(ev, "overfit_val_loss", axis, last_step=True)
+    s = axis_series(ev, OVERFIT_VAL_LOSS, axis, last_step=True)
     if len(s) < 2:
-        return _absent(ev, "overfit_val_loss", axis)
+        return _absent(ev, OVERFIT_VAL_LOSS, axis)
     pts = _points(s)
     first, last = pts[s.keys[0]], pts[s.keys[-1]]
     unit, rows = "nats/token", []
     for k, v in pts.items():
-        train, _ = _at_last_step(ev, "overfit_train_loss", v.variant_id)
+        train, _ = _at_last_step(ev, OVERFIT_TRAIN_LOSS, v.variant_id)
         rows.append({"label": f"{axis}={k}: held-out", "value": float(v.value), "unit": unit,
                      "method": f"overfit_val_loss at step {v.get('step')} (mean of seeds)"})  # fmt: skip
         if train is not None:
             rows.append({"label": f"{axis}={k}: training", "value": float(train.value), "unit": unit,
                          "method": f"overfit_train_loss at step {train.get('step')} (mean of seeds)"})  # fmt: skip
-    _, curve = _at_last_step(ev, "overfit_val_loss", last.variant_id)
+    _, curve = _at_last_step(ev, OVERFIT_VAL_LOSS, last.variant_id)
     end = by_seed(curve[-1])
     rise = [end[seed] - min(by_seed(p).get(seed, end[seed]) for p in curve) for seed in end]
     control = Control(f"{axis}={s.keys[-1]}: held-out loss rise from its best point to the end",
@@ -185,27 +197,27 @@ def overfitting(ev: Evidence, axis: str, delta: float = 0.0) -> Verdict:
     span = (f"{axis} {s.keys[0]} -> {s.keys[-1]}, trained on a small subset: held-out loss {s.ys[0]:.3f} -> "
             f"{s.ys[-1]:.3f}, rise {effect.text(unit)}, minimal effect of interest {delta:g}")  # fmt: skip
     if not control.shows_power:
-        return _stated(NOT_TESTABLE, f"{span}; positive control: {control.text()}: no overfitting to see in "
-                       "this budget", rows, s.values, "overfit_val_loss", effect, delta, control)  # fmt: skip
+        return _stated(Verdict.NOT_TESTABLE, f"{span}; positive control: {control.text()}: no overfitting to see in "
+                       "this budget", rows, s.values, OVERFIT_VAL_LOSS, effect, delta, control)  # fmt: skip
     decided = decide(effect, delta, helps=False)
-    why = {"inconclusive": ": the interval straddles it, so the data cannot tell",
-           "contradicted": ": the larger arm generalises better from little data",
-           "supported": ": the larger arm generalises worse from little data"}[decided]  # fmt: skip
-    return _stated(decided, span + why, rows, s.values, "overfit_val_loss", effect, delta, control)
+    why = {Verdict.INCONCLUSIVE: ": the interval straddles it, so the data cannot tell",
+           Verdict.CONTRADICTED: ": the larger arm generalises better from little data",
+           Verdict.SUPPORTED: ": the larger arm generalises worse from little data"}[decided]  # fmt: skip
+    return _stated(decided, span + why, rows, s.values, OVERFIT_VAL_LOSS, effect, delta, control)
 
 
 @register_rule("gradient_health")
 def gradient_health(
     ev: Evidence, remedy: str = "deepnorm", broken: str = "post_norm", delta: float = 1.0
-) -> Verdict:
+) -> Judgement:
     """At the largest depth tested, per seed: the imbalance |log10(first-block / last-block gradient
     norm)| of the plain layout minus the remedy's, in decades (paired by seed). Positive control: the
     plain layout's own imbalance (the most a remedy could remove) must lie beyond delta; otherwise there is
     nothing to remedy at this depth and the test is not testable at this scale. A remedy whose own
     imbalance stays beyond SICK decades narrows the gap without closing it (qualified)."""
-    found = base_values(ev, "grad_norm_first_over_last")
+    found = base_values(ev, GRAD_NORM_FIRST_OVER_LAST)
     if not found:
-        return _absent(ev, "grad_norm_first_over_last")
+        return _absent(ev, GRAD_NORM_FIRST_OVER_LAST)
     depth = max(int(v.get("depth")) for v in found)
     step = max(int(v.get("step")) for v in found)
     logs: dict[str, dict[Any, float]] = {}
@@ -216,7 +228,7 @@ def gradient_health(
              "method": f"|log10 first/last block grad norm|, mean of {len(x)} seeds"}
             for k, x in sorted(logs.items())]  # fmt: skip
     if broken not in logs or remedy not in logs:
-        return Verdict("not tested yet", f"needs {broken} and {remedy} runs", rows)
+        return Judgement(Verdict.NOT_TESTED, f"needs {broken} and {remedy} runs", rows)
     effect = paired([logs[broken], logs[remedy]], [1, -1])  # > 0: the remedy is the more balanced
     control = Control(f"plain {broken}'s imbalance at depth {depth}", paired_t(list(logs[broken].values())),
                       delta, "decades")  # fmt: skip
@@ -225,23 +237,23 @@ def gradient_health(
             f"{broken} and {r:.1f} with {remedy}; imbalance removed {effect.text('decades')}, minimal effect of "
             f"interest {delta:g}")  # fmt: skip
 
-    def said(verdict: str, more: str) -> Verdict:
-        return _stated(verdict, text + more, rows, found, "grad_norm_first_over_last", effect, delta, control,
+    def said(verdict: str, more: str) -> Judgement:
+        return _stated(verdict, text + more, rows, found, GRAD_NORM_FIRST_OVER_LAST, effect, delta, control,
                        "decades")  # fmt: skip
 
     if not control.shows_power:
-        return said(NOT_TESTABLE, f"; positive control: {control.text()}: plain {broken} is not sick at this "
+        return said(Verdict.NOT_TESTABLE, f"; positive control: {control.text()}: plain {broken} is not sick at this "
                     "depth, so there is nothing for a remedy to show")  # fmt: skip
     text += f"; positive control: {control.text()}"
     decided = decide(effect, delta)
-    if decided == "inconclusive":
-        return said("inconclusive", ": the interval straddles it, so the data cannot tell")
-    if decided == "contradicted":
-        return said("contradicted", f": {remedy} does not balance the gradients better than {broken}")
+    if decided == Verdict.INCONCLUSIVE:
+        return said(Verdict.INCONCLUSIVE, ": the interval straddles it, so the data cannot tell")
+    if decided == Verdict.CONTRADICTED:
+        return said(Verdict.CONTRADICTED, f": {remedy} does not balance the gradients better than {broken}")
     if r >= SICK:
-        return said("qualified", f": {remedy} narrows the gap but its gradients still vanish or explode "
+        return said(Verdict.QUALIFIED, f": {remedy} narrows the gap but its gradients still vanish or explode "
                     f"(at least {SICK:g} decades) in this short run")  # fmt: skip
-    return said("supported", f": plain {broken} gradients vanish or explode, {remedy}'s do not")
+    return said(Verdict.SUPPORTED, f": plain {broken} gradients vanish or explode, {remedy}'s do not")
 
 
 SICK = 2.0  # decades (100x) between the first and the last block's gradient norm: vanishing or exploding
@@ -262,15 +274,15 @@ def _rises(found: list[Value]) -> tuple[dict[str, dict[Any, float]], dict[str, t
 @register_rule("extrapolation")
 def extrapolation(
     ev: Evidence, scheme: str = "alibi", controls: tuple[str, ...] = ("abs", "none"), delta: float = 0.0
-) -> Verdict:
+) -> Judgement:
     """The scheme works beyond its training length: its loss rise from the training length to the longest
     evaluated one (each seed's model scored at both) stays below delta (non-inferiority: the interval of
     the rise lies below +delta). Positive controls, schemes known to fail there (learned absolute
     positions; no position information at all), must each rise beyond delta: else the test cannot see a
     failure at this budget and is not testable at this scale."""
-    found = base_values(ev, "extrapolation_val_loss")
+    found = base_values(ev, EXTRAPOLATION_VAL_LOSS)
     if not found:
-        return _absent(ev, "extrapolation_val_loss")
+        return _absent(ev, EXTRAPOLATION_VAL_LOSS)
     rises, lengths = _rises(found)
     unit = "nats/token"
     effects = {pos: paired_t(list(r.values())) for pos, r in rises.items() if r}
@@ -280,12 +292,12 @@ def extrapolation(
             for pos, e in effects.items()]  # fmt: skip
     needed = [scheme, *controls]
     if any(p not in effects for p in needed):
-        return Verdict(
-            "not tested yet", f"needs the {', '.join(p for p in needed if p not in effects)} runs", rows
+        return Judgement(
+            Verdict.NOT_TESTED, f"needs the {', '.join(p for p in needed if p not in effects)} runs", rows
         )
     short = {pos: v for v in found for pos in [v.get("pos")] if int(v.get("eval_len")) == lengths[pos][0]}
     # the scheme's own models must be past the initial fall; the controls' weaker ones need only fail
-    late = _late(ev, {f"{scheme} at {lengths[scheme][0]} tokens": short[scheme]}, rows, "extrapolation_val_loss",
+    late = _late(ev, {f"{scheme} at {lengths[scheme][0]} tokens": short[scheme]}, rows, EXTRAPOLATION_VAL_LOSS,
                  delta)  # fmt: skip
     if late:
         return late
@@ -299,63 +311,64 @@ def extrapolation(
             + "; ".join(c.text() for c in checks))  # fmt: skip
     scale = scale_of(found)
 
-    def said(verdict: str, more: str) -> Verdict:
-        return Verdict(verdict, (PROXY if scale == "proxy" else "") + text + more, rows, scale=scale,
-                       metric="extrapolation_val_loss", effect=rise, delta=delta, control=control)  # fmt: skip
+    def said(verdict: str, more: str) -> Judgement:
+        return Judgement(verdict, (PROXY if scale == "proxy" else "") + text + more, rows, scale=scale,
+                       metric=EXTRAPOLATION_VAL_LOSS, effect=rise, delta=delta, control=control)  # fmt: skip
 
     if weak:
-        return said(NOT_TESTABLE, f": {', '.join(c.name.split(':')[0] for c in weak)} does not fail beyond the "
+        return said(Verdict.NOT_TESTABLE, f": {', '.join(c.name.split(':')[0] for c in weak)} does not fail beyond the "
                     "training length at this budget, so the test cannot see a failure")  # fmt: skip
     if rise.ci_high is not None and rise.ci_high < delta:
         return said(
-            "supported", f": {scheme} keeps its loss beyond the training length, where the controls fail"
+            Verdict.SUPPORTED,
+            f": {scheme} keeps its loss beyond the training length, where the controls fail",
         )
     if rise.ci_low is not None and rise.ci_low > delta:
-        return said("contradicted", f": {scheme}'s loss rises beyond the training length")
-    return said("inconclusive", ": the interval straddles it, so the data cannot tell")
+        return said(Verdict.CONTRADICTED, f": {scheme}'s loss rises beyond the training length")
+    return said(Verdict.INCONCLUSIVE, ": the interval straddles it, so the data cannot tell")
 
 
 @register_rule("mqa_tradeoff")
-def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Verdict:
+def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Judgement:
     """One KV head: KV-cache bytes saved and decode speed gained, against the validation-loss cost. The
     effect is MQA's quality against MHA's (mha - mqa loss, paired by seed): the claim holds where its
     interval stays above -delta (non-inferiority) and decoding is faster beyond the timing noise."""
-    loss = {v.get("attn"): v for v in base_values(ev, "attn_kv_val_loss")}
-    cache = {v.get("attn"): v.value for v in base_values(ev, "kv_cache_bytes", model="full")}
+    loss = {v.get("attn"): v for v in base_values(ev, ATTN_KV_VAL_LOSS)}
+    cache = {v.get("attn"): v.value for v in base_values(ev, KV_CACHE_BYTES, model="full")}
     if not loss or not cache:
-        return _absent(ev, "attn_kv_val_loss")
+        return _absent(ev, ATTN_KV_VAL_LOSS)
     if not {"mha", "mqa"} <= set(loss) or not {"mha", "mqa"} <= set(cache):
-        return Verdict("not tested yet", "needs multi-head and multi-query runs")
+        return Judgement(Verdict.NOT_TESTED, "needs multi-head and multi-query runs")
     kept = compare([loss["mha"], loss["mqa"]], [1, -1])  # > 0: MQA's loss is lower
     saving = cache["mha"] / cache["mqa"]
     rows = [{"label": f"val loss {k}", "value": float(v.value), "unit": "nats/token", "method": "training (mean of seeds)"}
             for k, v in sorted(loss.items())]  # fmt: skip
     rows += [{"label": f"KV cache {k}", "value": float(v), "unit": "bytes", "method": "closed form, full scale"}
              for k, v in sorted(cache.items())]  # fmt: skip
-    late = _late(ev, {k: loss[k] for k in ("mqa", "mha")}, rows, "attn_kv_val_loss", delta)
+    late = _late(ev, {k: loss[k] for k in ("mqa", "mha")}, rows, ATTN_KV_VAL_LOSS, delta)
     if late:
         return late
     scale = scale_of(list(loss.values()))
     text = (f"KV cache {saving:.0f}x smaller (closed form, full scale){generate_saving(ev, rows)}; MQA's loss "
             f"below MHA's by {kept.text('nats/token')} ({scale} scale), minimal effect of interest {delta:g}")  # fmt: skip
 
-    def said(verdict: str, more: str) -> Verdict:
-        return _stated(verdict, text + more, rows, list(loss.values()), "attn_kv_val_loss", kept, delta)
+    def said(verdict: str, more: str) -> Judgement:
+        return _stated(verdict, text + more, rows, list(loss.values()), ATTN_KV_VAL_LOSS, kept, delta)
 
     if kept.ci_high is not None and kept.ci_high < -delta:
-        return said("qualified", ": the smaller cache costs measurable quality")
+        return said(Verdict.QUALIFIED, ": the smaller cache costs measurable quality")
     if kept.ci_low is None or kept.ci_low < -delta:
-        return said("inconclusive", ": the interval reaches a cost beyond the minimal effect, so the data cannot "
+        return said(Verdict.INCONCLUSIVE, ": the interval reaches a cost beyond the minimal effect, so the data cannot "
                     "tell whether quality is kept")  # fmt: skip
     speed = decode_speedup(ev)
     if speed is None:
-        return said("qualified", "; decode speed with one KV head not measured yet (speed)")
+        return said(Verdict.QUALIFIED, "; decode speed with one KV head not measured yet (speed)")
     speedup, noise, where = speed
     rows.append({"label": "decode speed-up, one KV head", "value": speedup, "unit": "ratio",
                  "method": f"speed ({where})"})  # fmt: skip
     more = f"; cached decoding x{speedup:.2f} as fast ({where}, timing noise {noise:.0%})"
     if speedup > 1 + noise:
-        return said("supported", more)
+        return said(Verdict.SUPPORTED, more)
     if speedup < 1 - noise:
-        return said("contradicted", more + ": one KV head decodes slower")
-    return said("inconclusive", more + ": no difference beyond the timing noise")
+        return said(Verdict.CONTRADICTED, more + ": one KV head decodes slower")
+    return said(Verdict.INCONCLUSIVE, more + ": no difference beyond the timing noise")

@@ -31,6 +31,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..catalog.vocabulary import Verdict
+
 LEVEL = 0.95
 POWER = 0.80
 EXACT, PAIRED, UNPAIRED = "exact", "paired", "unpaired"  # the kinds of an effect's interval
@@ -134,15 +136,15 @@ def decide(effect: Effect, delta: float, helps: bool = True) -> str:
     something helps, inside (-delta, +delta); inconclusive: it straddles, or there is no interval. Exact
     evidence: supported beyond delta, else contradicted."""
     if effect.exact:  # a count or a formula: the effect is there beyond delta, or it is not
-        return "supported" if effect.estimate > delta else "contradicted"
+        return Verdict.SUPPORTED if effect.estimate > delta else Verdict.CONTRADICTED
     lo, hi = effect.ci_low, effect.ci_high
     if lo is None or hi is None:
-        return "inconclusive"
+        return Verdict.INCONCLUSIVE
     if lo > delta:
-        return "supported"
+        return Verdict.SUPPORTED
     if hi < -delta or (helps and -delta < lo and hi < delta):
-        return "contradicted"
-    return "inconclusive"
+        return Verdict.CONTRADICTED
+    return Verdict.INCONCLUSIVE
 
 
 def beyond(effect: Effect | None, delta: float) -> bool:

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..catalog.vocabulary import Status
 from ..results.environment import local_provenance
 from ..results.records import Provenance
 from .base import Call, Outcome, failure, one_line, run_call
@@ -51,11 +52,11 @@ def _group_worker(payload: bytes, conn: Connection, parent_pid: int, deadline: f
     calls: list[Call] = pickle.loads(payload)
     for call in calls:
         if time.time() > deadline:
-            conn.send(failure(call, BUDGET_SKIP, 0.0, f"worker pid {os.getpid()}", status="skipped"))
+            conn.send(failure(call, BUDGET_SKIP, 0.0, f"worker pid {os.getpid()}", status=Status.SKIPPED))
             continue
         outcome = run_call(call, f"worker pid {os.getpid()}")
         conn.send(outcome)
-        if outcome.status == "error" and lost_cuda_context(outcome.error):
+        if outcome.status == Status.ERROR and lost_cuda_context(outcome.error):
             conn.close()
             os._exit(LOST_CONTEXT_EXIT)  # skip teardown: with a lost CUDA context it can abort
         _free_memory()
@@ -131,7 +132,7 @@ class BudgetedExecutor:
         for call in pending:  # no worker reached them
             facts["unfinished"] += 1
             why = BUDGET_SKIP if time.time() >= deadline else NOT_REACHED
-            yield failure(call, why, 0.0, "budgeted launcher", status="skipped")
+            yield failure(call, why, 0.0, "budgeted launcher", status=Status.SKIPPED)
 
     def _launch(self, pending: list[Call], deadline: float):  # a generator that returns the worker's exit
         try:

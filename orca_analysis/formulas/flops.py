@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..catalog.declared.flops import TRAIN_STEP_EXECUTED, TRAIN_STEP_MODEL_CAUSAL, TRAIN_STEP_MODEL_DENSE
 from ..study.schema import ModelConfig
 from .params import attention_params, feedforward_params, norm_params
 from .registry import formulas, register_formula
@@ -27,9 +28,9 @@ FA = "Dao et al. 2022 (arXiv 2205.14135) and Dao 2023 (arXiv 2307.08691) FLOP ac
 XT = "x-transformers 2.31 Attention/Attend/FeedForward forward code"
 COMPONENTS = ("q_proj", "k_proj", "v_proj", "attention_core", "alibi", "out_proj", "feedforward", "logits")
 
-MFU_CONVENTION = "train_step_model_dense"
-MFU_CAUSAL = "train_step_model_causal"
-HFU_CONVENTION = "train_step_executed"
+MFU_CONVENTION = TRAIN_STEP_MODEL_DENSE
+MFU_CAUSAL = TRAIN_STEP_MODEL_CAUSAL
+HFU_CONVENTION = TRAIN_STEP_EXECUTED
 MFU_CONVENTION_TEXT = (
     "MFU follows PaLM (Chowdhery et al. 2022, App. B): model FLOPs of forward and backward (metric "
     "train_step_model_dense), matrix products at 2 FLOPs per multiply-add with a 2x backward, attention "

@@ -27,6 +27,9 @@ from .gpu_memory import GpuRun
 from .roofline import CostRecorder
 from .tracker import ALIBI, CATEGORY, _Tracker  # noqa: F401 (ALIBI, CATEGORY: per_block reads them here)
 
+# the prefill walk's `extra`: the K/V tensors x-transformers caches, and every tensor of its cache object
+EXTRA_KV, EXTRA_CACHE = "kv_cache", "cache_object"
+
 
 @dataclasses.dataclass
 class Tracked:
@@ -183,7 +186,7 @@ def _prefill(model: torch.nn.Module, x: torch.Tensor, how: How = PLAIN) -> tuple
         with how.forward(), how.step("prefill"):
             _, cache = model(x, return_intermediates=True)
     kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
-    extra = {"kv_cache": storage_bytes(kv), "cache_object": storage_bytes(tensors_in(cache)), **cuda}
+    extra = {EXTRA_KV: storage_bytes(kv), EXTRA_CACHE: storage_bytes(tensors_in(cache)), **cuda}
     return dataclasses.replace(_tracked(tracker), extra=extra), cache
 
 

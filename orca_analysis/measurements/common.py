@@ -3,6 +3,8 @@ seq_len_requested, declared in catalog/declared/common.py)."""
 
 from __future__ import annotations
 
+from ..catalog.declared.common import SEQ_LEN_REQUESTED
+from ..catalog.vocabulary import Method
 from .recorder import Recorder
 
 
@@ -11,4 +13,4 @@ def requested_records(rec: Recorder, measured: int, requested: list[int], cap: i
     `rec` is at the measured workload; `cap` is the measurement's cpu_seq_cap."""
     for s in requested:
         if s != measured:
-            rec.add("seq_len_requested", s, "cpu_scaled", {"cap": cap})
+            rec.add(SEQ_LEN_REQUESTED, s, Method.CPU_SCALED, {"cap": cap})

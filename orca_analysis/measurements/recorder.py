@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..catalog.metrics import SCALES, check_record, lookup
+from ..catalog.vocabulary import Method, Scale, Status
 from ..instruments.timing import Timing
 from ..results.records import STATUSES, Record
 from ..study.schema import Variant
@@ -28,7 +29,7 @@ class Recorder:
     ) -> None:
         self.records: list[Record] = [] if records is None else records
         self.study, self.variant, self.measurement = study, variant, measurement
-        self.defaults = {"device": "none", "dtype": "", "scale": "analytic", **defaults}
+        self.defaults = {"device": "none", "dtype": "", "scale": Scale.ANALYTIC, **defaults}
 
     def at(self, **defaults: Any) -> Recorder:
         """A recorder writing into the same list, with other shared fields (a workload, a device)."""
@@ -47,7 +48,9 @@ class Recorder:
         status: str = "ok",
         **fields: Any,
     ) -> Record:
-        labels = dict(labels or {})
+        # stored as plain strings: a metric, or a label value that names one, is its name (catalog/metrics.py)
+        metric, method, status = str(metric), str(method), str(status)
+        labels = {k: str(v) if isinstance(v, str) else v for k, v in (labels or {}).items()}
         check_record(self.measurement, metric, method, labels)
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got '{status}'")
@@ -56,6 +59,7 @@ class Recorder:
         shared = {**self.defaults, **fields}
         if shared["scale"] not in SCALES:
             raise ValueError(f"scale must be one of {SCALES}, got '{shared['scale']}'")
+        shared["scale"] = str(shared["scale"])
         record = Record(
             study=self.study,
             variant_id=self.variant.variant_id,
@@ -76,24 +80,24 @@ class Recorder:
     def skipped(
         self, metric: str, method: str, why: str, labels: dict[str, Any] | None = None, **f: Any
     ) -> None:
-        self.add(metric, None, method, labels, note=why, status="skipped", **f)
+        self.add(metric, None, method, labels, note=why, status=Status.SKIPPED, **f)
 
     def failed(
         self, metric: str, method: str, why: str, labels: dict[str, Any] | None = None, **f: Any
     ) -> None:
-        self.add(metric, None, method, labels, note=why[:300], status="error", **f)
+        self.add(metric, None, method, labels, note=why[:300], status=Status.ERROR, **f)
 
     def timing(self, metric: str, timing: Timing, labels: dict[str, Any] | None = None, **f: Any) -> None:
         """Every sample of a timing (seconds per call), one record each, numbered by label `repeat`;
         a noisy timing says so in each sample's note (the median is still the measured value)."""
         for i, seconds in enumerate(timing.times):
-            self.add(metric, seconds, "measured", {**(labels or {}), "repeat": i}, note=timing.note, **f)
+            self.add(metric, seconds, Method.MEASURED, {**(labels or {}), "repeat": i}, note=timing.note, **f)
 
     def rate(
         self, metric: str, timing: Timing, work: float, labels: dict[str, Any] | None = None, **f: Any
     ) -> None:
         """`work` (tokens, FLOP) per median call of a timing; inherits the timing's noise note."""
-        self.add(metric, work / timing.median, "measured_median", labels, note=timing.note, **f)
+        self.add(metric, work / timing.median, Method.MEASURED_MEDIAN, labels, note=timing.note, **f)
 
 
 def with_fields(record: Record, **fields: Any) -> Record:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..claims.evidence import NOT_TESTABLE, Evidence, initial_fall
+from ..catalog.vocabulary import Verdict
+from ..claims.evidence import Evidence, initial_fall
 from ..results.query import Results, Value
 from ..study.remedies import Expect
 from ..study.schema import Study
@@ -25,14 +26,14 @@ def no_worse(
     """(met: True / False / None, reason, status word: "" | inconclusive | not testable at this scale)."""
     late = initial_fall(Evidence(results, study, {}), {"before": arms[0], "after": arms[1]})
     if late:
-        return None, f"{label}: {NOT_TESTABLE}: {late}", NOT_TESTABLE
+        return None, f"{label}: {Verdict.NOT_TESTABLE}: {late}", Verdict.NOT_TESTABLE
     lo, hi, said = effect.ci_low, effect.ci_high, effect.text(unit)
     if lo is not None and lo > e.delta:
         return False, f"{label}: worse by {said}: the interval lies beyond +{e.delta:g}", ""
     if hi is not None and hi < e.delta:
         return True, f"{label}: {said}: the interval lies below +{e.delta:g}, so not worse by that much", ""
     return None, (f"{label}: {said}: the interval straddles +{e.delta:g}, so the data cannot tell whether it "
-                  "is worse by that much"), "inconclusive"  # fmt: skip
+                  "is worse by that much"), Verdict.INCONCLUSIVE  # fmt: skip
 
 
 def purpose_caveats(
@@ -46,10 +47,10 @@ def purpose_caveats(
             continue
         cid, text, verdict = purposes[key]
         said = f"{cid}: {text.rstrip('.')}"
-        if verdict == "supported":
+        if verdict == Verdict.SUPPORTED:
             out.append(f"removes {key}, and the proxy supports what it is for ({said}); the quality gate at the "
                        "training length does not see that loss")  # fmt: skip
-        elif verdict == "contradicted":
+        elif verdict == Verdict.CONTRADICTED:
             out.append(f"removes {key}; what it is for ({said}) was contradicted here, so the proxy shows no such "
                        "benefit to lose")  # fmt: skip
         else:

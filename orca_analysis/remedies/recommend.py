@@ -21,9 +21,29 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..catalog.declared.probes import PROBES
+from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
+from ..catalog.declared.forecast import GPU_MFU_CEILING, GPU_PEAK, GPU_STEP_PREDICTED
+from ..catalog.declared.kernels import ELIGIBLE_TRAIN
+from ..catalog.declared.memory import (
+    CACHE_OBJECT,
+    KV_CACHE_SIZE,
+    PEAK_DECODE_CACHED,
+    PEAK_PREFILL,
+    PEAK_TRAIN,
+    PEAK_TRAIN_PART,
+)
+from ..catalog.declared.params import PARAMS
+from ..catalog.declared.probes import KERNEL_AGREEMENT, PROBES
+from ..catalog.declared.speed import (
+    DECODE_CACHED_TOKENS_PER_S,
+    PREFILL_TOKENS_PER_S,
+    TRAIN_STEP_REPEAT_DIFF,
+    TRAIN_TOKENS_PER_S,
+)
+from ..catalog.declared.training import VAL_LOSS_FINAL
 from ..catalog.metrics import OWNERS, lookup
-from ..claims.evidence import NOT_TESTABLE, compare
+from ..catalog.vocabulary import Method, Status, Verdict
+from ..claims.evidence import compare
 from ..claims.stats import Effect, exact
 from ..results.query import Results, Value
 from ..study.remedies import Expect, Remedy
@@ -32,38 +52,38 @@ from .quality import no_worse, purpose_caveats
 
 # The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
 TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
-    ("params", "counter", {"component": "total"}),
-    ("params", "counter", {"component": "attention"}),
-    ("train_step_causal", "counter", {"component": "total"}),
-    ("peak_train", "simulated", {"category": "total"}),
-    ("peak_train_part", "simulated", {"part": "alibi_bias"}),
-    ("peak_prefill", "simulated", {"category": "total"}),
-    ("peak_decode_cached", "simulated", {"category": "total"}),
-    ("kv_cache_size", "closed_form", {}),
-    ("cache_object", "simulated", {}),
-    ("eligible_train", None, {"backend": "flash"}),
+    (PARAMS, Method.COUNTER, {"component": "total"}),
+    (PARAMS, Method.COUNTER, {"component": "attention"}),
+    (TRAIN_STEP_CAUSAL, Method.COUNTER, {"component": "total"}),
+    (PEAK_TRAIN, Method.SIMULATED, {"category": "total"}),
+    (PEAK_TRAIN_PART, Method.SIMULATED, {"part": "alibi_bias"}),
+    (PEAK_PREFILL, Method.SIMULATED, {"category": "total"}),
+    (PEAK_DECODE_CACHED, Method.SIMULATED, {"category": "total"}),
+    (KV_CACHE_SIZE, Method.CLOSED_FORM, {}),
+    (CACHE_OBJECT, Method.SIMULATED, {}),
+    (ELIGIBLE_TRAIN, None, {"backend": "flash"}),
     # the forecast on an H100 in bfloat16 (autocast): what a GPU user weighs
     (
-        "gpu_peak",
-        "predicted",
+        GPU_PEAK,
+        Method.PREDICTED,
         {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": "total"},
     ),
-    ("gpu_step_predicted", "predicted", {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train"}),
+    (GPU_STEP_PREDICTED, Method.PREDICTED, {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train"}),
     (
-        "gpu_mfu_ceiling",
-        "predicted",
+        GPU_MFU_CEILING,
+        Method.PREDICTED,
         {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "convention": "kernel"},
     ),
-    ("val_loss_final", None, {}),
-    ("train_tokens_per_s", None, {}),
-    ("prefill_tokens_per_s", None, {}),
-    ("decode_cached_tokens_per_s", None, {}),
+    (VAL_LOSS_FINAL, None, {}),
+    (TRAIN_TOKENS_PER_S, None, {}),
+    (PREFILL_TOKENS_PER_S, None, {}),
+    (DECODE_CACHED_TOKENS_PER_S, None, {}),
 )
-SPEED = {"train_tokens_per_s", "prefill_tokens_per_s", "decode_cached_tokens_per_s"}  # at CPU-scaled lengths
+SPEED = {TRAIN_TOKENS_PER_S, PREFILL_TOKENS_PER_S, DECODE_CACHED_TOKENS_PER_S}  # at CPU-scaled lengths
 NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
 PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
-INCONCLUSIVE = "inconclusive"
-STATUSES = (PASSES, FAILS, INCONCLUSIVE, NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
+INCONCLUSIVE = Verdict.INCONCLUSIVE
+STATUSES = (PASSES, FAILS, INCONCLUSIVE, Verdict.NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
 
 
 @dataclass(frozen=True)
@@ -142,7 +162,7 @@ def _drift(results: Results, v: Value) -> float | None:
     """The drift of the same training step timed twice on the value's device (speed metrics), if stored."""
     if v.metric not in SPEED:
         return None
-    found = [x.value for x in results.values("train_step_repeat_diff", device=v.device)]
+    found = [x.value for x in results.values(TRAIN_STEP_REPEAT_DIFF, device=v.device)]
     return max(found) if found else None
 
 
@@ -155,7 +175,7 @@ def changes(results: Results, study: Study, before_id: str, after_id: str) -> li
         a = _values(results, metric, method, labels, after_id, _batch(study))
         if metric not in SPEED:  # the study's lengths (memory_measured's small CPU workload is its own check)
             b, a = ([v for v in vs if v.seq_len is None or v.seq_len in lengths] for vs in (b, a))
-        if metric == "val_loss_final":  # its tokens and flops labels differ by variant: one value each
+        if metric == VAL_LOSS_FINAL:  # its tokens and flops labels differ by variant: one value each
             b, a = b[:1], a[:1]
             pairs = [(b[0], a[0])] if a and b else []
         else:
@@ -176,11 +196,9 @@ def probes(results: Results, variant: str) -> dict[str, str]:
         for v in results.values(probe, variant=variant, status=None):
             case = v.get("case")
             name = (
-                probe
-                if case in ("as_built", "default") and probe != "kernel_agreement"
-                else f"{probe}[{case}]"
+                probe if case in ("as_built", "default") and probe != KERNEL_AGREEMENT else f"{probe}[{case}]"
             )
-            if v.status != "ok":
+            if v.status != Status.OK:
                 out[name] = v.status
             else:
                 out[name] = "pass" if v.value == 1.0 else "crash" if "Error" in v.note else "fail"
@@ -196,7 +214,7 @@ def short(text: str, limit: int = 160) -> str:
 
 def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]) -> str | None:
     """The reason the measurement gave for not running `metric` at `labels` for `variant` (a skipped record)."""
-    for v in results.values(metric, variant=variant, status="skipped"):
+    for v in results.values(metric, variant=variant, status=Status.SKIPPED):
         if all(str(v.labels.get(k)) == str(x) for k, x in labels.items()):
             return v.note
     return None
@@ -205,7 +223,7 @@ def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]
 def _failure(results: Results, variant: str, metric: str) -> str | None:
     """The reason the measurement that owns `metric` could not run for `variant`, if it failed."""
     owners = OWNERS.get(metric, ())
-    for r in results.records(status="error"):
+    for r in results.records(status=Status.ERROR):
         if r.variant_id == variant and r.measurement in owners and (not r.metric or r.metric == metric):
             return r.note
     return None
@@ -224,9 +242,9 @@ def _check(e: Expect, found: list[Change], after: dict[str, str], results: Resul
     rows = [c for c in found if c.metric == e.metric and all(str(c.labels.get(k)) == str(v) for k, v in e.labels.items())
             and (e.method is None or c.method == e.method)]  # fmt: skip
     if not rows:
-        skipped = results.values(e.metric, variant=vid, status="skipped")
+        skipped = results.values(e.metric, variant=vid, status=Status.SKIPPED)
         if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
-            word = NOT_TESTABLE if skipped[0].note.startswith(NOT_TESTABLE) else ""
+            word = Verdict.NOT_TESTABLE if skipped[0].note.startswith(Verdict.NOT_TESTABLE) else ""
             return None, f"{label}: {skipped[0].note}", word
         why = _failure(results, vid, e.metric)
         if why and any(t in why for t in NEEDS_GPU):
@@ -250,7 +268,7 @@ def _status(checks: list[tuple[bool | None, str, str]], regressed: list[str], gp
     if all(met for met, _, _ in checks):
         return PASSES
     words = {word for met, _, word in checks if met is None}
-    for word in (NOT_TESTABLE, INCONCLUSIVE):
+    for word in (Verdict.NOT_TESTABLE, INCONCLUSIVE):
         if word in words:
             return word
     return NEEDS_A_GPU if gpu else NOT_MEASURED
@@ -345,7 +363,7 @@ def recommendation(results: Results, study: Study, purposes: dict[str, Any] | No
     variant = _combined(study, values) if values else None
     rec = Recommendation(values, change, taken, skipped, variant, outcomes)
     vid = variant.variant_id if variant else ""
-    if vid and any(row.record.variant_id == vid and row.record.status == "ok" for row in results.rows):
+    if vid and any(row.record.variant_id == vid and row.record.status == Status.OK for row in results.rows):
         rec.measured = _measured(results, study, vid, [o for o in outcomes if o.id in taken], purposes)
     return rec
 

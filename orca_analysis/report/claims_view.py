@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..catalog.metrics import METRICS
-from ..claims import NOT_TESTABLE, VERDICTS, ClaimResult
+from ..catalog.vocabulary import Scale, Verdict
+from ..claims import VERDICTS, ClaimResult
 from ..kit.format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
-SEVERITY = {"contradicted": 0, "qualified": 1, "inconclusive": 2, "supported": 3, NOT_TESTABLE: 4,
-            "not tested yet": 5}  # fmt: skip
+SEVERITY = {Verdict.CONTRADICTED: 0, Verdict.QUALIFIED: 1, Verdict.INCONCLUSIVE: 2, Verdict.SUPPORTED: 3, Verdict.NOT_TESTABLE: 4,
+            Verdict.NOT_TESTED: 5}  # fmt: skip
 SCALE_TITLES = {"full": "Analytic or measured at full scale",
                 "proxy": "Proxy scale (small models trained on a CPU, not the model itself)"}  # fmt: skip
 
@@ -57,7 +58,9 @@ def verdict_counts(results: list[ClaimResult]) -> list[dict[str, Any]]:
 def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[str, Any]]:
     """The findings that would change the design: heavy claims that the data contradicts or qualifies."""
     tested = [
-        cr for cr in results if cr.verdict.verdict in ("contradicted", "qualified") and cr.claim.weight >= 2
+        cr
+        for cr in results
+        if cr.verdict.verdict in (Verdict.CONTRADICTED, Verdict.QUALIFIED) and cr.claim.weight >= 2
     ]
     tested.sort(key=lambda cr: (-cr.claim.weight, SEVERITY[cr.verdict.verdict], cr.claim.id))
     return [claim_dict(cr) for cr in tested[:limit]]
@@ -88,10 +91,10 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
 
 
 def verdict_counts_by_scale(results: list[ClaimResult]) -> list[dict[str, Any]]:
-    """Verdict counts kept apart by scale: analytic or measured at full scale, against proxy models."""
+    """Judgement counts kept apart by scale: analytic or measured at full scale, against proxy models."""
     by: dict[str, list[ClaimResult]] = {}
     for cr in results:
-        by.setdefault("proxy" if cr.verdict.scale == "proxy" else "full", []).append(cr)
+        by.setdefault("proxy" if cr.verdict.scale == Scale.PROXY else "full", []).append(cr)
     return [
         {"scale": k, "title": SCALE_TITLES[k], "counts": verdict_counts(by[k])}
         for k in SCALE_TITLES

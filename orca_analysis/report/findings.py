@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..catalog.declared.flops import (
+    PLAIN_MISSED_SHARE,
+    TRAIN_STEP_CAUSAL,
+    TRAIN_STEP_DENSE,
+    TRAIN_STEP_ESTIMATE,
+)
+from ..catalog.declared.memory import ALIBI_BYTES_AT_PEAK, ALIBI_SHARE_OF_PEAK, MEMORY_REL_ERROR, PEAK_TRAIN
+from ..catalog.declared.params import EMBEDDING_AND_LOGITS_SHARE, PARAMS
+from ..catalog.declared.probes import KV_CACHE
+from ..catalog.declared.speed import KV_ABLATION_CACHE_PASS
+from ..catalog.declared.training import GRAD_NORM_FIRST_OVER_LAST
 from ..catalog.findings import FINDINGS
+from ..catalog.vocabulary import Method
 from ..kit.format import mib, share
 from ..results.query import Results
 
@@ -20,7 +32,7 @@ def _base(study) -> str:
 
 
 def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
-    built = results.values("kv_cache", case="as_built")
+    built = results.values(KV_CACHE, case="as_built")
     if not built:
         return None
     failed = [v for v in built if v.value == 0]
@@ -36,7 +48,7 @@ def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
         "x-transformers' generate() uses the cache by default, so the model as designed cannot serve "
         "with a KV cache until this is fixed."
     )
-    compatible = results.values("kv_ablation_cache_pass", variant=_base(study))
+    compatible = results.values(KV_ABLATION_CACHE_PASS, variant=_base(study))
     dropped = next((str(v.get("dropped")) for v in compatible), "none")
     if dropped != "none":
         text += f" The base decodes correctly with the cache once {dropped.replace('+', ' and ')} are off."
@@ -44,7 +56,7 @@ def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
 
 
 def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
-    shares = results.values("alibi_share_of_peak", variant=_base(study), method="simulated")
+    shares = results.values(ALIBI_SHARE_OF_PEAK, variant=_base(study), method=Method.SIMULATED)
     if not shares:
         return None
     top = max(v.seq_len for v in shares)
@@ -52,14 +64,14 @@ def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
         "variant": _base(study),
         "seq_len": top,
         "batch": min(study.workloads.batch_sizes),
-        "method": "simulated",
+        "method": Method.SIMULATED,
     }
-    alibi = results.number("alibi_bytes_at_peak", **at)
-    peak = results.number("peak_train", category="total", **at)
-    part = results.number("alibi_share_of_peak", **at)
+    alibi = results.number(ALIBI_BYTES_AT_PEAK, **at)
+    peak = results.number(PEAK_TRAIN, category="total", **at)
+    part = results.number(ALIBI_SHARE_OF_PEAK, **at)
     if not (alibi and peak and part is not None):
         return None
-    gap = results.number("memory_rel_error", variant=_base(study), seq_len=top, quantity="alibi_bytes_at_peak",
+    gap = results.number(MEMORY_REL_ERROR, variant=_base(study), seq_len=top, quantity=ALIBI_BYTES_AT_PEAK,
                          pair="closed_form_vs_simulated")  # fmt: skip
     check = f"; the closed form's count differs by {gap:+.1%}" if gap is not None else ""
     return {
@@ -73,15 +85,15 @@ def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
 
 
 def _plain_tools(results: Results, study) -> dict[str, Any] | None:
-    steps = results.values("train_step_causal", variant=_base(study), method="counter", component="total")
+    steps = results.values(TRAIN_STEP_CAUSAL, variant=_base(study), method=Method.COUNTER, component="total")
     if not steps:
         return None
     top = max(v.seq_len for v in steps)
     at = {"variant": _base(study), "seq_len": top, "batch": min(study.workloads.batch_sizes)}
-    causal = results.number("train_step_causal", method="counter", component="total", **at)
-    dense = results.number("train_step_dense", method="counter", component="total", **at)
-    missed = results.number("plain_missed_share", tool="flop_counter_mode", **at)
-    kaplan = results.number("train_step_estimate", method="kaplan_6n", **at)
+    causal = results.number(TRAIN_STEP_CAUSAL, method=Method.COUNTER, component="total", **at)
+    dense = results.number(TRAIN_STEP_DENSE, method=Method.COUNTER, component="total", **at)
+    missed = results.number(PLAIN_MISSED_SHARE, tool="flop_counter_mode", **at)
+    kaplan = results.number(TRAIN_STEP_ESTIMATE, method=Method.KAPLAN_6N, **at)
     if not (dense and causal) or missed is None:
         return None
     text = (
@@ -94,7 +106,7 @@ def _plain_tools(results: Results, study) -> dict[str, Any] | None:
 
 
 def _gradients(results: Results, study) -> dict[str, Any] | None:
-    found = results.values("grad_norm_first_over_last", variant=_base(study))
+    found = results.values(GRAD_NORM_FIRST_OVER_LAST, variant=_base(study))
     if not found:
         return None
     depth = max(int(v.get("depth")) for v in found)
@@ -118,15 +130,15 @@ def _gradients(results: Results, study) -> dict[str, Any] | None:
 def _params_share(results: Results, study) -> dict[str, Any] | None:
     """The tables' share, and beside it what the study's own width and depth arms change (the comparison)."""
     base = _base(study)
-    part = results.number("embedding_and_logits_share", variant=base)
-    total = results.number("params", variant=base, method="counter", component="total")
+    part = results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base)
+    total = results.number(PARAMS, variant=base, method=Method.COUNTER, component="total")
     if part is None or not total:
         return None
     text = f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} parameters"
     arms = []
     for axis in ("dim", "depth"):
         values = {v.variant_id: v.swept[axis] for v in study.variants() if set(v.swept) >= {axis}}
-        counts = {vid: results.number("params", variant=vid, method="counter", component="total")
+        counts = {vid: results.number(PARAMS, variant=vid, method=Method.COUNTER, component="total")
                   for vid in values if _only_axis(study, vid, axis)}  # fmt: skip
         counts = {vid: n for vid, n in counts.items() if n}
         if len({values[vid] for vid in counts}) > 1:
@@ -151,11 +163,11 @@ def _heads_width(results: Results, study) -> dict[str, Any] | None:
     if not wide:
         return None
     base = _base(study)
-    at = {"method": "counter", "component": "attention"}
-    ref = results.number("params", variant=base, **at)
+    at = {"method": Method.COUNTER, "component": "attention"}
+    ref = results.number(PARAMS, variant=base, **at)
     parts = []
     for v in wide:
-        n = results.number("params", variant=v.variant_id, **at)
+        n = results.number(PARAMS, variant=v.variant_id, **at)
         if n is not None and ref:
             inner = v.config.heads * v.config.dim_head
             parts.append(f"{v.variant_id}: attention {inner} wide for dim {v.config.dim}, "

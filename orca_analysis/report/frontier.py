@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
+from ..catalog.declared.memory import PEAK_TRAIN
+from ..catalog.declared.params import PARAMS
+from ..catalog.declared.training import VAL_LOSS_FINAL
+from ..catalog.vocabulary import Method
 from ..kit.figures import frontier_panels
 from ..kit.format import Quantity
 from ..kit.sections import Section, Table, variant_order
@@ -19,12 +24,17 @@ from ..results.query import Results
 
 COSTS = (  # (metric, query, axis label, unit)
     (
-        "train_step_causal",
-        {"method": "counter", "component": "total"},
+        TRAIN_STEP_CAUSAL,
+        {"method": Method.COUNTER, "component": "total"},
         "training-step FLOPs (causal)",
         "FLOP",
     ),
-    ("peak_train", {"method": "simulated", "category": "total"}, "training-step peak (simulated)", "bytes"),
+    (
+        PEAK_TRAIN,
+        {"method": Method.SIMULATED, "category": "total"},
+        "training-step peak (simulated)",
+        "bytes",
+    ),
 )
 
 
@@ -32,10 +42,10 @@ def _points(results: Results, study, n: int) -> pd.DataFrame:
     b = min(study.workloads.batch_sizes)
     rows = []
     for vid in variant_order(study):
-        params = results.number("params", method="counter", component="total", variant=vid)
+        params = results.number(PARAMS, method=Method.COUNTER, component="total", variant=vid)
         costs = {m: results.number(m, variant=vid, seq_len=n, batch=b, **q) for m, q, _, _ in COSTS}
         if params is not None and any(v is not None for v in costs.values()):
-            losses = results.values("val_loss_final", variant=vid)
+            losses = results.values(VAL_LOSS_FINAL, variant=vid)
             loss = sum(v.value for v in losses) / len(losses) if losses else None
             rows.append({"variant": vid, "params": params, **costs, "loss": loss,
                          "scale": losses[0].scale if losses else ""})  # fmt: skip

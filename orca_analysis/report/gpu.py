@@ -4,6 +4,7 @@ imported; on a CPU-only machine this table is how the report shows what is still
 
 from __future__ import annotations
 
+from ..catalog.vocabulary import Status
 from ..kit.sections import Section, Table, variant_order
 from ..measurements import in_order
 from ..results.query import Results
@@ -12,13 +13,13 @@ from ..results.query import Results
 def _cell(records: list) -> str:
     if not records:
         return "missing"
-    ok = [r for r in records if r.status == "ok"]
+    ok = [r for r in records if r.status == Status.OK]
     if ok:
         return f"measured ({len(ok)} values)" + (
             f", {len(records) - len(ok)} not" if len(ok) < len(records) else ""
         )
     first = records[0].note[:60]
-    return f"{'skipped' if all(r.status == 'skipped' for r in records) else 'failed'}: {first}"
+    return f"{'skipped' if all(r.status == Status.SKIPPED for r in records) else 'failed'}: {first}"
 
 
 def gpu_section(results: Results, study) -> Section | None:

@@ -7,21 +7,36 @@ from typing import Any
 
 import yaml
 
+from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
+from ..catalog.declared.forecast import GPU_MFU_CEILING, GPU_PEAK, GPU_STEP_PREDICTED
+from ..catalog.declared.kernels import ELIGIBLE_TRAIN
+from ..catalog.declared.memory import (
+    CACHE_OBJECT,
+    KV_CACHE_SIZE,
+    PEAK_DECODE_CACHED,
+    PEAK_PREFILL,
+    PEAK_TRAIN,
+    PEAK_TRAIN_PART,
+)
+from ..catalog.declared.params import PARAMS
+from ..catalog.declared.speed import DECODE_CACHED_TOKENS_PER_S, PREFILL_TOKENS_PER_S, TRAIN_TOKENS_PER_S
+from ..catalog.declared.training import VAL_LOSS_FINAL
+from ..catalog.vocabulary import Method
 from ..kit.format import mib, si
 from ..remedies.recommend import PASSES, SPEED, STATUSES, Change, Outcome, Recommendation, recommendation
 from ..results.query import Results
 from ..study.schema import Study
 
-METHOD_WORDS = {"counter": "operator counter", "simulated": "simulated (fake tensors, no allocation)",
-                "closed_form": "closed form", "measured": "measured", "measured_median": "measured (median)",
-                "forced_sdpa_kernel": "forced kernel", "predicted": "forecast (no GPU): see On a GPU (predicted)"}  # fmt: skip
-SHORT = {"params": "parameters", "train_step_causal": "training-step FLOPs (causal-aware)",
-         "peak_train": "training-step peak", "peak_train_part": "ALiBi tensors at that peak", "peak_prefill": "prefill peak", "peak_decode_cached": "cached-decode peak",
-         "kv_cache_size": "KV cache (closed form)", "cache_object": "cache object", "eligible_train":
-         "FlashAttention eligible (training)", "val_loss_final": "proxy validation loss", "train_tokens_per_s":
-         "training tokens/s", "prefill_tokens_per_s": "prefill tokens/s", "decode_cached_tokens_per_s":
-         "cached decode tokens/s", "gpu_peak": "GPU training-step peak", "gpu_step_predicted":
-         "GPU training step, predicted", "gpu_mfu_ceiling": "GPU MFU ceiling"}  # fmt: skip
+METHOD_WORDS = {Method.COUNTER: "operator counter", Method.SIMULATED: "simulated (fake tensors, no allocation)",
+                Method.CLOSED_FORM: "closed form", Method.MEASURED: "measured", Method.MEASURED_MEDIAN: "measured (median)",
+                Method.FORCED_SDPA_KERNEL: "forced kernel", Method.PREDICTED: "forecast (no GPU): see On a GPU (predicted)"}  # fmt: skip
+SHORT = {PARAMS: "parameters", TRAIN_STEP_CAUSAL: "training-step FLOPs (causal-aware)",
+         PEAK_TRAIN: "training-step peak", PEAK_TRAIN_PART: "ALiBi tensors at that peak", PEAK_PREFILL: "prefill peak", PEAK_DECODE_CACHED: "cached-decode peak",
+         KV_CACHE_SIZE: "KV cache (closed form)", CACHE_OBJECT: "cache object", ELIGIBLE_TRAIN:
+         "FlashAttention eligible (training)", VAL_LOSS_FINAL: "proxy validation loss", TRAIN_TOKENS_PER_S:
+         "training tokens/s", PREFILL_TOKENS_PER_S: "prefill tokens/s", DECODE_CACHED_TOKENS_PER_S:
+         "cached decode tokens/s", GPU_PEAK: "GPU training-step peak", GPU_STEP_PREDICTED:
+         "GPU training step, predicted", GPU_MFU_CEILING: "GPU MFU ceiling"}  # fmt: skip
 
 
 def value_text(x: float, unit: str) -> str:
@@ -66,7 +81,7 @@ def change_rows(changes: list[Change], every: bool = False) -> list[list[str]]:
     return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
              _delta(c), f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}"]
             for c in changes if c.metric not in SPEED
-            and (every or c.moved or c.metric in ("val_loss_final", "eligible_train"))]  # fmt: skip
+            and (every or c.moved or c.metric in (VAL_LOSS_FINAL, ELIGIBLE_TRAIN))]  # fmt: skip
 
 
 def speed_rows(changes: list[Change]) -> list[list[str]]:
@@ -123,7 +138,7 @@ def recommendations_view(
     measured = rec.measured
     headline = []
     if measured:
-        want = ("peak_train", "params", "train_step_causal", "kv_cache_size", "val_loss_final")
+        want = (PEAK_TRAIN, PARAMS, TRAIN_STEP_CAUSAL, KV_CACHE_SIZE, VAL_LOSS_FINAL)
         top = max((c.seq_len or 0 for c in measured.changes), default=0)
         for c in measured.changes:
             if (

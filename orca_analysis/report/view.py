@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..build import fidelity_entries
+from ..catalog.declared.params import EMBEDDING_AND_LOGITS_SHARE, PARAMS, PARAMS_CLOSED_FORM_GAP
+from ..catalog.vocabulary import Method, Status
 from ..claims import Claim, ClaimResult, evaluate
 from ..measurements import in_order
 from ..results.query import Results
@@ -36,7 +38,7 @@ def _said_why(section, name: str, results: Results, retry: str):  # (Section) ->
     """A section of a listed measurement with nothing to show says why: its calls failed (the first error, the
     command that reruns them) or it has not run yet; never "add it to the study", which it already is in."""
     if "to the study's measurements" in section.missing:  # the sections' generic text
-        failed = results.records(name, status="error")
+        failed = results.records(name, status=Status.ERROR)
         section.missing = (
             f"no `{name}` results to show: {len(failed)} of its records failed (first: {failed[0].note[:160]}); "
             f"rerun them with `{retry}`" if failed
@@ -48,11 +50,11 @@ def _said_why(section, name: str, results: Results, retry: str):  # (Section) ->
 def key_numbers(results: Results, study: Study) -> dict[str, Any]:
     """The base's parameter total and embedding share, and whether counter and closed form agree everywhere."""
     base = study.base_variant.variant_id
-    gaps = results.values("params_closed_form_gap")
-    other = results.values("params", method="counter", component="other")
+    gaps = results.values(PARAMS_CLOSED_FORM_GAP)
+    other = results.values(PARAMS, method=Method.COUNTER, component="other")
     return {
-        "params_total": results.number("params", variant=base, method="counter", component="total"),
-        "embedding_share": results.number("embedding_and_logits_share", variant=base),
+        "params_total": results.number(PARAMS, variant=base, method=Method.COUNTER, component="total"),
+        "embedding_share": results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base),
         "params_agree": bool(gaps) and all(v.value == 0 for v in gaps) and all(v.value == 0 for v in other),
     }
 
@@ -73,7 +75,9 @@ def build_view(
 ) -> dict[str, Any]:
     """The report's view; `notes`: the claims are the Orca design notes' catalogue (their reading may qualify)."""
     everything = results  # the remedies' variants too
-    failures = [r for r in results.records(status="error") if not r.metric]  # calls that could not run at all
+    failures = [
+        r for r in results.records(status=Status.ERROR) if not r.metric
+    ]  # calls that could not run at all
     results = results.only_variants({v.variant_id for v in study.variants()})  # the rest reads the sweep
     verdicts = evaluate(claims, results, study, notes=notes)
     recommended = recommendations_view(everything, study, purposes(verdicts))

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..catalog.declared import SPECS
+from ..catalog.declared.training import CORPUS_TOKENS
 from ..catalog.specs import Spec
 from ..errors import OrcaError
 from ..instruments.corpus import DEFAULT_LABEL, label_of
@@ -124,7 +125,7 @@ def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, 
 def _corpus_label(records: list[Record]) -> str:
     """The corpus a unit trained on, as instruments/corpus.py labels it (no such record: the default)."""
     for r in records:
-        if r.metric == "corpus_tokens" and r.labels.get("corpus"):
+        if r.metric == CORPUS_TOKENS and r.labels.get("corpus"):
             return label_of(str(r.labels["corpus"]), str(r.labels.get("sha256", "")))
     return DEFAULT_LABEL
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..catalog.metrics import Metric, MetricError, lookup, problems
+from ..catalog.vocabulary import Status
 from .frame import provenance_of, stored_records
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class Results:
 
     def measured(self) -> set[str]:
         """The measurements with at least one ok record."""
-        return {r.record.measurement for r in self.rows if r.record.status == "ok"}
+        return {r.record.measurement for r in self.rows if r.record.status == Status.OK}
 
     def provenance(self) -> list[dict[str, str]]:
         """The provenance of every stored unit the results come from, once each."""

@@ -21,8 +21,9 @@ from typing import Any
 import torch
 
 from ..catalog.version import VERSION
+from ..catalog.vocabulary import Status
 
-STATUSES = ("ok", "error", "skipped")
+STATUSES = tuple(Status)
 
 
 @dataclass

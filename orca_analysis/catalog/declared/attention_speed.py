@@ -25,5 +25,16 @@ METRICS = (
     SEQ_LEN_REQUESTED,
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    SDPA_FORWARD_FLOPS,
+    SDPA_FORWARD_TIME,
+    SDPA_FORWARD_FLOPS_PER_S,
+    SDPA_BEST_VS_GEMM,
+    ATTENTION_GEMM_CEILING,
+    SEQ_LEN_REQUESTED,
+) = METRICS
+
 # 2: every timing sample is a record
+
 SPEC = Spec("attention_speed", version=2)

@@ -27,5 +27,21 @@ METRICS = (
            "names the first difference", DIFF, ("flag",)),
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    VOCAB_ROWS,
+    CONTEXT_LENGTH,
+    CONTEXT_FORWARD,
+    ABS_POS_PARAMS,
+    ALIBI_HEADS,
+    KV_HEADS,
+    KV_GROUP,
+    POSITION_SOURCES,
+    SHIFTED_CHANNELS,
+    SHIFT_OFFSET,
+    FLAG_CHANGES_BUILD,
+) = METRICS
+
 # 2: kv_group, position_sources; every flag the study sets is built without
+
 SPEC = Spec("design", version=2)

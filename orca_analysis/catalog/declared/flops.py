@@ -64,5 +64,26 @@ METRICS = (
     ),
 )
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    FORWARD_DENSE,
+    FORWARD_CAUSAL,
+    TRAIN_STEP_DENSE,
+    TRAIN_STEP_CAUSAL,
+    TRAIN_STEP_MODEL_DENSE,
+    TRAIN_STEP_MODEL_CAUSAL,
+    FORWARD_EXECUTED,
+    TRAIN_STEP_EXECUTED,
+    FORWARD_ESTIMATE,
+    TRAIN_STEP_ESTIMATE,
+    FVCORE_FORWARD_AS_SHIPPED,
+    CLOSED_FORM_GAP,
+    FVCORE_GAP,
+    PLAIN_MISSED_SHARE,
+    TRAIN_STEP_CAUSAL_PER_TOKEN,
+    TRAIN_STEP_CAUSAL_ATTENTION,
+) = METRICS
+
 # 2: model FLOPs without recompute (MFU) and executed FLOPs (HFU)
+
 SPEC = Spec("flops", version=2)

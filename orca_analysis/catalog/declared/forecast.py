@@ -35,7 +35,18 @@ METRICS = (
            ("gpu", "compute", "step", "convention")),
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    SDPA_PREDICTED_CALLS,
+    GPU_PEAK,
+    GPU_MAX_BATCH,
+    GPU_STEP_FLOOR,
+    GPU_STEP_PREDICTED,
+    GPU_MFU_CEILING,
+) = METRICS
+
 # 2: GPU memory and time per step, the largest batch; 3: the MFU ceiling in two conventions; 4: CUDA's
 # default AdamW (foreach), the largest batch doubled where the optimizer step holds the peak; 5: a FlexAttention
 # design's predicted time and MFU ceiling skipped with the reason too
+
 SPEC = Spec("forecast", version=5)

@@ -27,4 +27,18 @@ METRICS = (
     SEQ_LEN_REQUESTED,
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    ENABLED_BY_LIBRARY,
+    RAN_TRAIN,
+    RAN_INFERENCE,
+    SDPA_IS_CAUSAL,
+    SDPA_ATTN_MASK_BYTES,
+    SDPA_KV_HEADS_SEEN,
+    ELIGIBLE_TRAIN,
+    ELIGIBLE_INFERENCE,
+    SEQ_LEN_REQUESTED,
+) = METRICS
+
+
 SPEC = Spec("kernels")

@@ -63,6 +63,42 @@ METRICS = (
            "other activation, temporary, input and buffer)", (SIM,), ("part",), direction="lower"),
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    PEAK_TRAIN,
+    PEAK_PREFILL,
+    PEAK_DECODE_CACHED,
+    PEAK_TRAIN_PHASE,
+    PEAK_PREFILL_PHASE,
+    PEAK_DECODE_CACHED_PHASE,
+    PEAK_DECODE_UNCACHED,
+    PEAK_TRAIN_RESERVED,
+    PEAK_PREFILL_RESERVED,
+    PEAK_TRAIN_MODULE,
+    ACTIVATION_TERM,
+    PEAK_TRAIN_BF16_MIXED,
+    KV_CACHE_SIZE,
+    CACHE_OBJECT,
+    FITS_TRAIN,
+    FITS_INFERENCE,
+    TRAINING_STATE,
+    MEMORY_REL_ERROR,
+    ALIBI_BYTES_AT_PEAK,
+    ALIBI_SHARE_OF_PEAK,
+    PEAK_TRAIN_PART,
+) = METRICS
+
+# the metrics a step's name picks (a walk's step: "train", "prefill", "decode_cached")
+PEAK = {"train": PEAK_TRAIN, "prefill": PEAK_PREFILL, "decode_cached": PEAK_DECODE_CACHED}
+PHASE_OF = {
+    PEAK_TRAIN: PEAK_TRAIN_PHASE,
+    PEAK_PREFILL: PEAK_PREFILL_PHASE,
+    PEAK_DECODE_CACHED: PEAK_DECODE_CACHED_PHASE,
+}
+FITS = {"train": FITS_TRAIN, "prefill": FITS_INFERENCE}
+RESERVED = {"train": PEAK_TRAIN_RESERVED, "prefill": PEAK_PREFILL_RESERVED}
+
 # 2: the real-tensor runs moved to `memory_measured`; 3: ALiBi at the simulated peak; 4: fits from the
 # simulated peaks, not the closed form
+
 SPEC = Spec("memory", version=4)

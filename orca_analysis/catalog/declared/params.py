@@ -26,4 +26,13 @@ METRICS = (
     Metric("params_delta_vs_base", "fraction", "total parameters / the base variant's - 1", ("counter",)),
 )
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    PARAMS,
+    PARAMS_CLOSED_FORM_GAP,
+    EMBEDDING_AND_LOGITS_SHARE,
+    PARAMS_DELTA_VS_BASE,
+) = METRICS
+
+
 SPEC = Spec("params")

@@ -37,4 +37,32 @@ METRICS = (
            "probe can see a change at all", (M,), ("case",)),
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    CAUSALITY,
+    CAUSALITY_MAX_DIFF,
+    CAUSALITY_TOLERANCE,
+    KV_CACHE,
+    KV_CACHE_MAX_DIFF,
+    KV_CACHE_TOLERANCE,
+    KERNEL_AGREEMENT,
+    KERNEL_AGREEMENT_MAX_DIFF,
+    KERNEL_AGREEMENT_TOLERANCE,
+    CAUSALITY_DOWNSTREAM,
+    CAUSALITY_SENSITIVE,
+) = METRICS
+
+
+# a probe's verdict metric -> the metrics of its measured difference and its tolerance
+MAX_DIFF = {
+    CAUSALITY: CAUSALITY_MAX_DIFF,
+    KV_CACHE: KV_CACHE_MAX_DIFF,
+    KERNEL_AGREEMENT: KERNEL_AGREEMENT_MAX_DIFF,
+}
+TOLERANCE = {
+    CAUSALITY: CAUSALITY_TOLERANCE,
+    KV_CACHE: KV_CACHE_TOLERANCE,
+    KERNEL_AGREEMENT: KERNEL_AGREEMENT_TOLERANCE,
+}
+
 SPEC = Spec("probes")

@@ -3,6 +3,8 @@ that names them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..metrics import Metric
 from ..specs import Spec
 from .common import SEQ_LEN_REQUESTED
@@ -95,7 +97,79 @@ METRICS = (
     SEQ_LEN_REQUESTED,
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    CPU_THREADS,
+    GEMM_TIME,
+    GEMM_CEILING,
+    DATASHEET_PEAK,
+    COPY_TIME,
+    COPY_BANDWIDTH,
+    OP_OVERHEAD,
+    TRAIN_STEP_FLOOR,
+    TRAIN_STEP_PREDICTED,
+    PREFILL_FLOOR,
+    PREFILL_PREDICTED,
+    TRAIN_STEP_OP_COST,
+    TRAIN_STEP_CALIBRATED,
+    PREFILL_OP_COST,
+    PREFILL_CALIBRATED,
+    TRAIN_STEP_TIME,
+    TRAIN_TOKENS_PER_S,
+    TRAIN_FLOPS,
+    TRAIN_FLOPS_PER_S,
+    TRAIN_UTILISATION_VS_GEMM,
+    TRAIN_UTILISATION_VS_DATASHEET,
+    PREFILL_TIME,
+    PREFILL_TOKENS_PER_S,
+    PREFILL_FLOPS,
+    PREFILL_FLOPS_PER_S,
+    PREFILL_UTILISATION_VS_GEMM,
+    PREFILL_UTILISATION_VS_DATASHEET,
+    DECODE_CACHE_PASS,
+    DECODE_CACHE_AGREEMENT,
+    DECODE_CACHED_TIME,
+    DECODE_CACHED_TOKENS_PER_S,
+    DECODE_UNCACHED_TIME,
+    DECODE_UNCACHED_TOKENS_PER_S,
+    KV_ABLATION_CACHE_PASS,
+    KV_ABLATION_CACHE_AGREEMENT,
+    KV_ABLATION_DECODE_TIME,
+    KV_ABLATION_DECODE_TOKENS_PER_S,
+    KV_ABLATION_CACHE_BYTES,
+    KV_ABLATION_GENERATE_CACHE,
+    KV_ABLATION_DECODE_SPEEDUP,
+    TRAIN_STEP_REPEAT_DIFF,
+    SEQ_LEN_REQUESTED,
+) = METRICS
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """The metrics of one timed step ("train" or "prefill"), for code that handles both alike."""
+
+    time: Metric
+    flops: Metric
+    flops_per_s: Metric
+    utilisation_vs_gemm: Metric
+    utilisation_vs_datasheet: Metric
+    floor: Metric
+    predicted: Metric
+    calibrated: Metric
+    op_cost: Metric
+
+
+STEP = {
+    "train": StepMetrics(TRAIN_STEP_TIME, TRAIN_FLOPS, TRAIN_FLOPS_PER_S, TRAIN_UTILISATION_VS_GEMM,
+                         TRAIN_UTILISATION_VS_DATASHEET, TRAIN_STEP_FLOOR, TRAIN_STEP_PREDICTED,
+                         TRAIN_STEP_CALIBRATED, TRAIN_STEP_OP_COST),
+    "prefill": StepMetrics(PREFILL_TIME, PREFILL_FLOPS, PREFILL_FLOPS_PER_S, PREFILL_UTILISATION_VS_GEMM,
+                           PREFILL_UTILISATION_VS_DATASHEET, PREFILL_FLOOR, PREFILL_PREDICTED, PREFILL_CALIBRATED,
+                           PREFILL_OP_COST),
+}  # fmt: skip
+
 # 2: multi-query vs multi-head decoding, repeated timing; 3: every sample; 4: MFU (PaLM), HFU; 5: the time
 # forecast's check on this CPU (floor, predicted); 6: the prediction calibrated on the design's own
 # one-token step
+
 SPEC = Spec("speed", version=6)

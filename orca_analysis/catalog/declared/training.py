@@ -78,7 +78,39 @@ METRICS = (
            ("closed_form",), ("attn", "model", "kv_heads", "context", "cache_batch"), direction="lower"),
 )  # fmt: skip
 
+# each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
+(
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_LOSS_FINAL,
+    VAL_LOSS_EQUAL_FLOPS,
+    VAL_LOSS_TUNED,
+    LR_SWEEP_VAL_LOSS,
+    LR_CHOSEN,
+    OVERFIT_TRAIN_LOSS,
+    OVERFIT_VAL_LOSS,
+    OVERFIT_GAP,
+    HEAD_ABLATION_SINGLE_INCREASE,
+    HEAD_ABLATION_QUARTER_INCREASE,
+    HEAD_ABLATION_QUARTER_MEAN,
+    HEAD_ABLATION_SINGLE_MEAN,
+    HEAD_ABLATION_SINGLE_MAX,
+    HEAD_ABLATION_BASE_LOSS,
+    PROXY_PARAMS,
+    PROXY_EMBEDDING_SHARE,
+    NGRAM_VAL_LOSS,
+    TRAIN_FLOPS_PER_TOKEN,
+    CORPUS_TOKENS,
+    GRAD_NORM,
+    GRAD_NORM_FIRST_OVER_LAST,
+    GRAD_HEALTH_TRAIN_LOSS,
+    EXTRAPOLATION_VAL_LOSS,
+    ATTN_KV_VAL_LOSS,
+    KV_CACHE_BYTES,
+) = METRICS
+
 # 2: head ablation, matmul precision; 3: three seeds; 4: annealed budgets, heads >= 16 wide; 5: gradient
 # health over the seeds at the deepest depth; 6: quality tiers, 256 steps of 16, common initial values,
 # extrapolation controls, learning-rate sweeps, the read criterion's reference
+
 SPEC = Spec("training", version=6, uses_corpus=True)

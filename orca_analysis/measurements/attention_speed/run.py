@@ -26,7 +26,15 @@ from typing import Any
 import torch
 
 from ...build import build_model
-from ...catalog.declared.attention_speed import FLOPS_METHOD
+from ...catalog.declared.attention_speed import (
+    ATTENTION_GEMM_CEILING,
+    FLOPS_METHOD,
+    SDPA_BEST_VS_GEMM,
+    SDPA_FORWARD_FLOPS,
+    SDPA_FORWARD_FLOPS_PER_S,
+    SDPA_FORWARD_TIME,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...formulas.flops import sdpa_useful_flops
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
 from ...instruments.sdpa import BACKENDS, CUDA_ONLY, SdpaCall, capture_sdpa_call, eligibility, fresh_like
@@ -72,9 +80,9 @@ def time_backend(call: SdpaCall, backend: str, device: str) -> tuple[bool, str, 
 @on_measure_device
 def measure_attention_speed(variant: Variant, study: Study, device: str) -> list[Record]:
     dtype = speed_dtype(study.workloads.dtype, device)
-    rec = Recorder(study.name, variant, "attention_speed", device=device, dtype=dtype, scale="measured")
+    rec = Recorder(study.name, variant, "attention_speed", device=device, dtype=dtype, scale=Scale.MEASURED)
     gemm, n = gemm_ceiling(device, dtype)
-    rec.rate("attention_gemm_ceiling", gemm, 2 * n**3, {"size": gemm_size(n, dtype)})
+    rec.rate(ATTENTION_GEMM_CEILING, gemm, 2 * n**3, {"size": gemm_size(n, dtype)})
     ceiling = 2 * n**3 / gemm.median
     model = build_model(variant.config, device, dtype).eval()
     g = torch.Generator().manual_seed(0)
@@ -84,7 +92,7 @@ def measure_attention_speed(variant: Variant, study: Study, device: str) -> list
         call = capture_sdpa_call(model, tokens)
         if call is None:
             at.skipped(
-                "sdpa_forward_time", "measured", NO_SDPA, {"case": "none", "backend": "none", "repeat": 0}
+                SDPA_FORWARD_TIME, Method.MEASURED, NO_SDPA, {"case": "none", "backend": "none", "repeat": 0}
             )
             continue
         cases = (
@@ -101,7 +109,7 @@ def measure_attention_speed(variant: Variant, study: Study, device: str) -> list
 def _case(call: SdpaCall, rec: Recorder, w: Workload, case: str, ceiling: float) -> None:
     device = rec.defaults["device"]
     flops = sdpa_useful_flops(tuple(call.q.shape), call.args[1].shape[-2], causal=True)
-    rec.add("sdpa_forward_flops", flops, FLOPS_METHOD, {"case": case}, scale=w.analytic_scale)
+    rec.add(SDPA_FORWARD_FLOPS, flops, FLOPS_METHOD, {"case": case}, scale=w.analytic_scale)
     best: tuple[Timing, str] | None = None
     for backend in BACKENDS:
         labels = {"case": case, "backend": backend}
@@ -109,13 +117,13 @@ def _case(call: SdpaCall, rec: Recorder, w: Workload, case: str, ceiling: float)
         if not ok or timing is None:
             cuda_only = backend in CUDA_ONLY and not device.startswith("cuda")
             why = f"not applicable on {device}: CUDA-only kernel" if cuda_only else f"not eligible: {reason}"
-            rec.skipped("sdpa_forward_time", "measured", why, {**labels, "repeat": 0})
+            rec.skipped(SDPA_FORWARD_TIME, Method.MEASURED, why, {**labels, "repeat": 0})
             continue
-        rec.timing("sdpa_forward_time", timing, labels)
-        rec.rate("sdpa_forward_flops_per_s", timing, flops, labels)
+        rec.timing(SDPA_FORWARD_TIME, timing, labels)
+        rec.rate(SDPA_FORWARD_FLOPS_PER_S, timing, flops, labels)
         if best is None or timing.median < best[0].median:
             best = (timing, backend)
     if best is not None:
         timing, backend = best
-        rec.add("sdpa_best_vs_gemm", flops / timing.median / ceiling, "derived", {"case": case, "backend": backend},
+        rec.add(SDPA_BEST_VS_GEMM, flops / timing.median / ceiling, Method.DERIVED, {"case": case, "backend": backend},
                 note=timing.note)  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...catalog.declared.attention_speed import SDPA_BEST_VS_GEMM, SDPA_FORWARD_FLOPS_PER_S, SDPA_FORWARD_TIME
+from ...catalog.vocabulary import Status
 from ...instruments.sdpa import BACKENDS
 from ...kit.figures import lines
 from ...kit.format import Quantity, share
@@ -14,10 +16,10 @@ from .run import CPU_SEQ_CAP
 
 
 def _cell(results: Results, at: dict, case: str, backend: str) -> Quantity | str:
-    rate = results.values("sdpa_forward_flops_per_s", case=case, backend=backend, **at)
+    rate = results.values(SDPA_FORWARD_FLOPS_PER_S, case=case, backend=backend, **at)
     if rate:
         return Quantity(rate[0].value, "FLOP/s")
-    skipped = results.values("sdpa_forward_time", status="skipped", case=case, backend=backend, **at)
+    skipped = results.values(SDPA_FORWARD_TIME, status=Status.SKIPPED, case=case, backend=backend, **at)
     if skipped:
         return "refused" if skipped[0].note.startswith("not eligible") else "not applicable"
     return "n/a"
@@ -36,7 +38,7 @@ def _table(results: Results, base: str, rates: list, bias: str) -> Table:
     keys = {(v.device, v.seq_len, v.get("case")) for v in rates}
     for device, seq, case in sorted(keys, key=lambda k: (k[0], k[1], cases.get(k[2], 2))):
         at = {"variant": base, "device": device, "seq_len": seq}
-        best = results.values("sdpa_best_vs_gemm", case=case, **at)
+        best = results.values(SDPA_BEST_VS_GEMM, case=case, **at)
         rows.append([
             device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", case,
             *(_cell(results, at, case, b) for b in BACKENDS),
@@ -61,7 +63,7 @@ def attention_speed_section(results: Results, study) -> Section:
         "How fast the variant's own attention call is with each scaled-dot-product-attention backend.",
     )
     base = variant_order(study)[0]
-    rates = prefer_device(results.values("sdpa_forward_flops_per_s", variant=base))
+    rates = prefer_device(results.values(SDPA_FORWARD_FLOPS_PER_S, variant=base))
     if not rates:
         section.missing = (
             "no `attention_speed` results: add `attention_speed` to the study's measurements and run it"

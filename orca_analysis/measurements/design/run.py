@@ -30,6 +30,20 @@ from x_transformers import x_transformers as xt
 
 from ...build import fake_model
 from ...build.describe import describe, position_sources
+from ...catalog.declared.design import (
+    ABS_POS_PARAMS,
+    ALIBI_HEADS,
+    CONTEXT_FORWARD,
+    CONTEXT_LENGTH,
+    FLAG_CHANGES_BUILD,
+    KV_GROUP,
+    KV_HEADS,
+    POSITION_SOURCES,
+    SHIFT_OFFSET,
+    SHIFTED_CHANNELS,
+    VOCAB_ROWS,
+)
+from ...catalog.vocabulary import Method
 from ...instruments.per_block import at_depth
 from ...results import Record
 from ...study.kwargs import LAYERS, resolve
@@ -104,32 +118,32 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
     cfg = variant.config
     rec = Recorder(study.name, variant, "design", device="none")
     with fake_model(cfg) as (model, _):
-        rec.add("vocab_rows", model.token_emb.emb.weight.shape[0], "built_model")
-        rec.add("context_length", model.max_seq_len, "built_model")
+        rec.add(VOCAB_ROWS, model.token_emb.emb.weight.shape[0], Method.BUILT_MODEL)
+        rec.add(CONTEXT_LENGTH, model.max_seq_len, Method.BUILT_MODEL)
         pos = getattr(model, "pos_emb", None)
         learned = sum(p.numel() for p in pos.parameters()) if isinstance(pos, nn.Module) else 0
-        rec.add("abs_pos_params", learned,
-                "built_model", note=f"the wrapper's pos_emb is {type(pos).__name__}")  # fmt: skip
+        rec.add(ABS_POS_PARAMS, learned,
+                Method.BUILT_MODEL, note=f"the wrapper's pos_emb is {type(pos).__name__}")  # fmt: skip
         attn = _first_attention(model)
         if attn is not None:
             rel = next((m for m in model.modules() if isinstance(m, xt.AlibiPositionalBias)), None)
             alibi = rel.slopes.shape[0] if rel is not None else 0  # (alibi heads, 1, 1)
-            rec.add("alibi_heads", alibi, "built_model", note=f"of {attn.heads} heads")
-            rec.add("kv_heads", _kv_heads(attn), "built_model", note=f"of {attn.heads} query heads")
+            rec.add(ALIBI_HEADS, alibi, Method.BUILT_MODEL, note=f"of {attn.heads} heads")
+            rec.add(KV_HEADS, _kv_heads(attn), Method.BUILT_MODEL, note=f"of {attn.heads} query heads")
         try:
             with torch.no_grad():
                 model(torch.randint(0, cfg.num_tokens, (1, cfg.max_seq_len)))
-            rec.add("context_forward", 1.0, "simulated", note=f"a forward of {cfg.max_seq_len} tokens ran")
+            rec.add(CONTEXT_FORWARD, 1.0, Method.SIMULATED, note=f"a forward of {cfg.max_seq_len} tokens ran")
         except Exception as exc:  # noqa: BLE001  (the library failing at its own max length is a result)
-            rec.add("context_forward", 0.0, "simulated", note=f"{type(exc).__name__}: {str(exc)[:200]}")
+            rec.add(CONTEXT_FORWARD, 0.0, Method.SIMULATED, note=f"{type(exc).__name__}: {str(exc)[:200]}")
     with fake_model(at_depth(cfg, 1)) as (small, _):
         shifts = _shifts(small)
     channels, offset = _shifted(shifts, cfg.dim)
-    rec.add("shifted_channels", channels, "built_model", note=f"of {cfg.dim} channels at position t")
-    rec.add("shift_offset", offset, "built_model")
+    rec.add(SHIFTED_CHANNELS, channels, Method.BUILT_MODEL, note=f"of {cfg.dim} channels at position t")
+    rec.add(SHIFT_OFFSET, offset, Method.BUILT_MODEL)
     facts = describe(cfg)
-    rec.add("kv_group", facts.heads // facts.kv_heads, "built_model", note=facts.attention_kind)
-    rec.add("position_sources", len(position_sources(facts)), "built_model", note=facts.positions)
+    rec.add(KV_GROUP, facts.heads // facts.kv_heads, Method.BUILT_MODEL, note=facts.attention_kind)
+    rec.add(POSITION_SOURCES, len(position_sources(facts)), Method.BUILT_MODEL, note=facts.positions)
     one = at_depth(cfg, 1)
     built = signature(one)
     for flag in [*cfg.wrapper, *cfg.layers]:
@@ -143,5 +157,5 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
         same = "building without the flag gives the same model" + (
             f" ({flag}={cfg.get(flag)!r} is the library's default)" if cfg.get(flag) == default else ""
         )
-        rec.add("flag_changes_build", float(bool(diff)), "build_diff", {"flag": flag}, note=diff or same)
+        rec.add(FLAG_CHANGES_BUILD, float(bool(diff)), Method.BUILD_DIFF, {"flag": flag}, note=diff or same)
     return rec.records

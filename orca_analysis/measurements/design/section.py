@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+from ...catalog.declared.design import (
+    ABS_POS_PARAMS,
+    ALIBI_HEADS,
+    CONTEXT_FORWARD,
+    CONTEXT_LENGTH,
+    FLAG_CHANGES_BUILD,
+    KV_GROUP,
+    KV_HEADS,
+    POSITION_SOURCES,
+    SHIFTED_CHANNELS,
+    VOCAB_ROWS,
+)
 from ...kit.format import Quantity
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 
 # (metric, unit, header, the feature the column is about: shown only where some variant has it)
-COLUMNS = (("vocab_rows", "tokens", "vocabulary rows (tokens)", ""), ("context_length", "tokens", "context (tokens)", ""),
-           ("context_forward", "pass", "forward at the context (1 = ran)", ""),
-           ("abs_pos_params", "params", "absolute position table (params)", "use_abs_pos_emb"),
-           ("alibi_heads", "heads", "ALiBi heads", "alibi_pos_bias"), ("kv_heads", "heads", "KV heads", ""),
-           ("shifted_channels", "channels", "channels shifted from t - 1", "shift_tokens"))  # fmt: skip
+COLUMNS = ((VOCAB_ROWS, "tokens", "vocabulary rows (tokens)", ""), (CONTEXT_LENGTH, "tokens", "context (tokens)", ""),
+           (CONTEXT_FORWARD, "pass", "forward at the context (1 = ran)", ""),
+           (ABS_POS_PARAMS, "params", "absolute position table (params)", "use_abs_pos_emb"),
+           (ALIBI_HEADS, "heads", "ALiBi heads", "alibi_pos_bias"), (KV_HEADS, "heads", "KV heads", ""),
+           (SHIFTED_CHANNELS, "channels", "channels shifted from t - 1", "shift_tokens"))  # fmt: skip
 
 
 def _note(results: Results, metric: str, vid: str) -> str:
@@ -20,17 +32,17 @@ def _note(results: Results, metric: str, vid: str) -> str:
 
 def design_section(results: Results, study) -> Section:
     shown = {
-        "use_abs_pos_emb": bool(results.values("abs_pos_params"))
-        and any(v.value for v in results.values("abs_pos_params")),
+        "use_abs_pos_emb": bool(results.values(ABS_POS_PARAMS))
+        and any(v.value for v in results.values(ABS_POS_PARAMS)),
         "alibi_pos_bias": study.sets("alibi_pos_bias"),
         "shift_tokens": study.sets("shift_tokens"),
     }
     columns = [c for c in COLUMNS if not c[3] or shown[c[3]]]  # a feature's column where some variant has it
     rows = [[vid, *(Quantity(results.number(m, variant=vid), unit) for m, unit, *_ in columns),
-             _note(results, "kv_group", vid), _note(results, "position_sources", vid)]
-            for vid in variant_order(study) if results.values("vocab_rows", variant=vid)]  # fmt: skip
+             _note(results, KV_GROUP, vid), _note(results, POSITION_SOURCES, vid)]
+            for vid in variant_order(study) if results.values(VOCAB_ROWS, variant=vid)]  # fmt: skip
     flags = [[v.get("flag"), "yes" if v.value else "no", v.note]
-             for v in results.values("flag_changes_build", variant=study.base_variant.variant_id)]  # fmt: skip
+             for v in results.values(FLAG_CHANGES_BUILD, variant=study.base_variant.variant_id)]  # fmt: skip
     tables = []
     if rows:
         tables.append(Table("The model as built", "Read from the built model (shapes and counts, exact); "

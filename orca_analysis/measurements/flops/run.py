@@ -20,6 +20,25 @@ from collections.abc import Callable
 import torch
 
 from ...build import build_model
+from ...catalog.declared.flops import (
+    CLOSED_FORM_GAP,
+    FORWARD_CAUSAL,
+    FORWARD_DENSE,
+    FORWARD_ESTIMATE,
+    FORWARD_EXECUTED,
+    FVCORE_FORWARD_AS_SHIPPED,
+    FVCORE_GAP,
+    PLAIN_MISSED_SHARE,
+    TRAIN_STEP_CAUSAL,
+    TRAIN_STEP_CAUSAL_ATTENTION,
+    TRAIN_STEP_CAUSAL_PER_TOKEN,
+    TRAIN_STEP_DENSE,
+    TRAIN_STEP_ESTIMATE,
+    TRAIN_STEP_EXECUTED,
+    TRAIN_STEP_MODEL_CAUSAL,
+    TRAIN_STEP_MODEL_DENSE,
+)
+from ...catalog.vocabulary import Method
 from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
 from ...instruments.flop_counter import FlopCount
@@ -29,8 +48,8 @@ from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal", "train_step_model_dense",
-           "train_step_model_causal", "forward_executed", "train_step_executed")  # fmt: skip
+METRICS = (FORWARD_DENSE, FORWARD_CAUSAL, TRAIN_STEP_DENSE, TRAIN_STEP_CAUSAL, TRAIN_STEP_MODEL_DENSE,
+           TRAIN_STEP_MODEL_CAUSAL, FORWARD_EXECUTED, TRAIN_STEP_EXECUTED)  # fmt: skip
 FVCORE_MAX_FORWARD_FLOP = 3.2e10  # Orca base at 512 tokens is 3.0e10; at 8192, fvcore takes ~1 min, 5.6 GB
 FVCORE_SKIP = (
     "fvcore runs the model on real weights (forward {flop:.3g} FLOP here, above the {cap:.0e} "
@@ -50,7 +69,7 @@ def counted(count: FlopCount, metric: str) -> dict[str, int]:
 
 
 def fvcore_allowed(cfg: ModelConfig, seq_len: int, batch: int) -> tuple[bool, str]:
-    flop = closed(cfg, seq_len, batch, "forward_dense")["total"]
+    flop = closed(cfg, seq_len, batch, FORWARD_DENSE)["total"]
     ok = flop <= FVCORE_MAX_FORWARD_FLOP
     return ok, "" if ok else FVCORE_SKIP.format(flop=flop, cap=FVCORE_MAX_FORWARD_FLOP)
 
@@ -73,52 +92,52 @@ def workload_records(
     try:
         count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"], walks=walks)
     except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
-        rec.failed("train_step_causal", "counter", f"{type(exc).__name__}: {exc}", {"component": "total"})
+        rec.failed(TRAIN_STEP_CAUSAL, Method.COUNTER, f"{type(exc).__name__}: {exc}", {"component": "total"})
     by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
     for metric in METRICS:
         for comp, v in by_closed[metric].items():
-            rec.add(metric, v, "closed_form", {"component": comp})
+            rec.add(metric, v, Method.CLOSED_FORM, {"component": comp})
     if count is not None:
         by_counter = {m: counted(count, m) for m in METRICS}
         for metric in METRICS:
             for comp, v in by_counter[metric].items():
-                rec.add(metric, v, "counter", {"component": comp}, note=how if comp == "total" else "")
-            rec.add("closed_form_gap", _gap(by_closed[metric]["total"], by_counter[metric]["total"]), "derived",
+                rec.add(metric, v, Method.COUNTER, {"component": comp}, note=how if comp == "total" else "")
+            rec.add(CLOSED_FORM_GAP, _gap(by_closed[metric]["total"], by_counter[metric]["total"]), Method.DERIVED,
                     {"quantity": metric})  # fmt: skip
-        step = by_counter["train_step_causal"]
+        step = by_counter[TRAIN_STEP_CAUSAL]
         for comp, v in step.items():
-            rec.add("train_step_causal_per_token", v / (n * b), "counter", {"component": comp})
-        rec.add("train_step_causal_attention", step["attention_core"] + step["alibi"], "counter")
+            rec.add(TRAIN_STEP_CAUSAL_PER_TOKEN, v / (n * b), Method.COUNTER, {"component": comp})
+        rec.add(TRAIN_STEP_CAUSAL_ATTENTION, step["attention_core"] + step["alibi"], Method.COUNTER)
         plain_step = count.plain["forward"] + count.plain["backward"]
-        rec.add("forward_dense", count.plain["forward"], "counter_plain", {"component": "total"})
-        rec.add("train_step_dense", plain_step, "counter_plain", {"component": "total"})
-        dense = by_counter["train_step_dense"]["total"]
-        rec.add("plain_missed_share", 1 - plain_step / dense, "derived", {"tool": "flop_counter_mode"})
+        rec.add(FORWARD_DENSE, count.plain["forward"], Method.COUNTER_PLAIN, {"component": "total"})
+        rec.add(TRAIN_STEP_DENSE, plain_step, Method.COUNTER_PLAIN, {"component": "total"})
+        dense = by_counter[TRAIN_STEP_DENSE]["total"]
+        rec.add(PLAIN_MISSED_SHARE, 1 - plain_step / dense, Method.DERIVED, {"tool": "flop_counter_mode"})
     k, p = kaplan_6n(cfg, n, b), palm(cfg, n, b)
-    rec.add("forward_estimate", k.forward, "kaplan_6n")
-    rec.add("train_step_estimate", k.train_step, "kaplan_6n")
-    rec.add("forward_estimate", p.forward, "palm")
-    rec.add("train_step_estimate", p.train_step, "palm")
+    rec.add(FORWARD_ESTIMATE, k.forward, Method.KAPLAN_6N)
+    rec.add(TRAIN_STEP_ESTIMATE, k.train_step, Method.KAPLAN_6N)
+    rec.add(FORWARD_ESTIMATE, p.forward, Method.PALM)
+    rec.add(TRAIN_STEP_ESTIMATE, p.train_step, Method.PALM)
     ok, why = fvcore_allowed(cfg, n, b)
     real = rec.at(device="cpu", dtype="float32")  # fvcore's trace runs real float32 weights on the CPU
     if not ok:
         for method in ("fvcore", "fvcore_plain"):
-            real.skipped("forward_dense", method, why, {"component": "total"})
+            real.skipped(FORWARD_DENSE, method, why, {"component": "total"})
         return
     try:
         fv = fvcore_for(model_fn(), cfg, n, b)
     except Exception as exc:  # noqa: BLE001
-        real.failed("forward_dense", "fvcore", f"{type(exc).__name__}: {exc}", {"component": "total"})
+        real.failed(FORWARD_DENSE, Method.FVCORE, f"{type(exc).__name__}: {exc}", {"component": "total"})
         return
-    real.add("forward_dense", fv.total, "fvcore", {"component": "total"})
+    real.add(FORWARD_DENSE, fv.total, Method.FVCORE, {"component": "total"})
     for comp, v in fv.components.items():
-        real.add("forward_dense", v, "fvcore", {"component": comp})
-    real.add("forward_dense", 2 * fv.plain_total, "fvcore_plain", {"component": "total"})
-    real.add("fvcore_forward_as_shipped", fv.plain_total, "fvcore_plain")
+        real.add(FORWARD_DENSE, v, Method.FVCORE, {"component": comp})
+    real.add(FORWARD_DENSE, 2 * fv.plain_total, Method.FVCORE_PLAIN, {"component": "total"})
+    real.add(FVCORE_FORWARD_AS_SHIPPED, fv.plain_total, Method.FVCORE_PLAIN)
     if count is not None:
-        fwd_dense = count.value("forward_dense")
-        real.add("fvcore_gap", _gap(fv.total, fwd_dense), "derived")
-        real.add("plain_missed_share", 1 - 2 * fv.plain_total / fwd_dense, "derived", {"tool": "fvcore"})
+        fwd_dense = count.value(FORWARD_DENSE)
+        real.add(FVCORE_GAP, _gap(fv.total, fwd_dense), Method.DERIVED)
+        real.add(PLAIN_MISSED_SHARE, 1 - 2 * fv.plain_total / fwd_dense, Method.DERIVED, {"tool": "fvcore"})
 
 
 def measure_flops(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:

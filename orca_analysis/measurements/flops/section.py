@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...catalog.declared.flops import (
+    CLOSED_FORM_GAP,
+    FVCORE_GAP,
+    PLAIN_MISSED_SHARE,
+    TRAIN_STEP_CAUSAL,
+    TRAIN_STEP_CAUSAL_ATTENTION,
+    TRAIN_STEP_CAUSAL_PER_TOKEN,
+    TRAIN_STEP_DENSE,
+    TRAIN_STEP_ESTIMATE,
+)
+from ...catalog.vocabulary import Method
 from ...formulas.flops import COMPONENTS, MFU_CONVENTION_TEXT
 from ...kit.figures import lines, stacked, vs_axes
 from ...kit.format import Quantity
@@ -15,22 +26,20 @@ TOTAL = {"component": "total"}
 
 def _row(results: Results, vid: str, n: int) -> list:
     at = {"variant": vid, "seq_len": n}
-    fv_gap = results.number("fvcore_gap", **at)
-    fv_missed = results.number("plain_missed_share", tool="fvcore", **at)
+    fv_gap = results.number(FVCORE_GAP, **at)
+    fv_missed = results.number(PLAIN_MISSED_SHARE, tool="fvcore", **at)
     return [
         vid,
         f"{n}",
-        Quantity(results.number("train_step_causal", method="counter", **TOTAL, **at), "FLOP"),
-        Quantity(results.number("train_step_causal_per_token", method="counter", **TOTAL, **at), "FLOP"),
-        Quantity(results.number("train_step_dense", method="counter", **TOTAL, **at), "FLOP"),
-        Quantity(
-            results.number("closed_form_gap", quantity="train_step_causal", **at), "fraction", "signed", 3
-        ),
-        Quantity(results.number("plain_missed_share", tool="flop_counter_mode", **at), "fraction"),
+        Quantity(results.number(TRAIN_STEP_CAUSAL, method=Method.COUNTER, **TOTAL, **at), "FLOP"),
+        Quantity(results.number(TRAIN_STEP_CAUSAL_PER_TOKEN, method=Method.COUNTER, **TOTAL, **at), "FLOP"),
+        Quantity(results.number(TRAIN_STEP_DENSE, method=Method.COUNTER, **TOTAL, **at), "FLOP"),
+        Quantity(results.number(CLOSED_FORM_GAP, quantity=TRAIN_STEP_CAUSAL, **at), "fraction", "signed", 3),
+        Quantity(results.number(PLAIN_MISSED_SHARE, tool="flop_counter_mode", **at), "fraction"),
         "not run" if fv_gap is None else Quantity(fv_gap, "fraction", "signed", 3),
         "not run" if fv_missed is None else Quantity(fv_missed, "fraction"),
-        Quantity(results.number("train_step_estimate", method="kaplan_6n", **at), "FLOP"),
-        Quantity(results.number("train_step_estimate", method="palm", **at), "FLOP"),
+        Quantity(results.number(TRAIN_STEP_ESTIMATE, method=Method.KAPLAN_6N, **at), "FLOP"),
+        Quantity(results.number(TRAIN_STEP_ESTIMATE, method=Method.PALM, **at), "FLOP"),
     ]
 
 
@@ -43,7 +52,7 @@ def flops_section(results: Results, study) -> Section:
         "(formulas/flops.py), fvcore and the Kaplan 6N and PaLM estimates. A multiply-add is 2 FLOPs. "
         + MFU_CONVENTION_TEXT,
     )
-    steps = results.values("train_step_causal", method="counter", **TOTAL)
+    steps = results.values(TRAIN_STEP_CAUSAL, method=Method.COUNTER, **TOTAL)
     if not steps:
         section.missing = "no `flops` results: add `flops` to the study's measurements and run it"
         return section
@@ -74,7 +83,7 @@ def flops_section(results: Results, study) -> Section:
     )
     top = max(v.seq_len for v in steps)
     per_token = results.values(
-        "train_step_causal_per_token", method="counter", seq_len=top, component=COMPONENTS
+        TRAIN_STEP_CAUSAL_PER_TOKEN, method=Method.COUNTER, seq_len=top, component=COMPONENTS
     )
     order = {vid: i for i, vid in enumerate(variant_order(study))}
     comp = pd.DataFrame(
@@ -115,7 +124,7 @@ def flops_section(results: Results, study) -> Section:
     table = pd.DataFrame(
         [
             {"variant_id": v.variant_id, "on_axis": on[v.variant_id], **shapes[v.variant_id], "train step": v.value,
-             attention: results.number("train_step_causal_attention", variant=v.variant_id, seq_len=top)}
+             attention: results.number(TRAIN_STEP_CAUSAL_ATTENTION, variant=v.variant_id, seq_len=top)}
             for v in steps
             if v.seq_len == top and v.variant_id in shapes
         ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...build import build_model
+from ...catalog.declared.flops import FORWARD_DENSE, PLAIN_MISSED_SHARE, TRAIN_STEP_DENSE
 from ...formulas.flops import MFU_CONVENTION, MFU_CONVENTION_TEXT, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
 from ...instruments.kept_walks import WalkCache
@@ -58,13 +59,13 @@ def flops_summary(
         },
         "estimates": {
             "kaplan_6n": {"forward": k.forward, "train_step": k.train_step},
-            "palm": {"forward_dense": p.forward, "train_step_dense": p.train_step},
+            "palm": {FORWARD_DENSE: p.forward, TRAIN_STEP_DENSE: p.train_step},
         },
         "attention_kernels": dict(count.attention_ops),
         "flop_counter_mode_plain": {
-            "forward_dense": count.plain["forward"],
-            "train_step_dense": plain_step,
-            "missed_share": 1 - plain_step / counted["train_step_dense"]["total"],
+            FORWARD_DENSE: count.plain["forward"],
+            TRAIN_STEP_DENSE: plain_step,
+            "missed_share": 1 - plain_step / counted[TRAIN_STEP_DENSE]["total"],
         },
     }
     ok, why = fvcore_allowed(cfg, seq_len, batch)
@@ -72,15 +73,15 @@ def flops_summary(
         out["fvcore"] = {"status": "skipped", "reason": why}
         return out
     fv = fvcore_for(build_model(cfg, "cpu", "float32"), cfg, seq_len, batch)
-    dense = counted["forward_dense"]["total"]
+    dense = counted[FORWARD_DENSE]["total"]
     out["fvcore"] = {
         "status": "ok",
-        "forward_dense": fv.total,
+        FORWARD_DENSE: fv.total,
         "components": fv.components,
         "relative_difference_vs_counter": _rel(fv.total, dense),
         "plain_forward_dense": 2 * fv.plain_total,
         "plain_as_shipped": fv.plain_total,
-        "plain_missed_share": 1 - 2 * fv.plain_total / dense,
+        PLAIN_MISSED_SHARE: 1 - 2 * fv.plain_total / dense,
         "plain_unsupported": fv.plain_unsupported,
         "table": fv.table,
     }
@@ -124,7 +125,7 @@ def flops_text(s: dict[str, Any]) -> str:
         f"per token: {g(s['totals'][MFU_CONVENTION]['per_token'])} FLOP ({MFU_CONVENTION}); "
         f"attention kernels seen: {s['attention_kernels'] or 'none (einsum path)'}",
         f"Kaplan 6N: {g(s['estimates']['kaplan_6n']['train_step'])}; "
-        f"PaLM 6N+12LHQT: {g(s['estimates']['palm']['train_step_dense'])} per training step",
+        f"PaLM 6N+12LHQT: {g(s['estimates']['palm'][TRAIN_STEP_DENSE])} per training step",
         f"plain FlopCounterMode misses {s['flop_counter_mode_plain']['missed_share']:.1%} of the dense step",
         f"MFU convention: {s['mfu_convention_text']}",
     ]
@@ -136,7 +137,7 @@ def flops_text(s: dict[str, Any]) -> str:
             *lines,
             f"fvcore (completed) vs counter, forward dense: "
             f"{fv['relative_difference_vs_counter']:+.3%}; plain fvcore misses "
-            f"{fv['plain_missed_share']:.1%} (unsupported: {fv['plain_unsupported']})",
+            f"{fv[PLAIN_MISSED_SHARE]:.1%} (unsupported: {fv['plain_unsupported']})",
             fv["table"],
         ]
     )

@@ -7,6 +7,15 @@ agree, and, for the base variant at the study's longest length, the largest batc
 
 from __future__ import annotations
 
+from ...catalog.declared.forecast import (
+    GPU_MAX_BATCH,
+    GPU_MFU_CEILING,
+    GPU_PEAK,
+    GPU_STEP_FLOOR,
+    GPU_STEP_PREDICTED,
+    SDPA_PREDICTED_CALLS,
+)
+from ...catalog.vocabulary import Method
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
 from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, TIME_METHOD, max_batch, peaks_of, walk
@@ -38,7 +47,7 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                 if not calls:
                     why = ("FlexAttention runs attention (alibi_in_kernel)" if variant.config.layers.get(
                         "alibi_in_kernel") else "attn_flash is off: attention runs in plain PyTorch")  # fmt: skip
-                    at.add("sdpa_predicted_calls", 0.0, "predicted", {"gpu": gpu.id, "compute": compute,
+                    at.add(SDPA_PREDICTED_CALLS, 0.0, Method.PREDICTED, {"gpu": gpu.id, "compute": compute,
                                                                        "backend": "none"}, note=why)  # fmt: skip
                     kernels.setdefault((), []).append(gpu)
                     continue
@@ -49,7 +58,7 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                     total, notes = by_backend.get(p.backend, (0, []))
                     by_backend[p.backend] = (total + count, [*notes, f"{count} x [{call.label}]: {why}"])
                 for backend, (count, notes) in by_backend.items():
-                    at.add("sdpa_predicted_calls", float(count), "predicted",
+                    at.add(SDPA_PREDICTED_CALLS, float(count), Method.PREDICTED,
                            {"gpu": gpu.id, "compute": compute, "backend": backend}, note=" | ".join(notes))  # fmt: skip
                 kernels.setdefault(tuple(sorted(by_backend)), []).append(gpu)
             for gpus in kernels.values():
@@ -71,15 +80,15 @@ def _flex(at, gpus) -> None:  # noqa: ANN001
     for gpu in gpus:
         for compute in COMPUTE:
             labels = {"gpu": gpu.id, "compute": compute}
-            at.add("sdpa_predicted_calls", 0.0, "predicted", {**labels, "backend": "none"}, note=FLEX)
+            at.add(SDPA_PREDICTED_CALLS, 0.0, Method.PREDICTED, {**labels, "backend": "none"}, note=FLEX)
             for step in ("train", "prefill"):
-                at.skipped("gpu_peak", "predicted", FLEX, {**labels, "step": step, "category": "total"})
-                at.skipped("gpu_step_floor", "predicted", FLEX, {**labels, "step": step})
-                at.skipped("gpu_step_predicted", "predicted", FLEX, {**labels, "step": step})
+                at.skipped(GPU_PEAK, Method.PREDICTED, FLEX, {**labels, "step": step, "category": "total"})
+                at.skipped(GPU_STEP_FLOOR, Method.PREDICTED, FLEX, {**labels, "step": step})
+                at.skipped(GPU_STEP_PREDICTED, Method.PREDICTED, FLEX, {**labels, "step": step})
                 for convention in CONVENTIONS:
                     at.skipped(
-                        "gpu_mfu_ceiling",
-                        "predicted",
+                        GPU_MFU_CEILING,
+                        Method.PREDICTED,
                         FLEX,
                         {**labels, "step": step, "convention": convention},
                     )
@@ -97,14 +106,14 @@ def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Devic
                 continue
             note = f"{METHOD}; attention calls routed: {kernels}"
             for category, value in {"total": m.peak, **m.categories}.items():
-                at.add("gpu_peak", float(value), "predicted", {**labels, "step": step, "category": category},
+                at.add(GPU_PEAK, float(value), Method.PREDICTED, {**labels, "step": step, "category": category},
                        note=note)  # fmt: skip
         for step, t in w.times(gpu, compute).items():
             how = f"{t.operators} operators; {TIME_METHOD}"
-            at.add("gpu_step_floor", t.floor_s, "predicted", {**labels, "step": step}, note=how)
-            at.add("gpu_step_predicted", t.predicted_s, "predicted", {**labels, "step": step}, note=how)
+            at.add(GPU_STEP_FLOOR, t.floor_s, Method.PREDICTED, {**labels, "step": step}, note=how)
+            at.add(GPU_STEP_PREDICTED, t.predicted_s, Method.PREDICTED, {**labels, "step": step}, note=how)
             for convention, value in (("palm", t.mfu_ceiling), ("kernel", t.mfu_ceiling_kernel)):
-                at.add("gpu_mfu_ceiling", value, "predicted", {**labels, "step": step, "convention": convention},
+                at.add(GPU_MFU_CEILING, value, Method.PREDICTED, {**labels, "step": step, "convention": convention},
                        note=f"model FLOPs ({convention}) / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)")  # fmt: skip
 
 
@@ -116,5 +125,5 @@ def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device
             mb = max_batch(variant.config, gpu, compute, n, step, (peaks[step][1], peaks[step][2]))
             note = (f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
                     f"{gpu.memory_bytes:,} B")  # fmt: skip
-            at.add("gpu_max_batch", float(mb.batch), "predicted", {"gpu": gpu.id, "compute": compute, "step": step},
+            at.add(GPU_MAX_BATCH, float(mb.batch), Method.PREDICTED, {"gpu": gpu.id, "compute": compute, "step": step},
                    note=note)  # fmt: skip

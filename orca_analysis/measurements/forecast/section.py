@@ -5,6 +5,25 @@ from __future__ import annotations
 
 import re
 
+from ...catalog.declared.forecast import (
+    GPU_MAX_BATCH,
+    GPU_MFU_CEILING,
+    GPU_PEAK,
+    GPU_STEP_FLOOR,
+    GPU_STEP_PREDICTED,
+    SDPA_PREDICTED_CALLS,
+)
+from ...catalog.declared.kernels import RAN_TRAIN
+from ...catalog.declared.memory import PEAK
+from ...catalog.declared.speed import (
+    COPY_BANDWIDTH,
+    GEMM_CEILING,
+    OP_OVERHEAD,
+    PREFILL_TIME,
+    TRAIN_STEP_OP_COST,
+    TRAIN_STEP_TIME,
+)
+from ...catalog.vocabulary import Method, Status
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
@@ -24,7 +43,7 @@ def _observed(results: Results, vid: str, seq: int, batch: int, gpu_ids: list[st
     one GPU (the first named), at this length and batch."""
     ran = [
         v
-        for v in results.values("ran_train", variant=vid, seq_len=seq, batch=batch)
+        for v in results.values(RAN_TRAIN, variant=vid, seq_len=seq, batch=batch)
         if v.device.startswith("cuda")
     ]
     if not ran:
@@ -48,7 +67,7 @@ def forecast_section(results: Results, study) -> Section:
         "Not observed: where a GPU run exists, what its profiler saw is beside the prediction.",
     )
     gpus = list(load_devices())
-    found = results.values("sdpa_predicted_calls")
+    found = results.values(SDPA_PREDICTED_CALLS)
     if not found:
         section.missing = "no `forecast` results: add `forecast` to the study's measurements and run it"
         return section
@@ -58,7 +77,7 @@ def forecast_section(results: Results, study) -> Section:
     rows, mismatches = [], []
     for vid, seq, batch, compute in keys:
         at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute}
-        cells = {g: _cell(results.values("sdpa_predicted_calls", gpu=g, **at)) for g in gpus}
+        cells = {g: _cell(results.values(SDPA_PREDICTED_CALLS, gpu=g, **at)) for g in gpus}
         seen, on = _observed(results, vid, seq, batch, gpus)
         if seen and on and compute == "bfloat16" and seen != cells[on]:
             mismatches.append([vid, f"{seq} x {batch}", on, cells[on], seen])
@@ -108,15 +127,15 @@ def _per_step_rows(found: list, gpus: list[str], order: dict[str, int], cell) ->
 def _memory_tables(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
     """Each step's simulated GPU peak and whether it fits, per GPU; the largest batch that fits."""
     devices = load_devices()
-    peaks = results.values("gpu_peak", category="total")
-    without = sorted({f"{v.variant_id}: {v.note}" for v in results.values("gpu_peak", status="skipped")})
+    peaks = results.values(GPU_PEAK, category="total")
+    without = sorted({f"{v.variant_id}: {v.note}" for v in results.values(GPU_PEAK, status=Status.SKIPPED)})
     if without:
         section.intro += " No GPU memory or time forecast for " + "; ".join(without) + "."
     if not peaks:
         return
 
     def cell(g: str, at: dict) -> str:
-        found = results.values("gpu_peak", gpu=g, category="total", **at)
+        found = results.values(GPU_PEAK, gpu=g, category="total", **at)
         if not found:
             return ""
         return f"{_gb(found[0].value)}, " + (
@@ -133,7 +152,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
     _checked_on_a_gpu(section, results, gpus)
     _time_table(section, results, gpus, order)
-    largest = results.values("gpu_max_batch")
+    largest = results.values(GPU_MAX_BATCH)
     if not largest:
         return
     rows = []
@@ -142,7 +161,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
     ):
         at = {"variant": vid, "seq_len": seq, "compute": compute, "step": step}
         cells = [
-            next((f"{int(v.value)}" for v in results.values("gpu_max_batch", gpu=g, **at)), "") for g in gpus
+            next((f"{int(v.value)}" for v in results.values(GPU_MAX_BATCH, gpu=g, **at)), "") for g in gpus
         ]
         rows.append([vid, seq, compute, step, *cells])
     methods = sorted({v.note.split(";")[0] for v in largest if "moved" in v.note or "unchecked" in v.note})
@@ -160,13 +179,13 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
     """The float32 forecast beside max_memory_allocated of a GPU run (memory_measured, study dtype float32)."""
     rows = []
     for step in ("train", "prefill"):
-        for v in results.values(f"peak_{step}", method="measured"):
+        for v in results.values(PEAK[step], method=Method.MEASURED):
             if not v.device.startswith("cuda") or v.dtype != "float32" or v.value is None:
                 continue
             gpu = _catalogue_gpu(v.device_name, gpus)
             at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step}
             forecast = (
-                results.values("gpu_peak", gpu=gpu, compute="float32", category="total", **at) if gpu else []
+                results.values(GPU_PEAK, gpu=gpu, compute="float32", category="total", **at) if gpu else []
             )
             if forecast:
                 err = forecast[0].value / v.value - 1
@@ -184,13 +203,13 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
 
 def _time_table(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
     """Each step's floor and predicted time per GPU, and the MFU ceiling."""
-    floors = results.values("gpu_step_floor")
+    floors = results.values(GPU_STEP_FLOOR)
     if not floors:
         return
 
     def cell(g: str, at: dict) -> str:
-        got = [results.values(m, gpu=g, **at) for m in ("gpu_step_floor", "gpu_step_predicted")]
-        got += [results.values("gpu_mfu_ceiling", gpu=g, convention=c, **at) for c in ("palm", "kernel")]
+        got = [results.values(m, gpu=g, **at) for m in (GPU_STEP_FLOOR, GPU_STEP_PREDICTED)]
+        got += [results.values(GPU_MFU_CEILING, gpu=g, convention=c, **at) for c in ("palm", "kernel")]
         if not all(got):
             return ""
         return (
@@ -215,14 +234,14 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
 def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
     """The bfloat16 floor and prediction beside the speed measurement's median step time on that GPU."""
     rows = []
-    for step, metric in (("train", "train_step_time"), ("prefill", "prefill_time")):
+    for step, metric in (("train", TRAIN_STEP_TIME), ("prefill", PREFILL_TIME)):
         for v in results.values(metric):
             if not v.device.startswith("cuda") or v.value is None:
                 continue
             gpu = _catalogue_gpu(v.device_name, gpus)
             at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step, "gpu": gpu}
-            floor = results.values("gpu_step_floor", compute="bfloat16", **at) if gpu else []
-            pred = results.values("gpu_step_predicted", compute="bfloat16", **at) if gpu else []
+            floor = results.values(GPU_STEP_FLOOR, compute="bfloat16", **at) if gpu else []
+            pred = results.values(GPU_STEP_PREDICTED, compute="bfloat16", **at) if gpu else []
             if floor and pred:
                 rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, f"{floor[0].value * 1e3:.3g} ms",
                              f"{pred[0].value * 1e3:.3g} ms", f"{v.value * 1e3:.3g} ms",
@@ -243,13 +262,13 @@ def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None
     ceiling against the datasheet peak at the assumed GEMM efficiency, the copy bandwidth against the
     datasheet bandwidth at the assumed one, and the per-operator cost against the assumed launch cost."""
     devices, rows, done = load_devices(), [], set()
-    for v in sorted(results.values("copy_bandwidth"), key=lambda v: v.device_name or ""):
+    for v in sorted(results.values(COPY_BANDWIDTH), key=lambda v: v.device_name or ""):
         gpu = _catalogue_gpu(v.device_name, gpus) if v.device.startswith("cuda") else ""
         if not gpu or gpu in done:  # one run's inputs per GPU (each variant's speed call measures them again)
             continue
         done.add(gpu)
         d, at = devices[gpu], {"device": v.device, "variant": v.variant_id}
-        gemm = results.values("gemm_ceiling", dtype="bfloat16", **at)
+        gemm = results.values(GEMM_CEILING, dtype="bfloat16", **at)
         if gemm and d.peak_flops.get("bfloat16"):
             assumed = GPU_EFFICIENCY["gemm"][0] * d.peak_flops["bfloat16"]
             rows.append([gpu, "bfloat16 GEMM, TFLOP/s", f"{assumed / 1e12:.0f}", f"{gemm[0].value / 1e12:.0f}",
@@ -257,7 +276,7 @@ def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None
         assumed = GPU_EFFICIENCY["memory"][0] * d.bandwidth_bytes_per_s
         rows.append([gpu, "bandwidth, GB/s", f"{assumed / 1e9:.0f}", f"{v.value / 1e9:.0f}",
                      f"{v.value / assumed - 1:+.0%}"])  # fmt: skip
-        for metric, what in (("op_overhead", "one-element operator"), ("train_step_op_cost", "operator of the "
+        for metric, what in ((OP_OVERHEAD, "one-element operator"), (TRAIN_STEP_OP_COST, "operator of the "
                              "design's training step at one token")):  # fmt: skip
             for cost in results.values(metric, **at)[:1]:
                 rows.append([gpu, f"seconds per {what}, us", f"{GPU_OVERHEAD_S[0] * 1e6:.0f}",

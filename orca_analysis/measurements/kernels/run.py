@@ -17,6 +17,17 @@ from __future__ import annotations
 import torch
 
 from ...build import build_model
+from ...catalog.declared.kernels import (
+    ELIGIBLE_INFERENCE,
+    ELIGIBLE_TRAIN,
+    ENABLED_BY_LIBRARY,
+    RAN_INFERENCE,
+    RAN_TRAIN,
+    SDPA_ATTN_MASK_BYTES,
+    SDPA_IS_CAUSAL,
+    SDPA_KV_HEADS_SEEN,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...instruments.device import on_measure_device, speed_dtype
 from ...instruments.sdpa import (
     BACKENDS,
@@ -39,15 +50,18 @@ NO_SDPA = "no scaled_dot_product_attention call: x-transformers' einsum attentio
 def measure_kernels(variant: Variant, study: Study, device: str) -> list[Record]:
     dtype = speed_dtype(study.workloads.dtype, device)
     model = build_model(variant.config, device, dtype)
-    rec = Recorder(study.name, variant, "kernels", device=device, dtype=dtype, scale="measured")
+    rec = Recorder(study.name, variant, "kernels", device=device, dtype=dtype, scale=Scale.MEASURED)
     enabled = library_backends(model)
     for name in BACKENDS:
         if enabled:
             rec.add(
-                "enabled_by_library", float(name in enabled), "x_transformers_sdp_kwargs", {"backend": name}
+                ENABLED_BY_LIBRARY,
+                float(name in enabled),
+                Method.X_TRANSFORMERS_SDP_KWARGS,
+                {"backend": name},
             )
         else:
-            rec.skipped("enabled_by_library", "x_transformers_sdp_kwargs", "attn_flash is off: no sdpa_kernel list",
+            rec.skipped(ENABLED_BY_LIBRARY, Method.X_TRANSFORMERS_SDP_KWARGS, "attn_flash is off: no sdpa_kernel list",
                         {"backend": name})  # fmt: skip
     for w in workloads(study, variant, device, CPU_SEQ_CAP):
         _kernels_at(model, variant, at_workload(rec, w, CPU_SEQ_CAP), w)
@@ -63,29 +77,29 @@ def _kernels_at(model: torch.nn.Module, variant: Variant, rec: Recorder, w: Work
     device = rec.defaults["device"]
     tokens = _tokens(variant.config.num_tokens, w, device)
     for train in (True, False):
-        metric = "ran_train" if train else "ran_inference"
+        metric = RAN_TRAIN if train else RAN_INFERENCE
         counts = backends_ran(model, tokens, train)
         for backend, calls in counts.items():
-            rec.add(metric, calls, "profiler", {"backend": backend})
+            rec.add(metric, calls, Method.PROFILER, {"backend": backend})
         if not counts:
-            rec.add(metric, 0, "profiler", {"backend": "none"}, note=NO_SDPA)
+            rec.add(metric, 0, Method.PROFILER, {"backend": "none"}, note=NO_SDPA)
     call = capture_sdpa_call(model.eval(), tokens)
     if call is None:
         return
     mask, kv_heads = call.mask, call.args[1].shape[1]
     kind = "none" if mask is None else f"{str(mask.dtype).removeprefix('torch.')} {tuple(mask.shape)}"
-    rec.add("sdpa_is_causal", float(call.causal), "captured_call")
-    rec.add("sdpa_attn_mask_bytes", 0 if mask is None else mask.untyped_storage().nbytes(), "captured_call",
+    rec.add(SDPA_IS_CAUSAL, float(call.causal), Method.CAPTURED_CALL)
+    rec.add(SDPA_ATTN_MASK_BYTES, 0 if mask is None else mask.untyped_storage().nbytes(), Method.CAPTURED_CALL,
             {"mask": kind})  # fmt: skip
     rec.add(
-        "sdpa_kv_heads_seen", kv_heads, "captured_call", note=f"config kv_heads={variant.config.kv_heads}"
+        SDPA_KV_HEADS_SEEN, kv_heads, Method.CAPTURED_CALL, note=f"config kv_heads={variant.config.kv_heads}"
     )
     for name in BACKENDS:
         for train in (False, True):
-            metric = "eligible_train" if train else "eligible_inference"
+            metric = ELIGIBLE_TRAIN if train else ELIGIBLE_INFERENCE
             ok, reason = eligibility(call, name, train)
             if not ok and name in CUDA_ONLY and not device.startswith("cuda"):
-                rec.skipped(metric, "forced_sdpa_kernel", f"not applicable on {device}: CUDA-only kernel ({reason})",
+                rec.skipped(metric, Method.FORCED_SDPA_KERNEL, f"not applicable on {device}: CUDA-only kernel ({reason})",
                             {"backend": name})  # fmt: skip
             else:
-                rec.add(metric, float(ok), "forced_sdpa_kernel", {"backend": name}, note=reason)
+                rec.add(metric, float(ok), Method.FORCED_SDPA_KERNEL, {"backend": name}, note=reason)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+from ...catalog.declared.kernels import ELIGIBLE_INFERENCE, RAN_INFERENCE, RAN_TRAIN, SDPA_ATTN_MASK_BYTES
+from ...catalog.vocabulary import Status
 from ...kit.format import si
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
 from ..speed.timed import points, requested_text
 from .run import CPU_SEQ_CAP
 
-_POINTS = ("ran_train", "ran_inference", "sdpa_attn_mask_bytes", "eligible_inference")
+_POINTS = (RAN_TRAIN, RAN_INFERENCE, SDPA_ATTN_MASK_BYTES, ELIGIBLE_INFERENCE)
 
 
 def _row(results: Results, vid: str, device: str, seq: int) -> list[str]:
     at = {"variant": vid, "device": device, "seq_len": seq}
-    ran = ", ".join(f"{v.get('backend')} x{int(v.value)}" for v in results.values("ran_train", **at))
-    eligible = results.values("eligible_inference", **at)
-    na = results.values("eligible_inference", status="skipped", **at)
-    mask = results.values("sdpa_attn_mask_bytes", **at)
+    ran = ", ".join(f"{v.get('backend')} x{int(v.value)}" for v in results.values(RAN_TRAIN, **at))
+    eligible = results.values(ELIGIBLE_INFERENCE, **at)
+    na = results.values(ELIGIBLE_INFERENCE, status=Status.SKIPPED, **at)
+    mask = results.values(SDPA_ATTN_MASK_BYTES, **at)
     return [
         vid,
         device,

@@ -21,18 +21,37 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...catalog.declared.memory import TOTAL
+from ...catalog.declared.memory import (
+    ACTIVATION_TERM,
+    ALIBI_BYTES_AT_PEAK,
+    ALIBI_SHARE_OF_PEAK,
+    CACHE_OBJECT,
+    FITS,
+    KV_CACHE_SIZE,
+    MEMORY_REL_ERROR,
+    PEAK,
+    PEAK_DECODE_CACHED,
+    PEAK_DECODE_UNCACHED,
+    PEAK_PREFILL,
+    PEAK_TRAIN,
+    PEAK_TRAIN_BF16_MIXED,
+    PEAK_TRAIN_MODULE,
+    PEAK_TRAIN_PART,
+    PHASE_OF,
+    TOTAL,
+    TRAINING_STATE,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.kept_walks import WalkCache
-from ...instruments.memtrack import Skip, Tracked
+from ...instruments.memtrack import EXTRA_CACHE, EXTRA_KV, Skip, Tracked
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
 SWEEP_SKIP = "simulated at the study's sequence lengths (all lengths: base variant's training step) for time"
 UNCACHED_SKIP = "a prefill of n+1 tokens, one token from peak_prefill: not simulated again (time)"
-FITS = {"train": "train", "prefill": "inference"}
 FITS_NOTE = (
     "the simulated peak (every tensor the step holds, at its dtype) against the device's nominal capacity; "
     "the CUDA context, cuBLAS workspace and the caching allocator's rounding are not in it"
@@ -80,7 +99,7 @@ def _peak(rec: Recorder, metric: str, method: str, p: fm.Peak | Tracked, note: s
     for ph, value in p.phases.items():
         phases[PHASE.get(ph, ph)] = max(value, phases.get(PHASE.get(ph, ph), 0))
     for ph, value in phases.items():
-        rec.add(f"{metric}_phase", value, method, {"phase": ph})
+        rec.add(PHASE_OF[metric], value, method, {"phase": ph})
 
 
 def _rel(
@@ -92,32 +111,32 @@ def _rel(
     if not note and pair == "closed_form_vs_simulated" and abs(err) > GAP:  # within tolerance, still said why
         note = f"misses {gap}"
     rec.add(
-        "memory_rel_error", err, "derived", {"quantity": quantity, "pair": pair, "phase": phase}, note=note
+        MEMORY_REL_ERROR, err, Method.DERIVED, {"quantity": quantity, "pair": pair, "phase": phase}, note=note
     )
 
 
 def _closed_forms(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int, detail: bool) -> None:
     m = fm.dims(cfg, n, b, fm.PRECISIONS[precision])
     train = fm.train_peak(cfg, n, b, precision)
-    _peak(rec, "peak_train", "closed_form", train)
-    _peak(rec, "peak_prefill", "closed_form", fm.prefill_peak(cfg, n, b, precision))
+    _peak(rec, PEAK_TRAIN, Method.CLOSED_FORM, train)
+    _peak(rec, PEAK_PREFILL, Method.CLOSED_FORM, fm.prefill_peak(cfg, n, b, precision))
     alibi = fm.alibi_at_peak(cfg, n, b, precision)  # what of the peak is ALiBi's, at that same moment
     at = f"at the closed-form peak ({train.phase})"
-    rec.add("alibi_bytes_at_peak", alibi, "closed_form", note=at)
-    rec.add("alibi_share_of_peak", alibi / train.total, "closed_form", note=at)
+    rec.add(ALIBI_BYTES_AT_PEAK, alibi, Method.CLOSED_FORM, note=at)
+    rec.add(ALIBI_SHARE_OF_PEAK, alibi / train.total, Method.CLOSED_FORM, note=at)
     terms = {"alibi_mask": m.L * fm.alibi_mask(m), "alibi_build": fm.alibi_build(m) + fm.alibi_cached(m),
              "attention": m.L * fm.attention_saved(m), "feedforward": m.L * fm.feedforward_saved(m),
              "held_until_forward_returns": m.L * fm.forward_held(m), "logits": fm.logits(m)}  # fmt: skip
     for term, value in terms.items():  # which term dominates, and how each grows with n
-        rec.add("activation_term", value, "closed_form", {"term": term})
+        rec.add(ACTIVATION_TERM, value, Method.CLOSED_FORM, {"term": term})
     if not detail:
         return
-    rec.add("peak_train_bf16_mixed", fm.train_peak(cfg, n, b, "bf16_mixed").total, "closed_form")
-    rec.add("kv_cache_size", fm.kv_cache(m, n), "closed_form")
-    rec.add("cache_object", fm.cache_object(m, n), "closed_form")
-    _peak(rec, "peak_decode_cached", "closed_form", fm.decode_cached_peak(cfg, n, b, precision))
+    rec.add(PEAK_TRAIN_BF16_MIXED, fm.train_peak(cfg, n, b, "bf16_mixed").total, Method.CLOSED_FORM)
+    rec.add(KV_CACHE_SIZE, fm.kv_cache(m, n), Method.CLOSED_FORM)
+    rec.add(CACHE_OBJECT, fm.cache_object(m, n), Method.CLOSED_FORM)
+    _peak(rec, PEAK_DECODE_CACHED, Method.CLOSED_FORM, fm.decode_cached_peak(cfg, n, b, precision))
     uncached = fm.prefill_peak(cfg, min(n + 1, cfg.max_seq_len), b, precision).total  # generate slides to max
-    rec.add("peak_decode_uncached", uncached, "closed_form")
+    rec.add(PEAK_DECODE_UNCACHED, uncached, Method.CLOSED_FORM)
 
 
 def _simulated(
@@ -125,16 +144,16 @@ def _simulated(
 ) -> None:
     for step, closed in (("train", fm.train_peak), ("prefill", fm.prefill_peak)):
         if isinstance(res.get(step), str):  # the device cannot run the step: why, and the rest goes on
-            rec.failed(f"peak_{step}", "simulated", res[step], TOTAL)
+            rec.failed(PEAK[step], Method.SIMULATED, res[step], TOTAL)
         elif step in res:
             cf, sim = closed(cfg, n, b, precision), res[step]
-            _peak(rec, f"peak_{step}", "simulated", sim, how)
-            _rel(rec, f"peak_{step}", "closed_form_vs_simulated", cf.total, sim.total, _gap(cf, sim, cfg))
+            _peak(rec, PEAK[step], Method.SIMULATED, sim, how)
+            _rel(rec, PEAK[step], "closed_form_vs_simulated", cf.total, sim.total, _gap(cf, sim, cfg))
             for (
                 capacity,
                 nbytes,
             ) in fm.DEVICE_MEMORY.items():  # the simulated peak against the nominal capacity
-                rec.add(f"fits_{FITS[step]}", float(sim.total <= nbytes), "simulated", {"capacity": capacity},
+                rec.add(FITS[step], float(sim.total <= nbytes), Method.SIMULATED, {"capacity": capacity},
                         note=FITS_NOTE)  # fmt: skip
     train = res.get("train")
     if isinstance(train, Tracked):
@@ -142,31 +161,31 @@ def _simulated(
     if res.get("decode") is None:
         return
     for name, (fw, bw) in train.modules.items() if isinstance(train, Tracked) else ():
-        rec.add("peak_train_module", fw, "simulated", {"pass": "forward", "module": name})
-        rec.add("peak_train_module", bw, "simulated", {"pass": "backward", "module": name})
+        rec.add(PEAK_TRAIN_MODULE, fw, Method.SIMULATED, {"pass": "forward", "module": name})
+        rec.add(PEAK_TRAIN_MODULE, bw, Method.SIMULATED, {"pass": "backward", "module": name})
     m, pf = fm.dims(cfg, n, b, fm.PRECISIONS[precision]), res["prefill"]
     if isinstance(pf, str):  # no prefill to weigh, and so no cache and no decode step
-        rec.failed("peak_decode_cached", "simulated", pf, TOTAL)
+        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, pf, TOTAL)
         return
     cache = (
-        ("kv_cache_size", "kv_cache", fm.kv_cache(m, n)),
-        ("cache_object", "cache_object", fm.cache_object(m, n)),
+        (KV_CACHE_SIZE, EXTRA_KV, fm.kv_cache(m, n)),
+        (CACHE_OBJECT, EXTRA_CACHE, fm.cache_object(m, n)),
     )
     for metric, key, cf_value in cache:
-        rec.add(metric, pf.extra[key], "simulated")
+        rec.add(metric, pf.extra[key], Method.SIMULATED)
         _rel(rec, metric, "closed_form_vs_simulated", cf_value, pf.extra[key],
              "tensors x-transformers keeps" + _unmodelled(cfg))  # fmt: skip
     dec = res["decode"]
     if isinstance(dec, Skip):  # no decode step at this length: not a failure
-        rec.skipped("peak_decode_cached", "simulated", dec, TOTAL)
+        rec.skipped(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL)
     elif isinstance(dec, str):  # the library's decode raised: there is no decode step to measure
-        rec.failed("peak_decode_cached", "simulated", dec, TOTAL)
+        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL)
     else:
-        _peak(rec, "peak_decode_cached", "simulated", dec)
+        _peak(rec, PEAK_DECODE_CACHED, Method.SIMULATED, dec)
     if n == cfg.max_seq_len:  # the slid window is the prompt itself
-        rec.add("peak_decode_uncached", pf.total, "simulated")
+        rec.add(PEAK_DECODE_UNCACHED, pf.total, Method.SIMULATED)
     else:
-        rec.skipped("peak_decode_uncached", "simulated", UNCACHED_SKIP)
+        rec.skipped(PEAK_DECODE_UNCACHED, Method.SIMULATED, UNCACHED_SKIP)
 
 
 WEIGHT_STATE = ("parameters", "gradients", "optimizer_state")
@@ -181,17 +200,17 @@ def _train_parts(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: int
     parts = {"alibi_bias": sim.alibi, "weight_state": weights, "other": sim.total - weights - sim.alibi}
     for part, value in parts.items():
         rec.add(
-            "peak_train_part", value, "simulated", {"part": part}, note=at if part == "alibi_bias" else ""
+            PEAK_TRAIN_PART, value, Method.SIMULATED, {"part": part}, note=at if part == "alibi_bias" else ""
         )
     if not cfg.layers.get("alibi_pos_bias"):
         return
-    rec.add("alibi_bytes_at_peak", sim.alibi, "simulated", note=at)
-    rec.add("alibi_share_of_peak", sim.alibi / sim.total, "simulated", note=at)
+    rec.add(ALIBI_BYTES_AT_PEAK, sim.alibi, Method.SIMULATED, note=at)
+    rec.add(ALIBI_SHARE_OF_PEAK, sim.alibi / sim.total, Method.SIMULATED, note=at)
     cf = fm.alibi_at_peak(cfg, n, b, precision)
     if sim.alibi:
         _rel(
             rec,
-            "alibi_bytes_at_peak",
+            ALIBI_BYTES_AT_PEAK,
             "closed_form_vs_simulated",
             cf,
             sim.alibi,
@@ -205,7 +224,7 @@ def _training_state(rec: Recorder, cfg: ModelConfig) -> None:
     for prec in ("fp32", "bf16_mixed"):
         for part in ("weights", "gradients", "optimizer_state"):
             value = getattr(fm, part)(m, fm.PRECISIONS[prec])
-            rec.add("training_state", value, "closed_form", {"precision": prec, "part": part})
+            rec.add(TRAINING_STATE, value, Method.CLOSED_FORM, {"precision": prec, "part": part})
 
 
 def measure_memory(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
@@ -217,7 +236,7 @@ def measure_memory(variant: Variant, study: Study, walks: WalkCache | None = Non
         for n in sweep_lengths(cfg):
             jobs.setdefault((n, b0), ("train",))
     sims, how = analytic_memory(cfg, dtype, jobs, walks)
-    closed = Recorder(study.name, variant, "memory", dtype=dtype, device="none", scale="analytic")
+    closed = Recorder(study.name, variant, "memory", dtype=dtype, device="none", scale=Scale.ANALYTIC)
     simulated = closed.at(device="cpu")  # the simulation dispatches CPU kernels on fake tensors
     for (n, b), steps in jobs.items():
         _closed_forms(closed.at(seq_len=n, batch=b), cfg, precision, n, b, detail="decode" in steps)
@@ -226,9 +245,9 @@ def measure_memory(variant: Variant, study: Study, walks: WalkCache | None = Non
         sim = simulated.at(seq_len=n, batch=b0)
         if (n, b0) not in jobs:
             _closed_forms(closed.at(seq_len=n, batch=b0), cfg, precision, n, b0, detail=False)
-            for metric in ("peak_train", "peak_prefill"):
-                sim.skipped(metric, "simulated", SWEEP_SKIP, TOTAL)
+            for metric in (PEAK_TRAIN, PEAK_PREFILL):
+                sim.skipped(metric, Method.SIMULATED, SWEEP_SKIP, TOTAL)
         elif "prefill" not in jobs[(n, b0)]:
-            sim.skipped("peak_prefill", "simulated", SWEEP_SKIP, TOTAL)
+            sim.skipped(PEAK_PREFILL, Method.SIMULATED, SWEEP_SKIP, TOTAL)
     _training_state(closed, cfg)
     return closed.records

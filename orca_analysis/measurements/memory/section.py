@@ -4,7 +4,20 @@ from __future__ import annotations
 
 import pandas as pd
 
-from ...catalog.declared.memory import TOTAL
+from ...catalog.declared.memory import (
+    ACTIVATION_TERM,
+    ALIBI_BYTES_AT_PEAK,
+    ALIBI_SHARE_OF_PEAK,
+    CACHE_OBJECT,
+    FITS_TRAIN,
+    KV_CACHE_SIZE,
+    MEMORY_REL_ERROR,
+    PEAK_PREFILL,
+    PEAK_TRAIN,
+    PEAK_TRAIN_PART,
+    TOTAL,
+)
+from ...catalog.vocabulary import Method
 from ...kit.figures import lines, stacked
 from ...kit.format import Quantity, mib
 from ...kit.sections import Section, Table, axis_panels, variant_order
@@ -16,7 +29,7 @@ CAPACITIES = ("80GB", "141GB")
 
 
 def _fits(results: Results, vid: str, n: int, b: int) -> str:
-    fits = {v.get("capacity"): v.value for v in results.values("fits_train", variant=vid, seq_len=n, batch=b)}
+    fits = {v.get("capacity"): v.value for v in results.values(FITS_TRAIN, variant=vid, seq_len=n, batch=b)}
     marks = [(c, fits.get(c)) for c in CAPACITIES]
     return ", ".join(f"{c}: {'n/a' if v is None else 'yes' if v else 'NO'}" for c, v in marks)
 
@@ -25,18 +38,18 @@ def _peaks_row(results: Results, vid: str, n: int, b: int) -> list:
     at = {"variant": vid, "seq_len": n, "batch": b}
     peak = lambda metric, method: results.number(metric, method=method, **TOTAL, **at)  # noqa: E731
     error = results.number(
-        "memory_rel_error", quantity="peak_train", pair="closed_form_vs_simulated", **WHOLE, **at
+        MEMORY_REL_ERROR, quantity=PEAK_TRAIN, pair="closed_form_vs_simulated", **WHOLE, **at
     )
     return [
         vid,
         f"{n}",
-        Quantity(peak("peak_train", "closed_form"), "bytes"),
-        Quantity(peak("peak_train", "simulated"), "bytes"),
+        Quantity(peak(PEAK_TRAIN, Method.CLOSED_FORM), "bytes"),
+        Quantity(peak(PEAK_TRAIN, Method.SIMULATED), "bytes"),
         Quantity(error, "fraction", "signed"),
-        Quantity(peak("peak_prefill", "closed_form"), "bytes"),
-        Quantity(peak("peak_prefill", "simulated"), "bytes"),
-        Quantity(results.number("kv_cache_size", method="closed_form", **at), "bytes"),
-        Quantity(results.number("cache_object", method="closed_form", **at), "bytes"),
+        Quantity(peak(PEAK_PREFILL, Method.CLOSED_FORM), "bytes"),
+        Quantity(peak(PEAK_PREFILL, Method.SIMULATED), "bytes"),
+        Quantity(results.number(KV_CACHE_SIZE, method=Method.CLOSED_FORM, **at), "bytes"),
+        Quantity(results.number(CACHE_OBJECT, method=Method.CLOSED_FORM, **at), "bytes"),
         _fits(results, vid, n, b),
     ]
 
@@ -44,12 +57,12 @@ def _peaks_row(results: Results, vid: str, n: int, b: int) -> list:
 def _check_rows(results: Results) -> list[list]:
     """Each real-tensor training peak beside the simulation of the same workload, and their stored error."""
     rows = []
-    for m in results.values("peak_train", method="measured", **TOTAL):
+    for m in results.values(PEAK_TRAIN, method=Method.MEASURED, **TOTAL):
         at = {"variant": m.variant_id, "seq_len": m.seq_len, "batch": m.batch}
-        sim = results.number("peak_train", method="simulated", **TOTAL, **at)
+        sim = results.number(PEAK_TRAIN, method=Method.SIMULATED, **TOTAL, **at)
         pair = "simulated_vs_measured_cuda" if m.device.startswith("cuda") else "simulated_vs_measured"
         error = results.number(
-            "memory_rel_error", quantity="peak_train", pair=pair, **WHOLE, device=m.device, **at
+            MEMORY_REL_ERROR, quantity=PEAK_TRAIN, pair=pair, **WHOLE, device=m.device, **at
         )
         rows.append([m.variant_id, m.device, f"{m.seq_len} x {m.batch}", Quantity(sim, "bytes"),
                      Quantity(m.value, "bytes"), Quantity(error, "fraction", "signed")])  # fmt: skip
@@ -62,11 +75,11 @@ WEIGHTS = ("parameters", "gradients", "optimizer_state")
 def _breakdown(results: Results, study, top: int):
     """Stacked bars of the simulated peak at `top` tokens: the ALiBi tensors, the weight state by kind and
     the rest (peak_train_part), which sum to the peak; the tracker's categories where no parts are stored."""
-    at = {"method": "simulated", "seq_len": top}
+    at = {"method": Method.SIMULATED, "seq_len": top}
     alibi = study.sets("alibi_pos_bias")
-    held = results.values("peak_train_part", part={"alibi_bias", "other"} if alibi else {"other"}, **at)
+    held = results.values(PEAK_TRAIN_PART, part={"alibi_bias", "other"} if alibi else {"other"}, **at)
     with_parts = {v.variant_id for v in held}
-    cats = results.values("peak_train", category=set(WEIGHTS) if held else set(PARTS), **at)
+    cats = results.values(PEAK_TRAIN, category=set(WEIGHTS) if held else set(PARTS), **at)
     frame = pd.concat([_frame(held if alibi else [v for v in held if v.get("part") != "alibi_bias"],
                               category="part"), _frame([v for v in cats if not held or v.variant_id in with_parts],
                                                               category="category")])  # fmt: skip
@@ -93,19 +106,19 @@ def _parts_rows(results: Results, study, n: int, b: int) -> list[list]:
     """The peak in parts; the ALiBi columns only where some variant has ALiBi."""
     alibi, rows = study.sets("alibi_pos_bias"), []
     for vid in variant_order(study):
-        at = {"variant": vid, "seq_len": n, "batch": b, "method": "simulated"}
-        parts = {v.get("part"): v.value for v in results.values("peak_train_part", **at)}
+        at = {"variant": vid, "seq_len": n, "batch": b, "method": Method.SIMULATED}
+        parts = {v.get("part"): v.value for v in results.values(PEAK_TRAIN_PART, **at)}
         if not parts:
             continue
-        gap = results.number("memory_rel_error", quantity="alibi_bytes_at_peak", pair="closed_form_vs_simulated",
+        gap = results.number(MEMORY_REL_ERROR, quantity=ALIBI_BYTES_AT_PEAK, pair="closed_form_vs_simulated",
                              **{k: v for k, v in at.items() if k != "method"})  # fmt: skip
-        cf = results.number("alibi_bytes_at_peak", **{**at, "method": "closed_form"})
-        peak = Quantity(results.number("peak_train", **TOTAL, **at), "bytes")
+        cf = results.number(ALIBI_BYTES_AT_PEAK, **{**at, "method": Method.CLOSED_FORM})
+        peak = Quantity(results.number(PEAK_TRAIN, **TOTAL, **at), "bytes")
         if not alibi:
             rows.append([vid, peak, *(Quantity(parts.get(p), "bytes") for p in ("weight_state", "other"))])
             continue
         rows.append([vid, peak, *(Quantity(parts.get(p), "bytes") for p in ("alibi_bias", "weight_state", "other")),
-                     Quantity(results.number("alibi_share_of_peak", **at) or 0.0, "fraction"),
+                     Quantity(results.number(ALIBI_SHARE_OF_PEAK, **at) or 0.0, "fraction"),
                      Quantity(cf, "bytes"), Quantity(gap, "fraction", "signed")])  # fmt: skip
     return rows
 
@@ -130,7 +143,7 @@ def _parts_table(rows: list[list], top: int, alibi: bool) -> Table:
 
 def _gap_rows(results: Results, study) -> list[list]:
     order = {vid: i for i, vid in enumerate(variant_order(study))}
-    found = [v for v in results.values("memory_rel_error", pair="closed_form_vs_simulated", phase="all")
+    found = [v for v in results.values(MEMORY_REL_ERROR, pair="closed_form_vs_simulated", phase="all")
              if abs(v.value) > 0.01 and v.variant_id in order]  # fmt: skip
     found.sort(key=lambda v: (order[v.variant_id], v.seq_len, v.batch, v.get("quantity")))
     return [[v.variant_id, f"{v.seq_len} x {v.batch}", v.get("quantity"), Quantity(v.value, "fraction", "signed"),
@@ -153,7 +166,7 @@ def memory_section(results: Results, study) -> Section:
         "no-allocation build under torch's MemTracker) and, where shapes fit, measured with real "
         "tensors. AdamW, the study's dtype, batch as in the study.",
     )
-    peaks = results.values("peak_train", **TOTAL)
+    peaks = results.values(PEAK_TRAIN, **TOTAL)
     if not peaks:
         section.missing = "no `memory` results: add `memory` to the study's measurements and run it"
         return section
@@ -207,7 +220,9 @@ def memory_section(results: Results, study) -> Section:
             )
         )
     fig1 = _breakdown(results, study, top)
-    curve = _frame(v for v in peaks if v.method in ("closed_form", "simulated") and v.seq_len >= 512)
+    curve = _frame(
+        v for v in peaks if v.method in (Method.CLOSED_FORM, Method.SIMULATED) and v.seq_len >= 512
+    )
     if not curve.empty:
         curve["value"] = curve["value"] / 2**30
     fig2 = lines(
@@ -223,7 +238,7 @@ def memory_section(results: Results, study) -> Section:
         panels=axis_panels(study),
     )
     section.figures += [f for f in (fig1, fig2) if f]
-    terms = results.values("activation_term", variant=study.base_variant.variant_id, seq_len=top)
+    terms = results.values(ACTIVATION_TERM, variant=study.base_variant.variant_id, seq_len=top)
     if terms:
         biggest = max(terms, key=lambda v: v.value)
         section.intro += (

@@ -7,6 +7,7 @@ from typing import Any
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.kept_walks import WalkCache
+from ...instruments.memtrack import EXTRA_CACHE, EXTRA_KV
 from ...kit.format import mib
 from ...study.schema import ModelConfig
 from .run import GAP
@@ -31,8 +32,8 @@ def memory_summary(
                   "bf16_mixed_closed_form": fm.train_peak(cfg, seq_len, batch, "bf16_mixed").total},
         "inference": {"closed_form": cf_p.total, "simulated": res["prefill"].total,
                       "kv_cache_closed_form": fm.kv_cache(m, seq_len),
-                      "kv_cache_simulated": res["prefill"].extra["kv_cache"],
-                      "cache_object_simulated": res["prefill"].extra["cache_object"],
+                      "kv_cache_simulated": res["prefill"].extra[EXTRA_KV],
+                      "cache_object_simulated": res["prefill"].extra[EXTRA_CACHE],
                       "decode_cached_closed_form": fm.decode_cached_peak(cfg, seq_len, batch).total,
                       "decode_cached_simulated": None if isinstance(dec, str) else dec.total,
                       "decode_cached_error": dec if isinstance(dec, str) else ""},

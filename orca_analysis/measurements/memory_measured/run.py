@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from ...catalog.declared.memory import TOTAL
+from ...catalog.declared.memory import PEAK, PEAK_TRAIN, RESERVED, TOTAL
+from ...catalog.vocabulary import Method, Scale
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.device import measure_device
@@ -41,7 +42,7 @@ def cpu_workload(cfg: ModelConfig, study: Study) -> tuple[int, int] | str:
 def _measured_cpu(rec: Recorder, sim_rec: Recorder, cfg: ModelConfig, study: Study) -> None:
     wl = cpu_workload(cfg, study)
     if isinstance(wl, str):
-        rec.skipped("peak_train", "measured", wl, TOTAL)
+        rec.skipped(PEAK_TRAIN, Method.MEASURED, wl, TOTAL)
         return
     (n, b), dtype = wl, study.workloads.dtype
     sims = run_steps(cfg, dtype, {wl: ("train", "prefill")})[wl]  # small: the full walk
@@ -50,13 +51,13 @@ def _measured_cpu(rec: Recorder, sim_rec: Recorder, cfg: ModelConfig, study: Stu
     for step in ("train", "prefill"):
         meas, sim = res[step], sims[step]
         if isinstance(meas, str) or isinstance(sim, str):  # the device cannot run the step (run_steps)
-            at.failed(f"peak_{step}", "measured", meas if isinstance(meas, str) else sim, TOTAL)
+            at.failed(PEAK[step], Method.MEASURED, meas if isinstance(meas, str) else sim, TOTAL)
             continue
-        _peak(sim_at, f"peak_{step}", "simulated", sim)
-        _peak(at, f"peak_{step}", "measured", meas)
-        _rel(at, f"peak_{step}", "simulated_vs_measured", sim.total, meas.total, _gap(sim, meas))
+        _peak(sim_at, PEAK[step], Method.SIMULATED, sim)
+        _peak(at, PEAK[step], Method.MEASURED, meas)
+        _rel(at, PEAK[step], "simulated_vs_measured", sim.total, meas.total, _gap(sim, meas))
         for ph in sorted(set(sim.phases) & set(meas.phases)):  # each phase too, so small shapes still check
-            _rel(at, f"peak_{step}", "simulated_vs_measured", sim.phases[ph], meas.phases[ph], phase=ph)
+            _rel(at, PEAK[step], "simulated_vs_measured", sim.phases[ph], meas.phases[ph], phase=ph)
 
 
 def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCache) -> None:
@@ -65,7 +66,7 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCac
         predicted = fm.train_peak(cfg, n, b, fm.DTYPE_PRECISION[dtype]).total
         if predicted > 0.9 * capacity:  # marked from the prediction, never tried
             why = f"predicted {predicted / 1e9:.1f} GB > 90% of the device's {capacity / 1e9:.1f} GB"
-            rec.at(seq_len=n, batch=b).skipped("peak_train", "measured", why, TOTAL)
+            rec.at(seq_len=n, batch=b).skipped(PEAK_TRAIN, Method.MEASURED, why, TOTAL)
         else:
             runnable[(n, b)] = ("train", "prefill")
     if not runnable:
@@ -75,12 +76,12 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCac
         at = rec.at(seq_len=n, batch=b)
         for step in ("train", "prefill"):
             if isinstance(res[step], str):
-                at.failed(f"peak_{step}", "measured", res[step], TOTAL)
+                at.failed(PEAK[step], Method.MEASURED, res[step], TOTAL)
                 continue
             alloc = res[step].extra["allocated"]
-            at.add(f"peak_{step}", alloc, "measured", TOTAL)
-            at.add(f"peak_{step}_reserved", res[step].extra["reserved"], "measured")
-            _rel(at, f"peak_{step}", "simulated_vs_measured_cuda", sims[(n, b)][step].total, alloc,
+            at.add(PEAK[step], alloc, Method.MEASURED, TOTAL)
+            at.add(RESERVED[step], res[step].extra["reserved"], Method.MEASURED)
+            _rel(at, PEAK[step], "simulated_vs_measured_cuda", sims[(n, b)][step].total, alloc,
                  "kernel workspaces (the simulation dispatches CPU kernels)")  # fmt: skip
 
 
@@ -89,13 +90,13 @@ def measure_memory_measured(variant: Variant, study: Study, walks: WalkCache | N
     # and its rows would carry the GPU's name in their provenance. Each is its own result.
     device = "cuda" if measure_device().startswith("cuda") else "cpu"
     sim = Recorder(study.name, variant, "memory_measured", dtype=study.workloads.dtype, device="cpu",
-                   scale="analytic")  # fmt: skip
-    real = sim.at(device=device, scale="measured")
+                   scale=Scale.ANALYTIC)  # fmt: skip
+    real = sim.at(device=device, scale=Scale.MEASURED)
     try:
         if device == "cuda":
             _measured_cuda(real, variant.config, study, walks)
         else:
             _measured_cpu(real, sim, variant.config, study)
     except (RuntimeError, torch.OutOfMemoryError) as exc:  # a real run failing is a result
-        real.failed("peak_train", "measured", str(exc).strip().splitlines()[0][:200], TOTAL)
+        real.failed(PEAK_TRAIN, Method.MEASURED, str(exc).strip().splitlines()[0][:200], TOTAL)
     return sim.records

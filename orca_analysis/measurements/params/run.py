@@ -12,6 +12,13 @@ from torch import nn
 from x_transformers import x_transformers as xt
 
 from ...build import fake_model
+from ...catalog.declared.params import (
+    EMBEDDING_AND_LOGITS_SHARE,
+    PARAMS,
+    PARAMS_CLOSED_FORM_GAP,
+    PARAMS_DELTA_VS_BASE,
+)
+from ...catalog.vocabulary import Method
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
 from ...instruments.analytic import analytic_params
 from ...instruments.kept_walks import WalkCache
@@ -82,7 +89,7 @@ def params_summary(cfg: ModelConfig, walks: WalkCache | None = None) -> dict[str
         "closed_form_matches": all(counter[k] == closed[k] for k in closed)
         and counter["other"] == 0
         and counter["library_total"] == closed["total"],
-        "embedding_and_logits_share": (counter["embedding"] + counter["logits"]) / counter["total"],
+        EMBEDDING_AND_LOGITS_SHARE: (counter["embedding"] + counter["logits"]) / counter["total"],
     }
     if cfg.layers.get("deepnorm"):
         pre_norm = ModelConfig(cfg.wrapper, {k: v for k, v in cfg.layers.items() if k != "deepnorm"})
@@ -105,14 +112,14 @@ def measure_params(variant: Variant, study: Study, walks: WalkCache | None = Non
     (counter, how), closed = counted_with_note(variant.config, walks), closed_form_params(variant.config)
     rec = Recorder(study.name, variant, "params")
     for component in ("total", *PARAM_COMPONENTS, "other"):
-        rec.add("params", counter[component], "counter", {"component": component},
+        rec.add(PARAMS, counter[component], Method.COUNTER, {"component": component},
                 note=how if component == "total" else "")  # fmt: skip
     for component, n in closed.items():
-        rec.add("params", n, "closed_form", {"component": component})
-    rec.add("params", counter["library_total"], "library_count", {"component": "total"})
-    rec.add("params_closed_form_gap", (counter["total"] - closed["total"]) / counter["total"], "derived")
+        rec.add(PARAMS, n, Method.CLOSED_FORM, {"component": component})
+    rec.add(PARAMS, counter["library_total"], Method.LIBRARY_COUNT, {"component": "total"})
+    rec.add(PARAMS_CLOSED_FORM_GAP, (counter["total"] - closed["total"]) / counter["total"], Method.DERIVED)
     share = (counter["embedding"] + counter["logits"]) / counter["total"]
-    rec.add("embedding_and_logits_share", share, "counter")
+    rec.add(EMBEDDING_AND_LOGITS_SHARE, share, Method.COUNTER)
     base = counted_params(study.base, walks)["total"]
-    rec.add("params_delta_vs_base", counter["total"] / base - 1, "counter")
+    rec.add(PARAMS_DELTA_VS_BASE, counter["total"] / base - 1, Method.COUNTER)
     return rec.records

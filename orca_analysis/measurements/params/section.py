@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...catalog.declared.flops import CLOSED_FORM_GAP
+from ...catalog.declared.params import PARAMS, PARAMS_CLOSED_FORM_GAP, PARAMS_DELTA_VS_BASE
+from ...catalog.vocabulary import Method
 from ...formulas.params import PARAM_COMPONENTS
 from ...kit.figures import param_split, params_vs_axes
 from ...kit.format import Quantity
@@ -18,16 +21,16 @@ def params_frame(results: Results, study) -> pd.DataFrame:
     rows, shapes, on = [], shape_of(study), axes_of(study)
     for vid in variant_order(study):
         counted = {
-            v.get("component"): v.value for v in results.values("params", variant=vid, method="counter")
+            v.get("component"): v.value for v in results.values(PARAMS, variant=vid, method=Method.COUNTER)
         }
         if not counted:
             continue
         rows.append({
             "variant_id": vid, **shapes[vid], "on_axis": on[vid], **counted,
             "layers": counted["attention"] + counted["feedforward"] + counted["norm"],
-            "closed_form_total": results.number("params", variant=vid, method="closed_form", component="total"),
-            "closed_form_gap": results.number("params_closed_form_gap", variant=vid),
-            "delta_vs_base": results.number("params_delta_vs_base", variant=vid),
+            "closed_form_total": results.number(PARAMS, variant=vid, method=Method.CLOSED_FORM, component="total"),
+            CLOSED_FORM_GAP: results.number(PARAMS_CLOSED_FORM_GAP, variant=vid),
+            "delta_vs_base": results.number(PARAMS_DELTA_VS_BASE, variant=vid),
         })  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -70,7 +73,7 @@ def params_section(results: Results, study) -> Section:
                     Quantity(r["delta_vs_base"], "fraction", "signed", 1),
                     *(Quantity(r[c], "params") for c in COLUMNS[1:]),
                     Quantity(r["closed_form_total"], "params"),
-                    Quantity(r["closed_form_gap"], "fraction", "signed", 3),
+                    Quantity(r[CLOSED_FORM_GAP], "fraction", "signed", 3),
                 ]
                 for r in table.to_dict("records")
             ],  # fmt: skip

@@ -31,7 +31,17 @@ from torch.nn.attention import SDPBackend
 
 from ...build import DTYPES, build_model
 from ...build.variants import FLAGS_OFF
-from ...catalog.declared.probes import PROBES
+from ...catalog.declared.probes import (
+    CAUSALITY,
+    CAUSALITY_DOWNSTREAM,
+    CAUSALITY_SENSITIVE,
+    KERNEL_AGREEMENT,
+    KV_CACHE,
+    MAX_DIFF,
+    PROBES,
+    TOLERANCE,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...instruments.device import speed_dtype
 from ...instruments.proxy import QualityScale, proxy_config, quality_scale, torch_threads
 from ...instruments.sdpa import force_backend
@@ -40,7 +50,7 @@ from ...study.schema import ModelConfig, Study, Variant
 from ..params.run import counted_params
 from ..recorder import Recorder
 
-M = "measured"
+M = Method.MEASURED
 # torch.testing.assert_close defaults (torch/testing/_comparison.py): dtype -> (rtol, atol)
 TOLERANCES = {torch.float32: (1.3e-6, 1e-5), torch.bfloat16: (1.6e-2, 1e-5), torch.float16: (1e-3, 1e-5)}
 KERNEL_BACKENDS = {
@@ -56,7 +66,7 @@ KERNEL_BACKENDS = {
 
 def record_scale(scale: QualityScale) -> str:
     """The records' scale: the variant's own shapes (measured) or a reduced proxy."""
-    return "measured" if scale.divisor == 1 else "proxy"
+    return Scale.MEASURED if scale.divisor == 1 else Scale.PROXY
 
 
 def tolerance(ref: torch.Tensor, dtype: torch.dtype = torch.float32) -> float:
@@ -133,17 +143,17 @@ def probe_result(
         rec.add(probe, 0.0, M, labels, note=one_line(exc), **fields)
     else:
         rec.add(probe, float(diff <= tol), M, labels, note=verdict_note(diff, tol), **fields)
-        rec.add(f"{probe}_max_diff", diff, M, labels, **fields)
+        rec.add(MAX_DIFF[probe], diff, M, labels, **fields)
     if tol is not None:
-        rec.add(f"{probe}_tolerance", tol, M, labels, **fields)
+        rec.add(TOLERANCE[probe], tol, M, labels, **fields)
 
 
 def causality_probe(rec: Recorder, model: torch.nn.Module, x: torch.Tensor, vocab: int) -> None:
     leak, seen, tol = causality(model, x, vocab)
-    probe_result(rec, "causality", "as_built", tol, lambda: leak)
-    rec.add("causality_downstream", seen, M, {"case": "as_built"})
+    probe_result(rec, CAUSALITY, "as_built", tol, lambda: leak)
+    rec.add(CAUSALITY_DOWNSTREAM, seen, M, {"case": "as_built"})
     blind = "" if seen > tol else f"changing a token changed nothing after it (max {seen:.3g} <= {tol:.2g})"
-    rec.add("causality_sensitive", float(seen > tol), M, {"case": "as_built"}, note=blind)
+    rec.add(CAUSALITY_SENSITIVE, float(seen > tol), M, {"case": "as_built"}, note=blind)
 
 
 def kv_cache_probe(rec: Recorder, model: torch.nn.Module, x: torch.Tensor, case: str) -> None:
@@ -151,7 +161,7 @@ def kv_cache_probe(rec: Recorder, model: torch.nn.Module, x: torch.Tensor, case:
         full = model(x)  # (B, T, V): the reference every cached step is compared with
     prefix = x.shape[1] // 2
     diff = lambda: (cached_decode(model, x) - full[:, prefix - 1 : -1]).abs().max().item()  # noqa: E731
-    probe_result(rec, "kv_cache", case, tolerance(full), diff)
+    probe_result(rec, KV_CACHE, case, tolerance(full), diff)
 
 
 def kernel_probes(cfg: ModelConfig, scale: QualityScale, x: torch.Tensor, dtype: str, rec: Recorder) -> None:
@@ -168,7 +178,7 @@ def kernel_probes(cfg: ModelConfig, scale: QualityScale, x: torch.Tensor, dtype:
         name = "default" if backend is None else backend.name.lower()
         if backend is not None and backend not in KERNEL_BACKENDS.get(x.device.type, ()):
             why = f"{name} is not implemented on {x.device.type}"
-            rec.skipped("kernel_agreement", M, why, {"case": name}, dtype=dtype)
+            rec.skipped(KERNEL_AGREEMENT, M, why, {"case": name}, dtype=dtype)
             continue
         force_backend(flash, backend)
 
@@ -176,7 +186,7 @@ def kernel_probes(cfg: ModelConfig, scale: QualityScale, x: torch.Tensor, dtype:
             with torch.no_grad():
                 return (flash(x).float() - ref32).abs().max().item()
 
-        probe_result(rec, "kernel_agreement", name, tol, diff, dtype=dtype)
+        probe_result(rec, KERNEL_AGREEMENT, name, tol, diff, dtype=dtype)
 
 
 def variant_probes(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ...catalog.declared.probes import CAUSALITY, KERNEL_AGREEMENT, KV_CACHE, KV_CACHE_MAX_DIFF, MAX_DIFF
+from ...catalog.vocabulary import Status
 from ...kit.format import Quantity, si
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
@@ -17,15 +19,15 @@ def probe_cell(results: Results, vid: str, probe: str, case: str | None = None) 
     failed = [v for v in verdicts if v.value == 0]
     if failed:
         return "FAIL: " + failed[0].note[:80]
-    diffs = [v.value for v in results.values(f"{probe}_max_diff", **where)]
+    diffs = [v.value for v in results.values(MAX_DIFF[probe], **where)]
     return f"pass (max |diff| {si(max(diffs), '', 2)})" if diffs else "pass"
 
 
 def probes_table(results: Results, study) -> Table | None:
     probed = {v.variant_id for p in PROBES for v in results.values(p, status=None)}
     rows = [
-        [vid, probe_cell(results, vid, "causality"), probe_cell(results, vid, "kernel_agreement"),
-         probe_cell(results, vid, "kv_cache", "as_built")]
+        [vid, probe_cell(results, vid, CAUSALITY), probe_cell(results, vid, KERNEL_AGREEMENT),
+         probe_cell(results, vid, KV_CACHE, "as_built")]
         for vid in variant_order(study)
         if vid in probed
     ]  # fmt: skip
@@ -44,14 +46,14 @@ def probes_table(results: Results, study) -> Table | None:
 
 def base_cases_table(results: Results, study) -> Table | None:
     base = variant_order(study)[0]
-    cases = results.values("kv_cache", variant=base, status=None)
+    cases = results.values(KV_CACHE, variant=base, status=None)
     if not cases:
         return None
     rows = []
     for v in cases:
         case = v.get("case")
-        diff = results.one("kv_cache_max_diff", variant=base, device=v.device, case=case)
-        result = "skipped" if v.status != "ok" else "pass" if v.value == 1 else "FAIL"
+        diff = results.one(KV_CACHE_MAX_DIFF, variant=base, device=v.device, case=case)
+        result = "skipped" if v.status != Status.OK else "pass" if v.value == 1 else "FAIL"
         rows.append([
             case, result, "-" if diff is None else Quantity(diff.value, "logit", "plain", 2),
             "" if result == "pass" else v.note[:100],

@@ -21,6 +21,22 @@ import torch
 
 from ...build import build_model
 from ...build.variants import kv_config
+from ...catalog.declared.speed import (
+    DECODE_CACHE_AGREEMENT,
+    DECODE_CACHE_PASS,
+    DECODE_CACHED_TIME,
+    DECODE_CACHED_TOKENS_PER_S,
+    DECODE_UNCACHED_TIME,
+    DECODE_UNCACHED_TOKENS_PER_S,
+    KV_ABLATION_CACHE_AGREEMENT,
+    KV_ABLATION_CACHE_BYTES,
+    KV_ABLATION_CACHE_PASS,
+    KV_ABLATION_DECODE_SPEEDUP,
+    KV_ABLATION_DECODE_TIME,
+    KV_ABLATION_DECODE_TOKENS_PER_S,
+    KV_ABLATION_GENERATE_CACHE,
+)
+from ...catalog.vocabulary import Method
 from ...formulas import memory as fm
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.decode import (
@@ -42,7 +58,7 @@ from .timed import Workload
 if TYPE_CHECKING:
     from .run import Context
 
-CHECK = "cached_vs_full_forward"
+CHECK = Method.CACHED_VS_FULL_FORWARD
 AGREES = "cached decoding agrees with the full forward; uncached not needed"
 NOTHING_TO_TIME = "cached decoding failed: nothing to time with the cache (see decode_cache_pass)"
 DISAGREES = "timed, but the cached logits disagree with the full forward (see decode_cache_pass)"
@@ -53,7 +69,7 @@ def _rate(
 ) -> None:
     """work / median, with the timing's noise note and the caveat."""
     note = "; ".join(filter(None, [timing.note, caveat]))
-    rec.add(metric, work / timing.median, "measured_median", labels, note=note)
+    rec.add(metric, work / timing.median, Method.MEASURED_MEDIAN, labels, note=note)
 
 
 def decode_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
@@ -66,23 +82,23 @@ def decode_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
     uncached = {"new": k, "prompt": w.seq_len - k}
     with torch.inference_mode():
         rel, problem = cache_check(model, seqs[0], prompt, AGREEMENT_TOL[ctx.dtype])
-        rec.add("decode_cache_pass", float(not problem), CHECK, labels, note=problem)
+        rec.add(DECODE_CACHE_PASS, float(not problem), CHECK, labels, note=problem)
         if rel is None:  # crashed: nothing to compare, nothing to time with the cache
-            rec.skipped("decode_cache_agreement", CHECK, problem, labels)
-            rec.skipped("decode_cached_tokens_per_s", "measured_median", NOTHING_TO_TIME, labels)
+            rec.skipped(DECODE_CACHE_AGREEMENT, CHECK, problem, labels)
+            rec.skipped(DECODE_CACHED_TOKENS_PER_S, Method.MEASURED_MEDIAN, NOTHING_TO_TIME, labels)
         else:
-            rec.add("decode_cache_agreement", rel, CHECK, labels, note=problem)
+            rec.add(DECODE_CACHE_AGREEMENT, rel, CHECK, labels, note=problem)
             timing = time_cached(model, seqs, prompt, ctx.device, "decode_cached")
-            rec.timing("decode_cached_time", timing, labels)
+            rec.timing(DECODE_CACHED_TIME, timing, labels)
             _rate(
-                rec, "decode_cached_tokens_per_s", timing, w.batch * new, labels, DISAGREES if problem else ""
+                rec, DECODE_CACHED_TOKENS_PER_S, timing, w.batch * new, labels, DISAGREES if problem else ""
             )
         if not problem:
-            rec.skipped("decode_uncached_tokens_per_s", "measured_median", AGREES, uncached)
+            rec.skipped(DECODE_UNCACHED_TOKENS_PER_S, Method.MEASURED_MEDIAN, AGREES, uncached)
             return
         timing = time_uncached(model, seqs, w.seq_len, k, ctx.device)
-    rec.timing("decode_uncached_time", timing, uncached)
-    rec.rate("decode_uncached_tokens_per_s", timing, w.batch * k, uncached)
+    rec.timing(DECODE_UNCACHED_TIME, timing, uncached)
+    rec.rate(DECODE_UNCACHED_TOKENS_PER_S, timing, w.batch * k, uncached)
 
 
 def no_compatible_model() -> str:
@@ -103,9 +119,9 @@ def _generate_cache(
              ("object", got.whole, got.whole_tokens, None))  # fmt: skip
     for part, value, tokens, closed in parts:
         at = {**labels, "part": part, "tokens": tokens}
-        rec.add("kv_ablation_generate_cache", value, "measured", at)
+        rec.add(KV_ABLATION_GENERATE_CACHE, value, Method.MEASURED, at)
         if closed is not None:
-            rec.add("kv_ablation_generate_cache", closed, "closed_form", at, scale=w.analytic_scale)
+            rec.add(KV_ABLATION_GENERATE_CACHE, closed, Method.CLOSED_FORM, at, scale=w.analytic_scale)
 
 
 def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
@@ -114,7 +130,7 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
     if not ctx.compatible:
         ctx.compatible.append(cache_compatible(ctx.cfg, w.seq_len, ctx.device, ctx.dtype))
     if ctx.compatible[0] is None:
-        rec.failed("kv_ablation_decode_speedup", "derived", no_compatible_model(), {"dropped": "n/a"})
+        rec.failed(KV_ABLATION_DECODE_SPEEDUP, Method.DERIVED, no_compatible_model(), {"dropped": "n/a"})
         return
     mqa, drops = ctx.compatible[0]
     dropped = "+".join(drops) or "none"
@@ -129,21 +145,21 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
         model = ctx.kv_models[attn]
         with torch.inference_mode():
             rel, problem = cache_check(model, seqs[0], prompt, AGREEMENT_TOL[ctx.dtype])
-            rec.add("kv_ablation_cache_pass", float(not problem), CHECK, labels, note=problem)
+            rec.add(KV_ABLATION_CACHE_PASS, float(not problem), CHECK, labels, note=problem)
             if rel is None:
-                rec.skipped("kv_ablation_cache_agreement", CHECK, problem, labels)
+                rec.skipped(KV_ABLATION_CACHE_AGREEMENT, CHECK, problem, labels)
             else:
-                rec.add("kv_ablation_cache_agreement", rel, CHECK, labels, note=problem)
+                rec.add(KV_ABLATION_CACHE_AGREEMENT, rel, CHECK, labels, note=problem)
                 timing = time_cached(model, seqs, prompt, ctx.device, f"kv_ablation_{attn}")
-                rec.timing("kv_ablation_decode_time", timing, labels)
-                _rate(rec, "kv_ablation_decode_tokens_per_s", timing, w.batch * new, labels,
-                      DISAGREES.replace("decode_cache_pass", "kv_ablation_cache_pass") if problem else "")  # fmt: skip
+                rec.timing(KV_ABLATION_DECODE_TIME, timing, labels)
+                _rate(rec, KV_ABLATION_DECODE_TOKENS_PER_S, timing, w.batch * new, labels,
+                      DISAGREES.replace(DECODE_CACHE_PASS, KV_ABLATION_CACHE_PASS) if problem else "")  # fmt: skip
                 medians[attn] = timing.median
         nbytes = kv_cache_bytes(c, w.seq_len, w.batch, ctx.dtype)
-        rec.add("kv_ablation_cache_bytes", nbytes, "closed_form", labels, scale=w.analytic_scale)
+        rec.add(KV_ABLATION_CACHE_BYTES, nbytes, Method.CLOSED_FORM, labels, scale=w.analytic_scale)
         if rel is not None:
             _generate_cache(rec, model, c, seqs[0][:, :prompt], new, labels, w, ctx.dtype)
     if {"mqa", "mha"} <= set(medians):
         rec.add(
-            "kv_ablation_decode_speedup", medians["mha"] / medians["mqa"], "derived", {"dropped": dropped}
+            KV_ABLATION_DECODE_SPEEDUP, medians["mha"] / medians["mqa"], Method.DERIVED, {"dropped": dropped}
         )

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...catalog.declared.speed import MED
+from ...catalog.declared.speed import COPY_BANDWIDTH, COPY_TIME, MED, OP_OVERHEAD, STEP
+from ...catalog.vocabulary import Method
 from ...instruments.memtrack import run_steps
 from ...instruments.roofline import (
     OpCost,
@@ -25,7 +26,6 @@ from ..recorder import Recorder
 from .timed import Workload
 
 CALIBRATION = (1, 1)  # tokens x batch of the design's own step that calibrates the per-operator cost
-NAMES = {"train": "train_step", "prefill": "prefill"}
 METHOD = ("predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
           "max(FLOPs / the GEMM ceiling, bytes / the copy bandwidth); predicted = the floor plus the measured "
           "per-operator cost for each operator")  # fmt: skip
@@ -35,10 +35,10 @@ def device_peaks(rec: Recorder, device: str, gemm_flops_per_s: float) -> Peaks:
     """The measuring device's peaks, recorded: the copy bandwidth and the per-operator cost (the GEMM ceiling is
     the speed measurement's own). On a GPU they are what the forecast needs to be checked against its run."""
     copy, moved = bandwidth_probe(device)
-    rec.timing("copy_time", copy)
-    rec.rate("copy_bandwidth", copy, moved)
+    rec.timing(COPY_TIME, copy)
+    rec.rate(COPY_BANDWIDTH, copy, moved)
     chain, ops = overhead_probe(device)
-    rec.add("op_overhead", chain.median / ops, MED, note=f"{ops} one-element operators per timed call")
+    rec.add(OP_OVERHEAD, chain.median / ops, MED, note=f"{ops} one-element operators per timed call")
     return measured_peaks(device, gemm_flops_per_s, moved / copy.median, chain.median / ops)
 
 
@@ -59,7 +59,7 @@ def op_cost(peaks: Peaks, cfg: ModelConfig, rec: Recorder, step: str, timing: Ti
     n, b = CALIBRATION
     note = (f"({timing.median * 1e3:.4g} ms measured - {floor * 1e3:.4g} ms floor) / {len(ops)} operators, at "
             f"{n} token x batch {b}")  # fmt: skip
-    rec.add(f"{NAMES[step]}_op_cost", cost, MED, note=note)
+    rec.add(STEP[step].op_cost, cost, MED, note=note)
     return cost
 
 
@@ -69,10 +69,10 @@ def forecast_time(
     """The floor and the predicted time of `step` ("train" or "prefill") at the workload, beside its timing;
     with `calibrated` (the design's own per-operator cost, op_cost) also the calibrated prediction."""
     ops = _ops(cfg, step, w.seq_len, w.batch)
-    name, note = NAMES[step], f"{len(ops)} operators; {METHOD}"
-    rec.add(f"{name}_floor", floor_s(ops, peaks), "predicted", note=note, scale=w.analytic_scale)
-    rec.add(f"{name}_predicted", predicted_s(ops, peaks), "predicted", note=note, scale=w.analytic_scale)
+    named, note = STEP[step], f"{len(ops)} operators; {METHOD}"
+    rec.add(named.floor, floor_s(ops, peaks), Method.PREDICTED, note=note, scale=w.analytic_scale)
+    rec.add(named.predicted, predicted_s(ops, peaks), Method.PREDICTED, note=note, scale=w.analytic_scale)
     if calibrated is not None:
         own = replace(peaks, overhead_s=calibrated)
-        rec.add(f"{name}_calibrated", predicted_s(ops, own), "predicted", scale=w.analytic_scale,
-                note=f"{len(ops)} operators; the floor plus {name}_op_cost per operator")  # fmt: skip
+        rec.add(named.calibrated, predicted_s(ops, own), Method.PREDICTED, scale=w.analytic_scale,
+                note=f"{len(ops)} operators; the floor plus {named.op_cost} per operator")  # fmt: skip

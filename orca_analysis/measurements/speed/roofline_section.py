@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from ...catalog.declared.speed import (
+    OP_OVERHEAD,
+    PREFILL_FLOOR,
+    STEP,
+    TRAIN_STEP_FLOOR,
+)
 from ...kit.sections import Table, variant_order
 from ...results.query import Results
 from .run import CPU_SEQ_CAP
 from .timed import requested_text
 
 TOLERANCE = 0.25  # the prediction's target: within 25% of the measured median
-STEPS = (("train_step", "train_step_time", "training step"), ("prefill", "prefill_time", "prefill"))
+WHAT = {"train": "training step", "prefill": "prefill"}
 
 
 def _error(results: Results, metric: str, at: dict, measured: float) -> tuple[str, str, bool]:
@@ -24,16 +30,16 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
     """Every (variant, length, step) timed with a floor and predictions beside it."""
     rows, above, close, own, n = [], 0, 0, 0, 0
     for vid in variant_order(study):
-        for floor in sorted(results.values("train_step_floor", variant=vid) + results.values("prefill_floor",
+        for floor in sorted(results.values(TRAIN_STEP_FLOOR, variant=vid) + results.values(PREFILL_FLOOR,
                             variant=vid), key=lambda v: (v.device, v.seq_len, v.metric)):  # fmt: skip
-            name, timed, what = next(s for s in STEPS if floor.metric.startswith(s[0]))
+            named, what = next((STEP[k], w) for k, w in WHAT.items() if STEP[k].floor == floor.metric)
             at = {"variant": vid, "device": floor.device, "seq_len": floor.seq_len, "batch": floor.batch}
-            meas = results.values(timed, **at)
+            meas = results.values(named.time, **at)
             if not meas or meas[0].value is None:
                 continue
             m, f = meas[0].value, floor.value
-            pred, pred_err, pred_ok = _error(results, f"{name}_predicted", at, m)
-            cal, cal_err, cal_ok = _error(results, f"{name}_calibrated", at, m)
+            pred, pred_err, pred_ok = _error(results, named.predicted, at, m)
+            cal, cal_err, cal_ok = _error(results, named.calibrated, at, m)
             n, above, close, own = n + 1, above + (f > m), close + pred_ok, own + cal_ok
             rows.append([vid, floor.device, requested_text(results, vid, floor.device, floor.seq_len, CPU_SEQ_CAP),
                          f"{floor.seq_len} x {floor.batch}", what, f"{f * 1e3:.3g} ms", f"{m * 1e3:.3g} ms",
@@ -41,7 +47,7 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
                          cal_err])  # fmt: skip
     if not rows:
         return None
-    peaks = "; ".join(sorted({v.note.split(";")[0] for v in results.values("op_overhead")})) or ""
+    peaks = "; ".join(sorted({v.note.split(";")[0] for v in results.values(OP_OVERHEAD)})) or ""
     return Table(
         "The time forecast checked on this machine",
         "The method that forecasts a GPU's step time (instruments/roofline.py), applied to this CPU with its "

@@ -27,7 +27,23 @@ import torch
 import torch.nn.functional as F
 
 from ...build import build_model
-from ...catalog.declared.speed import CONVENTION_METHODS
+from ...catalog.declared.flops import FORWARD_CAUSAL, FORWARD_DENSE, FORWARD_EXECUTED
+from ...catalog.declared.speed import (
+    CONVENTION_METHODS,
+    CPU_THREADS,
+    DATASHEET_PEAK,
+    DECODE_CACHED_TOKENS_PER_S,
+    GEMM_CEILING,
+    GEMM_TIME,
+    KV_ABLATION_DECODE_SPEEDUP,
+    PREFILL_TIME,
+    PREFILL_TOKENS_PER_S,
+    STEP,
+    TRAIN_STEP_REPEAT_DIFF,
+    TRAIN_STEP_TIME,
+    TRAIN_TOKENS_PER_S,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...formulas.flops import HFU_CONVENTION, MFU_CAUSAL, MFU_CONVENTION
 from ...instruments.decode import random_tokens, split
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
@@ -39,13 +55,13 @@ from ...results.records import device_name
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 from .decode import decode_phase, kv_heads_phase
-from .roofline_check import CALIBRATION, NAMES, device_peaks, forecast_time, op_cost
+from .roofline_check import CALIBRATION, device_peaks, forecast_time, op_cost
 from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_size, one_line, workloads
 
 CPU_SEQ_CAP = 64
 # method -> (training-step count, forward count) of instruments/flop_counter.py
-CONVENTIONS = dict(zip(CONVENTION_METHODS, ((MFU_CONVENTION, "forward_dense"), (MFU_CAUSAL, "forward_causal"),
-                                            (HFU_CONVENTION, "forward_executed")), strict=True))  # fmt: skip
+CONVENTIONS = dict(zip(CONVENTION_METHODS, ((MFU_CONVENTION, FORWARD_DENSE), (MFU_CAUSAL, FORWARD_CAUSAL),
+                                            (HFU_CONVENTION, FORWARD_EXECUTED)), strict=True))  # fmt: skip
 REPEAT_FIRST_FAILED = "the first timing of this step failed"
 
 
@@ -76,20 +92,20 @@ def _decode_labels(w: Workload, device: str) -> dict[str, int]:
 
 
 # Where a phase's failure is recorded: (metric, method, labels at the workload).
-TRAIN_FAILED = ("train_step_time", "measured", lambda w, d: {"repeat": 0})
-PREFILL_FAILED = ("prefill_time", "measured", lambda w, d: {"repeat": 0})
-DECODE_FAILED = ("decode_cached_tokens_per_s", "measured_median", _decode_labels)
-KV_FAILED = ("kv_ablation_decode_speedup", "derived", lambda w, d: {"dropped": "n/a"})
-REPEAT_FAILED = ("train_step_repeat_diff", "timed_twice", lambda w, d: {})
+TRAIN_FAILED = (TRAIN_STEP_TIME, Method.MEASURED, lambda w, d: {"repeat": 0})
+PREFILL_FAILED = (PREFILL_TIME, Method.MEASURED, lambda w, d: {"repeat": 0})
+DECODE_FAILED = (DECODE_CACHED_TOKENS_PER_S, Method.MEASURED_MEDIAN, _decode_labels)
+KV_FAILED = (KV_ABLATION_DECODE_SPEEDUP, Method.DERIVED, lambda w, d: {"dropped": "n/a"})
+REPEAT_FAILED = (TRAIN_STEP_REPEAT_DIFF, Method.TIMED_TWICE, lambda w, d: {})
 
 
 @on_measure_device
 def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
     dtype = speed_dtype(study.workloads.dtype, device)
     cfg = variant.config
-    rec = Recorder(study.name, variant, "speed", device=device, dtype=dtype, scale="measured")
+    rec = Recorder(study.name, variant, "speed", device=device, dtype=dtype, scale=Scale.MEASURED)
     if not device.startswith("cuda"):
-        rec.add("cpu_threads", torch.get_num_threads(), "torch.get_num_threads")
+        rec.add(CPU_THREADS, torch.get_num_threads(), Method.TORCH_GET_NUM_THREADS)
     gemm, peak, peak_note = _ceilings(rec, device, dtype)
     ctx = Context(build_model(cfg, device, dtype), cfg, device, dtype, gemm, peak, peak_note)
     peaks = device_peaks(rec, device, gemm)  # the time forecast's inputs, measured; its check on a CPU
@@ -120,21 +136,21 @@ def _calibrate(ctx: Context, rec: Recorder, peaks: Peaks) -> None:
         try:
             ctx.op_cost[step] = op_cost(peaks, ctx.cfg, rec, step, timing(ctx.model, ctx.cfg, w, ctx.device))
         except Exception as exc:  # noqa: BLE001  (the step's own phase records its failure at each workload)
-            rec.failed(f"{NAMES[step]}_op_cost", "measured_median", f"calibration: {one_line(exc)}")
+            rec.failed(STEP[step].op_cost, Method.MEASURED_MEDIAN, f"calibration: {one_line(exc)}")
 
 
 def _ceilings(rec: Recorder, device: str, dtype: str) -> tuple[float, float | None, str]:
     timing, n = gemm_ceiling(device, dtype)
     size = {"size": gemm_size(n, dtype)}
-    rec.timing("gemm_time", timing, size)
-    rec.rate("gemm_ceiling", timing, 2 * n**3, size)
+    rec.timing(GEMM_TIME, timing, size)
+    rec.rate(GEMM_CEILING, timing, 2 * n**3, size)
     name = device_name(device)
     peak = datasheet_peak(name, dtype) if device.startswith("cuda") else None
     note = "" if peak else f"no datasheet entry for {name} in {dtype}"
     if peak:
-        rec.add("datasheet_peak", peak, "datasheet", {"device_name": name}, scale="analytic")
+        rec.add(DATASHEET_PEAK, peak, Method.DATASHEET, {"device_name": name}, scale=Scale.ANALYTIC)
     else:
-        rec.skipped("datasheet_peak", "datasheet", note, {"device_name": name}, scale="analytic")
+        rec.skipped(DATASHEET_PEAK, Method.DATASHEET, note, {"device_name": name}, scale=Scale.ANALYTIC)
     return 2 * n**3 / timing.median, peak, note
 
 
@@ -153,13 +169,13 @@ def _utilisation(
         achieved, note = count / timing.median, timing.note
         if achieved > ctx.gemm:  # possible on a shared CPU: the ceiling was timed under other contention
             note = "; ".join(filter(None, [timing.note, "above the measured GEMM ceiling"]))
-        rec.add(f"{kind}_flops", count, method, scale=w.analytic_scale)
-        rec.add(f"{kind}_flops_per_s", achieved, method, note=note)
-        rec.add(f"{kind}_utilisation_vs_gemm", achieved / ctx.gemm, method, note=note)
+        rec.add(STEP[kind].flops, count, method, scale=w.analytic_scale)
+        rec.add(STEP[kind].flops_per_s, achieved, method, note=note)
+        rec.add(STEP[kind].utilisation_vs_gemm, achieved / ctx.gemm, method, note=note)
         if ctx.peak:
-            rec.add(f"{kind}_utilisation_vs_datasheet", achieved / ctx.peak, method, note=note)
+            rec.add(STEP[kind].utilisation_vs_datasheet, achieved / ctx.peak, method, note=note)
         else:
-            rec.skipped(f"{kind}_utilisation_vs_datasheet", method, ctx.peak_note)
+            rec.skipped(STEP[kind].utilisation_vs_datasheet, method, ctx.peak_note)
 
 
 def train_step_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, device: str) -> Timing:
@@ -180,8 +196,8 @@ def train_step_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, dev
 def _train(ctx: Context, rec: Recorder, w: Workload) -> None:
     timing = train_step_timing(ctx.model, ctx.cfg, w, ctx.device)
     ctx.train_timings[(w.seq_len, w.batch)] = timing
-    rec.timing("train_step_time", timing)
-    rec.rate("train_tokens_per_s", timing, w.batch * w.seq_len)
+    rec.timing(TRAIN_STEP_TIME, timing)
+    rec.rate(TRAIN_TOKENS_PER_S, timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "train", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=True))
     if ctx.roofline:
         forecast_time(ctx.roofline, ctx.cfg, rec, w, "train", ctx.op_cost.get("train"))
@@ -201,8 +217,8 @@ def prefill_timing(model: torch.nn.Module, cfg: ModelConfig, w: Workload, device
 
 def _prefill(ctx: Context, rec: Recorder, w: Workload) -> None:
     timing = prefill_timing(ctx.model, ctx.cfg, w, ctx.device)
-    rec.timing("prefill_time", timing)
-    rec.rate("prefill_tokens_per_s", timing, w.batch * w.seq_len)
+    rec.timing(PREFILL_TIME, timing)
+    rec.rate(PREFILL_TOKENS_PER_S, timing, w.batch * w.seq_len)
     _utilisation(ctx, rec, w, "prefill", timing, counted_flops(ctx.cfg, w.seq_len, w.batch, training=False))
     if ctx.roofline:
         forecast_time(ctx.roofline, ctx.cfg, rec, w, "prefill", ctx.op_cost.get("prefill"))
@@ -212,10 +228,10 @@ def repeat_record(rec: Recorder, first: Timing | None, again: Timing | None) -> 
     """|second median - first median| / first median of the same training step timed twice in one
     process (the target on a GPU: within 3%)."""
     if first is None or again is None:
-        rec.failed("train_step_repeat_diff", "timed_twice", REPEAT_FIRST_FAILED)
+        rec.failed(TRAIN_STEP_REPEAT_DIFF, Method.TIMED_TWICE, REPEAT_FIRST_FAILED)
         return
     diff = abs(again.median - first.median) / first.median
-    rec.add("train_step_repeat_diff", diff, "timed_twice",
+    rec.add(TRAIN_STEP_REPEAT_DIFF, diff, Method.TIMED_TWICE,
             note=f"first {first.median:.4g} s, again {again.median:.4g} s")  # fmt: skip
 
 

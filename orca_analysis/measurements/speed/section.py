@@ -6,6 +6,22 @@ import statistics
 
 import pandas as pd
 
+from ...catalog.declared.speed import (
+    DECODE_CACHE_PASS,
+    DECODE_CACHED_TOKENS_PER_S,
+    DECODE_UNCACHED_TOKENS_PER_S,
+    GEMM_CEILING,
+    KV_ABLATION_CACHE_BYTES,
+    KV_ABLATION_DECODE_SPEEDUP,
+    KV_ABLATION_DECODE_TOKENS_PER_S,
+    KV_ABLATION_GENERATE_CACHE,
+    PREFILL_TOKENS_PER_S,
+    TRAIN_STEP_REPEAT_DIFF,
+    TRAIN_STEP_TIME,
+    TRAIN_TOKENS_PER_S,
+    TRAIN_UTILISATION_VS_GEMM,
+)
+from ...catalog.vocabulary import Method
 from ...formulas.flops import MFU_CONVENTION_TEXT
 from ...kit.figures import lines
 from ...kit.format import Quantity, fixed, si
@@ -17,15 +33,15 @@ from .timed import first, points, requested_text
 
 REPEAT_TARGET = 0.03  # repeated GPU timings of one variant agree within 3%
 TIMED = ("kernels", "attention_speed", "speed")
-_POINTS = ("train_tokens_per_s", "prefill_tokens_per_s", "decode_cache_pass", "decode_uncached_tokens_per_s")
+_POINTS = (TRAIN_TOKENS_PER_S, PREFILL_TOKENS_PER_S, DECODE_CACHE_PASS, DECODE_UNCACHED_TOKENS_PER_S)
 
 
 def _cached_cell(results: Results, at: dict) -> Quantity | str:
-    passed = results.values("decode_cache_pass", **at)
+    passed = results.values(DECODE_CACHE_PASS, **at)
     if passed and passed[0].value == 0:
         reason = passed[0].note.split("failed: ")[-1].split(":")[0]
         return f"fails ({reason}; see probes)"
-    return Quantity(first(results, "decode_cached_tokens_per_s", **at), "tokens/s")
+    return Quantity(first(results, DECODE_CACHED_TOKENS_PER_S, **at), "tokens/s")
 
 
 def _speed_table(results: Results, study) -> Table | None:
@@ -35,17 +51,17 @@ def _speed_table(results: Results, study) -> Table | None:
             at = {"variant": vid, "device": device, "seq_len": seq}
             rows.append([
                 vid, device, requested_text(results, vid, device, seq, CPU_SEQ_CAP), f"{int(seq)}",
-                Quantity(first(results, "train_tokens_per_s", **at), "tokens/s"),
-                Quantity(first(results, "prefill_tokens_per_s", **at), "tokens/s"),
+                Quantity(first(results, TRAIN_TOKENS_PER_S, **at), "tokens/s"),
+                Quantity(first(results, PREFILL_TOKENS_PER_S, **at), "tokens/s"),
                 _cached_cell(results, at),
-                Quantity(first(results, "decode_uncached_tokens_per_s", **at), "tokens/s"),
-                *(Quantity(first(results, "train_utilisation_vs_gemm", method=m, **at), "fraction")
+                Quantity(first(results, DECODE_UNCACHED_TOKENS_PER_S, **at), "tokens/s"),
+                *(Quantity(first(results, TRAIN_UTILISATION_VS_GEMM, method=m, **at), "fraction")
                   for m in CONVENTIONS),
             ])  # fmt: skip
     if not rows:
         return None
     by_device: dict[str, list[float]] = {}
-    for v in results.values("gemm_ceiling"):
+    for v in results.values(GEMM_CEILING):
         by_device.setdefault(v.device, []).append(v.value)
     ceiling = ", ".join(f"{d}: {si(statistics.median(vs), 'FLOP/s')}" for d, vs in sorted(by_device.items()))
     return Table(
@@ -75,17 +91,17 @@ def _speed_table(results: Results, study) -> Table | None:
 def _kv_heads_table(results: Results, base: str) -> Table | None:
     rows = []
     for device, seq in points(
-        results, ("kv_ablation_decode_tokens_per_s", "kv_ablation_cache_bytes"), variant=base
+        results, (KV_ABLATION_DECODE_TOKENS_PER_S, KV_ABLATION_CACHE_BYTES), variant=base
     ):
         at = {"variant": base, "device": device, "seq_len": seq}
-        speed = {v.get("attn"): v for v in results.values("kv_ablation_decode_tokens_per_s", **at)}
-        cache = {v.get("attn"): v for v in results.values("kv_ablation_cache_bytes", **at)}
+        speed = {v.get("attn"): v for v in results.values(KV_ABLATION_DECODE_TOKENS_PER_S, **at)}
+        cache = {v.get("attn"): v for v in results.values(KV_ABLATION_CACHE_BYTES, **at)}
         dropped = next(iter({**cache, **speed}.values())).get("dropped")
-        up = first(results, "kv_ablation_decode_speedup", dropped=dropped, **at)
+        up = first(results, KV_ABLATION_DECODE_SPEEDUP, dropped=dropped, **at)
         rate = {a: speed[a].value if a in speed else None for a in ("mqa", "mha")}
         nbytes = {a: cache[a].value if a in cache else None for a in ("mqa", "mha")}
         held = {(v.get("attn"), v.get("part")): v.value
-                for v in results.values("kv_ablation_generate_cache", method="measured", **at)}  # fmt: skip
+                for v in results.values(KV_ABLATION_GENERATE_CACHE, method=Method.MEASURED, **at)}  # fmt: skip
         rows.append([
             device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", str(dropped),
             Quantity(rate["mqa"], "tokens/s"), Quantity(rate["mha"], "tokens/s"),
@@ -123,9 +139,7 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
 
 
 def _repeat_table(results: Results, base: str) -> Table | None:
-    found = sorted(
-        results.values("train_step_repeat_diff", variant=base), key=lambda v: (v.device, v.seq_len)
-    )
+    found = sorted(results.values(TRAIN_STEP_REPEAT_DIFF, variant=base), key=lambda v: (v.device, v.seq_len))
     if not found:
         return None
     rows = [
@@ -144,7 +158,7 @@ def _repeat_table(results: Results, base: str) -> Table | None:
 
 
 def _train_time_figure(results: Results, study):
-    steps = prefer_device(results.values("train_step_time"))
+    steps = prefer_device(results.values(TRAIN_STEP_TIME))
     frame = pd.DataFrame(
         [{"seq_len": v.seq_len, "variant_id": v.variant_id, "value": v.value} for v in steps]
     )

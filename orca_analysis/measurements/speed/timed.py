@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...build import DTYPES
+from ...catalog.declared.common import SEQ_LEN_REQUESTED
+from ...catalog.vocabulary import Scale
 from ...instruments.device import run_settings, scaled_seq_lens
 from ...instruments.timing import Timing, time_fn
 from ...study.schema import Study, Variant
@@ -50,12 +52,12 @@ class Workload:
     @property
     def measured_scale(self) -> str:
         """The scale of a timing (or anything run on the model) at this workload."""
-        return "proxy" if self.scaled else "measured"
+        return Scale.PROXY if self.scaled else Scale.MEASURED
 
     @property
     def analytic_scale(self) -> str:
         """The scale of a formula or counter value at this workload."""
-        return "proxy" if self.scaled else "analytic"
+        return Scale.PROXY if self.scaled else Scale.ANALYTIC
 
 
 def workloads(study: Study, variant: Variant, device: str, cap: int) -> list[Workload]:
@@ -108,7 +110,7 @@ def gemm_size(n: int, dtype: str) -> str:
 
 def requested_text(results: Results, vid: str, device: str, seq_len: int, cap: int) -> str:
     """The study's length a measured length stands for (the first, where several map to one)."""
-    found = results.values("seq_len_requested", variant=vid, device=device, seq_len=seq_len, cap=cap)
+    found = results.values(SEQ_LEN_REQUESTED, variant=vid, device=device, seq_len=seq_len, cap=cap)
     return f"{int(min(v.value for v in found))}" if found else f"{int(seq_len)}"
 
 

@@ -19,6 +19,15 @@ from __future__ import annotations
 import torch
 
 from ...build.variants import NORMS, kv_config, norm_config
+from ...catalog.declared.training import (
+    ATTN_KV_VAL_LOSS,
+    EXTRAPOLATION_VAL_LOSS,
+    GRAD_HEALTH_TRAIN_LOSS,
+    GRAD_NORM,
+    GRAD_NORM_FIRST_OVER_LAST,
+    KV_CACHE_BYTES,
+)
+from ...catalog.vocabulary import Method, Scale
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData
 from ...instruments.proxy import BUDGET_SKIP, QualityScale, past_deadline, proxy_config
@@ -26,7 +35,7 @@ from ...instruments.trainer import RunResult, lm_loss, train_run
 from ...study.schema import ModelConfig, Study
 from ..recorder import Recorder
 
-M, D = "measured", "derived"
+M, D = Method.MEASURED, Method.DERIVED
 POSITIONS = {  # scheme -> its flags; every other positional flag off (token shift too)
     "alibi": {("attn_layers", "alibi_pos_bias"): True},
     "xpos": {("attn_layers", "rotary_pos_emb"): True, ("attn_layers", "rotary_xpos"): True},
@@ -62,30 +71,30 @@ def grad_health(proxy: ModelConfig, scale: QualityScale, data: TokenData, rec: R
         for norm in NORMS:
             if past_deadline():
                 labels = {"norm": norm, "depth": depth, "step": last, "seed": seed}
-                rec.skipped("grad_norm_first_over_last", D, BUDGET_SKIP, labels)
+                rec.skipped(GRAD_NORM_FIRST_OVER_LAST, D, BUDGET_SKIP, labels)
                 continue
             cfg = norm_config(proxy.with_values({("attn_layers", "depth"): depth}), norm)
             run = train_run(cfg, data, scale, seed, steps=scale.grad_steps, evals=0, grad_steps={0, last})
             for step, norms in sorted(run.grad_norms.items()):
                 for block, g in enumerate(norms):
                     labels = {"norm": norm, "depth": depth, "step": step, "block": block, "seed": seed}
-                    rec.add("grad_norm", g, M, labels)
+                    rec.add(GRAD_NORM, g, M, labels)
                 labels = {"norm": norm, "depth": depth, "step": step, "seed": seed}
                 if norms[-1]:
-                    rec.add("grad_norm_first_over_last", norms[0] / norms[-1], D, labels)
+                    rec.add(GRAD_NORM_FIRST_OVER_LAST, norms[0] / norms[-1], D, labels)
                 else:
-                    rec.skipped("grad_norm_first_over_last", D, "the last block's gradient norm is 0", labels)
+                    rec.skipped(GRAD_NORM_FIRST_OVER_LAST, D, "the last block's gradient norm is 0", labels)
             tail = run.losses[-TAIL:]
             labels = {"norm": norm, "depth": depth, "seed": seed}
             if run.diverged_at is not None or not tail:
                 rec.failed(
-                    "grad_health_train_loss",
+                    GRAD_HEALTH_TRAIN_LOSS,
                     M,
                     f"loss not finite at step {run.diverged_at} ({setup})",
                     labels,
                 )
             else:
-                rec.add("grad_health_train_loss", sum(tail) / len(tail), M, labels, note=setup)
+                rec.add(GRAD_HEALTH_TRAIN_LOSS, sum(tail) / len(tail), M, labels, note=setup)
 
 
 @torch.no_grad()
@@ -141,17 +150,17 @@ def extrapolation(
             labels = {n: {"pos": pos, "train_len": T, "eval_len": n, "seed": seed} for n in lengths}
             if past_deadline() and not reusable(cfg, proxy, seed, base_runs):  # a new run would start
                 for n in lengths:
-                    rec.skipped("extrapolation_val_loss", M, BUDGET_SKIP, labels[n])
+                    rec.skipped(EXTRAPOLATION_VAL_LOSS, M, BUDGET_SKIP, labels[n])
                 continue
             run = model_for(cfg, proxy, base_runs, seed, data, scale)
             if run.diverged_at is not None:
                 for n in lengths:
                     rec.failed(
-                        "extrapolation_val_loss", M, f"training diverged at step {run.diverged_at}", labels[n]
+                        EXTRAPOLATION_VAL_LOSS, M, f"training diverged at step {run.diverged_at}", labels[n]
                     )
                 continue
             for n, loss in context_losses(run.model, data.val, lengths, spans).items():
-                rec.add("extrapolation_val_loss", loss, M, labels[n])
+                rec.add(EXTRAPOLATION_VAL_LOSS, loss, M, labels[n])
 
 
 def attention_kv(
@@ -169,12 +178,12 @@ def attention_kv(
         for seed in scale.seeds:
             if past_deadline() and not reusable(cfg, proxy, seed, base_runs):
                 labels = {"attn": attn, "seed": seed, "tokens": scale.tokens_per_run}
-                rec.skipped("attn_kv_val_loss", M, BUDGET_SKIP, labels)
+                rec.skipped(ATTN_KV_VAL_LOSS, M, BUDGET_SKIP, labels)
                 continue
             run = model_for(cfg, proxy, base_runs, seed, data, scale)
             if run.diverged_at is None:
                 labels = {"attn": attn, "seed": seed, "tokens": run.final.tokens}
-                rec.add("attn_kv_val_loss", run.final.val_loss, M, labels)
+                rec.add(ATTN_KV_VAL_LOSS, run.final.val_loss, M, labels)
         full = kv_config(study.base, one_kv)
         for model, c in (("full", full), ("proxy", cfg)):
             labels = {
@@ -185,7 +194,7 @@ def attention_kv(
                 "cache_batch": 1,
             }
             nbytes = kv_cache_bytes(c, context, 1, dtype)
-            rec.add("kv_cache_bytes", nbytes, "closed_form", labels, dtype=dtype, scale="analytic")
+            rec.add(KV_CACHE_BYTES, nbytes, Method.CLOSED_FORM, labels, dtype=dtype, scale=Scale.ANALYTIC)
 
 
 def study_ablations(

@@ -14,13 +14,15 @@ scale's token budget), each in an annealed run of its own, read at its end (`val
 
 from __future__ import annotations
 
+from ...catalog.declared.training import LR_CHOSEN, LR_SWEEP_VAL_LOSS, VAL_LOSS_EQUAL_FLOPS, VAL_LOSS_TUNED
+from ...catalog.vocabulary import Method
 from ...instruments.corpus import TokenData
 from ...instruments.proxy import BUDGET_SKIP, LR_AXES, QualityScale, past_deadline
 from ...instruments.trainer import RunResult, train_run
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-M = "measured"
+M = Method.MEASURED
 NOT_POWERED_LR = ("not run at this quality tier: a width or depth arm is compared only at its own best learning "
                   "rate, which `run --quality thorough` sweeps")  # fmt: skip
 NOT_POWERED_FLOPS = ("not run at this quality tier: equal-FLOP runs give the deeper and wider arms too few steps "
@@ -46,7 +48,7 @@ def tuned_runs(
     if not scale.lr_factors:
         for seed in scale.seeds:
             rec.skipped(
-                "val_loss_tuned",
+                VAL_LOSS_TUNED,
                 M,
                 NOT_POWERED_LR,
                 {"seed": seed, "lr": scale.lr, "tokens": scale.tokens_per_run},
@@ -60,10 +62,10 @@ def tuned_runs(
         run = run or train_run(proxy, data, scale, first, lr=lr, evals=1, init_from=init_from)
         tried[lr] = run
         if run.diverged_at is None:
-            rec.add("lr_sweep_val_loss", run.final.val_loss, M, {"lr": lr, "seed": first})
+            rec.add(LR_SWEEP_VAL_LOSS, run.final.val_loss, M, {"lr": lr, "seed": first})
         else:
             rec.failed(
-                "lr_sweep_val_loss",
+                LR_SWEEP_VAL_LOSS,
                 M,
                 f"loss not finite at step {run.diverged_at}",
                 {"lr": lr, "seed": first},
@@ -74,19 +76,19 @@ def tuned_runs(
     best = min(finite, key=lambda lr: finite[lr].final.val_loss)
     rates = ", ".join(f"{lr:g}" for lr in tried)
     rec.add(
-        "lr_chosen", best, M, {"candidates": rates}, note=f"lowest held-out loss on seed {first} of {rates}"
+        LR_CHOSEN, best, M, {"candidates": rates}, note=f"lowest held-out loss on seed {first} of {rates}"
     )
     for seed in scale.seeds:
         if past_deadline():
             rec.skipped(
-                "val_loss_tuned", M, BUDGET_SKIP, {"seed": seed, "lr": best, "tokens": scale.tokens_per_run}
+                VAL_LOSS_TUNED, M, BUDGET_SKIP, {"seed": seed, "lr": best, "tokens": scale.tokens_per_run}
             )
             continue
         run = finite[best] if seed == first else main.get(seed) if best == scale.lr else None
         run = run or train_run(proxy, data, scale, seed, lr=best, evals=1, init_from=init_from)
         if run.diverged_at is None:
             rec.add(
-                "val_loss_tuned",
+                VAL_LOSS_TUNED,
                 run.final.val_loss,
                 M,
                 {"seed": seed, "lr": best, "tokens": run.final.tokens},
@@ -108,13 +110,13 @@ def equal_flop_runs(
             "lr": lr or scale.lr,
         }
         if not scale.equal_flops:
-            rec.skipped("val_loss_equal_flops", M, NOT_POWERED_FLOPS, at)
+            rec.skipped(VAL_LOSS_EQUAL_FLOPS, M, NOT_POWERED_FLOPS, at)
             continue
         if past_deadline():
-            rec.skipped("val_loss_equal_flops", M, BUDGET_SKIP, at)
+            rec.skipped(VAL_LOSS_EQUAL_FLOPS, M, BUDGET_SKIP, at)
             continue
         same = steps == scale.steps and (lr or scale.lr) == scale.lr
         run = main.get(seed) if same else None
         run = run or train_run(proxy, data, scale, seed, steps=steps, evals=1, lr=lr, init_from=init_from)
         if run.diverged_at is None:
-            rec.add("val_loss_equal_flops", run.final.val_loss, M, at)
+            rec.add(VAL_LOSS_EQUAL_FLOPS, run.final.val_loss, M, at)

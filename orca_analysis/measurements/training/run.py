@@ -25,6 +25,27 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from ...catalog.declared.training import (
+    CORPUS_TOKENS,
+    HEAD_ABLATION_BASE_LOSS,
+    HEAD_ABLATION_QUARTER_INCREASE,
+    HEAD_ABLATION_QUARTER_MEAN,
+    HEAD_ABLATION_SINGLE_INCREASE,
+    HEAD_ABLATION_SINGLE_MAX,
+    HEAD_ABLATION_SINGLE_MEAN,
+    NGRAM_VAL_LOSS,
+    OVERFIT_GAP,
+    OVERFIT_TRAIN_LOSS,
+    OVERFIT_VAL_LOSS,
+    PROXY_EMBEDDING_SHARE,
+    PROXY_PARAMS,
+    TRAIN_FLOPS_PER_TOKEN,
+    TRAIN_LOSS,
+    VAL_LOSS,
+    VAL_LOSS_FINAL,
+)
+from ...catalog.metrics import Metric
+from ...catalog.vocabulary import Method, Scale, Verdict
 from ...formulas.flops import kaplan_train_flops_per_token
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData, fixed_windows, load_corpus, tokenized
@@ -43,7 +64,6 @@ from ...instruments.proxy import (
     quality_scale,
     torch_threads,
 )
-from ...instruments.tiers import NOT_TESTABLE
 from ...instruments.trainer import RunResult, train_run
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
@@ -51,7 +71,7 @@ from ..params.run import counted_params
 from ..recorder import Recorder
 from . import ablations, arms
 
-M, D = "measured", "derived"
+M, D = Method.MEASURED, Method.DERIVED
 FLOPS_FORMULA = "6N+6*L*T*d_attn (Kaplan et al. 2020 arXiv 2001.08361 Table 1)"
 
 
@@ -62,7 +82,7 @@ def flops_label(flops: float) -> float:
 
 def record_scale(scale: QualityScale) -> str:
     """The records' scale: the variant's own shapes (measured) or a reduced proxy."""
-    return "measured" if scale.divisor == 1 else "proxy"
+    return Scale.MEASURED if scale.divisor == 1 else Scale.PROXY
 
 
 def study_data(study: Study, scale: QualityScale, corpus: str | Path | None = None) -> TokenData:
@@ -102,11 +122,15 @@ def common_flop_budget(study: Study, scale: QualityScale) -> float:
     return cheapest * scale.tokens_per_run
 
 
-def curve_records(rec: Recorder, run: RunResult, fpt: float, prefix: str = "") -> None:
+def curve_records(
+    rec: Recorder, run: RunResult, fpt: float, metrics: tuple[Metric, Metric] = (TRAIN_LOSS, VAL_LOSS)
+) -> None:
+    """The run's loss curve as `metrics` (its training loss, its validation loss), and where it diverged."""
+    train_loss, val_loss = metrics
     for p in run.points:
         labels = {"seed": run.seed, "step": p.step, "tokens": p.tokens, "flops": flops_label(p.tokens * fpt)}
-        rec.add(f"{prefix}train_loss", p.train_loss, M, labels)
-        rec.add(f"{prefix}val_loss", p.val_loss, M, labels)
+        rec.add(train_loss, p.train_loss, M, labels)
+        rec.add(val_loss, p.val_loss, M, labels)
     if run.diverged_at is not None:
         tokens = run.diverged_at * run.batch * run.seq_len
         labels = {
@@ -115,21 +139,21 @@ def curve_records(rec: Recorder, run: RunResult, fpt: float, prefix: str = "") -
             "tokens": tokens,
             "flops": flops_label(tokens * fpt),
         }
-        rec.failed(f"{prefix}val_loss", M, f"loss not finite at step {run.diverged_at}", labels)
+        rec.failed(val_loss, M, f"loss not finite at step {run.diverged_at}", labels)
 
 
 def ablation_records(rec: Recorder, ab: HeadAblation, seed: int) -> None:
     for layer, head, rise in ab.single:
-        rec.add("head_ablation_single_increase", rise, M, {"layer": layer, "head": head, "seed": seed})
+        rec.add(HEAD_ABLATION_SINGLE_INCREASE, rise, M, {"layer": layer, "head": head, "seed": seed})
     for draw, rise in enumerate(ab.quarter):
         labels = {"heads_off": f"{ab.heads_off}/{ab.heads}", "draw": draw, "seed": seed}
-        rec.add("head_ablation_quarter_increase", rise, M, labels)
-    rec.add("head_ablation_quarter_mean", mean(ab.quarter), D, {"seed": seed})
+        rec.add(HEAD_ABLATION_QUARTER_INCREASE, rise, M, labels)
+    rec.add(HEAD_ABLATION_QUARTER_MEAN, mean(ab.quarter), D, {"seed": seed})
     if ab.single:
         rises = [rise for _, _, rise in ab.single]
-        rec.add("head_ablation_single_mean", mean(rises), D, {"seed": seed})
-        rec.add("head_ablation_single_max", max(rises), D, {"seed": seed})
-    rec.add("head_ablation_base_loss", ab.base_loss, M, {"seed": seed})
+        rec.add(HEAD_ABLATION_SINGLE_MEAN, mean(rises), D, {"seed": seed})
+        rec.add(HEAD_ABLATION_SINGLE_MAX, max(rises), D, {"seed": seed})
+    rec.add(HEAD_ABLATION_BASE_LOSS, ab.base_loss, M, {"seed": seed})
 
 
 def setup_records(
@@ -138,15 +162,17 @@ def setup_records(
     """What was trained, how, and on what: the proxy, its FLOPs per token, the corpus."""
     shape = {"dim": proxy.dim, "depth": proxy.depth, "heads": proxy.heads, "dim_head": proxy.dim_head,
              "vocab": proxy.num_tokens}  # fmt: skip
-    rec.add("proxy_params", counted_params(proxy)["library_total"], "counter", shape, note=run_setup(scale))
-    rec.add("proxy_embedding_share", embedding_share(proxy), "counter")
-    rec.add("train_flops_per_token", fpt, "closed_form", note=FLOPS_FORMULA)
+    rec.add(
+        PROXY_PARAMS, counted_params(proxy)["library_total"], Method.COUNTER, shape, note=run_setup(scale)
+    )
+    rec.add(PROXY_EMBEDDING_SHARE, embedding_share(proxy), Method.COUNTER)
+    rec.add(TRAIN_FLOPS_PER_TOKEN, fpt, Method.CLOSED_FORM, note=FLOPS_FORMULA)
     corpus = {"corpus": data.corpus.name, "sha256": data.corpus.sha256[:12], "tokenizer": data.tokenizer}
     rest = f"bytes={data.corpus.n_bytes},train_tokens={len(data.train)},val_tokens={len(data.val)}"
-    rec.add("corpus_tokens", len(data.train) + len(data.val), "counter", corpus, note=rest)
+    rec.add(CORPUS_TOKENS, len(data.train) + len(data.val), Method.COUNTER, corpus, note=rest)
 
 
-SETUP_METRICS = ("proxy_params", "proxy_embedding_share", "train_flops_per_token", "corpus_tokens")
+SETUP_METRICS = (PROXY_PARAMS, PROXY_EMBEDDING_SHARE, TRAIN_FLOPS_PER_TOKEN, CORPUS_TOKENS)
 
 
 def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: tuple[int, ...] = ()) -> None:
@@ -157,7 +183,7 @@ def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: 
             "tokens": scale.tokens_per_run,
             "flops": flops_label(scale.tokens_per_run * fpt),
         }
-        rec.skipped("val_loss_final", M, why, labels)
+        rec.skipped(VAL_LOSS_FINAL, M, why, labels)
 
 
 def main_runs(
@@ -178,7 +204,7 @@ def main_runs(
         if run.diverged_at is None:
             labels = {"seed": seed, "tokens": run.final.tokens, "flops": flops_label(run.final.tokens * fpt)}
             rec.add(
-                "val_loss_final", run.final.val_loss, M, labels, note=f"batches sha1 {run.batch_digest[:12]}"
+                VAL_LOSS_FINAL, run.final.val_loss, M, labels, note=f"batches sha1 {run.batch_digest[:12]}"
             )
             if ablate:  # one head at a time costs depth x heads evaluations: the first seed only
                 ab = head_ablation(run.model, val_windows, scale.batch, seed, single=seed == scale.seeds[0])
@@ -245,7 +271,7 @@ def vocab_mismatch(cfg: ModelConfig, base: ModelConfig, scale: QualityScale) -> 
     full, small = embedding_share(base), embedding_share(proxy_config(base, scale))
     if 1 / VOCAB_MATCH <= small / full <= VOCAB_MATCH:
         return ""
-    return (f"{NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
+    return (f"{Verdict.NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
             f"proxy's parameters and {full:.1%} of the design's (a match within x{VOCAB_MATCH:g} is needed)")  # fmt: skip
 
 
@@ -269,22 +295,22 @@ def overfit(
                 "tokens": tokens,
                 "flops": flops_label(tokens * fpt),
             }
-            rec.skipped("overfit_val_loss", M, BUDGET_SKIP, labels)
+            rec.skipped(OVERFIT_VAL_LOSS, M, BUDGET_SKIP, labels)
             continue
         run = train_run(proxy, data, scale, seed, steps=scale.overfit_steps, train_tokens=subset,
                         evals=scale.overfit_evals, init_from=init_from,
                         eval_windows=scale.overfit_eval_windows)  # fmt: skip
-        curve_records(rec, run, fpt, prefix="overfit_")
+        curve_records(rec, run, fpt, (OVERFIT_TRAIN_LOSS, OVERFIT_VAL_LOSS))
         for p in run.points:
             labels = {"seed": run.seed, "step": p.step, "tokens": p.tokens, "subset_tokens": len(subset),
                       "epochs": round(p.tokens / len(subset), 1)}  # fmt: skip
-            rec.add("overfit_gap", p.val_loss - p.train_loss, D, labels)
+            rec.add(OVERFIT_GAP, p.val_loss - p.train_loss, D, labels)
 
 
 def reference_records(rec: Recorder, data: TokenData) -> None:
     """The read criterion's reference: a bigram count model of the same tokens (instruments/ngram.py)."""
     loss = ngram_loss(data.train.numpy(), data.val.numpy(), data.vocab, READ_ORDER)
-    rec.add("ngram_val_loss", loss, "count_model", {"order": READ_ORDER, "tokenizer": data.tokenizer})
+    rec.add(NGRAM_VAL_LOSS, loss, Method.COUNT_MODEL, {"order": READ_ORDER, "tokenizer": data.tokenizer})
 
 
 def training_records(
@@ -333,8 +359,8 @@ def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
         "scale": scale.name,
         "proxy_rule": proxy_rule(scale),
         "proxy": describe(proxy),
-        "proxy_params": counted_params(proxy)["library_total"],
-        "train_flops_per_token": flops_per_token(proxy, scale.seq_len),
+        PROXY_PARAMS: counted_params(proxy)["library_total"],
+        TRAIN_FLOPS_PER_TOKEN: flops_per_token(proxy, scale.seq_len),
         "flops_formula": FLOPS_FORMULA,
         "tokens_per_run": scale.tokens_per_run,
         "seeds": list(scale.seeds),
@@ -344,7 +370,7 @@ def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
 
 def summary_text(s: dict[str, Any]) -> str:
     return (
-        f"training ({s['scale']} scale): {s['proxy_rule']}\n  proxy {s['proxy']}, {s['proxy_params']:,} params, "
-        f"{s['train_flops_per_token']:.3g} FLOP/token ({s['flops_formula']}), "
+        f"training ({s['scale']} scale): {s['proxy_rule']}\n  proxy {s['proxy']}, {s[PROXY_PARAMS]:,} params, "
+        f"{s[TRAIN_FLOPS_PER_TOKEN]:.3g} FLOP/token ({s['flops_formula']}), "
         f"{s['tokens_per_run']:,} tokens per run, seeds {s['seeds']}"
     )

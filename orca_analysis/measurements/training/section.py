@@ -8,13 +8,29 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ...catalog.declared.training import (
+    EXTRAPOLATION_VAL_LOSS,
+    GRAD_NORM,
+    HEAD_ABLATION_QUARTER_MEAN,
+    HEAD_ABLATION_SINGLE_MAX,
+    HEAD_ABLATION_SINGLE_MEAN,
+    NGRAM_VAL_LOSS,
+    OVERFIT_TRAIN_LOSS,
+    OVERFIT_VAL_LOSS,
+    PROXY_PARAMS,
+    VAL_LOSS,
+    VAL_LOSS_EQUAL_FLOPS,
+    VAL_LOSS_FINAL,
+    VAL_LOSS_TUNED,
+)
+from ...catalog.vocabulary import Status
 from ...kit.figures import Figure, lines, scatter
 from ...kit.format import Quantity, fixed, si
 from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, Value
 
-TRAINING_METRICS = ("val_loss_final", "val_loss_equal_flops", "val_loss_tuned", "overfit_val_loss", "proxy_params",
-                    "head_ablation_quarter_mean", "extrapolation_val_loss", "grad_norm")  # fmt: skip
+TRAINING_METRICS = (VAL_LOSS_FINAL, VAL_LOSS_EQUAL_FLOPS, VAL_LOSS_TUNED, OVERFIT_VAL_LOSS, PROXY_PARAMS,
+                    HEAD_ABLATION_QUARTER_MEAN, EXTRAPOLATION_VAL_LOSS, GRAD_NORM)  # fmt: skip
 CONTROLS = {"abs": "learned absolute positions (positive control)",
             "none": "no position information (positive control)"}  # fmt: skip
 
@@ -49,7 +65,7 @@ def loss_cell(results: Results, metric: str, at: dict) -> str:
     v = results.one(metric, **at)
     if v is not None:
         return mean_spread(v) + (f" (lr {v.get('lr'):g})" if v.get("lr") is not None else "")
-    skipped = results.values(metric, status="skipped", **at)
+    skipped = results.values(metric, status=Status.SKIPPED, **at)
     return "not run at this tier" if skipped else "n/a"
 
 
@@ -72,18 +88,16 @@ def runs_table(results: Results, study, device: str) -> Table:
         if not any(results.values(m, status=None, **at) for m in TRAINING_METRICS):
             continue
         held, train = (
-            at_last_step(results, "overfit_val_loss", at),
-            at_last_step(results, "overfit_train_loss", at),
+            at_last_step(results, OVERFIT_VAL_LOSS, at),
+            at_last_step(results, OVERFIT_TRAIN_LOSS, at),
         )
-        proxy = results.one("proxy_params", **at)
+        proxy = results.one(PROXY_PARAMS, **at)
         proxy_text = f"{si(proxy.value, '')} params ({proxy.get('dim')} wide)" if proxy else "n/a"
-        averaged += [
-            v for m in ("val_loss_final", "val_loss_tuned") if (v := results.one(m, **at)) is not None
-        ]
+        averaged += [v for m in (VAL_LOSS_FINAL, VAL_LOSS_TUNED) if (v := results.one(m, **at)) is not None]
         overfit = (f"{fixed(held.value, 3)} / {fixed(train.value, 3)}" if held is not None and train is not None
                    else "n/a")  # fmt: skip
-        rows.append([vid, proxy_text, loss_cell(results, "val_loss_final", at),
-                     loss_cell(results, "val_loss_tuned", at), loss_cell(results, "val_loss_equal_flops", at),
+        rows.append([vid, proxy_text, loss_cell(results, VAL_LOSS_FINAL, at),
+                     loss_cell(results, VAL_LOSS_TUNED, at), loss_cell(results, VAL_LOSS_EQUAL_FLOPS, at),
                      overfit])  # fmt: skip
     proxies = (
         " Proxies are scaled-down versions of each variant (see results `proxy_params` for the rule): "
@@ -91,7 +105,7 @@ def runs_table(results: Results, study, device: str) -> Table:
         if scale.startswith("CPU")
         else ""
     )
-    ref = results.values("ngram_val_loss", device=device)
+    ref = results.values(NGRAM_VAL_LOSS, device=device)
     criterion = (f" Read criterion: a comparison is read only where every arm's loss lies below the "
                  f"{ref[0].value:.3f} nats/token of a bigram count model of the same tokens (past the initial fall)."
                  if ref else "")  # fmt: skip
@@ -111,7 +125,7 @@ def runs_table(results: Results, study, device: str) -> Table:
 
 
 def extrapolation_table(results: Results, study, device: str) -> Table | None:
-    found = results.values("extrapolation_val_loss", variant=variant_order(study)[0], device=device)
+    found = results.values(EXTRAPOLATION_VAL_LOSS, variant=variant_order(study)[0], device=device)
     if not found:
         return None
     scale, _ = scale_text(device)
@@ -137,11 +151,11 @@ def head_ablation_table(results: Results, study, device: str) -> Table | None:
     rows, quarters = [], []
     for vid in variant_order(study):
         at = {"variant": vid, "device": device}
-        quarter = results.one("head_ablation_quarter_mean", **at)
+        quarter = results.one(HEAD_ABLATION_QUARTER_MEAN, **at)
         if quarter is None:
             continue
         quarters.append(quarter)
-        single = [results.one(m, **at) for m in ("head_ablation_single_mean", "head_ablation_single_max")]
+        single = [results.one(m, **at) for m in (HEAD_ABLATION_SINGLE_MEAN, HEAD_ABLATION_SINGLE_MAX)]
         rows.append([vid, str(heads[vid]),
                      *(Quantity(v.value if v else None, "nats/token", digits=4) for v in single),
                      mean_spread(quarter, 4)])  # fmt: skip
@@ -164,9 +178,7 @@ def figures(results: Results, study, device: str) -> list[Figure]:
     scale, tokens = scale_text(device)
     out: list[Figure | None] = []
     order = {vid: i for i, vid in enumerate(variant_order(study))}
-    curves = sorted(
-        results.values("val_loss", device=device, seed=0), key=lambda v: order.get(v.variant_id, 0)
-    )
+    curves = sorted(results.values(VAL_LOSS, device=device, seed=0), key=lambda v: order.get(v.variant_id, 0))
     if curves:
         df = pd.DataFrame([{"variant_id": v.variant_id, "tokens": int(v.get("tokens")), "value": v.value}
                            for v in curves])  # fmt: skip
@@ -175,7 +187,7 @@ def figures(results: Results, study, device: str) -> list[Figure]:
             "nats per token", f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
             "training / val_loss", logy=False, panels=axis_panels(study),
         ))  # fmt: skip
-    final = results.values("val_loss_final", device=device)
+    final = results.values(VAL_LOSS_FINAL, device=device)
     if final:
         df = pd.DataFrame([{"variant_id": v.variant_id, "flops": float(v.get("flops")), "loss": v.value}
                            for v in final])  # fmt: skip
@@ -187,7 +199,7 @@ def figures(results: Results, study, device: str) -> list[Figure]:
             "line is the Pareto front (the best loss reachable at that compute).",
             "training / val_loss_final",
         ))  # fmt: skip
-    grads = results.values("grad_norm", variant=variant_order(study)[0], device=device)
+    grads = results.values(GRAD_NORM, variant=variant_order(study)[0], device=device)
     if grads:
         deepest = max(int(v.get("depth")) for v in grads)
         first_seed = min(str(v.get("seed")) for v in grads)  # the deepest has every seed; one line each norm
