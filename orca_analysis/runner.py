@@ -20,13 +20,14 @@ from typing import IO
 
 from tqdm import tqdm
 
+from .catalog.specs import Spec
 from .catalog.vocabulary import Status
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
 from .instruments.corpus import selected_corpus_label
 from .instruments.proxy import scale_key
 from .measurements import MEASUREMENTS, Measurement
-from .results.environment import ALL_WORKLOADS, Environment, variant_key, workload_key
+from .results.environment import ALL_WORKLOADS, Environment, results_key, workload_key
 from .results.frame import export
 from .results.lock import store_lock
 from .results.store import STUDY_SOURCE, Store, Unit, open_store, study_dir
@@ -70,13 +71,10 @@ def measurement_key(
     """The key a measurement's results for this config are stored under: the variant key, combined with
     the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up),
     and with the variant's role for a measurement that measures a remedy less fully (`by_role`)."""
-    version = getattr(measurement, "version", 1)
-    if not getattr(measurement, "uses_corpus", False):
-        return variant_key(config, version=version)
-    label = corpus if corpus is not None else selected_corpus_label() + scale_key()
-    if getattr(measurement, "by_role", False) and role != "sweep":
-        label = f"{label}|role={role}"
-    return variant_key(config, label, version)
+    spec = Spec(measurement.name, measurement.version, measurement.uses_corpus, measurement.by_role)
+    if spec.uses_corpus and corpus is None:
+        corpus = selected_corpus_label() + scale_key()
+    return results_key(config, spec, corpus, role)
 
 
 def plan_calls(

@@ -279,3 +279,27 @@ def test_a_store_of_the_old_schema_is_refused_in_one_line_and_force_moves_it_asi
     assert (folder / "results.schema-1.sqlite").is_file()
     with open_store(folder) as store:
         assert {u.measurement for u in store.units()} == {"params"}
+
+
+def test_import_keys_a_remedys_training_results_as_run_does(tmp_path, monkeypatch):
+    """A remedy's variant is measured less fully by `training` (its spec: by_role), so `run` stores its results
+    under a key with the role; an imported file without a variant_key column lands under that same key
+    (results_key for both). Before, the importer knew the sweep's variants only: a remedy's rows went unresolved."""
+    monkeypatch.delenv("ORCA_CORPUS", raising=False)
+    study = load_study("orca")
+    remedy = study.remedy_variants()[0]
+    assert remedy.role == "remedy"
+    stdlib = {"corpus": "python-stdlib-3.12.3", "sha256": "abcdef012345", "tokenizer": "bpe-256"}
+    records = [
+        Record("orca", remedy.variant_id, "training", "corpus_tokens", "counter", 9, "tokens", labels=stdlib),
+        Record("orca", remedy.variant_id, "training", "val_loss_final", "measured", 2.5, "nats/token"),
+    ]
+    pd.DataFrame([to_row(r, prov("NVIDIA H200")) for r in records], columns=columns([])).to_csv(
+        tmp_path / "gpu.csv", index=False
+    )
+    import_results(tmp_path / "gpu.csv", tmp_path, "orca")
+    with open_store(tmp_path / "orca", create=False) as store:
+        keys = {u.variant_key for u in store.units()}
+    training = MEASUREMENTS["training"]
+    as_run = measurement_key(remedy.config, training, "python-stdlib", remedy.role)
+    assert keys == {as_run} and as_run != measurement_key(remedy.config, training, "python-stdlib")

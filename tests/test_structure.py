@@ -15,6 +15,7 @@ from import_graph import cycles, edges, imports
 
 from orca_analysis.catalog.declared import unbound
 from orca_analysis.catalog.declared.memory import MEMORY_REL_ERROR, PEAK_TRAIN
+from orca_analysis.catalog.declared.probes import KERNEL_AGREEMENT, KV_CACHE, probe_key
 from orca_analysis.catalog.version import VERSION
 from orca_analysis.catalog.vocabulary import Method, Scale
 from orca_analysis.measurements.recorder import Recorder
@@ -106,7 +107,7 @@ def test_a_measurement_registers_only_as_the_catalogue_declares_it(monkeypatch):
     monkeypatch.setitem(registry.SPECS, "extra", Spec("extra", version=1))
     monkeypatch.setitem(registry.BUILTIN, "extra", metrics)
     monkeypatch.setattr(registry, "MEASUREMENTS", dict(registry.MEASUREMENTS))
-    with pytest.raises(ValueError, match="version and corpus use differ"):
+    with pytest.raises(ValueError, match="version, corpus use or keying by role differ"):
         registry.register(extra)
     monkeypatch.setitem(registry.SPECS, "extra", Spec("extra", version=2))
     assert registry.register(extra) is extra and registry.MEASUREMENTS["extra"] is extra
@@ -182,3 +183,13 @@ def test_metric_names_are_written_as_literals_rarely():
     from structure_bench import count
 
     assert count()["literals"] <= 40
+
+
+def test_a_probe_case_is_named_by_one_rule():
+    """probe_key names a probe's case for the remedies' before/after (recommend.probes builds with it, their
+    checks read with it): plain at its plain case, bracketed otherwise; kernel agreement's `default` is a
+    kernel, so bracketed."""
+    assert probe_key(KV_CACHE, "as_built") == "kv_cache" and probe_key(KV_CACHE, "default") == "kv_cache"
+    assert probe_key(KV_CACHE, "no_shift") == "kv_cache[no_shift]"
+    assert probe_key(KERNEL_AGREEMENT, "default") == "kernel_agreement[default]"
+    assert type(probe_key(KV_CACHE, "as_built")) is str

@@ -12,3 +12,5 @@ class Spec:
     # version are then measured anew, and the other measurements' results are kept.
     version: int = 1
     uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
+    # it measures a remedy (or the recommended design) less fully than a sweep variant: stored per role too
+    by_role: bool = False

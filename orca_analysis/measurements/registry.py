@@ -112,9 +112,13 @@ def register(measurement: Measurement) -> Measurement:
         raise ValueError(
             f"measurement '{name}' has no spec in the catalogue: declare it in catalog/declared/{name}.py"
         )
-    if (measurement.version, measurement.uses_corpus) != (spec.version, spec.uses_corpus):
+    if (measurement.version, measurement.uses_corpus, measurement.by_role) != (
+        spec.version,
+        spec.uses_corpus,
+        spec.by_role,
+    ):
         raise ValueError(
-            f"measurement '{name}': version and corpus use differ from its catalogue spec {spec}"
+            f"measurement '{name}': version, corpus use or keying by role differ from its catalogue spec {spec}"
         )
     if measurement.metrics != BUILTIN[name]:
         raise ValueError(f"measurement '{name}': its metrics are not those the catalogue declares for it")

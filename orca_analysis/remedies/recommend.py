@@ -33,7 +33,7 @@ from ..catalog.declared.memory import (
     PEAK_TRAIN_PART,
 )
 from ..catalog.declared.params import PARAMS
-from ..catalog.declared.probes import KERNEL_AGREEMENT, PROBES
+from ..catalog.declared.probes import PROBES, probe_key
 from ..catalog.declared.speed import (
     DECODE_CACHED_TOKENS_PER_S,
     PREFILL_TOKENS_PER_S,
@@ -195,9 +195,7 @@ def probes(results: Results, variant: str) -> dict[str, str]:
     for probe in PROBES:
         for v in results.values(probe, variant=variant, status=None):
             case = v.get("case")
-            name = (
-                probe if case in ("as_built", "default") and probe != KERNEL_AGREEMENT else f"{probe}[{case}]"
-            )
+            name = probe_key(probe, case)
             if v.status != Status.OK:
                 out[name] = v.status
             else:
@@ -235,7 +233,7 @@ def _check(e: Expect, found: list[Change], after: dict[str, str], results: Resul
     label = _label(e.metric, e.labels)
     if e.direction == "pass":
         case = e.labels.get("case", "as_built")
-        got = after.get(e.metric if case == "as_built" else f"{e.metric}[{case}]")
+        got = after.get(probe_key(e.metric, case))
         if got is None:
             return None, f"{label}: not measured", ""
         return got == "pass", f"{label}: {got} after the change", ""

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..catalog.specs import Spec
 from .records import Provenance, current_provenance
 
 ALL_WORKLOADS = "*"  # a unit whose records depend on no workload covers every workload
@@ -53,6 +54,20 @@ def variant_key(config: Any, corpus: str | None = None, version: int = 1) -> str
     key |= {"corpus": corpus} if corpus is not None else {}
     key |= {"version": version} if version != 1 else {}
     return _digest(key)
+
+
+def results_key(config: Any, spec: Spec, corpus: str | None = None, role: str = "sweep") -> str:
+    """The key the store holds a measurement's results of a config under, for `run` and `import` alike: the
+    variant key with the measurement's version (past 1); for one that trains on the corpus (`uses_corpus`),
+    with `corpus`, its label; for one that measures a remedy less fully (`by_role`), with the variant's role."""
+    if not spec.uses_corpus:
+        return variant_key(config, version=spec.version)
+    if corpus is None:
+        raise ValueError(
+            f"measurement '{spec.name}' trains on the corpus: its results key needs the corpus label"
+        )
+    label = f"{corpus}|role={role}" if spec.by_role and role != "sweep" else corpus
+    return variant_key(config, label, spec.version)
 
 
 def workload_key(seq_len: int, batch: int, dtype: str) -> str:

@@ -24,7 +24,8 @@ from ..catalog.specs import Spec
 from ..errors import OrcaError
 from ..instruments.corpus import DEFAULT_LABEL, label_of
 from ..study import load_study
-from .environment import ALL_WORKLOADS, _digest, variant_key, workload_key
+from ..study.schema import Variant
+from .environment import ALL_WORKLOADS, _digest, results_key, variant_key, workload_key
 from .lock import store_lock
 from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
@@ -109,8 +110,9 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
     )
 
 
-def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, Any], str]:
-    """variant_id -> config for the study's current variants, and its dtype."""
+def _study_variants(study_ref: str | None, study_name: str) -> tuple[dict[str, Variant], str]:
+    """variant_id -> variant for the study's current variants and its remedies' (its role is part of the key of
+    a measurement that measures remedies less fully), and its dtype."""
     try:
         study = load_study(study_ref or study_name)
     except OrcaError:
@@ -119,7 +121,7 @@ def _variant_configs(study_ref: str | None, study_name: str) -> tuple[dict[str, 
         return {}, ""  # e.g. a study file not at hand: keys fall back to id and swept values
     if study.name != study_name:
         raise OrcaError(f"the file holds results of study '{study_name}', not '{study.name}'")
-    return {v.variant_id: v.config for v in study.variants()}, study.workloads.dtype
+    return {v.variant_id: v for v in study.variants() + study.remedy_variants()}, study.workloads.dtype
 
 
 def _corpus_label(records: list[Record]) -> str:
@@ -130,11 +132,13 @@ def _corpus_label(records: list[Record]) -> str:
     return DEFAULT_LABEL
 
 
-def _key_options(measurement: str, records: list[Record]) -> tuple[str | None, int]:
-    """(corpus label or None, version): what `run` keys this measurement's results by beyond the config (its
-    catalogue spec, catalog/declared/)."""
+def _results_key(variant: Variant, measurement: str, records: list[Record]) -> str:
+    """The key `run` stores these results under (results_key, with the measurement's catalogue spec), the
+    corpus read off the records."""
     spec = SPECS.get(measurement, Spec(measurement))
-    return (_corpus_label(records) if spec.uses_corpus else None), spec.version
+    return results_key(
+        variant.config, spec, _corpus_label(records) if spec.uses_corpus else None, variant.role
+    )
 
 
 def _missing_columns(path: Path, frame: pd.DataFrame) -> list[str]:
@@ -157,21 +161,21 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
     studies = sorted(set(frame["study"]))
     if len(studies) != 1 or not studies[0]:
         raise OrcaError(f"{path}: one study per file, found {', '.join(map(repr, studies))}")
-    configs, study_dtype = _variant_configs(study_ref, studies[0])
+    variants, study_dtype = _study_variants(study_ref, studies[0])
     swept_cols = [c for c in frame.columns if c not in KNOWN or c in ("dim", "depth", "heads")]
     # (variant key, measurement, provenance, resolved through the study) -> (row, record)
     groups: dict[tuple[str, str, str, bool], list[tuple[dict[str, str], Record]]] = {}
     unresolved: set[str] = set()
     for i, row in enumerate(frame.to_dict("records")):
         record = _record(row, swept_cols, f"{path} line {i + 2}")
-        vkey, config = row.get("variant_key"), configs.get(record.variant_id)
-        if not vkey and config is not None:
-            vkey = variant_key(config)
+        vkey, variant = row.get("variant_key"), variants.get(record.variant_id)
+        if not vkey and variant is not None:
+            vkey = variant_key(variant.config)
         elif not vkey:
             unresolved.add(record.variant_id)
             vkey = "unresolved-" + _digest([record.variant_id, record.swept])
         prov = {k: row[k] for k in PROVENANCE}
-        resolved = not row.get("variant_key") and config is not None
+        resolved = not row.get("variant_key") and variant is not None
         group = (vkey, record.measurement, json.dumps(prov, sort_keys=True), resolved)
         groups.setdefault(group, []).append((row, record))
     units = 0
@@ -180,7 +184,7 @@ def import_results(path: Path, out_root: Path | None = None, study_ref: str | No
         for (vkey, name, prov, resolved), rows in groups.items():
             records = [r for _, r in rows]
             if resolved:  # keyed as `run` keys it: by the measurement's version, and the corpus it trained on
-                vkey = variant_key(configs[records[0].variant_id], *_key_options(name, records))
+                vkey = _results_key(variants[records[0].variant_id], name, records)
             with_workload = [r for r in records if r.seq_len is not None and r.batch is not None]
             workloads = sorted(
                 {workload_key(r.seq_len, r.batch, r.dtype or study_dtype) for r in with_workload}

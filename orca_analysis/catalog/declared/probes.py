@@ -65,4 +65,13 @@ TOLERANCE = {
     KERNEL_AGREEMENT: KERNEL_AGREEMENT_TOLERANCE,
 }
 
+
+def probe_key(probe: str, case: str) -> str:
+    """A probe's result at one case, as a remedy's before/after table names it (built and read here alone): the
+    probe alone at its plain case (as built; `default` where the case is a setting, not a kernel), else
+    probe[case]."""
+    plain = case == "as_built" or (case == "default" and probe != KERNEL_AGREEMENT)
+    return str(probe) if plain else f"{probe}[{case}]"
+
+
 SPEC = Spec("probes")

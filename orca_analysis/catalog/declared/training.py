@@ -113,4 +113,4 @@ METRICS = (
 # health over the seeds at the deepest depth; 6: quality tiers, 256 steps of 16, common initial values,
 # extrapolation controls, learning-rate sweeps, the read criterion's reference
 
-SPEC = Spec("training", version=6, uses_corpus=True)
+SPEC = Spec("training", version=6, uses_corpus=True, by_role=True)
