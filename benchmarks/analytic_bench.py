@@ -37,8 +37,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CLI = [sys.executable, "-m", "orca_analysis"]
-B55 = {"dim": 8192, "depth": 80, "heads": 64, "attn_dim_head": 128, "attn_kv_heads": 8,
-       "attn_one_kv_head": False, "alibi_num_heads": 32}  # fmt: skip
+B55 = {
+    "dim": 8192,
+    "depth": 80,
+    "heads": 64,
+    "attn_dim_head": 128,
+    "attn_kv_heads": 8,
+    "attn_one_kv_head": False,
+    "alibi_num_heads": 32,
+}
 SETS = [a for k, v in B55.items() for a in ("--set", f"{k}={str(v).lower()}")]
 PLAIN = """
 import json, sys
@@ -110,9 +117,13 @@ def _ours_55b(out: str, plain_total: int) -> str:
 
 def ratio_rows(pairs: int) -> tuple[list[str], dict]:
     arg, rows = plain_args(), []
-    cases = {"plain": [sys.executable, "-c", PLAIN, arg],
-             **{k: [*CLI, "inspect", *SETS, "--seq-len", "8192", "--only", "params,flops,memory", "--json"]
-                for k in TREES}}  # fmt: skip
+    cases = {
+        "plain": [sys.executable, "-c", PLAIN, arg],
+        **{
+            k: [*CLI, "inspect", *SETS, "--seq-len", "8192", "--only", "params,flops,memory", "--json"]
+            for k in TREES
+        },
+    }
     walls, rss, plain_total = {k: [] for k in cases}, dict.fromkeys(cases, 0.0), 0
     for i in range(pairs):
         for case, cmd in cases.items():
@@ -128,13 +139,18 @@ def ratio_rows(pairs: int) -> tuple[list[str], dict]:
                 f"| {i + 1} | {case} | {wall:.2f} | {peak:.2f} | {os.getloadavg()[0]:.1f} | {result} |"
             )
     med = {k: statistics.median(v) for k, v in walls.items()}
-    return rows, {"median": med, "rss": rss,
-                  "pair_ratios": [o / p for o, p in zip(walls["after"], walls["plain"], strict=True)]}  # fmt: skip
+    return rows, {
+        "median": med,
+        "rss": rss,
+        "pair_ratios": [o / p for o, p in zip(walls["after"], walls["plain"], strict=True)],
+    }
 
 
 def inspect_rows(runs: int) -> tuple[list[str], dict]:
-    cases = {"floor": [sys.executable, "-c", "import torch, x_transformers"],
-             **{k: [*CLI, "inspect", "--seq-len", "8192"] for k in TREES}}  # fmt: skip
+    cases = {
+        "floor": [sys.executable, "-c", "import torch, x_transformers"],
+        **{k: [*CLI, "inspect", "--seq-len", "8192"] for k in TREES},
+    }
     rows, walls = [], {k: [] for k in cases}
     for i in range(runs):
         for case, cmd in cases.items():
@@ -188,8 +204,12 @@ def main() -> None:
     ratio, r = ratio_rows(args.pairs)
     insp, i = inspect_rows(args.pairs)
     grids, g = ([], {}) if args.skip_grids else grid_rows()
-    med, head = r["median"], subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                            capture_output=True, text=True).stdout.strip()  # fmt: skip
+    med, head = (
+        r["median"],
+        subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip(),
+    )
     before = f"before = commit {args.before}, " if args.before else ""
     text = [
         "# Analytic speed benchmark",
@@ -243,11 +263,19 @@ def main() -> None:
             *grids,
             "",
             f"- 27 variants: {after['grid27']:.1f} s (target at most 15 s)"
-            + (f"; before {g['grid27', 'before']:.1f} s, {after['grid27'] / g['grid27', 'before']:.2f}x" if ("grid27", "before") in g else "")
+            + (
+                f"; before {g['grid27', 'before']:.1f} s, {after['grid27'] / g['grid27', 'before']:.2f}x"
+                if ("grid27", "before") in g
+                else ""
+            )
             + f". When the issue was filed: {FILED['grid27']:.1f} s (another machine).",
             f"- 125 variants: {after['grid125']:.1f} s (target at most 60 s)"
-            + (f"; before {g['grid125', 'before']:.1f} s, {after['grid125'] / g['grid125', 'before']:.2f}x." if ("grid125", "before") in g else "."),
-        ]  # fmt: skip
+            + (
+                f"; before {g['grid125', 'before']:.1f} s, {after['grid125'] / g['grid125', 'before']:.2f}x."
+                if ("grid125", "before") in g
+                else "."
+            ),
+        ]
     Path(args.out).write_text("\n".join(text) + "\n")
     print("\n".join(text))
 

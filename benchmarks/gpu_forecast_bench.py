@@ -49,8 +49,11 @@ def _one(results, metric: str, **at):  # noqa: ANN001, ANN202
 def forecast_table(store: str) -> list[str]:
     results = load_results(store)
     devices = load_devices()
-    out = ["| variant | GPU | compute | step | peak (GB) | fits | largest batch at the longest length | floor (ms) "
-           "| predicted (ms) | MFU ceiling: PaLM (kernel) |", "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    out = [
+        "| variant | GPU | compute | step | peak (GB) | fits | largest batch at the longest length | floor (ms) "
+        "| predicted (ms) | MFU ceiling: PaLM (kernel) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     longest = max((v.seq_len for v in results.values("gpu_peak")), default=None)
     for vid in ("base", "recommended", "fix:alibi-off", "fix:cache-shift-off-alibi-off"):
         for gpu in GPUS:
@@ -65,10 +68,12 @@ def forecast_table(store: str) -> list[str]:
                     palm, kernel = (
                         _one(results, "gpu_mfu_ceiling", convention=c, **at) for c in ("palm", "kernel")
                     )
-                    out.append(f"| {vid} | {gpu} | {compute} | {step} | {peak / 1e9:.2f} | "
-                               f"{'yes' if peak <= devices[gpu].memory_bytes else 'NO'} | "
-                               f"{'-' if batch is None else int(batch)} | {fl * 1e3:.3g} | {pr * 1e3:.3g} | "
-                               f"{palm:.1%} ({kernel:.1%}) |")  # fmt: skip
+                    out.append(
+                        f"| {vid} | {gpu} | {compute} | {step} | {peak / 1e9:.2f} | "
+                        f"{'yes' if peak <= devices[gpu].memory_bytes else 'NO'} | "
+                        f"{'-' if batch is None else int(batch)} | {fl * 1e3:.3g} | {pr * 1e3:.3g} | "
+                        f"{palm:.1%} ({kernel:.1%}) |"
+                    )
     have = {v.variant_id for v in results.values("gpu_peak")}
     note = (
         "" if "recommended" in have else " This run has no recommended design (no remedy of the base passed)."
@@ -82,10 +87,18 @@ def forecast_table(store: str) -> list[str]:
 
 
 def walk_checks() -> list[str]:
-    out = ["| design | tokens x batch | peaks identical (train, prefill) | model FLOPs: walk | counter | walk "
-           "without recorder (s) | with (s) |", "|---|---|---|---|---|---|---|"]  # fmt: skip
-    for path, n, b in (("orca", 2048, 1), ("orca", 8192, 1), ("tests/fixtures/gpt2-tiny.yaml", 64, 2),
-                       ("tests/fixtures/llama-tiny.yaml", 64, 2), ("examples/llama-like.yaml", 1024, 1)):  # fmt: skip
+    out = [
+        "| design | tokens x batch | peaks identical (train, prefill) | model FLOPs: walk | counter | walk "
+        "without recorder (s) | with (s) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for path, n, b in (
+        ("orca", 2048, 1),
+        ("orca", 8192, 1),
+        ("tests/fixtures/gpt2-tiny.yaml", 64, 2),
+        ("tests/fixtures/llama-tiny.yaml", 64, 2),
+        ("examples/llama-like.yaml", 1024, 1),
+    ):
         cfg = load_study(path).base
         jobs = {(n, b): ("train", "prefill")}
         plain_s, with_s = [], []
@@ -102,8 +115,10 @@ def walk_checks() -> list[str]:
         )
         walk = model_flops("train", costs[(n, b)]["train"])
         counter = count_flops(cfg, n, b).value("train_step_model_dense")
-        out.append(f"| {path} | {n} x {b} | {'yes' if same else 'NO'} | {walk:,} | {counter:,} | "
-                   f"{statistics.median(plain_s):.2f} | {statistics.median(with_s):.2f} |")  # fmt: skip
+        out.append(
+            f"| {path} | {n} x {b} | {'yes' if same else 'NO'} | {walk:,} | {counter:,} | "
+            f"{statistics.median(plain_s):.2f} | {statistics.median(with_s):.2f} |"
+        )
     return out
 
 
@@ -127,7 +142,7 @@ def inspect_times() -> list[str]:
             "8192",
             "--device",
             "h100",
-        ],  # fmt: skip
+        ],
     }
     times = {k: [] for k in cases}
     for _ in range(3):  # alternated, so the machine's load falls on each alike
@@ -154,14 +169,33 @@ def main() -> None:
     ap.add_argument("--store", default=str(ROOT / "reports/orca"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/gpu_forecast.md"))
     args = ap.parse_args()
-    head = (f"Date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, 2 cores shared, no "
-            f"GPU; Python {platform.python_version()}, torch {version('torch')}, x-transformers "
-            f"{version('x-transformers')}.")  # fmt: skip
-    parts = ["# GPU forecast benchmark (issue 26)", "", head, "",
-             "## The forecast: Orca, the recommended design (where a run has one) and the ALiBi remedies on the H100 and the H200", "", *forecast_table(args.store),
-             "", "## The instrumented walk: same memory, the counter's FLOPs, its cost", "", *walk_checks(),
-             "", "## inspect with and without a device forecast", "", *inspect_times(),
-             "", "## The time forecast checked on this CPU", "", *cpu_check(args.store), ""]  # fmt: skip
+    head = (
+        f"Date {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC; machine: {platform.machine()}, 2 cores shared, no "
+        f"GPU; Python {platform.python_version()}, torch {version('torch')}, x-transformers "
+        f"{version('x-transformers')}."
+    )
+    parts = [
+        "# GPU forecast benchmark (issue 26)",
+        "",
+        head,
+        "",
+        "## The forecast: Orca, the recommended design (where a run has one) and the ALiBi remedies on the H100 and the H200",
+        "",
+        *forecast_table(args.store),
+        "",
+        "## The instrumented walk: same memory, the counter's FLOPs, its cost",
+        "",
+        *walk_checks(),
+        "",
+        "## inspect with and without a device forecast",
+        "",
+        *inspect_times(),
+        "",
+        "## The time forecast checked on this CPU",
+        "",
+        *cpu_check(args.store),
+        "",
+    ]
     Path(args.out).write_text("\n".join(parts))
     print(f"wrote {args.out}")
 

@@ -49,8 +49,12 @@ def child() -> dict:
     with fake_model(cfg) as (model, _):
         x = torch.randint(0, cfg.num_tokens, (1, 8192))
         result = _train(model, _adamw(model), x, x)
-    return {"seconds": time.perf_counter() - start, "peak": result.total, "phase": result.phase,
-            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}  # fmt: skip
+    return {
+        "seconds": time.perf_counter() - start,
+        "peak": result.total,
+        "phase": result.phase,
+        "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+    }
 
 
 TOTAL = {"category": "total"}
@@ -70,8 +74,9 @@ def _notes(results, vid: str) -> set[str]:
     for v in results.values("memory_rel_error", variant=vid):
         if v.note:  # beyond its tolerance
             notes.add(f"{v.get('quantity')} (rel_error_{v.get('pair')}, phase {v.get('phase')}): {v.note}")
-    for v in results.values("memory_rel_error", variant=vid, quantity="peak_train", pair="simulated_vs_measured",
-                            **WHOLE):  # fmt: skip
+    for v in results.values(
+        "memory_rel_error", variant=vid, quantity="peak_train", pair="simulated_vs_measured", **WHOLE
+    ):
         notes.add(
             f"measured on CPU ({vid}): {v.seq_len} tokens x {v.batch}, simulated vs measured {v.value:+.2%}"
         )
@@ -109,8 +114,10 @@ def study_table() -> tuple[list[str], float]:
     from orca_analysis.study import load_study
 
     study, rows, total = load_study("orca", {}), [], 0.0
-    rows.append("| variant | tokens | training peak: closed form | simulated | error | peak phase | "
-                "prefill: closed form | simulated | error | KV cache | x-transformers cache | fits 80 GB |")  # fmt: skip
+    rows.append(
+        "| variant | tokens | training peak: closed form | simulated | error | peak phase | "
+        "prefill: closed form | simulated | error | KV cache | x-transformers cache | fits 80 GB |"
+    )
     rows.append("|" + "---|" * 12)
     times, notes = [], set()
     for variant in study.variants():
@@ -136,8 +143,10 @@ def bf16_rows() -> list[str]:
     from orca_analysis.instruments.memtrack import _adamw, _tracked, _tracking
     from orca_analysis.study import load_study
 
-    cfg, rows = load_study("orca", {}).base, ["| tokens | closed form (bf16_mixed) | simulated (autocast) | error |",
-                                               "|---|---|---|---|"]  # fmt: skip
+    cfg, rows = (
+        load_study("orca", {}).base,
+        ["| tokens | closed form (bf16_mixed) | simulated (autocast) | error |", "|---|---|---|---|"],
+    )
     with fake_model(cfg) as (model, _):
         opt = _adamw(model)
         for n in (512, 2048, 8192):

@@ -30,12 +30,19 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 CATEGORIES = {  # the function that starts a sub-run -> what it is
-    "main_runs": "equal-token runs", "variant_runs": "equal-token runs", "remedy_runs": "equal-token runs",
-    "tuned_runs": "learning-rate sweep", "equal_flop_runs": "equal-FLOP runs", "equal_budget_run": "equal-FLOP runs",
-    "overfit": "small-subset runs", "model_for": "extrapolation and multi-head arms",
-    "grad_health": "gradient health", "head_ablation": "head ablation", "context_losses": "extrapolation scoring",
+    "main_runs": "equal-token runs",
+    "variant_runs": "equal-token runs",
+    "remedy_runs": "equal-token runs",
+    "tuned_runs": "learning-rate sweep",
+    "equal_flop_runs": "equal-FLOP runs",
+    "equal_budget_run": "equal-FLOP runs",
+    "overfit": "small-subset runs",
+    "model_for": "extrapolation and multi-head arms",
+    "grad_health": "gradient health",
+    "head_ablation": "head ablation",
+    "context_losses": "extrapolation scoring",
     "ngram_loss": "read criterion (bigram count model)",
-}  # fmt: skip
+}
 
 
 def _timed(fn, name, clock):
@@ -115,8 +122,14 @@ def time_table(runs: list, wall: float) -> list[str]:
     lines = ["| kind of sub-run | CPU s | share |", "|---|---|---|"]
     for k, v in sorted(total.items(), key=lambda kv: -kv[1]):
         lines.append(f"| {k} | {v:.1f} | {v / cpu:.0%} |")
-    lines += [f"| **all** | **{cpu:.1f}** | 100% |", "", f"Wall time: {wall:.1f} s.", "",
-              "| variant | wall s | CPU s |", "|---|---|---|"]  # fmt: skip
+    lines += [
+        f"| **all** | **{cpu:.1f}** | 100% |",
+        "",
+        f"Wall time: {wall:.1f} s.",
+        "",
+        "| variant | wall s | CPU s |",
+        "|---|---|---|",
+    ]
     lines += [f"| {vid} | {w:.1f} | {c:.1f} |" for vid, _, _, w, c in sorted(runs, key=lambda r: -r[4])]
     return lines
 
@@ -139,17 +152,26 @@ def power_table(study_ref: str, records: list) -> list[str]:
     results = Results.from_records(records)
     sweep = results.only_variants({v.variant_id for v in study.variants()})
     claims = [c for c in load_catalogue() if "training" in c.tests]
-    lines = ["| claim | verdict | effect [95% CI] | interval | n | MDE | delta | positive control [95% CI] |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| claim | verdict | effect [95% CI] | interval | n | MDE | delta | positive control [95% CI] |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for cr in evaluate(claims, sweep, study):
         v, e = cr.verdict, cr.verdict.effect
         control = f"{v.control.name}: {_ci(v.control.effect)}" if v.control else "-"
         mde = f"{e.mde:.4f}" if e is not None and e.mde is not None else "-"
         kind = e.method.split(",")[0] if e is not None else "-"
-        lines.append(f"| {cr.claim.id} | {v.verdict} | {_ci(e)} | {kind} | {e.n if e else '-'} | {mde} | "
-                     f"{v.delta if v.delta is not None else '-'} | {control} |")  # fmt: skip
-    lines += ["", "Remedies' loss change, after - before, paired by seed (nats/token):", "",
-              "| remedy | before | after | change [95% CI] | MDE |", "|---|---|---|---|---|"]  # fmt: skip
+        lines.append(
+            f"| {cr.claim.id} | {v.verdict} | {_ci(e)} | {kind} | {e.n if e else '-'} | {mde} | "
+            f"{v.delta if v.delta is not None else '-'} | {control} |"
+        )
+    lines += [
+        "",
+        "Remedies' loss change, after - before, paired by seed (nats/token):",
+        "",
+        "| remedy | before | after | change [95% CI] | MDE |",
+        "|---|---|---|---|---|",
+    ]
     for r in study.fixes:
         b = results.one("val_loss_final", variant=r.applies_to)
         a = results.values("val_loss_final", variant=r.variant_id)
@@ -190,8 +212,9 @@ def main() -> None:
         lines += ["", "### Power of each test", "", *power_table(args.study, records)]
     Path(args.out).write_text("\n".join(lines) + "\n")
     if args.json:
-        Path(args.json).write_text(json.dumps({vid: {"clock": c, "wall": w, "cpu": cpu}
-                                               for vid, _, c, w, cpu in runs}, indent=1))  # fmt: skip
+        Path(args.json).write_text(
+            json.dumps({vid: {"clock": c, "wall": w, "cpu": cpu} for vid, _, c, w, cpu in runs}, indent=1)
+        )
     print("\n".join(lines))
 
 

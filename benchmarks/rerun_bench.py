@@ -61,10 +61,21 @@ def fill_synthetic(study_path: Path, out: Path) -> int:
         for call in calls:
             (s, b), dtype = call.pairs[0], call.study.workloads.dtype
             records = [
-                Record(study.name, call.variant.variant_id, call.measurement.name, f"m{i}", "synthetic",
-                       float(i), "unit", s, b, dtype, swept=call.variant.swept)
+                Record(
+                    study.name,
+                    call.variant.variant_id,
+                    call.measurement.name,
+                    f"m{i}",
+                    "synthetic",
+                    float(i),
+                    "unit",
+                    s,
+                    b,
+                    dtype,
+                    swept=call.variant.swept,
+                )
                 for i in range(RECORDS_PER_UNIT)
-            ]  # fmt: skip
+            ]
             store.commit(
                 unit_for(call, Outcome(call.index, records, "ok", "", 0.0, "synthetic", env)), records
             )

@@ -33,8 +33,14 @@ def _metric_names() -> set[str]:
 
 def _declared_at(tree: ast.AST) -> set[int]:
     """ids of the string constants that are a Metric(...) call's first argument (the declaration)."""
-    return {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") ==
-            "Metric" and n.args and isinstance(n.args[0], ast.Constant)}  # fmt: skip
+    return {
+        id(n.args[0])
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and getattr(n.func, "id", "") == "Metric"
+        and n.args
+        and isinstance(n.args[0], ast.Constant)
+    }
 
 
 def _words() -> dict[str, list[str]]:
@@ -57,8 +63,15 @@ def count() -> dict[str, object]:
         skips += sum("# fmt: skip" in line for line in source.splitlines())
         tree = ast.parse(source)
         declared = _declared_at(tree)
-        literals += sum(1 for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                        and n.value in names and id(n) not in declared and not in_catalogue)  # fmt: skip
+        literals += sum(
+            1
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant)
+            and isinstance(n.value, str)
+            and n.value in names
+            and id(n) not in declared
+            and not in_catalogue
+        )
         for kind, known in words.items():  # a method or verdict word outside the catalogue (headers included)
             worded[kind] += (
                 0
@@ -69,18 +82,38 @@ def count() -> dict[str, object]:
                     if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in known
                 )
             )
-        dict_any += sum(1 for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.returns is not None
-                        and ast.unparse(n.returns).replace(" ", "") == "dict[str,Any]")  # fmt: skip
+        dict_any += sum(
+            1
+            for n in ast.walk(tree)
+            if isinstance(n, ast.FunctionDef)
+            and n.returns is not None
+            and ast.unparse(n.returns).replace(" ", "") == "dict[str,Any]"
+        )
     graph = edges(found)
-    return {"cycles": cycles(graph), "edges": graph, "function_level": [i for i in found if i.in_function],
-            "literals": literals, "skips": skips, "dict_any": dict_any, "metrics": len(names),
-            "methods": worded["method"], "verdicts": worded["verdict"]}  # fmt: skip
+    return {
+        "cycles": cycles(graph),
+        "edges": graph,
+        "function_level": [i for i in found if i.in_function],
+        "literals": literals,
+        "skips": skips,
+        "dict_any": dict_any,
+        "metrics": len(names),
+        "methods": worded["method"],
+        "verdicts": worded["verdict"],
+    }
 
 
 def _row(c: dict) -> list[str]:
     cycle = max((len(x) for x in c["cycles"]), default=0)
-    return [f"{cycle} ({'; '.join(', '.join(x) for x in c['cycles']) or 'none'})", str(len(c["function_level"])),
-            str(c["literals"]), str(c["methods"]), str(c["verdicts"]), str(c["skips"]), str(c["dict_any"])]  # fmt: skip
+    return [
+        f"{cycle} ({'; '.join(', '.join(x) for x in c['cycles']) or 'none'})",
+        str(len(c["function_level"])),
+        str(c["literals"]),
+        str(c["methods"]),
+        str(c["verdicts"]),
+        str(c["skips"]),
+        str(c["dict_any"]),
+    ]
 
 
 def _before(rev: str) -> list[str]:
@@ -91,9 +124,18 @@ def _before(rev: str) -> list[str]:
         try:
             shutil.copy(Path(__file__), tree / "benchmarks" / "structure_bench.py")
             shutil.copy(ROOT / "tests" / "import_graph.py", tree / "tests" / "import_graph.py")
-            out = subprocess.run([sys.executable, str(tree / "benchmarks" / "structure_bench.py"), "--json",
-                                  "--words", json.dumps(_words())],
-                                 capture_output=True, text=True, check=True)  # fmt: skip
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    str(tree / "benchmarks" / "structure_bench.py"),
+                    "--json",
+                    "--words",
+                    json.dumps(_words()),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             return json.loads(out.stdout.strip().splitlines()[-1])
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=True)
@@ -107,17 +149,23 @@ def main() -> None:
     rev = sys.argv[sys.argv.index("--before") + 1] if "--before" in sys.argv else None
     before = _before(rev) if rev else None
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    names = ["parts in one import cycle", "function-level imports of the package's own modules",
-             f"metric names written as string literals outside the catalogue ({c['metrics']} metrics)",
-             "method words (catalog/vocabulary.py Method) written as string literals outside the catalogue, table "
-             "headings and summary keys included",
-             "verdict words written as string literals outside the catalogue",
-             "`# fmt: skip` lines", "functions returning `dict[str, Any]`"]  # fmt: skip
+    names = [
+        "parts in one import cycle",
+        "function-level imports of the package's own modules",
+        f"metric names written as string literals outside the catalogue ({c['metrics']} metrics)",
+        "method words (catalog/vocabulary.py Method) written as string literals outside the catalogue, table "
+        "headings and summary keys included",
+        "verdict words written as string literals outside the catalogue",
+        "`# fmt: skip` lines",
+        "functions returning `dict[str, Any]`",
+    ]
     head = (
         "| count | before (" + rev + ") | after |\n|---|---|---|" if rev else "| count | value |\n|---|---|"
     )
-    rows = [f"| {n} | {b} | {a} |" if rev else f"| {n} | {a} |"
-            for n, a, b in zip(names, _row(c), before or [""] * len(names), strict=True)]  # fmt: skip
+    rows = [
+        f"| {n} | {b} | {a} |" if rev else f"| {n} | {a} |"
+        for n, a, b in zip(names, _row(c), before or [""] * len(names), strict=True)
+    ]
     lines = [
         "# Package structure (issue 27)",
         "",

@@ -69,13 +69,16 @@ def _parser() -> argparse.ArgumentParser:
         "--only", metavar="NAME,...", help="the measurements to summarise (default: the study's list)"
     )
     inspect.add_argument(
-        "--device", metavar="NAME",
+        "--device",
+        metavar="NAME",
         help="forecast on this GPU of the device catalogue (e.g. h100, a100, l4): the attention kernel per call",
-    )  # fmt: skip
+    )
     inspect.add_argument(
-        "--dtype", choices=("float32", "bfloat16"), default="bfloat16",
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="bfloat16",
         help="compute dtype of the forecast (bfloat16: autocast over float32 weights; default)",
-    )  # fmt: skip
+    )
     inspect.add_argument(
         "--devices", metavar="FILE", help="your own device catalogue (YAML), added to the built-in"
     )
@@ -88,9 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         )
     _run_options(sub.choices["run"])
     sub.choices["report"].add_argument(
-        "--claims", type=Path, default=None, metavar="FILE",
+        "--claims",
+        type=Path,
+        default=None,
+        metavar="FILE",
         help="your own claims catalogue (YAML, the schema of orca_analysis/claims/catalogue.yaml)",
-    )  # fmt: skip
+    )
 
     export = sub.add_parser("export", help="write a study's stored results as CSV or Parquet")
     export.add_argument("study", nargs="?", default="orca", help="study name or YAML path (default: orca)")
@@ -120,19 +126,27 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     )
     run.add_argument("--address", help="Ray cluster address HOST:PORT (default: start a local one)")
     run.add_argument(
-        "--time-limit", type=float, default=DEFAULT_TIME_LIMIT_S, metavar="S",
+        "--time-limit",
+        type=float,
+        default=DEFAULT_TIME_LIMIT_S,
+        metavar="S",
         help=f"seconds an isolated measurement may run (default: {DEFAULT_TIME_LIMIT_S:g})",
-    )  # fmt: skip
+    )
     run.add_argument("--verbose", "-v", action="store_true", help="one line per stored measurement")
     run.add_argument(
-        "--corpus", type=Path, default=None, metavar="PATH",
+        "--corpus",
+        type=Path,
+        default=None,
+        metavar="PATH",
         help="text file or folder for the training runs (default: the Python standard library's sources)",
-    )  # fmt: skip
+    )
     run.add_argument(
-        "--quality", choices=TIERS, default=None,
+        "--quality",
+        choices=TIERS,
+        default=None,
         help="standard (default: the quality tests the make report budget powers) or thorough (every test "
         "this machine can: longer runs, five seeds, a learning-rate sweep per width and depth arm)",
-    )  # fmt: skip
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,8 +18,14 @@ from .measurements import MEASUREMENTS
 from .study.schema import ModelConfig, Study
 
 
-def inspect_variant(study: Study, seq_len: int, batch: int, only: list[str] | None = None,
-                    device: Device | None = None, dtype: str = "bfloat16") -> dict[str, Any]:  # fmt: skip
+def inspect_variant(
+    study: Study,
+    seq_len: int,
+    batch: int,
+    only: list[str] | None = None,
+    device: Device | None = None,
+    dtype: str = "bfloat16",
+) -> dict[str, Any]:
     """`variant`, `built`, `fidelity`, then one key per measurement asked for (`only`, else the study's list)
     that has a summary; with a `device`, `forecast`: what that GPU would run (predicted)."""
     names = only if only is not None else study.measurements
@@ -59,30 +65,61 @@ def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: 
     memory, routed, times = w.memory, w.routed, w.times(device, dtype)
     largest = max_batches(cfg, device, dtype, seq_len, w if batch == 1 else None)
     return {
-        "device": device.id, "device_name": device.name, "dtype": dtype, "policy": POLICIES[dtype],
-        "seq_len": seq_len, "batch": batch, "memory_bytes": device.memory_bytes,
-        "attention": [{"call": f.call.label, "count": f.count, "backend": f.prediction.backend,
-                       "refused": f.prediction.refused, "order": list(f.prediction.order),
-                       "method": f.prediction.method} for f in found],
+        "device": device.id,
+        "device_name": device.name,
+        "dtype": dtype,
+        "policy": POLICIES[dtype],
+        "seq_len": seq_len,
+        "batch": batch,
+        "memory_bytes": device.memory_bytes,
+        "attention": [
+            {
+                "call": f.call.label,
+                "count": f.count,
+                "backend": f.prediction.backend,
+                "refused": f.prediction.refused,
+                "order": list(f.prediction.order),
+                "method": f.prediction.method,
+            }
+            for f in found
+        ],
         "note": note,
-        "memory": {s: {"peak": m.peak, "phase": m.phase, "categories": m.categories} if m.peak is not None
-                   else {"peak": None, "why": m.why} for s, m in memory.items()},
+        "memory": {
+            s: {"peak": m.peak, "phase": m.phase, "categories": m.categories}
+            if m.peak is not None
+            else {"peak": None, "why": m.why}
+            for s, m in memory.items()
+        },
         "memory_method": METHOD,
         "routed_calls": dict(routed),
         "fits": {s: m.fits(device) for s, m in memory.items()},
         "headroom": {s: m.headroom(device) for s, m in memory.items()},
-        "time": {s: {"floor_s": t.floor_s, "predicted_s": t.predicted_s, "operators": t.operators}
-                 for s, t in times.items()},
+        "time": {
+            s: {"floor_s": t.floor_s, "predicted_s": t.predicted_s, "operators": t.operators}
+            for s, t in times.items()
+        },
         "time_method": TIME_METHOD,
         "mfu_ceiling": {s: {"palm": t.mfu_ceiling, "kernel": t.mfu_ceiling_kernel} for s, t in times.items()},
-        "max_batch": {s: {str(seq_len): {"batch": mb.batch, "intercept": mb.intercept, "slope": mb.slope,
-                                          "method": mb.method}} for s, mb in largest.items()},
-    }  # fmt: skip
+        "max_batch": {
+            s: {
+                str(seq_len): {
+                    "batch": mb.batch,
+                    "intercept": mb.intercept,
+                    "slope": mb.slope,
+                    "method": mb.method,
+                }
+            }
+            for s, mb in largest.items()
+        },
+    }
 
 
 def _forecast_text(f: dict[str, Any]) -> list[str]:
-    out = ["", f"On {f['device_name']} ({f['dtype']}, training step, {f['seq_len']} tokens x batch {f['batch']}): "
-           "the attention kernel, predicted"]  # fmt: skip
+    out = [
+        "",
+        f"On {f['device_name']} ({f['dtype']}, training step, {f['seq_len']} tokens x batch {f['batch']}): "
+        "the attention kernel, predicted",
+    ]
     for a in f["attention"]:
         why = "; ".join(f"{b} refused: {r}" for b, r in a["refused"].items())
         out.append(f"  {a['count']} x [{a['call']}] -> {a['backend']}" + (f" ({why})" if why else ""))
@@ -101,15 +138,30 @@ def _forecast_text(f: dict[str, Any]) -> list[str]:
             continue
         fits = "yes" if f["fits"][step] else "NO"
         mb = f["max_batch"].get(step, {}).get(str(f["seq_len"]))
-        rows.append([step, f"{m['peak'] / 1e9:.2f} GB", fits, f"{f['headroom'][step] / 1e9:+.2f} GB",
-                     f"{mb['batch']} ({mb['method']})" if mb else "-"])  # fmt: skip
+        rows.append(
+            [
+                step,
+                f"{m['peak'] / 1e9:.2f} GB",
+                fits,
+                f"{f['headroom'][step] / 1e9:+.2f} GB",
+                f"{mb['batch']} ({mb['method']})" if mb else "-",
+            ]
+        )
     out.append(
         _table(rows, ["step", "peak", "fits", "headroom", f"largest batch at {f['seq_len']} tokens"], 70)
     )
     out.append(f"  method: {f['memory_method']}")
     out += ["", f"Step time on {f['device_name']}, predicted ({f['dtype']})"]
-    rows = [[s, f"{t['floor_s'] * 1e3:.3g} ms", f"{t['predicted_s'] * 1e3:.3g} ms", f"{f['mfu_ceiling'][s]['palm']:.0%} ({f['mfu_ceiling'][s]['kernel']:.0%})",
-             t["operators"]] for s, t in f["time"].items()]  # fmt: skip
+    rows = [
+        [
+            s,
+            f"{t['floor_s'] * 1e3:.3g} ms",
+            f"{t['predicted_s'] * 1e3:.3g} ms",
+            f"{f['mfu_ceiling'][s]['palm']:.0%} ({f['mfu_ceiling'][s]['kernel']:.0%})",
+            t["operators"],
+        ]
+        for s, t in f["time"].items()
+    ]
     out.append(_table(rows, ["step", "floor", "predicted", "MFU ceiling: PaLM (kernel)", "operators"]))
     out.append(f"  method: {f['time_method']}")
     return out

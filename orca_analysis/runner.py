@@ -231,8 +231,9 @@ def run_sweep(
     finally:
         executor.close()
     done, failed = progress.done, progress.failed
-    summary = RunSummary(store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start,
-                         stored_failures)  # fmt: skip
+    summary = RunSummary(
+        store.path, csv, len(calls), failed, skipped, done, time.perf_counter() - start, stored_failures
+    )
     if calls:
         text = f"{done - failed} of {len(calls)} measurements ok, {failed} failed; {skipped} (variant, measurement, workload) items reused from the store"
     else:

@@ -27,8 +27,23 @@ FILE_CAP = 15 << 20  # a file back from the device may have 16 MiB
 MAX_FILES = 8
 NAME = re.compile(r"[A-Za-z0-9._-]+")
 # What the device's python3 has (besides torch) that orca_analysis needs; the rest is carried in .whl/.
-PRESENT = ("numpy", "pandas", "matplotlib", "jinja2", "pyyaml", "tqdm", "tokenizers", "sympy", "tabulate",
-           "portalocker", "pillow", "typing-extensions", "packaging", "psutil", "pyarrow")  # fmt: skip
+PRESENT = (
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "jinja2",
+    "pyyaml",
+    "tqdm",
+    "tokenizers",
+    "sympy",
+    "tabulate",
+    "portalocker",
+    "pillow",
+    "typing-extensions",
+    "packaging",
+    "psutil",
+    "pyarrow",
+)
 
 
 def preflight(smoke: bool) -> int:
@@ -57,9 +72,11 @@ def preflight(smoke: bool) -> int:
     from orca_analysis.results.records import current_provenance
 
     prov = current_provenance("cuda" if cuda else "cpu")
-    print(f"orca_analysis {prov.orca_analysis} at {Path(orca_analysis.measurements.__file__).parents[1]}, "
-          f"x-transformers {prov.x_transformers}, git {prov.git_commit}, GPU plan: "
-          f"{orca_analysis.measurements.gpu_plan()}")  # fmt: skip
+    print(
+        f"orca_analysis {prov.orca_analysis} at {Path(orca_analysis.measurements.__file__).parents[1]}, "
+        f"x-transformers {prov.x_transformers}, git {prov.git_commit}, GPU plan: "
+        f"{orca_analysis.measurements.gpu_plan()}"
+    )
     if not cuda and not smoke:
         print("device_run: CUDA is not available: the full-size run needs the GPU (--smoke runs on a CPU)")
         return 1

@@ -47,18 +47,37 @@ def environment(device: str) -> dict:
 
     from orca_analysis.instruments.sdpa import BACKENDS, OP_BACKEND
 
-    facts = {**current_provenance(device).as_dict(), "device": device, "platform": platform.platform(),
-             "torch_cuda": torch.version.cuda, "cpu_threads": torch.get_num_threads(),
-             "sdpa_backends": {k: b.name for k, b in BACKENDS.items()}, "sdpa_operators": OP_BACKEND}  # fmt: skip
+    facts = {
+        **current_provenance(device).as_dict(),
+        "device": device,
+        "platform": platform.platform(),
+        "torch_cuda": torch.version.cuda,
+        "cpu_threads": torch.get_num_threads(),
+        "sdpa_backends": {k: b.name for k, b in BACKENDS.items()},
+        "sdpa_operators": OP_BACKEND,
+    }
     if device.startswith("cuda"):
         props, sdp = torch.cuda.get_device_properties(0), torch.backends.cuda
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20).stdout.strip()  # fmt: skip
-        facts |= {"gpu_name": props.name, "gpu_memory_bytes": props.total_memory,
-                  "gpu_capability": f"{props.major}.{props.minor}", "gpu_sm_count": props.multi_processor_count,
-                  "cudnn": torch.backends.cudnn.version(), "driver": smi or "unknown",
-                  "sdpa_enabled": {"flash": sdp.flash_sdp_enabled(), "efficient": sdp.mem_efficient_sdp_enabled(),
-                                   "cudnn": sdp.cudnn_sdp_enabled(), "math": sdp.math_sdp_enabled()}}  # fmt: skip
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout.strip()
+        facts |= {
+            "gpu_name": props.name,
+            "gpu_memory_bytes": props.total_memory,
+            "gpu_capability": f"{props.major}.{props.minor}",
+            "gpu_sm_count": props.multi_processor_count,
+            "cudnn": torch.backends.cudnn.version(),
+            "driver": smi or "unknown",
+            "sdpa_enabled": {
+                "flash": sdp.flash_sdp_enabled(),
+                "efficient": sdp.mem_efficient_sdp_enabled(),
+                "cudnn": sdp.cudnn_sdp_enabled(),
+                "math": sdp.math_sdp_enabled(),
+            },
+        }
     return facts
 
 
@@ -74,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         study = dataclasses.replace(study, measurements=names)
         if args.smoke:
-            study = dataclasses.replace(study, sweep=Sweep(study.sweep.mode, {}),
-                                        workloads=Workloads([32], [1], study.workloads.dtype))  # fmt: skip
+            study = dataclasses.replace(
+                study,
+                sweep=Sweep(study.sweep.mode, {}),
+                workloads=Workloads([32], [1], study.workloads.dtype),
+            )
     except OrcaError as exc:
         print(f"gpu_measure: error: {'; '.join(exc.problems)}", file=sys.stderr)
         return 2
@@ -86,8 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_sweep(study, Path(root), executor=executor, verbose=True, log=sys.stderr)
         frame_path = export(summary.store.parent, output=args.outdir / "results.csv", everything=True)
     rows = sum(1 for _ in frame_path.open()) - 1
-    facts = {"argv": sys.argv[1:], "smoke": args.smoke, "study": study.name, "budget_s": args.budget_s,
-             "seconds": round(time.time() - start, 1), "rows": rows, "groups": executor.launches}  # fmt: skip
+    facts = {
+        "argv": sys.argv[1:],
+        "smoke": args.smoke,
+        "study": study.name,
+        "budget_s": args.budget_s,
+        "seconds": round(time.time() - start, 1),
+        "rows": rows,
+        "groups": executor.launches,
+    }
     (args.outdir / "run.json").write_text(json.dumps(facts, indent=2) + "\n")
     print(f"[gpu_measure] {rows} rows in {frame_path} after {facts['seconds']} s", file=sys.stderr)
     return 0 if all(launch["exit"] == 0 for g in executor.launches for launch in g["launches"]) else 1

@@ -65,8 +65,11 @@ def imports(package: Path = PACKAGE) -> list[Import]:
                 in_function |= isinstance(p, (ast.FunctionDef, ast.AsyncFunctionDef))
                 typing_only |= isinstance(p, ast.If) and "TYPE_CHECKING" in ast.unparse(p.test)
             rel = str(path.relative_to(package.parent))
-            out += [Import(rel, module, node.lineno, t, in_function) for t in _targets(node, base)
-                    if t.split(".")[0] == "orca_analysis" and not typing_only]  # fmt: skip
+            out += [
+                Import(rel, module, node.lineno, t, in_function)
+                for t in _targets(node, base)
+                if t.split(".")[0] == "orca_analysis" and not typing_only
+            ]
     return out
 
 

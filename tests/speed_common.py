@@ -23,6 +23,7 @@ def _pick(records, metric, status="ok", **labels):
     return [
         r
         for r in records
-        if r.metric == metric and (status is None or r.status == status)
+        if r.metric == metric
+        and (status is None or r.status == status)
         and all(r.labels.get(k) == v for k, v in labels.items())
-    ]  # fmt: skip
+    ]

@@ -64,8 +64,9 @@ def test_descriptions_come_from_the_built_model():
     assert gpt2["max_seq_len"].startswith("sizes the learned absolute position table")
     llama_study = load_study("examples/llama-like.yaml")
     llama = {e.flag: e for e in fidelity_entries(llama_study.base)}
-    assert llama["attn_kv_heads"].how.startswith("grouped-query attention (GQA): 2 key/value heads, each shared by "
-                                                 "a group of 4 query heads")  # fmt: skip
+    assert llama["attn_kv_heads"].how.startswith(
+        "grouped-query attention (GQA): 2 key/value heads, each shared by a group of 4 query heads"
+    )
     assert "rotary on 32 of 64 channels per head" in llama["rotary_pos_emb"].how  # the library's default half
     assert "leaves the GLU's input bias on" in llama["ff_no_bias"].how
     assert not any(e.notes_differ for e in llama.values())  # no notes named: nothing to differ from

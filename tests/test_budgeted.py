@@ -93,7 +93,11 @@ def test_no_budget_skips_everything_and_the_next_run_measures_it(tiny_study_path
 
 def test_the_gpu_plan_comes_from_the_registry():
     plan = gpu_plan()
-    assert plan == {"memory": ["memory_measured"], "attention": ["kernels", "attention_speed"], "speed": ["speed"],
-                    "quality": ["probes", "training"]}  # fmt: skip
+    assert plan == {
+        "memory": ["memory_measured"],
+        "attention": ["kernels", "attention_speed"],
+        "speed": ["speed"],
+        "quality": ["probes", "training"],
+    }
     shares = {g: sum(MEASUREMENTS[m].gpu_share for m in ms) for g, ms in plan.items()}
     assert abs(sum(shares.values()) - 1.0) < 1e-9  # the whole budget is shared out

@@ -24,8 +24,21 @@ def rec(study, vid, metric, method, value, labels=None, seq_len=None, device="cp
     """A record of a declared metric for variant `vid` of `study` (its swept values filled in)."""
     swept = {v.variant_id: v.swept for v in study.variants()}[vid]
     m = lookup(metric)
-    return Record(study.name, vid, "x", metric, method, value, m.unit, seq_len, 1 if seq_len else None,
-                  device=device, labels=labels or {}, swept=swept, **kw)  # fmt: skip
+    return Record(
+        study.name,
+        vid,
+        "x",
+        metric,
+        method,
+        value,
+        m.unit,
+        seq_len,
+        1 if seq_len else None,
+        device=device,
+        labels=labels or {},
+        swept=swept,
+        **kw,
+    )
 
 
 def ev(study, records) -> Evidence:
@@ -109,10 +122,13 @@ def test_heads_memory_names_what_grows(study):
         rec(study, "base", "peak_train", "simulated", 1000, {"category": "total"}, 32),
         rec(study, "heads=8", "peak_train", "simulated", 1500, {"category": "total"}, 32),
         rec(study, "heads=8", "peak_train", "simulated", 9, {"category": "activations"}, 32),
-        part("base", "alibi_bias", 400), part("heads=8", "alibi_bias", 800),  # +400 of +500: 80%
-        part("base", "weight_state", 300), part("heads=8", "weight_state", 350),  # +50: 10%
-        part("base", "other", 300), part("heads=8", "other", 350),  # +50: 10%
-    ]  # fmt: skip
+        part("base", "alibi_bias", 400),
+        part("heads=8", "alibi_bias", 800),  # +400 of +500: 80%
+        part("base", "weight_state", 300),
+        part("heads=8", "weight_state", 350),  # +50: 10%
+        part("base", "other", 300),
+        part("heads=8", "other", 350),  # +50: 10%
+    ]
     (r,) = evaluate(claims, Results.from_records(records), study)
     # the whole-model values only (category total): 1000 -> 1500 bytes as heads double, and the parts' rise
     assert r.verdict.verdict == "supported" and "x1.50" in r.verdict.reason
@@ -120,8 +136,10 @@ def test_heads_memory_names_what_grows(study):
 
 
 def seeds(study, vid, metric, values, labels=None, device="cpu"):
-    return [rec(study, vid, metric, "measured", v, {**(labels or {}), "seed": i}, device=device, scale="proxy")
-            for i, v in enumerate(values)]  # fmt: skip
+    return [
+        rec(study, vid, metric, "measured", v, {**(labels or {}), "seed": i}, device=device, scale="proxy")
+        for i, v in enumerate(values)
+    ]
 
 
 def final_loss(study, vid, values, device="cpu"):
@@ -171,8 +189,15 @@ def test_quality_rules_respect_the_seed_spread(study):
 
 def test_gradient_health_reads_the_deepest_run(study):
     def row(norm, depth, step, v, seed=0):
-        return rec(study, "base", "grad_norm_first_over_last", "measured", v,
-                   {"norm": norm, "depth": depth, "step": step, "seed": seed}, scale="proxy")  # fmt: skip
+        return rec(
+            study,
+            "base",
+            "grad_norm_first_over_last",
+            "measured",
+            v,
+            {"norm": norm, "depth": depth, "step": step, "seed": seed},
+            scale="proxy",
+        )
 
     rows = [
         *(row("post_norm", 48, 11, v, s) for s, v in enumerate([1e-5, 2e-5, 5e-6])),
@@ -216,11 +241,22 @@ def test_heads_robustness_claim_reads_the_head_ablation(study):
 def mqa_training(study, mqa=(2.500, 2.502), mha=(2.499, 2.501)):
     """MQA's loss 0.001 above MHA's at both seeds: mha - mqa = -0.001 by seed, paired interval
     [-0.001, -0.001], above the catalogue's -0.02: quality kept."""
-    out = [r for a, vals in (("mqa", mqa), ("mha", mha))
-           for r in seeds(study, "base", "attn_kv_val_loss", vals, {"attn": a, "tokens": 32768})]  # fmt: skip
-    out += [rec(study, "base", "kv_cache_bytes", "closed_form", v,
-                {"attn": a, "model": "full", "kv_heads": k, "context": 128, "cache_batch": 1})
-            for a, v, k in (("mqa", 1e6, 1), ("mha", 8e6, 8))]  # fmt: skip
+    out = [
+        r
+        for a, vals in (("mqa", mqa), ("mha", mha))
+        for r in seeds(study, "base", "attn_kv_val_loss", vals, {"attn": a, "tokens": 32768})
+    ]
+    out += [
+        rec(
+            study,
+            "base",
+            "kv_cache_bytes",
+            "closed_form",
+            v,
+            {"attn": a, "model": "full", "kv_heads": k, "context": 128, "cache_batch": 1},
+        )
+        for a, v, k in (("mqa", 1e6, 1), ("mha", 8e6, 8))
+    ]
     return out
 
 
@@ -232,11 +268,26 @@ def decode(study, mqa_s, mha_s, spread):
             base = t * seq / 64
             # five samples whose quartiles are base*(1 -+ spread/2): IQR / median = spread
             for i, f in enumerate((1 - spread, 1 - spread / 2, 1, 1 + spread / 2, 1 + spread)):
-                labels = {"attn": a, "kv_heads": 1 if a == "mqa" else 4, "dropped": "shift_tokens", "new": 4,
-                          "prompt": seq - 4, "repeat": i}  # fmt: skip
+                labels = {
+                    "attn": a,
+                    "kv_heads": 1 if a == "mqa" else 4,
+                    "dropped": "shift_tokens",
+                    "new": 4,
+                    "prompt": seq - 4,
+                    "repeat": i,
+                }
                 out.append(rec(study, "base", "kv_ablation_decode_time", "measured", base * f, labels, seq))
-        out.append(rec(study, "base", "kv_ablation_decode_speedup", "derived", mha_s / mqa_s,
-                       {"dropped": "shift_tokens"}, seq))  # fmt: skip
+        out.append(
+            rec(
+                study,
+                "base",
+                "kv_ablation_decode_speedup",
+                "derived",
+                mha_s / mqa_s,
+                {"dropped": "shift_tokens"},
+                seq,
+            )
+        )
     return out
 
 

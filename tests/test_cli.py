@@ -38,8 +38,15 @@ def test_inspect_text_table(capsys):
     assert "closed form matches counter: yes" in text and "realised" in text
 
 
-B55_GQA = ["dim=8192", "depth=80", "heads=64", "attn_dim_head=128", "attn_kv_heads=8", "attn_one_kv_head=false",
-           "alibi_num_heads=32"]  # fmt: skip
+B55_GQA = [
+    "dim=8192",
+    "depth=80",
+    "heads=64",
+    "attn_dim_head=128",
+    "attn_kv_heads=8",
+    "attn_one_kv_head=false",
+    "alibi_num_heads=32",
+]
 
 
 def test_inspect_a_grouped_query_55b_variant_of_the_default_study(capsys):
@@ -258,8 +265,12 @@ def _grid_run(tiny_study_path, write_study, tmp_path):
     args = ["run", str(path), "--out", str(out), "--executor", "isolated", "--verbose"]
     # a shell's background job (`cmd &`) inherits SIGINT ignored, and Python then keeps ignoring it, as `nohup`
     # users want: the child gets the default disposition back, as a terminal would give it
-    proc = subprocess.Popen([sys.executable, "-m", "orca_analysis", *args], stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orca_analysis", *args],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     return proc, out, path
 
 

@@ -19,9 +19,17 @@ from orca_analysis.runner import run_sweep
 from orca_analysis.study import load_study
 from orca_analysis.study.load import StudyError
 
-DESCRIPTION = ["flag-num_tokens", "flag-max_seq_len", "flag-use_abs_pos_emb", "flag-alibi_pos_bias",
-               "flag-alibi_num_heads", "flag-rotary_xpos", "flag-deepnorm", "flag-shift_tokens",
-               "flag-attn_one_kv_head"]  # fmt: skip
+DESCRIPTION = [
+    "flag-num_tokens",
+    "flag-max_seq_len",
+    "flag-use_abs_pos_emb",
+    "flag-alibi_pos_bias",
+    "flag-alibi_num_heads",
+    "flag-rotary_xpos",
+    "flag-deepnorm",
+    "flag-shift_tokens",
+    "flag-attn_one_kv_head",
+]
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +40,35 @@ def tiny():
 
 def test_the_built_tiny_model(tiny):
     _, results = tiny
-    values = {m: results.number(m) for m in ("vocab_rows", "context_length", "context_forward", "abs_pos_params",
-                                              "alibi_heads", "kv_heads", "shifted_channels", "shift_offset")}  # fmt: skip
+    values = {
+        m: results.number(m)
+        for m in (
+            "vocab_rows",
+            "context_length",
+            "context_forward",
+            "abs_pos_params",
+            "alibi_heads",
+            "kv_heads",
+            "shifted_channels",
+            "shift_offset",
+        )
+    }
     # shift_tokens=1 splits d = 64 channels in 2 segments, shifts (0, 1): 32 channels at t come from t - 1
-    assert values == {"vocab_rows": 256, "context_length": 128, "context_forward": 1.0, "abs_pos_params": 0,
-                      "alibi_heads": 2, "kv_heads": 1, "shifted_channels": 32, "shift_offset": 1}  # fmt: skip
+    assert values == {
+        "vocab_rows": 256,
+        "context_length": 128,
+        "context_forward": 1.0,
+        "abs_pos_params": 0,
+        "alibi_heads": 2,
+        "kv_heads": 1,
+        "shifted_channels": 32,
+        "shift_offset": 1,
+    }
     acts = {v.get("flag"): (v.value, v.note) for v in results.values("flag_changes_build")}
-    assert acts["attn_flash"] == (1.0, "setting attn_layers.layers.0.1.fn.attend.flash: True with the flag, "
-                                       "False without")  # fmt: skip
+    assert acts["attn_flash"] == (
+        1.0,
+        "setting attn_layers.layers.0.1.fn.attend.flash: True with the flag, False without",
+    )
     assert (
         acts["deepnorm"][1] == "module attn_layers.final_norm: 'Identity' with the flag, 'LayerNorm' without"
     )
@@ -126,12 +155,34 @@ def test_a_256_token_study_gets_none_of_the_orca_claims(write_study, tiny_study_
     row = next(line for line in md.splitlines() if "The vocabulary has 20,000 distinct tokens" in line)
     assert "**contradicted**" in row and "the model as built has 256" in row
     claims = {c["id"]: c for c in json.loads((tmp_path / "tiny" / "claims.json").read_text())}
-    keys = {"id", "claim", "verdict", "reason", "scale", "metric", "unit", "estimate", "ci_low", "ci_high", "n",
-            "delta", "evidence", "interval", "paired", "why_unpaired", "mde", "control"}  # fmt: skip
+    keys = {
+        "id",
+        "claim",
+        "verdict",
+        "reason",
+        "scale",
+        "metric",
+        "unit",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "n",
+        "delta",
+        "evidence",
+        "interval",
+        "paired",
+        "why_unpaired",
+        "mde",
+        "control",
+    }
     assert all(set(c) == keys for c in claims.values()) and len(claims) == 30
     vocab = claims["flag-num_tokens"]
-    assert (vocab["verdict"], vocab["scale"], vocab["metric"], vocab["ci_low"]) == ("contradicted", "analytic",
-                                                                                  "vocab_rows", None)  # fmt: skip
+    assert (vocab["verdict"], vocab["scale"], vocab["metric"], vocab["ci_low"]) == (
+        "contradicted",
+        "analytic",
+        "vocab_rows",
+        None,
+    )
     assert (
         "Proxy scale" not in md.split("## Summary")[1].split("###")[0]
     )  # nothing trained: no proxy verdicts

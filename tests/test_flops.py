@@ -24,8 +24,16 @@ from orca_analysis.measurements.flops.section import flops_section
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
 
-METRICS = ("forward_dense", "forward_causal", "train_step_dense", "train_step_causal", "train_step_model_dense",
-           "train_step_model_causal", "forward_executed", "train_step_executed")  # fmt: skip
+METRICS = (
+    "forward_dense",
+    "forward_causal",
+    "train_step_dense",
+    "train_step_causal",
+    "train_step_model_dense",
+    "train_step_model_causal",
+    "forward_executed",
+    "train_step_executed",
+)
 aten = torch.ops.aten
 
 

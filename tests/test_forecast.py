@@ -160,8 +160,14 @@ def test_the_forecast_measurement_and_its_section():
     assert {r.labels["step"] for r in peaks} == {"train", "prefill"}
     # the stored peak is the simulation's, one walk shared by the GPUs that run the same kernels
     sim, _ = simulate(study.base, H100, "bfloat16", 64, 1, ("train",))
-    stored = {r.labels["gpu"]: r.value for r in peaks if r.seq_len == 64 and r.labels["compute"] == "bfloat16"
-              and r.labels["step"] == "train" and r.labels["category"] == "total"}  # fmt: skip
+    stored = {
+        r.labels["gpu"]: r.value
+        for r in peaks
+        if r.seq_len == 64
+        and r.labels["compute"] == "bfloat16"
+        and r.labels["step"] == "train"
+        and r.labels["category"] == "total"
+    }
     assert set(stored.values()) == {sim["train"].peak} and len(stored) == 5
     section = forecast_section(Results.from_records(records), study)
     table, refusals, memory, times, batches = section.tables
@@ -173,14 +179,21 @@ def test_the_forecast_measurement_and_its_section():
     assert memory.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and all(
         c.endswith(", fits") for r in memory.rows for c in r[4:]
     )
-    assert [r[:4] for r in batches.rows] == [["base", 64, c, s] for c in ("bfloat16", "float32")
-                                             for s in ("prefill", "train")]  # fmt: skip
+    assert [r[:4] for r in batches.rows] == [
+        ["base", 64, c, s] for c in ("bfloat16", "float32") for s in ("prefill", "train")
+    ]
     assert all(int(c) > 1000 for r in batches.rows for c in r[4:])
     assert times.rows[0][:4] == ["base", "32 x 1", "bfloat16", "train"] and "MFU ≤" in times.rows[0][4]
-    floors = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records
-              if r.metric == "gpu_step_floor"}  # fmt: skip
-    predicted = {(r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value for r in records
-                 if r.metric == "gpu_step_predicted"}  # fmt: skip
+    floors = {
+        (r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value
+        for r in records
+        if r.metric == "gpu_step_floor"
+    }
+    predicted = {
+        (r.seq_len, r.labels["gpu"], r.labels["compute"], r.labels["step"]): r.value
+        for r in records
+        if r.metric == "gpu_step_predicted"
+    }
     assert floors.keys() == predicted.keys() and all(0 < floors[k] < predicted[k] for k in floors)
     kernel = [
         r.value for r in records if r.metric == "gpu_mfu_ceiling" and r.labels["convention"] == "kernel"
@@ -193,8 +206,17 @@ def test_a_gpu_run_is_shown_beside_the_prediction_and_a_mismatch_is_a_finding():
     observed column with no further code; a backend other than the predicted one is listed as a mismatch."""
     study = load_study("tests/fixtures/tiny.yaml")
     records = _tiny_records()
-    seen = dataclasses.replace(records[0], measurement="kernels", metric="ran_train", method="profiler",
-                               device="cuda", labels={"backend": "flash"}, unit="calls", value=2.0, note="")  # fmt: skip
+    seen = dataclasses.replace(
+        records[0],
+        measurement="kernels",
+        metric="ran_train",
+        method="profiler",
+        device="cuda",
+        labels={"backend": "flash"},
+        unit="calls",
+        value=2.0,
+        note="",
+    )
     rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
     section = forecast_section(Results(rows), study)
     table, *_, mismatch = section.tables
@@ -225,14 +247,36 @@ def test_a_gpu_runs_memory_is_shown_beside_the_memory_forecast():
     error. The measured value here is made 10% below the forecast: error = 1 / 0.9 - 1 = +11.1%."""
     study = load_study("tests/fixtures/tiny.yaml")
     records = _tiny_records()
-    forecast = next(r for r in records if r.metric == "gpu_peak" and r.seq_len == 64 and r.labels == {
-        "gpu": "h100-sxm-80gb", "compute": "float32", "step": "train", "category": "total"})  # fmt: skip
-    seen = dataclasses.replace(forecast, measurement="memory_measured", metric="peak_train", method="measured",
-                               device="cuda", labels={"category": "total"}, value=0.9 * forecast.value, note="")  # fmt: skip
+    forecast = next(
+        r
+        for r in records
+        if r.metric == "gpu_peak"
+        and r.seq_len == 64
+        and r.labels == {"gpu": "h100-sxm-80gb", "compute": "float32", "step": "train", "category": "total"}
+    )
+    seen = dataclasses.replace(
+        forecast,
+        measurement="memory_measured",
+        metric="peak_train",
+        method="measured",
+        device="cuda",
+        labels={"category": "total"},
+        value=0.9 * forecast.value,
+        note="",
+    )
     rows = [_Row(r, None) for r in records] + [_Row(seen, _unit("NVIDIA H100 80GB HBM3"))]
     checked = next(t for t in forecast_section(Results(rows), study).tables if "against a GPU run" in t.title)
-    assert checked.rows == [["base", "64 x 1", "train", "h100-sxm-80gb", f"{forecast.value / 1e9:.2f} GB",
-                             f"{0.9 * forecast.value / 1e9:.2f} GB", "+11.1%"]]  # fmt: skip
+    assert checked.rows == [
+        [
+            "base",
+            "64 x 1",
+            "train",
+            "h100-sxm-80gb",
+            f"{forecast.value / 1e9:.2f} GB",
+            f"{0.9 * forecast.value / 1e9:.2f} GB",
+            "+11.1%",
+        ]
+    ]
 
 
 def test_a_gpu_runs_peaks_are_set_beside_the_forecasts_assumptions():
@@ -242,25 +286,51 @@ def test_a_gpu_runs_peaks_are_set_beside_the_forecasts_assumptions():
     0.80 = 2680 GB/s; measured 2.9e12: +8%. Launch cost 5 us assumed; measured 10 us and 30 us: +100%, +500%."""
     study = load_study("tests/fixtures/tiny.yaml")
     records = _tiny_records()
-    base = dataclasses.replace(records[0], measurement="speed", device="cuda", labels={}, note="", seq_len=None,
-                               batch=None, method="measured_median")  # fmt: skip
-    seen = [dataclasses.replace(base, metric="copy_bandwidth", unit="bytes/s", value=2.9e12, dtype="bfloat16"),
-            dataclasses.replace(base, metric="gemm_ceiling", unit="FLOP/s", value=600e12, dtype="bfloat16",
-                                labels={"size": "8192x8192x8192 bfloat16"}),
-            dataclasses.replace(base, metric="op_overhead", unit="s", value=10e-6, dtype="bfloat16"),
-            dataclasses.replace(base, metric="train_step_op_cost", unit="s", value=30e-6, dtype="bfloat16")]  # fmt: skip
+    base = dataclasses.replace(
+        records[0],
+        measurement="speed",
+        device="cuda",
+        labels={},
+        note="",
+        seq_len=None,
+        batch=None,
+        method="measured_median",
+    )
+    seen = [
+        dataclasses.replace(base, metric="copy_bandwidth", unit="bytes/s", value=2.9e12, dtype="bfloat16"),
+        dataclasses.replace(
+            base,
+            metric="gemm_ceiling",
+            unit="FLOP/s",
+            value=600e12,
+            dtype="bfloat16",
+            labels={"size": "8192x8192x8192 bfloat16"},
+        ),
+        dataclasses.replace(base, metric="op_overhead", unit="s", value=10e-6, dtype="bfloat16"),
+        dataclasses.replace(base, metric="train_step_op_cost", unit="s", value=30e-6, dtype="bfloat16"),
+    ]
     h100 = device("h100")
     rows = [_Row(r, None) for r in records] + [_Row(r, _unit("NVIDIA H100 80GB HBM3")) for r in seen]
     table = next(t for t in forecast_section(Results(rows), study).tables if "inputs" in t.title)
     gemm = 0.70 * h100.peak_flops["bfloat16"]
     assert table.rows == [
         ["h100-sxm-80gb", "bfloat16 GEMM, TFLOP/s", f"{gemm / 1e12:.0f}", "600", f"{600e12 / gemm - 1:+.0%}"],
-        ["h100-sxm-80gb", "bandwidth, GB/s", f"{0.8 * h100.bandwidth_bytes_per_s / 1e9:.0f}", "2900",
-         f"{2.9e12 / (0.8 * h100.bandwidth_bytes_per_s) - 1:+.0%}"],
+        [
+            "h100-sxm-80gb",
+            "bandwidth, GB/s",
+            f"{0.8 * h100.bandwidth_bytes_per_s / 1e9:.0f}",
+            "2900",
+            f"{2.9e12 / (0.8 * h100.bandwidth_bytes_per_s) - 1:+.0%}",
+        ],
         ["h100-sxm-80gb", "seconds per one-element operator, us", "5", "10.0", "+100%"],
-        ["h100-sxm-80gb", "seconds per operator of the design's training step at one token, us", "5", "30.0",
-         "+500%"],
-    ]  # fmt: skip
+        [
+            "h100-sxm-80gb",
+            "seconds per operator of the design's training step at one token, us",
+            "5",
+            "30.0",
+            "+500%",
+        ],
+    ]
 
 
 def test_a_flexattention_design_gets_one_reason_not_a_failure():
@@ -274,8 +344,12 @@ def test_a_flexattention_design_gets_one_reason_not_a_failure():
     )
     records = measure_forecast(flex, study)
     assert {(r.metric, r.status) for r in records} == {
-        ("sdpa_predicted_calls", "ok"), ("gpu_peak", "skipped"), ("gpu_step_floor", "skipped"),
-        ("gpu_step_predicted", "skipped"), ("gpu_mfu_ceiling", "skipped")}  # fmt: skip
+        ("sdpa_predicted_calls", "ok"),
+        ("gpu_peak", "skipped"),
+        ("gpu_step_floor", "skipped"),
+        ("gpu_step_predicted", "skipped"),
+        ("gpu_mfu_ceiling", "skipped"),
+    }
     # every GPU x compute x step, and both conventions of the MFU ceiling
     conventions = {r.labels["convention"] for r in records if r.metric == "gpu_mfu_ceiling"}
     assert conventions == {"palm", "kernel"}

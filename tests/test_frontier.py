@@ -21,10 +21,34 @@ def test_pareto_front_by_hand():
 def _records(study, values):
     out = []
     for vid, (params, flops) in values.items():
-        out.append(Record(study.name, vid, "params", "params", "counter", params, "params",
-                          labels={"component": "total"}))  # fmt: skip
-        out.append(Record(study.name, vid, "flops", "train_step_causal", "counter", flops, "FLOP", 64, 1,
-                          "float32", device="none", labels={"component": "total"}))  # fmt: skip
+        out.append(
+            Record(
+                study.name,
+                vid,
+                "params",
+                "params",
+                "counter",
+                params,
+                "params",
+                labels={"component": "total"},
+            )
+        )
+        out.append(
+            Record(
+                study.name,
+                vid,
+                "flops",
+                "train_step_causal",
+                "counter",
+                flops,
+                "FLOP",
+                64,
+                1,
+                "float32",
+                device="none",
+                labels={"component": "total"},
+            )
+        )
     return out
 
 
@@ -37,8 +61,12 @@ def test_frontier_section_marks_the_dominated_variant():
     table = section.tables[0]
     assert table.title == "Cost against size at 64 tokens"  # the study's longest length
     on = {row[0]: cell(row[-1]) for row in table.rows}
-    assert on == {"base": "training-step FLOPs", "dim=32": "training-step FLOPs", "depth=1": "-",
-                  "depth=3": "training-step FLOPs"}  # fmt: skip
+    assert on == {
+        "base": "training-step FLOPs",
+        "dim=32": "training-step FLOPs",
+        "depth=1": "-",
+        "depth=3": "training-step FLOPs",
+    }
     assert [f.name for f in section.figures] == ["cost_frontier"] and "<svg" in section.figures[0].svg
     # the memory cost is not measured here: its panel and column are left out, not shown empty
     assert table.columns == ["variant", "parameters", "training-step FLOPs (causal)", "on the frontier of"]

@@ -188,8 +188,21 @@ def test_bfloat16_training_holds_less_than_float32_for_orca_like_attention():
 
 
 def test_inspect_json_carries_memory_fits_and_max_batch(capsys):
-    assert main(["inspect", "--study", "tests/fixtures/tiny.yaml", "--only", "params", "--device", "h100",
-                 "--json"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "inspect",
+                "--study",
+                "tests/fixtures/tiny.yaml",
+                "--only",
+                "params",
+                "--device",
+                "h100",
+                "--json",
+            ]
+        )
+        == 0
+    )
     f = json.loads(capsys.readouterr().out)["forecast"]
     assert f["fits"] == {"train": True, "prefill": True, "decode": None}  # decode: the ALiBi+rotary failure
     assert f["memory"]["train"]["peak"] > 0 and "broadcast" in f["memory"]["decode"]["why"]

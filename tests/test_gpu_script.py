@@ -22,8 +22,13 @@ from orca_analysis.results.records import columns
 REPO = Path(__file__).resolve().parents[1]
 # Runtime dependencies of orca_analysis (pyproject.toml) that the device's python3 lacks.
 NOT_ON_DEVICE = ("x-transformers", "fvcore")
-DEVICE_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-              "platform_system": "Linux", "extra": ""}  # fmt: skip
+DEVICE_ENV = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "extra": "",
+}
 
 
 def _script(name: str = "device_run"):
@@ -79,8 +84,15 @@ def test_finish_caps_the_log_and_fits_the_return_limits(tmp_path, monkeypatch, c
         for group, statuses in {"speed": ["ok", "ok", "error"], "memory": ["ok", "skipped"]}.items():
             w.writerows(["orca", "base", group, s, "" if s == "ok" else "why", "GPU"] for s in statuses)
     (out / "log.txt").write_text("x" * 1000 + "the end\n")
-    (out / "run.json").write_text(json.dumps({"groups": [{"group": "speed", "measurements": ["speed"],
-                                                          "launches": [{"exit": 0, "seconds": 1.0}]}]}))  # fmt: skip
+    (out / "run.json").write_text(
+        json.dumps(
+            {
+                "groups": [
+                    {"group": "speed", "measurements": ["speed"], "launches": [{"exit": 0, "seconds": 1.0}]}
+                ]
+            }
+        )
+    )
     assert script.finish(out) == 0
     assert sorted(p.name for p in out.iterdir()) == ["log.txt", "results.csv", "run.json"]
     assert (out / "log.txt").stat().st_size < 200 and (out / "log.txt").read_text().endswith("the end\n")

@@ -26,8 +26,12 @@ PLAIN = ModelConfig({"num_tokens": 256, "max_seq_len": 128}, {"dim": 32, "depth"
 
 def table(c) -> dict:
     """Every number of a FlopCount."""
-    return {"cells": {k: list(v) for k, v in c.flops.items()}, "plain": dict(c.plain),
-            "ops": dict(c.attention_ops), "mode_total": c.mode_total}  # fmt: skip
+    return {
+        "cells": {k: list(v) for k, v in c.flops.items()},
+        "plain": dict(c.plain),
+        "ops": dict(c.attention_ops),
+        "mode_total": c.mode_total,
+    }
 
 
 COUNTED = {
@@ -129,8 +133,9 @@ def test_a_refused_family_walks_each_depth_in_full():
     assert how[(16, 1)].startswith(
         "full walk: the per-block shortcut refused (per-layer setting shift_tokens="
     )
-    assert not any(walks.is_kept(RECORDED, pb.at_depth(cfg, d), "float32", (16, 1), ("train",))
-                   for d in pb.MEM_DEPTHS)  # fmt: skip
+    assert not any(
+        walks.is_kept(RECORDED, pb.at_depth(cfg, d), "float32", (16, 1), ("train",)) for d in pb.MEM_DEPTHS
+    )
 
 
 def test_a_measurement_shares_walks_only_through_the_cache_it_is_handed():
@@ -151,8 +156,10 @@ def test_a_measurement_shares_walks_only_through_the_cache_it_is_handed():
 
 
 def _call(cfg: ModelConfig, measurement: str, walks_first: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(variant=SimpleNamespace(config=cfg), measurement=SimpleNamespace(
-        name=measurement, walks_first=walks_first))  # fmt: skip
+    return SimpleNamespace(
+        variant=SimpleNamespace(config=cfg),
+        measurement=SimpleNamespace(name=measurement, walks_first=walks_first),
+    )
 
 
 def test_family_order_runs_the_deepest_first_and_the_walks_that_serve_others_first():

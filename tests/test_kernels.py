@@ -78,8 +78,12 @@ def test_kernels_on_the_tiny_orca_model(base_records):
     (kv,) = _pick(recs, "sdpa_kv_heads_seen")
     assert (kv.value, kv.note) == (4, "config kv_heads=1")  # the one KV head expanded to 4
     eligible = {r.labels["backend"]: (r.value, r.status) for r in _pick(recs, "eligible_train", status=None)}
-    assert eligible == {"flash": (1, "ok"), "math": (1, "ok"), "efficient": (None, "skipped"),
-                        "cudnn": (None, "skipped")}  # fmt: skip
+    assert eligible == {
+        "flash": (1, "ok"),
+        "math": (1, "ok"),
+        "efficient": (None, "skipped"),
+        "cudnn": (None, "skipped"),
+    }
     assert "not applicable on cpu" in _pick(recs, "eligible_train", status="skipped", backend="cudnn")[0].note
     enabled = {r.labels["backend"]: r.value for r in _pick(recs, "enabled_by_library")}
     assert enabled == {"flash": 1, "efficient": 1, "cudnn": 0, "math": 1}  # x-transformers' sdp_kwargs
@@ -123,8 +127,19 @@ def test_kernels_section(base_records):
     (table,) = section.tables
     assert table.title == "Which attention kernel ran, and which were eligible"
     # 1,024 bytes -> si: 1.02 kB
-    assert table.rows == [["base", "cpu", "32", "8", "flash x2", "flash, math", "-", "efficient, cudnn",
-                           "float32 (1, 4, 8, 8), 1.02 kB"]]  # fmt: skip
+    assert table.rows == [
+        [
+            "base",
+            "cpu",
+            "32",
+            "8",
+            "flash x2",
+            "flash, math",
+            "-",
+            "efficient, cudnn",
+            "float32 (1, 4, 8, 8), 1.02 kB",
+        ]
+    ]
     empty = MEASUREMENTS["kernels"].section(Results.from_records([]), study)
     assert not empty.tables and "no `kernels` results" in empty.missing
 

@@ -39,8 +39,11 @@ def after_the_pool(variant, study):
 
 
 def _run(study, out, workers):
-    names = {"params": MEASUREMENTS["params"], "flops": MEASUREMENTS["flops"],
-             "later": Measurement("later", "later", after_the_pool)}  # fmt: skip
+    names = {
+        "params": MEASUREMENTS["params"],
+        "flops": MEASUREMENTS["flops"],
+        "later": Measurement("later", "later", after_the_pool),
+    }
     study = dataclasses.replace(study, measurements=list(names))
     after_the_pool.folder, after_the_pool.seen = out / study.name, []
     run_sweep(study, out, executor=LocalExecutor(workers=workers), measurements=names, log=io.StringIO())
@@ -77,8 +80,10 @@ def started_and_ended(variant, study):
 
     start = time.time()
     time.sleep(0.5)
-    return [Record(study.name, variant.variant_id, "side", "window", "clock", v, "s", labels={"end": k})
-            for k, v in (("start", start), ("end", time.time()))]  # fmt: skip
+    return [
+        Record(study.name, variant.variant_id, "side", "window", "clock", v, "s", labels={"end": k})
+        for k, v in (("start", start), ("end", time.time()))
+    ]
 
 
 def test_parallel_isolated_calls_run_side_by_side_at_the_end(tiny_study_path, tmp_path):

@@ -92,8 +92,11 @@ def test_alibi_at_peak_by_hand():
     cfg = tiny("num_tokens=16")
     assert fm.train_peak(cfg, 64, 1).phase == "forward_attention"
     _, moments = fm._attention_moments(fm.dims(cfg, 64, 1))
-    assert moments == {"build": (98_304, 98_304), "sdpa": (132_096 + 135_168, 65_536 + 4_096 + 65_536),
-                       "out": (132_096 + 131_072 + 81_920, 131_072)}  # fmt: skip
+    assert moments == {
+        "build": (98_304, 98_304),
+        "sdpa": (132_096 + 135_168, 65_536 + 4_096 + 65_536),
+        "out": (132_096 + 131_072 + 81_920, 131_072),
+    }
     assert fm.alibi_at_peak(cfg, 64, 1) == 65_536 + 131_072 == 196_608
     assert fm.alibi_at_peak(tiny("alibi_pos_bias=false"), 64, 1) == 0
 
@@ -160,9 +163,19 @@ def test_fits_comes_from_the_simulation_and_a_gap_says_why():
     """A 7B-like Llama with x-transformers' default attn_flash=false: the closed form (which models flash
     attention) gives a 127 GB training peak, 'fits 141 GB'; the simulation keeps every layer's (1, 32, 4096, 4096)
     fp32 scores and probabilities (2 GiB each) and peaks above 300 GB: it does not fit, and the gap is named."""
-    llama7b = ModelConfig({"num_tokens": 32000, "max_seq_len": 4096, "use_abs_pos_emb": False},
-                          {"dim": 4096, "depth": 32, "heads": 32, "rotary_pos_emb": True, "use_rmsnorm": True,
-                           "ff_glu": True, "ff_swish": True, "ff_no_bias": True})  # fmt: skip
+    llama7b = ModelConfig(
+        {"num_tokens": 32000, "max_seq_len": 4096, "use_abs_pos_emb": False},
+        {
+            "dim": 4096,
+            "depth": 32,
+            "heads": 32,
+            "rotary_pos_emb": True,
+            "use_rmsnorm": True,
+            "ff_glu": True,
+            "ff_swish": True,
+            "ff_no_bias": True,
+        },
+    )
     s = memory_summary(llama7b, 4096, 1)
     assert s["train"]["closed_form"] < fm.DEVICE_MEMORY["141GB"] < 300e9 < s["train"]["simulated"]
     assert s["fits"]["141GB"] == {"train": False, "inference": False}
@@ -176,8 +189,13 @@ def test_declaration():
     # memory is deterministic (closed form, simulation): it runs in the sweep's process, on no GPU
     assert (m.order, m.gpu, m.isolated, m.per_workload, m.version) == (30, False, False, False, 4)
     assert (real.order, real.gpu, real.gpu_group, real.gpu_share, real.isolated, real.per_workload) == (
-        35, True, "memory", 0.15, True, False,
-    )  # fmt: skip
+        35,
+        True,
+        "memory",
+        0.15,
+        True,
+        False,
+    )
     assert real.metrics and set(real.metrics) <= set(m.metrics)
     assert real.parallel  # untimed: it may share the end of a run with training
     assert lookup("peak_train").labels == ("category",) and lookup("memory_rel_error").unit == "fraction"
@@ -292,8 +310,9 @@ def test_section_reads_the_stored_values(tiny_records):
         parts["other"],
     ]
     row = [cell(c) for c in peaks.rows[1]]  # base, 64 tokens
-    err = results.number("memory_rel_error", seq_len=64, quantity="peak_train", pair="closed_form_vs_simulated",
-                         phase="all")  # fmt: skip
+    err = results.number(
+        "memory_rel_error", seq_len=64, quantity="peak_train", pair="closed_form_vs_simulated", phase="all"
+    )
     assert row[:2] == ["base", "64"] and row[4] == f"{err * 100:+.2f}%"
     cf = results.number("peak_train", method="closed_form", seq_len=64, category="total")
     assert row[2] == f"{cf / 2**20:,.1f} MiB" and row[9] == "80GB: yes, 141GB: yes"

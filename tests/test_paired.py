@@ -56,8 +56,16 @@ def test_decreases_with_pairs_the_arms_by_seed(study):
 
 
 def ngram(study, value, device="cpu"):
-    return rec(study, "base", "ngram_val_loss", "count_model", value, {"order": 2, "tokenizer": "byte"},
-               device=device, scale="proxy")  # fmt: skip
+    return rec(
+        study,
+        "base",
+        "ngram_val_loss",
+        "count_model",
+        value,
+        {"order": 2, "tokenizer": "byte"},
+        device=device,
+        scale="proxy",
+    )
 
 
 def test_a_comparison_is_read_only_past_the_initial_fall(study):
@@ -66,12 +74,14 @@ def test_a_comparison_is_read_only_past_the_initial_fall(study):
         *final_loss(study, "base", [2.40, 2.50, 2.60]),
     ]
     # a bigram count model reaches 2.45 nats/token: dim=32's mean 2.54 is not below it
-    v = RULES["decreases_with"](ev(study, [*records, ngram(study, 2.45)]), metric="val_loss_final", axis="dim",
-                                delta=0.01)  # fmt: skip
+    v = RULES["decreases_with"](
+        ev(study, [*records, ngram(study, 2.45)]), metric="val_loss_final", axis="dim", delta=0.01
+    )
     assert v.verdict == Verdict.NOT_TESTABLE and "dim=32 2.540 (bigram 2.450)" in v.reason
     # below a bigram at 2.60: read as before
-    v = RULES["decreases_with"](ev(study, [*records, ngram(study, 2.60)]), metric="val_loss_final", axis="dim",
-                                delta=0.01)  # fmt: skip
+    v = RULES["decreases_with"](
+        ev(study, [*records, ngram(study, 2.60)]), metric="val_loss_final", axis="dim", delta=0.01
+    )
     assert v.verdict == "supported"
 
 
@@ -82,8 +92,13 @@ def extrapolation(study, rises):
     for pos, per_seed in rises.items():
         for eval_len in (16, 64):
             losses = [2.0 + 0.1 * s + (r if eval_len == 64 else 0.0) for s, r in enumerate(per_seed)]
-            out += seeds(study, "base", "extrapolation_val_loss", losses,
-                         {"pos": pos, "train_len": 16, "eval_len": eval_len})  # fmt: skip
+            out += seeds(
+                study,
+                "base",
+                "extrapolation_val_loss",
+                losses,
+                {"pos": pos, "train_len": 16, "eval_len": eval_len},
+            )
     return out
 
 
@@ -112,10 +127,13 @@ def test_head_robustness_needs_heads_that_matter(study, monkeypatch):
     ids = {v.config.heads: v.variant_id for v in study.variants()}
 
     def verdict(few, many):
-        records = [*seeds(study, ids[2], "head_ablation_quarter_mean", few),
-                   *seeds(study, ids[8], "head_ablation_quarter_mean", many)]  # fmt: skip
-        return RULES["ablation_robustness"](ev(study, records), metric="head_ablation_quarter_mean", axis="heads",
-                                            delta=0.01)  # fmt: skip
+        records = [
+            *seeds(study, ids[2], "head_ablation_quarter_mean", few),
+            *seeds(study, ids[8], "head_ablation_quarter_mean", many),
+        ]
+        return RULES["ablation_robustness"](
+            ev(study, records), metric="head_ablation_quarter_mean", axis="heads", delta=0.01
+        )
 
     # 2 heads: silencing a quarter costs 0.0087 on average: below delta 0.01, so no fall beyond it is possible
     v = verdict([0.0085, 0.0087, 0.0089], [0.0001, 0.0002, 0.0003])
@@ -181,16 +199,22 @@ def test_the_summary_counts_not_testable_apart():
     from orca_analysis.report.claims_view import claims_json, verdict_counts, verdict_counts_by_scale
 
     claims = load_catalogue()[:4]
-    verdicts = [Judgement(Verdict.NOT_TESTABLE, "control failed", scale="proxy"), Judgement("inconclusive", "", scale="proxy"),
-                Judgement("supported", "", scale="analytic"), Judgement(Verdict.NOT_TESTABLE, "tier", scale="proxy")]  # fmt: skip
+    verdicts = [
+        Judgement(Verdict.NOT_TESTABLE, "control failed", scale="proxy"),
+        Judgement("inconclusive", "", scale="proxy"),
+        Judgement("supported", "", scale="analytic"),
+        Judgement(Verdict.NOT_TESTABLE, "tier", scale="proxy"),
+    ]
     results = [ClaimResult(c, v) for c, v in zip(claims, verdicts, strict=True)]
     counts = {c["verdict"]: c["count"] for c in verdict_counts(results)}
     assert counts[Verdict.NOT_TESTABLE] == 2 and counts["inconclusive"] == 1 and counts["supported"] == 1
     by_scale = {
         s["scale"]: {c["verdict"]: c["count"] for c in s["counts"]} for s in verdict_counts_by_scale(results)
     }
-    assert by_scale == {"full": {**dict.fromkeys(counts, 0), "supported": 1},
-                        "proxy": {**dict.fromkeys(counts, 0), Verdict.NOT_TESTABLE: 2, "inconclusive": 1}}  # fmt: skip
+    assert by_scale == {
+        "full": {**dict.fromkeys(counts, 0), "supported": 1},
+        "proxy": {**dict.fromkeys(counts, 0), Verdict.NOT_TESTABLE: 2, "inconclusive": 1},
+    }
     # claims.json: an exact or missing effect has null interval fields, its kind included
     row = claims_json(results)[0]
     assert row["verdict"] == Verdict.NOT_TESTABLE and row["paired"] is None and row["control"] is None
@@ -202,8 +226,9 @@ def test_claims_json_carries_the_interval_kind_n_delta_and_the_control(study):
     from orca_analysis.results.query import Results
 
     (claim,) = [c for c in load_catalogue() if c.id == "purpose-alibi"]
-    records = extrapolation(study, {"alibi": (-0.02, -0.01, -0.03), "abs": (0.20, 0.22, 0.18),
-                                    "none": (0.20, 0.22, 0.18)})  # fmt: skip
+    records = extrapolation(
+        study, {"alibi": (-0.02, -0.01, -0.03), "abs": (0.20, 0.22, 0.18), "none": (0.20, 0.22, 0.18)}
+    )
     (row,) = claims_json(evaluate([claim], Results.from_records(records), study))
     assert row["verdict"] == "supported" and row["paired"] is True and row["why_unpaired"] is None
     assert row["n"] == 3 and row["delta"] == 0.01 and row["interval"].startswith("paired t")

@@ -55,8 +55,13 @@ MEMORY = {
 def flop_table(c) -> dict:
     """Every number of a FlopCount: each metric by component, the raw cells, plain, ops, mode total."""
     by_metric = {(m, comp): c.value(m, comp) for m in METRICS for comp in [None, *c.components()]}
-    return {"metric": by_metric, "cells": {k: list(v) for k, v in c.flops.items()}, "plain": dict(c.plain),
-            "ops": dict(c.attention_ops), "mode_total": c.mode_total}  # fmt: skip
+    return {
+        "metric": by_metric,
+        "cells": {k: list(v) for k, v in c.flops.items()},
+        "plain": dict(c.plain),
+        "ops": dict(c.attention_ops),
+        "mode_total": c.mode_total,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -222,8 +227,9 @@ def test_memory_check_depth_catches_a_block_that_differs(monkeypatch, full_walks
 
     monkeypatch.setattr(pb, "_observe", eight_more_in_block_three)
     got, note = pb.simulate_per_block(full_walks.target, "float32", TRAIN)
-    assert note == ("at depth 5, the memory of sublayer 6 (block 3) in the forward is not what depths 3 and 4 "
-                    "predict")  # fmt: skip
+    assert note == (
+        "at depth 5, the memory of sublayer 6 (block 3) in the forward is not what depths 3 and 4 predict"
+    )
     assert got == STUBBED_STEPS and full_walks.asked == ["run_steps"]
 
 

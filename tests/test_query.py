@@ -12,13 +12,35 @@ from tests.test_store import W32, prov
 
 def _loss(seed, value, device="cpu", vid="base", dim=64):
     labels = {"seed": seed, "tokens": 64, "flops": 1e6}
-    return Record("tiny", vid, "training", "val_loss_final", "measured", value, "nats/token", device=device,
-                  scale="proxy", labels=labels, swept={"dim": dim})  # fmt: skip
+    return Record(
+        "tiny",
+        vid,
+        "training",
+        "val_loss_final",
+        "measured",
+        value,
+        "nats/token",
+        device=device,
+        scale="proxy",
+        labels=labels,
+        swept={"dim": dim},
+    )
 
 
 def _time(repeat, seconds):
-    return Record("tiny", "base", "speed", "train_step_time", "measured", seconds, "s", 32, 1,
-                  labels={"repeat": repeat}, swept={"dim": 64})  # fmt: skip
+    return Record(
+        "tiny",
+        "base",
+        "speed",
+        "train_step_time",
+        "measured",
+        seconds,
+        "s",
+        32,
+        1,
+        labels={"repeat": repeat},
+        swept={"dim": 64},
+    )
 
 
 def test_seeds_become_one_value_with_its_samples_and_timings_their_median():

@@ -125,13 +125,28 @@ def _rec(study, vid, metric, method, value, labels=None, seq_len=None, **kw):
     if vid in {v.variant_id for v in study.variants()}:
         return rec(study, vid, metric, method, value, labels, seq_len, **kw)
     m = lookup(metric)
-    return Record(study.name, vid, "x", metric, method, value, m.unit, seq_len, 1 if seq_len else None,
-                  device="cpu", labels=labels or {}, swept=study.variants()[0].swept, **kw)  # fmt: skip
+    return Record(
+        study.name,
+        vid,
+        "x",
+        metric,
+        method,
+        value,
+        m.unit,
+        seq_len,
+        1 if seq_len else None,
+        device="cpu",
+        labels=labels or {},
+        swept=study.variants()[0].swept,
+        **kw,
+    )
 
 
 def peaks(study, vid, values):
-    return [_rec(study, vid, "peak_train", "simulated", v, {"category": "total"}, s)
-            for s, v in zip((32, 64), values, strict=True)]  # fmt: skip
+    return [
+        _rec(study, vid, "peak_train", "simulated", v, {"category": "total"}, s)
+        for s, v in zip((32, 64), values, strict=True)
+    ]
 
 
 def losses(study, vid, values):
@@ -145,8 +160,12 @@ def params(study, vid, n):
 
 def results(study, **overrides):
     """Base: kv_cache crashes, peaks 100/400, loss 2.00 +- 0.01, 1000 params. Each remedy, as given."""
-    records = [probe(study, "base", 0.0, "RuntimeError: shapes"), *peaks(study, "base", [100, 400]),
-               *losses(study, "base", [1.99, 2.00, 2.01]), params(study, "base", 1000)]  # fmt: skip
+    records = [
+        probe(study, "base", 0.0, "RuntimeError: shapes"),
+        *peaks(study, "base", [100, 400]),
+        *losses(study, "base", [1.99, 2.00, 2.01]),
+        params(study, "base", 1000),
+    ]
     for rs in overrides.values():
         records += rs
     return Results.from_records(records)
@@ -201,8 +220,20 @@ def test_a_conflicting_remedy_is_skipped_with_its_reason(study):
 
 
 def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(study):
-    gpu = Record(study.name, "fix:alibi-off", "memory", "", "", None, "", None, None, device="cpu",
-                 status="error", note="NotImplementedError: FlexAttention does not support backward on CPU")  # fmt: skip
+    gpu = Record(
+        study.name,
+        "fix:alibi-off",
+        "memory",
+        "",
+        "",
+        None,
+        "",
+        None,
+        None,
+        device="cpu",
+        status="error",
+        note="NotImplementedError: FlexAttention does not support backward on CPU",
+    )
     r = results(study, alibi=[gpu], cache=[probe(study, "fix:cache-fix", 0.0)])
     outcomes = {o.id: o for o in recommendation(r, study).outcomes}
     status = {k: o.status for k, o in outcomes.items()}
@@ -212,9 +243,12 @@ def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(stu
     gpu = outcomes["alibi-off"].needs_gpu
     assert gpu[0].startswith("peak_train[category=total]: needs a GPU (NotImplementedError: FlexAttention")
     assert [g.split(":")[0] for g in gpu[1:]] == [
-        "peak_train_part[part=alibi_bias]", "peak_prefill[category=total]", "peak_decode_cached[category=total]",
-        "kv_cache_size", "cache_object",
-    ]  # fmt: skip
+        "peak_train_part[part=alibi_bias]",
+        "peak_prefill[category=total]",
+        "peak_decode_cached[category=total]",
+        "kv_cache_size",
+        "cache_object",
+    ]
     assert status["cache-fix"] == "fails"  # its probe still fails
     assert status["tie"] == "not measured yet"
     r = Results.from_records([probe(study, "base", 1.0), probe(study, "fix:cache-fix", 0.0)])
@@ -228,12 +262,41 @@ def test_a_forecast_the_machine_cannot_make_is_named_with_its_reason(study):
     from orca_analysis.measurements.forecast.run import FLEX
 
     labels = {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": "total"}
-    skipped = Record(study.name, "fix:alibi-off", "forecast", "gpu_peak", "predicted", None, "bytes", 64, 1,
-                     device="cpu", status="skipped", note=FLEX, labels=labels)  # fmt: skip
-    other = Record(study.name, "fix:alibi-off", "forecast", "gpu_peak", "predicted", None, "bytes", 64, 1,
-                   device="cpu", status="skipped", note="another reason", labels={**labels, "step": "prefill"})  # fmt: skip
-    outcome = next(o for o in recommendation(results(study, alibi=[other, skipped]), study).outcomes
-                   if o.id == "alibi-off")  # fmt: skip
+    skipped = Record(
+        study.name,
+        "fix:alibi-off",
+        "forecast",
+        "gpu_peak",
+        "predicted",
+        None,
+        "bytes",
+        64,
+        1,
+        device="cpu",
+        status="skipped",
+        note=FLEX,
+        labels=labels,
+    )
+    other = Record(
+        study.name,
+        "fix:alibi-off",
+        "forecast",
+        "gpu_peak",
+        "predicted",
+        None,
+        "bytes",
+        64,
+        1,
+        device="cpu",
+        status="skipped",
+        note="another reason",
+        labels={**labels, "step": "prefill"},
+    )
+    outcome = next(
+        o
+        for o in recommendation(results(study, alibi=[other, skipped]), study).outcomes
+        if o.id == "alibi-off"
+    )
     line = "gpu_peak[gpu=h100-sxm-80gb][compute=bfloat16][step=train][category=total]: needs a GPU (FlexAttention"
     assert [g for g in outcome.needs_gpu if g.startswith("gpu_peak")] == [
         line + short(FLEX)[len("FlexAttention") :] + ")"
@@ -247,8 +310,20 @@ def test_the_report_lists_each_thing_that_needs_a_gpu_once(study):
     view lists the needs_gpu lines that are not reasons already, the JSON every one."""
     from orca_analysis.report.recommendations_view import recommendations_view
 
-    gpu = Record(study.name, "fix:cache-fix", "training", "", "", None, "", None, None, device="cpu",
-                 status="error", note="NotImplementedError: FlexAttention does not support backward on CPU")  # fmt: skip
+    gpu = Record(
+        study.name,
+        "fix:cache-fix",
+        "training",
+        "",
+        "",
+        None,
+        "",
+        None,
+        None,
+        device="cpu",
+        status="error",
+        note="NotImplementedError: FlexAttention does not support backward on CPU",
+    )
     r = results(study, cache=[probe(study, "fix:cache-fix", 1.0), gpu])
     outcome = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")
     view = next(v for v in recommendations_view(r, study)["remedies"] if v["id"] == "cache-fix")
@@ -261,10 +336,13 @@ def test_recommendations_json_has_the_issue_schema(study):
 
     r = results(
         study,
-        cache=[probe(study, "fix:cache-fix", 1.0), *losses(study, "fix:cache-fix", [2.00, 2.01, 2.02]),
-               *peaks(study, "fix:cache-fix", [90, 100])],
+        cache=[
+            probe(study, "fix:cache-fix", 1.0),
+            *losses(study, "fix:cache-fix", [2.00, 2.01, 2.02]),
+            *peaks(study, "fix:cache-fix", [90, 100]),
+        ],
         alibi=peaks(study, "fix:alibi-off", [90, 100]),
-    )  # fmt: skip
+    )
     view = recommendations_view(r, study)
     doc = view["json"]
     cache = next(x for x in doc["remedies"] if x["id"] == "cache-fix")
@@ -293,9 +371,16 @@ def test_recommendations_json_has_the_issue_schema(study):
 def test_the_orca_study_brings_the_builtin_remedies():
     study = load_study("orca")
     ids = [v.variant_id for v in study.remedy_variants()]
-    assert ids == ["fix:cache-shift-off-alibi-off", "fix:cache-shift-off-xpos-off", "fix:cache-shift-off-alibi-in-kernel",
-                   "fix:alibi-in-kernel", "fix:alibi-off", "fix:tie-embedding", "fix:heads16-split-width",
-                   "fix:heads4-split-width"]  # fmt: skip
+    assert ids == [
+        "fix:cache-shift-off-alibi-off",
+        "fix:cache-shift-off-xpos-off",
+        "fix:cache-shift-off-alibi-in-kernel",
+        "fix:alibi-in-kernel",
+        "fix:alibi-off",
+        "fix:tie-embedding",
+        "fix:heads16-split-width",
+        "fix:heads4-split-width",
+    ]
     heads16 = study.remedy_variants()[-2].config
     assert heads16.heads * heads16.dim_head == heads16.dim  # 16 x 32 = 512: the heads split the width
 
@@ -303,8 +388,9 @@ def test_the_orca_study_brings_the_builtin_remedies():
 def test_a_loss_gate_passes_only_when_the_paired_interval_lies_below_delta(study):
     # +0.010, +0.020, +0.000 by seed: mean 0.01, sd 0.01, se 0.0057735, half width 0.024841:
     # [-0.0148, +0.0348] straddles +0.02: the data cannot tell, so the remedy is inconclusive, not taken
-    r = results(study, cache=[probe(study, "fix:cache-fix", 1.0),
-                              *losses(study, "fix:cache-fix", [2.00, 2.02, 2.01])])  # fmt: skip
+    r = results(
+        study, cache=[probe(study, "fix:cache-fix", 1.0), *losses(study, "fix:cache-fix", [2.00, 2.02, 2.01])]
+    )
     rec_ = recommendation(r, study)
     cache = next(o for o in rec_.outcomes if o.id == "cache-fix")
     assert cache.status == "inconclusive" and any("straddles +0.02" in why for why in cache.reasons)
@@ -313,10 +399,17 @@ def test_a_loss_gate_passes_only_when_the_paired_interval_lies_below_delta(study
 
 def test_a_loss_gate_before_the_initial_fall_is_not_testable(study):
     # the runs are at 2.00 nats/token; a bigram count model of the same tokens reaches 1.80
-    bigram = _rec(study, "base", "ngram_val_loss", "count_model", 1.80, {"order": 2, "tokenizer": "byte"},
-                  scale="proxy")  # fmt: skip
-    r = results(study, cache=[probe(study, "fix:cache-fix", 1.0),
-                              *losses(study, "fix:cache-fix", [1.998, 2.010, 2.022]), bigram])  # fmt: skip
+    bigram = _rec(
+        study, "base", "ngram_val_loss", "count_model", 1.80, {"order": 2, "tokenizer": "byte"}, scale="proxy"
+    )
+    r = results(
+        study,
+        cache=[
+            probe(study, "fix:cache-fix", 1.0),
+            *losses(study, "fix:cache-fix", [1.998, 2.010, 2.022]),
+            bigram,
+        ],
+    )
     cache = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")
     assert cache.status == "not testable at this scale"
     assert any("not past the initial fall" in why for why in cache.reasons)
@@ -325,8 +418,10 @@ def test_a_loss_gate_before_the_initial_fall_is_not_testable(study):
 def test_the_recommended_design_is_held_to_the_quality_gate_of_its_remedies(study):
     # cache-fix passes on its own, and the combined design is cache-fix's own model; the recommended
     # variant's loss is read against the base's, seed by seed, with cache-fix's delta
-    r = results(study, cache=[probe(study, "fix:cache-fix", 1.0),
-                              *losses(study, "fix:cache-fix", [1.998, 2.010, 2.022])])  # fmt: skip
+    r = results(
+        study,
+        cache=[probe(study, "fix:cache-fix", 1.0), *losses(study, "fix:cache-fix", [1.998, 2.010, 2.022])],
+    )
     rec_ = recommendation(r, study)
     assert rec_.measured.status == "passes"
     assert any("val_loss_final" in why and "lies below +0.02" in why for why in rec_.measured.reasons)
@@ -336,8 +431,20 @@ def test_a_remedy_whose_loss_the_proxy_cannot_judge_is_not_testable(study):
     # the training measurement did not train the tied variant: its vocabulary share on a byte proxy is far
     # from the design's; the skipped records say so, and the gate takes their word for it
     why = "not testable at this scale: the change acts through the vocabulary, which holds 4.8% of ..."
-    skipped = [_rec(study, "fix:tie", "val_loss_final", "measured", None, {"seed": s, "tokens": 32768, "flops": 1e9},
-                    status="skipped", note=why, scale="proxy") for s in range(3)]  # fmt: skip
+    skipped = [
+        _rec(
+            study,
+            "fix:tie",
+            "val_loss_final",
+            "measured",
+            None,
+            {"seed": s, "tokens": 32768, "flops": 1e9},
+            status="skipped",
+            note=why,
+            scale="proxy",
+        )
+        for s in range(3)
+    ]
     r = results(study, tie=[params(study, "fix:tie", 600), *skipped])
     rec_ = recommendation(r, study)
     tie = next(o for o in rec_.outcomes if o.id == "tie")

@@ -81,8 +81,13 @@ def test_gpu_coverage_says_what_is_missing(tiny_run):
     assert table.rows == [["base", "missing", "missing", "missing", "missing", "missing"]]
     # records imported from a GPU: the speed records on "cuda", one skipped kernels record
     speed = [dataclasses.replace(r, device="cuda") for r in results.records("speed")]
-    skipped = dataclasses.replace(results.records("kernels")[0], device="cuda", status="skipped",
-                                  note="time budget of the GPU run exhausted", value=None)  # fmt: skip
+    skipped = dataclasses.replace(
+        results.records("kernels")[0],
+        device="cuda",
+        status="skipped",
+        note="time budget of the GPU run exhausted",
+        value=None,
+    )
     row = gpu_section(Results.from_records([*results.records(), *speed, skipped]), study).tables[0].rows[0]
     ok = sum(r.status == "ok" for r in speed)
     assert (
@@ -97,12 +102,22 @@ def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path)
     study = load_study(str(tiny_study_path))
     swept = study.variants()[0].swept
     records = [
-        Record("tiny", "base", "training", "val_loss_final", "measured", mean + d, "nats/token", device=device,
-               scale="proxy" if device == "cpu" else "measured", labels={"seed": i, "tokens": 64, "flops": 1e6},
-               swept=swept)
+        Record(
+            "tiny",
+            "base",
+            "training",
+            "val_loss_final",
+            "measured",
+            mean + d,
+            "nats/token",
+            device=device,
+            scale="proxy" if device == "cpu" else "measured",
+            labels={"seed": i, "tokens": 64, "flops": 1e6},
+            swept=swept,
+        )
         for device, mean in (("cpu", 2.5), ("cuda", 4.25))
         for i, d in enumerate((-0.005, 0.005))
-    ]  # fmt: skip
+    ]
     section = training_section(Results.from_records(records), study)
     runs = {t.title: t for t in section.tables if t.title.startswith("Training runs")}
     assert list(runs) == [

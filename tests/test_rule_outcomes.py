@@ -18,8 +18,10 @@ def peak(study, vid, value):
 
 
 def test_grows_with_every_outcome(study):
-    rule, args = RULES["grows_with"], {"metric": "peak_train", "axis": "dim", "method": "simulated",
-                                        "labels": {"category": "total"}}  # fmt: skip
+    rule, args = (
+        RULES["grows_with"],
+        {"metric": "peak_train", "axis": "dim", "method": "simulated", "labels": {"category": "total"}},
+    )
     assert (
         rule(ev(study, [peak(study, "dim=32", 100), peak(study, "base", 150)]), **args).verdict == "supported"
     )
@@ -38,10 +40,22 @@ def test_grows_with_every_outcome(study):
     assert v.verdict == "qualified" and "fixed width" in v.reason
     assert rule(ev(study, []), **args).verdict == "not tested yet"
     # over seeds (proxy): a rise of 0.05 whose interval straddles 0 is no support
-    gaps = [*seeds(study, "dim=32", "overfit_gap", [0.10, 0.30], {"step": 8, "tokens": 1, "subset_tokens": 1,
-                                                                   "epochs": 1.0}),
-            *seeds(study, "base", "overfit_gap", [0.12, 0.38], {"step": 8, "tokens": 1, "subset_tokens": 1,
-                                                                 "epochs": 1.0})]  # fmt: skip
+    gaps = [
+        *seeds(
+            study,
+            "dim=32",
+            "overfit_gap",
+            [0.10, 0.30],
+            {"step": 8, "tokens": 1, "subset_tokens": 1, "epochs": 1.0},
+        ),
+        *seeds(
+            study,
+            "base",
+            "overfit_gap",
+            [0.12, 0.38],
+            {"step": 8, "tokens": 1, "subset_tokens": 1, "epochs": 1.0},
+        ),
+    ]
     v = RULES["grows_with"](ev(study, gaps), metric="overfit_gap", axis="dim", last_step=True, delta=0.01)
     assert v.verdict == "inconclusive" and v.scale == "proxy" and v.reason.startswith("proxy scale")
 
@@ -60,8 +74,14 @@ def test_grows_with_attributes_the_rise_to_its_parts(study):
         part("dim=32", "other", 40),
         part("base", "other", 50),
     ]  # fmt: skip  (+10: 20%)
-    v = RULES["grows_with"](ev(study, records), metric="peak_train", axis="dim", method="simulated",
-                            labels={"category": "total"}, parts="peak_train_part")  # fmt: skip
+    v = RULES["grows_with"](
+        ev(study, records),
+        metric="peak_train",
+        axis="dim",
+        method="simulated",
+        labels={"category": "total"},
+        parts="peak_train_part",
+    )
     assert v.verdict == "supported"
     assert v.reason.endswith("of the rise (32 tokens): alibi_bias 60.0%, other 20.0%, weight_state 20.0%")
     assert [r["value"] for r in v.evidence if r["method"] == "peak_train_part rise"] == [
@@ -80,8 +100,13 @@ def extrapolation(study, rises):
             losses = [
                 2.0 + 0.1 * s + (rise + d if eval_len == 64 else 0.0) for s, d in enumerate((0, 0.01, -0.01))
             ]
-            out += seeds(study, "base", "extrapolation_val_loss", losses,
-                         {"pos": pos, "train_len": 16, "eval_len": eval_len})  # fmt: skip
+            out += seeds(
+                study,
+                "base",
+                "extrapolation_val_loss",
+                losses,
+                {"pos": pos, "train_len": 16, "eval_len": eval_len},
+            )
     return out
 
 
@@ -110,9 +135,19 @@ def test_extrapolation_every_outcome(study):
 
 def test_gradient_health_every_outcome(study):
     def rows(post, deep):
-        return [rec(study, "base", "grad_norm_first_over_last", "measured", v,
-                    {"norm": n, "depth": 48, "step": 11, "seed": seed}, scale="proxy")
-                for n, vs in (("post_norm", post), ("deepnorm", deep)) for seed, v in enumerate(vs)]  # fmt: skip
+        return [
+            rec(
+                study,
+                "base",
+                "grad_norm_first_over_last",
+                "measured",
+                v,
+                {"norm": n, "depth": 48, "step": 11, "seed": seed},
+                scale="proxy",
+            )
+            for n, vs in (("post_norm", post), ("deepnorm", deep))
+            for seed, v in enumerate(vs)
+        ]
 
     rule, sick = RULES["gradient_health"], [1e-5, 2e-5, 5e-6]  # |log10|: 5, 4.699, 5.301 decades (mean 5.0)
     # DeepNorm |log10| 0.398, 0.523, 0.301: removed 4.602, 4.176, 5.000 by seed (mean 4.593, sd 0.412,

@@ -28,10 +28,21 @@ from orca_analysis.study.schema import Sweep
 def tokens_x_dim(variant, study):
     """A workload-dependent stand-in: seq_len * batch * dim, e.g. 32 * 1 * 64 = 2048."""
     return [
-        Record(study.name, variant.variant_id, "per_workload", "tokens_x_dim", "closed_form",
-               s * b * variant.config.dim, "units", s, b, study.workloads.dtype, swept=variant.swept)
+        Record(
+            study.name,
+            variant.variant_id,
+            "per_workload",
+            "tokens_x_dim",
+            "closed_form",
+            s * b * variant.config.dim,
+            "units",
+            s,
+            b,
+            study.workloads.dtype,
+            swept=variant.swept,
+        )
         for s, b in study.workloads.pairs()
-    ]  # fmt: skip
+    ]
 
 
 def slow_tokens_x_dim(variant, study):
@@ -43,10 +54,21 @@ def slow_tokens_x_depth(variant, study):
     """seq_len * batch * depth, e.g. 32 * 1 * 2 = 64, after the same pause."""
     time.sleep(0.08)
     return [
-        Record(study.name, variant.variant_id, "per_depth", "tokens_x_depth", "closed_form",
-               s * b * variant.config.depth, "units", s, b, study.workloads.dtype, swept=variant.swept)
+        Record(
+            study.name,
+            variant.variant_id,
+            "per_depth",
+            "tokens_x_depth",
+            "closed_form",
+            s * b * variant.config.depth,
+            "units",
+            s,
+            b,
+            study.workloads.dtype,
+            swept=variant.swept,
+        )
         for s, b in study.workloads.pairs()
-    ]  # fmt: skip
+    ]
 
 
 @functools.cache
@@ -58,10 +80,21 @@ def corpus_bytes(variant, study):
     """A corpus-dependent stand-in for `training`: the selected corpus's size in bytes."""
     n_bytes = load_corpus().n_bytes if os.environ.get("ORCA_CORPUS") else stdlib_bytes()
     return [
-        Record(study.name, variant.variant_id, "corpus", "corpus_bytes", "counter", n_bytes, "bytes", s, b,
-               study.workloads.dtype, swept=variant.swept)
+        Record(
+            study.name,
+            variant.variant_id,
+            "corpus",
+            "corpus_bytes",
+            "counter",
+            n_bytes,
+            "bytes",
+            s,
+            b,
+            study.workloads.dtype,
+            swept=variant.swept,
+        )
         for s, b in study.workloads.pairs()
-    ]  # fmt: skip
+    ]
 
 
 def worker_pid(variant, study):

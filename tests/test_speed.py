@@ -98,8 +98,11 @@ def test_utilisation_numerator_is_the_flop_counter_and_datasheet():
     cfg = load_study(str(TINY)).base  # depth 2, heads 4, dim_head 64
     # the counter agrees with the closed form (tests/test_flops.py) in each convention
     train, prefill = counted_flops(cfg, 32, 2, training=True), counted_flops(cfg, 32, 2, training=False)
-    for method, kind, forward in (("mfu_palm", "model_dense", "dense"), ("mfu_causal", "model_causal", "causal"),
-                                  ("hfu", "executed", "executed")):  # fmt: skip
+    for method, kind, forward in (
+        ("mfu_palm", "model_dense", "dense"),
+        ("mfu_causal", "model_causal", "causal"),
+        ("hfu", "executed", "executed"),
+    ):
         assert train[method] == closed_form_kind(cfg, 32, 2, kind)["total"].train_step, method
         assert prefill[method] == closed_form_kind(cfg, 32, 2, forward)["total"].forward, method
     assert datasheet_peak("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
@@ -176,9 +179,11 @@ def test_speed_records_and_cached_decoding_as_a_result(base_records):
         for v in results.values("kv_ablation_generate_cache", method="measured")
     }
     assert {k: (v.get("tokens"), v.value) for k, v in held.items() if k[1] != "object"} == {
-        ("mqa", "kv"): (15, 2 * 2 * 1 * 15 * 64 * 4), ("mqa", "prompt_object"): (12, 12_288 + 5 * 12 * 64 * 4),
-        ("mha", "kv"): (15, 2 * 2 * 4 * 15 * 64 * 4), ("mha", "prompt_object"): (12, 49_152 + 5 * 12 * 64 * 4),
-    }  # fmt: skip
+        ("mqa", "kv"): (15, 2 * 2 * 1 * 15 * 64 * 4),
+        ("mqa", "prompt_object"): (12, 12_288 + 5 * 12 * 64 * 4),
+        ("mha", "kv"): (15, 2 * 2 * 4 * 15 * 64 * 4),
+        ("mha", "prompt_object"): (12, 49_152 + 5 * 12 * 64 * 4),
+    }
     closed = results.values("kv_ablation_generate_cache", method="closed_form")
     assert [v.value for v in closed] == [v.value for k, v in held.items() if k[1] != "object"]
     # the largest object: with 4 KV heads a cached step's (15 tokens of K/V, 61,440 B, one position's hidden
@@ -230,9 +235,19 @@ def test_a_failing_phase_is_an_error_record_and_the_others_still_run(monkeypatch
     recs = _run("speed", study)
     errors = [(r.metric, r.method, r.labels, r.note) for r in recs if r.status == "error"]
     assert errors[:2] == [
-        ("train_step_time", "measured", {"repeat": 0}, "train: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"),
-        ("prefill_time", "measured", {"repeat": 0}, "prefill: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"),
-    ]  # fmt: skip
+        (
+            "train_step_time",
+            "measured",
+            {"repeat": 0},
+            "train: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+        (
+            "prefill_time",
+            "measured",
+            {"repeat": 0},
+            "prefill: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ),
+    ]
     # no cache-compatible model: an error record with what was tried
     assert errors[2][:3] == ("kv_ablation_decode_speedup", "derived", {"dropped": "n/a"})
     assert errors[2][3].startswith(

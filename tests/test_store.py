@@ -225,8 +225,10 @@ def _v1_store(folder: Path) -> None:
     db.execute("INSERT INTO environments VALUES (?, ?, ?, ?, ?, ?)", (env.env_id, *env.__dict__.values()))
     units = [(1, "kp", "params", '["*"]'), (2, "kt", "training", '["*"]'), (3, "kq", "probes", '["*"]')]
     for uid, key, name, _ in units:
-        db.execute("INSERT INTO units VALUES (?, ?, 'base', ?, ?, 'ok', '', 1.0, 'now', ?, 'test')",
-                   (uid, key, name, env.env_id, json.dumps(prov().as_dict())))  # fmt: skip
+        db.execute(
+            "INSERT INTO units VALUES (?, ?, 'base', ?, ?, 'ok', '', 1.0, 'now', ?, 'test')",
+            (uid, key, name, env.env_id, json.dumps(prov().as_dict())),
+        )
         db.execute("INSERT INTO coverage VALUES (?, ?, '*', ?, ?)", (key, name, env.env_id, uid))
     rows = [
         (1, "params", "total", "counter", 181120, "params", "ok", "", ""),
@@ -256,9 +258,11 @@ def _v1_store(folder: Path) -> None:
         (3, "probes", "kv_cache", "measured", None, "logit", "error", "RuntimeError: boom", "case=as_built"),
     ]
     for seq, (uid, name, metric, method, value, unit_, status, error, category) in enumerate(rows):
-        db.execute("INSERT INTO records VALUES (?, ?, 'tiny', 'base', ?, ?, ?, ?, ?, NULL, NULL, 'float32', "
-                   "'cpu', ?, ?, ?, ?)", (uid, seq, name, metric, method, value, unit_, status, error, category,
-                                          json.dumps({"dim": 64})))  # fmt: skip
+        db.execute(
+            "INSERT INTO records VALUES (?, ?, 'tiny', 'base', ?, ?, ?, ?, ?, NULL, NULL, 'float32', "
+            "'cpu', ?, ?, ?, ?)",
+            (uid, seq, name, metric, method, value, unit_, status, error, category, json.dumps({"dim": 64})),
+        )
     db.commit()
     db.close()
 

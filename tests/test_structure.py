@@ -65,8 +65,9 @@ def test_every_import_goes_down_the_layers_and_no_parts_form_a_cycle():
 
 def test_function_level_imports_are_only_where_listed():
     found = {i.source for i in imports() if i.in_function}
-    assert found == set(FUNCTION_LEVEL), f"new: {sorted(found - set(FUNCTION_LEVEL))}; gone: " \
-        f"{sorted(set(FUNCTION_LEVEL) - found)}"  # fmt: skip
+    assert found == set(FUNCTION_LEVEL), (
+        f"new: {sorted(found - set(FUNCTION_LEVEL))}; gone: {sorted(set(FUNCTION_LEVEL) - found)}"
+    )
 
 
 def test_the_graph_reader_sees_a_cycle_and_a_function_level_import(tmp_path):
@@ -122,8 +123,10 @@ def test_the_readmes_code_parses():
     root = Path(__file__).parents[1]
     readme = (root / "README.md").read_text()
     files = re.findall(r"```python\n# (orca_analysis/\S+\.py)\n(.*?)```", readme, re.S)
-    assert [f for f, _ in files] == ["orca_analysis/catalog/declared/weight_bytes.py",
-                                     "orca_analysis/measurements/weight_bytes.py"]  # fmt: skip
+    assert [f for f, _ in files] == [
+        "orca_analysis/catalog/declared/weight_bytes.py",
+        "orca_analysis/measurements/weight_bytes.py",
+    ]
     for name, code in files:
         for node in ast.walk(ast.parse(code)):
             if isinstance(node, ast.ImportFrom) and node.level:
@@ -149,8 +152,11 @@ def test_a_declaration_binds_each_metric_to_its_constant():
     module = _declaration(code)
     assert unbound(module) == [] and module.WEIGHT_BYTES == "weight_bytes"
     assert module.WEIGHT_BYTES.methods == (Method.CLOSED_FORM,) and module.WEIGHT_BYTES.unit == "bytes"
-    swapped = code.replace("METRICS = (WEIGHT_BYTES,)", "OTHER = Metric('other', 's', 'x', ('measured',))\n"
-                           "METRICS = (WEIGHT_BYTES, OTHER)\nWEIGHT_BYTES, OTHER = OTHER, WEIGHT_BYTES")  # fmt: skip
+    swapped = code.replace(
+        "METRICS = (WEIGHT_BYTES,)",
+        "OTHER = Metric('other', 's', 'x', ('measured',))\n"
+        "METRICS = (WEIGHT_BYTES, OTHER)\nWEIGHT_BYTES, OTHER = OTHER, WEIGHT_BYTES",
+    )
     assert unbound(_declaration(swapped)) == ["weight_bytes", "other"]
     with pytest.raises(ValueError, match="unknown method 'guessed'"):
         _declaration(code.replace("(Method.CLOSED_FORM,)", "('guessed',)"))
@@ -168,9 +174,12 @@ def test_a_metric_is_its_name_and_stored_as_a_plain_string(tiny_study_path):
         PEAK_TRAIN.unit = "MiB"
     variant = load_study(tiny_study_path).base_variant
     rec = Recorder("tiny", variant, "memory").add(
-        MEMORY_REL_ERROR, 0.1, Method.DERIVED, {"quantity": PEAK_TRAIN, "pair": "a_vs_b", "phase": "all"},
+        MEMORY_REL_ERROR,
+        0.1,
+        Method.DERIVED,
+        {"quantity": PEAK_TRAIN, "pair": "a_vs_b", "phase": "all"},
         scale=Scale.ANALYTIC,
-    )  # fmt: skip
+    )
     assert [type(x) for x in (rec.metric, rec.method, rec.scale, rec.status, rec.labels["quantity"])] == [
         str
     ] * 5

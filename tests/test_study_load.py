@@ -121,8 +121,10 @@ def test_an_impossible_shape_made_by_an_override_names_the_override(tiny_study_p
     4 heads over 3: the problem names the flags, not the file's 'heads' line."""
     with pytest.raises(StudyError) as exc:
         load_study(str(tiny_study_path), ["attn_one_kv_head=false", "attn_kv_heads=3"])
-    assert exc.value.problems == ["--set attn_one_kv_head=false --set attn_kv_heads=3: 'heads' (4) must be "
-                                  "divisible by the number of kv heads (3)"]  # fmt: skip
+    assert exc.value.problems == [
+        "--set attn_one_kv_head=false --set attn_kv_heads=3: 'heads' (4) must be "
+        "divisible by the number of kv heads (3)"
+    ]
 
 
 def test_the_files_own_problem_is_not_blamed_on_an_override(write_study, tiny_study_path):

@@ -193,8 +193,13 @@ def test_extrapolation_tests_the_schemes_the_design_sets(tiny_study_path):
     base = proxy_config(load_study(str(tiny_study_path)).base, tiny_scale())
     assert schemes(base) == ["alibi", "xpos", "abs", "none"]
     # a Llama-like design (plain rotary, no ALiBi) is tested on its own scheme, never on ALiBi
-    llama = base.with_values({("attn_layers", "alibi_pos_bias"): False, ("attn_layers", "rotary_xpos"): False,
-                              ("attn_layers", "rotary_pos_emb"): True})  # fmt: skip
+    llama = base.with_values(
+        {
+            ("attn_layers", "alibi_pos_bias"): False,
+            ("attn_layers", "rotary_xpos"): False,
+            ("attn_layers", "rotary_pos_emb"): True,
+        }
+    )
     assert schemes(llama) == ["rotary", "abs", "none"]
     rotary = scheme_config(llama, "rotary", 64)
     assert (rotary.get("rotary_pos_emb"), rotary.get("alibi_pos_bias"), rotary.get("shift_tokens")) == (

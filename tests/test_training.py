@@ -50,12 +50,29 @@ def test_training_records(trained):
     recs = by_variant["base"]
     metrics = {r.metric for r in recs}
     assert {
-        "train_loss", "val_loss", "val_loss_final", "val_loss_equal_flops", "overfit_gap", "grad_norm",
-        "kv_cache_bytes", "extrapolation_val_loss", "attn_kv_val_loss", "train_flops_per_token",
-        "head_ablation_single_increase", "head_ablation_quarter_increase", "head_ablation_quarter_mean",
-        "head_ablation_base_loss", "proxy_params", "corpus_tokens", "val_loss_tuned", "lr_sweep_val_loss",
-        "lr_chosen", "ngram_val_loss", "proxy_embedding_share", "overfit_val_loss",
-    } <= metrics  # fmt: skip
+        "train_loss",
+        "val_loss",
+        "val_loss_final",
+        "val_loss_equal_flops",
+        "overfit_gap",
+        "grad_norm",
+        "kv_cache_bytes",
+        "extrapolation_val_loss",
+        "attn_kv_val_loss",
+        "train_flops_per_token",
+        "head_ablation_single_increase",
+        "head_ablation_quarter_increase",
+        "head_ablation_quarter_mean",
+        "head_ablation_base_loss",
+        "proxy_params",
+        "corpus_tokens",
+        "val_loss_tuned",
+        "lr_sweep_val_loss",
+        "lr_chosen",
+        "ngram_val_loss",
+        "proxy_embedding_share",
+        "overfit_val_loss",
+    } <= metrics
     assert all(r.unit and r.measurement == "training" and r.status == "ok" for r in recs)
     # the learning-rate sweep: the scale's 3e-3 and 2 x 3e-3 on the first seed, the lower loss chosen
     results = Results.from_records(recs)
@@ -226,23 +243,40 @@ def test_past_the_deadline_sub_runs_are_skipped_not_lost(tiny_study_path, corpus
     # (2 depths on the first seed + the deepest on 2 more seeds) x 3 norms, all skipped
     assert sum(r.metric == "grad_norm_first_over_last" for r in recs) == (2 + 2) * 3
     tier = ("val_loss_tuned", "val_loss_equal_flops")  # what the standard tier does not run at all
-    assert all(r.note == "time budget of the GPU run exhausted" for r in recs if r.status == "skipped"
-               and r.metric not in tier)  # fmt: skip
+    assert all(
+        r.note == "time budget of the GPU run exhausted"
+        for r in recs
+        if r.status == "skipped" and r.metric not in tier
+    )
     trained = ("val_loss", "grad_norm", "head_ablation_single_increase")
     assert not any(r.metric in trained for r in recs)  # none trained
     assert {r.status for r in recs} == {"ok", "skipped"}  # set-up and closed forms still recorded
 
 
 def _final(vid: str, device: str, seed: int, value: float) -> Record:
-    return Record("tiny", vid, "training", "val_loss_final", "measured", value, "nats/token", device=device,
-                  scale="measured" if device == "cuda" else "proxy",
-                  labels={"seed": seed, "tokens": 64, "flops": 1e6})  # fmt: skip
+    return Record(
+        "tiny",
+        vid,
+        "training",
+        "val_loss_final",
+        "measured",
+        value,
+        "nats/token",
+        device=device,
+        scale="measured" if device == "cuda" else "proxy",
+        labels={"seed": seed, "tokens": 64, "flops": 1e6},
+    )
 
 
 def test_cpu_proxies_and_gpu_runs_get_their_own_training_tables(tiny_study_path):
     study = load_study(str(tiny_study_path))
-    rows = [_final("base", "cuda", 0, 4.245), _final("base", "cuda", 1, 4.255),
-            _final("base", "cpu", 0, 2.495), _final("base", "cpu", 1, 2.505), _final("base", "cpu", 2, 2.5)]  # fmt: skip
+    rows = [
+        _final("base", "cuda", 0, 4.245),
+        _final("base", "cuda", 1, 4.255),
+        _final("base", "cpu", 0, 2.495),
+        _final("base", "cpu", 1, 2.505),
+        _final("base", "cpu", 2, 2.5),
+    ]
     section = training_section(Results.from_records(rows), study)
     runs = {t.title: t for t in section.tables if t.title.startswith("Training runs")}
     assert list(runs) == ["Training runs (full shapes on cuda)", "Training runs (CPU-scale proxies)"]
@@ -276,8 +310,12 @@ def test_section_reads_the_stored_values(trained):
     assert rows["base"][1].endswith(" params (8 wide)")
     assert "bigram count model" in runs.caption
     assert extrapolation.columns == ["positions", "eval at 16", "eval at 32", "eval at 64"]
-    assert [r[0] for r in extrapolation.rows] == ["alibi", "xpos", "learned absolute positions (positive control)",
-                                                  "no position information (positive control)"]  # fmt: skip
+    assert [r[0] for r in extrapolation.rows] == [
+        "alibi",
+        "xpos",
+        "learned absolute positions (positive control)",
+        "no position information (positive control)",
+    ]
     quarter = results.one("head_ablation_quarter_mean", variant="base")
     assert [cell(c) for c in heads.rows[0]][4] == f"{quarter.value:.4f} ± {quarter.spread:.4f}"
     assert [f.name for f in section.figures] == ["val_loss_curves", "quality_vs_compute", "grad_norms"]
@@ -291,9 +329,11 @@ def test_the_standard_tier_records_what_it_does_not_power(tiny_study_path, corpu
     narrow = next(v for v in study.variants() if v.variant_id == "dim=32")
     recs = training_records(narrow, study, scale, corpus=corpus_dir)
     skipped = Counter((r.metric, r.note.split(":")[0]) for r in recs if r.status == "skipped")
-    assert skipped == {("val_loss_final", "not run at this quality tier"): 3,
-                       ("val_loss_tuned", "not run at this quality tier"): 3,
-                       ("val_loss_equal_flops", "not run at this quality tier"): 3}  # fmt: skip
+    assert skipped == {
+        ("val_loss_final", "not run at this quality tier"): 3,
+        ("val_loss_tuned", "not run at this quality tier"): 3,
+        ("val_loss_equal_flops", "not run at this quality tier"): 3,
+    }
     assert "--quality thorough" in next(r.note for r in recs if r.metric == "val_loss_tuned")
     assert not any(r.metric == "val_loss" for r in recs)  # nothing trained on the corpus at full length ...
     assert {r.labels["seed"] for r in recs if r.metric == "overfit_val_loss"} == {
@@ -312,8 +352,12 @@ def test_a_vocabulary_bound_remedy_is_not_trained_on_a_byte_proxy(
 
     monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    tied = dataclasses.replace(study.variants()[0], variant_id="fix:tie", role="remedy",
-                               config=study.base.with_values({("wrapper", "tie_embedding"): True}))  # fmt: skip
+    tied = dataclasses.replace(
+        study.variants()[0],
+        variant_id="fix:tie",
+        role="remedy",
+        config=study.base.with_values({("wrapper", "tie_embedding"): True}),
+    )
     recs = training_records(tied, study, scale, corpus=corpus_dir)
     (why,) = {r.note for r in recs if r.metric == "val_loss_final"}
     full, proxy = embedding_share(study.base), embedding_share(proxy_config(study.base, scale))
@@ -332,22 +376,36 @@ def test_quality_tiers_select_a_scale_and_key_their_results_apart(monkeypatch):
     assert quality_scale() is THOROUGH and scale_key() == "|quality=thorough"
     # the thorough tier: twice the steps on five seeds, the width and depth arms' rate sweep, equal FLOPs
     assert (THOROUGH.steps, len(THOROUGH.seeds), THOROUGH.lr_factors, THOROUGH.equal_flops) == (
-        512, 5, (0.5, 2.0), True)  # fmt: skip
+        512,
+        5,
+        (0.5, 2.0),
+        True,
+    )
     with pytest.raises(ValueError, match="unknown quality tier 'best'"):
         scale_for_tier("best")
 
 
-def test_a_model_this_device_cannot_train_is_skipped_saying_it_needs_a_gpu(tiny_study_path, corpus_dir, monkeypatch,
-                                                                           tmp_path):  # fmt: skip
+def test_a_model_this_device_cannot_train_is_skipped_saying_it_needs_a_gpu(
+    tiny_study_path, corpus_dir, monkeypatch, tmp_path
+):
     import dataclasses
 
     monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    kernel = dataclasses.replace(study.variants()[0], variant_id="fix:kernel", role="remedy",
-                                 config=study.base.with_values({("attn_layers", "alibi_in_kernel"): True}))  # fmt: skip
+    kernel = dataclasses.replace(
+        study.variants()[0],
+        variant_id="fix:kernel",
+        role="remedy",
+        config=study.base.with_values({("attn_layers", "alibi_in_kernel"): True}),
+    )
     recs = training_records(kernel, study, scale, corpus=corpus_dir)  # FlexAttention: no backward on a CPU
     finals = [r for r in recs if r.metric == "val_loss_final"]
     assert [r.status for r in finals] == ["skipped"] * 3 and not any(r.status == "error" for r in recs)
     assert all(r.note.startswith("needs a GPU: NotImplementedError") for r in finals)
-    assert {r.metric for r in recs} <= {"val_loss_final", "proxy_params", "proxy_embedding_share",
-                                        "train_flops_per_token", "corpus_tokens"}  # fmt: skip
+    assert {r.metric for r in recs} <= {
+        "val_loss_final",
+        "proxy_params",
+        "proxy_embedding_share",
+        "train_flops_per_token",
+        "corpus_tokens",
+    }

@@ -61,8 +61,10 @@ def attention_kind(heads: int, kv_heads: int) -> str:
         return f"multi-head attention (MHA): {heads} query heads, each with its own key/value head"
     if kv_heads == 1:
         return f"multi-query attention (MQA): 1 key/value head shared by all {heads} query heads"
-    return (f"grouped-query attention (GQA): {kv_heads} key/value heads, each shared by a group of "
-            f"{heads // kv_heads} query heads")  # fmt: skip
+    return (
+        f"grouped-query attention (GQA): {kv_heads} key/value heads, each shared by a group of "
+        f"{heads // kv_heads} query heads"
+    )
 
 
 def position_sources(b: Built) -> list[str]:
@@ -129,19 +131,34 @@ def describe(cfg: ModelConfig) -> Built:
         norm = next((n for n in norms if n is not None), None)
         ff_in, act, glu, biases = _ff(model)
         return Built(
-            dim=cfg.dim, heads=attn.heads, kv_heads=attn.to_k.weight.shape[0] // dim_head, dim_head=dim_head,
-            max_seq_len=model.max_seq_len, vocab_rows=model.token_emb.emb.weight.shape[0],
+            dim=cfg.dim,
+            heads=attn.heads,
+            kv_heads=attn.to_k.weight.shape[0] // dim_head,
+            dim_head=dim_head,
+            max_seq_len=model.max_seq_len,
+            vocab_rows=model.token_emb.emb.weight.shape[0],
             tied=not isinstance(model.to_logits, nn.Module),  # tied: a function of the embedding's weight
-            abs_pos="learned" if learned else "sinusoidal" if isinstance(pos, xt.ScaledSinusoidalEmbedding) else "",
+            abs_pos="learned"
+            if learned
+            else "sinusoidal"
+            if isinstance(pos, xt.ScaledSinusoidalEmbedding)
+            else "",
             abs_pos_params=sum(p.numel() for p in pos.parameters()) if isinstance(pos, nn.Module) else 0,
             rotary_dims=2 * rotary.inv_freq.shape[0] if rotary is not None else 0,  # inv_freq: (rot_dim / 2,)
             xpos=rotary is not None and rotary.scale is not None,
-            alibi_heads=alibi if alibi else (cfg.layers.get("alibi_num_heads") or attn.heads) if in_kernel else 0,
+            alibi_heads=alibi
+            if alibi
+            else (cfg.layers.get("alibi_num_heads") or attn.heads)
+            if in_kernel
+            else 0,
             alibi_in_kernel=in_kernel,
             rel_pos="" if rel is None or alibi else type(rel).__name__,
             shifts=tuple(int(s) for s in shift.shifts) if shift is not None else (),
             norm=type(norm).__name__ if norm is not None else "none",
             pre_norm=bool(layers.pre_norm),
-            ff_in=ff_in, ff_act=act, ff_glu=glu, ff_biases=biases,
+            ff_in=ff_in,
+            ff_act=act,
+            ff_glu=glu,
+            ff_biases=biases,
             flash=bool(attn.attend.flash),
-        )  # fmt: skip
+        )

@@ -39,21 +39,27 @@ def _positions(b: Built) -> str:
 
 def _abs_pos(b: Built, cfg: ModelConfig) -> str:
     if b.abs_pos == "learned":
-        return (f"a learned absolute position table is built: {b.max_seq_len} x {b.dim} = {b.abs_pos_params:,} "
-                "parameters, added to the token embeddings")  # fmt: skip
+        return (
+            f"a learned absolute position table is built: {b.max_seq_len} x {b.dim} = {b.abs_pos_params:,} "
+            "parameters, added to the token embeddings"
+        )
     if b.abs_pos:
         return "sinusoidal absolute positions are added to the token embeddings (no parameters)"
     if cfg.wrapper.get("use_abs_pos_emb", True):
-        return (f"no absolute position table is built: x-transformers drops it on its own when the layers "
-                f"carry positions ({b.positions})")  # fmt: skip
+        return (
+            f"no absolute position table is built: x-transformers drops it on its own when the layers "
+            f"carry positions ({b.positions})"
+        )
     return f"no absolute position table is built; {_positions(b)}"
 
 
 def _kv(b: Built) -> str:
     if b.kv_heads == b.heads:
         return attention_kind(b.heads, b.kv_heads)
-    return (f"{attention_kind(b.heads, b.kv_heads)}; K/V projections d x {b.kv_heads * b.dim_head} instead of "
-            f"d x {b.heads * b.dim_head}, and the KV cache is {b.heads // b.kv_heads}x smaller than MHA's")  # fmt: skip
+    return (
+        f"{attention_kind(b.heads, b.kv_heads)}; K/V projections d x {b.kv_heads * b.dim_head} instead of "
+        f"d x {b.heads * b.dim_head}, and the KV cache is {b.heads // b.kv_heads}x smaller than MHA's"
+    )
 
 
 def _ff(b: Built, key: str) -> str:

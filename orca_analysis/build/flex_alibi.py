@@ -50,8 +50,16 @@ def _plain_softmax(fn: Any) -> bool:
 
 def attend_problems(attend: Attend) -> list[str]:
     """Attend features the flex path does not reproduce, one line each."""
-    flags = ("flash_pack_seq", "selective", "cog_signed", "l2_distance", "add_zero_kv",
-             "head_learned_sink", "softclamp_logits", "inverted_attention")  # fmt: skip
+    flags = (
+        "flash_pack_seq",
+        "selective",
+        "cog_signed",
+        "l2_distance",
+        "add_zero_kv",
+        "head_learned_sink",
+        "softclamp_logits",
+        "inverted_attention",
+    )
     out = [f"attention option '{f}'" for f in flags if getattr(attend, f, False)]
     heads = ("pre_softmax_talking_heads", "post_softmax_talking_heads", "pre_scale_post_talking_heads")
     out += ["talking heads" for h in heads if getattr(attend, h, None) is not None][:1]

@@ -61,8 +61,15 @@ class Metric(str):
                 f"metric '{name}': unknown method '{unknown[0]}' (catalog/vocabulary.py declares them)"
             )
         self = super().__new__(cls, name)
-        fields = {"unit": unit, "description": description, "methods": tuple(Method(m) for m in methods), "labels": tuple(labels),
-                  "samples": samples, "direction": direction, "cross_check": cross_check}  # fmt: skip
+        fields = {
+            "unit": unit,
+            "description": description,
+            "methods": tuple(Method(m) for m in methods),
+            "labels": tuple(labels),
+            "samples": samples,
+            "direction": direction,
+            "cross_check": cross_check,
+        }
         self.__dict__.update(fields)
         return self
 
@@ -79,8 +86,16 @@ class Metric(str):
     def declaration(self) -> tuple:
         """Everything declared about the metric, its name first (two declarations of one name compare by this)."""
         d = self.__dict__
-        return (str(self), d["unit"], d["description"], d["methods"], d["labels"], d["samples"], d["direction"],
-                d["cross_check"])  # fmt: skip
+        return (
+            str(self),
+            d["unit"],
+            d["description"],
+            d["methods"],
+            d["labels"],
+            d["samples"],
+            d["direction"],
+            d["cross_check"],
+        )
 
     @property
     def aggregate(self) -> str | None:

@@ -36,8 +36,13 @@ class Control:
         return f"{self.name} {self.effect.text(self.unit)}, needed beyond {self.delta:g}"
 
     def as_json(self) -> dict[str, Any]:
-        return {"name": self.name, **self.effect.as_json(), "delta": self.delta, "unit": self.unit,
-                "shows_power": self.shows_power}  # fmt: skip
+        return {
+            "name": self.name,
+            **self.effect.as_json(),
+            "delta": self.delta,
+            "unit": self.unit,
+            "shows_power": self.shows_power,
+        }
 
 
 @dataclass
@@ -93,8 +98,10 @@ class Series:
 
     def rows(self, label: str) -> list[dict[str, Any]]:
         unit = lookup(self.metric).unit
-        return [{"label": f"{self.axis}={k}", "value": float(v), "unit": unit, "method": label}
-                for k, v in self.points.items()]  # fmt: skip
+        return [
+            {"label": f"{self.axis}={k}", "value": float(v), "unit": unit, "method": label}
+            for k, v in self.points.items()
+        ]
 
 
 def axis_series(
@@ -183,8 +190,10 @@ def samples(v: Value) -> list[float]:
     return list(v.samples) if v.samples else [float(v.value)]
 
 
-PROXY = ("proxy scale (small models trained on a CPU by the proxy rule of the training section, not the "
-         "model itself): ")  # fmt: skip
+PROXY = (
+    "proxy scale (small models trained on a CPU by the proxy rule of the training section, not the "
+    "model itself): "
+)
 
 
 def initial_fall(ev: Evidence, arms: dict[str, Value]) -> str:
@@ -200,8 +209,10 @@ def initial_fall(ev: Evidence, arms: dict[str, Value]) -> str:
             late.append(f"{name} {v.value:.3f} (bigram {ref:.3f})")
     if not late:
         return ""
-    return (f"not past the initial fall: {', '.join(late)} nats/token, not below the loss of a bigram count "
-            "model of the same tokens (the read criterion)")  # fmt: skip
+    return (
+        f"not past the initial fall: {', '.join(late)} nats/token, not below the loss of a bigram count "
+        "model of the same tokens (the read criterion)"
+    )
 
 
 def unpowered(ev: Evidence, metric: str, variants: set[str] | None = None) -> str:

@@ -43,8 +43,15 @@ def register_rule(name: str) -> Callable[[RuleFn], RuleFn]:
 
 def _stated(verdict: str, text: str, rows: list, s: Any, effect: Effect, delta: float) -> Judgement:
     scale = scale_of(s.values)
-    return Judgement(verdict, (PROXY if scale == "proxy" else "") + text, rows, scale=scale, metric=s.metric,
-                   effect=effect, delta=delta)  # fmt: skip
+    return Judgement(
+        verdict,
+        (PROXY if scale == "proxy" else "") + text,
+        rows,
+        scale=scale,
+        metric=s.metric,
+        effect=effect,
+        delta=delta,
+    )
 
 
 def _endpoints(s: Any, sign: float) -> Effect:
@@ -115,8 +122,14 @@ def _attribution(ev: Evidence, parts: str, axis: str, method: str | None, s: Any
         if p.keys[:1] != s.keys[:1] or p.keys[-1:] != s.keys[-1:]:
             return ""  # the parts are not stored at both endpoints: no attribution
         grew = p.ys[-1] - p.ys[0]
-        rows.append({"label": f"{part}: {axis} {s.keys[0]} -> {s.keys[-1]}", "value": float(grew),
-                     "unit": lookup(parts).unit, "method": f"{parts} rise"})  # fmt: skip
+        rows.append(
+            {
+                "label": f"{part}: {axis} {s.keys[0]} -> {s.keys[-1]}",
+                "value": float(grew),
+                "unit": lookup(parts).unit,
+                "method": f"{parts} rise",
+            }
+        )
         shares.append((grew, part))
     if not shares or not rise:
         return ""
@@ -149,8 +162,12 @@ def kernel_ran(ev: Evidence, expected: str = "flash") -> Judgement:
         return Judgement(Verdict.CONTRADICTED, f"on the GPU another kernel ran: {on}", rows)
     differ = ev.fidelity.get("attn_flash", {}).get("notes_differ", "")
     cpu = "; ".join(f"{d}: {', '.join(b)}" for d, b in sorted(by_device.items()))
-    return Judgement(Verdict.QUALIFIED, f"on CPU the {expected} kernel ran ({cpu}); no GPU results yet"
-                   + (f", and there {differ}" if differ else ""), rows)  # fmt: skip
+    return Judgement(
+        Verdict.QUALIFIED,
+        f"on CPU the {expected} kernel ran ({cpu}); no GPU results yet"
+        + (f", and there {differ}" if differ else ""),
+        rows,
+    )
 
 
 def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
@@ -182,8 +199,14 @@ def generate_saving(ev: Evidence, rows: list) -> str:
     if not all((a, p) in got for a in ("mqa", "mha") for p in ("kv", "object")):
         return ""
     for (attn, part), v in sorted(got.items()):
-        rows.append({"label": f"generate cache {part} {attn} ({v.get('tokens')} tokens)", "value": float(v.value),
-                     "unit": "bytes", "method": f"speed, measured ({v.device}, {v.get('dropped')} off)"})  # fmt: skip
+        rows.append(
+            {
+                "label": f"generate cache {part} {attn} ({v.get('tokens')} tokens)",
+                "value": float(v.value),
+                "unit": "bytes",
+                "method": f"speed, measured ({v.device}, {v.get('dropped')} off)",
+            }
+        )
     kv = got["mha", "kv"].value / got["mqa", "kv"].value
     whole = got["mha", "object"].value / got["mqa", "object"].value
     where = f"{got['mqa', 'kv'].device}, {got['mqa', 'kv'].get('dropped')} off"
@@ -206,8 +229,12 @@ def fidelity(ev: Evidence, flag: str, differs_means: str = Verdict.QUALIFIED) ->
             differs_means, f"{entry['notes_differ']}. What the code does: {entry['how']}", rows, "fidelity"
         )
     if entry["status"] == "realised":
-        return Judgement(Verdict.QUALIFIED, f"x-transformers lacks it; orca-analysis realises it: {entry['how']}", rows,
-                       "fidelity")  # fmt: skip
+        return Judgement(
+            Verdict.QUALIFIED,
+            f"x-transformers lacks it; orca-analysis realises it: {entry['how']}",
+            rows,
+            "fidelity",
+        )
     return Judgement(Verdict.SUPPORTED, entry["how"], rows, "fidelity")
 
 
@@ -216,4 +243,4 @@ def not_yet(ev: Evidence) -> Judgement:
     return Judgement(Verdict.NOT_TESTED, "no rule over stored results exists for this claim yet")
 
 
-from . import rules_design, rules_quality  # noqa: E402, F401  (register the description and training rules)
+from . import rules_design, rules_quality, rules_tricks  # noqa: E402, F401  (register the description and training rules)

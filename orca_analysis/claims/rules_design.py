@@ -27,11 +27,19 @@ def asserted_value(ev: Evidence, metric: str, value: float, check: str = "") -> 
             Verdict.NOT_TESTED, f"{metric} of the built model is not measured (measurement `design`)"
         )
     unit = lookup(metric).unit
-    rows = [{"label": "stated by the notes", "value": value, "unit": unit, "method": "catalogue"},
-            {"label": "the built model", "value": built.value, "unit": unit, "method": built.method}]  # fmt: skip
+    rows = [
+        {"label": "stated by the notes", "value": value, "unit": unit, "method": "catalogue"},
+        {"label": "the built model", "value": built.value, "unit": unit, "method": built.method},
+    ]
     if built.value != value:
-        return Judgement(Verdict.CONTRADICTED, f"the notes state {value:,g} {unit}; the model as built has "
-                       f"{built.value:,g} ({built.method}, analytic)", rows, "design", scale=Scale.ANALYTIC)  # fmt: skip
+        return Judgement(
+            Verdict.CONTRADICTED,
+            f"the notes state {value:,g} {unit}; the model as built has "
+            f"{built.value:,g} ({built.method}, analytic)",
+            rows,
+            "design",
+            scale=Scale.ANALYTIC,
+        )
     text = f"the model as built has {built.value:,g} {unit}, as stated ({built.method}, analytic)"
     if check:
         ok = _built(ev, check)
@@ -61,11 +69,18 @@ def flag_acts(ev: Evidence, flag: str, differs_means: str = Verdict.QUALIFIED) -
         return Judgement(
             Verdict.NOT_TESTED, f"'{flag}' is not set on the base, or its build was not compared"
         )
-    rows = [{"label": f"{flag} changes the build", "value": acts.value, "unit": "bool", "method": acts.method},
-            {"label": flag, "value": entry["value"], "method": f"fidelity: {entry['status']}"}]  # fmt: skip
+    rows = [
+        {"label": f"{flag} changes the build", "value": acts.value, "unit": "bool", "method": acts.method},
+        {"label": flag, "value": entry["value"], "method": f"fidelity: {entry['status']}"},
+    ]
     if not acts.value:
-        return Judgement(Verdict.CONTRADICTED, f"building without '{flag}' gives the same model: it does nothing here",
-                       rows, "design", scale=Scale.ANALYTIC)  # fmt: skip
+        return Judgement(
+            Verdict.CONTRADICTED,
+            f"building without '{flag}' gives the same model: it does nothing here",
+            rows,
+            "design",
+            scale=Scale.ANALYTIC,
+        )
     found = f"the build differs without it ({acts.note})"
     if entry["status"] == "unsupported":
         return Judgement(
@@ -76,8 +91,13 @@ def flag_acts(ev: Evidence, flag: str, differs_means: str = Verdict.QUALIFIED) -
             differs_means, f"{entry['notes_differ']}; {found}", rows, "design", scale=Scale.ANALYTIC
         )
     if entry["status"] == "realised":
-        return Judgement(Verdict.QUALIFIED, f"x-transformers lacks it; orca-analysis realises it ({entry['how']}); "
-                       f"{found}", rows, "design", scale=Scale.ANALYTIC)  # fmt: skip
+        return Judgement(
+            Verdict.QUALIFIED,
+            f"x-transformers lacks it; orca-analysis realises it ({entry['how']}); {found}",
+            rows,
+            "design",
+            scale=Scale.ANALYTIC,
+        )
     return Judgement(Verdict.SUPPORTED, found, rows, "design", scale=Scale.ANALYTIC)
 
 
@@ -88,12 +108,25 @@ def shifts_targets(ev: Evidence) -> Judgement:
     channels, offset = _built(ev, SHIFTED_CHANNELS), _built(ev, SHIFT_OFFSET)
     if channels is None or offset is None:
         return Judgement(Verdict.NOT_TESTED, "the built ShiftTokens was not probed (measurement `design`)")
-    rows = [{"label": "channels at t from t - 1", "value": channels.value, "unit": "channels", "method": channels.method},
-            {"label": "largest offset", "value": offset.value, "unit": "tokens", "method": offset.method}]  # fmt: skip
+    rows = [
+        {
+            "label": "channels at t from t - 1",
+            "value": channels.value,
+            "unit": "channels",
+            "method": channels.method,
+        },
+        {"label": "largest offset", "value": offset.value, "unit": "tokens", "method": offset.method},
+    ]
     if channels.value > 0:
-        return Judgement(Verdict.CONTRADICTED, f"the flag shifts features, not targets: {channels.value:g} {channels.note} "
-                       f"come from the token {offset.value:g} back; the training targets are the next token "
-                       "with or without it (the loss's own shift)", rows, "design", scale=Scale.ANALYTIC)  # fmt: skip
+        return Judgement(
+            Verdict.CONTRADICTED,
+            f"the flag shifts features, not targets: {channels.value:g} {channels.note} "
+            f"come from the token {offset.value:g} back; the training targets are the next token "
+            "with or without it (the loss's own shift)",
+            rows,
+            "design",
+            scale=Scale.ANALYTIC,
+        )
     return Judgement(
         Verdict.CONTRADICTED,
         "the built model shifts nothing between positions",

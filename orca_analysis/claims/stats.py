@@ -66,13 +66,22 @@ class Effect:
     def text(self, unit: str, digits: int = 3) -> str:
         if self.ci_low is None:
             return f"{self.estimate:+.{digits}g} {unit} ({self.method}, n={self.n})"
-        return (f"{self.estimate:+.{digits}f} {unit}, 95% CI [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}] "
-                f"({self.method}{'' if self.kind == PAIRED else f', n={self.n}'})")  # fmt: skip
+        return (
+            f"{self.estimate:+.{digits}f} {unit}, 95% CI [{self.ci_low:+.{digits}f}, {self.ci_high:+.{digits}f}] "
+            f"({self.method}{'' if self.kind == PAIRED else f', n={self.n}'})"
+        )
 
     def as_json(self) -> dict[str, Any]:
-        return {"estimate": self.estimate, "ci_low": self.ci_low, "ci_high": self.ci_high, "n": self.n,
-                "interval": self.method, "paired": self.kind == PAIRED if not self.exact else None,
-                "why_unpaired": self.why_unpaired or None, "mde": self.mde}  # fmt: skip
+        return {
+            "estimate": self.estimate,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n": self.n,
+            "interval": self.method,
+            "paired": self.kind == PAIRED if not self.exact else None,
+            "why_unpaired": self.why_unpaired or None,
+            "mde": self.mde,
+        }
 
 
 def exact(estimate: float) -> Effect:
@@ -100,8 +109,17 @@ def contrast(groups: Sequence[Sequence[float]], weights: Sequence[float], why: s
         return Effect(estimate, estimate, estimate, n, f"{said}: no variance", UNPAIRED, why, 0.0)
     df = se2**2 / sum(p * p / (len(g) - 1) for p, g in zip(parts, groups, strict=True) if p > 0)
     half = _t(df) * math.sqrt(se2)
-    return Effect(estimate, estimate - half, estimate + half, n, f"{said}, df {df:.1f}", UNPAIRED, why,
-                  math.sqrt(se2), df)  # fmt: skip
+    return Effect(
+        estimate,
+        estimate - half,
+        estimate + half,
+        n,
+        f"{said}, df {df:.1f}",
+        UNPAIRED,
+        why,
+        math.sqrt(se2),
+        df,
+    )
 
 
 def paired_t(diffs: Sequence[float]) -> Effect:

@@ -17,8 +17,16 @@ from ..errors import OrcaError
 from ..study.kwargs import did_you_mean
 
 DEFAULT_DEVICES = Path(str(resources.files(__package__) / "catalogue.yaml"))  # package data
-DEVICE_KEYS = ("name", "memory_bytes", "bandwidth_bytes_per_s", "sms", "compute_capability", "peak_flops",
-               "source", "unverified")  # fmt: skip
+DEVICE_KEYS = (
+    "name",
+    "memory_bytes",
+    "bandwidth_bytes_per_s",
+    "sms",
+    "compute_capability",
+    "peak_flops",
+    "source",
+    "unverified",
+)
 REQUIRED = DEVICE_KEYS[:-1]
 PEAK_DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8")  # float32: without tensor cores
 
@@ -91,9 +99,17 @@ def _device(dev_id: str, raw: Any, source: str) -> tuple[Device | None, list[str
         problems.append(f"{where}: 'unverified' must list keys of the device, got {unverified!r}")
     if problems:
         return None, problems
-    return Device(dev_id, str(raw["name"]), memory, float(bandwidth), sms, (int(major), int(minor)),
-                  {d: (None if v is None else float(v)) for d, v in peaks.items()}, str(raw["source"]),
-                  tuple(unverified)), []  # fmt: skip
+    return Device(
+        dev_id,
+        str(raw["name"]),
+        memory,
+        float(bandwidth),
+        sms,
+        (int(major), int(minor)),
+        {d: (None if v is None else float(v)) for d, v in peaks.items()},
+        str(raw["source"]),
+        tuple(unverified),
+    ), []
 
 
 def load_devices(extra: Path | str | None = None) -> dict[str, Device]:

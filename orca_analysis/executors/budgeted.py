@@ -119,8 +119,12 @@ class BudgetedExecutor:
             yield from self._group(group, members, deadline)
 
     def _group(self, group: str, calls: list[Call], deadline: float) -> Iterator[Outcome]:
-        facts: dict[str, Any] = {"group": group, "measurements": sorted({c.measurement.name for c in calls}),
-                                 "launches": [], "unfinished": 0}  # fmt: skip
+        facts: dict[str, Any] = {
+            "group": group,
+            "measurements": sorted({c.measurement.name for c in calls}),
+            "launches": [],
+            "unfinished": 0,
+        }
         self.launches.append(facts)
         pending = list(calls)
         while pending and len(facts["launches"]) < self.max_launches and time.time() < deadline:
@@ -169,8 +173,12 @@ class BudgetedExecutor:
             proc.join(10)
             if pending:  # it died (or lost its CUDA context) with calls left: the first was in flight
                 if proc.exitcode != LOST_CONTEXT_EXIT:
-                    yield failure(pending.pop(0), f"{death_reason(proc.exitcode)} while measuring this",
-                                  time.perf_counter() - t0, source)  # fmt: skip
+                    yield failure(
+                        pending.pop(0),
+                        f"{death_reason(proc.exitcode)} while measuring this",
+                        time.perf_counter() - t0,
+                        source,
+                    )
             return proc.exitcode
         finally:
             if proc.is_alive():

@@ -95,8 +95,12 @@ class _Worker:
             return value if kind == "outcome" else failure(self.call, value, elapsed, self.source)
         if elapsed > self.time_limit:
             self.stop()
-            return failure(self.call, f"time limit {self.time_limit:g} s exceeded: worker stopped",
-                           self.time_limit, self.source)  # fmt: skip
+            return failure(
+                self.call,
+                f"time limit {self.time_limit:g} s exceeded: worker stopped",
+                self.time_limit,
+                self.source,
+            )
         if not self.proc.is_alive() and not self.receive.poll(0):
             self.proc.join()
             return failure(self.call, death_reason(self.proc.exitcode), elapsed, self.source)

@@ -133,8 +133,10 @@ class LocalExecutor:
         ctx, families = worker_context(), deque(families_by_cost(calls))
         # the pid is the batch's: a pool worker's parent is the forkserver, and one left by a killed batch
         # would wait on its queue for ever, holding its forkserver up too
-        pools = [ProcessPoolExecutor(1, mp_context=ctx, initializer=_start_pooled, initargs=(os.getpid(),))
-                 for _ in range(min(self.workers, len(families)))]  # fmt: skip
+        pools = [
+            ProcessPoolExecutor(1, mp_context=ctx, initializer=_start_pooled, initargs=(os.getpid(),))
+            for _ in range(min(self.workers, len(families)))
+        ]
         futures: dict = {}  # future -> (call, its pool)
 
         def feed(pool: ProcessPoolExecutor) -> None:

@@ -43,8 +43,12 @@ MFU_CONVENTION_TEXT = (
     "FlashAttention papers' convention: recompute included, 2.5x attention backward."
 )
 # the count kinds of instruments/flop_counter.py KINDS: (causal pairs, recompute included)
-_KIND = {"dense": (False, True), "causal": (True, True), "model_dense": (False, False),
-         "model_causal": (True, False)}  # fmt: skip
+_KIND = {
+    "dense": (False, True),
+    "causal": (True, True),
+    "model_dense": (False, False),
+    "model_causal": (True, False),
+}
 
 
 @dataclass(frozen=True)

@@ -99,13 +99,23 @@ def dims(cfg: ModelConfig, n: int, b: int, precision: Precision = PRECISIONS["fp
     alibi = bool(layers.get("alibi_pos_bias"))
     d, f = cfg.dim, int(cfg.dim * layers.get("ff_mult", 4))
     return Dims(
-        b=b, n=n, d=d, L=cfg.depth, h=cfg.heads, kv=cfg.kv_heads, dh=cfg.dim_head, f=f, V=cfg.num_tokens,
+        b=b,
+        n=n,
+        d=d,
+        L=cfg.depth,
+        h=cfg.heads,
+        kv=cfg.kv_heads,
+        dh=cfg.dim_head,
+        f=f,
+        V=cfg.num_tokens,
         a=(layers.get("alibi_num_heads") or cfg.heads) if alibi else 0,
         r=(layers.get("rotary_emb_dim") or cfg.dim_head // 2) if rotary else 0,
-        xpos=bool(layers.get("rotary_xpos")), shift=_shift(layers.get("shift_tokens", 0)),
-        params=closed_form_params(cfg)["total"], largest=max(cfg.num_tokens * d, d * f, d * cfg.heads * cfg.dim_head),
+        xpos=bool(layers.get("rotary_xpos")),
+        shift=_shift(layers.get("shift_tokens", 0)),
+        params=closed_form_params(cfg)["total"],
+        largest=max(cfg.num_tokens * d, d * f, d * cfg.heads * cfg.dim_head),
         s=precision.act,
-    )  # fmt: skip
+    )
 
 
 def _shift(value: int | list[int]) -> int:
@@ -279,14 +289,24 @@ def train_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> Pea
     layer = attention_saved(m) + alibi_mask(m) + feedforward_saved(m)
     saved = m.L * layer + m.b * m.n * m.d * m.s + rotary_tables(m)  # + the last output, read by to_logits
     x0 = 2 * m.b * m.n * m.d * m.s  # token embeddings and their sum with the (zero) positions
-    static = {"parameters": weights(m, p), "optimizer_state": optimizer_state(m, p), "inputs": 2 * b * n * 8,
-              "buffers": alibi_cached(m)}  # fmt: skip
-    peak = _peak({
-        "forward_attention": (m.L - 1) * (layer + forward_held(m)) + x0 + _attention_peak(m) + rotary_tables(m),
-        "forward_loss": saved + 2 * logits(m),  # logits and log-probs
-        "backward_start": saved + 3 * logits(m),  # log-probs, their gradient, the logits' gradient
-        "optimizer": gradients(m, p) + optimizer_step_temp(m, p),
-    }, static)  # fmt: skip
+    static = {
+        "parameters": weights(m, p),
+        "optimizer_state": optimizer_state(m, p),
+        "inputs": 2 * b * n * 8,
+        "buffers": alibi_cached(m),
+    }
+    peak = _peak(
+        {
+            "forward_attention": (m.L - 1) * (layer + forward_held(m))
+            + x0
+            + _attention_peak(m)
+            + rotary_tables(m),
+            "forward_loss": saved + 2 * logits(m),  # logits and log-probs
+            "backward_start": saved + 3 * logits(m),  # log-probs, their gradient, the logits' gradient
+            "optimizer": gradients(m, p) + optimizer_step_temp(m, p),
+        },
+        static,
+    )
     if peak.phase == "backward_start":  # the two fresh gradients are the tracker's "temporaries"
         peak.categories.update(activations=saved + logits(m), temporaries=2 * logits(m))
     if peak.phase == "optimizer":
@@ -321,8 +341,13 @@ def prefill_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> P
     kept = 2 * m.b * m.n * m.d * m.s + 2 * m.b * m.n * m.dh * m.kv * m.s  # two outputs, k and v
     x0 = 2 * m.b * m.n * m.d * m.s + rotary_tables(m)  # token embeddings, + (zero) positions; rotary
     static = {"parameters": weights(m, p), "inputs": b * n * 8, "buffers": alibi_cached(m)}
-    return _peak({"forward_attention": x0 + (m.L - 1) * kept + _attention_peak(m, grad=False),
-                  "forward_logits": x0 + m.L * kept + logits(m)}, static)  # fmt: skip
+    return _peak(
+        {
+            "forward_attention": x0 + (m.L - 1) * kept + _attention_peak(m, grad=False),
+            "forward_logits": x0 + m.L * kept + logits(m),
+        },
+        static,
+    )
 
 
 def decode_cached_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32") -> Peak:
@@ -335,10 +360,26 @@ def decode_cached_peak(cfg: ModelConfig, n: int, b: int, precision: str = "fp32"
 
 
 MODELLED = {
-    "num_tokens", "max_seq_len", "use_abs_pos_emb", "tie_embedding", "dim", "depth", "heads", "alibi_pos_bias",
-    "alibi_num_heads", "rotary_xpos", "rotary_pos_emb", "attn_flash", "deepnorm", "shift_tokens",
-    "attn_one_kv_head", "attn_kv_heads", "attn_dim_head", "ff_mult", "ff_no_bias",
-}  # fmt: skip
+    "num_tokens",
+    "max_seq_len",
+    "use_abs_pos_emb",
+    "tie_embedding",
+    "dim",
+    "depth",
+    "heads",
+    "alibi_pos_bias",
+    "alibi_num_heads",
+    "rotary_xpos",
+    "rotary_pos_emb",
+    "attn_flash",
+    "deepnorm",
+    "shift_tokens",
+    "attn_one_kv_head",
+    "attn_kv_heads",
+    "attn_dim_head",
+    "ff_mult",
+    "ff_no_bias",
+}
 
 
 def unmodelled(cfg: ModelConfig) -> list[str]:

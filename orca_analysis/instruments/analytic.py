@@ -50,8 +50,14 @@ def _route(cfg: ModelConfig, depths: tuple[int, ...], min_depth: int, small_kept
     return cfg.depth >= min_depth or shared, shared
 
 
-def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True,
-                   walks: WalkCache | None = None):  # fmt: skip
+def analytic_flops(
+    cfg: ModelConfig,
+    seq_len: int,
+    batch: int,
+    dtype: str = "float32",
+    train: bool = True,
+    walks: WalkCache | None = None,
+):
     """The FLOP count by the cheaper exact route: (FlopCount, how it was counted, for the records). A count
     the memory simulation's training steps made (kept in `walks`) is taken first, whole or at its small
     depths. `walks`: the caller's cache (a fresh one where not given)."""
@@ -71,8 +77,9 @@ def analytic_flops(cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "flo
     return walks.flop_count(cfg, *args), f"full walk of {cfg.depth} blocks"
 
 
-def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]],
-                    walks: WalkCache | None = None):  # fmt: skip
+def analytic_params(
+    cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, int]], walks: WalkCache | None = None
+):
     """`count(cfg)` (a parameter count by component) by the cheaper exact route: (counts, how).
 
     Parameters of identical blocks are `outside + depth * block` in every component, as FLOPs are:
@@ -90,8 +97,9 @@ def analytic_params(cfg: ModelConfig, count: Callable[[ModelConfig], dict[str, i
     return walk(cfg), f"full walk: the per-block shortcut refused ({why})"
 
 
-def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]],
-                    walks: WalkCache | None = None):  # fmt: skip
+def analytic_memory(
+    cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tuple[str, ...]], walks: WalkCache | None = None
+):
     """The simulated steps by the cheaper exact route: (run_steps' dict, {workload: how, for the records}).
     Workloads whose small walks a deeper variant of the family left kept (in `walks`) take the shortcut at
     no cost even below MEMORY_MIN_DEPTH; the rest (the base's extra lengths, say) are walked in full."""
@@ -104,14 +112,25 @@ def analytic_memory(cfg: ModelConfig, dtype: str, jobs: dict[tuple[int, int], tu
             else _used(MEM_DEPTHS, cfg.depth, False)
         )
         return res, dict.fromkeys(jobs, how)
-    kept_small = lambda wl: _route(cfg, MEM_DEPTHS, MEMORY_MIN_DEPTH,  # noqa: E731
-                                   lambda d: walks.steps_kept(at_depth(cfg, d), dtype, {wl: jobs[wl]}, recorded=True))[1]  # fmt: skip
+
+    def kept_small(wl: tuple[int, int]) -> bool:
+        return _route(
+            cfg,
+            MEM_DEPTHS,
+            MEMORY_MIN_DEPTH,
+            lambda d: walks.steps_kept(at_depth(cfg, d), dtype, {wl: jobs[wl]}, recorded=True),
+        )[1]
+
     shared = {wl: s for wl, s in jobs.items() if kept_small(wl)}
     res, how = {}, {}
     if shared:
         res, why = simulate_per_block(cfg, dtype, shared, walks)
-        how = dict.fromkeys(shared, f"full walk: the per-block shortcut refused ({why})" if why
-                            else _used(MEM_DEPTHS, cfg.depth, True))  # fmt: skip
+        how = dict.fromkeys(
+            shared,
+            f"full walk: the per-block shortcut refused ({why})"
+            if why
+            else _used(MEM_DEPTHS, cfg.depth, True),
+        )
     rest = {wl: s for wl, s in jobs.items() if wl not in shared}
     if rest:
         res |= walks.steps(cfg, dtype, rest)

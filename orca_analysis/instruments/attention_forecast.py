@@ -46,13 +46,22 @@ def call_of(args: tuple, kwargs: dict, training: bool) -> AttentionCall:
     mask = kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
     kind = "none" if mask is None else "bool" if mask.dtype == torch.bool else "float"
     return AttentionCall(
-        dtype=DTYPE_NAMES.get(q.dtype, str(q.dtype)), batch=q.shape[0], heads_q=q.shape[1], heads_kv=k.shape[1],
-        seq_q=q.shape[2], seq_k=k.shape[2], head_dim=q.shape[3], head_dim_v=v.shape[3], mask=kind,
-        mask_dims=0 if mask is None else mask.dim(), is_causal=bool(kwargs.get("is_causal", False)),
-        dropout=float(kwargs.get("dropout_p", 0.0)), training=training,
+        dtype=DTYPE_NAMES.get(q.dtype, str(q.dtype)),
+        batch=q.shape[0],
+        heads_q=q.shape[1],
+        heads_kv=k.shape[1],
+        seq_q=q.shape[2],
+        seq_k=k.shape[2],
+        head_dim=q.shape[3],
+        head_dim_v=v.shape[3],
+        mask=kind,
+        mask_dims=0 if mask is None else mask.dim(),
+        is_causal=bool(kwargs.get("is_causal", False)),
+        dropout=float(kwargs.get("dropout_p", 0.0)),
+        training=training,
         enable_gqa=bool(kwargs.get("enable_gqa", False)),
         last_dim_stride_1=all(t.stride(-1) == 1 or t.shape[-1] == 1 for t in (q, k, v)),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -62,8 +71,9 @@ class Forecast:
     prediction: Prediction
 
 
-def attention_calls(cfg: ModelConfig, seq_len: int, batch: int, dtype: str, training: bool
-                    ) -> tuple[Counter[AttentionCall], tuple[str, ...]]:  # fmt: skip
+def attention_calls(
+    cfg: ModelConfig, seq_len: int, batch: int, dtype: str, training: bool
+) -> tuple[Counter[AttentionCall], tuple[str, ...]]:
     """The SDPA calls of one forward of `cfg` (counted), and the backends the library enables around them."""
     record = _Record(training)
     with fake_model(cfg, dtype) as (model, _):
@@ -75,13 +85,16 @@ def attention_calls(cfg: ModelConfig, seq_len: int, batch: int, dtype: str, trai
     return record.calls, enabled
 
 
-def forecast_attention(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: str = "bfloat16",
-                       training: bool = True) -> tuple[list[Forecast], str]:  # fmt: skip
+def forecast_attention(
+    cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: str = "bfloat16", training: bool = True
+) -> tuple[list[Forecast], str]:
     """The predicted backend of each distinct attention call, and a note where the design calls no SDPA."""
     calls, enabled = attention_calls(cfg, seq_len, batch, dtype, training)
     note = ""
     if not calls:
-        note = ("no scaled_dot_product_attention call: " + ("FlexAttention runs attention (alibi_in_kernel), "
-                "compiled by torch.compile on CUDA" if cfg.layers.get("alibi_in_kernel") else
-                "x-transformers computes attention in plain PyTorch (attn_flash is off), materialising the scores"))  # fmt: skip
+        note = "no scaled_dot_product_attention call: " + (
+            "FlexAttention runs attention (alibi_in_kernel), compiled by torch.compile on CUDA"
+            if cfg.layers.get("alibi_in_kernel")
+            else "x-transformers computes attention in plain PyTorch (attn_flash is off), materialising the scores"
+        )
     return [Forecast(c, n, predict(c, device, enabled)) for c, n in calls.items()], note

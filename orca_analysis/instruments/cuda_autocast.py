@@ -42,15 +42,62 @@ LOWER = (
     "linalg_multi_dot",
     "_scaled_dot_product_flash_attention",
 )
-FP32 = ("acos", "asin", "cosh", "erfinv", "exp", "expm1", "log", "log10", "log2", "log1p", "reciprocal", "rsqrt",
-        "sinh", "tan", "pow.Tensor_Scalar", "pow.Tensor_Tensor", "pow.Scalar", "softplus", "layer_norm",
-        "native_layer_norm", "rms_norm", "group_norm", "frobenius_norm.dim", "nuclear_norm", "nuclear_norm.dim",
-        "cosine_similarity", "dist", "pdist", "renorm", "logsumexp")  # fmt: skip
-FP32_SET_OPT_DTYPE = ("softmax.int", "log_softmax.int", "cumprod", "cumsum", "linalg_vector_norm",
-                      "linalg_matrix_norm", "linalg_matrix_norm.str_ord", "sum", "sum.dim_IntList")  # fmt: skip
+FP32 = (
+    "acos",
+    "asin",
+    "cosh",
+    "erfinv",
+    "exp",
+    "expm1",
+    "log",
+    "log10",
+    "log2",
+    "log1p",
+    "reciprocal",
+    "rsqrt",
+    "sinh",
+    "tan",
+    "pow.Tensor_Scalar",
+    "pow.Tensor_Tensor",
+    "pow.Scalar",
+    "softplus",
+    "layer_norm",
+    "native_layer_norm",
+    "rms_norm",
+    "group_norm",
+    "frobenius_norm.dim",
+    "nuclear_norm",
+    "nuclear_norm.dim",
+    "cosine_similarity",
+    "dist",
+    "pdist",
+    "renorm",
+    "logsumexp",
+)
+FP32_SET_OPT_DTYPE = (
+    "softmax.int",
+    "log_softmax.int",
+    "cumprod",
+    "cumsum",
+    "linalg_vector_norm",
+    "linalg_matrix_norm",
+    "linalg_matrix_norm.str_ord",
+    "sum",
+    "sum.dim_IntList",
+)
 FP32_APPEND_DTYPE = {"norm.Scalar": "norm.ScalarOpt_dtype", "norm.ScalarOpt_dim": "norm.ScalarOpt_dim_dtype"}
-PROMOTE = ("addcdiv", "addcmul", "atan2", "bilinear", "cross", "dot", "vdot", "index_put", "scatter_add",
-           "tensordot")  # fmt: skip
+PROMOTE = (
+    "addcdiv",
+    "addcmul",
+    "atan2",
+    "bilinear",
+    "cross",
+    "dot",
+    "vdot",
+    "index_put",
+    "scatter_add",
+    "tensordot",
+)
 
 
 def _op(name: str) -> torch._ops.OpOverload:
@@ -127,8 +174,12 @@ def cuda_autocast(dtype: torch.dtype = torch.bfloat16) -> Iterator[None]:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Overriding a previously registered kernel.*")
             warnings.filterwarnings("ignore", message=".*Warning only once for all operators.*")
-            for names, policy in ((LOWER, "lower_precision_fp"), (FP32, "fp32"),
-                                  (FP32_SET_OPT_DTYPE, "fp32_set_opt_dtype"), (PROMOTE, "promote")):  # fmt: skip
+            for names, policy in (
+                (LOWER, "lower_precision_fp"),
+                (FP32, "fp32"),
+                (FP32_SET_OPT_DTYPE, "fp32_set_opt_dtype"),
+                (PROMOTE, "promote"),
+            ):
                 for name in names:
                     lib.impl(name, _kernel(_op(name), policy, dtype), KEY)
             for name, to in FP32_APPEND_DTYPE.items():

@@ -258,8 +258,13 @@ class _Ledger:
                 mm = tfc.sdpa_backward_flop_count(grad, q, k, v) if backward else tfc.sdpa_flop_count(q, k, v)
                 pairs = causal_pairs(n_q, n_k) if is_causal else n_q * n_k
                 per_pair = mm // (n_q * n_k)
-                self.add(phase, "attention_core", mm, per_pair * pairs,
-                         per_pair * (causal_pairs(n_q, n_k) if skips else n_q * n_k))  # fmt: skip
+                self.add(
+                    phase,
+                    "attention_core",
+                    mm,
+                    per_pair * pairs,
+                    per_pair * (causal_pairs(n_q, n_k) if skips else n_q * n_k),
+                )
                 if backward:  # the first term of torch's backward formula: S = Q K^T recomputed
                     cell = self.count.flops[(phase, "attention_core")]
                     cell[2] += 2 * b * h * n_q * n_k * q[3]

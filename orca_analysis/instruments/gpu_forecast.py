@@ -24,15 +24,19 @@ from .memtrack import Tracked, run_steps
 from .roofline import OpCost, floor_s, gpu_peaks, mfu_ceiling, model_flops, predicted_s
 
 STEPS = ("train", "prefill", "decode")
-TIME_METHOD = ("from the operators of the same walk (instruments/roofline.py): floor = sum of max(FLOPs / the "
-               "dtype's dense peak, bytes / bandwidth), datasheet figures; predicted = the same at stated "
-               "efficiencies (GEMM 0.70 assumed, flash 0.50 from FlashAttention-2, memory-efficient 0.35 assumed, "
-               "bandwidth 0.80 assumed) plus 5 us per operator (assumed)")  # fmt: skip
+TIME_METHOD = (
+    "from the operators of the same walk (instruments/roofline.py): floor = sum of max(FLOPs / the "
+    "dtype's dense peak, bytes / bandwidth), datasheet figures; predicted = the same at stated "
+    "efficiencies (GEMM 0.70 assumed, flash 0.50 from FlashAttention-2, memory-efficient 0.35 assumed, "
+    "bandwidth 0.80 assumed) plus 5 us per operator (assumed)"
+)
 SECANTS = 3
 MAX_DOUBLED = 2**20  # the largest batch walked where the peak is flat at batch 1 and 2
 BATCH_STEPS = ("train", "prefill")  # the steps whose largest batch is asked for (decode's follows prefill's)
-METHOD = ("simulated: the no-allocation build walked as CUDA would run it (attention routed to the predicted "
-          "backend's operator, CUDA's autocast rules, allocations rounded to 512 B); not included: " + LEFT_OUT)  # fmt: skip
+METHOD = (
+    "simulated: the no-allocation build walked as CUDA would run it (attention routed to the predicted "
+    "backend's operator, CUDA's autocast rules, allocations rounded to 512 B); not included: " + LEFT_OUT
+)
 
 
 @dataclass(frozen=True)
@@ -101,14 +105,15 @@ class Walk:
                 mfu_ceiling(step, ops, peaks, policy),
                 mfu_ceiling(step, ops, peaks, policy, "kernel"),
                 len(ops),
-            )  # fmt: skip
+            )
             for step, ops in self.costs.items()
             if ops and isinstance(self.memory.get(step), StepMemory) and self.memory[step].peak is not None
         }
 
 
-def walk(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int,
-         steps: tuple[str, ...] = STEPS) -> Walk:  # fmt: skip
+def walk(
+    cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int, steps: tuple[str, ...] = STEPS
+) -> Walk:
     """Each step's simulated peak on `device` in `policy`, the SDPA backend each routed call took, and each
     step's operators with their FLOPs and bytes: one walk."""
     gpu, costs = GpuRun(device, policy), {}
@@ -116,29 +121,43 @@ def walk(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int
     return Walk({s: _memory(s, got.get(s)) for s in steps}, gpu.backends, costs.get((seq_len, batch), {}))
 
 
-def simulate(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int,
-             steps: tuple[str, ...] = STEPS) -> tuple[dict[str, StepMemory], Counter[str]]:  # fmt: skip
+def simulate(
+    cfg: ModelConfig, device: Device, policy: str, seq_len: int, batch: int, steps: tuple[str, ...] = STEPS
+) -> tuple[dict[str, StepMemory], Counter[str]]:
     """Each step's simulated peak on `device` in `policy`, and the SDPA backend each routed call took."""
     w = walk(cfg, device, policy, seq_len, batch, steps)
     return w.memory, w.routed
 
 
-def peaks_at(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
-             step: str) -> dict[int, int | None]:  # fmt: skip
+def peaks_at(
+    cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...], step: str
+) -> dict[int, int | None]:
     """The step's peak at each batch: one build, one walk per batch."""
     return peaks_of(cfg, device, policy, seq_len, batches, (step,))[step]
 
 
-def peaks_of(cfg: ModelConfig, device: Device, policy: str, seq_len: int, batches: tuple[int, ...],
-             steps: tuple[str, ...]) -> dict[str, dict[int, int | None]]:  # fmt: skip
+def peaks_of(
+    cfg: ModelConfig,
+    device: Device,
+    policy: str,
+    seq_len: int,
+    batches: tuple[int, ...],
+    steps: tuple[str, ...],
+) -> dict[str, dict[int, int | None]]:
     """Each step's peak at each batch: one build, one walk per batch (a prefill needs no training step)."""
     gpu = GpuRun(device, policy)
     got = run_steps(cfg, gpu.build_dtype, {(seq_len, b): steps for b in batches}, gpu=gpu)
     return {s: {b: _memory(s, got[(seq_len, b)].get(s)).peak for b in batches} for s in steps}
 
 
-def max_batches(cfg: ModelConfig, device: Device, policy: str, seq_len: int, at_1: Walk | None = None,
-                steps: tuple[str, ...] = BATCH_STEPS) -> dict[str, MaxBatch]:  # fmt: skip
+def max_batches(
+    cfg: ModelConfig,
+    device: Device,
+    policy: str,
+    seq_len: int,
+    at_1: Walk | None = None,
+    steps: tuple[str, ...] = BATCH_STEPS,
+) -> dict[str, MaxBatch]:
     """`max_batch` of each step, the walks at batch 1 and 2 shared by the steps (batch 1 from `at_1`, a walk at
     batch 1 the caller made, where given)."""
     batches = (2,) if at_1 is not None else (1, 2)
@@ -149,8 +168,14 @@ def max_batches(cfg: ModelConfig, device: Device, policy: str, seq_len: int, at_
     return {s: max_batch(cfg, device, policy, seq_len, s, (peaks[s][1], peaks[s][2])) for s in steps}
 
 
-def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step: str = "train",
-              at_1_and_2: tuple[int, int] | None = None) -> MaxBatch:  # fmt: skip
+def max_batch(
+    cfg: ModelConfig,
+    device: Device,
+    policy: str,
+    seq_len: int,
+    step: str = "train",
+    at_1_and_2: tuple[int, int] | None = None,
+) -> MaxBatch:
     """The largest batch whose `step` fits `device` at `seq_len` (module docstring); `at_1_and_2`: the peaks at
     batch 1 and 2 where a caller has them."""
     if policy not in POLICIES:
@@ -171,12 +196,24 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
             at |= peaks_at(cfg, device, policy, seq_len, (b,), step)
         if at[b] is None or at[b] <= p1:
             why = "could not be walked" if at[b] is None else "does not grow"
-            return MaxBatch(step, seq_len, 0 if at[b] is None else b, intercept, 0, at[b],
-                            f"the peak {why} at batch {b} (doubled from 2; it is flat at batch 1 and 2)")  # fmt: skip
+            return MaxBatch(
+                step,
+                seq_len,
+                0 if at[b] is None else b,
+                intercept,
+                0,
+                at[b],
+                f"the peak {why} at batch {b} (doubled from 2; it is flat at batch 1 and 2)",
+            )
         slope = max(1, (at[b] - at[b // 2]) // (b - b // 2))
-        intercept, start = at[b] - slope * b, (f"flat at batch 1 and 2 (a phase that does not grow with the batch "
-                                               f"holds the peak), doubled to {b}; affine from the walks at "
-                                               f"{b // 2} and {b}")  # fmt: skip
+        intercept, start = (
+            at[b] - slope * b,
+            (
+                f"flat at batch 1 and 2 (a phase that does not grow with the batch "
+                f"holds the peak), doubled to {b}; affine from the walks at "
+                f"{b // 2} and {b}"
+            ),
+        )
     affine = b = max(1, (cap - intercept) // slope)
     fits = lambda b: at[b] is not None and at[b] <= cap  # noqa: E731
     for attempt in range(SECANTS + 1):
@@ -184,11 +221,14 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
         if fits(b) and not fits(b + 1):
             how = f"{start}, checked by walks at {b} (fits) and {b + 1} (does not)"
             if attempt:
-                how = (f"{start} ({affine}), refitted through the walks nearest the limit ({attempt}x), checked "
-                       f"by walks at {b} (fits) and {b + 1} (does not)")  # fmt: skip
+                how = (
+                    f"{start} ({affine}), refitted through the walks nearest the limit ({attempt}x), checked "
+                    f"by walks at {b} (fits) and {b + 1} (does not)"
+                )
             return MaxBatch(step, seq_len, b, intercept, slope, at[b], how)
-        (b1, q1), (b2, q2) = sorted(((k, v) for k, v in at.items() if v is not None),
-                                    key=lambda kv: abs(kv[1] - cap))[:2]  # fmt: skip
+        (b1, q1), (b2, q2) = sorted(
+            ((k, v) for k, v in at.items() if v is not None), key=lambda kv: abs(kv[1] - cap)
+        )[:2]
         if q1 == q2:
             break
         b = max(1, int(b1 + (cap - q1) * (b2 - b1) / (q2 - q1)))  # the secant through the two nearest walks
@@ -198,6 +238,8 @@ def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step:
         mid = (lo + hi) // 2
         at |= peaks_at(cfg, device, policy, seq_len, (mid,), step)
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-    how = (f"the affine answer ({affine}; {start}) and {SECANTS} refits failed their "
-           f"checks; bisected: {lo} fits, {hi} does not ({len(at)} walks; the peak is not affine here)")  # fmt: skip
+    how = (
+        f"the affine answer ({affine}; {start}) and {SECANTS} refits failed their "
+        f"checks; bisected: {lo} fits, {hi} does not ({len(at)} walks; the peak is not affine here)"
+    )
     return MaxBatch(step, seq_len, lo, intercept, slope, at.get(lo), how)

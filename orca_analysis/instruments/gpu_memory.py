@@ -46,8 +46,10 @@ POLICIES = {
     "float32": "float32 weights, gradients, activations and AdamW state",
     "bfloat16": "bfloat16 autocast (CUDA's rules) over float32 weights, gradients and AdamW state",
 }
-LEFT_OUT = ("the CUDA context (about 0.3-0.6 GB), cuBLAS/cuDNN workspaces, the attention kernels' scratch "
-            "(flash's float32 dq accumulator) and the allocator's reserved-but-unallocated blocks")  # fmt: skip
+LEFT_OUT = (
+    "the CUDA context (about 0.3-0.6 GB), cuBLAS/cuDNN workspaces, the attention kernels' scratch "
+    "(flash's float32 dq accumulator) and the allocator's reserved-but-unallocated blocks"
+)
 _ATEN = torch.ops.aten
 
 
@@ -70,9 +72,17 @@ class RoutedSdpa(TorchFunctionMode):
             return func(*args, **kwargs)
         return self.route(*args, **kwargs)
 
-    def route(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, attn_mask: torch.Tensor | None = None,
-              dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
-              enable_gqa: bool = False) -> torch.Tensor:  # fmt: skip
+    def route(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        dropout_p: float = 0.0,
+        is_causal: bool = False,
+        scale: float | None = None,
+        enable_gqa: bool = False,
+    ) -> torch.Tensor:
         if self.lower is not None:
             q, k, v = (t.to(self.lower) if t.is_floating_point() else t for t in (q, k, v))
             if attn_mask is not None and attn_mask.is_floating_point():
@@ -91,8 +101,11 @@ class RoutedSdpa(TorchFunctionMode):
             return _flash(q, k, v, dropout_p, is_causal, scale)
         if backend in ("efficient", "cudnn"):
             bias = _as_bias(attn_mask, q)
-            op = (_ATEN._scaled_dot_product_efficient_attention if backend == "efficient"
-                  else _ATEN._scaled_dot_product_cudnn_attention)  # fmt: skip
+            op = (
+                _ATEN._scaled_dot_product_efficient_attention
+                if backend == "efficient"
+                else _ATEN._scaled_dot_product_cudnn_attention
+            )
             return op(q, k, v, bias, training, dropout_p, is_causal, scale=scale)[0]
         if backend == "math":
             return _math(q, k, v, attn_mask, dropout_p, is_causal, scale, enable_gqa)
@@ -113,8 +126,9 @@ def _check_mask(mask: torch.Tensor | None, q: torch.Tensor, k: torch.Tensor) -> 
         raise RuntimeError(f"the attention mask of shape {tuple(mask.shape)} does not broadcast to {want}")
 
 
-def _flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool,
-           scale: float | None) -> torch.Tensor:  # fmt: skip
+def _flash(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float, causal: bool, scale: float | None
+) -> torch.Tensor:
     """attention.cu: the head dim padded to a multiple of 8 (pad_last_dim), the output sliced back."""
     d = q.shape[-1]
     pad = (-d) % 8
@@ -136,8 +150,16 @@ def _as_bias(mask: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor | None:
     return F.pad(mask, (0, pad))[..., : mask.shape[-1]] if pad else mask
 
 
-def _math(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, dropout: float,
-          causal: bool, scale: float | None, gqa: bool) -> torch.Tensor:  # fmt: skip
+def _math(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout: float,
+    causal: bool,
+    scale: float | None,
+    gqa: bool,
+) -> torch.Tensor:
     """The math composite as CUDA runs it: float16/bfloat16 upcast to float32 (attention.cpp,
     _scaled_dot_product_attention_math: allowFP16BF16ReductionMathSDP is off by default)."""
     dtype = q.dtype

@@ -60,8 +60,9 @@ class WalkCache:
         self, cfg: ModelConfig, seq_len: int, batch: int, dtype: str = "float32", train: bool = True
     ) -> FlopCount:
         """`count_flops`, kept."""
-        return self.kept(FLOPS, cfg, (seq_len, batch, dtype, train),
-                         lambda: count_flops(cfg, seq_len, batch, dtype, train))  # fmt: skip
+        return self.kept(
+            FLOPS, cfg, (seq_len, batch, dtype, train), lambda: count_flops(cfg, seq_len, batch, dtype, train)
+        )
 
     # -- memory, per workload ---------------------------------------------------------------------
 

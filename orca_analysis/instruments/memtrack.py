@@ -59,7 +59,7 @@ def _tracked(t: _Tracker, modules: bool = False) -> Tracked:
                 for k in ("Peak-Forward", "Peak-Backward")
             ]
             mods[name] = tuple(max((s.get("Total", 0) for s in ss), default=0) for ss in snaps)
-    return Tracked(peaks[phase], phase, cats, peaks, mods, alibi=t.phase_peaks[phase].get(ALIBI, 0))  # fmt: skip
+    return Tracked(peaks[phase], phase, cats, peaks, mods, alibi=t.phase_peaks[phase].get(ALIBI, 0))
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
@@ -206,8 +206,10 @@ def _decode(
     decode past the table with a cache)."""
     table = getattr(getattr(model, "pos_emb", None), "max_seq_len", None)
     if isinstance(table, int) and x.shape[1] + 1 > table:
-        return Skip(f"the {x.shape[1]}-token prompt fills the absolute position table ({table} positions): no "
-                    "position is left for a cached token")  # fmt: skip
+        return Skip(
+            f"the {x.shape[1]}-token prompt fills the absolute position table ({table} positions): no "
+            "position is left for a cached token"
+        )
     x = torch.cat((x, x[:, -1:]), dim=1)
     log = logging.getLogger("torch._subclasses.fake_tensor")
     level = log.level
@@ -297,8 +299,10 @@ def run_steps(
                 except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
                     why = _reason(exc)
                     if "HigherOrderOperator" in why:
-                        why = (f"torch {torch.__version__.split('+')[0]}'s MemTracker cannot follow the "
-                               "flex_attention operator: this memory needs a GPU (max_memory_allocated)")  # fmt: skip
+                        why = (
+                            f"torch {torch.__version__.split('+')[0]}'s MemTracker cannot follow the "
+                            "flex_attention operator: this memory needs a GPU (max_memory_allocated)"
+                        )
                     res["prefill"], res["decode"] = why, why if "decode" in steps else None
             model.train()
         return out
@@ -306,4 +310,4 @@ def run_steps(
     if device is not None:
         return run(build_model(cfg, device, dtype), device)
     with fake_model(cfg, dtype) as (model, _):
-        return run(model, "cpu")  # fmt: skip
+        return run(model, "cpu")

@@ -34,18 +34,63 @@ from .kept_walks import WalkCache
 
 FLOP_DEPTHS = (1, 2, 3)  # fit on the first two, check on the third
 MEM_DEPTHS = (3, 4, 5)
-SAFE_WRAPPER = {"num_tokens", "max_seq_len", "use_abs_pos_emb", "tie_embedding", "logits_dim", "emb_dim",
-                "scaled_sinu_pos_emb", "l2norm_embed", "post_emb_norm", "emb_dropout"}  # fmt: skip
+SAFE_WRAPPER = {
+    "num_tokens",
+    "max_seq_len",
+    "use_abs_pos_emb",
+    "tie_embedding",
+    "logits_dim",
+    "emb_dim",
+    "scaled_sinu_pos_emb",
+    "l2norm_embed",
+    "post_emb_norm",
+    "emb_dropout",
+}
 SAFE_LAYERS = {
-    "dim", "depth", "heads", "alibi_pos_bias", "alibi_num_heads", "rotary_pos_emb", "rotary_xpos",
-    "rotary_emb_dim", "rotary_xpos_scale_base", "rotary_interpolation_factor", "rotary_base_rescale_factor",
-    "attn_flash", "attn_one_kv_head", "attn_kv_heads", "attn_dim_head", "attn_value_dim_head",
-    "attn_attend_sdp_kwargs", "attn_dropout", "attn_qk_norm", "ff_mult", "ff_glu", "ff_swish", "ff_no_bias",
-    "ff_relu_squared", "ff_dropout", "pre_norm", "use_rmsnorm", "use_scalenorm", "use_simple_rmsnorm",
-    "deepnorm", "shift_tokens",
-}  # fmt: skip
-PATTERN_KEYS = {"custom_layers", "par_ratio", "sandwich_coef", "macaron", "layer_dropout", "cross_attend",
-                "layers_execute_order", "weight_tie_layers", "residual_attn", "unet_skips"}  # fmt: skip
+    "dim",
+    "depth",
+    "heads",
+    "alibi_pos_bias",
+    "alibi_num_heads",
+    "rotary_pos_emb",
+    "rotary_xpos",
+    "rotary_emb_dim",
+    "rotary_xpos_scale_base",
+    "rotary_interpolation_factor",
+    "rotary_base_rescale_factor",
+    "attn_flash",
+    "attn_one_kv_head",
+    "attn_kv_heads",
+    "attn_dim_head",
+    "attn_value_dim_head",
+    "attn_attend_sdp_kwargs",
+    "attn_dropout",
+    "attn_qk_norm",
+    "ff_mult",
+    "ff_glu",
+    "ff_swish",
+    "ff_no_bias",
+    "ff_relu_squared",
+    "ff_dropout",
+    "pre_norm",
+    "use_rmsnorm",
+    "use_scalenorm",
+    "use_simple_rmsnorm",
+    "deepnorm",
+    "shift_tokens",
+}
+PATTERN_KEYS = {
+    "custom_layers",
+    "par_ratio",
+    "sandwich_coef",
+    "macaron",
+    "layer_dropout",
+    "cross_attend",
+    "layers_execute_order",
+    "weight_tie_layers",
+    "residual_attn",
+    "unet_skips",
+}
 _LAYER = re.compile(r"\.attn_layers\.layers\.(\d+)(?:\.|$)")
 _BLOCK_MODULE = re.compile(r"attn_layers\.layers\.(\d+)\.1")
 
@@ -303,8 +348,10 @@ def _step(depths: tuple[int, ...], target: int, results: list, observed: list) -
     fit = [_by_class(o, d, per) for o, d in zip(observed[:2], depths[:2], strict=True)]
     if (check := _predict(*fit, depths[0], depths[2], per)) != observed[2]:
         bad = sorted(set(check) ^ set(observed[2])) or [k for k in check if check[k] != observed[2][k]]
-        raise Refused(f"at depth {depths[2]}, {_named(bad[0], per)} is not what depths {depths[0]} and {depths[1]} "
-                      "predict")  # fmt: skip
+        raise Refused(
+            f"at depth {depths[2]}, {_named(bad[0], per)} is not what depths {depths[0]} and {depths[1]} "
+            "predict"
+        )
     return _assemble(_predict(*fit, depths[0], target, per), shape, target, per)
 
 
@@ -348,7 +395,9 @@ def _simulated(
 ) -> dict[tuple[int, int], dict[str, Any]]:
     runs = [walks.recorded_steps(at_depth(cfg, d), dtype, jobs, _recorded_walk) for d in MEM_DEPTHS]
     return {
-        wl: {s: _step(MEM_DEPTHS, cfg.depth, [r[wl][0][s] for r in runs], [r[wl][1].get(s, {}) for r in runs])
-             for s in runs[0][wl][0]}  # run_steps' own keys (a prefill's decode is None when not asked)
+        wl: {
+            s: _step(MEM_DEPTHS, cfg.depth, [r[wl][0][s] for r in runs], [r[wl][1].get(s, {}) for r in runs])
+            for s in runs[0][wl][0]
+        }  # run_steps' own keys (a prefill's decode is None when not asked)
         for wl in jobs
-    }  # fmt: skip
+    }

@@ -105,9 +105,11 @@ THOROUGH = replace(
     seeds=(0, 1, 2, 3, 4),
     lr_factors=(0.5, 2.0),
     equal_flops=True,
-    notes=("CPU proxies as the cpu scale's, trained twice as long on five seeds, width and depth arms each at "
-           "the best of three learning rates",),
-)  # fmt: skip
+    notes=(
+        "CPU proxies as the cpu scale's, trained twice as long on five seeds, width and depth arms each at "
+        "the best of three learning rates",
+    ),
+)
 
 GPU = QualityScale(
     name="gpu",

@@ -47,8 +47,16 @@ ATTENTION = {  # fused SDPA operator -> backend
     aten._scaled_dot_product_flash_attention_for_cpu_backward: "flash_cpu",
 }
 # no kernel: a view under another name, or an allocation without a fill
-NO_KERNEL = {aten._unsafe_view, aten.lift_fresh, aten.detach, aten.empty, aten.empty_strided, aten.new_empty,
-             aten.new_empty_strided, aten.empty_like}  # fmt: skip
+NO_KERNEL = {
+    aten._unsafe_view,
+    aten.lift_fresh,
+    aten.detach,
+    aten.empty,
+    aten.empty_strided,
+    aten.new_empty,
+    aten.new_empty_strided,
+    aten.empty_like,
+}
 _META = {torch.ops.prim.device.default}
 
 
@@ -185,9 +193,17 @@ DTYPE_PEAK = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"
 def gpu_peaks(device: Device) -> Peaks:
     flops = {dt: device.peak_flops[key] for dt, key in DTYPE_PEAK.items() if device.peak_flops.get(key)}
     sources = {k: v[1] for k, v in GPU_EFFICIENCY.items()} | {
-        "peaks": f"{device.name} datasheet: {device.source}", "overhead": GPU_OVERHEAD_S[1]}  # fmt: skip
-    return Peaks(device.id, flops, device.bandwidth_bytes_per_s, GPU_OVERHEAD_S[0],
-                 {k: v[0] for k, v in GPU_EFFICIENCY.items()}, sources)  # fmt: skip
+        "peaks": f"{device.name} datasheet: {device.source}",
+        "overhead": GPU_OVERHEAD_S[1],
+    }
+    return Peaks(
+        device.id,
+        flops,
+        device.bandwidth_bytes_per_s,
+        GPU_OVERHEAD_S[0],
+        {k: v[0] for k, v in GPU_EFFICIENCY.items()},
+        sources,
+    )
 
 
 def _op_time(op: OpCost, peaks: Peaks, efficient: bool) -> float:
@@ -235,8 +251,16 @@ def bandwidth_probe(device: str = "cpu", elements: int = 16 * 2**20) -> tuple[Ti
     """A streaming copy into an existing buffer (2 x 4 x elements bytes moved), timed: (Timing, bytes)."""
     src = torch.randn(elements, device=device)
     dst = torch.empty_like(src)
-    return time_fn(lambda pair: pair[1].copy_(pair[0]), [(src, dst)], device=device, label="copy",
-                   repeats=5, min_repeats=3, max_time_s=2.0, warmup=1), 2 * src.numel() * 4  # fmt: skip
+    return time_fn(
+        lambda pair: pair[1].copy_(pair[0]),
+        [(src, dst)],
+        device=device,
+        label="copy",
+        repeats=5,
+        min_repeats=3,
+        max_time_s=2.0,
+        warmup=1,
+    ), 2 * src.numel() * 4
 
 
 OVERHEAD_CHAIN = 50  # multiply-add pairs in the overhead probe
@@ -255,13 +279,22 @@ def overhead_probe(device: str = "cpu") -> tuple[Timing, int]:
 
     ops = 2 + 2 * OVERHEAD_CHAIN + 1 + 2 * OVERHEAD_CHAIN + 2  # forward, sum, backward and accumulation
     x = torch.randn(1, device=device)
-    return time_fn(chain, [x], device=device, label="overhead", repeats=5, min_repeats=3, max_time_s=2.0,
-                   warmup=1), ops  # fmt: skip
+    return time_fn(
+        chain, [x], device=device, label="overhead", repeats=5, min_repeats=3, max_time_s=2.0, warmup=1
+    ), ops
 
 
 def measured_peaks(name: str, gemm_flops_per_s: float, bandwidth: float, overhead_s: float) -> Peaks:
     """A device whose peaks were measured here (a GEMM ceiling, a copy's bandwidth, the per-operator cost):
     every class at efficiency 1, the measured rates being achieved ones."""
-    return Peaks(name, {"float32": gemm_flops_per_s}, bandwidth, overhead_s, {}, {
-        "peaks": "measured in this process: the speed measurement's GEMM ceiling, a streaming copy, and a chain "
-                 "of one-element operations with autograd"})  # fmt: skip
+    return Peaks(
+        name,
+        {"float32": gemm_flops_per_s},
+        bandwidth,
+        overhead_s,
+        {},
+        {
+            "peaks": "measured in this process: the speed measurement's GEMM ceiling, a streaming copy, and a chain "
+            "of one-element operations with autograd"
+        },
+    )

@@ -52,8 +52,10 @@ class AttentionCall:
     def label(self) -> str:
         mask = {"none": "no mask", "bool": "a boolean mask", "float": "a float (additive) mask"}[self.mask]
         causal = ", is_causal" if self.is_causal else ""
-        return (f"{self.dtype}, (b={self.batch}, h={self.heads_q}, n={self.seq_q}, d={self.head_dim}), "
-                f"{self.seq_k} keys, {mask}{causal}{', training' if self.training else ''}")  # fmt: skip
+        return (
+            f"{self.dtype}, (b={self.batch}, h={self.heads_q}, n={self.seq_q}, d={self.head_dim}), "
+            f"{self.seq_k} keys, {mask}{causal}{', training' if self.training else ''}"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,8 +86,10 @@ def _heads(c: AttentionCall, gqa_supported: bool) -> str:
         return ""
     if c.enable_gqa and gqa_supported and c.heads_q % c.heads_kv == 0:
         return ""
-    return ("For dense input, both fused kernels require query, key and value to have the same num_heads. Query."
-            f"sizes(1): {c.heads_q}, Key.sizes(1): {c.heads_kv}")  # fmt: skip
+    return (
+        "For dense input, both fused kernels require query, key and value to have the same num_heads. Query."
+        f"sizes(1): {c.heads_q}, Key.sizes(1): {c.heads_kv}"
+    )
 
 
 def _heads_gqa(c: AttentionCall, d: Device) -> str:
@@ -113,16 +117,20 @@ def _flash_mask(c: AttentionCall, d: Device) -> str:
 @check("flash", "sdp_utils.cpp check_head_dim_size_flash")
 def _flash_head_dim(c: AttentionCall, d: Device) -> str:
     if c.head_dim != c.head_dim_v or c.head_dim > 256:
-        return ("Flash attention requires q,k,v to have the same last dimension and to be less than or equal to "
-                f"256. Got Query.size(-1): {c.head_dim}, Value.size(-1): {c.head_dim_v}")  # fmt: skip
+        return (
+            "Flash attention requires q,k,v to have the same last dimension and to be less than or equal to "
+            f"256. Got Query.size(-1): {c.head_dim}, Value.size(-1): {c.head_dim_v}"
+        )
     return ""
 
 
 @check("flash", "sdp_utils.cpp check_flash_attention_hardware_support")
 def _flash_hardware(c: AttentionCall, d: Device) -> str:
     if not 80 <= d.sm <= 121:
-        return ("Flash attention only supports gpu architectures in the range [sm80, sm121]. Attempting to run on "
-                f"a sm {d.compute_capability[0]}.{d.compute_capability[1]} gpu.")  # fmt: skip
+        return (
+            "Flash attention only supports gpu architectures in the range [sm80, sm121]. Attempting to run on "
+            f"a sm {d.compute_capability[0]}.{d.compute_capability[1]} gpu."
+        )
     return ""
 
 
@@ -131,16 +139,20 @@ def _flash_sm86_training(c: AttentionCall, d: Device) -> str:
     consumer = 86 <= d.sm <= 89 or 120 <= d.sm <= 121
     refused = 192 < c.head_dim <= 224 or (224 < c.head_dim <= 256 and c.dropout > 0)
     if c.training and consumer and refused:
-        return ("Flash attention currently doesn't support training with head_dim ∈ (192, 224] or (head_dim ∈ "
-                "(224, 256] and dropout > 0.0) on gpu architectures in the range[sm86, sm89].")  # fmt: skip
+        return (
+            "Flash attention currently doesn't support training with head_dim ∈ (192, 224] or (head_dim ∈ "
+            "(224, 256] and dropout > 0.0) on gpu architectures in the range[sm86, sm89]."
+        )
     return ""
 
 
 @check("flash", "sdp_utils.cpp check_flash_causal_non_square_seqlens")
 def _flash_causal_square(c: AttentionCall, d: Device) -> str:
     if c.is_causal and c.seq_q != c.seq_k:
-        return ("Flash attention does not support the is_causal flag when seqlen_q != seqlen_k. Got seqlen_q: "
-                f"{c.seq_q} seqlen_k: {c.seq_k}.")  # fmt: skip
+        return (
+            "Flash attention does not support the is_causal flag when seqlen_q != seqlen_k. Got seqlen_q: "
+            f"{c.seq_q} seqlen_k: {c.seq_k}."
+        )
     return ""
 
 
@@ -167,8 +179,10 @@ def _efficient_hardware(c: AttentionCall, d: Device) -> str:
 def _efficient_head_dim(c: AttentionCall, d: Device) -> str:
     align = 8 if c.dtype in LOW_PRECISION else 4 if d.sm >= 80 else 1
     if c.head_dim % align or c.head_dim_v % align:
-        return (f"Mem efficient attention requires last dimension of inputs to be divisible by {align}. Got "
-                f"Query.size(-1): {c.head_dim}")  # fmt: skip
+        return (
+            f"Mem efficient attention requires last dimension of inputs to be divisible by {align}. Got "
+            f"Query.size(-1): {c.head_dim}"
+        )
     return ""
 
 
@@ -227,8 +241,12 @@ def order(device: Device, cudnn_version: int = CUDNN_OF_THE_WHEEL) -> tuple[str,
     return default
 
 
-def predict(call: AttentionCall, device: Device, enabled: tuple[str, ...] = XT_ENABLED,
-            torch_version: str = torch.__version__) -> Prediction:  # fmt: skip
+def predict(
+    call: AttentionCall,
+    device: Device,
+    enabled: tuple[str, ...] = XT_ENABLED,
+    torch_version: str = torch.__version__,
+) -> Prediction:
     """The backend `select_sdp_backend` would pick for `call` on `device`, with the backends the caller enabled,
     and why each one tried before it refused."""
     major_minor = ".".join(torch_version.split("+")[0].split(".")[:2])

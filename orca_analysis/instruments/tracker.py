@@ -27,10 +27,14 @@ from x_transformers.attend import Attend, create_causal_mask
 CUDA = torch.device("cuda")
 ALLOCATOR_BLOCK = _PYTORCH_MIN_ALLOCATE  # 512 B: CUDA's caching allocator rounds each request up to this
 CATEGORY = {
-    _MemRefType.PARAM: "parameters", _MemRefType.BUFFER: "buffers", _MemRefType.GRAD: "gradients",
-    _MemRefType.ACT: "activations", _MemRefType.TEMP: "temporaries", _MemRefType.OPT: "optimizer_state",
+    _MemRefType.PARAM: "parameters",
+    _MemRefType.BUFFER: "buffers",
+    _MemRefType.GRAD: "gradients",
+    _MemRefType.ACT: "activations",
+    _MemRefType.TEMP: "temporaries",
+    _MemRefType.OPT: "optimizer_state",
     _MemRefType.OTH: "inputs",
-}  # fmt: skip
+}
 
 
 # `tensor.device` under a dispatch mode: about 40% of a training step's dispatches (einx and x-transformers
@@ -43,10 +47,15 @@ ALIBI = "alibi"  # snapshot key: bytes of ALiBi tensors alive (a part of activat
 # mask; in Attention.forward the pad_at_dim copy of the bias (for memory key/values, made even when
 # there are none); in Attend.flash_attn the masked_fill that writes the causal mask into the
 # (b, h, n, n) bias (its SDPA call is not ALiBi's).
-_ALIBI_ALL = {xt.AlibiPositionalBias.forward.__code__, xt.AlibiPositionalBias.forward_custom_pos.__code__,
-              create_causal_mask.__code__}  # fmt: skip
-_ALIBI_FILL = {Attend.flash_attn.__code__: {torch.ops.aten.masked_fill},
-               xt.Attention.forward.__code__: {torch.ops.aten.constant_pad_nd}}  # fmt: skip
+_ALIBI_ALL = {
+    xt.AlibiPositionalBias.forward.__code__,
+    xt.AlibiPositionalBias.forward_custom_pos.__code__,
+    create_causal_mask.__code__,
+}
+_ALIBI_FILL = {
+    Attend.flash_attn.__code__: {torch.ops.aten.masked_fill},
+    xt.Attention.forward.__code__: {torch.ops.aten.constant_pad_nd},
+}
 
 
 def _alibi_made(func: Any, out: Any) -> bool:

@@ -207,8 +207,13 @@ def lines(
         groups = {"": names}
     colour = dict(zip(names, _palette(len(names)), strict=True))
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(groups), figsize=(8 if len(groups) == 1 else 3.3 * len(groups), 3.8),
-                                 sharey=True, squeeze=False)  # fmt: skip
+        fig, axes = plt.subplots(
+            1,
+            len(groups),
+            figsize=(8 if len(groups) == 1 else 3.3 * len(groups), 3.8),
+            sharey=True,
+            squeeze=False,
+        )
         for ax, (panel, members) in zip(axes[0], groups.items(), strict=True):
             sub_df = df[df[series].astype(str).isin(members)].sort_values(x)
             keys = [series, style_by] if style_by else [series]
@@ -310,15 +315,22 @@ def frontier_panels(df: pd.DataFrame, panels: list[tuple[str, str, str]], seq_le
                 label="dominated",
             )
             ax.plot(front["params"], front[metric] / scale, "o-", color="#C44E52", label="frontier")
-            ax.set(xscale="log", yscale="linear" if unit == "bytes" else "log", xlabel="parameters (counted)",
-                   ylabel=f"{label} ({'GiB' if unit == 'bytes' else unit})", title=f"{label.split(' (')[0]}, {seq_len} tokens")  # fmt: skip
+            ax.set(
+                xscale="log",
+                yscale="linear" if unit == "bytes" else "log",
+                xlabel="parameters (counted)",
+                ylabel=f"{label} ({'GiB' if unit == 'bytes' else unit})",
+                title=f"{label.split(' (')[0]}, {seq_len} tokens",
+            )
             ax.legend(frameon=False, fontsize=8)
             _major_ticks_only(ax)
         if loss:
             ax, (metric, label, unit) = axes[0][-1], panels[0]
             have = df[df["loss"].notna() & df[metric].notna()]
-            on = pd.Series(pareto_front(list(zip(have[metric], have["loss"], strict=True)), ("lower", "lower")),
-                           index=have.index)  # fmt: skip
+            on = pd.Series(
+                pareto_front(list(zip(have[metric], have["loss"], strict=True)), ("lower", "lower")),
+                index=have.index,
+            )
             ax.scatter(
                 have[~on][metric],
                 have[~on]["loss"],
@@ -328,8 +340,12 @@ def frontier_panels(df: pd.DataFrame, panels: list[tuple[str, str, str]], seq_le
             )
             front = have[on].sort_values(metric)
             ax.plot(front[metric], front["loss"], "o-", color="#55A868", label="frontier (lowest loss)")
-            ax.set(xscale="log", xlabel=f"{label} ({unit})", ylabel="proxy final validation loss (nats/token)",
-                   title="Loss against cost")  # fmt: skip
+            ax.set(
+                xscale="log",
+                xlabel=f"{label} ({unit})",
+                ylabel="proxy final validation loss (nats/token)",
+                title="Loss against cost",
+            )
             ax.legend(frameon=False, fontsize=8)
             _major_ticks_only(ax)
         for ax in axes[0][count:]:

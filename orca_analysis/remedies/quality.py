@@ -32,8 +32,14 @@ def no_worse(
         return False, f"{label}: worse by {said}: the interval lies beyond +{e.delta:g}", ""
     if hi is not None and hi < e.delta:
         return True, f"{label}: {said}: the interval lies below +{e.delta:g}, so not worse by that much", ""
-    return None, (f"{label}: {said}: the interval straddles +{e.delta:g}, so the data cannot tell whether it "
-                  "is worse by that much"), Verdict.INCONCLUSIVE  # fmt: skip
+    return (
+        None,
+        (
+            f"{label}: {said}: the interval straddles +{e.delta:g}, so the data cannot tell whether it "
+            "is worse by that much"
+        ),
+        Verdict.INCONCLUSIVE,
+    )
 
 
 def purpose_caveats(
@@ -48,12 +54,18 @@ def purpose_caveats(
         cid, text, verdict = purposes[key]
         said = f"{cid}: {text.rstrip('.')}"
         if verdict == Verdict.SUPPORTED:
-            out.append(f"removes {key}, and the proxy supports what it is for ({said}); the quality gate at the "
-                       "training length does not see that loss")  # fmt: skip
+            out.append(
+                f"removes {key}, and the proxy supports what it is for ({said}); the quality gate at the "
+                "training length does not see that loss"
+            )
         elif verdict == Verdict.CONTRADICTED:
-            out.append(f"removes {key}; what it is for ({said}) was contradicted here, so the proxy shows no such "
-                       "benefit to lose")  # fmt: skip
+            out.append(
+                f"removes {key}; what it is for ({said}) was contradicted here, so the proxy shows no such "
+                "benefit to lose"
+            )
         else:
-            out.append(f"removes {key}; what it is for ({said}) was {verdict} here, so whether the change loses it "
-                       "is not known")  # fmt: skip
+            out.append(
+                f"removes {key}; what it is for ({said}) was {verdict} here, so whether the change loses it "
+                "is not known"
+            )
     return out

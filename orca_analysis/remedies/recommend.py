@@ -18,7 +18,6 @@ is shown as such, not as an effect.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
@@ -48,6 +47,16 @@ from ..claims.stats import Effect, exact
 from ..results.query import Results, Value
 from ..study.remedies import Expect, Remedy
 from ..study.schema import ModelConfig, Study, Variant, physical_problems
+from .outcomes import (
+    FAILS,
+    INCONCLUSIVE,
+    NEEDS_A_GPU,
+    NOT_MEASURED,
+    PASSES,
+    Change,
+    Outcome,
+    Recommendation,
+)
 from .quality import no_worse, purpose_caveats
 
 # The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
@@ -81,66 +90,6 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
 )
 SPEED = {TRAIN_TOKENS_PER_S, PREFILL_TOKENS_PER_S, DECODE_CACHED_TOKENS_PER_S}  # at CPU-scaled lengths
 NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
-PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
-INCONCLUSIVE = Verdict.INCONCLUSIVE
-STATUSES = (PASSES, FAILS, INCONCLUSIVE, Verdict.NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
-
-
-@dataclass(frozen=True)
-class Change:
-    """One metric before -> after at one point (a length, or none)."""
-
-    metric: str
-    unit: str
-    method: str
-    labels: dict[str, Any]
-    seq_len: int | None
-    before: float
-    after: float
-    scale: str  # analytic | measured | proxy
-    effect: Effect  # after - before (exact, or the interval over seeds: paired where they share seeds)
-    arms: tuple[Value, Value] | None = None  # the before and after values read
-    drift: float | None = None  # speed: the relative drift of a step timed twice on that device
-
-    @property
-    def moved(self) -> bool:
-        if self.drift is not None and self.before:
-            return abs(self.after - self.before) / abs(self.before) > self.drift
-        return self.before != self.after if self.effect.exact else True
-
-    def as_json(self) -> dict[str, Any]:
-        return {"metric": self.metric, "unit": self.unit, "method": self.method, "labels": self.labels,
-                "seq_len": self.seq_len, "before": self.before, "after": self.after, "scale": self.scale,
-                **{k: v for k, v in self.effect.as_json().items() if k != "estimate"},
-                "drift": self.drift}  # fmt: skip
-
-
-@dataclass
-class Outcome:
-    """A remedy (or the recommended design) measured against what it changes."""
-
-    id: str
-    before_id: str
-    after_id: str
-    status: str
-    reasons: list[str]
-    changes: list[Change]
-    probes: dict[str, str]  # probe[case] -> pass | fail | crash | skipped, on the changed variant
-    probes_before: dict[str, str]
-    remedy: Remedy | None = None
-    needs_gpu: list[str] = field(default_factory=list)  # measurements this device could not run
-    caveats: list[str] = field(default_factory=list)  # what the change gives up that no gate here measures
-
-
-@dataclass
-class Recommendation:
-    values: dict[tuple[str, str], Any]  # the combined change, (home, key) -> value
-    change: dict[str, Any]  # the same, `--set` keys as the catalogue writes them
-    taken: list[str]
-    skipped: list[tuple[str, str]]  # (remedy id, why it is not in the design)
-    variant: Variant | None
-    outcomes: list[Outcome]
-    measured: Outcome | None = None  # the recommended variant against the base
 
 
 def _batch(study: Study) -> int:
@@ -185,8 +134,21 @@ def changes(results: Results, study: Study, before_id: str, after_id: str) -> li
         for bv, av in sorted(pairs, key=lambda p: p[1].seq_len or 0):
             if bv.value is None or av.value is None:
                 continue
-            out.append(Change(metric, lookup(metric).unit, av.method, dict(av.labels), av.seq_len, bv.value,
-                              av.value, av.scale, _pair(bv, av), (bv, av), _drift(results, av)))  # fmt: skip
+            out.append(
+                Change(
+                    metric,
+                    lookup(metric).unit,
+                    av.method,
+                    dict(av.labels),
+                    av.seq_len,
+                    bv.value,
+                    av.value,
+                    av.scale,
+                    _pair(bv, av),
+                    (bv, av),
+                    _drift(results, av),
+                )
+            )
     return out
 
 
@@ -227,8 +189,15 @@ def _failure(results: Results, variant: str, metric: str) -> str | None:
     return None
 
 
-def _check(e: Expect, found: list[Change], after: dict[str, str], results: Results, study: Study, vid: str,
-           remedy: Remedy | None = None) -> tuple[bool | None, str, str]:  # fmt: skip
+def _check(
+    e: Expect,
+    found: list[Change],
+    after: dict[str, str],
+    results: Results,
+    study: Study,
+    vid: str,
+    remedy: Remedy | None = None,
+) -> tuple[bool | None, str, str]:
     """(met: True / False / None when unknown, reason, status word for an unknown quality gate)."""
     label = _label(e.metric, e.labels)
     if e.direction == "pass":
@@ -237,8 +206,13 @@ def _check(e: Expect, found: list[Change], after: dict[str, str], results: Resul
         if got is None:
             return None, f"{label}: not measured", ""
         return got == "pass", f"{label}: {got} after the change", ""
-    rows = [c for c in found if c.metric == e.metric and all(str(c.labels.get(k)) == str(v) for k, v in e.labels.items())
-            and (e.method is None or c.method == e.method)]  # fmt: skip
+    rows = [
+        c
+        for c in found
+        if c.metric == e.metric
+        and all(str(c.labels.get(k)) == str(v) for k, v in e.labels.items())
+        and (e.method is None or c.method == e.method)
+    ]
     if not rows:
         skipped = results.values(e.metric, variant=vid, status=Status.SKIPPED)
         if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
@@ -285,8 +259,19 @@ def outcome(
     expected = {e.metric for e in remedy.expects}
     gpu += _unmeasured_on_this_device(results, remedy.variant_id, {c.metric for c in found} | expected)
     caveats = purpose_caveats(remedy.values, study.base_variant.config, purposes or {})
-    return Outcome(remedy.id, remedy.applies_to, remedy.variant_id, _status(checks, regressed, gpu), reasons,
-                   found, after, before, remedy, gpu, caveats)  # fmt: skip
+    return Outcome(
+        remedy.id,
+        remedy.applies_to,
+        remedy.variant_id,
+        _status(checks, regressed, gpu),
+        reasons,
+        found,
+        after,
+        before,
+        remedy,
+        gpu,
+        caveats,
+    )
 
 
 def _label(metric: str, labels: dict[str, Any]) -> str:
@@ -378,5 +363,14 @@ def _measured(
     failing = [p for p, got in after.items() if got in ("fail", "crash")]
     reasons = [why for _, why, _ in checks] + [f"probe {p} fails on the combined design" for p in failing]
     values = {k: v for o in taken for k, v in o.remedy.values.items()}
-    return Outcome("recommended", base.variant_id, vid, _status(checks, failing, []), reasons, found, after,
-                   before, caveats=purpose_caveats(values, base.config, purposes or {}))  # fmt: skip
+    return Outcome(
+        "recommended",
+        base.variant_id,
+        vid,
+        _status(checks, failing, []),
+        reasons,
+        found,
+        after,
+        before,
+        caveats=purpose_caveats(values, base.config, purposes or {}),
+    )

@@ -10,10 +10,18 @@ from ..claims import VERDICTS, ClaimResult
 from ..kit.format import evidence_value
 
 SUBJECT_TITLES = {"dim": "Width (dim)", "depth": "Depth", "heads": "Heads"}
-SEVERITY = {Verdict.CONTRADICTED: 0, Verdict.QUALIFIED: 1, Verdict.INCONCLUSIVE: 2, Verdict.SUPPORTED: 3, Verdict.NOT_TESTABLE: 4,
-            Verdict.NOT_TESTED: 5}  # fmt: skip
-SCALE_TITLES = {"full": "Analytic or measured at full scale",
-                "proxy": "Proxy scale (small models trained on a CPU, not the model itself)"}  # fmt: skip
+SEVERITY = {
+    Verdict.CONTRADICTED: 0,
+    Verdict.QUALIFIED: 1,
+    Verdict.INCONCLUSIVE: 2,
+    Verdict.SUPPORTED: 3,
+    Verdict.NOT_TESTABLE: 4,
+    Verdict.NOT_TESTED: 5,
+}
+SCALE_TITLES = {
+    "full": "Analytic or measured at full scale",
+    "proxy": "Proxy scale (small models trained on a CPU, not the model itself)",
+}
 
 
 def claim_dict(cr: ClaimResult) -> dict[str, Any]:
@@ -79,14 +87,21 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
     for cr in results:
         v, e = cr.verdict, cr.verdict.effect
         metric = v.metric or (cr.claim.rule.params.get("metric") or "")
-        out.append({
-            "id": cr.claim.id, "claim": cr.claim.claim, "verdict": v.verdict, "reason": v.reason,
-            "scale": v.scale or None, "metric": metric or None,
-            "unit": v.unit or (METRICS[metric].unit if metric in METRICS else None),
-            **(e.as_json() if e else dict.fromkeys(EFFECT_KEYS)),
-            "delta": v.delta if v.delta is not None else cr.claim.delta,
-            "control": v.control.as_json() if v.control else None, "evidence": v.evidence,
-        })  # fmt: skip
+        out.append(
+            {
+                "id": cr.claim.id,
+                "claim": cr.claim.claim,
+                "verdict": v.verdict,
+                "reason": v.reason,
+                "scale": v.scale or None,
+                "metric": metric or None,
+                "unit": v.unit or (METRICS[metric].unit if metric in METRICS else None),
+                **(e.as_json() if e else dict.fromkeys(EFFECT_KEYS)),
+                "delta": v.delta if v.delta is not None else cr.claim.delta,
+                "control": v.control.as_json() if v.control else None,
+                "evidence": v.evidence,
+            }
+        )
     return out
 
 

@@ -71,8 +71,13 @@ def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
     part = results.number(ALIBI_SHARE_OF_PEAK, **at)
     if not (alibi and peak and part is not None):
         return None
-    gap = results.number(MEMORY_REL_ERROR, variant=_base(study), seq_len=top, quantity=ALIBI_BYTES_AT_PEAK,
-                         pair="closed_form_vs_simulated")  # fmt: skip
+    gap = results.number(
+        MEMORY_REL_ERROR,
+        variant=_base(study),
+        seq_len=top,
+        quantity=ALIBI_BYTES_AT_PEAK,
+        pair="closed_form_vs_simulated",
+    )
     check = f"; the closed form's count differs by {gap:+.1%}" if gap is not None else ""
     return {
         "id": "alibi-dense-bias",
@@ -138,13 +143,18 @@ def _params_share(results: Results, study) -> dict[str, Any] | None:
     arms = []
     for axis in ("dim", "depth"):
         values = {v.variant_id: v.swept[axis] for v in study.variants() if set(v.swept) >= {axis}}
-        counts = {vid: results.number(PARAMS, variant=vid, method=Method.COUNTER, component="total")
-                  for vid in values if _only_axis(study, vid, axis)}  # fmt: skip
+        counts = {
+            vid: results.number(PARAMS, variant=vid, method=Method.COUNTER, component="total")
+            for vid in values
+            if _only_axis(study, vid, axis)
+        }
         counts = {vid: n for vid, n in counts.items() if n}
         if len({values[vid] for vid in counts}) > 1:
             lo, hi = min(counts, key=lambda vid: values[vid]), max(counts, key=lambda vid: values[vid])
-            arms.append(f"{axis} {values[lo]} to {values[hi]} takes the total from {counts[lo]:,.0f} to "
-                        f"{counts[hi]:,.0f} (x{counts[hi] / counts[lo]:.2f})")  # fmt: skip
+            arms.append(
+                f"{axis} {values[lo]} to {values[hi]} takes the total from {counts[lo]:,.0f} to "
+                f"{counts[hi]:,.0f} (x{counts[hi] / counts[lo]:.2f})"
+            )
     if arms:
         text += "; across the study's own arms, " + " and ".join(arms)
     return {"id": "embedding-share", "text": text + ".", "anchor": "params"}
@@ -170,8 +180,10 @@ def _heads_width(results: Results, study) -> dict[str, Any] | None:
         n = results.number(PARAMS, variant=v.variant_id, **at)
         if n is not None and ref:
             inner = v.config.heads * v.config.dim_head
-            parts.append(f"{v.variant_id}: attention {inner} wide for dim {v.config.dim}, "
-                         f"{n:,.0f} attention parameters ({n / ref:.2f}x the base's)")  # fmt: skip
+            parts.append(
+                f"{v.variant_id}: attention {inner} wide for dim {v.config.dim}, "
+                f"{n:,.0f} attention parameters ({n / ref:.2f}x the base's)"
+            )
     if not parts:
         return None
     return {

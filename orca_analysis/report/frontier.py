@@ -47,8 +47,15 @@ def _points(results: Results, study, n: int) -> pd.DataFrame:
         if params is not None and any(v is not None for v in costs.values()):
             losses = results.values(VAL_LOSS_FINAL, variant=vid)
             loss = sum(v.value for v in losses) / len(losses) if losses else None
-            rows.append({"variant": vid, "params": params, **costs, "loss": loss,
-                         "scale": losses[0].scale if losses else ""})  # fmt: skip
+            rows.append(
+                {
+                    "variant": vid,
+                    "params": params,
+                    **costs,
+                    "loss": loss,
+                    "scale": losses[0].scale if losses else "",
+                }
+            )
     df = pd.DataFrame(rows)
     for metric, *_ in COSTS if rows else ():
         have = df[df[metric].notna()]
@@ -68,11 +75,17 @@ def frontier_section(results: Results, study) -> Section | None:
     panels = [(m, label, unit) for m, _, label, unit in COSTS if m in df and df[m].notna().sum() >= 3]
     fig = frontier_panels(df, panels, n)
     rows = [
-        [r.variant, Quantity(r.params, "params"),
-         *[Quantity(getattr(r, m), unit) if pd.notna(getattr(r, m)) else "n/a" for m, _, unit in panels],
-         ", ".join(label.split(" (")[0] for m, label, _ in panels if getattr(r, f"front_{m}", False) is True) or "-"]
+        [
+            r.variant,
+            Quantity(r.params, "params"),
+            *[Quantity(getattr(r, m), unit) if pd.notna(getattr(r, m)) else "n/a" for m, _, unit in panels],
+            ", ".join(
+                label.split(" (")[0] for m, label, _ in panels if getattr(r, f"front_{m}", False) is True
+            )
+            or "-",
+        ]
         for r in df.itertuples()
-    ]  # fmt: skip
+    ]
     table = Table(
         f"Cost against size at {n} tokens",
         "Each variant's counted parameters and its training-step cost at the study's longest length; the last "
@@ -85,6 +98,8 @@ def frontier_section(results: Results, study) -> Section | None:
         "A variant off the frontier is dominated: another has at least as many parameters for no more cost."
     )
     if df["loss"].notna().sum() >= 3:
-        intro += (" The last panel puts the final validation loss of each variant's training run "
-                  f"({df['scale'].iloc[0]} scale: a proxy of the model, not the model) against the same cost.")  # fmt: skip
+        intro += (
+            " The last panel puts the final validation loss of each variant's training run "
+            f"({df['scale'].iloc[0]} scale: a proxy of the model, not the model) against the same cost."
+        )
     return Section("frontier", "Cost frontier", intro, [table], [f for f in (fig,) if f])

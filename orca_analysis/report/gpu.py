@@ -43,5 +43,9 @@ def gpu_section(results: Results, study) -> Section | None:
         ["variant", *names],
         rows,
     )
-    return Section("gpu", "GPU results", "What the store holds measured on a GPU, per measurement that wants one.",
-                   [table])  # fmt: skip
+    return Section(
+        "gpu",
+        "GPU results",
+        "What the store holds measured on a GPU, per measurement that wants one.",
+        [table],
+    )

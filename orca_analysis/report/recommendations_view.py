@@ -23,20 +23,38 @@ from ..catalog.declared.speed import DECODE_CACHED_TOKENS_PER_S, PREFILL_TOKENS_
 from ..catalog.declared.training import VAL_LOSS_FINAL
 from ..catalog.vocabulary import Method
 from ..kit.format import mib, si
-from ..remedies.recommend import PASSES, SPEED, STATUSES, Change, Outcome, Recommendation, recommendation
+from ..remedies.outcomes import PASSES, STATUSES, Change, Outcome, Recommendation
+from ..remedies.recommend import SPEED, recommendation
 from ..results.query import Results
 from ..study.schema import Study
 
-METHOD_WORDS = {Method.COUNTER: "operator counter", Method.SIMULATED: "simulated (fake tensors, no allocation)",
-                Method.CLOSED_FORM: "closed form", Method.MEASURED: "measured", Method.MEASURED_MEDIAN: "measured (median)",
-                Method.FORCED_SDPA_KERNEL: "forced kernel", Method.PREDICTED: "forecast (no GPU): see On a GPU (predicted)"}  # fmt: skip
-SHORT = {PARAMS: "parameters", TRAIN_STEP_CAUSAL: "training-step FLOPs (causal-aware)",
-         PEAK_TRAIN: "training-step peak", PEAK_TRAIN_PART: "ALiBi tensors at that peak", PEAK_PREFILL: "prefill peak", PEAK_DECODE_CACHED: "cached-decode peak",
-         KV_CACHE_SIZE: "KV cache (closed form)", CACHE_OBJECT: "cache object", ELIGIBLE_TRAIN:
-         "FlashAttention eligible (training)", VAL_LOSS_FINAL: "proxy validation loss", TRAIN_TOKENS_PER_S:
-         "training tokens/s", PREFILL_TOKENS_PER_S: "prefill tokens/s", DECODE_CACHED_TOKENS_PER_S:
-         "cached decode tokens/s", GPU_PEAK: "GPU training-step peak", GPU_STEP_PREDICTED:
-         "GPU training step, predicted", GPU_MFU_CEILING: "GPU MFU ceiling"}  # fmt: skip
+METHOD_WORDS = {
+    Method.COUNTER: "operator counter",
+    Method.SIMULATED: "simulated (fake tensors, no allocation)",
+    Method.CLOSED_FORM: "closed form",
+    Method.MEASURED: "measured",
+    Method.MEASURED_MEDIAN: "measured (median)",
+    Method.FORCED_SDPA_KERNEL: "forced kernel",
+    Method.PREDICTED: "forecast (no GPU): see On a GPU (predicted)",
+}
+SHORT = {
+    PARAMS: "parameters",
+    TRAIN_STEP_CAUSAL: "training-step FLOPs (causal-aware)",
+    PEAK_TRAIN: "training-step peak",
+    PEAK_TRAIN_PART: "ALiBi tensors at that peak",
+    PEAK_PREFILL: "prefill peak",
+    PEAK_DECODE_CACHED: "cached-decode peak",
+    KV_CACHE_SIZE: "KV cache (closed form)",
+    CACHE_OBJECT: "cache object",
+    ELIGIBLE_TRAIN: "FlashAttention eligible (training)",
+    VAL_LOSS_FINAL: "proxy validation loss",
+    TRAIN_TOKENS_PER_S: "training tokens/s",
+    PREFILL_TOKENS_PER_S: "prefill tokens/s",
+    DECODE_CACHED_TOKENS_PER_S: "cached decode tokens/s",
+    GPU_PEAK: "GPU training-step peak",
+    GPU_STEP_PREDICTED: "GPU training step, predicted",
+    GPU_MFU_CEILING: "GPU MFU ceiling",
+}
 
 
 def value_text(x: float, unit: str) -> str:
@@ -78,18 +96,35 @@ def _name(c: Change) -> str:
 def change_rows(changes: list[Change], every: bool = False) -> list[list[str]]:
     """Rows of what moved (`every`: of every metric read, unchanged ones too), at the study's lengths
     (analytic) or without one (proxy losses); speed measured at CPU lengths is in `speed_rows`."""
-    return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
-             _delta(c), f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}"]
-            for c in changes if c.metric not in SPEED
-            and (every or c.moved or c.metric in (VAL_LOSS_FINAL, ELIGIBLE_TRAIN))]  # fmt: skip
+    return [
+        [
+            _name(c),
+            str(c.seq_len or "-"),
+            value_text(c.before, c.unit),
+            value_text(c.after, c.unit),
+            _delta(c),
+            f"{METHOD_WORDS.get(c.method, c.method)}; {c.scale}",
+        ]
+        for c in changes
+        if c.metric not in SPEED and (every or c.moved or c.metric in (VAL_LOSS_FINAL, ELIGIBLE_TRAIN))
+    ]
 
 
 def speed_rows(changes: list[Change]) -> list[list[str]]:
     """Speed measured on this device at its own (CPU-scaled) lengths, each change set against the drift of
     the same step timed twice: a change within it is said to be, not shown as an effect."""
-    return [[_name(c), str(c.seq_len or "-"), value_text(c.before, c.unit), value_text(c.after, c.unit),
-             _delta(c), f"{METHOD_WORDS.get(c.method, c.method)} on {c.arms[1].device if c.arms else '?'}"]
-            for c in changes if c.metric in SPEED]  # fmt: skip
+    return [
+        [
+            _name(c),
+            str(c.seq_len or "-"),
+            value_text(c.before, c.unit),
+            value_text(c.after, c.unit),
+            _delta(c),
+            f"{METHOD_WORDS.get(c.method, c.method)} on {c.arms[1].device if c.arms else '?'}",
+        ]
+        for c in changes
+        if c.metric in SPEED
+    ]
 
 
 CHANGE_COLUMNS = ["metric", "tokens (study length)", "before", "after", "change", "method; scale"]
@@ -103,14 +138,23 @@ def _probe_rows(o: Outcome) -> list[list[str]]:
 def _outcome_view(o: Outcome, every: bool = False) -> dict[str, Any]:
     r = o.remedy
     return {
-        "id": o.id, "status": o.status, "css": o.status.replace(" ", "-"), "before": o.before_id,
-        "after": o.after_id, "problem": r.problem if r else "", "why": r.why if r else "",
-        "change": r.change_text() if r else "", "finding": r.finding if r else "",
-        "reasons": o.reasons, "rows": change_rows(o.changes, every), "speed_rows": speed_rows(o.changes),
-        "probes": _probe_rows(o), "needs_gpu": [g for g in o.needs_gpu if g not in o.reasons],  # those not said
+        "id": o.id,
+        "status": o.status,
+        "css": o.status.replace(" ", "-"),
+        "before": o.before_id,
+        "after": o.after_id,
+        "problem": r.problem if r else "",
+        "why": r.why if r else "",
+        "change": r.change_text() if r else "",
+        "finding": r.finding if r else "",
+        "reasons": o.reasons,
+        "rows": change_rows(o.changes, every),
+        "speed_rows": speed_rows(o.changes),
+        "probes": _probe_rows(o),
+        "needs_gpu": [g for g in o.needs_gpu if g not in o.reasons],  # those not said
         "scales": sorted({c.scale for c in o.changes}),
         "caveats": o.caveats,
-    }  # fmt: skip
+    }
 
 
 def study_yaml(study: Study, rec: Recommendation) -> str:
@@ -123,7 +167,7 @@ def study_yaml(study: Study, rec: Recommendation) -> str:
             "seq_lens": study.workloads.seq_lens,
             "batch_sizes": study.workloads.batch_sizes,
             "dtype": study.workloads.dtype,
-        },  # fmt: skip
+        },
         "measurements": list(study.measurements),
     }
     return yaml.safe_dump(doc, sort_keys=False)
@@ -146,9 +190,14 @@ def recommendations_view(
                 and (c.seq_len in (None, top))
                 and c.labels.get("component", "total") == "total"
             ):
-                headline.append({"metric": _name(c), "text": f"{value_text(c.before, c.unit)} → "
-                                 f"{value_text(c.after, c.unit)} ({_delta(c)})",
-                                 "at": f"{c.seq_len} tokens" if c.seq_len else ""})  # fmt: skip
+                headline.append(
+                    {
+                        "metric": _name(c),
+                        "text": f"{value_text(c.before, c.unit)} → "
+                        f"{value_text(c.after, c.unit)} ({_delta(c)})",
+                        "at": f"{c.seq_len} tokens" if c.seq_len else "",
+                    }
+                )
     return {
         "remedies": [_outcome_view(o) for o in rec.outcomes],
         "passing": [o.id for o in rec.outcomes if o.status == PASSES],
@@ -156,7 +205,7 @@ def recommendations_view(
             {"status": st, "count": n, "ids": ", ".join(o.id for o in rec.outcomes if o.status == st)}
             for st in STATUSES
             if (n := sum(o.status == st for o in rec.outcomes))
-        ],  # fmt: skip
+        ],
         "taken": rec.taken,
         "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
         "change": ", ".join(
@@ -177,18 +226,44 @@ def _effects_json(o: Outcome) -> list[dict[str, Any]]:
 
 def recommendations_json(rec: Recommendation, study: Study) -> dict[str, Any]:
     """What the report's section shows, for a team's own gate: before and after in each metric's unit."""
-    remedies = [{"id": o.id, "finding": o.remedy.finding, "metric": o.remedy.metric, "applies_to": o.before_id,
-                 "change": o.remedy.change, "status": o.status, "reasons": o.reasons, "caveats": o.caveats,
-                 "expects": [{"metric": e.metric, "direction": e.direction, "method": e.method, "labels": e.labels,
-                              "delta": e.delta if e.direction == "no_worse" else None} for e in o.remedy.expects],
-                 "effects": _effects_json(o), "probes": o.probes, "needs_gpu": o.needs_gpu}
-                for o in rec.outcomes]  # fmt: skip
+    remedies = [
+        {
+            "id": o.id,
+            "finding": o.remedy.finding,
+            "metric": o.remedy.metric,
+            "applies_to": o.before_id,
+            "change": o.remedy.change,
+            "status": o.status,
+            "reasons": o.reasons,
+            "caveats": o.caveats,
+            "expects": [
+                {
+                    "metric": e.metric,
+                    "direction": e.direction,
+                    "method": e.method,
+                    "labels": e.labels,
+                    "delta": e.delta if e.direction == "no_worse" else None,
+                }
+                for e in o.remedy.expects
+            ],
+            "effects": _effects_json(o),
+            "probes": o.probes,
+            "needs_gpu": o.needs_gpu,
+        }
+        for o in rec.outcomes
+    ]
     recommended = None
     if rec.variant is not None:
         m = rec.measured
-        recommended = {"change": rec.change, "taken": rec.taken,
-                       "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
-                       "status": m.status if m else "not measured yet", "reasons": m.reasons if m else [],
-                       "caveats": m.caveats if m else [], "effects": _effects_json(m) if m else [],
-                       "probes": m.probes if m else {}, "study_yaml": study_yaml(study, rec)}  # fmt: skip
+        recommended = {
+            "change": rec.change,
+            "taken": rec.taken,
+            "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
+            "status": m.status if m else "not measured yet",
+            "reasons": m.reasons if m else [],
+            "caveats": m.caveats if m else [],
+            "effects": _effects_json(m) if m else [],
+            "probes": m.probes if m else {},
+            "study_yaml": study_yaml(study, rec),
+        }
     return {"remedies": remedies, "recommended": recommended}

@@ -72,8 +72,13 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     ref = str(claims_path) if claims_path is not None else study.claims
     claims = load_catalogue(catalogue_path(ref)) if ref else []  # before the results: a bad one fails fast
     results = Results.from_store(folder)  # the store: what the study's last run asked for
-    source = ("none: the study names no claims catalogue" if not ref else
-              f"built-in catalogue '{ref}'" if ref in BUILTIN_CLAIMS else ref)  # fmt: skip
+    source = (
+        "none: the study names no claims catalogue"
+        if not ref
+        else f"built-in catalogue '{ref}'"
+        if ref in BUILTIN_CLAIMS
+        else ref
+    )
     view = build_view(study, results, _provenance(results), claims, source, notes=ref == NOTES_CATALOGUE)
     if claims:  # machine-readable verdicts, for a team's own gate on the design
         (folder / "claims.json").write_text(json.dumps(view["claims_json"], indent=2, default=str) + "\n")

@@ -41,9 +41,10 @@ def _said_why(section, name: str, results: Results, retry: str):  # (Section) ->
         failed = results.records(name, status=Status.ERROR)
         section.missing = (
             f"no `{name}` results to show: {len(failed)} of its records failed (first: {failed[0].note[:160]}); "
-            f"rerun them with `{retry}`" if failed
+            f"rerun them with `{retry}`"
+            if failed
             else f"`{name}` is in the study's measurements but has no results yet: run the study"
-        )  # fmt: skip
+        )
     return section
 
 
@@ -61,8 +62,11 @@ def key_numbers(results: Results, study: Study) -> dict[str, Any]:
 
 def purposes(verdicts: list[ClaimResult]) -> dict[str, tuple[str, str, str]]:
     """flag -> (claim id, claim, verdict) of the claims that say what a flag is for (kind benefit)."""
-    return {cr.claim.subject.removeprefix("flag:"): (cr.claim.id, cr.claim.claim, cr.verdict.verdict)
-            for cr in verdicts if cr.claim.subject.startswith("flag:") and cr.claim.kind == "benefit"}  # fmt: skip
+    return {
+        cr.claim.subject.removeprefix("flag:"): (cr.claim.id, cr.claim.claim, cr.verdict.verdict)
+        for cr in verdicts
+        if cr.claim.subject.startswith("flag:") and cr.claim.kind == "benefit"
+    }
 
 
 def build_view(

@@ -144,8 +144,10 @@ def _results_key(variant: Variant, measurement: str, records: list[Record]) -> s
 def _missing_columns(path: Path, frame: pd.DataFrame) -> list[str]:
     """The required columns the file lacks; a file an older orca-analysis wrote (schema 1) is refused."""
     if "note" not in frame.columns and "error" in frame.columns:
-        raise OrcaError(f"{path}: a results file of schema 1 (an older orca-analysis: `error` and `category` "
-                        "columns, no `note`): measure anew instead")  # fmt: skip
+        raise OrcaError(
+            f"{path}: a results file of schema 1 (an older orca-analysis: `error` and `category` "
+            "columns, no `note`): measure anew instead"
+        )
     return [
         c for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE) if c != "scale" and c not in frame.columns
     ]

@@ -43,8 +43,11 @@ def store_lock(folder: Path, log: IO[str], wait: bool = True) -> Iterator[None]:
     path = folder / LOCK_NAME
     with open(path, "a+") as fh:
         if not _try(fh):
-            print(f"waiting: the store in {folder} is in use by another run ({holder(path) or 'PID unknown'})",
-                  file=log, flush=True)  # fmt: skip
+            print(
+                f"waiting: the store in {folder} is in use by another run ({holder(path) or 'PID unknown'})",
+                file=log,
+                flush=True,
+            )
             if not wait:
                 raise BlockingIOError(f"the store in {folder} is in use ({holder(path)})")
             start = time.monotonic()

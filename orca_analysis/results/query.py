@@ -126,8 +126,15 @@ class Results:
         rows = []
         for row in self._by_metric.get(metric, []):
             r = row.record
-            fields = {"method": r.method, "variant": r.variant_id, "device": r.device, "seq_len": r.seq_len,
-                      "batch": r.batch, "dtype": r.dtype, "scale": r.scale}  # fmt: skip
+            fields = {
+                "method": r.method,
+                "variant": r.variant_id,
+                "device": r.device,
+                "seq_len": r.seq_len,
+                "batch": r.batch,
+                "dtype": r.dtype,
+                "scale": r.scale,
+            }
             if status is not None and not _same(r.status, status):
                 continue
             if any(k in where and where[k] is not None and not _same(v, where[k]) for k, v in fields.items()):
@@ -190,13 +197,28 @@ class Results:
             if not r.metric:  # a call that failed before it measured anything: records(status="error") has it
                 continue
             prov = provenance_of(row.unit).as_dict() if row.unit is not None else {}
-            out.append({
-                "study": r.study, "variant_id": r.variant_id, **r.swept, "measurement": r.measurement,
-                "metric": r.metric, "method": r.method, "value": r.value, "unit": r.unit,
-                "seq_len": r.seq_len, "batch": r.batch, "dtype": r.dtype, "device": r.device,
-                "scale": r.scale, "status": r.status, "note": r.note, "labels": r.labels,
-                **{f"label.{k}": v for k, v in r.labels.items()}, **prov,
-            })  # fmt: skip
+            out.append(
+                {
+                    "study": r.study,
+                    "variant_id": r.variant_id,
+                    **r.swept,
+                    "measurement": r.measurement,
+                    "metric": r.metric,
+                    "method": r.method,
+                    "value": r.value,
+                    "unit": r.unit,
+                    "seq_len": r.seq_len,
+                    "batch": r.batch,
+                    "dtype": r.dtype,
+                    "device": r.device,
+                    "scale": r.scale,
+                    "status": r.status,
+                    "note": r.note,
+                    "labels": r.labels,
+                    **{f"label.{k}": v for k, v in r.labels.items()},
+                    **prov,
+                }
+            )
         frame = pd.DataFrame(out)
         labels = sorted(c for c in frame.columns if c.startswith("label."))
         prov = [c for c in Provenance.__dataclass_fields__ if c in frame.columns]
@@ -228,13 +250,25 @@ def _grouped(m: Metric, rows: list[_Row]) -> Iterator[Value]:
             ids = tuple(r.labels.get(m.samples) for r in kept)
             value = _aggregate(m, samples)
         yield Value(
-            metric=m.name, method=first.method, unit=first.unit, value=value, variant_id=first.variant_id,
-            seq_len=first.seq_len, batch=first.batch, dtype=first.dtype, device=first.device,
-            scale=first.scale, status=first.status, note=next((r.record.note for r in members if r.record.note), ""),
-            labels=labels, swept=first.swept, samples=samples, sample_ids=ids,
+            metric=m.name,
+            method=first.method,
+            unit=first.unit,
+            value=value,
+            variant_id=first.variant_id,
+            seq_len=first.seq_len,
+            batch=first.batch,
+            dtype=first.dtype,
+            device=first.device,
+            scale=first.scale,
+            status=first.status,
+            note=next((r.record.note for r in members if r.record.note), ""),
+            labels=labels,
+            swept=first.swept,
+            samples=samples,
+            sample_ids=ids,
             device_name=unit.device_name if unit is not None else "",
             date=unit.provenance.get("date", "") if unit is not None else "",
-        )  # fmt: skip
+        )
 
 
 def _order(x: Any) -> tuple:

@@ -124,9 +124,11 @@ class Store:
             raise OrcaError(f"{self.path}: not an orca-analysis results store (move it aside to start anew)")
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if not row or row[0] != SCHEMA_VERSION:
-            raise OrcaError(f"{self.path}: a results store of schema {row and row[0]} (this orca-analysis writes "
-                            f"schema {SCHEMA_VERSION}): re-run with --force to measure anew (the old file is "
-                            "moved aside, not deleted)")  # fmt: skip
+            raise OrcaError(
+                f"{self.path}: a results store of schema {row and row[0]} (this orca-analysis writes "
+                f"schema {SCHEMA_VERSION}): re-run with --force to measure anew (the old file is "
+                "moved aside, not deleted)"
+            )
         have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
         missing = [f for f in RECORD_FIELDS if f not in have]  # Record gained a field since
         if missing:
@@ -184,9 +186,18 @@ class Store:
             cur = self.db.execute(
                 "INSERT INTO units (variant_key, variant_id, measurement, env_id, status, error, seconds, "
                 "finished, provenance, source) VALUES (?, ?, ?, ?, ?, ?, ?, datetime('now'), ?, ?)",
-                (unit.variant_key, unit.variant_id, unit.measurement, env.env_id, unit.status, unit.error,
-                 unit.seconds, json.dumps(unit.provenance.as_dict()), unit.source),
-            )  # fmt: skip
+                (
+                    unit.variant_key,
+                    unit.variant_id,
+                    unit.measurement,
+                    env.env_id,
+                    unit.status,
+                    unit.error,
+                    unit.seconds,
+                    json.dumps(unit.provenance.as_dict()),
+                    unit.source,
+                ),
+            )
             unit_id = int(cur.lastrowid)
             self.db.executemany(
                 "INSERT INTO coverage VALUES (?, ?, ?, ?, ?)",
@@ -265,9 +276,11 @@ def create_schema(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
             db.execute(statement)
-    db.execute(f"CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
-               f"{', '.join(_column(f) for f in RECORD_FIELDS)}, swept TEXT NOT NULL, "
-               "PRIMARY KEY (unit_id, seq))")  # fmt: skip
+    db.execute(
+        f"CREATE TABLE records (unit_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
+        f"{', '.join(_column(f) for f in RECORD_FIELDS)}, swept TEXT NOT NULL, "
+        "PRIMARY KEY (unit_id, seq))"
+    )
     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
 
 

@@ -165,8 +165,11 @@ class _StudyReader:
         here = Path(".") if self.source.startswith("builtin:") else Path(self.source).parent
         path = Path(value) if Path(value).is_absolute() else here / value
         if not path.is_file():
-            self.problem((key,), f"{what} '{value}' not found (built-in: "
-                         f"{', '.join(builtins)}; or a YAML file, relative to the study)")  # fmt: skip
+            self.problem(
+                (key,),
+                f"{what} '{value}' not found (built-in: "
+                f"{', '.join(builtins)}; or a YAML file, relative to the study)",
+            )
             return None
         return str(path)
 
@@ -183,8 +186,11 @@ class _StudyReader:
         made: dict[str, str] = {}  # one model, one variant: its results are stored once
         for r in fixes:
             if r.applies_to not in ids:
-                self.problem(("remedies",), f"remedy '{r.id}' applies to variant '{r.applies_to}', which the "
-                             f"study does not have (variants: {', '.join(ids)})")  # fmt: skip
+                self.problem(
+                    ("remedies",),
+                    f"remedy '{r.id}' applies to variant '{r.applies_to}', which the "
+                    f"study does not have (variants: {', '.join(ids)})",
+                )
                 continue
             target = ids[r.applies_to].config
             changed = target.with_values(r.values)

@@ -21,8 +21,18 @@ from ..errors import OrcaError
 from .kwargs import check_value, did_you_mean, resolve
 
 DEFAULT_CATALOGUE = BUILTIN_REMEDIES["orca"]
-REMEDY_KEYS = ("id", "finding", "metric", "problem", "change", "applies_to", "group", "expects",
-               "measurements", "why")  # fmt: skip
+REMEDY_KEYS = (
+    "id",
+    "finding",
+    "metric",
+    "problem",
+    "change",
+    "applies_to",
+    "group",
+    "expects",
+    "measurements",
+    "why",
+)
 EXPECT_KEYS = ("metric", "method", "labels", "direction", "delta")
 EXPECT_DIRECTIONS = ("lower", "higher", "pass", "no_worse")  # pass: a probe that must pass after
 REMEDY_MEASUREMENTS = (
@@ -117,8 +127,10 @@ def _read(item: Any, where: str, problems: list[str]) -> Remedy | None:
     before = len(problems)
     finding = str(item["finding"])
     if finding not in FINDINGS:
-        problems.append(f"{where}: unknown finding '{finding}'{did_you_mean(finding, list(FINDINGS))} "
-                        f"(findings: {', '.join(FINDINGS)})")  # fmt: skip
+        problems.append(
+            f"{where}: unknown finding '{finding}'{did_you_mean(finding, list(FINDINGS))} "
+            f"(findings: {', '.join(FINDINGS)})"
+        )
     elif item["metric"] != FINDINGS[finding]:
         problems.append(
             f"{where}: finding '{finding}' is about metric '{FINDINGS[finding]}', not '{item['metric']}'"
@@ -134,10 +146,18 @@ def _read(item: Any, where: str, problems: list[str]) -> Remedy | None:
     if len(problems) > before:
         return None
     return Remedy(
-        str(item["id"]), finding, str(item["metric"]), str(item["problem"]).strip(), dict(item["change"]), values,
-        str(item["why"]).strip(), expects, str(item.get("applies_to", "base")), str(item.get("group", "")),
+        str(item["id"]),
+        finding,
+        str(item["metric"]),
+        str(item["problem"]).strip(),
+        dict(item["change"]),
+        values,
+        str(item["why"]).strip(),
+        expects,
+        str(item.get("applies_to", "base")),
+        str(item.get("group", "")),
         tuple(names),
-    )  # fmt: skip
+    )
 
 
 def _change(change: Any, where: str, problems: list[str]) -> dict[tuple[str, str], Any]:

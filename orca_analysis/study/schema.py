@@ -168,7 +168,7 @@ class Study:
                 targets[r.applies_to].swept,
                 "remedy",
                 r.measurements,
-            )  # fmt: skip
+            )
             for r in self.fixes
         ]
 

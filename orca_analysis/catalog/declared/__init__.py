@@ -30,6 +30,8 @@ for _info in pkgutil.iter_modules(__path__):
         SPECS[_info.name], BUILTIN[_info.name] = _module.SPEC, _module.METRICS
         _unbound = unbound(_module)
         if _unbound:  # code names a metric by its constant: each must be bound, to its own declaration
-            raise ValueError(f"catalog/declared/{_info.name}.py binds no constant {_unbound[0].upper()} to its "
-                             f"metric '{_unbound[0]}'")  # fmt: skip
+            raise ValueError(
+                f"catalog/declared/{_info.name}.py binds no constant {_unbound[0].upper()} to its "
+                f"metric '{_unbound[0]}'"
+            )
         declare(_info.name, _module.METRICS)

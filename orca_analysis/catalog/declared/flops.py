@@ -29,7 +29,7 @@ METRICS = (
             cross_check="closed_form against counter; fvcore against counter (forward_dense)",
         )
         for name, text in _STEP.items()
-    ),  # fmt: skip
+    ),
     Metric("forward_estimate", "FLOP", "rule-of-thumb forward FLOPs", ("kaplan_6n", "palm")),
     Metric("train_step_estimate", "FLOP", "rule-of-thumb training-step FLOPs", ("kaplan_6n", "palm")),
     Metric(
@@ -37,7 +37,7 @@ METRICS = (
         "multiply-add",
         "plain fvcore's own number (1 per multiply-add)",
         ("fvcore_plain",),
-    ),  # fmt: skip
+    ),
     Metric(
         "closed_form_gap", "fraction", "(closed form - counter) / counter, total", ("derived",), ("quantity",)
     ),
@@ -51,14 +51,14 @@ METRICS = (
         "fvcore of the forward",
         ("derived",),
         ("tool",),
-    ),  # fmt: skip
+    ),
     Metric(
         "train_step_causal_per_token",
         "FLOP/token",
         "train_step_causal / (seq_len x batch)",
         ("counter",),
         ("component",),
-    ),  # fmt: skip
+    ),
     Metric(
         "train_step_causal_attention", "FLOP", "train_step_causal of attention_core + alibi", ("counter",)
     ),

@@ -21,47 +21,119 @@ _PEAKS = {
 TOTAL = {"category": "total"}  # the labels of a peak's total
 METRICS = (
     *(
-        Metric(name, "bytes", f"peak bytes of {what}; {_CATEGORY} (at the moment of the peak)", methods,
-               ("category",), direction="lower",
-               cross_check="closed_form against simulated, simulated against measured (memory_rel_error)")
+        Metric(
+            name,
+            "bytes",
+            f"peak bytes of {what}; {_CATEGORY} (at the moment of the peak)",
+            methods,
+            ("category",),
+            direction="lower",
+            cross_check="closed_form against simulated, simulated against measured (memory_rel_error)",
+        )
         for name, (what, methods) in _PEAKS.items()
     ),
     *(
-        Metric(f"{name}_phase", "bytes", f"peak bytes of each phase of {what} (forward, backward, optimizer)",
-               methods, ("phase",))
+        Metric(
+            f"{name}_phase",
+            "bytes",
+            f"peak bytes of each phase of {what} (forward, backward, optimizer)",
+            methods,
+            ("phase",),
+        )
         for name, (what, methods) in _PEAKS.items()
     ),
-    Metric("peak_decode_uncached", "bytes", "peak of generate(cache_kv=False): a prefill of the prompt slid to "
-           "max_seq_len", (CF, SIM)),
+    Metric(
+        "peak_decode_uncached",
+        "bytes",
+        "peak of generate(cache_kv=False): a prefill of the prompt slid to max_seq_len",
+        (CF, SIM),
+    ),
     Metric("peak_train_reserved", "bytes", "torch.cuda.max_memory_reserved over the training step", (MEAS,)),
     Metric("peak_prefill_reserved", "bytes", "torch.cuda.max_memory_reserved over the prefill", (MEAS,)),
-    Metric("peak_train_module", "bytes", "the training step's peak while a module runs (pass forward|backward)",
-           (SIM,), ("pass", "module")),
-    Metric("activation_term", "bytes", "a training-step activation term of formulas/memory.py, whole model "
-           "(alibi_mask, alibi_build, attention, feedforward, held_until_forward_returns, logits)", (CF,),
-           ("term",)),
+    Metric(
+        "peak_train_module",
+        "bytes",
+        "the training step's peak while a module runs (pass forward|backward)",
+        (SIM,),
+        ("pass", "module"),
+    ),
+    Metric(
+        "activation_term",
+        "bytes",
+        "a training-step activation term of formulas/memory.py, whole model "
+        "(alibi_mask, alibi_build, attention, feedforward, held_until_forward_returns, logits)",
+        (CF,),
+        ("term",),
+    ),
     Metric("peak_train_bf16_mixed", "bytes", "training-step peak in ZeRO's bf16 mixed precision", (CF,)),
-    Metric("kv_cache_size", "bytes", "the KV cache of a prompt: K and V of every layer", (CF, SIM),
-           cross_check="closed_form against simulated (memory_rel_error)"),
-    Metric("cache_object", "bytes", "what x-transformers keeps between decode steps (KV cache, hidden states)",
-           (CF, SIM), cross_check="closed_form against simulated (memory_rel_error)"),
-    Metric("fits_train", "bool", "the simulated training-step peak fits a device of this nominal capacity", (SIM,),
-           ("capacity",)),
-    Metric("fits_inference", "bool", "the simulated prefill peak fits a device of this nominal capacity", (SIM,),
-           ("capacity",)),
-    Metric("training_state", "bytes", "weights, gradients and AdamW state (part) in fp32 or bf16_mixed "
-           "(precision)", (CF,), ("precision", "part")),
-    Metric("memory_rel_error", "fraction", "(first - second) / second of a pair of methods for a quantity "
-           "(a metric), over its whole peak (phase all) or one phase", ("derived",), ("quantity", "pair", "phase")),
-    Metric("alibi_bytes_at_peak", "bytes", "ALiBi tensors alive at the training-step peak: the closed form's "
-           "moment, or those the tracker finds alive at the simulated peak", (CF, SIM),
-           cross_check="closed_form against simulated (memory_rel_error)"),
-    Metric("alibi_share_of_peak", "fraction", "alibi_bytes_at_peak / the training-step peak of the same method",
-           (CF, SIM)),
-    Metric("peak_train_part", "bytes", "the simulated training-step peak in parts that sum to it (part: "
-           "alibi_bias, the ALiBi tensors alive; weight_state, parameters + gradients + AdamW; other, every "
-           "other activation, temporary, input and buffer)", (SIM,), ("part",), direction="lower"),
-)  # fmt: skip
+    Metric(
+        "kv_cache_size",
+        "bytes",
+        "the KV cache of a prompt: K and V of every layer",
+        (CF, SIM),
+        cross_check="closed_form against simulated (memory_rel_error)",
+    ),
+    Metric(
+        "cache_object",
+        "bytes",
+        "what x-transformers keeps between decode steps (KV cache, hidden states)",
+        (CF, SIM),
+        cross_check="closed_form against simulated (memory_rel_error)",
+    ),
+    Metric(
+        "fits_train",
+        "bool",
+        "the simulated training-step peak fits a device of this nominal capacity",
+        (SIM,),
+        ("capacity",),
+    ),
+    Metric(
+        "fits_inference",
+        "bool",
+        "the simulated prefill peak fits a device of this nominal capacity",
+        (SIM,),
+        ("capacity",),
+    ),
+    Metric(
+        "training_state",
+        "bytes",
+        "weights, gradients and AdamW state (part) in fp32 or bf16_mixed (precision)",
+        (CF,),
+        ("precision", "part"),
+    ),
+    Metric(
+        "memory_rel_error",
+        "fraction",
+        "(first - second) / second of a pair of methods for a quantity "
+        "(a metric), over its whole peak (phase all) or one phase",
+        ("derived",),
+        ("quantity", "pair", "phase"),
+    ),
+    Metric(
+        "alibi_bytes_at_peak",
+        "bytes",
+        "ALiBi tensors alive at the training-step peak: the closed form's "
+        "moment, or those the tracker finds alive at the simulated peak",
+        (CF, SIM),
+        cross_check="closed_form against simulated (memory_rel_error)",
+    ),
+    Metric(
+        "alibi_share_of_peak",
+        "fraction",
+        "alibi_bytes_at_peak / the training-step peak of the same method",
+        (CF, SIM),
+    ),
+    Metric(
+        "peak_train_part",
+        "bytes",
+        "the simulated training-step peak in parts that sum to it (part: "
+        "alibi_bias, the ALiBi tensors alive; weight_state, parameters + gradients + AdamW; other, every "
+        "other activation, temporary, input and buffer)",
+        (SIM,),
+        ("part",),
+        direction="lower",
+    ),
+)
 
 # each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
 (

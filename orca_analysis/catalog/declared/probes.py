@@ -23,19 +23,44 @@ METRICS = (
         m
         for probe, what in _PROBES.items()
         for m in (
-            Metric(probe, "pass", f"1 when {what}, within the tolerance; {_CASE}", (M,), ("case",), direction="higher",
-                   cross_check=f"{probe}_max_diff against {probe}_tolerance"),
-            Metric(f"{probe}_max_diff", "logit", f"max |logit difference| of the {probe} probe", (M,), ("case",)),
-            Metric(f"{probe}_tolerance", "logit", f"what the {probe} probe allows: torch.testing's atol + rtol * "
-                   "max|reference| for the dtype (+ twice the reference's own rounding in a reduced dtype)", (M,),
-                   ("case",)),
+            Metric(
+                probe,
+                "pass",
+                f"1 when {what}, within the tolerance; {_CASE}",
+                (M,),
+                ("case",),
+                direction="higher",
+                cross_check=f"{probe}_max_diff against {probe}_tolerance",
+            ),
+            Metric(
+                f"{probe}_max_diff", "logit", f"max |logit difference| of the {probe} probe", (M,), ("case",)
+            ),
+            Metric(
+                f"{probe}_tolerance",
+                "logit",
+                f"what the {probe} probe allows: torch.testing's atol + rtol * "
+                "max|reference| for the dtype (+ twice the reference's own rounding in a reduced dtype)",
+                (M,),
+                ("case",),
+            ),
         )
     ),
-    Metric("causality_downstream", "logit", "min over t of the max |logit change| after position t when token "
-           "t+1 changes (0: the probe cannot see anything)", (M,), ("case",)),
-    Metric("causality_sensitive", "pass", "1 when causality_downstream exceeds the tolerance: the causality "
-           "probe can see a change at all", (M,), ("case",)),
-)  # fmt: skip
+    Metric(
+        "causality_downstream",
+        "logit",
+        "min over t of the max |logit change| after position t when token "
+        "t+1 changes (0: the probe cannot see anything)",
+        (M,),
+        ("case",),
+    ),
+    Metric(
+        "causality_sensitive",
+        "pass",
+        "1 when causality_downstream exceeds the tolerance: the causality probe can see a change at all",
+        (M,),
+        ("case",),
+    ),
+)
 
 # each metric bound to its name in capitals, in METRICS's order (checked when the catalogue is imported)
 (

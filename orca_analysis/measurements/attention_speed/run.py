@@ -125,5 +125,10 @@ def _case(call: SdpaCall, rec: Recorder, w: Workload, case: str, ceiling: float)
             best = (timing, backend)
     if best is not None:
         timing, backend = best
-        rec.add(SDPA_BEST_VS_GEMM, flops / timing.median / ceiling, Method.DERIVED, {"case": case, "backend": backend},
-                note=timing.note)  # fmt: skip
+        rec.add(
+            SDPA_BEST_VS_GEMM,
+            flops / timing.median / ceiling,
+            Method.DERIVED,
+            {"case": case, "backend": backend},
+            note=timing.note,
+        )

@@ -39,11 +39,16 @@ def _table(results: Results, base: str, rates: list, bias: str) -> Table:
     for device, seq, case in sorted(keys, key=lambda k: (k[0], k[1], cases.get(k[2], 2))):
         at = {"variant": base, "device": device, "seq_len": seq}
         best = results.values(SDPA_BEST_VS_GEMM, case=case, **at)
-        rows.append([
-            device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", case,
-            *(_cell(results, at, case, b) for b in BACKENDS),
-            f"{share(best[0].value)} ({best[0].get('backend')})" if best else "n/a",
-        ])  # fmt: skip
+        rows.append(
+            [
+                device,
+                requested_text(results, base, device, seq, CPU_SEQ_CAP),
+                f"{int(seq)}",
+                case,
+                *(_cell(results, at, case, b) for b in BACKENDS),
+                f"{share(best[0].value)} ({best[0].get('backend')})" if best else "n/a",
+            ]
+        )
     return Table(
         "Attention forward throughput by backend (base)",
         "Useful FLOP/s (4·b·h·n²·d, halved for causal attention) of the base variant's own attention call with "

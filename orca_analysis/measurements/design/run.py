@@ -110,8 +110,10 @@ DEPENDENT_FLAGS = {"alibi_pos_bias": ("alibi_in_kernel",)}  # unset with it: the
 def without_flag(cfg: ModelConfig, flag: str) -> ModelConfig:
     """The config with `flag` unset: the library's default (deepnorm: x-transformers' pre-norm)."""
     drop = {flag, *DEPENDENT_FLAGS.get(flag, ())}
-    return ModelConfig({k: v for k, v in cfg.wrapper.items() if k not in drop},
-                       {k: v for k, v in cfg.layers.items() if k not in drop})  # fmt: skip
+    return ModelConfig(
+        {k: v for k, v in cfg.wrapper.items() if k not in drop},
+        {k: v for k, v in cfg.layers.items() if k not in drop},
+    )
 
 
 def measure_design(variant: Variant, study: Study) -> list[Record]:
@@ -122,8 +124,9 @@ def measure_design(variant: Variant, study: Study) -> list[Record]:
         rec.add(CONTEXT_LENGTH, model.max_seq_len, Method.BUILT_MODEL)
         pos = getattr(model, "pos_emb", None)
         learned = sum(p.numel() for p in pos.parameters()) if isinstance(pos, nn.Module) else 0
-        rec.add(ABS_POS_PARAMS, learned,
-                Method.BUILT_MODEL, note=f"the wrapper's pos_emb is {type(pos).__name__}")  # fmt: skip
+        rec.add(
+            ABS_POS_PARAMS, learned, Method.BUILT_MODEL, note=f"the wrapper's pos_emb is {type(pos).__name__}"
+        )
         attn = _first_attention(model)
         if attn is not None:
             rel = next((m for m in model.modules() if isinstance(m, xt.AlibiPositionalBias)), None)

@@ -48,8 +48,16 @@ from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-METRICS = (FORWARD_DENSE, FORWARD_CAUSAL, TRAIN_STEP_DENSE, TRAIN_STEP_CAUSAL, TRAIN_STEP_MODEL_DENSE,
-           TRAIN_STEP_MODEL_CAUSAL, FORWARD_EXECUTED, TRAIN_STEP_EXECUTED)  # fmt: skip
+METRICS = (
+    FORWARD_DENSE,
+    FORWARD_CAUSAL,
+    TRAIN_STEP_DENSE,
+    TRAIN_STEP_CAUSAL,
+    TRAIN_STEP_MODEL_DENSE,
+    TRAIN_STEP_MODEL_CAUSAL,
+    FORWARD_EXECUTED,
+    TRAIN_STEP_EXECUTED,
+)
 FVCORE_MAX_FORWARD_FLOP = 3.2e10  # Orca base at 512 tokens is 3.0e10; at 8192, fvcore takes ~1 min, 5.6 GB
 FVCORE_SKIP = (
     "fvcore runs the model on real weights (forward {flop:.3g} FLOP here, above the {cap:.0e} "
@@ -102,8 +110,12 @@ def workload_records(
         for metric in METRICS:
             for comp, v in by_counter[metric].items():
                 rec.add(metric, v, Method.COUNTER, {"component": comp}, note=how if comp == "total" else "")
-            rec.add(CLOSED_FORM_GAP, _gap(by_closed[metric]["total"], by_counter[metric]["total"]), Method.DERIVED,
-                    {"quantity": metric})  # fmt: skip
+            rec.add(
+                CLOSED_FORM_GAP,
+                _gap(by_closed[metric]["total"], by_counter[metric]["total"]),
+                Method.DERIVED,
+                {"quantity": metric},
+            )
         step = by_counter[TRAIN_STEP_CAUSAL]
         for comp, v in step.items():
             rec.add(TRAIN_STEP_CAUSAL_PER_TOKEN, v / (n * b), Method.COUNTER, {"component": comp})

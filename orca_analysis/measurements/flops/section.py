@@ -77,7 +77,7 @@ def flops_section(results: Results, study) -> Section:
                 "plain fvcore misses",
                 "Kaplan 6N",
                 "PaLM 6N+12LHQT",
-            ],  # fmt: skip
+            ],
             [_row(results, vid, n) for vid in variant_order(study) for n in lengths[vid]],
         )
     )
@@ -123,12 +123,17 @@ def flops_section(results: Results, study) -> Section:
     attention = "attention + ALiBi" if study.sets("alibi_pos_bias") else "attention"
     table = pd.DataFrame(
         [
-            {"variant_id": v.variant_id, "on_axis": on[v.variant_id], **shapes[v.variant_id], "train step": v.value,
-             attention: results.number(TRAIN_STEP_CAUSAL_ATTENTION, variant=v.variant_id, seq_len=top)}
+            {
+                "variant_id": v.variant_id,
+                "on_axis": on[v.variant_id],
+                **shapes[v.variant_id],
+                "train step": v.value,
+                attention: results.number(TRAIN_STEP_CAUSAL_ATTENTION, variant=v.variant_id, seq_len=top),
+            }
             for v in steps
             if v.seq_len == top and v.variant_id in shapes
         ]
-    )  # fmt: skip
+    )
     fig3 = vs_axes(
         table.dropna(),
         list(SHAPE_AXES),

@@ -45,10 +45,18 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
             kernels: dict[tuple, list[Device]] = {}  # the predicted backends of the calls -> the GPUs
             for gpu in devices.values():
                 if not calls:
-                    why = ("FlexAttention runs attention (alibi_in_kernel)" if variant.config.layers.get(
-                        "alibi_in_kernel") else "attn_flash is off: attention runs in plain PyTorch")  # fmt: skip
-                    at.add(SDPA_PREDICTED_CALLS, 0.0, Method.PREDICTED, {"gpu": gpu.id, "compute": compute,
-                                                                       "backend": "none"}, note=why)  # fmt: skip
+                    why = (
+                        "FlexAttention runs attention (alibi_in_kernel)"
+                        if variant.config.layers.get("alibi_in_kernel")
+                        else "attn_flash is off: attention runs in plain PyTorch"
+                    )
+                    at.add(
+                        SDPA_PREDICTED_CALLS,
+                        0.0,
+                        Method.PREDICTED,
+                        {"gpu": gpu.id, "compute": compute, "backend": "none"},
+                        note=why,
+                    )
                     kernels.setdefault((), []).append(gpu)
                     continue
                 by_backend: dict[str, tuple[int, list[str]]] = {}
@@ -58,8 +66,13 @@ def measure_forecast(variant: Variant, study: Study) -> list[Record]:
                     total, notes = by_backend.get(p.backend, (0, []))
                     by_backend[p.backend] = (total + count, [*notes, f"{count} x [{call.label}]: {why}"])
                 for backend, (count, notes) in by_backend.items():
-                    at.add(SDPA_PREDICTED_CALLS, float(count), Method.PREDICTED,
-                           {"gpu": gpu.id, "compute": compute, "backend": backend}, note=" | ".join(notes))  # fmt: skip
+                    at.add(
+                        SDPA_PREDICTED_CALLS,
+                        float(count),
+                        Method.PREDICTED,
+                        {"gpu": gpu.id, "compute": compute, "backend": backend},
+                        note=" | ".join(notes),
+                    )
                 kernels.setdefault(tuple(sorted(by_backend)), []).append(gpu)
             for gpus in kernels.values():
                 _memory(at, variant, compute, n, b, gpus)
@@ -106,15 +119,25 @@ def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Devic
                 continue
             note = f"{METHOD}; attention calls routed: {kernels}"
             for category, value in {"total": m.peak, **m.categories}.items():
-                at.add(GPU_PEAK, float(value), Method.PREDICTED, {**labels, "step": step, "category": category},
-                       note=note)  # fmt: skip
+                at.add(
+                    GPU_PEAK,
+                    float(value),
+                    Method.PREDICTED,
+                    {**labels, "step": step, "category": category},
+                    note=note,
+                )
         for step, t in w.times(gpu, compute).items():
             how = f"{t.operators} operators; {TIME_METHOD}"
             at.add(GPU_STEP_FLOOR, t.floor_s, Method.PREDICTED, {**labels, "step": step}, note=how)
             at.add(GPU_STEP_PREDICTED, t.predicted_s, Method.PREDICTED, {**labels, "step": step}, note=how)
             for convention, value in (("palm", t.mfu_ceiling), ("kernel", t.mfu_ceiling_kernel)):
-                at.add(GPU_MFU_CEILING, value, Method.PREDICTED, {**labels, "step": step, "convention": convention},
-                       note=f"model FLOPs ({convention}) / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)")  # fmt: skip
+                at.add(
+                    GPU_MFU_CEILING,
+                    value,
+                    Method.PREDICTED,
+                    {**labels, "step": step, "convention": convention},
+                    note=f"model FLOPs ({convention}) / (floor x {gpu.peak_flops[compute]:.4g} FLOP/s)",
+                )
 
 
 def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device]) -> None:  # noqa: ANN001
@@ -123,7 +146,14 @@ def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device
     for step in BATCH_STEPS:
         for gpu in gpus:
             mb = max_batch(variant.config, gpu, compute, n, step, (peaks[step][1], peaks[step][2]))
-            note = (f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
-                    f"{gpu.memory_bytes:,} B")  # fmt: skip
-            at.add(GPU_MAX_BATCH, float(mb.batch), Method.PREDICTED, {"gpu": gpu.id, "compute": compute, "step": step},
-                   note=note)  # fmt: skip
+            note = (
+                f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
+                f"{gpu.memory_bytes:,} B"
+            )
+            at.add(
+                GPU_MAX_BATCH,
+                float(mb.batch),
+                Method.PREDICTED,
+                {"gpu": gpu.id, "compute": compute, "step": step},
+                note=note,
+            )

@@ -72,8 +72,10 @@ def forecast_section(results: Results, study) -> Section:
         section.missing = "no `forecast` results: add `forecast` to the study's measurements and run it"
         return section
     order = {vid: i for i, vid in enumerate(variant_order(study))}
-    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute")) for v in found},
-                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3]))  # fmt: skip
+    keys = sorted(
+        {(v.variant_id, v.seq_len, v.batch, v.get("compute")) for v in found},
+        key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3]),
+    )
     rows, mismatches = [], []
     for vid, seq, batch, compute in keys:
         at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute}
@@ -82,24 +84,46 @@ def forecast_section(results: Results, study) -> Section:
         if seen and on and compute == "bfloat16" and seen != cells[on]:
             mismatches.append([vid, f"{seq} x {batch}", on, cells[on], seen])
         rows.append([vid, f"{seq} x {batch}", compute, *(cells[g] for g in gpus), seen or "no GPU run"])
-    section.tables.append(Table(
-        "The attention kernel, predicted per GPU",
-        "Backend x calls per training-step forward (one call per layer). bfloat16: the calls of a bfloat16 build, "
-        "which is what SDPA receives under autocast over float32 weights too (SDPA is on autocast's lower-precision "
-        "list, so q, k, v and a float mask arrive in bfloat16). x-transformers "
-        "enables flash, efficient and math around its call (cuDNN off). Each refused backend's reason, in torch's "
-        "words, is in the results' notes. Observed: the profiler of a GPU run (the kernels measurement).",
-        ["variant", "tokens x batch", "compute", *gpus, "observed on a GPU"], rows))  # fmt: skip
-    reasons = sorted({part.split(": ", 1)[1] for v in found if v.get("compute") == "bfloat16"
-                      for part in v.note.split(" | ") if "refused" in part})  # fmt: skip
+    section.tables.append(
+        Table(
+            "The attention kernel, predicted per GPU",
+            "Backend x calls per training-step forward (one call per layer). bfloat16: the calls of a bfloat16 build, "
+            "which is what SDPA receives under autocast over float32 weights too (SDPA is on autocast's lower-precision "
+            "list, so q, k, v and a float mask arrive in bfloat16). x-transformers "
+            "enables flash, efficient and math around its call (cuDNN off). Each refused backend's reason, in torch's "
+            "words, is in the results' notes. Observed: the profiler of a GPU run (the kernels measurement).",
+            ["variant", "tokens x batch", "compute", *gpus, "observed on a GPU"],
+            rows,
+        )
+    )
+    reasons = sorted(
+        {
+            part.split(": ", 1)[1]
+            for v in found
+            if v.get("compute") == "bfloat16"
+            for part in v.note.split(" | ")
+            if "refused" in part
+        }
+    )
     if reasons:
-        section.tables.append(Table("Why the faster kernels are refused (bfloat16)", "Distinct refusals across the "
-                                    "study's calls, as torch words them.", ["backend refused: torch's reason"], [[r] for r in reasons]))  # fmt: skip
+        section.tables.append(
+            Table(
+                "Why the faster kernels are refused (bfloat16)",
+                "Distinct refusals across the study's calls, as torch words them.",
+                ["backend refused: torch's reason"],
+                [[r] for r in reasons],
+            )
+        )
     _memory_tables(section, results, gpus, order)
     if mismatches:
-        section.tables.append(Table("Prediction against observation: mismatches", "A finding: the rules or the "
-                                    "call capture missed what the GPU did.",
-                                    ["variant", "tokens x batch", "GPU", "predicted", "observed"], mismatches))  # fmt: skip
+        section.tables.append(
+            Table(
+                "Prediction against observation: mismatches",
+                "A finding: the rules or the call capture missed what the GPU did.",
+                ["variant", "tokens x batch", "GPU", "predicted", "observed"],
+                mismatches,
+            )
+        )
     return section
 
 
@@ -115,8 +139,10 @@ def _catalogue_gpu(device_name: str, gpus: list[str]) -> str:
 
 def _per_step_rows(found: list, gpus: list[str], order: dict[str, int], cell) -> list[list]:  # noqa: ANN001
     """One row per (variant, workload, compute, step) of `found`, a cell per GPU: cell(gpu, where)."""
-    keys = sorted({(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in found},
-                  key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])))  # fmt: skip
+    keys = sorted(
+        {(v.variant_id, v.seq_len, v.batch, v.get("compute"), v.get("step")) for v in found},
+        key=lambda k: (order.get(k[0], len(order)), k[1], k[2], k[3], STEPS.index(k[4])),
+    )
     rows = []
     for vid, seq, batch, compute, step in keys:
         at = {"variant": vid, "seq_len": seq, "batch": batch, "compute": compute, "step": step}
@@ -143,13 +169,17 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         )
 
     rows = _per_step_rows(peaks, gpus, order, cell)
-    section.tables.append(Table(
-        "GPU memory per step, simulated (a forecast)",
-        "Peak bytes of each step as CUDA would run it, against each GPU's printed memory: the no-allocation build "
-        "walked with every attention call routed to its predicted backend's operator, CUDA's autocast rules for "
-        "bfloat16 (autocast over float32 weights, gradients and AdamW state), allocations rounded to 512 B "
-        f"(instruments/gpu_memory.py). Not included: {LEFT_OUT}. The peak by category is in the results.",
-        ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
+    section.tables.append(
+        Table(
+            "GPU memory per step, simulated (a forecast)",
+            "Peak bytes of each step as CUDA would run it, against each GPU's printed memory: the no-allocation build "
+            "walked with every attention call routed to its predicted backend's operator, CUDA's autocast rules for "
+            "bfloat16 (autocast over float32 weights, gradients and AdamW state), allocations rounded to 512 B "
+            f"(instruments/gpu_memory.py). Not included: {LEFT_OUT}. The peak by category is in the results.",
+            ["variant", "tokens x batch", "compute", "step", *gpus],
+            rows,
+        )
+    )
     _checked_on_a_gpu(section, results, gpus)
     _time_table(section, results, gpus, order)
     largest = results.values(GPU_MAX_BATCH)
@@ -165,14 +195,18 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         ]
         rows.append([vid, seq, compute, step, *cells])
     methods = sorted({v.note.split(";")[0] for v in largest if "moved" in v.note or "unchecked" in v.note})
-    section.tables.append(Table(
-        "The largest batch that fits, simulated (a forecast)",
-        "Sequences per step at the study's longest length. Peak memory is affine in the batch: the answer comes "
-        "from walks at batch 1 and 2 (where the optimizer step, which does not grow with the batch, holds the "
-        "peak at both, from walks at doubled batches) and is checked by walks at the answer (fits) and one more "
-        "(does not); 0: not even one sequence fits (instruments/gpu_forecast.py)."
-        + (" Exceptions: " + "; ".join(methods) if methods else ""),
-        ["variant", "tokens", "compute", "step", *gpus], rows))  # fmt: skip
+    section.tables.append(
+        Table(
+            "The largest batch that fits, simulated (a forecast)",
+            "Sequences per step at the study's longest length. Peak memory is affine in the batch: the answer comes "
+            "from walks at batch 1 and 2 (where the optimizer step, which does not grow with the batch, holds the "
+            "peak at both, from walks at doubled batches) and is checked by walks at the answer (fits) and one more "
+            "(does not); 0: not even one sequence fits (instruments/gpu_forecast.py)."
+            + (" Exceptions: " + "; ".join(methods) if methods else ""),
+            ["variant", "tokens", "compute", "step", *gpus],
+            rows,
+        )
+    )
 
 
 def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> None:
@@ -189,16 +223,29 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
             )
             if forecast:
                 err = forecast[0].value / v.value - 1
-                rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, _gb(forecast[0].value),
-                             _gb(v.value), f"{err:+.1%}"])  # fmt: skip
+                rows.append(
+                    [
+                        v.variant_id,
+                        f"{v.seq_len} x {v.batch}",
+                        step,
+                        gpu,
+                        _gb(forecast[0].value),
+                        _gb(v.value),
+                        f"{err:+.1%}",
+                    ]
+                )
     _time_checked(section, results, gpus)
     _inputs_checked(section, results, gpus)
     if rows:
-        section.tables.append(Table(
-            "GPU memory: forecast against a GPU run",
-            "float32: the simulated peak beside torch.cuda.max_memory_allocated of the memory_measured "
-            "measurement on that GPU (which includes no CUDA context either). Error: forecast / measured - 1.",
-            ["variant", "tokens x batch", "step", "GPU", "forecast", "measured", "error"], rows))  # fmt: skip
+        section.tables.append(
+            Table(
+                "GPU memory: forecast against a GPU run",
+                "float32: the simulated peak beside torch.cuda.max_memory_allocated of the memory_measured "
+                "measurement on that GPU (which includes no CUDA context either). Error: forecast / measured - 1.",
+                ["variant", "tokens x batch", "step", "GPU", "forecast", "measured", "error"],
+                rows,
+            )
+        )
 
 
 def _time_table(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
@@ -218,17 +265,21 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
         )
 
     rows = _per_step_rows(floors, gpus, order, cell)
-    section.tables.append(Table(
-        "Step time on a GPU, predicted: floor / predicted, and the MFU ceiling",
-        "From the operators of the same walk (instruments/roofline.py). Floor: the sum over operators of max(FLOPs "
-        "/ the dtype's dense datasheet peak, bytes / the datasheet bandwidth): no run is faster. Predicted: GEMMs "
-        "at 70% of peak (assumed), flash attention at 50% (FlashAttention-2's low end on A100), memory-efficient "
-        "at 35% (assumed), memory-bound operators at 80% of bandwidth (assumed), plus 5 us per operator "
-        "(assumed). float32 GEMMs run at the float32 peak (torch's default: TF32 off). MFU ceiling: model FLOPs / "
-        "(floor x the policy's peak), the best MFU this design could reach on that GPU: PaLM's count (every "
-        "(query, key) pair; above 100% where a causal kernel skips the masked half) and, in brackets, the "
-        "kernel's count (the pairs the attention kernel runs).",
-        ["variant", "tokens x batch", "compute", "step", *gpus], rows))  # fmt: skip
+    section.tables.append(
+        Table(
+            "Step time on a GPU, predicted: floor / predicted, and the MFU ceiling",
+            "From the operators of the same walk (instruments/roofline.py). Floor: the sum over operators of max(FLOPs "
+            "/ the dtype's dense datasheet peak, bytes / the datasheet bandwidth): no run is faster. Predicted: GEMMs "
+            "at 70% of peak (assumed), flash attention at 50% (FlashAttention-2's low end on A100), memory-efficient "
+            "at 35% (assumed), memory-bound operators at 80% of bandwidth (assumed), plus 5 us per operator "
+            "(assumed). float32 GEMMs run at the float32 peak (torch's default: TF32 off). MFU ceiling: model FLOPs / "
+            "(floor x the policy's peak), the best MFU this design could reach on that GPU: PaLM's count (every "
+            "(query, key) pair; above 100% where a causal kernel skips the masked half) and, in brackets, the "
+            "kernel's count (the pairs the attention kernel runs).",
+            ["variant", "tokens x batch", "compute", "step", *gpus],
+            rows,
+        )
+    )
 
 
 def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
@@ -243,18 +294,41 @@ def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
             floor = results.values(GPU_STEP_FLOOR, compute="bfloat16", **at) if gpu else []
             pred = results.values(GPU_STEP_PREDICTED, compute="bfloat16", **at) if gpu else []
             if floor and pred:
-                rows.append([v.variant_id, f"{v.seq_len} x {v.batch}", step, gpu, f"{floor[0].value * 1e3:.3g} ms",
-                             f"{pred[0].value * 1e3:.3g} ms", f"{v.value * 1e3:.3g} ms",
-                             f"{floor[0].value / v.value:.2f}" + (" (ABOVE: a bug)" if floor[0].value > v.value else ""),
-                             f"{pred[0].value / v.value - 1:+.0%}"])  # fmt: skip
+                rows.append(
+                    [
+                        v.variant_id,
+                        f"{v.seq_len} x {v.batch}",
+                        step,
+                        gpu,
+                        f"{floor[0].value * 1e3:.3g} ms",
+                        f"{pred[0].value * 1e3:.3g} ms",
+                        f"{v.value * 1e3:.3g} ms",
+                        f"{floor[0].value / v.value:.2f}"
+                        + (" (ABOVE: a bug)" if floor[0].value > v.value else ""),
+                        f"{pred[0].value / v.value - 1:+.0%}",
+                    ]
+                )
     if rows:
-        section.tables.append(Table(
-            "Step time: forecast against a GPU run",
-            "The bfloat16 floor and prediction beside the speed measurement's median on that GPU. The speed "
-            "measurement builds the model in bfloat16; the forecast walks bfloat16 autocast over float32 weights "
-            "(it counts autocast's casts and float32 optimizer state, which the measured run does not have).",
-            ["variant", "tokens x batch", "step", "GPU", "floor", "predicted", "measured", "floor / measured",
-             "prediction error"], rows))  # fmt: skip
+        section.tables.append(
+            Table(
+                "Step time: forecast against a GPU run",
+                "The bfloat16 floor and prediction beside the speed measurement's median on that GPU. The speed "
+                "measurement builds the model in bfloat16; the forecast walks bfloat16 autocast over float32 weights "
+                "(it counts autocast's casts and float32 optimizer state, which the measured run does not have).",
+                [
+                    "variant",
+                    "tokens x batch",
+                    "step",
+                    "GPU",
+                    "floor",
+                    "predicted",
+                    "measured",
+                    "floor / measured",
+                    "prediction error",
+                ],
+                rows,
+            )
+        )
 
 
 def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None:
@@ -271,21 +345,48 @@ def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None
         gemm = results.values(GEMM_CEILING, dtype="bfloat16", **at)
         if gemm and d.peak_flops.get("bfloat16"):
             assumed = GPU_EFFICIENCY["gemm"][0] * d.peak_flops["bfloat16"]
-            rows.append([gpu, "bfloat16 GEMM, TFLOP/s", f"{assumed / 1e12:.0f}", f"{gemm[0].value / 1e12:.0f}",
-                         f"{gemm[0].value / assumed - 1:+.0%}"])  # fmt: skip
+            rows.append(
+                [
+                    gpu,
+                    "bfloat16 GEMM, TFLOP/s",
+                    f"{assumed / 1e12:.0f}",
+                    f"{gemm[0].value / 1e12:.0f}",
+                    f"{gemm[0].value / assumed - 1:+.0%}",
+                ]
+            )
         assumed = GPU_EFFICIENCY["memory"][0] * d.bandwidth_bytes_per_s
-        rows.append([gpu, "bandwidth, GB/s", f"{assumed / 1e9:.0f}", f"{v.value / 1e9:.0f}",
-                     f"{v.value / assumed - 1:+.0%}"])  # fmt: skip
-        for metric, what in ((OP_OVERHEAD, "one-element operator"), (TRAIN_STEP_OP_COST, "operator of the "
-                             "design's training step at one token")):  # fmt: skip
+        rows.append(
+            [
+                gpu,
+                "bandwidth, GB/s",
+                f"{assumed / 1e9:.0f}",
+                f"{v.value / 1e9:.0f}",
+                f"{v.value / assumed - 1:+.0%}",
+            ]
+        )
+        for metric, what in (
+            (OP_OVERHEAD, "one-element operator"),
+            (TRAIN_STEP_OP_COST, "operator of the design's training step at one token"),
+        ):
             for cost in results.values(metric, **at)[:1]:
-                rows.append([gpu, f"seconds per {what}, us", f"{GPU_OVERHEAD_S[0] * 1e6:.0f}",
-                             f"{cost.value * 1e6:.1f}", f"{cost.value / GPU_OVERHEAD_S[0] - 1:+.0%}"])  # fmt: skip
+                rows.append(
+                    [
+                        gpu,
+                        f"seconds per {what}, us",
+                        f"{GPU_OVERHEAD_S[0] * 1e6:.0f}",
+                        f"{cost.value * 1e6:.1f}",
+                        f"{cost.value / GPU_OVERHEAD_S[0] - 1:+.0%}",
+                    ]
+                )
     if rows:
-        section.tables.append(Table(
-            "The time forecast's inputs against a GPU run",
-            "Assumed: the datasheet figure at the forecast's stated efficiency (instruments/roofline.py "
-            "GPU_EFFICIENCY), and its per-operator launch cost. Measured: the speed measurement on that GPU (its "
-            "GEMM ceiling, a streaming copy, a chain of one-element operators, the design's own one-token step). "
-            "Error: measured / assumed - 1.",
-            ["GPU", "input", "assumed", "measured", "error"], rows))  # fmt: skip
+        section.tables.append(
+            Table(
+                "The time forecast's inputs against a GPU run",
+                "Assumed: the datasheet figure at the forecast's stated efficiency (instruments/roofline.py "
+                "GPU_EFFICIENCY), and its per-operator launch cost. Measured: the speed measurement on that GPU (its "
+                "GEMM ceiling, a streaming copy, a chain of one-element operators, the design's own one-token step). "
+                "Error: measured / assumed - 1.",
+                ["GPU", "input", "assumed", "measured", "error"],
+                rows,
+            )
+        )

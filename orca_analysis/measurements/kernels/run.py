@@ -61,8 +61,12 @@ def measure_kernels(variant: Variant, study: Study, device: str) -> list[Record]
                 {"backend": name},
             )
         else:
-            rec.skipped(ENABLED_BY_LIBRARY, Method.X_TRANSFORMERS_SDP_KWARGS, "attn_flash is off: no sdpa_kernel list",
-                        {"backend": name})  # fmt: skip
+            rec.skipped(
+                ENABLED_BY_LIBRARY,
+                Method.X_TRANSFORMERS_SDP_KWARGS,
+                "attn_flash is off: no sdpa_kernel list",
+                {"backend": name},
+            )
     for w in workloads(study, variant, device, CPU_SEQ_CAP):
         _kernels_at(model, variant, at_workload(rec, w, CPU_SEQ_CAP), w)
     return rec.records
@@ -89,8 +93,12 @@ def _kernels_at(model: torch.nn.Module, variant: Variant, rec: Recorder, w: Work
     mask, kv_heads = call.mask, call.args[1].shape[1]
     kind = "none" if mask is None else f"{str(mask.dtype).removeprefix('torch.')} {tuple(mask.shape)}"
     rec.add(SDPA_IS_CAUSAL, float(call.causal), Method.CAPTURED_CALL)
-    rec.add(SDPA_ATTN_MASK_BYTES, 0 if mask is None else mask.untyped_storage().nbytes(), Method.CAPTURED_CALL,
-            {"mask": kind})  # fmt: skip
+    rec.add(
+        SDPA_ATTN_MASK_BYTES,
+        0 if mask is None else mask.untyped_storage().nbytes(),
+        Method.CAPTURED_CALL,
+        {"mask": kind},
+    )
     rec.add(
         SDPA_KV_HEADS_SEEN, kv_heads, Method.CAPTURED_CALL, note=f"config kv_heads={variant.config.kv_heads}"
     )
@@ -99,7 +107,11 @@ def _kernels_at(model: torch.nn.Module, variant: Variant, rec: Recorder, w: Work
             metric = ELIGIBLE_TRAIN if train else ELIGIBLE_INFERENCE
             ok, reason = eligibility(call, name, train)
             if not ok and name in CUDA_ONLY and not device.startswith("cuda"):
-                rec.skipped(metric, Method.FORCED_SDPA_KERNEL, f"not applicable on {device}: CUDA-only kernel ({reason})",
-                            {"backend": name})  # fmt: skip
+                rec.skipped(
+                    metric,
+                    Method.FORCED_SDPA_KERNEL,
+                    f"not applicable on {device}: CUDA-only kernel ({reason})",
+                    {"backend": name},
+                )
             else:
                 rec.add(metric, float(ok), Method.FORCED_SDPA_KERNEL, {"backend": name}, note=reason)

@@ -64,7 +64,7 @@ def kernels_section(results: Results, study) -> Section:
                 "refused",
                 "not applicable",
                 "attn_mask",
-            ],  # fmt: skip
+            ],
             rows,
         )
     )

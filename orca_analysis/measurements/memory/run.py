@@ -63,8 +63,14 @@ TOLERANCE = {
     "simulated_vs_measured_cuda": 0.10,
 }
 # the closed form's peak moments, by the phase the tracker files them under
-PHASE = {"forward_attention": "forward", "forward_loss": "forward", "forward_logits": "forward",
-         "backward_start": "backward", "optimizer": "optimizer", "decode": "forward"}  # fmt: skip
+PHASE = {
+    "forward_attention": "forward",
+    "forward_loss": "forward",
+    "forward_logits": "forward",
+    "backward_start": "backward",
+    "optimizer": "optimizer",
+    "decode": "forward",
+}
 WHOLE = "all"  # memory_rel_error's phase for the whole peak
 
 
@@ -78,8 +84,10 @@ def sweep_lengths(cfg: ModelConfig) -> list[int]:
 
 def _gap(a: fm.Peak | Tracked, ref: fm.Peak | Tracked, cfg: ModelConfig | None = None) -> str:
     """Name what `a` misses against `ref`: the category with the largest gap, and both peak phases."""
-    worst = max(set(a.categories) | set(ref.categories),
-                key=lambda c: abs(a.categories.get(c, 0) - ref.categories.get(c, 0)))  # fmt: skip
+    worst = max(
+        set(a.categories) | set(ref.categories),
+        key=lambda c: abs(a.categories.get(c, 0) - ref.categories.get(c, 0)),
+    )
     delta = (a.categories.get(worst, 0) - ref.categories.get(worst, 0)) / 2**20
     text = f"{delta:+.1f} MiB of '{worst}'; peak phase {PHASE.get(a.phase, a.phase)} vs {ref.phase}"
     return text + (_unmodelled(cfg) if cfg is not None else "")
@@ -124,9 +132,14 @@ def _closed_forms(rec: Recorder, cfg: ModelConfig, precision: str, n: int, b: in
     at = f"at the closed-form peak ({train.phase})"
     rec.add(ALIBI_BYTES_AT_PEAK, alibi, Method.CLOSED_FORM, note=at)
     rec.add(ALIBI_SHARE_OF_PEAK, alibi / train.total, Method.CLOSED_FORM, note=at)
-    terms = {"alibi_mask": m.L * fm.alibi_mask(m), "alibi_build": fm.alibi_build(m) + fm.alibi_cached(m),
-             "attention": m.L * fm.attention_saved(m), "feedforward": m.L * fm.feedforward_saved(m),
-             "held_until_forward_returns": m.L * fm.forward_held(m), "logits": fm.logits(m)}  # fmt: skip
+    terms = {
+        "alibi_mask": m.L * fm.alibi_mask(m),
+        "alibi_build": fm.alibi_build(m) + fm.alibi_cached(m),
+        "attention": m.L * fm.attention_saved(m),
+        "feedforward": m.L * fm.feedforward_saved(m),
+        "held_until_forward_returns": m.L * fm.forward_held(m),
+        "logits": fm.logits(m),
+    }
     for term, value in terms.items():  # which term dominates, and how each grows with n
         rec.add(ACTIVATION_TERM, value, Method.CLOSED_FORM, {"term": term})
     if not detail:
@@ -153,8 +166,13 @@ def _simulated(
                 capacity,
                 nbytes,
             ) in fm.DEVICE_MEMORY.items():  # the simulated peak against the nominal capacity
-                rec.add(FITS[step], float(sim.total <= nbytes), Method.SIMULATED, {"capacity": capacity},
-                        note=FITS_NOTE)  # fmt: skip
+                rec.add(
+                    FITS[step],
+                    float(sim.total <= nbytes),
+                    Method.SIMULATED,
+                    {"capacity": capacity},
+                    note=FITS_NOTE,
+                )
     train = res.get("train")
     if isinstance(train, Tracked):
         _train_parts(rec, cfg, precision, n, b, train)
@@ -173,8 +191,14 @@ def _simulated(
     )
     for metric, key, cf_value in cache:
         rec.add(metric, pf.extra[key], Method.SIMULATED)
-        _rel(rec, metric, "closed_form_vs_simulated", cf_value, pf.extra[key],
-             "tensors x-transformers keeps" + _unmodelled(cfg))  # fmt: skip
+        _rel(
+            rec,
+            metric,
+            "closed_form_vs_simulated",
+            cf_value,
+            pf.extra[key],
+            "tensors x-transformers keeps" + _unmodelled(cfg),
+        )
     dec = res["decode"]
     if isinstance(dec, Skip):  # no decode step at this length: not a failure
         rec.skipped(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL)

@@ -64,8 +64,16 @@ def _check_rows(results: Results) -> list[list]:
         error = results.number(
             MEMORY_REL_ERROR, quantity=PEAK_TRAIN, pair=pair, **WHOLE, device=m.device, **at
         )
-        rows.append([m.variant_id, m.device, f"{m.seq_len} x {m.batch}", Quantity(sim, "bytes"),
-                     Quantity(m.value, "bytes"), Quantity(error, "fraction", "signed")])  # fmt: skip
+        rows.append(
+            [
+                m.variant_id,
+                m.device,
+                f"{m.seq_len} x {m.batch}",
+                Quantity(sim, "bytes"),
+                Quantity(m.value, "bytes"),
+                Quantity(error, "fraction", "signed"),
+            ]
+        )
     return rows
 
 
@@ -80,9 +88,12 @@ def _breakdown(results: Results, study, top: int):
     held = results.values(PEAK_TRAIN_PART, part={"alibi_bias", "other"} if alibi else {"other"}, **at)
     with_parts = {v.variant_id for v in held}
     cats = results.values(PEAK_TRAIN, category=set(WEIGHTS) if held else set(PARTS), **at)
-    frame = pd.concat([_frame(held if alibi else [v for v in held if v.get("part") != "alibi_bias"],
-                              category="part"), _frame([v for v in cats if not held or v.variant_id in with_parts],
-                                                              category="category")])  # fmt: skip
+    frame = pd.concat(
+        [
+            _frame(held if alibi else [v for v in held if v.get("part") != "alibi_bias"], category="part"),
+            _frame([v for v in cats if not held or v.variant_id in with_parts], category="category"),
+        ]
+    )
     if frame.empty:
         return None
     frame = pd.concat([frame[frame["variant_id"] == v] for v in variant_order(study)])
@@ -92,14 +103,27 @@ def _breakdown(results: Results, study, top: int):
         "other": "other activations",
     }
     frame["category"] = frame["category"].map(lambda c: named.get(c, c))
-    how = (("the ALiBi tensors alive (bias, causal mask, the masked copies saved for the backward), " if alibi else "")
-           + "the weight state, and every other activation, temporary, input and buffer" if held
-           else "by the tracker's category")  # fmt: skip
+    how = (
+        (
+            "the ALiBi tensors alive (bias, causal mask, the masked copies saved for the backward), "
+            if alibi
+            else ""
+        )
+        + "the weight state, and every other activation, temporary, input and buffer"
+        if held
+        else "by the tracker's category"
+    )
     return stacked(
-        frame, "variant_id", "category", "memory_breakdown", f"Training-step peak at {top} tokens: what it holds",
-        "GiB", f"Simulated (MemTracker on the no-allocation build), at the moment of the peak: {how}.",
-        "memory / simulated / peak_train_part and peak_train", scale=2**30,
-    )  # fmt: skip
+        frame,
+        "variant_id",
+        "category",
+        "memory_breakdown",
+        f"Training-step peak at {top} tokens: what it holds",
+        "GiB",
+        f"Simulated (MemTracker on the no-allocation build), at the moment of the peak: {how}.",
+        "memory / simulated / peak_train_part and peak_train",
+        scale=2**30,
+    )
 
 
 def _parts_rows(results: Results, study, n: int, b: int) -> list[list]:
@@ -110,51 +134,93 @@ def _parts_rows(results: Results, study, n: int, b: int) -> list[list]:
         parts = {v.get("part"): v.value for v in results.values(PEAK_TRAIN_PART, **at)}
         if not parts:
             continue
-        gap = results.number(MEMORY_REL_ERROR, quantity=ALIBI_BYTES_AT_PEAK, pair="closed_form_vs_simulated",
-                             **{k: v for k, v in at.items() if k != "method"})  # fmt: skip
+        gap = results.number(
+            MEMORY_REL_ERROR,
+            quantity=ALIBI_BYTES_AT_PEAK,
+            pair="closed_form_vs_simulated",
+            **{k: v for k, v in at.items() if k != "method"},
+        )
         cf = results.number(ALIBI_BYTES_AT_PEAK, **{**at, "method": Method.CLOSED_FORM})
         peak = Quantity(results.number(PEAK_TRAIN, **TOTAL, **at), "bytes")
         if not alibi:
             rows.append([vid, peak, *(Quantity(parts.get(p), "bytes") for p in ("weight_state", "other"))])
             continue
-        rows.append([vid, peak, *(Quantity(parts.get(p), "bytes") for p in ("alibi_bias", "weight_state", "other")),
-                     Quantity(results.number(ALIBI_SHARE_OF_PEAK, **at) or 0.0, "fraction"),
-                     Quantity(cf, "bytes"), Quantity(gap, "fraction", "signed")])  # fmt: skip
+        rows.append(
+            [
+                vid,
+                peak,
+                *(Quantity(parts.get(p), "bytes") for p in ("alibi_bias", "weight_state", "other")),
+                Quantity(results.number(ALIBI_SHARE_OF_PEAK, **at) or 0.0, "fraction"),
+                Quantity(cf, "bytes"),
+                Quantity(gap, "fraction", "signed"),
+            ]
+        )
     return rows
 
 
 def _parts_table(rows: list[list], top: int, alibi: bool) -> Table:
     if not alibi:
-        return Table(f"What the training-step peak holds at {top} tokens", "The simulated peak in parts that sum to "
-                     "it, from the tensors the tracker finds alive at that moment: the weight state (parameters, "
-                     "gradients, optimizer state) and every other activation and temporary.",
-                     ["variant", "peak, simulated", "weight state", "other"], rows)  # fmt: skip
+        return Table(
+            f"What the training-step peak holds at {top} tokens",
+            "The simulated peak in parts that sum to "
+            "it, from the tensors the tracker finds alive at that moment: the weight state (parameters, "
+            "gradients, optimizer state) and every other activation and temporary.",
+            ["variant", "peak, simulated", "weight state", "other"],
+            rows,
+        )
     return Table(
         f"What the training-step peak holds at {top} tokens",
         "The simulated peak in parts that sum to it, from the tensors the tracker finds alive at that moment: the "
         "ALiBi tensors (the bias, its causal mask and the masked (batch x heads x n x n) copy each layer saves for "
         "its backward), the weight state (parameters, gradients, AdamW) and every other activation and temporary. "
         "The closed form's count of the ALiBi tensors alive at its own peak is beside it, with the gap.",
-        ["variant", "peak, simulated", "ALiBi tensors", "weight state", "other", "ALiBi share", "ALiBi, closed form",
-         "gap"],
+        [
+            "variant",
+            "peak, simulated",
+            "ALiBi tensors",
+            "weight state",
+            "other",
+            "ALiBi share",
+            "ALiBi, closed form",
+            "gap",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 def _gap_rows(results: Results, study) -> list[list]:
     order = {vid: i for i, vid in enumerate(variant_order(study))}
-    found = [v for v in results.values(MEMORY_REL_ERROR, pair="closed_form_vs_simulated", phase="all")
-             if abs(v.value) > 0.01 and v.variant_id in order]  # fmt: skip
+    found = [
+        v
+        for v in results.values(MEMORY_REL_ERROR, pair="closed_form_vs_simulated", phase="all")
+        if abs(v.value) > 0.01 and v.variant_id in order
+    ]
     found.sort(key=lambda v: (order[v.variant_id], v.seq_len, v.batch, v.get("quantity")))
-    return [[v.variant_id, f"{v.seq_len} x {v.batch}", v.get("quantity"), Quantity(v.value, "fraction", "signed"),
-             v.note] for v in found]  # fmt: skip
+    return [
+        [
+            v.variant_id,
+            f"{v.seq_len} x {v.batch}",
+            v.get("quantity"),
+            Quantity(v.value, "fraction", "signed"),
+            v.note,
+        ]
+        for v in found
+    ]
 
 
 def _frame(values, **columns) -> pd.DataFrame:
     return pd.DataFrame(
-        [{"variant_id": v.variant_id, "seq_len": v.seq_len, "method": v.method, "value": v.value,
-          **{k: v.get(label) for k, label in columns.items()}} for v in values]
-    )  # fmt: skip
+        [
+            {
+                "variant_id": v.variant_id,
+                "seq_len": v.seq_len,
+                "method": v.method,
+                "value": v.value,
+                **{k: v.get(label) for k, label in columns.items()},
+            }
+            for v in values
+        ]
+    )
 
 
 def memory_section(results: Results, study) -> Section:
@@ -190,7 +256,7 @@ def memory_section(results: Results, study) -> Section:
                 "KV cache",
                 "x-transformers cache object",
                 "training fits (simulated)",
-            ],  # fmt: skip
+            ],
             # the study's lengths; the figure shows the whole sweep
             [
                 _peaks_row(results, vid, n, b)
@@ -201,10 +267,15 @@ def memory_section(results: Results, study) -> Section:
     )
     gaps = _gap_rows(results, study)
     if gaps:
-        section.tables.append(Table("Where the closed form and the simulation differ by more than 1%",
-                                    "Error = closed form / simulated - 1, and what the closed form leaves out of this "
-                                    "design (settings it does not model, the category with the largest gap).",
-                                    ["variant", "tokens x batch", "quantity", "error", "why"], gaps))  # fmt: skip
+        section.tables.append(
+            Table(
+                "Where the closed form and the simulation differ by more than 1%",
+                "Error = closed form / simulated - 1, and what the closed form leaves out of this "
+                "design (settings it does not model, the category with the largest gap).",
+                ["variant", "tokens x batch", "quantity", "error", "why"],
+                gaps,
+            )
+        )
     held = _parts_rows(results, study, top, b)
     if held:
         section.tables.append(_parts_table(held, top, study.sets("alibi_pos_bias")))

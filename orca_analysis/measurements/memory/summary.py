@@ -25,23 +25,39 @@ def memory_summary(
     m, dec = fm.dims(cfg, seq_len, batch), res["decode"]
     cf_t, cf_p = fm.train_peak(cfg, seq_len, batch), fm.prefill_peak(cfg, seq_len, batch)
     return {
-        "seq_len": seq_len, "batch": batch, "dtype": "float32", "unit": "bytes", "simulated": how,
-        "train": {"closed_form": cf_t.total, "simulated": res["train"].total, "closed_form_phase": cf_t.phase,
-                  "simulated_phase": res["train"].phase, "closed_form_categories": cf_t.categories,
-                  "simulated_categories": res["train"].categories,
-                  "bf16_mixed_closed_form": fm.train_peak(cfg, seq_len, batch, "bf16_mixed").total},
-        "inference": {"closed_form": cf_p.total, "simulated": res["prefill"].total,
-                      "kv_cache_closed_form": fm.kv_cache(m, seq_len),
-                      "kv_cache_simulated": res["prefill"].extra[EXTRA_KV],
-                      "cache_object_simulated": res["prefill"].extra[EXTRA_CACHE],
-                      "decode_cached_closed_form": fm.decode_cached_peak(cfg, seq_len, batch).total,
-                      "decode_cached_simulated": None if isinstance(dec, str) else dec.total,
-                      "decode_cached_error": dec if isinstance(dec, str) else ""},
-        "fits": {dev: {"train": res["train"].total <= cap,
-                       "inference": not isinstance(res["prefill"], str) and res["prefill"].total <= cap}
-                 for dev, cap in fm.DEVICE_MEMORY.items()},
+        "seq_len": seq_len,
+        "batch": batch,
+        "dtype": "float32",
+        "unit": "bytes",
+        "simulated": how,
+        "train": {
+            "closed_form": cf_t.total,
+            "simulated": res["train"].total,
+            "closed_form_phase": cf_t.phase,
+            "simulated_phase": res["train"].phase,
+            "closed_form_categories": cf_t.categories,
+            "simulated_categories": res["train"].categories,
+            "bf16_mixed_closed_form": fm.train_peak(cfg, seq_len, batch, "bf16_mixed").total,
+        },
+        "inference": {
+            "closed_form": cf_p.total,
+            "simulated": res["prefill"].total,
+            "kv_cache_closed_form": fm.kv_cache(m, seq_len),
+            "kv_cache_simulated": res["prefill"].extra[EXTRA_KV],
+            "cache_object_simulated": res["prefill"].extra[EXTRA_CACHE],
+            "decode_cached_closed_form": fm.decode_cached_peak(cfg, seq_len, batch).total,
+            "decode_cached_simulated": None if isinstance(dec, str) else dec.total,
+            "decode_cached_error": dec if isinstance(dec, str) else "",
+        },
+        "fits": {
+            dev: {
+                "train": res["train"].total <= cap,
+                "inference": not isinstance(res["prefill"], str) and res["prefill"].total <= cap,
+            }
+            for dev, cap in fm.DEVICE_MEMORY.items()
+        },
         "gaps": gaps(cfg, {"training step": (cf_t, res["train"]), "prefill": (cf_p, res["prefill"])}),
-    }  # fmt: skip
+    }
 
 
 def gaps(cfg: ModelConfig, pairs: dict[str, tuple[Any, Any]]) -> list[str]:
@@ -60,18 +76,22 @@ def gaps(cfg: ModelConfig, pairs: dict[str, tuple[Any, Any]]) -> list[str]:
 
 def memory_summary_text(s: dict[str, Any]) -> str:
     t, i = s["train"], s["inference"]
-    fits = "; ".join(f"{d}: train {'yes' if f['train'] else 'NO'}, inference {'yes' if f['inference'] else 'NO'}"
-                     for d, f in s["fits"].items())  # fmt: skip
-    return "\n".join([
-        f"Memory at {s['seq_len']} tokens x batch {s['batch']} ({s['dtype']}): closed form / simulated "
-        f"({s['simulated']})",
-        f"  training step peak: {mib(t['closed_form'])} / {mib(t['simulated'])} ({t['simulated_phase']})",
-        f"  inference (prefill) peak: {mib(i['closed_form'])} / {mib(i['simulated'])}",
-        f"  KV cache: {mib(i['kv_cache_closed_form'])} / {mib(i['kv_cache_simulated'])}; x-transformers keeps "
-        f"{mib(i['cache_object_simulated'])} between decode steps (hidden states too)",
-        f"  cached decode step: {mib(i['decode_cached_closed_form'])} / "
-        f"{i['decode_cached_error'] or mib(i['decode_cached_simulated'])}",
-        f"  fits (simulated peak against nominal capacity; CUDA context and allocator rounding not included): "
-        f"{fits}",
-        *(f"  gap: {g}" for g in s["gaps"]),
-    ])  # fmt: skip
+    fits = "; ".join(
+        f"{d}: train {'yes' if f['train'] else 'NO'}, inference {'yes' if f['inference'] else 'NO'}"
+        for d, f in s["fits"].items()
+    )
+    return "\n".join(
+        [
+            f"Memory at {s['seq_len']} tokens x batch {s['batch']} ({s['dtype']}): closed form / simulated "
+            f"({s['simulated']})",
+            f"  training step peak: {mib(t['closed_form'])} / {mib(t['simulated'])} ({t['simulated_phase']})",
+            f"  inference (prefill) peak: {mib(i['closed_form'])} / {mib(i['simulated'])}",
+            f"  KV cache: {mib(i['kv_cache_closed_form'])} / {mib(i['kv_cache_simulated'])}; x-transformers keeps "
+            f"{mib(i['cache_object_simulated'])} between decode steps (hidden states too)",
+            f"  cached decode step: {mib(i['decode_cached_closed_form'])} / "
+            f"{i['decode_cached_error'] or mib(i['decode_cached_simulated'])}",
+            f"  fits (simulated peak against nominal capacity; CUDA context and allocator rounding not included): "
+            f"{fits}",
+            *(f"  gap: {g}" for g in s["gaps"]),
+        ]
+    )

@@ -81,16 +81,28 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCac
             alloc = res[step].extra["allocated"]
             at.add(PEAK[step], alloc, Method.MEASURED, TOTAL)
             at.add(RESERVED[step], res[step].extra["reserved"], Method.MEASURED)
-            _rel(at, PEAK[step], "simulated_vs_measured_cuda", sims[(n, b)][step].total, alloc,
-                 "kernel workspaces (the simulation dispatches CPU kernels)")  # fmt: skip
+            _rel(
+                at,
+                PEAK[step],
+                "simulated_vs_measured_cuda",
+                sims[(n, b)][step].total,
+                alloc,
+                "kernel workspaces (the simulation dispatches CPU kernels)",
+            )
 
 
 def measure_memory_measured(variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
     # On a GPU machine only the GPU is measured: the CPU check of the simulator is the CPU machine's,
     # and its rows would carry the GPU's name in their provenance. Each is its own result.
     device = "cuda" if measure_device().startswith("cuda") else "cpu"
-    sim = Recorder(study.name, variant, "memory_measured", dtype=study.workloads.dtype, device="cpu",
-                   scale=Scale.ANALYTIC)  # fmt: skip
+    sim = Recorder(
+        study.name,
+        variant,
+        "memory_measured",
+        dtype=study.workloads.dtype,
+        device="cpu",
+        scale=Scale.ANALYTIC,
+    )
     real = sim.at(device=device, scale=Scale.MEASURED)
     try:
         if device == "cuda":

@@ -112,8 +112,13 @@ def measure_params(variant: Variant, study: Study, walks: WalkCache | None = Non
     (counter, how), closed = counted_with_note(variant.config, walks), closed_form_params(variant.config)
     rec = Recorder(study.name, variant, "params")
     for component in ("total", *PARAM_COMPONENTS, "other"):
-        rec.add(PARAMS, counter[component], Method.COUNTER, {"component": component},
-                note=how if component == "total" else "")  # fmt: skip
+        rec.add(
+            PARAMS,
+            counter[component],
+            Method.COUNTER,
+            {"component": component},
+            note=how if component == "total" else "",
+        )
     for component, n in closed.items():
         rec.add(PARAMS, n, Method.CLOSED_FORM, {"component": component})
     rec.add(PARAMS, counter["library_total"], Method.LIBRARY_COUNT, {"component": "total"})

@@ -25,13 +25,20 @@ def params_frame(results: Results, study) -> pd.DataFrame:
         }
         if not counted:
             continue
-        rows.append({
-            "variant_id": vid, **shapes[vid], "on_axis": on[vid], **counted,
-            "layers": counted["attention"] + counted["feedforward"] + counted["norm"],
-            "closed_form_total": results.number(PARAMS, variant=vid, method=Method.CLOSED_FORM, component="total"),
-            CLOSED_FORM_GAP: results.number(PARAMS_CLOSED_FORM_GAP, variant=vid),
-            "delta_vs_base": results.number(PARAMS_DELTA_VS_BASE, variant=vid),
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant_id": vid,
+                **shapes[vid],
+                "on_axis": on[vid],
+                **counted,
+                "layers": counted["attention"] + counted["feedforward"] + counted["norm"],
+                "closed_form_total": results.number(
+                    PARAMS, variant=vid, method=Method.CLOSED_FORM, component="total"
+                ),
+                CLOSED_FORM_GAP: results.number(PARAMS_CLOSED_FORM_GAP, variant=vid),
+                "delta_vs_base": results.number(PARAMS_DELTA_VS_BASE, variant=vid),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -64,7 +71,7 @@ def params_section(results: Results, study) -> Section:
                 "other",
                 "closed form total",
                 "gap",
-            ],  # fmt: skip
+            ],
             [
                 [
                     r["variant_id"],
@@ -76,7 +83,7 @@ def params_section(results: Results, study) -> Section:
                     Quantity(r[CLOSED_FORM_GAP], "fraction", "signed", 3),
                 ]
                 for r in table.to_dict("records")
-            ],  # fmt: skip
+            ],
         )
     )
     fig = params_vs_axes(table, [a for a in SHAPE_AXES if a in table.columns])

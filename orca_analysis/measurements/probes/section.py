@@ -26,11 +26,15 @@ def probe_cell(results: Results, vid: str, probe: str, case: str | None = None) 
 def probes_table(results: Results, study) -> Table | None:
     probed = {v.variant_id for p in PROBES for v in results.values(p, status=None)}
     rows = [
-        [vid, probe_cell(results, vid, CAUSALITY), probe_cell(results, vid, KERNEL_AGREEMENT),
-         probe_cell(results, vid, KV_CACHE, "as_built")]
+        [
+            vid,
+            probe_cell(results, vid, CAUSALITY),
+            probe_cell(results, vid, KERNEL_AGREEMENT),
+            probe_cell(results, vid, KV_CACHE, "as_built"),
+        ]
         for vid in variant_order(study)
         if vid in probed
-    ]  # fmt: skip
+    ]
     if not rows:
         return None
     return Table(
@@ -54,10 +58,14 @@ def base_cases_table(results: Results, study) -> Table | None:
         case = v.get("case")
         diff = results.one(KV_CACHE_MAX_DIFF, variant=base, device=v.device, case=case)
         result = "skipped" if v.status != Status.OK else "pass" if v.value == 1 else "FAIL"
-        rows.append([
-            case, result, "-" if diff is None else Quantity(diff.value, "logit", "plain", 2),
-            "" if result == "pass" else v.note[:100],
-        ])  # fmt: skip
+        rows.append(
+            [
+                case,
+                result,
+                "-" if diff is None else Quantity(diff.value, "logit", "plain", 2),
+                "" if result == "pass" else v.note[:100],
+            ]
+        )
     return Table(
         "KV-cache decoding on the base, flag by flag",
         "The same probe with one flag removed (without=...) or with only a pair of flags on "

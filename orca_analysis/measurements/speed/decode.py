@@ -114,9 +114,11 @@ def _generate_cache(
     got, b = generate_cache(model, prompt, new), prompt.shape[0]
     precision = fm.PRECISIONS[fm.DTYPE_PRECISION[dtype]]
     prompt_object = fm.cache_object(fm.dims(cfg, got.prompt_tokens, b, precision), got.prompt_tokens)
-    parts = (("kv", got.kv, got.kv_tokens, fm.kv_cache_bytes(cfg, got.kv_tokens, b, dtype)),
-             ("prompt_object", got.prompt_object, got.prompt_tokens, prompt_object),
-             ("object", got.whole, got.whole_tokens, None))  # fmt: skip
+    parts = (
+        ("kv", got.kv, got.kv_tokens, fm.kv_cache_bytes(cfg, got.kv_tokens, b, dtype)),
+        ("prompt_object", got.prompt_object, got.prompt_tokens, prompt_object),
+        ("object", got.whole, got.whole_tokens, None),
+    )
     for part, value, tokens, closed in parts:
         at = {**labels, "part": part, "tokens": tokens}
         rec.add(KV_ABLATION_GENERATE_CACHE, value, Method.MEASURED, at)
@@ -152,8 +154,14 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
                 rec.add(KV_ABLATION_CACHE_AGREEMENT, rel, CHECK, labels, note=problem)
                 timing = time_cached(model, seqs, prompt, ctx.device, f"kv_ablation_{attn}")
                 rec.timing(KV_ABLATION_DECODE_TIME, timing, labels)
-                _rate(rec, KV_ABLATION_DECODE_TOKENS_PER_S, timing, w.batch * new, labels,
-                      DISAGREES.replace(DECODE_CACHE_PASS, KV_ABLATION_CACHE_PASS) if problem else "")  # fmt: skip
+                _rate(
+                    rec,
+                    KV_ABLATION_DECODE_TOKENS_PER_S,
+                    timing,
+                    w.batch * new,
+                    labels,
+                    DISAGREES.replace(DECODE_CACHE_PASS, KV_ABLATION_CACHE_PASS) if problem else "",
+                )
                 medians[attn] = timing.median
         nbytes = kv_cache_bytes(c, w.seq_len, w.batch, ctx.dtype)
         rec.add(KV_ABLATION_CACHE_BYTES, nbytes, Method.CLOSED_FORM, labels, scale=w.analytic_scale)

@@ -26,9 +26,11 @@ from ..recorder import Recorder
 from .timed import Workload
 
 CALIBRATION = (1, 1)  # tokens x batch of the design's own step that calibrates the per-operator cost
-METHOD = ("predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
-          "max(FLOPs / the GEMM ceiling, bytes / the copy bandwidth); predicted = the floor plus the measured "
-          "per-operator cost for each operator")  # fmt: skip
+METHOD = (
+    "predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
+    "max(FLOPs / the GEMM ceiling, bytes / the copy bandwidth); predicted = the floor plus the measured "
+    "per-operator cost for each operator"
+)
 
 
 def device_peaks(rec: Recorder, device: str, gemm_flops_per_s: float) -> Peaks:
@@ -57,8 +59,10 @@ def op_cost(peaks: Peaks, cfg: ModelConfig, rec: Recorder, step: str, timing: Ti
     floor = floor_s(ops, peaks)
     cost = max(0.0, (timing.median - floor) / len(ops))
     n, b = CALIBRATION
-    note = (f"({timing.median * 1e3:.4g} ms measured - {floor * 1e3:.4g} ms floor) / {len(ops)} operators, at "
-            f"{n} token x batch {b}")  # fmt: skip
+    note = (
+        f"({timing.median * 1e3:.4g} ms measured - {floor * 1e3:.4g} ms floor) / {len(ops)} operators, at "
+        f"{n} token x batch {b}"
+    )
     rec.add(STEP[step].op_cost, cost, MED, note=note)
     return cost
 
@@ -74,5 +78,10 @@ def forecast_time(
     rec.add(named.predicted, predicted_s(ops, peaks), Method.PREDICTED, note=note, scale=w.analytic_scale)
     if calibrated is not None:
         own = replace(peaks, overhead_s=calibrated)
-        rec.add(named.calibrated, predicted_s(ops, own), Method.PREDICTED, scale=w.analytic_scale,
-                note=f"{len(ops)} operators; the floor plus {named.op_cost} per operator")  # fmt: skip
+        rec.add(
+            named.calibrated,
+            predicted_s(ops, own),
+            Method.PREDICTED,
+            scale=w.analytic_scale,
+            note=f"{len(ops)} operators; the floor plus {named.op_cost} per operator",
+        )

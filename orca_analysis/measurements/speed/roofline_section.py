@@ -30,8 +30,10 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
     """Every (variant, length, step) timed with a floor and predictions beside it."""
     rows, above, close, own, n = [], 0, 0, 0, 0
     for vid in variant_order(study):
-        for floor in sorted(results.values(TRAIN_STEP_FLOOR, variant=vid) + results.values(PREFILL_FLOOR,
-                            variant=vid), key=lambda v: (v.device, v.seq_len, v.metric)):  # fmt: skip
+        for floor in sorted(
+            results.values(TRAIN_STEP_FLOOR, variant=vid) + results.values(PREFILL_FLOOR, variant=vid),
+            key=lambda v: (v.device, v.seq_len, v.metric),
+        ):
             named, what = next((STEP[k], w) for k, w in WHAT.items() if STEP[k].floor == floor.metric)
             at = {"variant": vid, "device": floor.device, "seq_len": floor.seq_len, "batch": floor.batch}
             meas = results.values(named.time, **at)
@@ -41,10 +43,22 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
             pred, pred_err, pred_ok = _error(results, named.predicted, at, m)
             cal, cal_err, cal_ok = _error(results, named.calibrated, at, m)
             n, above, close, own = n + 1, above + (f > m), close + pred_ok, own + cal_ok
-            rows.append([vid, floor.device, requested_text(results, vid, floor.device, floor.seq_len, CPU_SEQ_CAP),
-                         f"{floor.seq_len} x {floor.batch}", what, f"{f * 1e3:.3g} ms", f"{m * 1e3:.3g} ms",
-                         f"{f / m:.2f}" + (" (ABOVE: a bug)" if f > m else ""), pred, pred_err, cal,
-                         cal_err])  # fmt: skip
+            rows.append(
+                [
+                    vid,
+                    floor.device,
+                    requested_text(results, vid, floor.device, floor.seq_len, CPU_SEQ_CAP),
+                    f"{floor.seq_len} x {floor.batch}",
+                    what,
+                    f"{f * 1e3:.3g} ms",
+                    f"{m * 1e3:.3g} ms",
+                    f"{f / m:.2f}" + (" (ABOVE: a bug)" if f > m else ""),
+                    pred,
+                    pred_err,
+                    cal,
+                    cal_err,
+                ]
+            )
     if not rows:
         return None
     peaks = "; ".join(sorted({v.note.split(";")[0] for v in results.values(OP_OVERHEAD)})) or ""
@@ -60,5 +74,19 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
         "lengths checked are not the one it was calibrated at. Error: prediction / measured - 1. "
         f"Floor below the measurement in {n - above} of {n}; within {TOLERANCE:.0%}: the prediction from probes "
         f"in {close} of {n}, the calibrated one in {own} of {n}.",
-        ["variant", "device", "seq len requested", "tokens x batch", "step", "floor", "measured",
-         "floor / measured", "predicted from probes", "its error", "calibrated", "its error"], rows)  # fmt: skip
+        [
+            "variant",
+            "device",
+            "seq len requested",
+            "tokens x batch",
+            "step",
+            "floor",
+            "measured",
+            "floor / measured",
+            "predicted from probes",
+            "its error",
+            "calibrated",
+            "its error",
+        ],
+        rows,
+    )

@@ -60,8 +60,13 @@ from .timed import Workload, at_workload, datasheet_peak, gemm_ceiling, gemm_siz
 
 CPU_SEQ_CAP = 64
 # method -> (training-step count, forward count) of instruments/flop_counter.py
-CONVENTIONS = dict(zip(CONVENTION_METHODS, ((MFU_CONVENTION, FORWARD_DENSE), (MFU_CAUSAL, FORWARD_CAUSAL),
-                                            (HFU_CONVENTION, FORWARD_EXECUTED)), strict=True))  # fmt: skip
+CONVENTIONS = dict(
+    zip(
+        CONVENTION_METHODS,
+        ((MFU_CONVENTION, FORWARD_DENSE), (MFU_CAUSAL, FORWARD_CAUSAL), (HFU_CONVENTION, FORWARD_EXECUTED)),
+        strict=True,
+    )
+)
 REPEAT_FIRST_FAILED = "the first timing of this step failed"
 
 
@@ -111,8 +116,11 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
     peaks = device_peaks(rec, device, gemm)  # the time forecast's inputs, measured; its check on a CPU
     ctx.roofline = None if device.startswith("cuda") else peaks
     _calibrate(ctx, rec, peaks)  # on a GPU too: its per-operator cost, beside the forecast's assumed one
-    phases: list[tuple[Phase, tuple]] = [(_train, TRAIN_FAILED), (_prefill, PREFILL_FAILED),
-                                         (decode_phase, DECODE_FAILED)]  # fmt: skip
+    phases: list[tuple[Phase, tuple]] = [
+        (_train, TRAIN_FAILED),
+        (_prefill, PREFILL_FAILED),
+        (decode_phase, DECODE_FAILED),
+    ]
     if study.is_base(variant):  # study-wide: the base only
         phases += [(kv_heads_phase, KV_FAILED), (_repeat, REPEAT_FAILED)]
     for w in workloads(study, variant, device, CPU_SEQ_CAP):
@@ -231,8 +239,12 @@ def repeat_record(rec: Recorder, first: Timing | None, again: Timing | None) -> 
         rec.failed(TRAIN_STEP_REPEAT_DIFF, Method.TIMED_TWICE, REPEAT_FIRST_FAILED)
         return
     diff = abs(again.median - first.median) / first.median
-    rec.add(TRAIN_STEP_REPEAT_DIFF, diff, Method.TIMED_TWICE,
-            note=f"first {first.median:.4g} s, again {again.median:.4g} s")  # fmt: skip
+    rec.add(
+        TRAIN_STEP_REPEAT_DIFF,
+        diff,
+        Method.TIMED_TWICE,
+        note=f"first {first.median:.4g} s, again {again.median:.4g} s",
+    )
 
 
 def _repeat(ctx: Context, rec: Recorder, w: Workload) -> None:

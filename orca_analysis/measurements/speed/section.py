@@ -49,15 +49,22 @@ def _speed_table(results: Results, study) -> Table | None:
     for vid in variant_order(study):
         for device, seq in points(results, _POINTS, variant=vid):
             at = {"variant": vid, "device": device, "seq_len": seq}
-            rows.append([
-                vid, device, requested_text(results, vid, device, seq, CPU_SEQ_CAP), f"{int(seq)}",
-                Quantity(first(results, TRAIN_TOKENS_PER_S, **at), "tokens/s"),
-                Quantity(first(results, PREFILL_TOKENS_PER_S, **at), "tokens/s"),
-                _cached_cell(results, at),
-                Quantity(first(results, DECODE_UNCACHED_TOKENS_PER_S, **at), "tokens/s"),
-                *(Quantity(first(results, TRAIN_UTILISATION_VS_GEMM, method=m, **at), "fraction")
-                  for m in CONVENTIONS),
-            ])  # fmt: skip
+            rows.append(
+                [
+                    vid,
+                    device,
+                    requested_text(results, vid, device, seq, CPU_SEQ_CAP),
+                    f"{int(seq)}",
+                    Quantity(first(results, TRAIN_TOKENS_PER_S, **at), "tokens/s"),
+                    Quantity(first(results, PREFILL_TOKENS_PER_S, **at), "tokens/s"),
+                    _cached_cell(results, at),
+                    Quantity(first(results, DECODE_UNCACHED_TOKENS_PER_S, **at), "tokens/s"),
+                    *(
+                        Quantity(first(results, TRAIN_UTILISATION_VS_GEMM, method=m, **at), "fraction")
+                        for m in CONVENTIONS
+                    ),
+                ]
+            )
     if not rows:
         return None
     by_device: dict[str, list[float]] = {}
@@ -83,7 +90,7 @@ def _speed_table(results: Results, study) -> Table | None:
             "training MFU (PaLM) vs GEMM",
             "training MFU, causal pairs, vs GEMM",
             "training HFU vs GEMM",
-        ],  # fmt: skip
+        ],
         rows,
     )
 
@@ -100,15 +107,26 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
         up = first(results, KV_ABLATION_DECODE_SPEEDUP, dropped=dropped, **at)
         rate = {a: speed[a].value if a in speed else None for a in ("mqa", "mha")}
         nbytes = {a: cache[a].value if a in cache else None for a in ("mqa", "mha")}
-        held = {(v.get("attn"), v.get("part")): v.value
-                for v in results.values(KV_ABLATION_GENERATE_CACHE, method=Method.MEASURED, **at)}  # fmt: skip
-        rows.append([
-            device, requested_text(results, base, device, seq, CPU_SEQ_CAP), f"{int(seq)}", str(dropped),
-            Quantity(rate["mqa"], "tokens/s"), Quantity(rate["mha"], "tokens/s"),
-            f"x{fixed(up, 2)}" if up is not None else "n/a",
-            f"{si(nbytes['mqa'], 'B')} / {si(nbytes['mha'], 'B')}",
-            *(f"{si(held.get(('mqa', part)), 'B')} / {si(held.get(('mha', part)), 'B')}" for part in ("kv", "object")),
-        ])  # fmt: skip
+        held = {
+            (v.get("attn"), v.get("part")): v.value
+            for v in results.values(KV_ABLATION_GENERATE_CACHE, method=Method.MEASURED, **at)
+        }
+        rows.append(
+            [
+                device,
+                requested_text(results, base, device, seq, CPU_SEQ_CAP),
+                f"{int(seq)}",
+                str(dropped),
+                Quantity(rate["mqa"], "tokens/s"),
+                Quantity(rate["mha"], "tokens/s"),
+                f"x{fixed(up, 2)}" if up is not None else "n/a",
+                f"{si(nbytes['mqa'], 'B')} / {si(nbytes['mha'], 'B')}",
+                *(
+                    f"{si(held.get(('mqa', part)), 'B')} / {si(held.get(('mha', part)), 'B')}"
+                    for part in ("kv", "object")
+                ),
+            ]
+        )
     if not rows:
         return None
     return Table(
@@ -133,7 +151,7 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
             "KV cache (one / per head)",
             "K/V during generate (one / per head)",
             "cache object during generate (one / per head)",
-        ],  # fmt: skip
+        ],
         rows,
     )
 
@@ -143,10 +161,16 @@ def _repeat_table(results: Results, base: str) -> Table | None:
     if not found:
         return None
     rows = [
-        [v.device, requested_text(results, base, v.device, v.seq_len, CPU_SEQ_CAP), f"{int(v.seq_len)}", v.note,
-         Quantity(v.value, "fraction"), "yes" if v.value <= REPEAT_TARGET else "no"]
+        [
+            v.device,
+            requested_text(results, base, v.device, v.seq_len, CPU_SEQ_CAP),
+            f"{int(v.seq_len)}",
+            v.note,
+            Quantity(v.value, "fraction"),
+            "yes" if v.value <= REPEAT_TARGET else "no",
+        ]
         for v in found
-    ]  # fmt: skip
+    ]
     return Table(
         "Repeatability of the timings (base)",
         "The base's training step timed a second time in the same process, after every other phase: "
@@ -183,8 +207,12 @@ def speed_section(results: Results, study) -> Section:
         "speed", "Throughput", "End-to-end tokens/s of training, prefill and decoding, and utilisation."
     )
     base = variant_order(study)[0]
-    tables = (_speed_table(results, study), _kv_heads_table(results, base), _repeat_table(results, base),
-              forecast_check_table(results, study))  # fmt: skip
+    tables = (
+        _speed_table(results, study),
+        _kv_heads_table(results, base),
+        _repeat_table(results, base),
+        forecast_check_table(results, study),
+    )
     section.tables += [t for t in tables if t]
     fig = _train_time_figure(results, study)
     if fig:

@@ -44,15 +44,22 @@ POSITIONS = {  # scheme -> its flags; every other positional flag off (token shi
     "none": {},  # positive control
 }
 CONTROLS = ("abs", "none")
-OFF = {("attn_layers", "alibi_pos_bias"): False, ("attn_layers", "rotary_pos_emb"): False,
-       ("attn_layers", "rotary_xpos"): False, ("wrapper", "use_abs_pos_emb"): False,
-       ("attn_layers", "shift_tokens"): 0}  # fmt: skip
+OFF = {
+    ("attn_layers", "alibi_pos_bias"): False,
+    ("attn_layers", "rotary_pos_emb"): False,
+    ("attn_layers", "rotary_xpos"): False,
+    ("wrapper", "use_abs_pos_emb"): False,
+    ("attn_layers", "shift_tokens"): 0,
+}
 
 
 def schemes(cfg: ModelConfig) -> list[str]:
     """The positional schemes the design sets (each tested alone), then the positive controls."""
-    own = [("alibi", cfg.get("alibi_pos_bias")), ("xpos", cfg.get("rotary_xpos")),
-           ("rotary", cfg.get("rotary_pos_emb") and not cfg.get("rotary_xpos"))]  # fmt: skip
+    own = [
+        ("alibi", cfg.get("alibi_pos_bias")),
+        ("xpos", cfg.get("rotary_xpos")),
+        ("rotary", cfg.get("rotary_pos_emb") and not cfg.get("rotary_xpos")),
+    ]
     return [name for name, on in own if on] + list(CONTROLS)
 
 
@@ -117,9 +124,13 @@ def context_losses(
 
 
 def model_for(
-    cfg: ModelConfig, base: ModelConfig, base_runs: dict[int, RunResult], seed: int, data: TokenData,
+    cfg: ModelConfig,
+    base: ModelConfig,
+    base_runs: dict[int, RunResult],
+    seed: int,
+    data: TokenData,
     scale: QualityScale,
-) -> RunResult:  # fmt: skip
+) -> RunResult:
     run = base_runs.get(seed)
     if cfg == base and run is not None and run.model is not None:
         return run

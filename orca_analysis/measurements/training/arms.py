@@ -23,10 +23,14 @@ from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
 M = Method.MEASURED
-NOT_POWERED_LR = ("not run at this quality tier: a width or depth arm is compared only at its own best learning "
-                  "rate, which `run --quality thorough` sweeps")  # fmt: skip
-NOT_POWERED_FLOPS = ("not run at this quality tier: equal-FLOP runs give the deeper and wider arms too few steps "
-                     "to leave their initial fall; `run --quality thorough` runs them")  # fmt: skip
+NOT_POWERED_LR = (
+    "not run at this quality tier: a width or depth arm is compared only at its own best learning "
+    "rate, which `run --quality thorough` sweeps"
+)
+NOT_POWERED_FLOPS = (
+    "not run at this quality tier: equal-FLOP runs give the deeper and wider arms too few steps "
+    "to leave their initial fall; `run --quality thorough` runs them"
+)
 
 
 def lr_arm(variant: Variant, study: Study) -> bool:
@@ -39,9 +43,13 @@ def lr_arm(variant: Variant, study: Study) -> bool:
 
 
 def tuned_runs(
-    proxy: ModelConfig, data: TokenData, scale: QualityScale, rec: Recorder, main: dict[int, RunResult],
+    proxy: ModelConfig,
+    data: TokenData,
+    scale: QualityScale,
+    rec: Recorder,
+    main: dict[int, RunResult],
     init_from: ModelConfig,
-) -> float | None:  # fmt: skip
+) -> float | None:
     """The learning-rate sweep on the first seed, the chosen rate on every seed (`main`: the runs at the
     scale's own rate, reused where that rate is chosen); or, at a tier without a sweep, skipped records.
     The rate chosen, or None."""
@@ -97,9 +105,16 @@ def tuned_runs(
 
 
 def equal_flop_runs(
-    proxy: ModelConfig, data: TokenData, scale: QualityScale, rec: Recorder, main: dict[int, RunResult],
-    steps: int, labels: dict, lr: float | None, init_from: ModelConfig,
-) -> None:  # fmt: skip
+    proxy: ModelConfig,
+    data: TokenData,
+    scale: QualityScale,
+    rec: Recorder,
+    main: dict[int, RunResult],
+    steps: int,
+    labels: dict,
+    lr: float | None,
+    init_from: ModelConfig,
+) -> None:
     """Each seed's run of `steps` steps (the common FLOP budget), annealed at its own end."""
     for seed in scale.seeds:
         at = {

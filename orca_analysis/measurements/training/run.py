@@ -160,8 +160,13 @@ def setup_records(
     rec: Recorder, proxy: ModelConfig, fpt: float, scale: QualityScale, data: TokenData
 ) -> None:
     """What was trained, how, and on what: the proxy, its FLOPs per token, the corpus."""
-    shape = {"dim": proxy.dim, "depth": proxy.depth, "heads": proxy.heads, "dim_head": proxy.dim_head,
-             "vocab": proxy.num_tokens}  # fmt: skip
+    shape = {
+        "dim": proxy.dim,
+        "depth": proxy.depth,
+        "heads": proxy.heads,
+        "dim_head": proxy.dim_head,
+        "vocab": proxy.num_tokens,
+    }
     rec.add(
         PROXY_PARAMS, counted_params(proxy)["library_total"], Method.COUNTER, shape, note=run_setup(scale)
     )
@@ -187,9 +192,15 @@ def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: 
 
 
 def main_runs(
-    proxy: ModelConfig, data: TokenData, scale: QualityScale, rec: Recorder, fpt: float, init_from: ModelConfig,
-    keep_models: bool, ablate: bool = True,
-) -> dict[int, RunResult]:  # fmt: skip
+    proxy: ModelConfig,
+    data: TokenData,
+    scale: QualityScale,
+    rec: Recorder,
+    fpt: float,
+    init_from: ModelConfig,
+    keep_models: bool,
+    ablate: bool = True,
+) -> dict[int, RunResult]:
     """The equal-token runs over the seeds at the scale's learning rate: curves, the final loss and (with
     `ablate`) the head ablation of each trained model."""
     runs: dict[int, RunResult] = {}
@@ -264,15 +275,21 @@ def embedding_share(cfg: ModelConfig) -> float:
 def vocab_mismatch(cfg: ModelConfig, base: ModelConfig, scale: QualityScale) -> str:
     """Why a change that differs from the base in the vocabulary alone cannot be judged on this scale's
     proxy (its vocabulary share of parameters off the design's by more than VOCAB_MATCH), or ""."""
-    changed = {k for home in ("wrapper", "layers") for k in {**getattr(cfg, home), **getattr(base, home)}
-               if getattr(cfg, home).get(k) != getattr(base, home).get(k)}  # fmt: skip
+    changed = {
+        k
+        for home in ("wrapper", "layers")
+        for k in {**getattr(cfg, home), **getattr(base, home)}
+        if getattr(cfg, home).get(k) != getattr(base, home).get(k)
+    }
     if not changed or not changed <= set(VOCAB_KEYS):
         return ""
     full, small = embedding_share(base), embedding_share(proxy_config(base, scale))
     if 1 / VOCAB_MATCH <= small / full <= VOCAB_MATCH:
         return ""
-    return (f"{Verdict.NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
-            f"proxy's parameters and {full:.1%} of the design's (a match within x{VOCAB_MATCH:g} is needed)")  # fmt: skip
+    return (
+        f"{Verdict.NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
+        f"proxy's parameters and {full:.1%} of the design's (a match within x{VOCAB_MATCH:g} is needed)"
+    )
 
 
 def overfit(
@@ -297,13 +314,26 @@ def overfit(
             }
             rec.skipped(OVERFIT_VAL_LOSS, M, BUDGET_SKIP, labels)
             continue
-        run = train_run(proxy, data, scale, seed, steps=scale.overfit_steps, train_tokens=subset,
-                        evals=scale.overfit_evals, init_from=init_from,
-                        eval_windows=scale.overfit_eval_windows)  # fmt: skip
+        run = train_run(
+            proxy,
+            data,
+            scale,
+            seed,
+            steps=scale.overfit_steps,
+            train_tokens=subset,
+            evals=scale.overfit_evals,
+            init_from=init_from,
+            eval_windows=scale.overfit_eval_windows,
+        )
         curve_records(rec, run, fpt, (OVERFIT_TRAIN_LOSS, OVERFIT_VAL_LOSS))
         for p in run.points:
-            labels = {"seed": run.seed, "step": p.step, "tokens": p.tokens, "subset_tokens": len(subset),
-                      "epochs": round(p.tokens / len(subset), 1)}  # fmt: skip
+            labels = {
+                "seed": run.seed,
+                "step": p.step,
+                "tokens": p.tokens,
+                "subset_tokens": len(subset),
+                "epochs": round(p.tokens / len(subset), 1),
+            }
             rec.add(OVERFIT_GAP, p.val_loss - p.train_loss, D, labels)
 
 

@@ -29,10 +29,20 @@ from ...kit.format import Quantity, fixed, si
 from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results, Value
 
-TRAINING_METRICS = (VAL_LOSS_FINAL, VAL_LOSS_EQUAL_FLOPS, VAL_LOSS_TUNED, OVERFIT_VAL_LOSS, PROXY_PARAMS,
-                    HEAD_ABLATION_QUARTER_MEAN, EXTRAPOLATION_VAL_LOSS, GRAD_NORM)  # fmt: skip
-CONTROLS = {"abs": "learned absolute positions (positive control)",
-            "none": "no position information (positive control)"}  # fmt: skip
+TRAINING_METRICS = (
+    VAL_LOSS_FINAL,
+    VAL_LOSS_EQUAL_FLOPS,
+    VAL_LOSS_TUNED,
+    OVERFIT_VAL_LOSS,
+    PROXY_PARAMS,
+    HEAD_ABLATION_QUARTER_MEAN,
+    EXTRAPOLATION_VAL_LOSS,
+    GRAD_NORM,
+)
+CONTROLS = {
+    "abs": "learned absolute positions (positive control)",
+    "none": "no position information (positive control)",
+}
 
 
 def scale_text(device: str) -> tuple[str, str]:
@@ -94,11 +104,21 @@ def runs_table(results: Results, study, device: str) -> Table:
         proxy = results.one(PROXY_PARAMS, **at)
         proxy_text = f"{si(proxy.value, '')} params ({proxy.get('dim')} wide)" if proxy else "n/a"
         averaged += [v for m in (VAL_LOSS_FINAL, VAL_LOSS_TUNED) if (v := results.one(m, **at)) is not None]
-        overfit = (f"{fixed(held.value, 3)} / {fixed(train.value, 3)}" if held is not None and train is not None
-                   else "n/a")  # fmt: skip
-        rows.append([vid, proxy_text, loss_cell(results, VAL_LOSS_FINAL, at),
-                     loss_cell(results, VAL_LOSS_TUNED, at), loss_cell(results, VAL_LOSS_EQUAL_FLOPS, at),
-                     overfit])  # fmt: skip
+        overfit = (
+            f"{fixed(held.value, 3)} / {fixed(train.value, 3)}"
+            if held is not None and train is not None
+            else "n/a"
+        )
+        rows.append(
+            [
+                vid,
+                proxy_text,
+                loss_cell(results, VAL_LOSS_FINAL, at),
+                loss_cell(results, VAL_LOSS_TUNED, at),
+                loss_cell(results, VAL_LOSS_EQUAL_FLOPS, at),
+                overfit,
+            ]
+        )
     proxies = (
         " Proxies are scaled-down versions of each variant (see results `proxy_params` for the rule): "
         "trends, not the full-size losses."
@@ -106,9 +126,12 @@ def runs_table(results: Results, study, device: str) -> Table:
         else ""
     )
     ref = results.values(NGRAM_VAL_LOSS, device=device)
-    criterion = (f" Read criterion: a comparison is read only where every arm's loss lies below the "
-                 f"{ref[0].value:.3f} nats/token of a bigram count model of the same tokens (past the initial fall)."
-                 if ref else "")  # fmt: skip
+    criterion = (
+        f" Read criterion: a comparison is read only where every arm's loss lies below the "
+        f"{ref[0].value:.3f} nats/token of a bigram count model of the same tokens (past the initial fall)."
+        if ref
+        else ""
+    )
     return Table(
         f"Training runs ({scale})",
         f"Validation loss in nats per token ({tokens}), mean ± spread over {seeds_text(averaged)} that share "
@@ -117,11 +140,17 @@ def runs_table(results: Results, study, device: str) -> Table:
         "best learning rate (width and depth arms: a sweep on the first seed); at equal training FLOPs (6N + "
         "attention, Kaplan et al. 2020, the cheapest variant's budget, each its own annealed run). Small subset: "
         "held-out / training loss at the end of many passes over a small training subset (mean of seeds). "
-        "\"not run at this tier\": `run --quality thorough` runs it." + criterion + proxies,
-        ["variant", "proxy", "val loss, equal tokens", "val loss, own best lr", "val loss, equal FLOPs",
-         "small subset: held-out / training"],
+        '"not run at this tier": `run --quality thorough` runs it.' + criterion + proxies,
+        [
+            "variant",
+            "proxy",
+            "val loss, equal tokens",
+            "val loss, own best lr",
+            "val loss, equal FLOPs",
+            "small subset: held-out / training",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 def extrapolation_table(results: Results, study, device: str) -> Table | None:
@@ -132,9 +161,13 @@ def extrapolation_table(results: Results, study, device: str) -> Table | None:
     cell = {(v.get("pos"), int(v.get("eval_len"))): v for v in found}
     cols = sorted({n for _, n in cell})
     positions = sorted({p for p, _ in cell}, key=lambda p: (p in CONTROLS, p))
-    rows = [[CONTROLS.get(pos, pos),
-             *(Quantity(cell[pos, n].value if (pos, n) in cell else None, "nats/token") for n in cols)]
-            for pos in positions]  # fmt: skip
+    rows = [
+        [
+            CONTROLS.get(pos, pos),
+            *(Quantity(cell[pos, n].value if (pos, n) in cell else None, "nats/token") for n in cols),
+        ]
+        for pos in positions
+    ]
     return Table(
         f"Length extrapolation ({scale})",
         f"Trained at {found[0].get('train_len')} tokens with one positional scheme as the model's only position "
@@ -156,9 +189,14 @@ def head_ablation_table(results: Results, study, device: str) -> Table | None:
             continue
         quarters.append(quarter)
         single = [results.one(m, **at) for m in (HEAD_ABLATION_SINGLE_MEAN, HEAD_ABLATION_SINGLE_MAX)]
-        rows.append([vid, str(heads[vid]),
-                     *(Quantity(v.value if v else None, "nats/token", digits=4) for v in single),
-                     mean_spread(quarter, 4)])  # fmt: skip
+        rows.append(
+            [
+                vid,
+                str(heads[vid]),
+                *(Quantity(v.value if v else None, "nats/token", digits=4) for v in single),
+                mean_spread(quarter, 4),
+            ]
+        )
     if not rows:
         return None
     scale, _ = scale_text(device)
@@ -180,39 +218,72 @@ def figures(results: Results, study, device: str) -> list[Figure]:
     order = {vid: i for i, vid in enumerate(variant_order(study))}
     curves = sorted(results.values(VAL_LOSS, device=device, seed=0), key=lambda v: order.get(v.variant_id, 0))
     if curves:
-        df = pd.DataFrame([{"variant_id": v.variant_id, "tokens": int(v.get("tokens")), "value": v.value}
-                           for v in curves])  # fmt: skip
-        out.append(lines(
-            df, "tokens", "variant_id", "val_loss_curves", "Validation loss during training (seed 0)",
-            "nats per token", f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
-            "training / val_loss", logy=False, panels=axis_panels(study),
-        ))  # fmt: skip
+        df = pd.DataFrame(
+            [{"variant_id": v.variant_id, "tokens": int(v.get("tokens")), "value": v.value} for v in curves]
+        )
+        out.append(
+            lines(
+                df,
+                "tokens",
+                "variant_id",
+                "val_loss_curves",
+                "Validation loss during training (seed 0)",
+                "nats per token",
+                f"{scale[0].upper()}{scale[1:]}, {tokens.split(' on ')[0]}, equal token budgets.",
+                "training / val_loss",
+                logy=False,
+                panels=axis_panels(study),
+            )
+        )
     final = results.values(VAL_LOSS_FINAL, device=device)
     if final:
-        df = pd.DataFrame([{"variant_id": v.variant_id, "flops": float(v.get("flops")), "loss": v.value}
-                           for v in final])  # fmt: skip
+        df = pd.DataFrame(
+            [{"variant_id": v.variant_id, "flops": float(v.get("flops")), "loss": v.value} for v in final]
+        )
         pareto = df.groupby("variant_id").agg(flops=("flops", "first"), loss=("loss", "mean")).reset_index()
-        out.append(scatter(
-            pareto, "flops", "loss", "variant_id", "quality_vs_compute", "Quality versus training compute",
-            "training FLOPs of the run (6N + attention)", "final validation loss (nats/token, mean of seeds)",
-            f"Each variant's final validation loss ({scale}) against the FLOPs its run spent; the dashed "
-            "line is the Pareto front (the best loss reachable at that compute).",
-            "training / val_loss_final",
-        ))  # fmt: skip
+        out.append(
+            scatter(
+                pareto,
+                "flops",
+                "loss",
+                "variant_id",
+                "quality_vs_compute",
+                "Quality versus training compute",
+                "training FLOPs of the run (6N + attention)",
+                "final validation loss (nats/token, mean of seeds)",
+                f"Each variant's final validation loss ({scale}) against the FLOPs its run spent; the dashed "
+                "line is the Pareto front (the best loss reachable at that compute).",
+                "training / val_loss_final",
+            )
+        )
     grads = results.values(GRAD_NORM, variant=variant_order(study)[0], device=device)
     if grads:
         deepest = max(int(v.get("depth")) for v in grads)
         first_seed = min(str(v.get("seed")) for v in grads)  # the deepest has every seed; one line each norm
         at_depth = [v for v in grads if int(v.get("depth")) == deepest and str(v.get("seed")) == first_seed]
         step = max(int(v.get("step")) for v in at_depth)
-        df = pd.DataFrame([{"block": int(v.get("block")) + 1, "norm": v.get("norm"), "value": v.value}
-                           for v in at_depth if int(v.get("step")) == step])  # fmt: skip
-        out.append(lines(
-            df, "block", "norm", "grad_norms", f"Gradient norm per block, depth {deepest}, end of the short run",
-            "gradient L2 norm", f"Per-block gradient norms ({scale}) at the largest depth "
-            f"tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm (seed {first_seed}).",
-            "training / grad_norm", logx=False, logy=True,
-        ))  # fmt: skip
+        df = pd.DataFrame(
+            [
+                {"block": int(v.get("block")) + 1, "norm": v.get("norm"), "value": v.value}
+                for v in at_depth
+                if int(v.get("step")) == step
+            ]
+        )
+        out.append(
+            lines(
+                df,
+                "block",
+                "norm",
+                "grad_norms",
+                f"Gradient norm per block, depth {deepest}, end of the short run",
+                "gradient L2 norm",
+                f"Per-block gradient norms ({scale}) at the largest depth "
+                f"tested, for pre-norm (x-transformers default), plain post-norm and DeepNorm (seed {first_seed}).",
+                "training / grad_norm",
+                logx=False,
+                logy=True,
+            )
+        )
     return [f for f in out if f]
 
 
@@ -225,8 +296,11 @@ def training_section(results: Results, study) -> Section:
     )
     found = devices(results)
     for device in found:
-        tables = [runs_table(results, study, device), extrapolation_table(results, study, device),
-                  head_ablation_table(results, study, device)]  # fmt: skip
+        tables = [
+            runs_table(results, study, device),
+            extrapolation_table(results, study, device),
+            head_ablation_table(results, study, device),
+        ]
         section.tables += [t for t in tables if t]
     if found:
         section.figures += figures(results, study, found[0])
