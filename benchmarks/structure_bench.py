@@ -87,7 +87,7 @@ def count() -> dict[str, object]:
             for n in ast.walk(tree)
             if isinstance(n, ast.FunctionDef)
             and n.returns is not None
-            and ast.unparse(n.returns).replace(" ", "") == "dict[str,Any]"
+            and "dict[str,Any]" in ast.unparse(n.returns).replace(" ", "")
         )
     graph = edges(found)
     return {
@@ -157,7 +157,7 @@ def main() -> None:
         "headings and summary keys included",
         "verdict words written as string literals outside the catalogue",
         "`# fmt: skip` lines",
-        "functions returning `dict[str, Any]`",
+        "functions whose return type holds `dict[str, Any]` (alone, optional, in a list)",
     ]
     head = (
         "| count | before (" + rev + ") | after |\n|---|---|---|" if rev else "| count | value |\n|---|---|"

@@ -3,11 +3,17 @@
 
 from __future__ import annotations
 
+from .declared.flops import PLAIN_MISSED_SHARE
+from .declared.memory import ALIBI_SHARE_OF_PEAK
+from .declared.params import EMBEDDING_AND_LOGITS_SHARE, PARAMS
+from .declared.probes import KV_CACHE
+from .declared.training import GRAD_NORM_FIRST_OVER_LAST
+
 FINDINGS = {
-    "cached-decoding": "kv_cache",
-    "alibi-dense-bias": "alibi_share_of_peak",
-    "plain-tools": "plain_missed_share",
-    "gradient-health": "grad_norm_first_over_last",
-    "embedding-share": "embedding_and_logits_share",
-    "heads-widen-attention": "params",
+    "cached-decoding": KV_CACHE,
+    "alibi-dense-bias": ALIBI_SHARE_OF_PEAK,
+    "plain-tools": PLAIN_MISSED_SHARE,
+    "gradient-health": GRAD_NORM_FIRST_OVER_LAST,
+    "embedding-share": EMBEDDING_AND_LOGITS_SHARE,
+    "heads-widen-attention": PARAMS,
 }

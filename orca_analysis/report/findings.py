@@ -8,7 +8,7 @@ missing is simply absent. Each has an id and the declared metric it is about (ca
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from ..catalog.declared.flops import (
     PLAIN_MISSED_SHARE,
@@ -27,22 +27,36 @@ from ..kit.format import mib, share
 from ..results.query import Results
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One finding of the report's summary: its id (catalog/findings.py), its sentence, where its evidence is."""
+
+    id: str
+    text: str
+    anchor: str  # the report section that holds the evidence
+
+    @property
+    def metric(self) -> str:
+        """The declared metric it is about (the remedy catalogue names findings by id)."""
+        return FINDINGS[self.id]
+
+
 def _base(study) -> str:
     return study.base_variant.variant_id
 
 
-def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
+def _cached_decoding(results: Results, study) -> Finding | None:
     built = results.values(KV_CACHE, case="as_built")
     if not built:
         return None
     failed = [v for v in built if v.value == 0]
     n, k = len({v.variant_id for v in built}), len({v.variant_id for v in failed})
     if not k:
-        return {
-            "id": "cached-decoding",
-            "text": f"Cached (KV) decoding matches a full recompute for all {n} variants.",
-            "anchor": "probes",
-        }
+        return Finding(
+            "cached-decoding",
+            f"Cached (KV) decoding matches a full recompute for all {n} variants.",
+            "probes",
+        )
     text = (
         f"Cached (KV) decoding fails for {k} of {n} variants ({failed[0].note[:110]}); "
         "x-transformers' generate() uses the cache by default, so the model as designed cannot serve "
@@ -52,10 +66,10 @@ def _cached_decoding(results: Results, study) -> dict[str, Any] | None:
     dropped = next((str(v.get("dropped")) for v in compatible), "none")
     if dropped != "none":
         text += f" The base decodes correctly with the cache once {dropped.replace('+', ' and ')} are off."
-    return {"id": "cached-decoding", "text": text, "anchor": "probes"}
+    return Finding("cached-decoding", text, "probes")
 
 
-def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
+def _alibi_memory(results: Results, study) -> Finding | None:
     shares = results.values(ALIBI_SHARE_OF_PEAK, variant=_base(study), method=Method.SIMULATED)
     if not shares:
         return None
@@ -79,17 +93,17 @@ def _alibi_memory(results: Results, study) -> dict[str, Any] | None:
         pair="closed_form_vs_simulated",
     )
     check = f"; the closed form's count differs by {gap:+.1%}" if gap is not None else ""
-    return {
-        "id": "alibi-dense-bias",
-        "text": f"At {top} tokens the ALiBi bias that x-transformers materialises per layer as a dense "
+    return Finding(
+        "alibi-dense-bias",
+        f"At {top} tokens the ALiBi bias that x-transformers materialises per layer as a dense "
         f"(batch x heads x n x n) tensor holds {mib(alibi)} of the {mib(peak)} training-step peak, "
         f"{share(part)} of it (simulated: the tensors the tracker finds alive at that peak{check}); memory "
         "grows quadratically with length because of it.",
-        "anchor": "memory",
-    }
+        "memory",
+    )
 
 
-def _plain_tools(results: Results, study) -> dict[str, Any] | None:
+def _plain_tools(results: Results, study) -> Finding | None:
     steps = results.values(TRAIN_STEP_CAUSAL, variant=_base(study), method=Method.COUNTER, component="total")
     if not steps:
         return None
@@ -107,10 +121,10 @@ def _plain_tools(results: Results, study) -> dict[str, Any] | None:
     )
     if kaplan:
         text += f", and the 6N rule of thumb gives only {kaplan:.3g}"
-    return {"id": "plain-tools", "text": text + ".", "anchor": "flops"}
+    return Finding("plain-tools", text + ".", "flops")
 
 
-def _gradients(results: Results, study) -> dict[str, Any] | None:
+def _gradients(results: Results, study) -> Finding | None:
     found = results.values(GRAD_NORM_FIRST_OVER_LAST, variant=_base(study))
     if not found:
         return None
@@ -124,15 +138,15 @@ def _gradients(results: Results, study) -> dict[str, Any] | None:
         f"{k} {min(vs):.2g}" + (f" to {max(vs):.2g} over {len(vs)} seeds" if len(vs) > 1 else "")
         for k, vs in sorted(ratios.items())
     )
-    return {
-        "id": "gradient-health",
-        "text": f"Gradient health at depth {depth} (proxy): first-block over last-block gradient norm after a "
+    return Finding(
+        "gradient-health",
+        f"Gradient health at depth {depth} (proxy): first-block over last-block gradient norm after a "
         f"short run is {listed}; a value far below 1 means early layers stop learning.",
-        "anchor": "training",
-    }
+        "training",
+    )
 
 
-def _params_share(results: Results, study) -> dict[str, Any] | None:
+def _params_share(results: Results, study) -> Finding | None:
     """The tables' share, and beside it what the study's own width and depth arms change (the comparison)."""
     base = _base(study)
     part = results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base)
@@ -157,7 +171,7 @@ def _params_share(results: Results, study) -> dict[str, Any] | None:
             )
     if arms:
         text += "; across the study's own arms, " + " and ".join(arms)
-    return {"id": "embedding-share", "text": text + ".", "anchor": "params"}
+    return Finding("embedding-share", text + ".", "params")
 
 
 def _only_axis(study, vid: str, axis: str) -> bool:
@@ -167,7 +181,7 @@ def _only_axis(study, vid: str, axis: str) -> bool:
     return all(v.swept[k] == base[k] for k in base if k != axis)
 
 
-def _heads_width(results: Results, study) -> dict[str, Any] | None:
+def _heads_width(results: Results, study) -> Finding | None:
     """Heads that widen attention instead of splitting a fixed width (the notes' reading)."""
     wide = [v for v in study.variants() if v.config.heads * v.config.dim_head != v.config.dim]
     if not wide:
@@ -186,21 +200,21 @@ def _heads_width(results: Results, study) -> dict[str, Any] | None:
             )
     if not parts:
         return None
-    return {
-        "id": "heads-widen-attention",
-        "text": "x-transformers gives every head attn_dim_head channels of its own, so where heads x "
+    return Finding(
+        "heads-widen-attention",
+        "x-transformers gives every head attn_dim_head channels of its own, so where heads x "
         "attn_dim_head differs from dim the head count resizes attention instead of splitting the width"
         + (" as the notes assume" if study.names_notes else "")
         + ": "
         + "; ".join(parts)
         + ".",
-        "anchor": "params",
-    }
+        "params",
+    )
 
 
 FINDERS = (_cached_decoding, _alibi_memory, _plain_tools, _gradients, _params_share, _heads_width)
 
 
-def key_findings(results: Results, study) -> list[dict[str, Any]]:
+def key_findings(results: Results, study) -> list[Finding]:
     found = (f(results, study) for f in FINDERS)
-    return [{**f, "metric": FINDINGS[f["id"]]} for f in found if f]
+    return [f for f in found if f]

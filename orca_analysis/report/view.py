@@ -1,7 +1,9 @@
-"""Turn stored results into a plain view model (dicts and lists) for the templates."""
+"""Turn stored results into the view model for the templates: typed objects (StudyView, KeyNumbers, Finding
+...) where the templates read fields, dicts where a section or a JSON file is passed through."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..build import fidelity_entries
@@ -10,7 +12,7 @@ from ..catalog.vocabulary import Method, Status
 from ..claims import Claim, ClaimResult, evaluate
 from ..measurements import in_order
 from ..results.query import Results
-from ..study.schema import Study
+from ..study.schema import Study, Workloads
 from .claims_view import claim_groups, claims_json, summary_findings, verdict_counts, verdict_counts_by_scale
 from .findings import key_findings
 from .frontier import frontier_section
@@ -18,20 +20,19 @@ from .gpu import gpu_section
 from .recommendations_view import recommendations_view
 
 
-def _study(study: Study) -> dict[str, Any]:
-    return {
-        "name": study.name,
-        "description": study.description,
-        "source": study.source,
-        "sha256": study.sha256,
-        "mode": study.sweep.mode,
-        "axes": {k[1]: v for k, v in study.sweep.axes.items()},
-        "workloads": {
-            "seq_lens": study.workloads.seq_lens,
-            "batch_sizes": study.workloads.batch_sizes,
-            "dtype": study.workloads.dtype,
-        },
-    }
+@dataclass(frozen=True)
+class StudyView:
+    """What the report says of the study: its name, description and source (with its digest), its workloads."""
+
+    name: str
+    description: str
+    source: str
+    sha256: str
+    workloads: Workloads
+
+    @classmethod
+    def of(cls, study: Study) -> StudyView:
+        return cls(study.name, study.description, study.source, study.sha256, study.workloads)
 
 
 def _said_why(section, name: str, results: Results, retry: str):  # (Section) -> Section
@@ -48,16 +49,24 @@ def _said_why(section, name: str, results: Results, retry: str):  # (Section) ->
     return section
 
 
-def key_numbers(results: Results, study: Study) -> dict[str, Any]:
+@dataclass(frozen=True)
+class KeyNumbers:
     """The base's parameter total and embedding share, and whether counter and closed form agree everywhere."""
+
+    params_total: float | None
+    embedding_share: float | None
+    params_agree: bool
+
+
+def key_numbers(results: Results, study: Study) -> KeyNumbers:
     base = study.base_variant.variant_id
     gaps = results.values(PARAMS_CLOSED_FORM_GAP)
     other = results.values(PARAMS, method=Method.COUNTER, component="other")
-    return {
-        "params_total": results.number(PARAMS, variant=base, method=Method.COUNTER, component="total"),
-        "embedding_share": results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base),
-        "params_agree": bool(gaps) and all(v.value == 0 for v in gaps) and all(v.value == 0 for v in other),
-    }
+    return KeyNumbers(
+        results.number(PARAMS, variant=base, method=Method.COUNTER, component="total"),
+        results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base),
+        bool(gaps) and all(v.value == 0 for v in gaps) and all(v.value == 0 for v in other),
+    )
 
 
 def purposes(verdicts: list[ClaimResult]) -> dict[str, tuple[str, str, str]]:
@@ -92,7 +101,7 @@ def build_view(
     measured = results.measured()
     base_fid = [e.as_dict() for e in fidelity_entries(study.base, notes=study.names_notes)]
     return {
-        "study": _study(study),
+        "study": StudyView.of(study),
         "provenance": provenance,
         "fidelity": base_fid,
         "notes_differ": [e for e in base_fid if e["notes_differ"]],
