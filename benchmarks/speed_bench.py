@@ -42,7 +42,7 @@ def run(study_ref: str) -> tuple[list[Record], dict[str, float], float]:
     for variant in study.variants():
         for name in NAMES:
             m, subs = MEASUREMENTS[name], [study]
-            if m.per_workload and m.isolated:  # one call per workload, as the runner does
+            if m.schedule.per_workload and m.schedule.isolated:  # one call per workload, as the runner does
                 subs = [
                     dataclasses.replace(study, workloads=Workloads([s], [b], study.workloads.dtype))
                     for s, b in study.workloads.pairs()

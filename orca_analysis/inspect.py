@@ -48,8 +48,10 @@ def inspect_variant(
         "fidelity": [e.as_dict() for e in fidelity_entries(cfg, notes=study.names_notes)],
     }
     summaries, walks = {}, WalkCache()  # one cache: memory's walk counts the FLOPs of its training step
-    for name in sorted(names, key=lambda n: not MEASUREMENTS[n].walks_first):  # shown in the asked order
-        if MEASUREMENTS[name].summary is not None:
+    for name in sorted(
+        names, key=lambda n: not MEASUREMENTS[n].schedule.walks_first
+    ):  # shown in the asked order
+        if MEASUREMENTS[name].shown.summary is not None:
             summaries[name] = MEASUREMENTS[name].summarise(cfg, seq_len, batch, walks)
     if device is not None:
         report["forecast"] = forecast(cfg, device, seq_len, batch, dtype)
@@ -213,6 +215,6 @@ def render_text(report: dict[str, Any]) -> str:
     if "params" in report:
         out += _params_text(report["params"])
     for name, measurement in MEASUREMENTS.items():
-        if name != "params" and name in report and measurement.summary_text is not None:
-            out += ["", measurement.summary_text(report[name])]
+        if name != "params" and name in report and measurement.shown.summary_text is not None:
+            out += ["", measurement.shown.summary_text(report[name])]
     return "\n".join(out)

@@ -20,7 +20,6 @@ from typing import IO
 
 from tqdm import tqdm
 
-from .catalog.specs import Spec
 from .catalog.vocabulary import Status
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
@@ -60,7 +59,7 @@ def rectangles(pairs: list[tuple[int, int]]) -> list[tuple[list[int], list[int]]
 def corpus_for(study: Study, measurements: Mapping[str, Measurement]) -> str | None:
     """The selected corpus's label when one of the study's measurements trains on it, else None; with the
     quality scale where it is not the device's default (`run --quality thorough` keeps its own results)."""
-    if any(getattr(measurements[n], "uses_corpus", False) for n in study.measurements):
+    if any(measurements[n].spec.uses_corpus for n in study.measurements):
         return selected_corpus_label() + scale_key()  # a user corpus is read and hashed: once per run
     return None
 
@@ -71,7 +70,7 @@ def measurement_key(
     """The key a measurement's results for this config are stored under: the variant key, combined with
     the corpus label for a measurement that trains on the corpus (`corpus`: that label, None: look it up),
     and with the variant's role for a measurement that measures a remedy less fully (`by_role`)."""
-    spec = Spec(measurement.name, measurement.version, measurement.uses_corpus, measurement.by_role)
+    spec = measurement.spec
     if spec.uses_corpus and corpus is None:
         corpus = selected_corpus_label() + scale_key()
     return results_key(config, spec, corpus, role)
@@ -100,14 +99,14 @@ def plan_calls(
             # only what a worker needs: `inspect` summaries may be lambdas, which pickle refuses
             m = measurements[name].for_worker()
             vkey = measurement_key(variant.config, m, corpus, variant.role)
-            have = covered.get((vkey, name, env_ids[bool(getattr(m, "gpu", False))]), set())
+            have = covered.get((vkey, name, env_ids[m.schedule.gpu]), set())
             plan += [(vkey, variant.variant_id, name, workload_key(s, b, dtype)) for s, b in pairs]
             todo = [] if ALL_WORKLOADS in have else [p for p in pairs if workload_key(*p, dtype) not in have]
             skipped += len(pairs) - len(todo)
-            if not m.per_workload:
+            if not m.schedule.per_workload:
                 shapes = [(study.workloads.seq_lens, study.workloads.batch_sizes)] if todo else []
             else:
-                shapes = [([s], [b]) for s, b in todo] if m.isolated else rectangles(todo)
+                shapes = [([s], [b]) for s, b in todo] if m.schedule.isolated else rectangles(todo)
             for seqs, batches in shapes:
                 sub = dataclasses.replace(study, workloads=Workloads(seqs, batches, dtype))
                 calls.append(Call(len(calls), sub, variant, m, tuple((s, b) for s in seqs for b in batches)))
@@ -197,7 +196,7 @@ def run_sweep(
                 study.source if study.source.startswith("builtin:") else str(Path(study.source).resolve()),
             )  # `report NAME` finds the study by it
             try:
-                gpu_kinds = {bool(getattr(measurements[n], "gpu", False)) for n in study.measurements}
+                gpu_kinds = {measurements[n].schedule.gpu for n in study.measurements}
                 env_ids = {g: Environment.of(executor.provenance(g)).env_id for g in gpu_kinds}
                 covered = {} if force else store.covered(set(env_ids.values()), ok_only=retry_failed)
                 calls, plan, skipped = plan_calls(study, measurements, covered, env_ids, corpus)

@@ -22,7 +22,7 @@ ORCA_ONLY = re.compile(
 
 
 def _params(cfg) -> dict:
-    return MEASUREMENTS["params"].summary(cfg, 1, 1)
+    return MEASUREMENTS["params"].shown.summary(cfg, 1, 1)
 
 
 def test_gpt2_small_golden_parameters():
@@ -54,7 +54,7 @@ def test_llama_like_parameters_and_forward_flops_from_a_closed_form():
         2 * n * attn + 2 * (2 * n * n * h * dh) + 2 * n * (d * 2 * inner + inner * d)
     )  # QK^T and AV dense
     forward = depth * per_block + 2 * n * d * v
-    summary = MEASUREMENTS["flops"].summary(study.base, n, 1)
+    summary = MEASUREMENTS["flops"].shown.summary(study.base, n, 1)
     assert summary["totals"]["forward_dense"]["counter"] == forward == 19_922_944
 
 

@@ -11,8 +11,9 @@ import signal
 import time
 from pathlib import Path
 
+from orca_analysis.catalog.specs import Spec
 from orca_analysis.executors.budgeted import BUDGET_SKIP, KILLED, NOT_REACHED, BudgetedExecutor
-from orca_analysis.measurements import MEASUREMENTS, Measurement, gpu_plan
+from orca_analysis.measurements import MEASUREMENTS, Measurement, Schedule, gpu_plan
 from orca_analysis.results import Record, results_frame
 from orca_analysis.runner import run_sweep
 from orca_analysis.study import load_study
@@ -49,7 +50,9 @@ def _run(tiny_study_path, tmp_path, fn, budget_s: float, grace_s: float = 1.0):
     study = dataclasses.replace(
         study, measurements=["fake"], workloads=workloads, description=str(tmp_path / "died")
     )
-    fake = {"fake": Measurement("fake", "a stand-in", fn, gpu=True, gpu_group="g", gpu_share=1.0)}
+    fake = {
+        "fake": Measurement(Spec("fake"), "a stand-in", fn, Schedule(gpu=True, gpu_group="g", gpu_share=1.0))
+    }
     executor = BudgetedExecutor(budget_s, groups={"g": ["fake"]}, shares={"g": 1.0}, grace_s=grace_s)
     run_sweep(study, tmp_path, executor=executor, measurements=fake, log=io.StringIO())
     frame = results_frame(tmp_path / "tiny", everything=True)
@@ -99,5 +102,5 @@ def test_the_gpu_plan_comes_from_the_registry():
         "speed": ["speed"],
         "quality": ["probes", "training"],
     }
-    shares = {g: sum(MEASUREMENTS[m].gpu_share for m in ms) for g, ms in plan.items()}
+    shares = {g: sum(MEASUREMENTS[m].schedule.gpu_share for m in ms) for g, ms in plan.items()}
     assert abs(sum(shares.values()) - 1.0) < 1e-9  # the whole budget is shared out

@@ -158,7 +158,7 @@ def test_a_measurement_shares_walks_only_through_the_cache_it_is_handed():
 def _call(cfg: ModelConfig, measurement: str, walks_first: bool = False) -> SimpleNamespace:
     return SimpleNamespace(
         variant=SimpleNamespace(config=cfg),
-        measurement=SimpleNamespace(name=measurement, walks_first=walks_first),
+        measurement=SimpleNamespace(name=measurement, schedule=SimpleNamespace(walks_first=walks_first)),
     )
 
 

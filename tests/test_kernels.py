@@ -105,7 +105,7 @@ def test_a_refused_backend_is_an_ok_zero_with_torchs_reason(monkeypatch):
     recs = _run("kernels", study)
     (flash,) = _pick(recs, "eligible_inference", backend="flash")
     assert (flash.value, flash.note) == (0.0, "Flash attention does not support non-null attn_mask.")
-    (row,) = MEASUREMENTS["kernels"].section(Results.from_records(recs), study).tables[0].rows
+    (row,) = MEASUREMENTS["kernels"].shown.section(Results.from_records(recs), study).tables[0].rows
     # eligible, refused, not applicable
     assert row[5:8] == ["math", "flash", "efficient, cudnn"]
 
@@ -123,7 +123,7 @@ def test_without_flash_attention_no_sdpa_call_is_a_result():
 
 def test_kernels_section(base_records):
     study, runs = base_records
-    section = MEASUREMENTS["kernels"].section(Results.from_records(runs["kernels"]), study)
+    section = MEASUREMENTS["kernels"].shown.section(Results.from_records(runs["kernels"]), study)
     (table,) = section.tables
     assert table.title == "Which attention kernel ran, and which were eligible"
     # 1,024 bytes -> si: 1.02 kB
@@ -140,7 +140,7 @@ def test_kernels_section(base_records):
             "float32 (1, 4, 8, 8), 1.02 kB",
         ]
     ]
-    empty = MEASUREMENTS["kernels"].section(Results.from_records([]), study)
+    empty = MEASUREMENTS["kernels"].shown.section(Results.from_records([]), study)
     assert not empty.tables and "no `kernels` results" in empty.missing
 
 

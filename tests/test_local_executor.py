@@ -5,9 +5,10 @@ import dataclasses
 import io
 import os
 
+from orca_analysis.catalog.specs import Spec
 from orca_analysis.executors.local import LocalExecutor, analytic_workers
 from orca_analysis.measurements import MEASUREMENTS
-from orca_analysis.measurements.registry import Measurement
+from orca_analysis.measurements.registry import Measurement, Schedule
 from orca_analysis.results.frame import results_frame
 from orca_analysis.results.query import Results
 from orca_analysis.results.store import open_store
@@ -42,7 +43,7 @@ def _run(study, out, workers):
     names = {
         "params": MEASUREMENTS["params"],
         "flops": MEASUREMENTS["flops"],
-        "later": Measurement("later", "later", after_the_pool),
+        "later": Measurement(Spec("later"), "later", after_the_pool),
     }
     study = dataclasses.replace(study, measurements=list(names))
     after_the_pool.folder, after_the_pool.seen = out / study.name, []
@@ -87,8 +88,10 @@ def started_and_ended(variant, study):
 
 
 def test_parallel_isolated_calls_run_side_by_side_at_the_end(tiny_study_path, tmp_path):
-    side = Measurement("side", "side", started_and_ended, isolated=True, parallel=True, per_workload=False)
-    names = {"side": side, "later": Measurement("later", "later", after_the_pool)}
+    side = Measurement(
+        Spec("side"), "side", started_and_ended, Schedule(isolated=True, parallel=True, per_workload=False)
+    )
+    names = {"side": side, "later": Measurement(Spec("later"), "later", after_the_pool)}
     study = dataclasses.replace(load_study(str(tiny_study_path)), measurements=list(names))
     after_the_pool.folder, after_the_pool.seen = tmp_path / study.name, []
     run_sweep(study, tmp_path, executor=LocalExecutor(workers=2), measurements=names, log=io.StringIO())

@@ -187,8 +187,10 @@ def test_fits_comes_from_the_simulation_and_a_gap_says_why():
 def test_declaration():
     m, real = MEASUREMENTS["memory"], MEASUREMENTS["memory_measured"]
     # memory is deterministic (closed form, simulation): it runs in the sweep's process, on no GPU
-    assert (m.order, m.gpu, m.isolated, m.per_workload, m.version) == (30, False, False, False, 4)
-    assert (real.order, real.gpu, real.gpu_group, real.gpu_share, real.isolated, real.per_workload) == (
+    s = m.schedule
+    assert (m.shown.order, s.gpu, s.isolated, s.per_workload, m.spec.version) == (30, False, False, False, 4)
+    r = real.schedule
+    assert (real.shown.order, r.gpu, r.gpu_group, r.gpu_share, r.isolated, r.per_workload) == (
         35,
         True,
         "memory",
@@ -197,7 +199,7 @@ def test_declaration():
         False,
     )
     assert real.metrics and set(real.metrics) <= set(m.metrics)
-    assert real.parallel  # untimed: it may share the end of a run with training
+    assert r.parallel  # untimed: it may share the end of a run with training
     assert lookup("peak_train").labels == ("category",) and lookup("memory_rel_error").unit == "fraction"
 
 

@@ -19,20 +19,16 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'ray[default]'")
 
+from orca_analysis.catalog.specs import Spec  # noqa: E402
 from orca_analysis.cli import main  # noqa: E402
 from orca_analysis.executors.ray import RayExecutor  # noqa: E402
-from orca_analysis.measurements import MEASUREMENTS, Measurement  # noqa: E402
+from orca_analysis.measurements import MEASUREMENTS, Measurement, Schedule  # noqa: E402
 from orca_analysis.results import Record, results_frame  # noqa: E402
 from orca_analysis.runner import run_sweep  # noqa: E402
 from orca_analysis.study import load_study  # noqa: E402
 from orca_analysis.study.schema import Sweep  # noqa: E402
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-
-
-@dataclasses.dataclass(frozen=True)
-class GpuMeasurement(Measurement):
-    gpu: bool = True
 
 
 def gpus_seen(variant, study):
@@ -103,10 +99,13 @@ def test_cli_run_on_ray_matches_local_and_resumes(ray_address, tiny_study_path, 
 
 def test_gpu_requests_isolated_workers_and_dead_workers_on_ray(ray_address, tiny_study_path, tmp_path):
     names = {
-        "gpu": GpuMeasurement("gpu", "asks for a GPU", gpus_seen),
-        "cpu": Measurement("cpu", "asks for none", gpus_seen),
-        "crash": Measurement("crash", "kills its Ray worker", kill_worker),
-        "params": dataclasses.replace(MEASUREMENTS["params"], isolated=True),
+        "gpu": Measurement(Spec("gpu"), "asks for a GPU", gpus_seen, Schedule(gpu=True)),
+        "cpu": Measurement(Spec("cpu"), "asks for none", gpus_seen),
+        "crash": Measurement(Spec("crash"), "kills its Ray worker", kill_worker),
+        "params": dataclasses.replace(
+            MEASUREMENTS["params"],
+            schedule=dataclasses.replace(MEASUREMENTS["params"].schedule, isolated=True),
+        ),
     }
     study = load_study(str(tiny_study_path))
     study = dataclasses.replace(

@@ -15,10 +15,11 @@ import time
 
 import pytest
 
+from orca_analysis.catalog.specs import Spec
 from orca_analysis.executors.isolated import worker_context
 from orca_analysis.executors.local import LocalExecutor
 from orca_analysis.instruments.corpus import DEFAULT_LABEL, load_corpus, selected_corpus_label
-from orca_analysis.measurements import MEASUREMENTS, Measurement
+from orca_analysis.measurements import MEASUREMENTS, Measurement, Schedule
 from orca_analysis.results import Record, open_store, results_frame
 from orca_analysis.runner import rectangles, run_sweep
 from orca_analysis.study import load_study
@@ -119,7 +120,7 @@ def too_slow(variant, study):
 
 
 def m(name, fn, isolated=False):
-    return Measurement(name, name, fn, isolated=isolated)
+    return Measurement(Spec(name), name, fn, Schedule(isolated=isolated))
 
 
 PER_WORKLOAD = {"params": MEASUREMENTS["params"], "per_workload": m("per_workload", tokens_x_dim)}
@@ -205,7 +206,7 @@ def test_a_changed_study_measures_only_what_is_new(tiny_study_path, write_study,
 def test_a_new_corpus_remeasures_only_what_trains_on_it(tiny_study_path, tmp_path, monkeypatch):
     names = {
         "per_workload": m("per_workload", tokens_x_dim),
-        "corpus": Measurement("corpus", "", corpus_bytes, uses_corpus=True),
+        "corpus": Measurement(Spec("corpus", uses_corpus=True), "", corpus_bytes),
     }
     study = with_measurements(load_study(str(tiny_study_path)), names)  # 4 variants x 2 workloads
     mine, folder = tmp_path / "mine.txt", tmp_path / "tiny"
@@ -249,7 +250,9 @@ def test_a_bumped_measurement_version_remeasures_only_that_measurement(tiny_stud
     study = with_measurements(load_study(str(tiny_study_path)), names)  # 4 variants x 2 workloads each
     first = run_sweep(study, tmp_path, measurements=names, log=QUIET())
     assert (first.planned, first.skipped) == (8, 0)
-    names["per_workload"] = dataclasses.replace(names["per_workload"], version=2)  # its records changed
+    names["per_workload"] = dataclasses.replace(
+        names["per_workload"], spec=Spec("per_workload", version=2)
+    )  # its records changed
     again = run_sweep(study, tmp_path, measurements=names, log=QUIET())
     assert (again.planned, again.skipped) == (4, 8)  # per_workload's 4 calls anew; other's 8 results reused
     assert again.finished == 4 and len(results_frame(tmp_path / "tiny")) == 16  # shown: the new version's

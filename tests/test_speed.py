@@ -22,9 +22,12 @@ from orca_analysis.study import load_study
 # ---- registration -------------------------------------------------------------------------
 
 
+ORDER_KEYS = ("gpu", "gpu_group", "gpu_share", "cpu_seq_cap", "isolated")
+
+
 def test_registration_follows_the_gpu_plan():
     got = {
-        n: (m.order, m.gpu, m.gpu_group, m.gpu_share, m.cpu_seq_cap, m.isolated, m.version)
+        n: (m.shown.order, *(getattr(m.schedule, k) for k in ORDER_KEYS), m.spec.version)
         for n, m in MEASUREMENTS.items()
         if n in ("kernels", "attention_speed", "speed")
     }
@@ -72,7 +75,7 @@ def test_attention_speed_structure(base_records):
 def test_attention_speed_section(base_records):
     study, runs = base_records
     results = Results.from_records(runs["attention_speed"])
-    section = MEASUREMENTS["attention_speed"].section(results, study)
+    section = MEASUREMENTS["attention_speed"].shown.section(results, study)
     (table,) = section.tables
     rows = {r[3]: r for r in table.rows}
     assert list(rows) == ["with_bias", "no_bias"]
@@ -84,7 +87,9 @@ def test_attention_speed_section(base_records):
         assert row[8] == f"{cell(Quantity(best.value, 'fraction'))} ({best.get('backend')})"
     assert not section.figures  # one length: no line to draw
     two = _study(seq_lens=(16, 32))
-    section = MEASUREMENTS["attention_speed"].section(Results.from_records(_run("attention_speed", two)), two)
+    section = MEASUREMENTS["attention_speed"].shown.section(
+        Results.from_records(_run("attention_speed", two)), two
+    )
     assert [f.name for f in section.figures] == ["attention_by_backend"]
 
 
@@ -265,7 +270,7 @@ def test_a_failing_phase_is_an_error_record_and_the_others_still_run(monkeypatch
 def test_speed_section(base_records):
     study, runs = base_records
     results = Results.from_records(runs["speed"])
-    section = MEASUREMENTS["speed"].section(results, study)
+    section = MEASUREMENTS["speed"].shown.section(results, study)
     assert [t.title for t in section.tables] == [
         "End-to-end throughput",
         "Multi-query against multi-head decoding (base)",
@@ -318,14 +323,14 @@ def test_speed_section(base_records):
         "yes" if diff.value <= 0.03 else "no",
     ]
     assert not section.figures  # one length: no line to draw
-    empty = MEASUREMENTS["speed"].section(Results.from_records([]), study)
+    empty = MEASUREMENTS["speed"].shown.section(Results.from_records([]), study)
     assert not empty.tables and "no `speed` results" in empty.missing and "CPU figures" not in empty.intro
 
 
 def test_train_time_figure_over_lengths():
     study = _study(["depth=1"], seq_lens=(32, 64))
     recs = _run("speed", study, variant=1)
-    section = MEASUREMENTS["speed"].section(Results.from_records(recs), study)
+    section = MEASUREMENTS["speed"].shown.section(Results.from_records(recs), study)
     assert [f.name for f in section.figures] == ["train_time_vs_seq"]
     # 32 and 64 scaled by 64 / 128: 16 and 32 tokens
     assert [r[3] for r in section.tables[0].rows] == ["16", "32"]

@@ -191,7 +191,9 @@ def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, t
     configs = {v.variant_id: v.config for v in load_study(str(tiny_study_path)).variants()}
     with open_store(tmp_path / "tiny", create=False) as store:
         keys = {(u.measurement, u.variant_key) for u in store.units()}
-    version = MEASUREMENTS["training"].version  # keyed as `run` keys it, by the measurement's version too
+    version = MEASUREMENTS[
+        "training"
+    ].spec.version  # keyed as `run` keys it, by the measurement's version too
     assert keys == {
         (
             "training",

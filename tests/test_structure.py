@@ -94,7 +94,7 @@ def test_the_version_is_pyprojects():
 
 
 def test_a_measurement_registers_only_as_the_catalogue_declares_it(monkeypatch):
-    """register() takes a measurement's name, version and metrics from its catalogue declaration."""
+    """register() takes a measurement under the spec its catalogue declaration holds, with its metrics."""
     import pytest
 
     from orca_analysis.catalog.metrics import Metric
@@ -102,16 +102,17 @@ def test_a_measurement_registers_only_as_the_catalogue_declares_it(monkeypatch):
     from orca_analysis.measurements import registry
 
     metrics = (Metric("extra_bytes", "bytes", "a test's metric", ("closed_form",)),)
-    extra = registry.Measurement("extra", "a test's measurement", lambda v, s: [], metrics, version=2)
+    extra = registry.Measurement(Spec("extra", version=2), "a test's measurement", lambda v, s: [])
     with pytest.raises(ValueError, match="no spec in the catalogue: declare it in catalog/declared/extra.py"):
         registry.register(extra)
     monkeypatch.setitem(registry.SPECS, "extra", Spec("extra", version=1))
     monkeypatch.setitem(registry.BUILTIN, "extra", metrics)
     monkeypatch.setattr(registry, "MEASUREMENTS", dict(registry.MEASUREMENTS))
-    with pytest.raises(ValueError, match="version, corpus use or keying by role differ"):
+    with pytest.raises(ValueError, match="its spec .* is not the catalogue's"):
         registry.register(extra)
     monkeypatch.setitem(registry.SPECS, "extra", Spec("extra", version=2))
     assert registry.register(extra) is extra and registry.MEASUREMENTS["extra"] is extra
+    assert extra.metrics == metrics  # from the catalogue
 
 
 def test_the_readmes_code_parses():

@@ -75,7 +75,7 @@ def test_every_timing_sample_is_a_record_and_the_query_takes_their_median():
 
 
 def test_cpu_lengths_are_scaled_to_the_cap_and_gpu_lengths_kept():
-    cap = {n: MEASUREMENTS[n].cpu_seq_cap for n in ("kernels", "attention_speed", "speed")}
+    cap = {n: MEASUREMENTS[n].schedule.cpu_seq_cap for n in ("kernels", "attention_speed", "speed")}
     # speed cap 64 at max_seq_len 8192: 512*64/8192 = 4, floored at 8; 2048 -> 16; 8192 -> 64
     assert scaled_seq_lens([512, 2048, 8192], 8192, "cpu", cap["speed"]) == {8: [512], 16: [2048], 64: [8192]}
     # kernels cap 32: 512 -> 2 and 2048 -> 8 both floor at 8; 8192 -> 32

@@ -29,7 +29,7 @@ class Call:
 
     @property
     def gpu(self) -> bool:
-        return bool(getattr(self.measurement, "gpu", False))  # asks Ray for one GPU
+        return self.measurement.schedule.gpu  # asks Ray for one GPU
 
     @property
     def label(self) -> str:

@@ -92,7 +92,7 @@ class BudgetedExecutor:
         self.budget_s, self.grace_s, self.max_launches = budget_s, grace_s, max_launches
         self.groups = groups if groups is not None else gpu_plan()
         self.shares = shares or {
-            g: sum(MEASUREMENTS[m].gpu_share for m in ms if m in MEASUREMENTS)
+            g: sum(MEASUREMENTS[m].schedule.gpu_share for m in ms if m in MEASUREMENTS)
             for g, ms in self.groups.items()
         }
         self.launches: list[dict[str, Any]] = []  # per group: its measurements and each launch

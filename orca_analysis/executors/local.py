@@ -46,10 +46,11 @@ def family(call: Call) -> str:
 def family_order(calls: list[Call]) -> list[Call]:
     """Each family's calls together, deepest first (its small walks then serve the shallower ones), in
     the order the families first appear; within one variant, those whose walks serve others first
-    (Measurement.walks_first), then the plan's order."""
+    (Schedule.walks_first), then the plan's order."""
     first = {f: i for i, f in reversed(list(enumerate(map(family, calls))))}
     return sorted(
-        calls, key=lambda c: (first[family(c)], -c.variant.config.depth, not c.measurement.walks_first)
+        calls,
+        key=lambda c: (first[family(c)], -c.variant.config.depth, not c.measurement.schedule.walks_first),
     )
 
 
@@ -103,10 +104,10 @@ class LocalExecutor:
         return local_provenance()
 
     def run(self, calls: list[Call]) -> Iterator[Outcome]:
-        analytic = [c for c in calls if getattr(c.measurement, "analytic", False) and not self.isolate_all]
+        analytic = [c for c in calls if c.measurement.schedule.analytic and not self.isolate_all]
         pooled = analytic if self.workers >= 2 and len(analytic) >= 2 else []
         side_by_side = sorted(
-            (c for c in calls if getattr(c.measurement, "parallel", False) and c not in analytic),
+            (c for c in calls if c.measurement.schedule.parallel and c not in analytic),
             key=expected_cost,
             reverse=True,
         )  # longest first: the last to start are the short ones, so both workers finish together
@@ -116,7 +117,7 @@ class LocalExecutor:
             c for c in in_turn if c not in analytic
         ]
         for call in in_turn:
-            if self.isolate_all or call.measurement.isolated:
+            if self.isolate_all or call.measurement.schedule.isolated:
                 yield run_isolated(call, self.time_limit)
             else:
                 yield run_call(call, walks=self.walks)

@@ -44,7 +44,7 @@ def check_reachable(address: str, timeout: float = 5.0) -> None:
 def _task(call: Call, time_limit: float) -> Outcome:  # runs on a Ray worker
     import ray
 
-    if call.measurement.isolated:
+    if call.measurement.schedule.isolated:
         outcome = run_isolated(call, time_limit, method="spawn")  # sees this task's CUDA_VISIBLE_DEVICES
     else:
         outcome = run_call(call, f"worker pid {os.getpid()}")

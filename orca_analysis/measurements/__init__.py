@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .registry import MEASUREMENTS, Measurement, gpu_plan, in_order, register
+from .registry import MEASUREMENTS, Measurement, Schedule, Shown, gpu_plan, in_order, register
 
 _SHARED = {"registry", "recorder", "common"}
 for _info in pkgutil.iter_modules(__path__):
@@ -22,4 +22,13 @@ def available_measurements() -> list[str]:
     return [m.name for m in in_order()]
 
 
-__all__ = ["MEASUREMENTS", "Measurement", "available_measurements", "gpu_plan", "in_order", "register"]
+__all__ = [
+    "MEASUREMENTS",
+    "Measurement",
+    "Schedule",
+    "Shown",
+    "available_measurements",
+    "gpu_plan",
+    "in_order",
+    "register",
+]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..catalog.declared import BUILTIN, SPECS
 from ..catalog.metrics import Metric
+from ..catalog.specs import Spec
 from ..instruments.kept_walks import WalkCache
 from ..results.records import Record
 from ..study.schema import ModelConfig, Study, Variant
@@ -28,39 +29,58 @@ SectionFn = Callable[["Results", Study], "Section"]
 
 
 @dataclass(frozen=True)
-class Measurement:
-    name: str
-    description: str
-    run: RunFn
-    metrics: tuple[Metric, ...] = ()
-    order: int = 100  # its place in the report and in the GPU plan
-    section: SectionFn | None = None  # its part of the report
-    summary: SummaryFn | None = None  # for `inspect`: a JSON-able dict
-    summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
+class Schedule:
+    """How the runner and the executors run a measurement's calls, and the GPU run's share of them."""
+
     isolated: bool = False  # True when a previous measurement in the same process could distort it
     analytic: bool = False  # deterministic and untimed: may run on the pool of workers beside others
     walks_first: bool = (
         False  # its walks are kept for others' (memory's training step counts FLOPs): runs first
     )
     parallel: bool = False  # isolated but untimed (one thread each): its calls may run side by side
-    gpu: bool = False  # wants a GPU: the GPU run measures it, and the Ray executor asks for one
-    gpu_group: str = ""  # measurements of one group share a worker in the GPU run
-    gpu_share: float = 0.0  # of the GPU run's time budget
-    cpu_seq_cap: int | None = None  # on a CPU, max_seq_len maps to this length (timed measurements)
     per_workload: bool = True  # False: one call per variant covers every workload
-    uses_corpus: bool = False  # its results depend on the training corpus: stored per corpus
-    by_role: bool = False  # measures a remedy (or the recommended design) less fully: stored per role
-    # Bumped when the records it writes change (new metrics, another method): stored results of an
-    # older version are then measured anew, and the other measurements' results are kept.
-    version: int = 1
     # Its run and summary take the caller's walk cache (instruments/kept_walks.py) as `walks`: the calls one
     # worker runs share their fake-tensor walks through it.
     shares_walks: bool = False
+    cpu_seq_cap: int | None = None  # on a CPU, max_seq_len maps to this length (timed measurements)
+    gpu: bool = False  # wants a GPU: the GPU run measures it, and the Ray executor asks for one
+    gpu_group: str = ""  # measurements of one group share a worker in the GPU run
+    gpu_share: float = 0.0  # of the GPU run's time budget
+
+
+@dataclass(frozen=True)
+class Shown:
+    """How a measurement is shown: its place in the report and the GPU plan, its section, its `inspect` summary."""
+
+    order: int = 100
+    section: SectionFn | None = None  # its part of the report
+    summary: SummaryFn | None = None  # for `inspect`: a JSON-able dict
+    summary_text: Callable[[dict[str, Any]], str] | None = None  # for `inspect` without --json
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What it measures (its spec and metrics, declared in the catalogue), how it runs, how it is shown."""
+
+    spec: Spec  # catalog/declared/<name>.py: its name, the version its results are stored under, its keying
+    description: str
+    run: RunFn
+    schedule: Schedule = Schedule()
+    shown: Shown = Shown()
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        """Its metrics, as the catalogue declares them."""
+        return BUILTIN.get(self.spec.name, ())
 
     def measure(self, variant: Variant, study: Study, walks: WalkCache | None = None) -> list[Record]:
         """Its records for `variant`; `walks`, where it shares walks, is the cache they are kept in (a fresh one
         where not given)."""
-        if not self.shares_walks:
+        if not self.schedule.shares_walks:
             return self.run(variant, study)
         return self.run(variant, study, walks=WalkCache() if walks is None else walks)
 
@@ -68,17 +88,18 @@ class Measurement:
         self, cfg: ModelConfig, seq_len: int, batch: int, walks: WalkCache | None = None
     ) -> dict[str, Any]:
         """`summary` (for `inspect`), with `walks` where it shares walks."""
-        if self.summary is None:
+        summary = self.shown.summary
+        if summary is None:
             raise ValueError(f"{self.name} has no summary")
-        if not self.shares_walks:
-            return self.summary(cfg, seq_len, batch)
-        return self.summary(cfg, seq_len, batch, walks=WalkCache() if walks is None else walks)
+        if not self.schedule.shares_walks:
+            return summary(cfg, seq_len, batch)
+        return summary(cfg, seq_len, batch, walks=WalkCache() if walks is None else walks)
 
     def for_worker(self) -> Measurement:
         """What a worker needs (summaries may be lambdas, which pickle refuses)."""
         from dataclasses import replace
 
-        return replace(self, summary=None, summary_text=None)
+        return replace(self, shown=replace(self.shown, summary=None, summary_text=None))
 
 
 @dataclass(frozen=True)
@@ -103,8 +124,8 @@ MEASUREMENTS: dict[str, Measurement] = {}
 
 
 def register(measurement: Measurement) -> Measurement:
-    """Add `measurement`, under the spec and with the metrics the catalogue declares for it
-    (catalog/declared/<name>.py)."""
+    """Add `measurement`, under the spec the catalogue declares for it (catalog/declared/<name>.py), with the
+    metrics declared there."""
     name, spec = measurement.name, SPECS.get(measurement.name)
     if name in MEASUREMENTS:
         raise ValueError(f"measurement '{name}' is registered twice")
@@ -112,28 +133,20 @@ def register(measurement: Measurement) -> Measurement:
         raise ValueError(
             f"measurement '{name}' has no spec in the catalogue: declare it in catalog/declared/{name}.py"
         )
-    if (measurement.version, measurement.uses_corpus, measurement.by_role) != (
-        spec.version,
-        spec.uses_corpus,
-        spec.by_role,
-    ):
-        raise ValueError(
-            f"measurement '{name}': version, corpus use or keying by role differ from its catalogue spec {spec}"
-        )
-    if measurement.metrics != BUILTIN[name]:
-        raise ValueError(f"measurement '{name}': its metrics are not those the catalogue declares for it")
+    if measurement.spec != spec:
+        raise ValueError(f"measurement '{name}': its spec {measurement.spec} is not the catalogue's {spec}")
     MEASUREMENTS[measurement.name] = measurement
     return measurement
 
 
 def in_order() -> list[Measurement]:
-    return sorted(MEASUREMENTS.values(), key=lambda m: (m.order, m.name))
+    return sorted(MEASUREMENTS.values(), key=lambda m: (m.shown.order, m.name))
 
 
 def gpu_plan() -> dict[str, list[str]]:
     """The GPU run: group -> its measurements, groups in the order of their first measurement."""
     plan: dict[str, list[str]] = {}
     for m in in_order():
-        if m.gpu:
-            plan.setdefault(m.gpu_group or m.name, []).append(m.name)
+        if m.schedule.gpu:
+            plan.setdefault(m.schedule.gpu_group or m.name, []).append(m.name)
     return plan

@@ -23,7 +23,7 @@ def _cell(records: list) -> str:
 
 
 def gpu_section(results: Results, study) -> Section | None:
-    names = [m.name for m in in_order() if m.gpu and m.name in study.measurements]
+    names = [m.name for m in in_order() if m.schedule.gpu and m.name in study.measurements]
     if not names:
         return None
     gpu = [r for r in results.records() if r.device.startswith("cuda")]

@@ -96,7 +96,11 @@ def build_view(
     recommended = recommendations_view(everything, study, purposes(verdicts))
     chosen = [m for m in in_order() if m.name in study.measurements]
     retry = f"orca-analysis run {study.name if study.source.startswith('builtin:') else study.source} --retry-failed"
-    sections = [_said_why(m.section(results, study), m.name, everything, retry) for m in chosen if m.section]
+    sections = [
+        _said_why(m.shown.section(results, study), m.name, everything, retry)
+        for m in chosen
+        if m.shown.section
+    ]
     sections += [s for s in (frontier_section(results, study), gpu_section(results, study)) if s]
     measured = results.measured()
     base_fid = [e.as_dict() for e in fidelity_entries(study.base, notes=study.names_notes)]

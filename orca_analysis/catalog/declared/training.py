@@ -223,4 +223,5 @@ METRICS = (
 # health over the seeds at the deepest depth; 6: quality tiers, 256 steps of 16, common initial values,
 # extrapolation controls, learning-rate sweeps, the read criterion's reference
 
+# by_role: a remedy's variant gets the seeded loss runs only (measurements/training/run.py remedy_runs)
 SPEC = Spec("training", version=6, uses_corpus=True, by_role=True)

@@ -2,20 +2,22 @@
 of every attention call of a training step, predicted from torch's selection rules), and the GPU memory of
 its steps, simulated as CUDA would run them, with the largest batch that fits (no GPU needed)."""
 
-from ...catalog.declared.forecast import METRICS, SPEC
-from ..registry import Measurement, lazy_section, register
+from ...catalog.declared.forecast import SPEC
+from ..registry import Measurement, Schedule, Shown, lazy_section, register
 from .run import measure_forecast
 
 register(
     Measurement(
-        "forecast",
+        SPEC,
         "the attention kernel each catalogue GPU would run (predicted from torch's SDPA selection rules), and "
         "the GPU memory of each step, simulated as CUDA would run it, with the largest batch that fits",
         measure_forecast,
-        METRICS,
-        analytic=True,
-        order=45,
-        version=SPEC.version,
-        section=lazy_section(f"{__name__}.section", "forecast_section"),
+        schedule=Schedule(
+            analytic=True,
+        ),
+        shown=Shown(
+            order=45,
+            section=lazy_section(f"{__name__}.section", "forecast_section"),
+        ),
     )
 )

@@ -5,24 +5,26 @@ crashing cached decode are findings. Its numbers are sibling metrics (`<probe>_m
 `<probe>_tolerance`), and the note says them, or the exception text.
 """
 
-from ...catalog.declared.probes import METRICS, SPEC
-from ..registry import Measurement, lazy_section, register
+from ...catalog.declared.probes import SPEC
+from ..registry import Measurement, Schedule, Shown, lazy_section, register
 from .run import measure_probes, summary, summary_text
 
 register(
     Measurement(
-        "probes",
+        SPEC,
         "behaviour probes: causality, KV-cache decoding vs full recompute, attention-kernel agreement",
         measure_probes,
-        METRICS,
-        order=70,
-        section=lazy_section(f"{__name__}.section", "probes_section"),
-        summary=summary,
-        summary_text=summary_text,
-        gpu=True,
-        gpu_group="quality",
-        gpu_share=0.05,
-        per_workload=False,  # random (probe_batch, probe_seq) inputs: nothing depends on the workloads
-        version=SPEC.version,
+        schedule=Schedule(
+            per_workload=False,  # random (probe_batch, probe_seq) inputs: nothing depends on the workloads
+            gpu=True,
+            gpu_group="quality",
+            gpu_share=0.05,
+        ),
+        shown=Shown(
+            order=70,
+            section=lazy_section(f"{__name__}.section", "probes_section"),
+            summary=summary,
+            summary_text=summary_text,
+        ),
     )
 )

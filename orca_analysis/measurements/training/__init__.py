@@ -4,28 +4,28 @@ Losses are in nats per token of the scale's tokeniser (bytes at CPU scale). Wher
 each seed is its own record (label `seed`): the query gives the mean, the spread and the samples.
 """
 
-from ...catalog.declared.training import METRICS, SPEC
-from ..registry import Measurement, lazy_section, register
+from ...catalog.declared.training import SPEC
+from ..registry import Measurement, Schedule, Shown, lazy_section, register
 from .run import measure_training, summary, summary_text
 
 register(
     Measurement(
-        "training",
+        SPEC,
         "short seeded training runs of proxies: loss curves, overfitting, gradients, extrapolation, MQA",
         measure_training,
-        METRICS,
-        order=80,
-        section=lazy_section(f"{__name__}.section", "training_section"),
-        summary=summary,
-        summary_text=summary_text,
-        isolated=True,
-        parallel=True,  # one torch thread per run and nothing timed: one worker per core, at the end
-        gpu=True,
-        gpu_group="quality",
-        gpu_share=0.25,
-        per_workload=False,
-        uses_corpus=SPEC.uses_corpus,
-        by_role=True,  # a remedy's variant gets the seeded loss runs only (run.py remedy_runs)
-        version=SPEC.version,
+        schedule=Schedule(
+            isolated=True,
+            parallel=True,  # one torch thread per run and nothing timed: one worker per core, at the end
+            per_workload=False,
+            gpu=True,
+            gpu_group="quality",
+            gpu_share=0.25,
+        ),
+        shown=Shown(
+            order=80,
+            section=lazy_section(f"{__name__}.section", "training_section"),
+            summary=summary,
+            summary_text=summary_text,
+        ),
     )
 )
