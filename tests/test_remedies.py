@@ -8,7 +8,7 @@ from test_claims import rec, seeds
 
 from orca_analysis.catalog.metrics import lookup
 from orca_analysis.errors import StudyError
-from orca_analysis.remedies.recommend import recommendation, short
+from orca_analysis.remedies.recommend import probes, recommendation, short
 from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results import Record
 from orca_analysis.results.query import Results
@@ -117,7 +117,11 @@ def test_a_remedy_that_cannot_apply_is_a_study_error(write_study, tiny_study_pat
 
 
 def probe(study, vid, value, note=""):
-    return _rec(study, vid, "kv_cache", "measured", value, {"case": "as_built"}, note=note)
+    """A kv_cache probe record as probes writes it: a note with an exception's text marks a crash."""
+    outcome = "pass" if value == 1.0 else "crash" if note else "fail"
+    return _rec(
+        study, vid, "kv_cache", "measured", value, {"case": "as_built", "outcome": outcome}, note=note
+    )
 
 
 def _rec(study, vid, metric, method, value, labels=None, seq_len=None, **kw):
@@ -455,3 +459,28 @@ def test_a_remedy_whose_loss_the_proxy_cannot_judge_is_not_testable(study):
 def test_a_fraction_reads_as_a_percentage():
     """The remedies' tables show a fraction (an MFU ceiling) as a percentage: 0.08129 -> 8.1%."""
     assert (value_text(0.08129, "fraction"), value_text(0.4303, "fraction")) == ("8.1%", "43.0%")
+
+
+def test_a_probe_crash_is_read_from_its_outcome_label_not_its_note(study):
+    """Before, 'crash' was told from 'fail' by 'Error' in the note: a note naming an error made a failure a crash,
+    and an exception without 'Error' in its name (a StopIteration) made a crash a failure."""
+    crashed = _rec(
+        study,
+        "base",
+        "kv_cache",
+        "measured",
+        0.0,
+        {"case": "as_built", "outcome": "crash"},
+        note="StopIteration: the cache ran dry",
+    )
+    failed = _rec(
+        study,
+        "fix:cache-fix",
+        "kv_cache",
+        "measured",
+        0.0,
+        {"case": "as_built", "outcome": "fail"},
+        note="max |diff| 0.3 > tol 1e-4 (an Error of the cache)",
+    )
+    r = Results.from_records([crashed, failed])
+    assert probes(r, "base") == {"kv_cache": "crash"} and probes(r, "fix:cache-fix") == {"kv_cache": "fail"}

@@ -1,5 +1,6 @@
 """The words a record or a claim is made of, each declared once: how a number was obtained (Method), what it
-is a number of (Scale), how its run ended (Status), and what a claim's test concluded (Verdict).
+is a number of (Scale), how its run ended (Status), how a probe case ended (ProbeOutcome), and what a claim's test concluded
+(Verdict).
 
 They are StrEnums: a member is its word, so records, the store, JSON and the YAML catalogues keep the plain
 string, and code names the member (`Method.SIMULATED`), which a typo turns into an error at import.
@@ -62,6 +63,15 @@ class Status(StrEnum):
     OK = "ok"
     ERROR = "error"
     SKIPPED = "skipped"
+
+
+class ProbeOutcome(StrEnum):
+    """How a probe case ended (the `outcome` label of a probe's pass/fail record)."""
+
+    PASS = "pass"  # within the tolerance
+    FAIL = "fail"  # beyond it
+    CRASH = "crash"  # the probed call raised (a crashing cache is a finding): its exception in the note
+    NONE = "n/a"  # skipped: nothing ran (a forced kernel that refuses the call)
 
 
 class Verdict(StrEnum):

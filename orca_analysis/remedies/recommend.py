@@ -41,7 +41,7 @@ from ..catalog.declared.speed import (
 )
 from ..catalog.declared.training import VAL_LOSS_FINAL
 from ..catalog.metrics import OWNERS, lookup
-from ..catalog.vocabulary import Method, Status, Verdict
+from ..catalog.vocabulary import Method, ProbeOutcome, Status, Verdict
 from ..claims.evidence import compare
 from ..claims.stats import Effect, exact
 from ..results.query import Results, Value
@@ -89,6 +89,7 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
     (DECODE_CACHED_TOKENS_PER_S, None, {}),
 )
 SPEED = {TRAIN_TOKENS_PER_S, PREFILL_TOKENS_PER_S, DECODE_CACHED_TOKENS_PER_S}  # at CPU-scaled lengths
+BROKEN = (ProbeOutcome.FAIL, ProbeOutcome.CRASH)  # a probe case that no longer passes
 NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
 
 
@@ -161,7 +162,7 @@ def probes(results: Results, variant: str) -> dict[str, str]:
             if v.status != Status.OK:
                 out[name] = v.status
             else:
-                out[name] = "pass" if v.value == 1.0 else "crash" if "Error" in v.note else "fail"
+                out[name] = str(v.get("outcome"))
     return out
 
 
@@ -205,7 +206,7 @@ def _check(
         got = after.get(probe_key(e.metric, case))
         if got is None:
             return None, f"{label}: not measured", ""
-        return got == "pass", f"{label}: {got} after the change", ""
+        return got == ProbeOutcome.PASS, f"{label}: {got} after the change", ""
     rows = [
         c
         for c in found
@@ -253,7 +254,7 @@ def outcome(
     after, before = probes(results, remedy.variant_id), probes(results, remedy.applies_to)
     checks = [_check(e, found, after, results, study, remedy.variant_id, remedy) for e in remedy.expects]
     reasons = [why for _, why, _ in checks]
-    regressed = [p for p, got in after.items() if before.get(p) == "pass" and got in ("fail", "crash")]
+    regressed = [p for p, got in after.items() if before.get(p) == ProbeOutcome.PASS and got in BROKEN]
     reasons += [f"probe {p} passed before and fails after" for p in regressed]
     gpu = [why for met, why, _ in checks if met is None and "needs a GPU" in why]
     expected = {e.metric for e in remedy.expects}
@@ -360,7 +361,7 @@ def _measured(
     after, before = probes(results, vid), probes(results, base.variant_id)
     gates = {(e.metric, e.delta): e for o in taken for e in o.remedy.expects if e.direction == "no_worse"}
     checks = [_check(e, found, after, results, study, vid) for e in gates.values()]
-    failing = [p for p, got in after.items() if got in ("fail", "crash")]
+    failing = [p for p, got in after.items() if got in BROKEN]
     reasons = [why for _, why, _ in checks] + [f"probe {p} fails on the combined design" for p in failing]
     values = {k: v for o in taken for k, v in o.remedy.values.items()}
     return Outcome(

@@ -26,9 +26,10 @@ METRICS = (
             Metric(
                 probe,
                 "pass",
-                f"1 when {what}, within the tolerance; {_CASE}",
+                f"1 when {what}, within the tolerance; {_CASE}; label outcome: pass, fail, crash (the probed "
+                "call raised: its exception in the note) or n/a (skipped)",
                 (M,),
-                ("case",),
+                ("case", "outcome"),
                 direction="higher",
                 cross_check=f"{probe}_max_diff against {probe}_tolerance",
             ),
@@ -99,4 +100,5 @@ def probe_key(probe: str, case: str) -> str:
     return str(probe) if plain else f"{probe}[{case}]"
 
 
-SPEC = Spec("probes")
+# 2: the outcome label (pass, fail, crash), read where a crash was told from a failure by its note
+SPEC = Spec("probes", version=2)

@@ -41,7 +41,7 @@ from ...catalog.declared.probes import (
     PROBES,
     TOLERANCE,
 )
-from ...catalog.vocabulary import Method, Scale
+from ...catalog.vocabulary import Method, ProbeOutcome, Scale
 from ...instruments.device import speed_dtype
 from ...instruments.proxy import QualityScale, proxy_config, quality_scale, torch_threads
 from ...instruments.sdpa import force_backend
@@ -138,11 +138,19 @@ def probe_result(
         diff = diff_fn()
     except Exception as exc:  # noqa: BLE001  (a refusing kernel or crashing cache is the finding)
         if "No available kernel" in str(exc):
-            rec.skipped(probe, M, one_line(exc), labels, **fields)
+            rec.skipped(probe, M, one_line(exc), {**labels, "outcome": ProbeOutcome.NONE}, **fields)
             return
-        rec.add(probe, 0.0, M, labels, note=one_line(exc), **fields)
+        rec.add(probe, 0.0, M, {**labels, "outcome": ProbeOutcome.CRASH}, note=one_line(exc), **fields)
     else:
-        rec.add(probe, float(diff <= tol), M, labels, note=verdict_note(diff, tol), **fields)
+        outcome = ProbeOutcome.PASS if diff <= tol else ProbeOutcome.FAIL
+        rec.add(
+            probe,
+            float(diff <= tol),
+            M,
+            {**labels, "outcome": outcome},
+            note=verdict_note(diff, tol),
+            **fields,
+        )
         rec.add(MAX_DIFF[probe], diff, M, labels, **fields)
     if tol is not None:
         rec.add(TOLERANCE[probe], tol, M, labels, **fields)
@@ -178,7 +186,7 @@ def kernel_probes(cfg: ModelConfig, scale: QualityScale, x: torch.Tensor, dtype:
         name = "default" if backend is None else backend.name.lower()
         if backend is not None and backend not in KERNEL_BACKENDS.get(x.device.type, ()):
             why = f"{name} is not implemented on {x.device.type}"
-            rec.skipped(KERNEL_AGREEMENT, M, why, {"case": name}, dtype=dtype)
+            rec.skipped(KERNEL_AGREEMENT, M, why, {"case": name, "outcome": ProbeOutcome.NONE}, dtype=dtype)
             continue
         force_backend(flash, backend)
 
@@ -224,7 +232,7 @@ def probe_records(variant: Variant, study: Study, scale: QualityScale | None = N
     if n > scale.probe_max_params:
         reason = f"probe model has {n:,} parameters, over the {scale.name} scale's {scale.probe_max_params:,}"
         for probe in PROBES:
-            rec.skipped(probe, M, reason, {"case": "as_built"})
+            rec.skipped(probe, M, reason, {"case": "as_built", "outcome": ProbeOutcome.NONE})
         return rec.records
     is_base = study.is_base(variant)
     dtype = speed_dtype(study.workloads.dtype, scale.device)  # bf16 on a GPU, where flash needs it
@@ -246,18 +254,27 @@ def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
     n = counted_params(probe_cfg)["library_total"]
     if n > INSPECT_MAX_PARAMS:
         why = f"probe model has {n:,} parameters; `orca-analysis run` probes it"
-        return {"skipped": {"passed": False, "status": "skipped", "max_abs_diff": None, "note": why}}
+        return {
+            "skipped": {
+                "passed": False,
+                "status": "skipped",
+                "outcome": "n/a",
+                "max_abs_diff": None,
+                "note": why,
+            }
+        }
     rec = Recorder(
         "inspect", Variant("inspect", cfg, {}), "probes", device=scale.device, scale=record_scale(scale)
     )
     with torch_threads(scale):
         variant_probes(probe_cfg, scale, "float32", rec)
-    diffs = {(r.metric, r.labels["case"]): r.value for r in rec.records if r.metric.endswith("_max_diff")}
+    diffs = {(r.metric, r.labels["case"]): r.value for r in rec.records if r.metric in MAX_DIFF.values()}
     return {
         f"{r.metric}[{r.labels['case']}]": {
             "passed": r.value == 1.0,
             "status": r.status,
-            "max_abs_diff": diffs.get((f"{r.metric}_max_diff", r.labels["case"])),
+            "outcome": r.labels["outcome"],
+            "max_abs_diff": diffs.get((MAX_DIFF[r.metric], r.labels["case"])),
             "note": r.note,
         }
         for r in rec.records
@@ -269,6 +286,6 @@ def summary_text(s: dict[str, Any]) -> str:
     lines = ["probes (pass/fail, max |logit diff|):"]
     for name, r in s.items():
         value = "-" if r["max_abs_diff"] is None else f"{r['max_abs_diff']:.3g}"
-        result = "pass" if r["passed"] else "fail" if r["status"] == "ok" else r["status"]
+        result = r["outcome"] if r["status"] == "ok" else r["status"]  # pass, fail or crash; skipped
         lines.append(f"  {name:<36} {result:<8} {value:>10}  {r['note']}")
     return "\n".join(lines)
