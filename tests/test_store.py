@@ -12,7 +12,7 @@ from orca_analysis.errors import OrcaError
 from orca_analysis.instruments.corpus import selected_corpus_label
 from orca_analysis.measurements import MEASUREMENTS
 from orca_analysis.results import Environment, Provenance, Record, export, open_store, results_frame
-from orca_analysis.results.environment import ALL_WORKLOADS, variant_key, workload_key
+from orca_analysis.results.environment import ALL_WORKLOADS, WorkloadKey, variant_key, workload_key
 from orca_analysis.results.importer import import_results
 from orca_analysis.results.records import columns, to_row
 from orca_analysis.results.store import Unit
@@ -309,3 +309,10 @@ def test_import_keys_a_remedys_training_results_as_run_does(tmp_path, monkeypatc
     training = MEASUREMENTS["training"]
     as_run = measurement_key(remedy.config, training, "python-stdlib", remedy.role)
     assert keys == {as_run} and as_run != measurement_key(remedy.config, training, "python-stdlib")
+
+
+def test_a_workload_key_is_written_and_read_by_one_class():
+    """WorkloadKey writes the store's workload text and parses it back; the frame's pair drops the dtype."""
+    key = WorkloadKey(8192, 2, "bfloat16")
+    assert str(key) == "seq_len=8192,batch=2,dtype=bfloat16" == workload_key(8192, 2, "bfloat16")
+    assert WorkloadKey.parse(str(key)) == key and key.pair == (8192, 2)

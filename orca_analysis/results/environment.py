@@ -70,8 +70,30 @@ def results_key(config: Any, spec: Spec, corpus: str | None = None, role: str = 
     return variant_key(config, label, spec.version)
 
 
+@dataclass(frozen=True)
+class WorkloadKey:
+    """A workload as the store keys a unit's results (seq_len x batch in a dtype): written and read here alone."""
+
+    seq_len: int
+    batch: int
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"seq_len={self.seq_len},batch={self.batch},dtype={self.dtype}"
+
+    @classmethod
+    def parse(cls, text: str) -> WorkloadKey:
+        fields = dict(part.split("=", 1) for part in text.split(","))
+        return cls(int(fields["seq_len"]), int(fields["batch"]), fields["dtype"])
+
+    @property
+    def pair(self) -> tuple[int, int]:
+        """Without its dtype: a GPU run in bfloat16 still answers the study's seq_len x batch."""
+        return self.seq_len, self.batch
+
+
 def workload_key(seq_len: int, batch: int, dtype: str) -> str:
-    return f"seq_len={seq_len},batch={batch},dtype={dtype}"
+    return str(WorkloadKey(seq_len, batch, dtype))
 
 
 def run_device() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .csvfile import write_atomic
-from .environment import ALL_WORKLOADS
+from .environment import ALL_WORKLOADS, WorkloadKey
 from .records import Provenance, Record, columns, to_row
 from .store import Store, StoredUnit, open_store
 
@@ -22,13 +22,13 @@ if TYPE_CHECKING:  # pandas (0.5 s to import) only where a frame is made
 KEY_COLUMNS = ["variant_key", "env_id"]  # beyond the records' columns: what the store keys on
 
 
-def _pair(workload: str) -> str:
-    """A workload key without its dtype: a GPU run in bfloat16 still answers the study's seq_len x batch."""
-    return workload.rsplit(",dtype=", 1)[0]
+def _pair(workload: str) -> tuple[int, int] | str:
+    """A stored workload's seq_len x batch (WorkloadKey.pair), or ALL_WORKLOADS as it is."""
+    return workload if workload == ALL_WORKLOADS else WorkloadKey.parse(workload).pair
 
 
 def _dtypes(u: StoredUnit) -> frozenset[str]:
-    return frozenset(w.rsplit(",dtype=", 1)[-1] for w in u.workloads if w != ALL_WORKLOADS)
+    return frozenset(WorkloadKey.parse(w).dtype for w in u.workloads if w != ALL_WORKLOADS)
 
 
 def _newest(units: list[StoredUnit]) -> list[StoredUnit]:
@@ -44,7 +44,7 @@ def _newest(units: list[StoredUnit]) -> list[StoredUnit]:
     return list(best.values())
 
 
-def _current(store: Store) -> tuple[list[StoredUnit], dict[tuple[str, str], set[str]] | None]:
+def _current(store: Store) -> tuple[list[StoredUnit], dict[tuple[str, str], set] | None]:
     units = store.units()
     plan = store.plan()
     if not plan:  # never run here (imports only): every answered item counts
@@ -74,14 +74,14 @@ def _current(store: Store) -> tuple[list[StoredUnit], dict[tuple[str, str], set[
 
 
 def _records_of(
-    store: Store, units: list[StoredUnit], pairs: dict[tuple[str, str], set[str]] | None
+    store: Store, units: list[StoredUnit], pairs: dict[tuple[str, str], set] | None
 ) -> list[tuple[Record, StoredUnit]]:
     info = {u.unit_id: u for u in units}
     rank = {u.unit_id: i for i, u in enumerate(units)}
     out = []
     for unit_id, record in sorted(store.records(list(info)), key=lambda x: rank[x[0]]):
         u = info[unit_id]
-        workload = f"seq_len={record.seq_len},batch={record.batch}"
+        workload = (record.seq_len, record.batch)
         if pairs is not None and record.seq_len is not None and record.batch is not None:
             # a workload the unit was stored for that the study no longer asks for; records at other
             # lengths (e.g. CPU speed runs at a capped length, with `seq_len_requested`) stay
