@@ -8,11 +8,12 @@ from test_claims import rec, seeds
 
 from orca_analysis.catalog.metrics import lookup
 from orca_analysis.errors import StudyError
-from orca_analysis.remedies.recommend import probes, recommendation, short
+from orca_analysis.remedies.recommend import _incompatible, probes, recommendation, short
 from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results import Record
 from orca_analysis.results.query import Results
 from orca_analysis.study import load_study
+from orca_analysis.study.kwargs import LAYERS
 from orca_analysis.study.remedies import RemedyError, load_remedies
 
 CATALOGUE = """remedies:
@@ -484,3 +485,27 @@ def test_a_probe_crash_is_read_from_its_outcome_label_not_its_note(study):
     )
     r = Results.from_records([crashed, failed])
     assert probes(r, "base") == {"kv_cache": "crash"} and probes(r, "fix:cache-fix") == {"kv_cache": "fail"}
+
+
+def test_a_combination_is_refused_by_the_builders_own_rules(study):
+    """The recommendation checks a combination by the builder's rules (realisation_problems), not a copy of one
+    of them: ALiBi in the kernel with attention dropout is refused (before, only a missing alibi_pos_bias was)."""
+    cfg = study.base.with_values({(LAYERS, "alibi_pos_bias"): True, (LAYERS, "alibi_in_kernel"): True})
+    assert _incompatible(cfg) == []
+    dropout = cfg.with_values({(LAYERS, "attn_dropout"): 0.1})
+    assert _incompatible(dropout) == [
+        "'alibi_in_kernel' does not cover attention dropout (FlexAttention has no "
+        "dropout): remove 'attn_dropout'"
+    ]
+    assert (
+        "needs 'alibi_pos_bias: true'"
+        in _incompatible(cfg.with_values({(LAYERS, "alibi_pos_bias"): False}))[0]
+    )
+
+
+def test_a_remedys_measurements_come_from_the_catalogue():
+    """A remedy's variant runs every measurement whose spec is on_remedies: all but the timed end-to-end ones."""
+    from orca_analysis.catalog.declared import SPECS
+    from orca_analysis.study.remedies import REMEDY_MEASUREMENTS
+
+    assert set(SPECS) - set(REMEDY_MEASUREMENTS) == {"speed", "attention_speed"}

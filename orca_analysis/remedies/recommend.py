@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..build.builder import realisation_problems
 from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
 from ..catalog.declared.forecast import GPU_MFU_CEILING, GPU_PEAK, GPU_STEP_PREDICTED
 from ..catalog.declared.kernels import ELIGIBLE_TRAIN
@@ -296,11 +297,9 @@ def _unmeasured_on_this_device(results: Results, vid: str, have: set[str]) -> li
 
 
 def _incompatible(cfg: ModelConfig) -> list[str]:
-    """Combinations the builder refuses, beyond the physical ones."""
-    out = physical_problems(cfg)
-    if cfg.get("alibi_in_kernel") and not cfg.get("alibi_pos_bias"):
-        out.append("alibi_in_kernel needs alibi_pos_bias")
-    return out
+    """What the builder would refuse: the physical problems, and its own rules for the flags orca-analysis
+    realises (build/builder.py realisation_problems, the rules it builds by)."""
+    return physical_problems(cfg) + realisation_problems(cfg)
 
 
 def _combined(study: Study, values: dict[tuple[str, str], Any]) -> Variant:

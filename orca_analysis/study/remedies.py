@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..catalog.declared import SPECS
 from ..catalog.files import BUILTIN_REMEDIES, catalogue_items
 from ..catalog.findings import FINDINGS  # the findings a remedy may answer, with their metrics
 from ..catalog.metrics import problems as metric_problems
@@ -35,17 +36,8 @@ REMEDY_KEYS = (
 )
 EXPECT_KEYS = ("metric", "method", "labels", "direction", "delta")
 EXPECT_DIRECTIONS = ("lower", "higher", "pass", "no_worse")  # pass: a probe that must pass after
-REMEDY_MEASUREMENTS = (
-    "params",
-    "design",
-    "flops",
-    "memory",
-    "memory_measured",
-    "forecast",
-    "kernels",
-    "probes",
-    "training",
-)
+# what a remedy's variant runs by default: every measurement whose catalogue spec is on_remedies
+REMEDY_MEASUREMENTS = tuple(name for name, spec in SPECS.items() if spec.on_remedies)
 
 
 class RemedyError(OrcaError):

@@ -65,4 +65,4 @@ METRICS = (
 
 # 2: every timing sample is a record
 
-SPEC = Spec("attention_speed", version=2)
+SPEC = Spec("attention_speed", on_remedies=False, version=2)
