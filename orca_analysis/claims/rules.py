@@ -19,6 +19,7 @@ from ..catalog.declared.speed import (
     KV_ABLATION_GENERATE_CACHE,
     TRAIN_STEP_REPEAT_DIFF,
 )
+from ..catalog.labels import Attn
 from ..catalog.metrics import lookup
 from ..catalog.vocabulary import Method, Verdict
 from ..results.derive import growth_exponent, relative_iqr
@@ -181,9 +182,9 @@ def decode_speedup(ev: Evidence) -> tuple[float, float, str] | None:
     up = next(v for v in ups if v.seq_len == top)
     times = base_values(ev, KV_ABLATION_DECODE_TIME, seq_len=top, device=up.device)
     by_attn = {v.get("attn"): v for v in times}
-    if not {"mqa", "mha"} <= set(by_attn):
+    if not {Attn.MQA, Attn.MHA} <= set(by_attn):
         return None
-    noise = relative_iqr(by_attn["mqa"].samples) + relative_iqr(by_attn["mha"].samples)
+    noise = relative_iqr(by_attn[Attn.MQA].samples) + relative_iqr(by_attn[Attn.MHA].samples)
     drift = [v.value for v in ev.results.values(TRAIN_STEP_REPEAT_DIFF, device=up.device)]
     noise = max(noise, max(drift, default=0.0))
     return float(up.value), float(noise), f"{up.device}, seq_len {top}"
@@ -196,7 +197,7 @@ def generate_saving(ev: Evidence, rows: list) -> str:
         return ""
     top = max(v.seq_len for v in held)
     got = {(v.get("attn"), v.get("part")): v for v in held if v.seq_len == top}
-    if not all((a, p) in got for a in ("mqa", "mha") for p in ("kv", "object")):
+    if not all((a, p) in got for a in (Attn.MQA, Attn.MHA) for p in ("kv", "object")):
         return ""
     for (attn, part), v in sorted(got.items()):
         rows.append(
@@ -207,9 +208,9 @@ def generate_saving(ev: Evidence, rows: list) -> str:
                 "method": f"speed, measured ({v.device}, {v.get('dropped')} off)",
             }
         )
-    kv = got["mha", "kv"].value / got["mqa", "kv"].value
-    whole = got["mha", "object"].value / got["mqa", "object"].value
-    where = f"{got['mqa', 'kv'].device}, {got['mqa', 'kv'].get('dropped')} off"
+    kv = got[Attn.MHA, "kv"].value / got[Attn.MQA, "kv"].value
+    whole = got[Attn.MHA, "object"].value / got[Attn.MQA, "object"].value
+    where = f"{got[Attn.MQA, 'kv'].device}, {got[Attn.MQA, 'kv'].get('dropped')} off"
     return (
         f"; the cache generate() really keeps: K/V {kv:.0f}x smaller, the whole cache object {whole:.2f}x "
         f"(hidden states too; measured at {top} tokens, {where})"

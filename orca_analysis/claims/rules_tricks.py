@@ -16,6 +16,7 @@ from ..catalog.declared.training import (
     GRAD_NORM_FIRST_OVER_LAST,
     KV_CACHE_BYTES,
 )
+from ..catalog.labels import Attn
 from ..catalog.vocabulary import Verdict
 from ..results.query import Value
 from .evidence import (
@@ -205,10 +206,10 @@ def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Judgement:
     cache = {v.get("attn"): v.value for v in base_values(ev, KV_CACHE_BYTES, model="full")}
     if not loss or not cache:
         return no_results(ev, ATTN_KV_VAL_LOSS)
-    if not {"mha", "mqa"} <= set(loss) or not {"mha", "mqa"} <= set(cache):
+    if not {Attn.MHA, Attn.MQA} <= set(loss) or not {Attn.MHA, Attn.MQA} <= set(cache):
         return Judgement(Verdict.NOT_TESTED, "needs multi-head and multi-query runs")
-    kept = compare([loss["mha"], loss["mqa"]], [1, -1])  # > 0: MQA's loss is lower
-    saving = cache["mha"] / cache["mqa"]
+    kept = compare([loss[Attn.MHA], loss[Attn.MQA]], [1, -1])  # > 0: MQA's loss is lower
+    saving = cache[Attn.MHA] / cache[Attn.MQA]
     rows = [
         {
             "label": f"val loss {k}",
@@ -222,7 +223,7 @@ def mqa_tradeoff(ev: Evidence, delta: float = 0.0) -> Judgement:
         {"label": f"KV cache {k}", "value": float(v), "unit": "bytes", "method": "closed form, full scale"}
         for k, v in sorted(cache.items())
     ]
-    late = early_read(ev, {k: loss[k] for k in ("mqa", "mha")}, rows, ATTN_KV_VAL_LOSS, delta)
+    late = early_read(ev, {k: loss[k] for k in (Attn.MQA, Attn.MHA)}, rows, ATTN_KV_VAL_LOSS, delta)
     if late:
         return late
     scale = scale_of(list(loss.values()))

@@ -41,6 +41,7 @@ from ..catalog.declared.speed import (
     TRAIN_TOKENS_PER_S,
 )
 from ..catalog.declared.training import VAL_LOSS_FINAL
+from ..catalog.labels import Breakdown, Case
 from ..catalog.metrics import OWNERS, lookup
 from ..catalog.vocabulary import Method, ProbeOutcome, Status, Verdict
 from ..claims.evidence import compare
@@ -62,13 +63,13 @@ from .quality import no_worse, purpose_caveats
 
 # The metrics every remedy is read on (the ones it may touch): metric, method, labels, per length.
 TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
-    (PARAMS, Method.COUNTER, {"component": "total"}),
+    (PARAMS, Method.COUNTER, {"component": Breakdown.TOTAL}),
     (PARAMS, Method.COUNTER, {"component": "attention"}),
-    (TRAIN_STEP_CAUSAL, Method.COUNTER, {"component": "total"}),
-    (PEAK_TRAIN, Method.SIMULATED, {"category": "total"}),
+    (TRAIN_STEP_CAUSAL, Method.COUNTER, {"component": Breakdown.TOTAL}),
+    (PEAK_TRAIN, Method.SIMULATED, {"category": Breakdown.TOTAL}),
     (PEAK_TRAIN_PART, Method.SIMULATED, {"part": "alibi_bias"}),
-    (PEAK_PREFILL, Method.SIMULATED, {"category": "total"}),
-    (PEAK_DECODE_CACHED, Method.SIMULATED, {"category": "total"}),
+    (PEAK_PREFILL, Method.SIMULATED, {"category": Breakdown.TOTAL}),
+    (PEAK_DECODE_CACHED, Method.SIMULATED, {"category": Breakdown.TOTAL}),
     (KV_CACHE_SIZE, Method.CLOSED_FORM, {}),
     (CACHE_OBJECT, Method.SIMULATED, {}),
     (ELIGIBLE_TRAIN, None, {"backend": "flash"}),
@@ -76,7 +77,7 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
     (
         GPU_PEAK,
         Method.PREDICTED,
-        {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": "total"},
+        {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train", "category": Breakdown.TOTAL},
     ),
     (GPU_STEP_PREDICTED, Method.PREDICTED, {"gpu": "h100-sxm-80gb", "compute": "bfloat16", "step": "train"}),
     (
@@ -203,7 +204,7 @@ def _check(
     """(met: True / False / None when unknown, reason, status word for an unknown quality gate)."""
     label = _label(e.metric, e.labels)
     if e.direction == "pass":
-        case = e.labels.get("case", "as_built")
+        case = e.labels.get("case", Case.AS_BUILT)
         got = after.get(probe_key(e.metric, case))
         if got is None:
             return None, f"{label}: not measured", ""

@@ -22,6 +22,7 @@ from ..catalog.declared.probes import KV_CACHE
 from ..catalog.declared.speed import KV_ABLATION_CACHE_PASS
 from ..catalog.declared.training import GRAD_NORM_FIRST_OVER_LAST
 from ..catalog.findings import FINDINGS
+from ..catalog.labels import Breakdown, Case
 from ..catalog.vocabulary import Method
 from ..kit.format import mib, share
 from ..results.query import Results
@@ -46,7 +47,7 @@ def _base(study) -> str:
 
 
 def _cached_decoding(results: Results, study) -> Finding | None:
-    built = results.values(KV_CACHE, case="as_built")
+    built = results.values(KV_CACHE, case=Case.AS_BUILT)
     if not built:
         return None
     failed = [v for v in built if v.value == 0]
@@ -81,7 +82,7 @@ def _alibi_memory(results: Results, study) -> Finding | None:
         "method": Method.SIMULATED,
     }
     alibi = results.number(ALIBI_BYTES_AT_PEAK, **at)
-    peak = results.number(PEAK_TRAIN, category="total", **at)
+    peak = results.number(PEAK_TRAIN, category=Breakdown.TOTAL, **at)
     part = results.number(ALIBI_SHARE_OF_PEAK, **at)
     if not (alibi and peak and part is not None):
         return None
@@ -104,13 +105,15 @@ def _alibi_memory(results: Results, study) -> Finding | None:
 
 
 def _plain_tools(results: Results, study) -> Finding | None:
-    steps = results.values(TRAIN_STEP_CAUSAL, variant=_base(study), method=Method.COUNTER, component="total")
+    steps = results.values(
+        TRAIN_STEP_CAUSAL, variant=_base(study), method=Method.COUNTER, component=Breakdown.TOTAL
+    )
     if not steps:
         return None
     top = max(v.seq_len for v in steps)
     at = {"variant": _base(study), "seq_len": top, "batch": min(study.workloads.batch_sizes)}
-    causal = results.number(TRAIN_STEP_CAUSAL, method=Method.COUNTER, component="total", **at)
-    dense = results.number(TRAIN_STEP_DENSE, method=Method.COUNTER, component="total", **at)
+    causal = results.number(TRAIN_STEP_CAUSAL, method=Method.COUNTER, component=Breakdown.TOTAL, **at)
+    dense = results.number(TRAIN_STEP_DENSE, method=Method.COUNTER, component=Breakdown.TOTAL, **at)
     missed = results.number(PLAIN_MISSED_SHARE, tool="flop_counter_mode", **at)
     kaplan = results.number(TRAIN_STEP_ESTIMATE, method=Method.KAPLAN_6N, **at)
     if not (dense and causal) or missed is None:
@@ -150,7 +153,7 @@ def _params_share(results: Results, study) -> Finding | None:
     """The tables' share, and beside it what the study's own width and depth arms change (the comparison)."""
     base = _base(study)
     part = results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base)
-    total = results.number(PARAMS, variant=base, method=Method.COUNTER, component="total")
+    total = results.number(PARAMS, variant=base, method=Method.COUNTER, component=Breakdown.TOTAL)
     if part is None or not total:
         return None
     text = f"The embedding and logits tables hold {share(part)} of the base model's {total:,.0f} parameters"
@@ -158,7 +161,7 @@ def _params_share(results: Results, study) -> Finding | None:
     for axis in ("dim", "depth"):
         values = {v.variant_id: v.swept[axis] for v in study.variants() if set(v.swept) >= {axis}}
         counts = {
-            vid: results.number(PARAMS, variant=vid, method=Method.COUNTER, component="total")
+            vid: results.number(PARAMS, variant=vid, method=Method.COUNTER, component=Breakdown.TOTAL)
             for vid in values
             if _only_axis(study, vid, axis)
         }

@@ -15,6 +15,7 @@ from ..catalog.declared.flops import TRAIN_STEP_CAUSAL
 from ..catalog.declared.memory import PEAK_TRAIN
 from ..catalog.declared.params import PARAMS
 from ..catalog.declared.training import VAL_LOSS_FINAL
+from ..catalog.labels import Breakdown
 from ..catalog.vocabulary import Method
 from ..kit.figures import frontier_panels
 from ..kit.format import Quantity
@@ -25,13 +26,13 @@ from ..results.query import Results
 COSTS = (  # (metric, query, axis label, unit)
     (
         TRAIN_STEP_CAUSAL,
-        {"method": Method.COUNTER, "component": "total"},
+        {"method": Method.COUNTER, "component": Breakdown.TOTAL},
         "training-step FLOPs (causal)",
         "FLOP",
     ),
     (
         PEAK_TRAIN,
-        {"method": Method.SIMULATED, "category": "total"},
+        {"method": Method.SIMULATED, "category": Breakdown.TOTAL},
         "training-step peak (simulated)",
         "bytes",
     ),
@@ -42,7 +43,7 @@ def _points(results: Results, study, n: int) -> pd.DataFrame:
     b = min(study.workloads.batch_sizes)
     rows = []
     for vid in variant_order(study):
-        params = results.number(PARAMS, method=Method.COUNTER, component="total", variant=vid)
+        params = results.number(PARAMS, method=Method.COUNTER, component=Breakdown.TOTAL, variant=vid)
         costs = {m: results.number(m, variant=vid, seq_len=n, batch=b, **q) for m, q, _, _ in COSTS}
         if params is not None and any(v is not None for v in costs.values()):
             losses = results.values(VAL_LOSS_FINAL, variant=vid)

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..build import fidelity_entries
 from ..catalog.declared.params import EMBEDDING_AND_LOGITS_SHARE, PARAMS, PARAMS_CLOSED_FORM_GAP
+from ..catalog.labels import Breakdown
 from ..catalog.vocabulary import Method, Status
 from ..claims import Claim, ClaimResult, evaluate
 from ..measurements import in_order
@@ -63,7 +64,7 @@ def key_numbers(results: Results, study: Study) -> KeyNumbers:
     gaps = results.values(PARAMS_CLOSED_FORM_GAP)
     other = results.values(PARAMS, method=Method.COUNTER, component="other")
     return KeyNumbers(
-        results.number(PARAMS, variant=base, method=Method.COUNTER, component="total"),
+        results.number(PARAMS, variant=base, method=Method.COUNTER, component=Breakdown.TOTAL),
         results.number(EMBEDDING_AND_LOGITS_SHARE, variant=base),
         bool(gaps) and all(v.value == 0 for v in gaps) and all(v.value == 0 for v in other),
     )

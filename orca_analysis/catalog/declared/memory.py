@@ -3,6 +3,7 @@ that names them."""
 
 from __future__ import annotations
 
+from ..labels import TOTAL_CATEGORY
 from ..metrics import Metric
 from ..specs import Spec
 
@@ -18,7 +19,7 @@ _PEAKS = {
     ),
     "peak_decode_cached": ("one decode step on the prefill's cache", (CF, SIM)),
 }
-TOTAL = {"category": "total"}  # the labels of a peak's total
+TOTAL = TOTAL_CATEGORY  # the labels of a peak's total (catalog/labels.py)
 METRICS = (
     *(
         Metric(

@@ -38,6 +38,7 @@ from ...catalog.declared.flops import (
     TRAIN_STEP_MODEL_CAUSAL,
     TRAIN_STEP_MODEL_DENSE,
 )
+from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
 from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
@@ -100,7 +101,9 @@ def workload_records(
     try:
         count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"], walks=walks)
     except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
-        rec.failed(TRAIN_STEP_CAUSAL, Method.COUNTER, f"{type(exc).__name__}: {exc}", {"component": "total"})
+        rec.failed(
+            TRAIN_STEP_CAUSAL, Method.COUNTER, f"{type(exc).__name__}: {exc}", {"component": Breakdown.TOTAL}
+        )
     by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
     for metric in METRICS:
         for comp, v in by_closed[metric].items():
@@ -121,8 +124,8 @@ def workload_records(
             rec.add(TRAIN_STEP_CAUSAL_PER_TOKEN, v / (n * b), Method.COUNTER, {"component": comp})
         rec.add(TRAIN_STEP_CAUSAL_ATTENTION, step["attention_core"] + step["alibi"], Method.COUNTER)
         plain_step = count.plain["forward"] + count.plain["backward"]
-        rec.add(FORWARD_DENSE, count.plain["forward"], Method.COUNTER_PLAIN, {"component": "total"})
-        rec.add(TRAIN_STEP_DENSE, plain_step, Method.COUNTER_PLAIN, {"component": "total"})
+        rec.add(FORWARD_DENSE, count.plain["forward"], Method.COUNTER_PLAIN, {"component": Breakdown.TOTAL})
+        rec.add(TRAIN_STEP_DENSE, plain_step, Method.COUNTER_PLAIN, {"component": Breakdown.TOTAL})
         dense = by_counter[TRAIN_STEP_DENSE]["total"]
         rec.add(PLAIN_MISSED_SHARE, 1 - plain_step / dense, Method.DERIVED, {"tool": "flop_counter_mode"})
     k, p = kaplan_6n(cfg, n, b), palm(cfg, n, b)
@@ -134,17 +137,19 @@ def workload_records(
     real = rec.at(device="cpu", dtype="float32")  # fvcore's trace runs real float32 weights on the CPU
     if not ok:
         for method in ("fvcore", "fvcore_plain"):
-            real.skipped(FORWARD_DENSE, method, why, {"component": "total"})
+            real.skipped(FORWARD_DENSE, method, why, {"component": Breakdown.TOTAL})
         return
     try:
         fv = fvcore_for(model_fn(), cfg, n, b)
     except Exception as exc:  # noqa: BLE001
-        real.failed(FORWARD_DENSE, Method.FVCORE, f"{type(exc).__name__}: {exc}", {"component": "total"})
+        real.failed(
+            FORWARD_DENSE, Method.FVCORE, f"{type(exc).__name__}: {exc}", {"component": Breakdown.TOTAL}
+        )
         return
-    real.add(FORWARD_DENSE, fv.total, Method.FVCORE, {"component": "total"})
+    real.add(FORWARD_DENSE, fv.total, Method.FVCORE, {"component": Breakdown.TOTAL})
     for comp, v in fv.components.items():
         real.add(FORWARD_DENSE, v, Method.FVCORE, {"component": comp})
-    real.add(FORWARD_DENSE, 2 * fv.plain_total, Method.FVCORE_PLAIN, {"component": "total"})
+    real.add(FORWARD_DENSE, 2 * fv.plain_total, Method.FVCORE_PLAIN, {"component": Breakdown.TOTAL})
     real.add(FVCORE_FORWARD_AS_SHIPPED, fv.plain_total, Method.FVCORE_PLAIN)
     if count is not None:
         fwd_dense = count.value(FORWARD_DENSE)

@@ -14,6 +14,7 @@ from ...catalog.declared.flops import (
     TRAIN_STEP_DENSE,
     TRAIN_STEP_ESTIMATE,
 )
+from ...catalog.labels import TOTAL_COMPONENT
 from ...catalog.vocabulary import Method
 from ...formulas.flops import COMPONENTS, MFU_CONVENTION_TEXT
 from ...kit.figures import lines, stacked, vs_axes
@@ -21,7 +22,7 @@ from ...kit.format import Quantity
 from ...kit.sections import SHAPE_AXES, Section, Table, axes_of, axis_panels, shape_of, variant_order
 from ...results.query import Results
 
-TOTAL = {"component": "total"}
+TOTAL = TOTAL_COMPONENT
 
 
 def _row(results: Results, vid: str, n: int) -> list:

@@ -15,6 +15,7 @@ from ...catalog.declared.forecast import (
     GPU_STEP_PREDICTED,
     SDPA_PREDICTED_CALLS,
 )
+from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
@@ -95,7 +96,9 @@ def _flex(at, gpus) -> None:  # noqa: ANN001
             labels = {"gpu": gpu.id, "compute": compute}
             at.add(SDPA_PREDICTED_CALLS, 0.0, Method.PREDICTED, {**labels, "backend": "none"}, note=FLEX)
             for step in ("train", "prefill"):
-                at.skipped(GPU_PEAK, Method.PREDICTED, FLEX, {**labels, "step": step, "category": "total"})
+                at.skipped(
+                    GPU_PEAK, Method.PREDICTED, FLEX, {**labels, "step": step, "category": Breakdown.TOTAL}
+                )
                 at.skipped(GPU_STEP_FLOOR, Method.PREDICTED, FLEX, {**labels, "step": step})
                 at.skipped(GPU_STEP_PREDICTED, Method.PREDICTED, FLEX, {**labels, "step": step})
                 for convention in CONVENTIONS:

@@ -23,6 +23,7 @@ from ...catalog.declared.speed import (
     TRAIN_STEP_OP_COST,
     TRAIN_STEP_TIME,
 )
+from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method, Status
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
@@ -153,7 +154,7 @@ def _per_step_rows(found: list, gpus: list[str], order: dict[str, int], cell) ->
 def _memory_tables(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
     """Each step's simulated GPU peak and whether it fits, per GPU; the largest batch that fits."""
     devices = load_devices()
-    peaks = results.values(GPU_PEAK, category="total")
+    peaks = results.values(GPU_PEAK, category=Breakdown.TOTAL)
     without = sorted({f"{v.variant_id}: {v.note}" for v in results.values(GPU_PEAK, status=Status.SKIPPED)})
     if without:
         section.intro += " No GPU memory or time forecast for " + "; ".join(without) + "."
@@ -161,7 +162,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         return
 
     def cell(g: str, at: dict) -> str:
-        found = results.values(GPU_PEAK, gpu=g, category="total", **at)
+        found = results.values(GPU_PEAK, gpu=g, category=Breakdown.TOTAL, **at)
         if not found:
             return ""
         return f"{_gb(found[0].value)}, " + (
@@ -219,7 +220,9 @@ def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> No
             gpu = _catalogue_gpu(v.device_name, gpus)
             at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step}
             forecast = (
-                results.values(GPU_PEAK, gpu=gpu, compute="float32", category="total", **at) if gpu else []
+                results.values(GPU_PEAK, gpu=gpu, compute="float32", category=Breakdown.TOTAL, **at)
+                if gpu
+                else []
             )
             if forecast:
                 err = forecast[0].value / v.value - 1

@@ -41,6 +41,7 @@ from ...catalog.declared.memory import (
     TOTAL,
     TRAINING_STATE,
 )
+from ...catalog.labels import Phase
 from ...catalog.vocabulary import Method, Scale
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
@@ -71,7 +72,7 @@ PHASE = {
     "optimizer": "optimizer",
     "decode": "forward",
 }
-WHOLE = "all"  # memory_rel_error's phase for the whole peak
+WHOLE = Phase.ALL  # memory_rel_error's phase for the whole peak
 
 
 def sweep_lengths(cfg: ModelConfig) -> list[int]:

@@ -17,6 +17,7 @@ from ...catalog.declared.memory import (
     PEAK_TRAIN_PART,
     TOTAL,
 )
+from ...catalog.labels import Phase
 from ...catalog.vocabulary import Method
 from ...kit.figures import lines, stacked
 from ...kit.format import Quantity, mib
@@ -24,7 +25,7 @@ from ...kit.sections import Section, Table, axis_panels, variant_order
 from ...results.query import Results
 
 PARTS = ("parameters", "gradients", "optimizer_state", "activations", "temporaries", "inputs", "buffers")
-WHOLE = {"phase": "all"}
+WHOLE = {"phase": Phase.ALL}
 CAPACITIES = ("80GB", "141GB")
 
 
@@ -192,7 +193,7 @@ def _gap_rows(results: Results, study) -> list[list]:
     order = {vid: i for i, vid in enumerate(variant_order(study))}
     found = [
         v
-        for v in results.values(MEMORY_REL_ERROR, pair="closed_form_vs_simulated", phase="all")
+        for v in results.values(MEMORY_REL_ERROR, pair="closed_form_vs_simulated", phase=Phase.ALL)
         if abs(v.value) > 0.01 and v.variant_id in order
     ]
     found.sort(key=lambda v: (order[v.variant_id], v.seq_len, v.batch, v.get("quantity")))

@@ -18,6 +18,7 @@ from ...catalog.declared.params import (
     PARAMS_CLOSED_FORM_GAP,
     PARAMS_DELTA_VS_BASE,
 )
+from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
 from ...formulas.params import PARAM_COMPONENTS, closed_form_params
 from ...instruments.analytic import analytic_params
@@ -121,7 +122,7 @@ def measure_params(variant: Variant, study: Study, walks: WalkCache | None = Non
         )
     for component, n in closed.items():
         rec.add(PARAMS, n, Method.CLOSED_FORM, {"component": component})
-    rec.add(PARAMS, counter["library_total"], Method.LIBRARY_COUNT, {"component": "total"})
+    rec.add(PARAMS, counter["library_total"], Method.LIBRARY_COUNT, {"component": Breakdown.TOTAL})
     rec.add(PARAMS_CLOSED_FORM_GAP, (counter["total"] - closed["total"]) / counter["total"], Method.DERIVED)
     share = (counter["embedding"] + counter["logits"]) / counter["total"]
     rec.add(EMBEDDING_AND_LOGITS_SHARE, share, Method.COUNTER)

@@ -6,6 +6,7 @@ import pandas as pd
 
 from ...catalog.declared.flops import CLOSED_FORM_GAP
 from ...catalog.declared.params import PARAMS, PARAMS_CLOSED_FORM_GAP, PARAMS_DELTA_VS_BASE
+from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
 from ...formulas.params import PARAM_COMPONENTS
 from ...kit.figures import param_split, params_vs_axes
@@ -33,7 +34,7 @@ def params_frame(results: Results, study) -> pd.DataFrame:
                 **counted,
                 "layers": counted["attention"] + counted["feedforward"] + counted["norm"],
                 "closed_form_total": results.number(
-                    PARAMS, variant=vid, method=Method.CLOSED_FORM, component="total"
+                    PARAMS, variant=vid, method=Method.CLOSED_FORM, component=Breakdown.TOTAL
                 ),
                 CLOSED_FORM_GAP: results.number(PARAMS_CLOSED_FORM_GAP, variant=vid),
                 "delta_vs_base": results.number(PARAMS_DELTA_VS_BASE, variant=vid),

@@ -41,6 +41,7 @@ from ...catalog.declared.probes import (
     PROBES,
     TOLERANCE,
 )
+from ...catalog.labels import Case
 from ...catalog.vocabulary import Method, ProbeOutcome, Scale
 from ...instruments.device import speed_dtype
 from ...instruments.proxy import QualityScale, proxy_config, quality_scale, torch_threads
@@ -158,10 +159,10 @@ def probe_result(
 
 def causality_probe(rec: Recorder, model: torch.nn.Module, x: torch.Tensor, vocab: int) -> None:
     leak, seen, tol = causality(model, x, vocab)
-    probe_result(rec, CAUSALITY, "as_built", tol, lambda: leak)
-    rec.add(CAUSALITY_DOWNSTREAM, seen, M, {"case": "as_built"})
+    probe_result(rec, CAUSALITY, Case.AS_BUILT, tol, lambda: leak)
+    rec.add(CAUSALITY_DOWNSTREAM, seen, M, {"case": Case.AS_BUILT})
     blind = "" if seen > tol else f"changing a token changed nothing after it (max {seen:.3g} <= {tol:.2g})"
-    rec.add(CAUSALITY_SENSITIVE, float(seen > tol), M, {"case": "as_built"}, note=blind)
+    rec.add(CAUSALITY_SENSITIVE, float(seen > tol), M, {"case": Case.AS_BUILT}, note=blind)
 
 
 def kv_cache_probe(rec: Recorder, model: torch.nn.Module, x: torch.Tensor, case: str) -> None:
@@ -204,7 +205,7 @@ def variant_probes(
     x = tokens(cfg.num_tokens, scale.probe_batch, scale.probe_seq).to(scale.device)
     model = build_model(cfg, scale.device).eval()
     causality_probe(rec, model, x, cfg.num_tokens)
-    kv_cache_probe(rec, model, x, "as_built")
+    kv_cache_probe(rec, model, x, Case.AS_BUILT)
     kernel_probes(cfg, scale, x, dtype, rec)
     if attribute:
         for case, layers in attribution_cases(cfg):
@@ -232,7 +233,7 @@ def probe_records(variant: Variant, study: Study, scale: QualityScale | None = N
     if n > scale.probe_max_params:
         reason = f"probe model has {n:,} parameters, over the {scale.name} scale's {scale.probe_max_params:,}"
         for probe in PROBES:
-            rec.skipped(probe, M, reason, {"case": "as_built", "outcome": ProbeOutcome.NONE})
+            rec.skipped(probe, M, reason, {"case": Case.AS_BUILT, "outcome": ProbeOutcome.NONE})
         return rec.records
     is_base = study.is_base(variant)
     dtype = speed_dtype(study.workloads.dtype, scale.device)  # bf16 on a GPU, where flash needs it

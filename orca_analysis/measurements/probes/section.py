@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...catalog.declared.probes import CAUSALITY, KERNEL_AGREEMENT, KV_CACHE, KV_CACHE_MAX_DIFF, MAX_DIFF
+from ...catalog.labels import Case
 from ...catalog.vocabulary import Status
 from ...kit.format import Quantity, si
 from ...kit.sections import Section, Table, variant_order
@@ -30,7 +31,7 @@ def probes_table(results: Results, study) -> Table | None:
             vid,
             probe_cell(results, vid, CAUSALITY),
             probe_cell(results, vid, KERNEL_AGREEMENT),
-            probe_cell(results, vid, KV_CACHE, "as_built"),
+            probe_cell(results, vid, KV_CACHE, Case.AS_BUILT),
         ]
         for vid in variant_order(study)
         if vid in probed

@@ -36,6 +36,7 @@ from ...catalog.declared.speed import (
     KV_ABLATION_DECODE_TOKENS_PER_S,
     KV_ABLATION_GENERATE_CACHE,
 )
+from ...catalog.labels import Attn
 from ...catalog.vocabulary import Method
 from ...formulas import memory as fm
 from ...formulas.memory import kv_cache_bytes
@@ -139,7 +140,7 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
     prompt, new = split(w.seq_len, ctx.device)
     seqs = random_tokens(ctx.cfg.num_tokens, (w.batch, w.seq_len), ctx.device)
     medians: dict[str, float] = {}
-    for attn, one_kv in (("mqa", True), ("mha", False)):
+    for attn, one_kv in ((Attn.MQA, True), (Attn.MHA, False)):
         c = kv_config(mqa, one_kv)
         labels = {"attn": attn, "kv_heads": c.kv_heads, "dropped": dropped, "new": new, "prompt": prompt}
         if attn not in ctx.kv_models:
@@ -167,7 +168,10 @@ def kv_heads_phase(ctx: Context, rec: Recorder, w: Workload) -> None:
         rec.add(KV_ABLATION_CACHE_BYTES, nbytes, Method.CLOSED_FORM, labels, scale=w.analytic_scale)
         if rel is not None:
             _generate_cache(rec, model, c, seqs[0][:, :prompt], new, labels, w, ctx.dtype)
-    if {"mqa", "mha"} <= set(medians):
+    if {Attn.MQA, Attn.MHA} <= set(medians):
         rec.add(
-            KV_ABLATION_DECODE_SPEEDUP, medians["mha"] / medians["mqa"], Method.DERIVED, {"dropped": dropped}
+            KV_ABLATION_DECODE_SPEEDUP,
+            medians[Attn.MHA] / medians[Attn.MQA],
+            Method.DERIVED,
+            {"dropped": dropped},
         )

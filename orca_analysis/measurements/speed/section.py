@@ -21,6 +21,7 @@ from ...catalog.declared.speed import (
     TRAIN_TOKENS_PER_S,
     TRAIN_UTILISATION_VS_GEMM,
 )
+from ...catalog.labels import Attn
 from ...catalog.vocabulary import Method
 from ...formulas.flops import MFU_CONVENTION_TEXT
 from ...kit.figures import lines
@@ -105,8 +106,8 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
         cache = {v.get("attn"): v for v in results.values(KV_ABLATION_CACHE_BYTES, **at)}
         dropped = next(iter({**cache, **speed}.values())).get("dropped")
         up = first(results, KV_ABLATION_DECODE_SPEEDUP, dropped=dropped, **at)
-        rate = {a: speed[a].value if a in speed else None for a in ("mqa", "mha")}
-        nbytes = {a: cache[a].value if a in cache else None for a in ("mqa", "mha")}
+        rate = {a: speed[a].value if a in speed else None for a in (Attn.MQA, Attn.MHA)}
+        nbytes = {a: cache[a].value if a in cache else None for a in (Attn.MQA, Attn.MHA)}
         held = {
             (v.get("attn"), v.get("part")): v.value
             for v in results.values(KV_ABLATION_GENERATE_CACHE, method=Method.MEASURED, **at)
@@ -117,12 +118,12 @@ def _kv_heads_table(results: Results, base: str) -> Table | None:
                 requested_text(results, base, device, seq, CPU_SEQ_CAP),
                 f"{int(seq)}",
                 str(dropped),
-                Quantity(rate["mqa"], "tokens/s"),
-                Quantity(rate["mha"], "tokens/s"),
+                Quantity(rate[Attn.MQA], "tokens/s"),
+                Quantity(rate[Attn.MHA], "tokens/s"),
                 f"x{fixed(up, 2)}" if up is not None else "n/a",
-                f"{si(nbytes['mqa'], 'B')} / {si(nbytes['mha'], 'B')}",
+                f"{si(nbytes[Attn.MQA], 'B')} / {si(nbytes[Attn.MHA], 'B')}",
                 *(
-                    f"{si(held.get(('mqa', part)), 'B')} / {si(held.get(('mha', part)), 'B')}"
+                    f"{si(held.get((Attn.MQA, part)), 'B')} / {si(held.get((Attn.MHA, part)), 'B')}"
                     for part in ("kv", "object")
                 ),
             ]

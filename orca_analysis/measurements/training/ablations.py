@@ -27,6 +27,7 @@ from ...catalog.declared.training import (
     GRAD_NORM_FIRST_OVER_LAST,
     KV_CACHE_BYTES,
 )
+from ...catalog.labels import Attn
 from ...catalog.vocabulary import Method, Scale
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData
@@ -184,7 +185,7 @@ def attention_kv(
 ) -> None:
     context = study.base.max_seq_len  # the full context: workload-free, like every record here
     dtype = study.workloads.dtype
-    for attn, one_kv in (("mqa", True), ("mha", False)):
+    for attn, one_kv in ((Attn.MQA, True), (Attn.MHA, False)):
         cfg = kv_config(proxy, one_kv)
         for seed in scale.seeds:
             if past_deadline() and not reusable(cfg, proxy, seed, base_runs):
