@@ -206,11 +206,9 @@ def test_the_summary_counts_not_testable_apart():
         Judgement(Verdict.NOT_TESTABLE, "tier", scale="proxy"),
     ]
     results = [ClaimResult(c, v) for c, v in zip(claims, verdicts, strict=True)]
-    counts = {c["verdict"]: c["count"] for c in verdict_counts(results)}
+    counts = {c.verdict: c.count for c in verdict_counts(results)}
     assert counts[Verdict.NOT_TESTABLE] == 2 and counts["inconclusive"] == 1 and counts["supported"] == 1
-    by_scale = {
-        s["scale"]: {c["verdict"]: c["count"] for c in s["counts"]} for s in verdict_counts_by_scale(results)
-    }
+    by_scale = {s.scale: {c.verdict: c.count for c in s.counts} for s in verdict_counts_by_scale(results)}
     assert by_scale == {
         "full": {**dict.fromkeys(counts, 0), "supported": 1},
         "proxy": {**dict.fromkeys(counts, 0), Verdict.NOT_TESTABLE: 2, "inconclusive": 1},

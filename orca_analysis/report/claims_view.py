@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ..catalog.metrics import METRICS
@@ -24,46 +25,74 @@ SCALE_TITLES = {
 }
 
 
-def claim_dict(cr: ClaimResult) -> dict[str, Any]:
-    c, v = cr.claim, cr.verdict
-    return {
-        "id": c.id,
-        "subject": c.subject,
-        "kind": c.kind,
-        "claim": c.claim,
-        "tests": c.tests,
-        "verdict": v.verdict,
-        "css": v.verdict.replace(" ", "-"),
-        "reason": v.reason,
-        "anchor": v.anchor,
-        "evidence": [
+@dataclass(frozen=True)
+class ClaimView:
+    """A claim as the report shows it: the claim, its verdict (and its CSS class), the reason and the evidence
+    rows ({label, value with its unit, method})."""
+
+    id: str
+    subject: str
+    kind: str
+    claim: str
+    tests: list[str]  # the measurements that test it
+    verdict: str
+    css: str
+    reason: str
+    anchor: str
+    evidence: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, cr: ClaimResult) -> ClaimView:
+        c, v = cr.claim, cr.verdict
+        rows = [
             {**row, "value": f"{evidence_value(row['value'])} {row.get('unit', '')}".rstrip()}
             for row in v.evidence
-        ],
-    }
+        ]
+        css = v.verdict.replace(" ", "-")
+        return cls(c.id, c.subject, c.kind, c.claim, c.tests, v.verdict, css, v.reason, v.anchor, rows)
 
 
-def claim_groups(results: list[ClaimResult]) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class ClaimGroup:
+    title: str
+    claims: list[ClaimView]
+
+
+@dataclass(frozen=True)
+class VerdictCount:
+    verdict: str
+    count: int
+    css: str
+
+
+@dataclass(frozen=True)
+class ScaleCounts:
+    scale: str  # full | proxy
+    title: str
+    counts: list[VerdictCount]
+
+
+def claim_groups(results: list[ClaimResult]) -> list[ClaimGroup]:
     """Claims grouped by subject: dim, depth, heads, then the flags."""
-    groups: dict[str, list[dict[str, Any]]] = {}
+    groups: dict[str, list[ClaimView]] = {}
     for cr in results:
         key = cr.claim.subject if not cr.claim.subject.startswith("flag:") else "flags"
-        groups.setdefault(key, []).append(claim_dict(cr))
+        groups.setdefault(key, []).append(ClaimView.of(cr))
     order = [*SUBJECT_TITLES, "flags"]
     titled = {**SUBJECT_TITLES, "flags": "What the notes say each flag does"}
     ordered = [k for k in order if k in groups] + [k for k in groups if k not in order]
-    return [{"title": titled.get(k, k), "claims": groups[k]} for k in ordered]
+    return [ClaimGroup(titled.get(k, k), groups[k]) for k in ordered]
 
 
-def verdict_counts(results: list[ClaimResult]) -> list[dict[str, Any]]:
-    """[{verdict, count, css}] in the order of VERDICTS, "not testable at this scale" apart from the rest."""
+def verdict_counts(results: list[ClaimResult]) -> list[VerdictCount]:
+    """The count of each verdict, in the order of VERDICTS, "not testable at this scale" apart from the rest."""
     counts = dict.fromkeys(VERDICTS, 0)
     for cr in results:
         counts[cr.verdict.verdict] += 1
-    return [{"verdict": v, "count": n, "css": v.replace(" ", "-")} for v, n in counts.items()]
+    return [VerdictCount(v, n, v.replace(" ", "-")) for v, n in counts.items()]
 
 
-def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[str, Any]]:
+def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[ClaimView]:
     """The findings that would change the design: heavy claims that the data contradicts or qualifies."""
     tested = [
         cr
@@ -71,7 +100,7 @@ def summary_findings(results: list[ClaimResult], limit: int = 6) -> list[dict[st
         if cr.verdict.verdict in (Verdict.CONTRADICTED, Verdict.QUALIFIED) and cr.claim.weight >= 2
     ]
     tested.sort(key=lambda cr: (-cr.claim.weight, SEVERITY[cr.verdict.verdict], cr.claim.id))
-    return [claim_dict(cr) for cr in tested[:limit]]
+    return [ClaimView.of(cr) for cr in tested[:limit]]
 
 
 EFFECT_KEYS = ("estimate", "ci_low", "ci_high", "n", "interval", "paired", "why_unpaired", "mde")
@@ -105,13 +134,9 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
     return out
 
 
-def verdict_counts_by_scale(results: list[ClaimResult]) -> list[dict[str, Any]]:
+def verdict_counts_by_scale(results: list[ClaimResult]) -> list[ScaleCounts]:
     """Judgement counts kept apart by scale: analytic or measured at full scale, against proxy models."""
     by: dict[str, list[ClaimResult]] = {}
     for cr in results:
         by.setdefault("proxy" if cr.verdict.scale == Scale.PROXY else "full", []).append(cr)
-    return [
-        {"scale": k, "title": SCALE_TITLES[k], "counts": verdict_counts(by[k])}
-        for k in SCALE_TITLES
-        if k in by
-    ]
+    return [ScaleCounts(k, SCALE_TITLES[k], verdict_counts(by[k])) for k in SCALE_TITLES if k in by]
