@@ -29,7 +29,6 @@ from torch.utils import flop_counter as tfc
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from ..catalog.vocabulary import Method
 from ..devices import Device
 from .flop_counter import causal_pairs
 from .timing import Timing, time_fn
@@ -222,10 +221,7 @@ def predicted_s(ops: list[OpCost], peaks: Peaks) -> float:
     return sum(_op_time(op, peaks, efficient=True) for op in ops) + peaks.overhead_s * len(ops)
 
 
-CONVENTIONS = (
-    Method.PALM,
-    "kernel",
-)  # model FLOPs over every (query, key) pair (PaLM), or those the kernel runs
+CONVENTIONS = ("palm", "kernel")  # model FLOPs over every (query, key) pair (PaLM), or those the kernel runs
 
 
 def model_flops(step: str, ops: list[OpCost], convention: str = "palm") -> int:
