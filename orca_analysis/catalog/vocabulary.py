@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+# What a test that a scale cannot power is: a verdict of the claims, the status of a remedy's quality gate, and
+# the opening words of a skipped training record's note share these words.
+NOT_TESTABLE_AT_THIS_SCALE = "not testable at this scale"
+
 
 class Method(StrEnum):
     """How a value was obtained (a metric declares which of these produce it)."""
@@ -81,5 +85,5 @@ class Verdict(StrEnum):
     QUALIFIED = "qualified"
     CONTRADICTED = "contradicted"
     INCONCLUSIVE = "inconclusive"
-    NOT_TESTABLE = "not testable at this scale"  # the test shows no power here (its positive control)
+    NOT_TESTABLE = NOT_TESTABLE_AT_THIS_SCALE  # the test shows no power here (its positive control)
     NOT_TESTED = "not tested yet"  # its evidence is not measured yet

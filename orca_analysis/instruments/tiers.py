@@ -6,5 +6,3 @@ thorough  on a CPU, longer runs on more seeds with a learning-rate sweep per wid
 """
 
 TIERS = ("standard", "thorough")
-# What a test that a scale cannot power is (a verdict of the claims, the status of a remedy's quality gate,
-# the note of a skipped training record): said once, here, where the scales are.

@@ -4,17 +4,30 @@ after, a remedy's outcome, and the recommended design."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from ..catalog.vocabulary import Verdict
+from ..catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE
 from ..claims.stats import Effect
 from ..results.query import Value
 from ..study.remedies import Remedy
 from ..study.schema import Variant
 
-PASSES, FAILS, NEEDS_A_GPU, NOT_MEASURED = "passes", "fails", "needs a GPU", "not measured yet"
-INCONCLUSIVE = Verdict.INCONCLUSIVE
-STATUSES = (PASSES, FAILS, INCONCLUSIVE, Verdict.NOT_TESTABLE, NEEDS_A_GPU, NOT_MEASURED)
+
+class RemedyStatus(StrEnum):
+    """What a remedy's reading concluded, in the report's order (remedies/recommend.py says when each holds)."""
+
+    PASSES = "passes"
+    FAILS = "fails"
+    INCONCLUSIVE = "inconclusive"  # the proxy loss's interval straddles its delta
+    NOT_TESTABLE = NOT_TESTABLE_AT_THIS_SCALE  # the proxy cannot judge its quality
+    NEEDS_A_GPU = "needs a GPU"
+    NOT_MEASURED = "not measured yet"
+
+
+STATUSES = tuple(RemedyStatus)
+PASSES, FAILS, INCONCLUSIVE = RemedyStatus.PASSES, RemedyStatus.FAILS, RemedyStatus.INCONCLUSIVE
+NEEDS_A_GPU, NOT_MEASURED = RemedyStatus.NEEDS_A_GPU, RemedyStatus.NOT_MEASURED
 
 
 @dataclass(frozen=True)

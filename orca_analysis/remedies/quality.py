@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..catalog.vocabulary import Verdict
+from ..catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Verdict
 from ..claims.evidence import Evidence, initial_fall
 from ..results.query import Results, Value
 from ..study.remedies import Expect
 from ..study.schema import Study
+from .outcomes import RemedyStatus
 
 
 def no_worse(
@@ -26,7 +27,7 @@ def no_worse(
     """(met: True / False / None, reason, status word: "" | inconclusive | not testable at this scale)."""
     late = initial_fall(Evidence(results, study, {}), {"before": arms[0], "after": arms[1]})
     if late:
-        return None, f"{label}: {Verdict.NOT_TESTABLE}: {late}", Verdict.NOT_TESTABLE
+        return None, f"{label}: {NOT_TESTABLE_AT_THIS_SCALE}: {late}", RemedyStatus.NOT_TESTABLE
     lo, hi, said = effect.ci_low, effect.ci_high, effect.text(unit)
     if lo is not None and lo > e.delta:
         return False, f"{label}: worse by {said}: the interval lies beyond +{e.delta:g}", ""
@@ -38,7 +39,7 @@ def no_worse(
             f"{label}: {said}: the interval straddles +{e.delta:g}, so the data cannot tell whether it "
             "is worse by that much"
         ),
-        Verdict.INCONCLUSIVE,
+        RemedyStatus.INCONCLUSIVE,
     )
 
 

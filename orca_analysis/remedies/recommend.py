@@ -43,7 +43,7 @@ from ..catalog.declared.speed import (
 from ..catalog.declared.training import VAL_LOSS_FINAL
 from ..catalog.labels import Breakdown, Case
 from ..catalog.metrics import OWNERS, lookup
-from ..catalog.vocabulary import Method, ProbeOutcome, Status, Verdict
+from ..catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Method, ProbeOutcome, Status
 from ..claims.evidence import compare
 from ..claims.stats import Effect, exact
 from ..results.query import Results, Value
@@ -58,6 +58,7 @@ from .outcomes import (
     Change,
     Outcome,
     Recommendation,
+    RemedyStatus,
 )
 from .quality import no_worse, purpose_caveats
 
@@ -227,7 +228,7 @@ def _check(
     if not rows:
         skipped = results.values(e.metric, variant=vid, status=Status.SKIPPED)
         if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
-            word = Verdict.NOT_TESTABLE if skipped[0].note.startswith(Verdict.NOT_TESTABLE) else ""
+            word = RemedyStatus.NOT_TESTABLE if skipped[0].note.startswith(NOT_TESTABLE_AT_THIS_SCALE) else ""
             return None, f"{label}: {skipped[0].note}", word
         why = _failure(results, vid, e.metric)
         if why and any(t in why for t in NEEDS_GPU):
@@ -251,7 +252,7 @@ def _status(checks: list[tuple[bool | None, str, str]], regressed: list[str], gp
     if all(met for met, _, _ in checks):
         return PASSES
     words = {word for met, _, word in checks if met is None}
-    for word in (Verdict.NOT_TESTABLE, INCONCLUSIVE):
+    for word in (RemedyStatus.NOT_TESTABLE, INCONCLUSIVE):
         if word in words:
             return word
     return NEEDS_A_GPU if gpu else NOT_MEASURED

@@ -59,7 +59,7 @@ def flops_summary(
         },
         "estimates": {
             "kaplan_6n": {"forward": k.forward, "train_step": k.train_step},
-            "palm": {FORWARD_DENSE: p.forward, TRAIN_STEP_DENSE: p.train_step},
+            "palm": {"forward": p.forward, "train_step": p.train_step},  # the estimates as Kaplan's
         },
         "attention_kernels": dict(count.attention_ops),
         "flop_counter_mode_plain": {
@@ -125,7 +125,7 @@ def flops_text(s: dict[str, Any]) -> str:
         f"per token: {g(s['totals'][MFU_CONVENTION]['per_token'])} FLOP ({MFU_CONVENTION}); "
         f"attention kernels seen: {s['attention_kernels'] or 'none (einsum path)'}",
         f"Kaplan 6N: {g(s['estimates']['kaplan_6n']['train_step'])}; "
-        f"PaLM 6N+12LHQT: {g(s['estimates']['palm'][TRAIN_STEP_DENSE])} per training step",
+        f"PaLM 6N+12LHQT: {g(s['estimates']['palm']['train_step'])} per training step",
         f"plain FlopCounterMode misses {s['flop_counter_mode_plain']['missed_share']:.1%} of the dense step",
         f"MFU convention: {s['mfu_convention_text']}",
     ]

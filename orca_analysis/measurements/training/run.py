@@ -45,7 +45,7 @@ from ...catalog.declared.training import (
     VAL_LOSS_FINAL,
 )
 from ...catalog.metrics import Metric
-from ...catalog.vocabulary import Method, Scale, Verdict
+from ...catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Method, Scale
 from ...formulas.flops import kaplan_train_flops_per_token
 from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData, fixed_windows, load_corpus, tokenized
@@ -287,7 +287,7 @@ def vocab_mismatch(cfg: ModelConfig, base: ModelConfig, scale: QualityScale) -> 
     if 1 / VOCAB_MATCH <= small / full <= VOCAB_MATCH:
         return ""
     return (
-        f"{Verdict.NOT_TESTABLE}: the change acts through the vocabulary, which holds {small:.1%} of the "
+        f"{NOT_TESTABLE_AT_THIS_SCALE}: the change acts through the vocabulary, which holds {small:.1%} of the "
         f"proxy's parameters and {full:.1%} of the design's (a match within x{VOCAB_MATCH:g} is needed)"
     )
 
