@@ -84,6 +84,10 @@ METRICS = (
     TRAIN_STEP_CAUSAL_ATTENTION,
 ) = METRICS
 
+# the step counts, by component (each counted by the counter and the closed form)
+STEP_COUNTS = tuple(m for m in METRICS if m in _STEP)
+
+
 # 2: model FLOPs without recompute (MFU) and executed FLOPs (HFU)
 
 SPEC = Spec("flops", version=2)

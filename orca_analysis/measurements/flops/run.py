@@ -22,21 +22,17 @@ import torch
 from ...build import build_model
 from ...catalog.declared.flops import (
     CLOSED_FORM_GAP,
-    FORWARD_CAUSAL,
     FORWARD_DENSE,
     FORWARD_ESTIMATE,
-    FORWARD_EXECUTED,
     FVCORE_FORWARD_AS_SHIPPED,
     FVCORE_GAP,
     PLAIN_MISSED_SHARE,
+    STEP_COUNTS,
     TRAIN_STEP_CAUSAL,
     TRAIN_STEP_CAUSAL_ATTENTION,
     TRAIN_STEP_CAUSAL_PER_TOKEN,
     TRAIN_STEP_DENSE,
     TRAIN_STEP_ESTIMATE,
-    TRAIN_STEP_EXECUTED,
-    TRAIN_STEP_MODEL_CAUSAL,
-    TRAIN_STEP_MODEL_DENSE,
 )
 from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
@@ -49,16 +45,6 @@ from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
 
-METRICS = (
-    FORWARD_DENSE,
-    FORWARD_CAUSAL,
-    TRAIN_STEP_DENSE,
-    TRAIN_STEP_CAUSAL,
-    TRAIN_STEP_MODEL_DENSE,
-    TRAIN_STEP_MODEL_CAUSAL,
-    FORWARD_EXECUTED,
-    TRAIN_STEP_EXECUTED,
-)
 FVCORE_MAX_FORWARD_FLOP = 3.2e10  # Orca base at 512 tokens is 3.0e10; at 8192, fvcore takes ~1 min, 5.6 GB
 FVCORE_SKIP = (
     "fvcore runs the model on real weights (forward {flop:.3g} FLOP here, above the {cap:.0e} "
@@ -104,13 +90,13 @@ def workload_records(
         rec.failed(
             TRAIN_STEP_CAUSAL, Method.COUNTER, f"{type(exc).__name__}: {exc}", {"component": Breakdown.TOTAL}
         )
-    by_closed = {m: closed(cfg, n, b, m) for m in METRICS}
-    for metric in METRICS:
+    by_closed = {m: closed(cfg, n, b, m) for m in STEP_COUNTS}
+    for metric in STEP_COUNTS:
         for comp, v in by_closed[metric].items():
             rec.add(metric, v, Method.CLOSED_FORM, {"component": comp})
     if count is not None:
-        by_counter = {m: counted(count, m) for m in METRICS}
-        for metric in METRICS:
+        by_counter = {m: counted(count, m) for m in STEP_COUNTS}
+        for metric in STEP_COUNTS:
             for comp, v in by_counter[metric].items():
                 rec.add(metric, v, Method.COUNTER, {"component": comp}, note=how if comp == "total" else "")
             rec.add(

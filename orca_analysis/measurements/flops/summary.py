@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from ...build import build_model
-from ...catalog.declared.flops import FORWARD_DENSE, PLAIN_MISSED_SHARE, TRAIN_STEP_DENSE
+from ...catalog.declared.flops import FORWARD_DENSE, PLAIN_MISSED_SHARE, STEP_COUNTS, TRAIN_STEP_DENSE
 from ...formulas.flops import MFU_CONVENTION, MFU_CONVENTION_TEXT, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
 from ...instruments.kept_walks import WalkCache
 from ...study.schema import ModelConfig
 from . import run
-from .run import METRICS, fvcore_allowed, fvcore_for
+from .run import fvcore_allowed, fvcore_for
 
 
 def _rel(a: float, b: float) -> float:
@@ -23,13 +23,13 @@ def flops_summary(
 ) -> dict[str, Any]:
     """For `inspect`: the per-component table, totals and agreement, what the plain tools miss."""
     (count, how), tokens = analytic_flops(cfg, seq_len, batch, walks=walks), seq_len * batch
-    counted = {m: run.counted(count, m) for m in METRICS}
-    closed = {m: run.closed(cfg, seq_len, batch, m) for m in METRICS}
+    counted = {m: run.counted(count, m) for m in STEP_COUNTS}
+    closed = {m: run.closed(cfg, seq_len, batch, m) for m in STEP_COUNTS}
     step = counted[MFU_CONVENTION]
     table = [
         {
             "component": c,
-            **{m: counted[m][c] for m in METRICS},
+            **{m: counted[m][c] for m in STEP_COUNTS},
             f"closed_form_{MFU_CONVENTION}": closed[MFU_CONVENTION].get(c, 0),
             "per_token_" + MFU_CONVENTION: step[c] / tokens,
             "share": step[c] / step["total"],
@@ -55,7 +55,7 @@ def flops_summary(
                 "relative_difference": _rel(counted[m]["total"], closed[m]["total"]),
                 "per_token": counted[m]["total"] / tokens,
             }
-            for m in METRICS
+            for m in STEP_COUNTS
         },
         "estimates": {
             "kaplan_6n": {"forward": k.forward, "train_step": k.train_step},
@@ -92,11 +92,11 @@ def flops_text(s: dict[str, Any]) -> str:
     def g(x: float) -> str:
         return f"{x:.4g}"
 
-    head = ["component", *METRICS, "closed form", "share"]
+    head = ["component", *STEP_COUNTS, "closed form", "share"]
     rows = [
         [
             r["component"],
-            *(g(r[m]) for m in METRICS),
+            *(g(r[m]) for m in STEP_COUNTS),
             g(r[f"closed_form_{MFU_CONVENTION}"]),
             f"{r['share']:.1%}",
         ]
@@ -105,7 +105,7 @@ def flops_text(s: dict[str, Any]) -> str:
     rows.append(
         [
             "total",
-            *(g(s["totals"][m]["counter"]) for m in METRICS),
+            *(g(s["totals"][m]["counter"]) for m in STEP_COUNTS),
             g(s["totals"][MFU_CONVENTION]["closed_form"]),
             "100.0%",
         ]
@@ -120,7 +120,7 @@ def flops_text(s: dict[str, Any]) -> str:
     ]
     lines += [
         "counter vs closed form: "
-        + ", ".join(f"{m} {s['totals'][m]['relative_difference']:+.3%}" for m in METRICS),
+        + ", ".join(f"{m} {s['totals'][m]['relative_difference']:+.3%}" for m in STEP_COUNTS),
         f"counted by: {s['counted']}",
         f"per token: {g(s['totals'][MFU_CONVENTION]['per_token'])} FLOP ({MFU_CONVENTION}); "
         f"attention kernels seen: {s['attention_kernels'] or 'none (einsum path)'}",
