@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
 from typing import Any
 
 from .build import fidelity_entries
@@ -10,10 +11,11 @@ from .build.describe import describe
 from .catalog.declared.params import EMBEDDING_AND_LOGITS_SHARE
 from .devices import Device
 from .errors import OrcaError
-from .instruments.attention_forecast import forecast_attention
-from .instruments.gpu_forecast import METHOD, TIME_METHOD, max_batches, walk
+from .instruments.attention_forecast import no_call_note
+from .instruments.gpu_forecast import METHOD, TIME_METHOD, walk
 from .instruments.gpu_memory import POLICIES
 from .instruments.kept_walks import WalkCache
+from .instruments.max_batch import max_batches
 from .measurements import MEASUREMENTS
 from .study.schema import ModelConfig, Study
 
@@ -62,8 +64,8 @@ def forecast(cfg: ModelConfig, device: Device, seq_len: int, batch: int, dtype: 
     """`forecast` of `inspect --device`: the predicted SDPA backend of each attention call of a training step;
     each step's simulated GPU memory in the dtype policy, whether it fits, the headroom, and the largest batch
     that fits at this length (instruments/gpu_forecast.py). Bytes; predictions, each with its method."""
-    found, note = forecast_attention(cfg, device, seq_len, batch, dtype, training=True)
-    w = walk(cfg, device, dtype, seq_len, batch)
+    w = walk(cfg, device, dtype, seq_len, batch)  # its training step's forward gives the attention calls
+    found, note = w.attention("train"), no_call_note(cfg, w.calls.get("train", Counter()))
     memory, routed, times = w.memory, w.routed, w.times(device, dtype)
     largest = max_batches(cfg, device, dtype, seq_len, w if batch == 1 else None)
     return {

@@ -14,8 +14,10 @@ from orca_analysis.build import build_model
 from orca_analysis.cli import main
 from orca_analysis.devices import device
 from orca_analysis.instruments.cuda_autocast import cuda_autocast
-from orca_analysis.instruments.gpu_forecast import max_batch, simulate
+from orca_analysis.instruments.gpu_forecast import memories_of, simulate
 from orca_analysis.instruments.gpu_memory import RoutedSdpa
+from orca_analysis.instruments.max_batch import max_batch, walked_max_batch
+from orca_analysis.instruments.replay import ADD, CHECK, DROP, replay
 from orca_analysis.instruments.tracker import _Tracker
 from orca_analysis.study.load import load_study
 
@@ -142,7 +144,8 @@ def test_cpu_autocast_is_back_after_the_emulation():
 
 
 def test_the_largest_batch_fits_and_one_more_does_not():
-    """llama-tiny (no ALiBi) at 64 tokens on an H100 cut to 40 MB: the affine answer, checked by walks."""
+    """llama-tiny (no ALiBi) at 64 tokens on an H100 cut to 40 MB: the answer replayed from the walks at batch 2
+    and 3, checked by a walk; the batch beyond it does not fit when walked either."""
     cfg = load_study("tests/fixtures/llama-tiny.yaml").base
     small = dataclasses.replace(H100, memory_bytes=40_000_000)
     for policy in ("float32", "bfloat16"):
@@ -152,12 +155,48 @@ def test_the_largest_batch_fits_and_one_more_does_not():
             for b in (1, 2, 3, 4, mb.batch, mb.batch + 1)
         }
         assert at[mb.batch].fits(small) and not at[mb.batch + 1].fits(small), policy
-        # at batch 1 the peak is the optimizer step's (foreach AdamW's temporaries, constant in the batch), so the
-        # line through batches 1 and 2 is refitted near the limit; from batch 2 on the backward's peak is nearly
-        # affine: the 512 B rounding of small tensors and the moment of the peak move it under 1%
+        assert mb.peak == at[mb.batch].peak and "replayed" in mb.method and "to the byte" in mb.method
+        # at batch 1 the peak is the optimizer step's (foreach AdamW's temporaries, constant in the batch); from
+        # batch 2 on the backward's: the line through batches 1 and 2 misses, the 512 B rounding of small tensors
+        # and the moment of the peak move it under 1% from batch 2 on
         assert at[1].phase == "optimizer" and {at[b].phase for b in (2, 3, 4)} == {"backward"}
         assert 2 * at[3].peak - at[2].peak == pytest.approx(at[4].peak, rel=0.01)
-        assert "refitted" in mb.method and "checked by walks" in mb.method
+
+
+def test_the_walked_answer_refits_where_the_line_through_batch_1_and_2_misses():
+    """The fallback where no replay can be made: llama-tiny's line through batch 1 (the optimizer's peak) and 2
+    misses the limit, so it is refitted through the walks nearest it and checked by walks at b and b + 1; it
+    agrees with the replayed answer."""
+    cfg = load_study("tests/fixtures/llama-tiny.yaml").base
+    small = dataclasses.replace(H100, memory_bytes=40_000_000)
+    walked = walked_max_batch(cfg, small, "float32", 64, "train")
+    assert "refitted" in walked.method and "checked by walks" in walked.method
+    assert walked.batch == max_batch(cfg, small, "float32", 64, "train").batch
+
+
+@pytest.mark.parametrize(("study", "policy"), [("tiny", "bfloat16"), ("llama-tiny", "float32")])
+def test_the_replayed_peak_is_the_walks_own_at_every_batch(study, policy):
+    """The peak replayed from the timelines at batch 2 and 3 equals the tracker's own, to the byte, at batches
+    never walked for it (tiny has ALiBi: its (b, h, n, n) bias grows with the batch too)."""
+    cfg = load_study(f"tests/fixtures/{study}.yaml").base
+    walked = memories_of(cfg, H100, policy, {(32, b): ("train", "prefill") for b in (2, 3, 5, 11)})
+    for step in ("train", "prefill"):
+        rep = replay(walked[(32, 2)][step].timeline, walked[(32, 3)][step].timeline, 512)
+        assert rep is not None and rep.monotone
+        assert [rep.peak(b) for b in (2, 3, 5, 11)] == [walked[(32, b)][step].peak for b in (2, 3, 5, 11)]
+
+
+def test_a_replay_needs_the_same_events_and_reads_them_in_slot_order_between_checks():
+    """Hand-made timelines: (kind, slot, raw bytes). Storages 0 and 1 are added (100 and 700 B at batch 2, 200
+    and 700 B at batch 3), checked, dropped in either order, checked. At batch B storage 0 holds 100 (B - 1) B,
+    rounded up to 512 B blocks: batch 6 -> 500 B -> 512 B, batch 7 -> 600 B -> 1,024 B; storage 1 holds 700 B
+    -> 1,024 B. The peak is the first check: 1,536 B at batch 6, 2,048 B at batch 7."""
+    a = [(ADD, 0, 100), (ADD, 1, 700), (CHECK, -1, 0), (DROP, 0, 0), (DROP, 1, 0), (CHECK, -1, 0)]
+    b = [(ADD, 0, 200), (ADD, 1, 700), (CHECK, -1, 0), (DROP, 1, 0), (DROP, 0, 0), (CHECK, -1, 0)]
+    rep = replay(a, b, 512)
+    assert (rep.peak(6), rep.peak(7)) == (1536, 2048) and rep.monotone
+    assert replay(a, [*b[:3], (ADD, 2, 8), *b[3:]], 512) is None  # an event more: the code branched
+    assert not replay(b, a, 512).monotone  # storage 0 shrinks from batch 2 to 3
 
 
 def test_the_optimizer_step_is_cudas_multi_tensor_adamw():
@@ -208,8 +247,9 @@ def test_inspect_json_carries_memory_fits_and_max_batch(capsys):
     assert f["memory"]["train"]["peak"] > 0 and "broadcast" in f["memory"]["decode"]["why"]
     assert f["headroom"]["train"] == H100.memory_bytes - f["memory"]["train"]["peak"]
     assert f["max_batch"]["train"]["32"]["batch"] > 1000 and f["routed_calls"] == {"efficient": 4}
-    # at batch 1 and 2 the optimizer step holds the peak: the batch is doubled until the peak grows
-    assert "flat at batch 1 and 2" in f["max_batch"]["train"]["32"]["method"]
+    # the optimizer step holds the peak at batch 1 and 2 (flat): replayed from batch 2 and 3, no walk doubles it
+    train = f["max_batch"]["train"]["32"]
+    assert "replayed" in train["method"] and f"checked by a walk at {train['batch']:,}" in train["method"]
     assert set(f["time"]) == {"train", "prefill"} and set(f["mfu_ceiling"]) == {"train", "prefill"}
     assert all(0 < t["floor_s"] < t["predicted_s"] for t in f["time"].values())
     assert all(0 < m["kernel"] <= m["palm"] < 1 for m in f["mfu_ceiling"].values())  # ALiBi: a mask, no skip

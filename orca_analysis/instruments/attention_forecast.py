@@ -90,11 +90,15 @@ def forecast_attention(
 ) -> tuple[list[Forecast], str]:
     """The predicted backend of each distinct attention call, and a note where the design calls no SDPA."""
     calls, enabled = attention_calls(cfg, seq_len, batch, dtype, training)
-    note = ""
-    if not calls:
-        note = "no scaled_dot_product_attention call: " + (
-            "FlexAttention runs attention (alibi_in_kernel), compiled by torch.compile on CUDA"
-            if cfg.layers.get("alibi_in_kernel")
-            else "x-transformers computes attention in plain PyTorch (attn_flash is off), materialising the scores"
-        )
-    return [Forecast(c, n, predict(c, device, enabled)) for c, n in calls.items()], note
+    return [Forecast(c, n, predict(c, device, enabled)) for c, n in calls.items()], no_call_note(cfg, calls)
+
+
+def no_call_note(cfg: ModelConfig, calls: Counter[AttentionCall]) -> str:
+    """Why a design calls no SDPA, or '' where it does."""
+    if calls:
+        return ""
+    return "no scaled_dot_product_attention call: " + (
+        "FlexAttention runs attention (alibi_in_kernel), compiled by torch.compile on CUDA"
+        if cfg.layers.get("alibi_in_kernel")
+        else "x-transformers computes attention in plain PyTorch (attn_flash is off), materialising the scores"
+    )

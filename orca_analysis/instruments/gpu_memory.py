@@ -39,7 +39,7 @@ from torch.overrides import TorchFunctionMode
 from ..devices import Device
 from .attention_forecast import call_of
 from .cuda_autocast import cuda_autocast
-from .sdpa_rules import XT_ENABLED, predict
+from .sdpa_rules import XT_ENABLED, AttentionCall, Prediction, predict
 
 ALLOCATOR_BLOCK = 512  # bytes: CUDA's caching allocator rounds every request up to a multiple of this
 POLICIES = {
@@ -65,6 +65,8 @@ class RoutedSdpa(TorchFunctionMode):
         super().__init__()
         self.device, self.enabled, self.lower = device, enabled, lower
         self.backends: Counter[str] = Counter()
+        self.calls: Counter[AttentionCall] = Counter()  # each call as SDPA received it
+        self.predicted: dict[AttentionCall, Prediction] = {}
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
@@ -95,8 +97,12 @@ class RoutedSdpa(TorchFunctionMode):
             "is_causal": is_causal,
             "enable_gqa": enable_gqa,
         }
-        backend = predict(call_of((q, k, v), kw, training), self.device, self.enabled).backend
+        call = call_of((q, k, v), kw, training)
+        if call not in self.predicted:
+            self.predicted[call] = predict(call, self.device, self.enabled)
+        backend = self.predicted[call].backend
         self.backends[backend] += 1
+        self.calls[call] += 1
         if backend == "flash":
             return _flash(q, k, v, dropout_p, is_causal, scale)
         if backend in ("efficient", "cudnn"):
@@ -180,6 +186,9 @@ class GpuRun:
     policy: str  # a key of POLICIES
     enabled: tuple[str, ...] = XT_ENABLED
     backends: Counter[str] = field(default_factory=Counter)  # every routed call, by backend
+    # each step's calls (train: its forward's), as SDPA received them, with the backend predicted for each
+    calls: dict[str, Counter[AttentionCall]] = field(default_factory=dict)
+    predicted: dict[AttentionCall, Prediction] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -194,8 +203,8 @@ class GpuRun:
         return ALLOCATOR_BLOCK
 
     @contextmanager
-    def forward(self) -> Iterator[None]:
-        """Around a forward (and its loss): the policy's autocast and the routed attention."""
+    def forward(self, step: str) -> Iterator[None]:
+        """Around a forward of `step` (and its loss): the policy's autocast and the routed attention."""
         lower = torch.bfloat16 if self.policy == "bfloat16" else None
         mode = RoutedSdpa(self.device, self.enabled, lower)
         with ExitStack() as stack:
@@ -206,3 +215,5 @@ class GpuRun:
                 yield
             finally:
                 self.backends.update(mode.backends)
+                self.calls.setdefault(step, Counter()).update(mode.calls)
+                self.predicted.update(mode.predicted)

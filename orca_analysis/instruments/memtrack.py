@@ -42,6 +42,7 @@ class Tracked:
     modules: dict[str, tuple[int, int]] = dataclasses.field(default_factory=dict)  # fqn -> (fw, bw) peak
     extra: dict[str, int] = dataclasses.field(default_factory=dict)
     alibi: int = 0  # bytes of ALiBi tensors alive at the peak (within activations and temporaries)
+    timeline: list | None = None  # the tracker's timeline, where it records one (instruments/replay.py)
 
 
 def _tracked(t: _Tracker, modules: bool = False) -> Tracked:
@@ -59,7 +60,8 @@ def _tracked(t: _Tracker, modules: bool = False) -> Tracked:
                 for k in ("Peak-Forward", "Peak-Backward")
             ]
             mods[name] = tuple(max((s.get("Total", 0) for s in ss), default=0) for ss in snaps)
-    return Tracked(peaks[phase], phase, cats, peaks, mods, alibi=t.phase_peaks[phase].get(ALIBI, 0))
+    alibi = t.phase_peaks[phase].get(ALIBI, 0)
+    return Tracked(peaks[phase], phase, cats, peaks, mods, alibi=alibi, timeline=getattr(t, "timeline", None))
 
 
 def tensors_in(obj: Any) -> list[torch.Tensor]:
@@ -97,8 +99,8 @@ class How:
     costs: CostRecorder | None = None
     tracker: Callable[..., _Tracker] = _Tracker
 
-    def forward(self) -> Any:
-        return self.gpu.forward() if self.gpu else nullcontext()
+    def forward(self, step: str) -> Any:
+        return self.gpu.forward(step) if self.gpu else nullcontext()
 
     def step(self, name: str) -> Any:
         return self.costs.step(name) if self.costs else nullcontext()
@@ -140,7 +142,7 @@ def _train(
     `gpu`, the forward and loss run in its context (autocast, routed attention), the backward outside it."""
 
     def fw_bw() -> None:
-        with how.forward():
+        with how.forward("train"):
             loss = F.cross_entropy(model(x).transpose(1, 2), y)
         loss.backward()
 
@@ -183,7 +185,7 @@ def _train_step(
 
 def _prefill(model: torch.nn.Module, x: torch.Tensor, how: How = PLAIN) -> tuple[Tracked, Any]:
     with _tracking(str(x.device), model, x, how=how) as (tracker, cuda), torch.no_grad():
-        with how.forward(), how.step("prefill"):
+        with how.forward("prefill"), how.step("prefill"):
             _, cache = model(x, return_intermediates=True)
     kv = [t for inter in cache.attn_intermediates for t in inter.cached_kv]
     extra = {EXTRA_KV: storage_bytes(kv), EXTRA_CACHE: storage_bytes(tensors_in(cache)), **cuda}
@@ -218,7 +220,7 @@ def _decode(
     )  # fake tensors log a traceback before re-raising: the failure is our result
     try:
         with _tracking(str(x.device), model, x, *tensors_in(cache), how=how) as (tracker, _), torch.no_grad():
-            with how.forward(), how.step("decode"):
+            with how.forward("decode"), how.step("decode"):
                 out, _ = model(x, return_intermediates=True, cache=cache)
         if tuple(out.shape) != (x.shape[0], 1, cfg.num_tokens):
             raise RuntimeError(f"logits of shape {tuple(out.shape)} for one new token")

@@ -32,10 +32,10 @@ METRICS = (
         "gpu_max_batch",
         "sequences",
         "the largest batch whose step (label step: train, prefill) fits the "
-        "GPU's memory at the workload's length, in the dtype policy (label compute): affine in the batch from "
-        "walks at 1 and 2 (at doubled batches where the optimizer step holds the peak at both), checked by "
-        "walks at the answer and one more (instruments/gpu_forecast.py); the "
-        "base variant at the study's longest length",
+        "GPU's memory at the workload's length, in the dtype policy (label compute): the peak replayed at any "
+        "batch from the allocation timelines of walks at batch 2 and 3 (each storage affine in the batch), "
+        "checked by a walk at the answer, to the byte; from walks alone where no replay can be made "
+        "(instruments/max_batch.py); the base variant at the study's longest length",
         ("predicted",),
         ("gpu", "compute", "step"),
     ),
@@ -81,4 +81,4 @@ METRICS = (
 # default AdamW (foreach), the largest batch doubled where the optimizer step holds the peak; 5: a FlexAttention
 # design's predicted time and MFU ceiling skipped with the reason too
 
-SPEC = Spec("forecast", version=5)
+SPEC = Spec("forecast", version=6)

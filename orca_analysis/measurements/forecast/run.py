@@ -19,7 +19,8 @@ from ...catalog.labels import Breakdown
 from ...catalog.vocabulary import Method
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
-from ...instruments.gpu_forecast import BATCH_STEPS, METHOD, TIME_METHOD, max_batch, peaks_of, walk
+from ...instruments.gpu_forecast import METHOD, TIME_METHOD, walk
+from ...instruments.max_batch import BATCH_STEPS, largest_batches, walks_at_1_2_3
 from ...instruments.roofline import CONVENTIONS
 from ...instruments.sdpa_rules import predict
 from ...results import Record
@@ -144,11 +145,12 @@ def _memory(at, variant: Variant, compute: str, n: int, b: int, gpus: list[Devic
 
 
 def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device]) -> None:  # noqa: ANN001
-    """The largest batch per GPU and step: the walks at batch 1 and 2 shared, the checks per GPU."""
-    peaks = peaks_of(variant.config, gpus[0], compute, n, (1, 2), BATCH_STEPS)
+    """The largest batch per GPU and step: the walks at batch 1, 2 and 3 shared, the checks in one more build."""
+    walked = walks_at_1_2_3(variant.config, gpus[0], compute, n, BATCH_STEPS)
+    largest = largest_batches(variant.config, gpus, compute, n, walked)
     for step in BATCH_STEPS:
         for gpu in gpus:
-            mb = max_batch(variant.config, gpu, compute, n, step, (peaks[step][1], peaks[step][2]))
+            mb = largest[gpu.id][step]
             note = (
                 f"{mb.method}; intercept {mb.intercept:,} B, slope {mb.slope:,} B per sequence, against "
                 f"{gpu.memory_bytes:,} B"

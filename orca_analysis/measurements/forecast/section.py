@@ -28,6 +28,7 @@ from ...catalog.vocabulary import Method, Status
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
+from ...instruments.max_batch import NOT_REPLAYED
 from ...instruments.roofline import GPU_EFFICIENCY, GPU_OVERHEAD_S
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
@@ -195,14 +196,16 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
             next((f"{int(v.value)}" for v in results.values(GPU_MAX_BATCH, gpu=g, **at)), "") for g in gpus
         ]
         rows.append([vid, seq, compute, step, *cells])
-    methods = sorted({v.note.split(";")[0] for v in largest if "moved" in v.note or "unchecked" in v.note})
+    methods = sorted(
+        {f"{v.labels['gpu']} {v.labels['step']}: {v.note}" for v in largest if NOT_REPLAYED in v.note}
+    )
     section.tables.append(
         Table(
             "The largest batch that fits, simulated (a forecast)",
-            "Sequences per step at the study's longest length. Peak memory is affine in the batch: the answer comes "
-            "from walks at batch 1 and 2 (where the optimizer step, which does not grow with the batch, holds the "
-            "peak at both, from walks at doubled batches) and is checked by walks at the answer (fits) and one more "
-            "(does not); 0: not even one sequence fits (instruments/gpu_forecast.py)."
+            "Sequences per step at the study's longest length. Each storage's bytes are affine in the batch: the "
+            "walks at batch 2 and 3 record every allocation, and the peak at any batch is replayed from them, "
+            "rounding included; the answer fits and one more does not by the replay, and a walk at the answer "
+            "gives the replay's peak to the byte; 0: not even one sequence fits (instruments/max_batch.py)."
             + (" Exceptions: " + "; ".join(methods) if methods else ""),
             ["variant", "tokens", "compute", "step", *gpus],
             rows,
