@@ -11,7 +11,8 @@ storage of one is the k-th of the other, and its bytes are affine in the batch w
 count is (a batch dimension, or none): at batch B >= 2 a storage holds r2 + (B - 2) (r3 - r2) bytes.
 `Replay.peak(B)` rounds each to the allocator's block as the tracker does and takes the largest total at the
 checks: the tracker's own number at batch B, without a walk. Batch 1 is not on the line: a dimension of size
-one makes views contiguous, so a batch of one skips copies a larger batch makes. Where r3 >= r2 for every
+one lets a strided tensor be viewed, so a batch of one skips copies a larger batch makes (Orca's training step:
+the backward of the logits' transpose is a view at batch 1, a clone at batch 2 and beyond). Where r3 >= r2 for every
 storage the peak never falls as the batch grows, so the largest batch that fits is found by search. Both are
 checked: the replay must give the two walks' own peaks, and instruments/max_batch.py walks the answer and
 compares it with the replay to the byte.
