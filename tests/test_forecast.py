@@ -325,7 +325,7 @@ def test_a_gpu_runs_peaks_are_set_beside_the_forecasts_assumptions():
         ["h100-sxm-80gb", "seconds per one-element operator, us", "5", "10.0", "+100%"],
         [
             "h100-sxm-80gb",
-            "seconds per operator of the design's training step at one token, us",
+            "seconds per operator of the design's training step at 2 tokens, us",
             "5",
             "30.0",
             "+500%",

@@ -34,7 +34,7 @@ def test_registration_follows_the_gpu_plan():
     assert got == {
         "kernels": (40, True, "attention", 0.05, 32, False, 1),
         "attention_speed": (50, True, "attention", 0.10, 1024, False, 2),
-        "speed": (60, True, "speed", 0.40, 64, True, 6),  # 6: the calibrated time forecast
+        "speed": (60, True, "speed", 0.40, 64, True, 7),  # 7: the time forecast calibrated at 2 tokens
     }
     plan = gpu_plan()
     assert plan["attention"] == ["kernels", "attention_speed"] and plan["speed"] == ["speed"]

@@ -16,6 +16,7 @@ from ...catalog.declared.forecast import (
 from ...catalog.declared.kernels import RAN_TRAIN
 from ...catalog.declared.memory import PEAK
 from ...catalog.declared.speed import (
+    CALIBRATION_TOKENS,
     COPY_BANDWIDTH,
     GEMM_CEILING,
     OP_OVERHEAD,
@@ -372,7 +373,7 @@ def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None
         )
         for metric, what in (
             (OP_OVERHEAD, "one-element operator"),
-            (TRAIN_STEP_OP_COST, "operator of the design's training step at one token"),
+            (TRAIN_STEP_OP_COST, f"operator of the design's training step at {CALIBRATION_TOKENS} tokens"),
         ):
             for cost in results.values(metric, **at)[:1]:
                 rows.append(

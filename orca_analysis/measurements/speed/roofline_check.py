@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...catalog.declared.speed import COPY_BANDWIDTH, COPY_TIME, MED, OP_OVERHEAD, STEP
+from ...catalog.declared.speed import CALIBRATION_TOKENS, COPY_BANDWIDTH, COPY_TIME, MED, OP_OVERHEAD, STEP
 from ...catalog.vocabulary import Method
 from ...instruments.memtrack import run_steps
 from ...instruments.roofline import (
@@ -25,7 +25,7 @@ from ...study.schema import ModelConfig
 from ..recorder import Recorder
 from .timed import Workload
 
-CALIBRATION = (1, 1)  # tokens x batch of the design's own step that calibrates the per-operator cost
+CALIBRATION = (CALIBRATION_TOKENS, 1)  # tokens x batch of the design's own step that calibrates its op cost
 METHOD = (
     "predicted: the step's operators from the no-allocation walk (instruments/roofline.py); floor = sum of "
     "max(FLOPs / the GEMM ceiling, bytes / the copy bandwidth); predicted = the floor plus the measured "
@@ -52,16 +52,17 @@ def _ops(cfg: ModelConfig, step: str, seq_len: int, batch: int) -> list[OpCost]:
 
 def op_cost(peaks: Peaks, cfg: ModelConfig, rec: Recorder, step: str, timing: Timing) -> float:
     """The per-operator cost of this design's own eager `step` on this machine: (the median of the step at
-    CALIBRATION tokens x batch - its floor) / its operators, recorded. At one token the step is almost all
+    CALIBRATION tokens x batch - its floor) / its operators, recorded. At two tokens the step is almost all
     per-operator cost (Python, dispatch, autograd, the optimizer's launches), which the one-element chain of
-    op_overhead does not carry."""
+    op_overhead does not carry, and its matrix products run as at the lengths it predicts (at one token they
+    are matrix-vector products, about twice as fast per weight byte on this CPU: catalog/declared/speed.py)."""
     ops = _ops(cfg, step, *CALIBRATION)
     floor = floor_s(ops, peaks)
     cost = max(0.0, (timing.median - floor) / len(ops))
     n, b = CALIBRATION
     note = (
         f"({timing.median * 1e3:.4g} ms measured - {floor * 1e3:.4g} ms floor) / {len(ops)} operators, at "
-        f"{n} token x batch {b}"
+        f"{n} tokens x batch {b}"
     )
     rec.add(STEP[step].op_cost, cost, MED, note=note)
     return cost

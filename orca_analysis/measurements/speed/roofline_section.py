@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ...catalog.declared.speed import (
+    CALIBRATION_TOKENS,
     OP_OVERHEAD,
     PREFILL_FLOOR,
     STEP,
@@ -69,7 +70,7 @@ def forecast_check_table(results: Results, study) -> Table | None:  # noqa: ANN0
         f"one eager operator with autograd (op_overhead; {peaks}). Floor: the sum over the step's operators of "
         "max(FLOPs / GEMM ceiling, bytes / bandwidth); it must stay below the measured median. Predicted: the "
         "floor plus op_overhead per operator, from probes alone. Calibrated: the floor plus the design's own "
-        "per-operator cost, measured on its step at one token (train_step_op_cost, prefill_op_cost: Python, "
+        f"per-operator cost, measured on its step at {CALIBRATION_TOKENS} tokens (train_step_op_cost, prefill_op_cost: Python, "
         "dispatch and autograd between the operators, which the one-element chain does not carry); the "
         "lengths checked are not the one it was calibrated at. Error: prediction / measured - 1. "
         f"Floor below the measurement in {n - above} of {n}; within {TOLERANCE:.0%}: the prediction from probes "

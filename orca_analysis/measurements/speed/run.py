@@ -137,7 +137,7 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
 
 
 def _calibrate(ctx: Context, rec: Recorder, peaks: Peaks) -> None:
-    """The per-operator cost of this design's own training step and prefill at one token (op_cost), for the
+    """The per-operator cost of this design's own training step and prefill at CALIBRATION (op_cost), for the
     calibrated prediction; a step that fails here gets no calibrated prediction (its failure is recorded)."""
     w = Workload(*CALIBRATION, CALIBRATION[:1])
     for step, timing in (("train", train_step_timing), ("prefill", prefill_timing)):
