@@ -26,6 +26,7 @@ every pair where a bias is passed or no kernel flag skips masked blocks, the rec
 from __future__ import annotations
 
 import sys
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 from torch.overrides import TorchFunctionMode
 from torch.utils import flop_counter as tfc
 from torch.utils.flop_counter import FlopCounterMode
@@ -173,7 +175,7 @@ class _Ledger:
             isinstance(m, xt.AlibiPositionalBias) for m in model.modules()
         )
         self.node_component: dict[int, str] = {}  # autograd sequence number -> component
-        self.tracker: Any = None  # the FlopCounterMode's ModuleTracker, set once it exists
+        self.tracker: Any = None  # the modules running a forward (ForwardModules), set once counting starts
         self.fused_calls = 0
 
     def mapping(self) -> dict[Any, Any]:
@@ -358,11 +360,54 @@ def count_ops(fn: Callable[[], Any], seq_len: int, causal: bool = False) -> Flop
     return _run(fn, _Ledger(seq_len, causal))
 
 
+class ForwardModules:
+    """The modules running a forward, named as torch's ModuleTracker names them (`parents`), from forward hooks
+    alone. FlopCounterMode's own ModuleTracker also registers a multi-grad hook on every module call's inputs
+    and outputs to follow the backward; the ledger files backward work by autograd node instead, and
+    FlopCounterMode's total is its "Global" entry, so those hooks only cost time. Mirrors torch 2.13's
+    ModuleTracker (utils/module_tracker.py): `_get_mod_name` and the forward halves of its hooks."""
+
+    def __init__(self) -> None:
+        self.parents: set[str] = {"Global"}
+        self._known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._seen: weakref.WeakSet = weakref.WeakSet()
+        self._handles: list = []
+
+    def _name(self, mod: torch.nn.Module) -> str:
+        if mod not in self._known:
+            self._known[mod] = type(mod).__name__
+        name = self._known[mod]
+        if mod not in self._seen:
+            for child, sub in mod.named_children():
+                self._known[sub] = f"{name}.{child}"
+                self._name(sub)
+            self._seen.add(mod)
+        return name
+
+    def _pre(self, mod: torch.nn.Module, args: Any) -> None:
+        self.parents.add(self._name(mod))
+
+    def _post(self, mod: torch.nn.Module, args: Any, out: Any) -> None:
+        self.parents.discard(self._name(mod))
+
+    def __enter__(self) -> ForwardModules:
+        self._handles = [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
 def _run(fn: Callable[[], Any], ledger: _Ledger) -> FlopCount:
     # FlopCounterMode is no dispatch mode itself in torch 2.13 (it enters a private one), so a dispatch
     # override on it is never called: device queries go through upstream's mode, which counts nothing
     counter = FlopCounterMode(display=False, custom_mapping=ledger.mapping())
-    ledger.tracker = counter.mod_tracker
+    counter.mod_tracker = ledger.tracker = ForwardModules()
     with counter, _MathAttention(ledger):
         fn()
     ledger.count.mode_total = counter.get_total_flops()
