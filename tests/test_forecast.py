@@ -157,6 +157,7 @@ def test_the_forecast_measurement_and_its_section():
         for r in kernels
     )
     assert len(peaks) == 2 * 2 * 2 * 8 * 5 and len(largest) == 2 * 2 * 5
+    assert {r.labels["search"] for r in largest} == {"replayed"}  # tiny's timelines at batch 2 and 3 agree
     assert {r.labels["step"] for r in peaks} == {"train", "prefill"}
     # the stored peak is the simulation's, one walk shared by the GPUs that run the same kernels
     sim, _ = simulate(study.base, H100, "bfloat16", 64, 1, ("train",))

@@ -36,5 +36,13 @@ class Phase(StrEnum):
     OPTIMIZER = "optimizer"
 
 
+class Search(StrEnum):
+    """The `search` label of the largest batch that fits a GPU: replayed from two walks' allocation timelines and
+    checked by a walk, or found by walks alone (where no replay could be made)."""
+
+    REPLAYED = "replayed"
+    WALKED = "walked"
+
+
 TOTAL_CATEGORY = {"category": Breakdown.TOTAL}  # the labels of a memory peak's total
 TOTAL_COMPONENT = {"component": Breakdown.TOTAL}  # the labels of a parameter or FLOP count's total

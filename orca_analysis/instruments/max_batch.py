@@ -38,6 +38,9 @@ class MaxBatch:
     slope: int  # (replayed), else through the walks at batch 1 and 2
     peak: int | None  # the checked walk's peak at `batch`
     method: str
+    replayed: bool = (
+        False  # True: from the replay (or batch 1's and 2's own walks), checked; False: walks alone
+    )
 
 
 Walked = tuple[StepMemory, StepMemory, StepMemory]  # a step walked at batch 1, 2 and 3
@@ -164,11 +167,11 @@ def _replayed(
     cap = device.memory_bytes
     if b == 0:
         line = (2 * one.peak - two.peak, two.peak - one.peak)
-        return MaxBatch(step, seq_len, 0, *line, one.peak, f"batch 1 needs {one.peak:,} B > {cap:,} B")
+        return MaxBatch(step, seq_len, 0, *line, one.peak, f"batch 1 needs {one.peak:,} B > {cap:,} B", True)
     if b == 1:
         line = (2 * one.peak - two.peak, two.peak - one.peak)
         how = f"walked: batch 1 fits ({one.peak:,} B), batch 2 does not ({two.peak:,} B)"
-        return MaxBatch(step, seq_len, 1, *line, one.peak, how)
+        return MaxBatch(step, seq_len, 1, *line, one.peak, how, True)
     at_b, at_next = rep.peak(b), rep.peak(b + 1)
     walked = checked[(seq_len, b)][step].peak
     if walked != at_b:
@@ -193,7 +196,7 @@ def _replayed(
             f"{base}: {b:,} fits ({at_b:,} B), {b + 1:,} does not ({at_next:,} B); checked by a walk at {b:,} "
             "(the replay's peak, to the byte)"
         )
-    return MaxBatch(step, seq_len, b, at_b - slope * b, slope, walked, how)
+    return MaxBatch(step, seq_len, b, at_b - slope * b, slope, walked, how, True)
 
 
 def max_batch(cfg: ModelConfig, device: Device, policy: str, seq_len: int, step: str = "train") -> MaxBatch:

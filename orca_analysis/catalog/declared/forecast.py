@@ -35,9 +35,10 @@ METRICS = (
         "GPU's memory at the workload's length, in the dtype policy (label compute): the peak replayed at any "
         "batch from the allocation timelines of walks at batch 2 and 3 (each storage affine in the batch), "
         "checked by a walk at the answer, to the byte; from walks alone where no replay can be made "
-        "(instruments/max_batch.py); the base variant at the study's longest length",
+        "(instruments/max_batch.py; label search: replayed, or walked where no replay could be made); the base "
+        "variant at the study's longest length",
         ("predicted",),
-        ("gpu", "compute", "step"),
+        ("gpu", "compute", "step", "search"),
     ),
     Metric(
         "gpu_step_floor",

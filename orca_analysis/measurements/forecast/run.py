@@ -15,7 +15,7 @@ from ...catalog.declared.forecast import (
     GPU_STEP_PREDICTED,
     SDPA_PREDICTED_CALLS,
 )
-from ...catalog.labels import Breakdown
+from ...catalog.labels import Breakdown, Search
 from ...catalog.vocabulary import Method
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
@@ -159,6 +159,11 @@ def _largest_batch(at, variant: Variant, compute: str, n: int, gpus: list[Device
                 GPU_MAX_BATCH,
                 float(mb.batch),
                 Method.PREDICTED,
-                {"gpu": gpu.id, "compute": compute, "step": step},
+                {
+                    "gpu": gpu.id,
+                    "compute": compute,
+                    "step": step,
+                    "search": Search.REPLAYED if mb.replayed else Search.WALKED,
+                },
                 note=note,
             )

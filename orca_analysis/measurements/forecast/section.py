@@ -24,12 +24,11 @@ from ...catalog.declared.speed import (
     TRAIN_STEP_OP_COST,
     TRAIN_STEP_TIME,
 )
-from ...catalog.labels import Breakdown
+from ...catalog.labels import Breakdown, Search
 from ...catalog.vocabulary import Method, Status
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
-from ...instruments.max_batch import NOT_REPLAYED
 from ...instruments.roofline import GPU_EFFICIENCY, GPU_OVERHEAD_S
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
@@ -198,7 +197,11 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         ]
         rows.append([vid, seq, compute, step, *cells])
     methods = sorted(
-        {f"{v.labels['gpu']} {v.labels['step']}: {v.note}" for v in largest if NOT_REPLAYED in v.note}
+        {
+            f"{v.labels['gpu']} {v.labels['step']}: {v.note}"
+            for v in largest
+            if v.labels.get("search") == Search.WALKED
+        }
     )
     section.tables.append(
         Table(
