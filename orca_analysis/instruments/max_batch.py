@@ -38,9 +38,7 @@ class MaxBatch:
     slope: int  # (replayed), else through the walks at batch 1 and 2
     peak: int | None  # the checked walk's peak at `batch`
     method: str
-    replayed: bool = (
-        False  # True: from the replay (or batch 1's and 2's own walks), checked; False: walks alone
-    )
+    replayed: bool = False  # from the replay (or the walks at batch 1 and 2) and checked; else walks alone
 
 
 Walked = tuple[StepMemory, StepMemory, StepMemory]  # a step walked at batch 1, 2 and 3
