@@ -163,11 +163,10 @@ def _replayed(
 ) -> MaxBatch | None:
     """The answer `b` with its check, or None where the walk at b disagrees with the replay."""
     cap = device.memory_bytes
+    line = (2 * one.peak - two.peak, two.peak - one.peak)  # through the walks at batch 1 and 2
     if b == 0:
-        line = (2 * one.peak - two.peak, two.peak - one.peak)
         return MaxBatch(step, seq_len, 0, *line, one.peak, f"batch 1 needs {one.peak:,} B > {cap:,} B", True)
     if b == 1:
-        line = (2 * one.peak - two.peak, two.peak - one.peak)
         how = f"walked: batch 1 fits ({one.peak:,} B), batch 2 does not ({two.peak:,} B)"
         return MaxBatch(step, seq_len, 1, *line, one.peak, how, True)
     at_b, at_next = rep.peak(b), rep.peak(b + 1)
