@@ -154,7 +154,8 @@ def test_flag_is_stripped_and_described():
 
 
 def test_simulated_memory_names_what_needs_a_gpu_and_keeps_the_rest():
-    from orca_analysis.instruments.memtrack import run_steps
+    from orca_analysis.catalog.vocabulary import Cause
+    from orca_analysis.instruments.memtrack import cause_of, run_steps
 
     res = run_steps(_cfg(True), "float32", {(32, 1): ("train", "prefill", "decode")})[(32, 1)]
     # the training step: no FlexAttention backward on a CPU; prefill and decode: MemTracker (a dispatch
@@ -162,5 +163,7 @@ def test_simulated_memory_names_what_needs_a_gpu_and_keeps_the_rest():
     assert res["train"].startswith("NotImplementedError: FlexAttention does not support backward on CPU")
     assert "cannot follow the flex_attention operator: this memory needs a GPU" in res["prefill"]
     assert res["decode"] == res["prefill"]
+    # each a step this CPU cannot run and a GPU can: the records of them carry that cause, typed
+    assert [cause_of(res[s]) for s in ("train", "prefill", "decode")] == [Cause.NEEDS_GPU] * 3
     dense = run_steps(_cfg(False), "float32", {(32, 1): ("train", "prefill")})[(32, 1)]
     assert dense["train"].total > 0 and dense["prefill"].total > 0  # the dense-bias twin runs everything

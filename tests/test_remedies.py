@@ -7,6 +7,7 @@ import pytest
 from test_claims import rec, seeds
 
 from orca_analysis.catalog.metrics import lookup
+from orca_analysis.catalog.vocabulary import Cause
 from orca_analysis.errors import StudyError
 from orca_analysis.remedies.recommend import recommendation, short
 from orca_analysis.results import Record
@@ -241,7 +242,20 @@ def test_an_unmeasurable_expectation_needs_a_gpu_and_a_regressed_probe_fails(stu
         device="cpu",
         status="error",
         note="NotImplementedError: FlexAttention does not support backward on CPU",
+        cause=Cause.NEEDS_GPU,
     )
+    # the cause decides, not the note's words: the same words without it are a plain failure ...
+    plain = dataclasses.replace(gpu, cause="")
+    alibi = next(
+        o for o in recommendation(results(study, alibi=[plain]), study).outcomes if o.id == "alibi-off"
+    )
+    assert alibi.status == "not measured yet" and not alibi.needs_gpu
+    # ... and the cause with other words needs a GPU all the same
+    other = dataclasses.replace(gpu, note="the kernel has no backward here")
+    alibi = next(
+        o for o in recommendation(results(study, alibi=[other]), study).outcomes if o.id == "alibi-off"
+    )
+    assert alibi.status == "needs a GPU"
     r = results(study, alibi=[gpu], cache=[probe(study, "fix:cache-fix", 0.0)])
     outcomes = {o.id: o for o in recommendation(r, study).outcomes}
     status = {k: o.status for k, o in outcomes.items()}
@@ -283,6 +297,7 @@ def test_a_forecast_the_machine_cannot_make_is_named_with_its_reason(study):
         device="cpu",
         status="skipped",
         note=FLEX,
+        cause=Cause.NEEDS_GPU,
         labels=labels,
     )
     other = Record(
@@ -331,6 +346,7 @@ def test_the_report_lists_each_thing_that_needs_a_gpu_once(study):
         device="cpu",
         status="error",
         note="NotImplementedError: FlexAttention does not support backward on CPU",
+        cause=Cause.NEEDS_GPU,
     )
     r = results(study, cache=[probe(study, "fix:cache-fix", 1.0), gpu])
     outcome = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")

@@ -4,6 +4,7 @@ measurements, from records built by hand (the catalogue and the helpers: test_re
 import pytest
 from test_remedies import _rec, losses, params, probe, remedy_study, results
 
+from orca_analysis.catalog.vocabulary import Cause
 from orca_analysis.remedies.recommend import _incompatible, probes, recommendation
 from orca_analysis.report.recommendations_view import value_text
 from orca_analysis.results.query import Results
@@ -59,27 +60,35 @@ def test_the_recommended_design_is_held_to_the_quality_gate_of_its_remedies(stud
 
 def test_a_remedy_whose_loss_the_proxy_cannot_judge_is_not_testable(study):
     # the training measurement did not train the tied variant: its vocabulary share on a byte proxy is far
-    # from the design's; the skipped records say so, and the gate takes their word for it
+    # from the design's; the skipped records say so in words and by their cause, which the gate acts on
     why = "not testable at this scale: the change acts through the vocabulary, which holds 4.8% of ..."
-    skipped = [
-        _rec(
-            study,
-            "fix:tie",
-            "val_loss_final",
-            "measured",
-            None,
-            {"seed": s, "tokens": 32768, "flops": 1e9},
-            status="skipped",
-            note=why,
-            scale="proxy",
-        )
-        for s in range(3)
-    ]
-    r = results(study, tie=[params(study, "fix:tie", 600), *skipped])
+
+    def skipped(cause: str) -> list:
+        return [
+            _rec(
+                study,
+                "fix:tie",
+                "val_loss_final",
+                "measured",
+                None,
+                {"seed": s, "tokens": 32768, "flops": 1e9},
+                status="skipped",
+                note=why,
+                cause=cause,
+                scale="proxy",
+            )
+            for s in range(3)
+        ]
+
+    r = results(study, tie=[params(study, "fix:tie", 600), *skipped(Cause.NOT_TESTABLE)])
     rec_ = recommendation(r, study)
     tie = next(o for o in rec_.outcomes if o.id == "tie")
     assert tie.status == "not testable at this scale" and any(why in w for w in tie.reasons)
     assert "tie" not in rec_.taken
+    # the same words without the cause: the gate no longer reads notes, so the loss is just not measured
+    r = results(study, tie=[params(study, "fix:tie", 600), *skipped(Cause.NONE)])
+    tie = next(o for o in recommendation(r, study).outcomes if o.id == "tie")
+    assert tie.status == "not measured yet" and any(why in w for w in tie.reasons)
 
 
 def test_a_fraction_reads_as_a_percentage():

@@ -5,6 +5,7 @@ No test asserts a timing: only structure, statistics on synthetic samples, backe
 refusal recording, and exact relations between records (rate = work / median of the samples).
 """
 
+import dataclasses
 import os
 import statistics
 
@@ -59,6 +60,7 @@ def test_attention_speed_structure(base_records):
         skipped = results.values("sdpa_forward_time", status="skipped", case=case)
         assert {v.get("backend") for v in skipped} == {"efficient", "cudnn"}
         assert all(v.note == "not applicable on cpu: CUDA-only kernel" for v in skipped)
+        assert {v.cause for v in skipped} == {"not applicable"}
         median = {}
         for backend in ("flash", "math"):
             v = results.one("sdpa_forward_time", case=case, backend=backend)
@@ -86,6 +88,13 @@ def test_attention_speed_section(base_records):
         best = results.one("sdpa_best_vs_gemm", case=case)
         assert row[8] == f"{cell(Quantity(best.value, 'fraction'))} ({best.get('backend')})"
     assert not section.figures  # one length: no line to draw
+    # a kernel that refuses the call (its cause, whatever its note says) reads "refused"
+    refused = [
+        dataclasses.replace(r, cause="refused") if r.labels.get("backend") == "efficient" else r
+        for r in runs["attention_speed"]
+    ]
+    section = MEASUREMENTS["attention_speed"].shown.section(Results.from_records(refused), study)
+    assert [r[5:7] for r in section.tables[0].rows] == [["refused", "not applicable"]] * 2
     two = _study(seq_lens=(16, 32))
     section = MEASUREMENTS["attention_speed"].shown.section(
         Results.from_records(_run("attention_speed", two)), two

@@ -113,6 +113,44 @@ def test_a_record_field_added_later_becomes_a_column(tmp_path):
         assert [(r.note, r.labels) for r in back] == [("noisy", {"component": "attention"})]
 
 
+def test_a_store_written_before_causes_has_them_read_once_from_its_notes(tmp_path):
+    """Before `cause` was a field, the remedies and the attention-speed section searched notes for these
+    words (catalog/vocabulary.py LEGACY_NOTES); opening such a store gives each old record the cause its
+    words named, once, and nothing reads a note for it again."""
+    flex = "NotImplementedError: FlexAttention does not support backward on CPU"
+    old = [
+        rec(None, status="error", note=flex),  # the memory walk's training step
+        rec(None, status="skipped", note="needs a GPU: " + flex),  # training's final losses
+        rec(
+            None, status="skipped", note="... this memory and time need a GPU run (the profiler)"
+        ),  # forecast
+        rec(None, status="skipped", note="not testable at this scale: the change acts through ..."),
+        rec(None, status="skipped", note="not eligible: the float mask"),  # attention_speed: refused
+        rec(None, status="skipped", note="not applicable on cpu: CUDA-only kernel"),
+        rec(None, status="error", note="Not testable at this scale"),  # case and status as the old rules read
+        rec(None, status="error", note="not eligible: an error record is no skip"),
+        rec(2.0, note="noisy: needs a GPU to time well"),  # an ok record has no cause
+    ]
+    with open_store(tmp_path) as store:
+        store.commit(unit("v1", (W32,)), old)
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    db.execute("ALTER TABLE records DROP COLUMN cause")  # as an older orca-analysis wrote it
+    db.commit()
+    db.close()
+    with open_store(tmp_path) as store:
+        back = [r.cause for _, r in store.records([u.unit_id for u in store.units()])]
+    assert back == ["needs a GPU", "needs a GPU", "needs a GPU", "not testable at this scale", "refused"] + [
+        "not applicable",
+        "",
+        "",
+        "",
+    ]
+    with open_store(tmp_path) as store:  # the column is there now: read as stored, not again from the notes
+        store.db.execute("UPDATE records SET cause = '' WHERE note LIKE 'not eligible%'")
+    with open_store(tmp_path) as store:
+        assert [r.cause for _, r in store.records([u.unit_id for u in store.units()])][4] == ""
+
+
 def test_budget_skipped_units_answer_nothing(tmp_path):
     env = Environment.of(prov()).env_id
     with open_store(tmp_path) as store:
@@ -160,6 +198,21 @@ def test_export_csv_and_parquet_equal_the_frame(tmp_path):
     pytest.importorskip("pyarrow", reason="parquet export needs the optional pyarrow")
     parquet = pd.read_parquet(export(tmp_path, "parquet"))
     assert parquet["value"].tolist() == [181120, 0.5] and parquet["torch"].tolist() == ["2.13.0"] * 2
+
+
+def test_import_reads_a_cause_and_takes_a_file_from_before_causes(tmp_path):
+    rows = [rec(1.0), rec(None, status="skipped", note="needs a GPU: ...", cause="needs a GPU")]
+    frame = pd.DataFrame([to_row(r, prov("NVIDIA H200")) for r in rows], columns=columns([]))
+    frame.to_csv(tmp_path / "now.csv", index=False)
+    frame.drop(columns="cause").to_csv(tmp_path / "before.csv", index=False)  # exported before the column
+    frame.assign(cause=["", "out of paper"]).to_csv(tmp_path / "bad.csv", index=False)
+    for name, want in (("now", ["", "needs a GPU"]), ("before", ["", ""])):
+        out = tmp_path / name
+        import_results(tmp_path / f"{name}.csv", out)
+        with open_store(out / "s", create=False) as store:
+            assert [r.cause for _, r in store.records([u.unit_id for u in store.units()])] == want
+    with pytest.raises(OrcaError, match=r"bad.csv line 3: cause 'out of paper' is not one of needs a GPU, "):
+        import_results(tmp_path / "bad.csv", tmp_path / "bad")
 
 
 def test_import_keys_training_results_by_the_corpus_they_name(tiny_study_path, tmp_path, monkeypatch):

@@ -17,7 +17,7 @@ from orca_analysis.catalog.declared import unbound
 from orca_analysis.catalog.declared.memory import MEMORY_REL_ERROR, PEAK_TRAIN
 from orca_analysis.catalog.declared.probes import KERNEL_AGREEMENT, KV_CACHE, probe_key
 from orca_analysis.catalog.version import VERSION
-from orca_analysis.catalog.vocabulary import Method, Scale
+from orca_analysis.catalog.vocabulary import Cause, Method, Scale
 from orca_analysis.measurements.recorder import Recorder
 from orca_analysis.study import load_study
 
@@ -184,6 +184,14 @@ def test_a_metric_is_its_name_and_stored_as_a_plain_string(tiny_study_path):
     assert [type(x) for x in (rec.metric, rec.method, rec.scale, rec.status, rec.labels["quantity"])] == [
         str
     ] * 5
+    # a cause is typed where the record is made, and only a record without a value has one
+    rec = Recorder("tiny", variant, "memory")
+    rec.failed(PEAK_TRAIN, Method.SIMULATED, "no CPU backward", {"category": "total"}, Cause.NEEDS_GPU)
+    assert type(rec.records[0].cause) is str and rec.records[0].cause == "needs a GPU"
+    with pytest.raises(ValueError, match="only an error or skipped record has one"):
+        rec.add(PEAK_TRAIN, 1.0, Method.SIMULATED, {"category": "total"}, cause=Cause.NEEDS_GPU)
+    with pytest.raises(ValueError, match="cause must be a Cause"):
+        rec.skipped(PEAK_TRAIN, Method.SIMULATED, "why", {"category": "total"}, "needs a GPU")
 
 
 def test_metric_names_are_written_as_literals_rarely():

@@ -84,7 +84,8 @@ def test_a_vocabulary_bound_remedy_is_not_trained_on_a_byte_proxy(
         config=study.base.with_values({("wrapper", "tie_embedding"): True}),
     )
     recs = training_records(tied, study, scale, corpus=corpus_dir)
-    (why,) = {r.note for r in recs if r.metric == "val_loss_final"}
+    ((why, cause),) = {(r.note, r.cause) for r in recs if r.metric == "val_loss_final"}
+    assert cause == "not testable at this scale"  # typed: the remedy's gate acts on it
     full, proxy = embedding_share(study.base), embedding_share(proxy_config(study.base, scale))
     assert why.startswith("not testable at this scale") and f"{proxy:.1%}" in why and f"{full:.1%}" in why
     assert not any(r.metric == "val_loss" for r in recs)
@@ -127,6 +128,7 @@ def test_a_model_this_device_cannot_train_is_skipped_saying_it_needs_a_gpu(
     finals = [r for r in recs if r.metric == "val_loss_final"]
     assert [r.status for r in finals] == ["skipped"] * 3 and not any(r.status == "error" for r in recs)
     assert all(r.note.startswith("needs a GPU: NotImplementedError") for r in finals)
+    assert {r.cause for r in finals} == {"needs a GPU"}  # typed, for the remedies to act on
     assert {r.metric for r in recs} <= {
         "val_loss_final",
         "proxy_params",

@@ -1,6 +1,6 @@
 """The words a record or a claim is made of, each declared once: how a number was obtained (Method), what it
-is a number of (Scale), how its run ended (Status), how a probe case ended (ProbeOutcome), and what a claim's test concluded
-(Verdict).
+is a number of (Scale), how its run ended (Status), why a record holds no value where code acts on the why (Cause),
+how a probe case ended (ProbeOutcome), and what a claim's test concluded (Verdict).
 
 They are StrEnums: a member is its word, so records, the store, JSON and the YAML catalogues keep the plain
 string, and code names the member (`Method.SIMULATED`), which a typo turns into an error at import.
@@ -67,6 +67,32 @@ class Status(StrEnum):
     OK = "ok"
     ERROR = "error"
     SKIPPED = "skipped"
+
+
+class Cause(StrEnum):
+    """Why an error or skipped record holds no value, where code acts on the why (a record's `cause`; its note
+    says it in words for the reader). Set where the record is made, never read back from the note."""
+
+    NONE = ""  # nothing acts on it: the note alone says why
+    NEEDS_GPU = "needs a GPU"  # this device cannot run it and a GPU can (FlexAttention's CPU backward, ...)
+    NOT_TESTABLE = NOT_TESTABLE_AT_THIS_SCALE  # the proxy cannot judge the change (no power at this scale)
+    REFUSED = "refused"  # a kernel that exists here refuses these inputs (SDPA's own checks)
+    NOT_APPLICABLE = "not applicable"  # the kernel does not exist on this device (CUDA-only)
+
+
+# How records stored before `cause` was a field said it, in their note's words (the rules the remedies and the
+# sections searched notes by): read once, when a store of that age is opened (results/store.py), and nowhere
+# else. (cause, the statuses it applies to, the words, True: the note starts with them; False: holds them)
+_NO_VALUE = ("error", "skipped")
+LEGACY_NOTES: tuple[tuple[Cause, tuple[str, ...], str, bool], ...] = (  # the first that matches
+    (Cause.NOT_TESTABLE, ("skipped",), NOT_TESTABLE_AT_THIS_SCALE, True),
+    *(
+        (Cause.NEEDS_GPU, _NO_VALUE, words, False)
+        for words in ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
+    ),
+    (Cause.REFUSED, ("skipped",), "not eligible", True),
+    (Cause.NOT_APPLICABLE, ("skipped",), "not applicable", True),
+)
 
 
 class ProbeOutcome(StrEnum):

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..catalog.vocabulary import Cause
 from ..errors import OrcaError
+from ..instruments.device import cpu_cannot
 from ..instruments.kept_walks import WalkCache
 from ..measurements.registry import Measurement
 from ..results.environment import local_provenance
@@ -68,9 +70,11 @@ def one_line(exc: BaseException) -> str:
     return line if isinstance(exc, OrcaError) else f"{type(exc).__name__}: {line}"
 
 
-def failure(call: Call, reason: str, seconds: float, source: str, status: str = "error") -> Outcome:
-    """A failed call becomes a recorded result: one error record with its one-line reason (or, with
-    status "skipped", one skipped record: a call a budget left out, which the next run measures)."""
+def failure(
+    call: Call, reason: str, seconds: float, source: str, status: str = "error", cause: Cause = Cause.NONE
+) -> Outcome:
+    """A failed call becomes a recorded result: one error record with its one-line reason and its cause (or,
+    with status "skipped", one skipped record: a call a budget left out, which the next run measures)."""
     (seq_len, batch), single = (call.pairs[0] if call.pairs else (None, None)), len(call.pairs) == 1
     record = Record(
         study=call.study.name,
@@ -85,6 +89,7 @@ def failure(call: Call, reason: str, seconds: float, source: str, status: str = 
         dtype=call.study.workloads.dtype,
         status=status,
         note=reason,
+        cause=str(cause),
         swept=call.variant.swept,
     )
     return Outcome(call.index, [record], status, reason, seconds, source)
@@ -97,5 +102,6 @@ def run_call(call: Call, source: str = "in-process", walks: WalkCache | None = N
     try:
         records = call.measurement.measure(call.variant, call.study, walks)
     except Exception as exc:  # noqa: BLE001  (a failed variant is a result, not a crash)
-        return failure(call, one_line(exc), time.perf_counter() - start, source)
+        cause = Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE
+        return failure(call, one_line(exc), time.perf_counter() - start, source, cause=cause)
     return Outcome(call.index, list(records), "ok", "", time.perf_counter() - start, source)

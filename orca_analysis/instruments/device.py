@@ -29,6 +29,13 @@ def on_gpu(device: str) -> bool:
     return device.startswith("cuda")
 
 
+def cpu_cannot(exc: BaseException) -> bool:
+    """An operator this CPU cannot run and a GPU can. torch says so only in words: a NotImplementedError that
+    names the CPU (FlexAttention's backward: "FlexAttention does not support backward on CPU"). Read here, where
+    the exception is caught, so that the record it becomes carries the cause typed (Cause.NEEDS_GPU)."""
+    return isinstance(exc, NotImplementedError) and "on CPU" in str(exc)
+
+
 def speed_dtype(study_dtype: str, device: str) -> str:
     """bf16 on GPU when the study keeps the float32 default (the design's flash path needs 16-bit);
     a 16-bit study dtype is kept; on CPU the study's dtype (float32 by default)."""

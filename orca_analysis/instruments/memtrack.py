@@ -20,8 +20,10 @@ import torch.nn.functional as F
 from x_transformers import x_transformers as xt
 
 from ..build import build_model, fake_model
+from ..catalog.vocabulary import Cause
 from ..study.kwargs import xt_version
 from ..study.schema import ModelConfig
+from .device import cpu_cannot
 from .flop_counter import count_step
 from .gpu_memory import GpuRun
 from .roofline import CostRecorder
@@ -180,7 +182,7 @@ def _train_step(
         return _train(model, opt, x, y, flops, how)
     except NotImplementedError as exc:
         opt.zero_grad(set_to_none=True)
-        return _reason(exc)
+        return NeedsGpu(_reason(exc)) if cpu_cannot(exc) and how.gpu is None else _reason(exc)
 
 
 def _prefill(model: torch.nn.Module, x: torch.Tensor, how: How = PLAIN) -> tuple[Tracked, Any]:
@@ -194,6 +196,15 @@ def _prefill(model: torch.nn.Module, x: torch.Tensor, how: How = PLAIN) -> tuple
 
 class Skip(str):
     """A step that cannot happen at this workload, which is no failure (its text says why)."""
+
+
+class NeedsGpu(str):
+    """A step this CPU cannot run and a GPU can (its text says why): a record of it has Cause.NEEDS_GPU."""
+
+
+def cause_of(step: Any) -> Cause:
+    """The cause a record of a step that did not run carries (Cause.NONE: its text alone says why)."""
+    return Cause.NEEDS_GPU if isinstance(step, NeedsGpu) else Cause.NONE
 
 
 def _decode(
@@ -299,9 +310,9 @@ def run_steps(
                     res["prefill"], cache = _prefill(model, x, how)
                     res["decode"] = _decode(model, cfg, cache, x, how) if "decode" in steps else None
                 except NotImplementedError as exc:  # the tracker cannot follow FlexAttention's operator
-                    why = _reason(exc)
+                    why = NeedsGpu(_reason(exc)) if cpu_cannot(exc) and gpu is None else _reason(exc)
                     if "HigherOrderOperator" in why:
-                        why = (
+                        why = NeedsGpu(
                             f"torch {torch.__version__.split('+')[0]}'s MemTracker cannot follow the "
                             "flex_attention operator: this memory needs a GPU (max_memory_allocated)"
                         )

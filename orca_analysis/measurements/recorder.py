@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..catalog.metrics import SCALES, check_record, lookup
-from ..catalog.vocabulary import Method, Scale, Status
+from ..catalog.vocabulary import Cause, Method, Scale, Status
 from ..instruments.timing import Timing
 from ..results.records import STATUSES, Record
 from ..study.schema import Variant
@@ -46,6 +46,7 @@ class Recorder:
         *,
         note: str = "",
         status: str = "ok",
+        cause: Cause = Cause.NONE,
         **fields: Any,
     ) -> Record:
         # stored as plain strings: a metric, or a label value that names one, is its name (catalog/metrics.py)
@@ -54,6 +55,8 @@ class Recorder:
         check_record(self.measurement, metric, method, labels)
         if status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, got '{status}'")
+        if not isinstance(cause, Cause) or (cause and status == Status.OK):
+            raise ValueError(f"{metric}: cause must be a Cause, and only an error or skipped record has one")
         if status == "ok" and value is None:
             raise ValueError(f"{metric}: an ok record needs a value (else status error or skipped)")
         shared = {**self.defaults, **fields}
@@ -70,6 +73,7 @@ class Recorder:
             unit=lookup(metric).unit,
             status=status,
             note=note,
+            cause=str(cause),
             labels=labels,
             swept=self.variant.swept,
             **shared,
@@ -78,14 +82,26 @@ class Recorder:
         return record
 
     def skipped(
-        self, metric: str, method: str, why: str, labels: dict[str, Any] | None = None, **f: Any
+        self,
+        metric: str,
+        method: str,
+        why: str,
+        labels: dict[str, Any] | None = None,
+        cause: Cause = Cause.NONE,
+        **f: Any,
     ) -> None:
-        self.add(metric, None, method, labels, note=why, status=Status.SKIPPED, **f)
+        self.add(metric, None, method, labels, note=why, status=Status.SKIPPED, cause=cause, **f)
 
     def failed(
-        self, metric: str, method: str, why: str, labels: dict[str, Any] | None = None, **f: Any
+        self,
+        metric: str,
+        method: str,
+        why: str,
+        labels: dict[str, Any] | None = None,
+        cause: Cause = Cause.NONE,
+        **f: Any,
     ) -> None:
-        self.add(metric, None, method, labels, note=why[:300], status=Status.ERROR, **f)
+        self.add(metric, None, method, labels, note=why[:300], status=Status.ERROR, cause=cause, **f)
 
     def timing(self, metric: str, timing: Timing, labels: dict[str, Any] | None = None, **f: Any) -> None:
         """Every sample of a timing (seconds per call), one record each, numbered by label `repeat`;

@@ -43,10 +43,11 @@ from ..catalog.declared.speed import (
 from ..catalog.declared.training import VAL_LOSS_FINAL
 from ..catalog.labels import Breakdown, Case
 from ..catalog.metrics import OWNERS, lookup
-from ..catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Method, ProbeOutcome, Status
+from ..catalog.vocabulary import Cause, Method, ProbeOutcome, Status
 from ..claims.evidence import compare
 from ..claims.stats import Effect, exact
 from ..results.query import Results, Value
+from ..results.records import Record
 from ..study.remedies import Expect, Remedy
 from ..study.schema import ModelConfig, Study, Variant, physical_problems
 from .outcomes import (
@@ -93,7 +94,6 @@ TOUCHED: tuple[tuple[str, str | None, dict[str, Any]], ...] = (
 )
 SPEED = {TRAIN_TOKENS_PER_S, PREFILL_TOKENS_PER_S, DECODE_CACHED_TOKENS_PER_S}  # at CPU-scaled lengths
 BROKEN = (ProbeOutcome.FAIL, ProbeOutcome.CRASH)  # a probe case that no longer passes
-NEEDS_GPU = ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
 
 
 def _batch(study: Study) -> int:
@@ -184,21 +184,25 @@ def short(text: str, limit: int = 160) -> str:
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
 
 
-def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]) -> str | None:
-    """The reason the measurement gave for not running `metric` at `labels` for `variant` (a skipped record)."""
+def _skipped(results: Results, variant: str, metric: str, labels: dict[str, Any]) -> Value | None:
+    """The skipped record of `metric` at `labels` for `variant`: its note says why, its cause is typed."""
     for v in results.values(metric, variant=variant, status=Status.SKIPPED):
         if all(str(v.labels.get(k)) == str(x) for k, x in labels.items()):
-            return v.note
+            return v
     return None
 
 
-def _failure(results: Results, variant: str, metric: str) -> str | None:
-    """The reason the measurement that owns `metric` could not run for `variant`, if it failed."""
+def _failure(results: Results, variant: str, metric: str) -> Record | None:
+    """The error record of the measurement that owns `metric` for `variant`, if it could not run it."""
     owners = OWNERS.get(metric, ())
     for r in results.records(status=Status.ERROR):
         if r.variant_id == variant and r.measurement in owners and (not r.metric or r.metric == metric):
-            return r.note
+            return r
     return None
+
+
+# The remedy's status word for an expectation whose record says why it holds no value (its cause)
+_WORD = {Cause.NOT_TESTABLE: RemedyStatus.NOT_TESTABLE, Cause.NEEDS_GPU: NEEDS_A_GPU}
 
 
 def _check(
@@ -228,11 +232,11 @@ def _check(
     if not rows:
         skipped = results.values(e.metric, variant=vid, status=Status.SKIPPED)
         if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
-            word = RemedyStatus.NOT_TESTABLE if skipped[0].note.startswith(NOT_TESTABLE_AT_THIS_SCALE) else ""
-            return None, f"{label}: {skipped[0].note}", word
-        why = _failure(results, vid, e.metric)
-        if why and any(t in why for t in NEEDS_GPU):
-            return None, f"{label}: needs a GPU ({short(why)})", ""
+            return None, f"{label}: {skipped[0].note}", _WORD.get(Cause(skipped[0].cause), "")
+        failed = _failure(results, vid, e.metric)
+        if failed is not None and failed.cause == Cause.NEEDS_GPU:
+            return None, f"{label}: needs a GPU ({short(failed.note)})", NEEDS_A_GPU
+        why = failed.note if failed is not None else ""
         return None, f"{label}: not measured" + (f" ({short(why)})" if why else ""), ""
     if e.direction == "no_worse":
         c = rows[0]
@@ -267,7 +271,7 @@ def outcome(
     reasons = [why for _, why, _ in checks]
     regressed = [p for p, got in after.items() if before.get(p) == ProbeOutcome.PASS and got in BROKEN]
     reasons += [f"probe {p} passed before and fails after" for p in regressed]
-    gpu = [why for met, why, _ in checks if met is None and "needs a GPU" in why]
+    gpu = [why for met, why, word in checks if met is None and word == NEEDS_A_GPU]
     expected = {e.metric for e in remedy.expects}
     gpu += _unmeasured_on_this_device(results, remedy.variant_id, {c.metric for c in found} | expected)
     caveats = purpose_caveats(remedy.values, study.base_variant.config, purposes or {})
@@ -295,13 +299,11 @@ def _unmeasured_on_this_device(results: Results, vid: str, have: set[str]) -> li
     device cannot run them, so a remedy says every measurement that needs a GPU."""
     out = []
     for metric, _, labels in TOUCHED:
-        why = (
-            None
-            if metric in have
-            else _failure(results, vid, metric) or _skipped(results, vid, metric, labels)
-        )
-        if why and any(t in why for t in NEEDS_GPU):
-            out.append(f"{_label(metric, labels)}: needs a GPU ({short(why)})")
+        if metric in have:
+            continue
+        found = _failure(results, vid, metric) or _skipped(results, vid, metric, labels)
+        if found is not None and found.cause == Cause.NEEDS_GPU:
+            out.append(f"{_label(metric, labels)}: needs a GPU ({short(found.note)})")
             have = have | {metric}
     return out
 

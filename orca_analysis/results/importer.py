@@ -27,7 +27,7 @@ from ..study import load_study
 from ..study.schema import Variant
 from .environment import ALL_WORKLOADS, _digest, results_key, variant_key, workload_key
 from .lock import store_lock
-from .records import FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
+from .records import CAUSES, FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
 
 PROVENANCE = list(Provenance.__dataclass_fields__)
@@ -99,7 +99,11 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
         raise OrcaError(f"{where}: status '{row['status']}' is not one of {', '.join(STATUSES)}")
     text = {k: row[k] for k in ("study", "variant_id", "measurement", "metric", "method", "unit", "dtype")}
     text.update({k: row[k] for k in ("device", "status", "note")})
+    cause = row.get("cause") or ""  # a file exported before `cause` was a column has none
+    if cause not in CAUSES:
+        raise OrcaError(f"{where}: cause '{cause}' is not one of {', '.join(c for c in CAUSES if c)}")
     return Record(
+        cause=cause,
         **text,
         value=_number(row["value"], where),
         seq_len=_number(row["seq_len"], where, whole=True),
@@ -149,7 +153,9 @@ def _missing_columns(path: Path, frame: pd.DataFrame) -> list[str]:
             "columns, no `note`): measure anew instead"
         )
     return [
-        c for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE) if c != "scale" and c not in frame.columns
+        c
+        for c in (*FIXED_COLUMNS, *TAIL_COLUMNS, *PROVENANCE)
+        if c not in ("scale", "cause") and c not in frame.columns
     ]
 
 

@@ -57,6 +57,7 @@ class Value:
     sample_ids: tuple[Any, ...] = ()  # the seed or repeat of each sample
     device_name: str = ""
     date: str = ""
+    cause: str = ""  # Cause (catalog/vocabulary.py): why an error or skipped value is missing, typed
 
     @property
     def n(self) -> int:
@@ -268,6 +269,7 @@ def _grouped(m: Metric, rows: list[_Row]) -> Iterator[Value]:
             sample_ids=ids,
             device_name=unit.device_name if unit is not None else "",
             date=unit.provenance.get("date", "") if unit is not None else "",
+            cause=next((r.record.cause for r in members if r.record.cause), ""),
         )
 
 

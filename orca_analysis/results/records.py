@@ -1,7 +1,8 @@
 """Tidy result records: one row per measured value, with its method, unit, labels and provenance.
 
 `status` is the run's outcome only (ok, error, skipped); a probe that fails is an ok record whose
-value says so. `note` carries the why of an error or a skip, or a caveat on an ok value. `labels`
+value says so. `note` carries the why of an error or a skip, or a caveat on an ok value, in words;
+`cause` (catalog/vocabulary.py Cause) is that why where code acts on it, typed. `labels`
 are the declared label keys of the metric (catalog/metrics.py), stored as JSON.
 """
 
@@ -21,9 +22,10 @@ from typing import Any
 import torch
 
 from ..catalog.version import VERSION
-from ..catalog.vocabulary import Status
+from ..catalog.vocabulary import Cause, Status
 
 STATUSES = tuple(Status)
+CAUSES = tuple(Cause)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Record:
     scale: str = "analytic"  # analytic (formula, counter, simulation), measured (the model), proxy
     status: str = "ok"
     note: str = ""
+    cause: str = ""  # Cause: why an error or skipped record holds no value, where code acts on it
     labels: dict[str, Any] = field(default_factory=dict)  # the metric's declared label keys
     swept: dict[str, Any] = field(default_factory=dict)  # dim, depth, heads and every swept flag
 
@@ -119,6 +122,7 @@ TAIL_COLUMNS = (
     "unit",
     "status",
     "note",
+    "cause",
 )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..catalog.vocabulary import LEGACY_NOTES
 from ..errors import OrcaError
 from .environment import ALL_WORKLOADS, Environment, plain
 from .records import Provenance, Record, labels_text
@@ -135,6 +136,8 @@ class Store:
             with self.transaction():
                 for name in missing:
                     self.db.execute(f"ALTER TABLE records ADD COLUMN {_column(name)}")
+                if "cause" in missing:
+                    _causes_of_old_records(self.db)
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -270,6 +273,19 @@ class Store:
 
     def integrity(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _causes_of_old_records(db: sqlite3.Connection) -> None:
+    """Records stored before `cause` was a field said it in their note's words only: each gets the cause its
+    words name (catalog/vocabulary.py LEGACY_NOTES, the first that matches), once, as the column is added."""
+    db.execute("UPDATE records SET cause = '' WHERE cause IS NULL")
+    for cause, statuses, words, at_start in LEGACY_NOTES:  # case-sensitive, as `in` and startswith were
+        where = "substr(note, 1, length(?1)) = ?1" if at_start else "instr(note, ?1) > 0"
+        db.execute(
+            f"UPDATE records SET cause = ?2 WHERE cause = '' AND {where} "
+            f"AND status IN ({', '.join(f'?{i + 3}' for i in range(len(statuses)))})",
+            (words, str(cause), *statuses),
+        )
 
 
 def create_schema(db: sqlite3.Connection) -> None:

@@ -34,7 +34,7 @@ from ...catalog.declared.attention_speed import (
     SDPA_FORWARD_FLOPS_PER_S,
     SDPA_FORWARD_TIME,
 )
-from ...catalog.vocabulary import Method, Scale
+from ...catalog.vocabulary import Cause, Method, Scale
 from ...formulas.flops import sdpa_useful_flops
 from ...instruments.device import on_measure_device, run_settings, speed_dtype
 from ...instruments.sdpa import BACKENDS, CUDA_ONLY, SdpaCall, capture_sdpa_call, eligibility, fresh_like
@@ -117,7 +117,8 @@ def _case(call: SdpaCall, rec: Recorder, w: Workload, case: str, ceiling: float)
         if not ok or timing is None:
             cuda_only = backend in CUDA_ONLY and not device.startswith("cuda")
             why = f"not applicable on {device}: CUDA-only kernel" if cuda_only else f"not eligible: {reason}"
-            rec.skipped(SDPA_FORWARD_TIME, Method.MEASURED, why, {**labels, "repeat": 0})
+            cause = Cause.NOT_APPLICABLE if cuda_only else Cause.REFUSED
+            rec.skipped(SDPA_FORWARD_TIME, Method.MEASURED, why, {**labels, "repeat": 0}, cause)
             continue
         rec.timing(SDPA_FORWARD_TIME, timing, labels)
         rec.rate(SDPA_FORWARD_FLOPS_PER_S, timing, flops, labels)

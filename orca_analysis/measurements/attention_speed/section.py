@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ...catalog.declared.attention_speed import SDPA_BEST_VS_GEMM, SDPA_FORWARD_FLOPS_PER_S, SDPA_FORWARD_TIME
-from ...catalog.vocabulary import Status
+from ...catalog.vocabulary import Cause, Status
 from ...instruments.sdpa import BACKENDS
 from ...kit.figures import lines
 from ...kit.format import Quantity, share
@@ -21,7 +21,7 @@ def _cell(results: Results, at: dict, case: str, backend: str) -> Quantity | str
         return Quantity(rate[0].value, "FLOP/s")
     skipped = results.values(SDPA_FORWARD_TIME, status=Status.SKIPPED, case=case, backend=backend, **at)
     if skipped:
-        return "refused" if skipped[0].note.startswith("not eligible") else "not applicable"
+        return str(Cause.REFUSED) if skipped[0].cause == Cause.REFUSED else str(Cause.NOT_APPLICABLE)
     return "n/a"
 
 

@@ -35,9 +35,10 @@ from ...catalog.declared.flops import (
     TRAIN_STEP_ESTIMATE,
 )
 from ...catalog.labels import Breakdown
-from ...catalog.vocabulary import Method
+from ...catalog.vocabulary import Cause, Method
 from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
+from ...instruments.device import cpu_cannot
 from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
 from ...instruments.kept_walks import WalkCache
@@ -88,7 +89,11 @@ def workload_records(
         count, how = analytic_flops(cfg, n, b, rec.defaults["dtype"], walks=walks)
     except Exception as exc:  # noqa: BLE001  (the library refusing the config is a result, not a crash)
         rec.failed(
-            TRAIN_STEP_CAUSAL, Method.COUNTER, f"{type(exc).__name__}: {exc}", {"component": Breakdown.TOTAL}
+            TRAIN_STEP_CAUSAL,
+            Method.COUNTER,
+            f"{type(exc).__name__}: {exc}",
+            {"component": Breakdown.TOTAL},
+            Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE,
         )
     by_closed = {m: closed(cfg, n, b, m) for m in STEP_COUNTS}
     for metric in STEP_COUNTS:

@@ -16,7 +16,7 @@ from ...catalog.declared.forecast import (
     SDPA_PREDICTED_CALLS,
 )
 from ...catalog.labels import Breakdown, Search
-from ...catalog.vocabulary import Method
+from ...catalog.vocabulary import Cause, Method
 from ...devices import Device, load_devices
 from ...instruments.attention_forecast import attention_calls
 from ...instruments.gpu_forecast import METHOD, TIME_METHOD, walk
@@ -98,16 +98,23 @@ def _flex(at, gpus) -> None:  # noqa: ANN001
             at.add(SDPA_PREDICTED_CALLS, 0.0, Method.PREDICTED, {**labels, "backend": "none"}, note=FLEX)
             for step in ("train", "prefill"):
                 at.skipped(
-                    GPU_PEAK, Method.PREDICTED, FLEX, {**labels, "step": step, "category": Breakdown.TOTAL}
+                    GPU_PEAK,
+                    Method.PREDICTED,
+                    FLEX,
+                    {**labels, "step": step, "category": Breakdown.TOTAL},
+                    Cause.NEEDS_GPU,
                 )
-                at.skipped(GPU_STEP_FLOOR, Method.PREDICTED, FLEX, {**labels, "step": step})
-                at.skipped(GPU_STEP_PREDICTED, Method.PREDICTED, FLEX, {**labels, "step": step})
+                at.skipped(GPU_STEP_FLOOR, Method.PREDICTED, FLEX, {**labels, "step": step}, Cause.NEEDS_GPU)
+                at.skipped(
+                    GPU_STEP_PREDICTED, Method.PREDICTED, FLEX, {**labels, "step": step}, Cause.NEEDS_GPU
+                )
                 for convention in CONVENTIONS:
                     at.skipped(
                         GPU_MFU_CEILING,
                         Method.PREDICTED,
                         FLEX,
                         {**labels, "step": step, "convention": convention},
+                        Cause.NEEDS_GPU,
                     )
 
 

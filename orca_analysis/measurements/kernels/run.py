@@ -27,7 +27,7 @@ from ...catalog.declared.kernels import (
     SDPA_IS_CAUSAL,
     SDPA_KV_HEADS_SEEN,
 )
-from ...catalog.vocabulary import Method, Scale
+from ...catalog.vocabulary import Cause, Method, Scale
 from ...instruments.device import on_measure_device, speed_dtype
 from ...instruments.sdpa import (
     BACKENDS,
@@ -112,6 +112,7 @@ def _kernels_at(model: torch.nn.Module, variant: Variant, rec: Recorder, w: Work
                     Method.FORCED_SDPA_KERNEL,
                     f"not applicable on {device}: CUDA-only kernel ({reason})",
                     {"backend": name},
+                    Cause.NOT_APPLICABLE,
                 )
             else:
                 rec.add(metric, float(ok), Method.FORCED_SDPA_KERNEL, {"backend": name}, note=reason)

@@ -46,7 +46,7 @@ from ...catalog.vocabulary import Method, Scale
 from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.kept_walks import WalkCache
-from ...instruments.memtrack import EXTRA_CACHE, EXTRA_KV, Skip, Tracked
+from ...instruments.memtrack import EXTRA_CACHE, EXTRA_KV, Skip, Tracked, cause_of
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..recorder import Recorder
@@ -158,7 +158,7 @@ def _simulated(
 ) -> None:
     for step, closed in (("train", fm.train_peak), ("prefill", fm.prefill_peak)):
         if isinstance(res.get(step), str):  # the device cannot run the step: why, and the rest goes on
-            rec.failed(PEAK[step], Method.SIMULATED, res[step], TOTAL)
+            rec.failed(PEAK[step], Method.SIMULATED, res[step], TOTAL, cause_of(res[step]))
         elif step in res:
             cf, sim = closed(cfg, n, b, precision), res[step]
             _peak(rec, PEAK[step], Method.SIMULATED, sim, how)
@@ -184,7 +184,7 @@ def _simulated(
         rec.add(PEAK_TRAIN_MODULE, bw, Method.SIMULATED, {"pass": "backward", "module": name})
     m, pf = fm.dims(cfg, n, b, fm.PRECISIONS[precision]), res["prefill"]
     if isinstance(pf, str):  # no prefill to weigh, and so no cache and no decode step
-        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, pf, TOTAL)
+        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, pf, TOTAL, cause_of(pf))
         return
     cache = (
         (KV_CACHE_SIZE, EXTRA_KV, fm.kv_cache(m, n)),
@@ -204,7 +204,7 @@ def _simulated(
     if isinstance(dec, Skip):  # no decode step at this length: not a failure
         rec.skipped(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL)
     elif isinstance(dec, str):  # the library's decode raised: there is no decode step to measure
-        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL)
+        rec.failed(PEAK_DECODE_CACHED, Method.SIMULATED, dec, TOTAL, cause_of(dec))
     else:
         _peak(rec, PEAK_DECODE_CACHED, Method.SIMULATED, dec)
     if n == cfg.max_seq_len:  # the slid window is the prompt itself

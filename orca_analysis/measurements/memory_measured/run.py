@@ -19,7 +19,7 @@ from ...formulas import memory as fm
 from ...instruments.analytic import analytic_memory
 from ...instruments.device import measure_device
 from ...instruments.kept_walks import WalkCache
-from ...instruments.memtrack import run_steps
+from ...instruments.memtrack import cause_of, run_steps
 from ...results import Record
 from ...study.schema import ModelConfig, Study, Variant
 from ..memory.run import _gap, _peak, _rel
@@ -51,7 +51,8 @@ def _measured_cpu(rec: Recorder, sim_rec: Recorder, cfg: ModelConfig, study: Stu
     for step in ("train", "prefill"):
         meas, sim = res[step], sims[step]
         if isinstance(meas, str) or isinstance(sim, str):  # the device cannot run the step (run_steps)
-            at.failed(PEAK[step], Method.MEASURED, meas if isinstance(meas, str) else sim, TOTAL)
+            why = meas if isinstance(meas, str) else sim
+            at.failed(PEAK[step], Method.MEASURED, why, TOTAL, cause_of(why))
             continue
         _peak(sim_at, PEAK[step], Method.SIMULATED, sim)
         _peak(at, PEAK[step], Method.MEASURED, meas)
@@ -76,7 +77,7 @@ def _measured_cuda(rec: Recorder, cfg: ModelConfig, study: Study, walks: WalkCac
         at = rec.at(seq_len=n, batch=b)
         for step in ("train", "prefill"):
             if isinstance(res[step], str):
-                at.failed(PEAK[step], Method.MEASURED, res[step], TOTAL)
+                at.failed(PEAK[step], Method.MEASURED, res[step], TOTAL, cause_of(res[step]))
                 continue
             alloc = res[step].extra["allocated"]
             at.add(PEAK[step], alloc, Method.MEASURED, TOTAL)

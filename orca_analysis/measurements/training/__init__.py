@@ -6,7 +6,8 @@ each seed is its own record (label `seed`): the query gives the mean, the spread
 
 from ...catalog.declared.training import SPEC
 from ..registry import Measurement, Schedule, Shown, lazy_section, register
-from .run import measure_training, summary, summary_text
+from .run import measure_training
+from .summary import summary, summary_text
 
 register(
     Measurement(

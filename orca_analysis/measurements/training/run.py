@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from pathlib import Path
 from statistics import mean
-from typing import Any
 
 from ...catalog.declared.training import (
     CORPUS_TOKENS,
@@ -45,9 +44,8 @@ from ...catalog.declared.training import (
     VAL_LOSS_FINAL,
 )
 from ...catalog.metrics import Metric
-from ...catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Method, Scale
+from ...catalog.vocabulary import NOT_TESTABLE_AT_THIS_SCALE, Cause, Method, Scale
 from ...formulas.flops import kaplan_train_flops_per_token
-from ...formulas.memory import kv_cache_bytes
 from ...instruments.corpus import TokenData, fixed_windows, load_corpus, tokenized
 from ...instruments.heads import HeadAblation, head_ablation
 from ...instruments.ngram import READ_ORDER, ngram_loss
@@ -56,7 +54,6 @@ from ...instruments.proxy import (
     VOCAB_KEYS,
     VOCAB_MATCH,
     QualityScale,
-    describe,
     past_deadline,
     proxy_config,
     proxy_rule,
@@ -180,15 +177,23 @@ def setup_records(
 SETUP_METRICS = (PROXY_PARAMS, PROXY_EMBEDDING_SHARE, TRAIN_FLOPS_PER_TOKEN, CORPUS_TOKENS)
 
 
-def skip_final(rec: Recorder, scale: QualityScale, fpt: float, why: str, seeds: tuple[int, ...] = ()) -> None:
-    """The equal-token runs that did not happen, as skipped `val_loss_final` records saying why."""
+def skip_final(
+    rec: Recorder,
+    scale: QualityScale,
+    fpt: float,
+    why: str,
+    seeds: tuple[int, ...] = (),
+    cause: Cause = Cause.NONE,
+) -> None:
+    """The equal-token runs that did not happen, as skipped `val_loss_final` records saying why (and their
+    cause, where the remedies act on it)."""
     for seed in seeds or scale.seeds:
         labels = {
             "seed": seed,
             "tokens": scale.tokens_per_run,
             "flops": flops_label(scale.tokens_per_run * fpt),
         }
-        rec.skipped(VAL_LOSS_FINAL, M, why, labels)
+        rec.skipped(VAL_LOSS_FINAL, M, why, labels, cause)
 
 
 def main_runs(
@@ -261,7 +266,7 @@ def remedy_runs(variant: Variant, study: Study, scale: QualityScale, data: Token
     fpt = flops_per_token(proxy, scale.seq_len)
     why = vocab_mismatch(variant.config, study.base, scale)
     if why:
-        skip_final(rec, scale, fpt, why)
+        skip_final(rec, scale, fpt, why, cause=Cause.NOT_TESTABLE)
         return
     main_runs(proxy, data, scale, rec, fpt, proxy_config(study.base, scale), False, ablate=False)
 
@@ -373,34 +378,10 @@ def training_records(
                 ablations.study_ablations(study, scale, data, rec, base_runs=runs)
     except NotImplementedError as exc:  # the device cannot train this model (FlexAttention's CPU backward)
         rec.records[:] = [r for r in rec.records if r.metric in SETUP_METRICS]
-        skip_final(rec, scale, fpt, f"needs a GPU: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        why = f"needs a GPU: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
+        skip_final(rec, scale, fpt, why, cause=Cause.NEEDS_GPU)
     return rec.records
 
 
 def measure_training(variant: Variant, study: Study) -> list[Record]:
     return training_records(variant, study)
-
-
-def summary(cfg: ModelConfig, seq_len: int, batch: int) -> dict[str, Any]:
-    """What `training` would train for this variant (nothing is trained here)."""
-    scale = quality_scale()
-    proxy = proxy_config(cfg, scale)
-    return {
-        "scale": scale.name,
-        "proxy_rule": proxy_rule(scale),
-        "proxy": describe(proxy),
-        PROXY_PARAMS: counted_params(proxy)["library_total"],
-        TRAIN_FLOPS_PER_TOKEN: flops_per_token(proxy, scale.seq_len),
-        "flops_formula": FLOPS_FORMULA,
-        "tokens_per_run": scale.tokens_per_run,
-        "seeds": list(scale.seeds),
-        "kv_cache_bytes_full_bf16": kv_cache_bytes(cfg, seq_len, batch, "bfloat16"),
-    }
-
-
-def summary_text(s: dict[str, Any]) -> str:
-    return (
-        f"training ({s['scale']} scale): {s['proxy_rule']}\n  proxy {s['proxy']}, {s[PROXY_PARAMS]:,} params, "
-        f"{s[TRAIN_FLOPS_PER_TOKEN]:.3g} FLOP/token ({s['flops_formula']}), "
-        f"{s['tokens_per_run']:,} tokens per run, seeds {s['seeds']}"
-    )
