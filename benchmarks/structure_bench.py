@@ -1,7 +1,7 @@
 """The package's structure, counted (issue 27's before and after): import cycles between subpackages (module-
 level and function-level imports alike), function-level imports of the package's own modules, metric names
-written as string literals outside their declaration, `# fmt: skip` lines, and functions returning
-`dict[str, Any]`. Writes benchmarks/results/structure.md.
+written as string literals outside their declaration, `# fmt: skip` lines, functions returning
+`dict[str, Any]`, and a record's note searched for its why. Writes benchmarks/results/structure.md.
 
     .venv/bin/python benchmarks/structure_bench.py [--before REV]
 """
@@ -52,8 +52,21 @@ def _words() -> dict[str, list[str]]:
     return {"method": [m.value for m in Method], "verdict": [v.value for v in Verdict]}
 
 
+def _note_searched(n: ast.AST) -> bool:
+    """`words in x.note` or `x.note.startswith(...)` (and endswith): a note's text searched for a why."""
+    if isinstance(n, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in n.ops):
+        return any(isinstance(c, ast.Attribute) and c.attr == "note" for c in n.comparators)
+    return (
+        isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and n.func.attr in ("startswith", "endswith")
+        and isinstance(n.func.value, ast.Attribute)
+        and n.func.value.attr == "note"
+    )
+
+
 def count() -> dict[str, object]:
-    names, literals, skips, dict_any = _metric_names(), 0, 0, 0
+    names, literals, skips, dict_any, notes = _metric_names(), 0, 0, 0, 0
     words = {kind: set(values) for kind, values in _words().items()}
     worded = dict.fromkeys(words, 0)
     found = imports(PACKAGE)
@@ -82,6 +95,7 @@ def count() -> dict[str, object]:
                     if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in known
                 )
             )
+        notes += sum(1 for n in ast.walk(tree) if _note_searched(n))
         dict_any += sum(
             1
             for n in ast.walk(tree)
@@ -97,6 +111,7 @@ def count() -> dict[str, object]:
         "literals": literals,
         "skips": skips,
         "dict_any": dict_any,
+        "notes": notes,
         "metrics": len(names),
         "methods": worded["method"],
         "verdicts": worded["verdict"],
@@ -113,6 +128,7 @@ def _row(c: dict) -> list[str]:
         str(c["verdicts"]),
         str(c["skips"]),
         str(c["dict_any"]),
+        str(c["notes"]),
     ]
 
 
@@ -158,6 +174,7 @@ def main() -> None:
         "verdict words written as string literals outside the catalogue",
         "`# fmt: skip` lines",
         "functions whose return type holds `dict[str, Any]` (alone, optional, in a list)",
+        "a record's note searched for its why (`words in x.note`, `x.note.startswith(...)`)",
     ]
     head = (
         "| count | before (" + rev + ") | after |\n|---|---|---|" if rev else "| count | value |\n|---|---|"

@@ -350,9 +350,9 @@ def test_the_report_lists_each_thing_that_needs_a_gpu_once(study):
     )
     r = results(study, cache=[probe(study, "fix:cache-fix", 1.0), gpu])
     outcome = next(o for o in recommendation(r, study).outcomes if o.id == "cache-fix")
-    view = next(v for v in recommendations_view(r, study)["remedies"] if v["id"] == "cache-fix")
+    view = next(v for v in recommendations_view(r, study).remedies if v.id == "cache-fix")
     said = [g for g in outcome.needs_gpu if g in outcome.reasons]
-    assert said and view["needs_gpu"] == [g for g in outcome.needs_gpu if g not in said]
+    assert said and view.needs_gpu == [g for g in outcome.needs_gpu if g not in said]
 
 
 def test_recommendations_json_has_the_issue_schema(study):
@@ -368,7 +368,7 @@ def test_recommendations_json_has_the_issue_schema(study):
         alibi=peaks(study, "fix:alibi-off", [90, 100]),
     )
     view = recommendations_view(r, study)
-    doc = view["json"]
+    doc = view.json
     cache = next(x for x in doc["remedies"] if x["id"] == "cache-fix")
     assert cache["change"] == {"shift_tokens": 0, "alibi_pos_bias": False}
     assert cache["probes"] == {"kv_cache": "pass"} and cache["status"] == "passes"
@@ -389,7 +389,7 @@ def test_recommendations_json_has_the_issue_schema(study):
     assert doc["recommended"]["probes"] == {"kv_cache": "pass"}
     assert "shift_tokens: 0" in doc["recommended"]["study_yaml"]
     # the one-screen review's headline: the training-step peak at the longest length, 400 -> 100 bytes
-    assert any(h["metric"] == "training-step peak" and h["at"] == "64 tokens" for h in view["headline"])
+    assert any(h.metric == "training-step peak" and h.at == "64 tokens" for h in view.headline)
 
 
 def test_the_orca_study_brings_the_builtin_remedies():

@@ -1,8 +1,9 @@
-"""The "Recommended changes" part of the report, and recommendations.json: plain dicts from
-remedies/recommend.py's outcomes (numbers formatted here, never computed)."""
+"""The "Recommended changes" part of the report, and recommendations.json: typed views of
+remedies/recommend.py's outcomes (numbers formatted here, never computed); the JSON is plain dicts."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -135,26 +136,91 @@ def _probe_rows(o: Outcome) -> list[list[str]]:
     return [[p, o.probes_before.get(p, "-"), got] for p, got in o.probes.items()]
 
 
-def _outcome_view(o: Outcome, every: bool = False) -> dict[str, Any]:
-    r = o.remedy
-    return {
-        "id": o.id,
-        "status": o.status,
-        "css": o.status.replace(" ", "-"),
-        "before": o.before_id,
-        "after": o.after_id,
-        "problem": r.problem if r else "",
-        "why": r.why if r else "",
-        "change": r.change_text() if r else "",
-        "finding": r.finding if r else "",
-        "reasons": o.reasons,
-        "rows": change_rows(o.changes, every),
-        "speed_rows": speed_rows(o.changes),
-        "probes": _probe_rows(o),
-        "needs_gpu": [g for g in o.needs_gpu if g not in o.reasons],  # those not said
-        "scales": sorted({c.scale for c in o.changes}),
-        "caveats": o.caveats,
-    }
+@dataclass(frozen=True)
+class RemedyView:
+    """A remedy, or the recommended design against the base, as the report shows it: its status (and CSS
+    class), what it changes and why, its reasons, and its rows of what moved (CHANGE_COLUMNS, SPEED_COLUMNS)
+    and of its probes (probe, before, after)."""
+
+    id: str
+    status: str
+    css: str
+    before: str
+    after: str
+    problem: str
+    why: str
+    change: str
+    finding: str
+    reasons: list[str]
+    rows: list[list[str]]
+    speed_rows: list[list[str]]
+    probes: list[list[str]]
+    needs_gpu: list[str]  # those its reasons do not say already
+    scales: list[str]
+    caveats: list[str]
+
+    @classmethod
+    def of(cls, o: Outcome, every: bool = False) -> RemedyView:
+        r = o.remedy
+        return cls(
+            o.id,
+            o.status,
+            o.status.replace(" ", "-"),
+            o.before_id,
+            o.after_id,
+            r.problem if r else "",
+            r.why if r else "",
+            r.change_text() if r else "",
+            r.finding if r else "",
+            o.reasons,
+            change_rows(o.changes, every),
+            speed_rows(o.changes),
+            _probe_rows(o),
+            [g for g in o.needs_gpu if g not in o.reasons],
+            sorted({c.scale for c in o.changes}),
+            o.caveats,
+        )
+
+
+@dataclass(frozen=True)
+class Headline:
+    """A number of the recommended design on the one-screen review: before -> after (change), and where."""
+
+    metric: str
+    text: str
+    at: str
+
+
+@dataclass(frozen=True)
+class StatusCount:
+    status: str
+    count: int
+    ids: str  # the remedies of that status, comma-separated
+
+
+@dataclass(frozen=True)
+class NotTaken:
+    id: str
+    why: str
+
+
+@dataclass(frozen=True)
+class RecommendationsView:
+    """The remedies, their status counts, the recommended design (what it takes and leaves, its change and its
+    measured outcome), and recommendations.json (`json`)."""
+
+    remedies: list[RemedyView]
+    passing: list[str]
+    status_counts: list[StatusCount]
+    taken: list[str]
+    skipped: list[NotTaken]
+    change: str
+    measured: RemedyView | None
+    headline: list[Headline]
+    study_yaml: str
+    json: dict[str, Any]
+    columns: list[str]
+    speed_columns: list[str]
 
 
 def study_yaml(study: Study, rec: Recommendation) -> str:
@@ -175,7 +241,7 @@ def study_yaml(study: Study, rec: Recommendation) -> str:
 
 def recommendations_view(
     results: Results, study: Study, purposes: dict[str, tuple[str, str, str]] | None = None
-) -> dict[str, Any] | None:
+) -> RecommendationsView | None:
     if not study.fixes:
         return None
     rec = recommendation(results, study, purposes)
@@ -190,34 +256,28 @@ def recommendations_view(
                 and (c.seq_len in (None, top))
                 and c.labels.get("component", "total") == "total"
             ):
-                headline.append(
-                    {
-                        "metric": _name(c),
-                        "text": f"{value_text(c.before, c.unit)} → "
-                        f"{value_text(c.after, c.unit)} ({_delta(c)})",
-                        "at": f"{c.seq_len} tokens" if c.seq_len else "",
-                    }
-                )
-    return {
-        "remedies": [_outcome_view(o) for o in rec.outcomes],
-        "passing": [o.id for o in rec.outcomes if o.status == PASSES],
-        "status_counts": [
-            {"status": st, "count": n, "ids": ", ".join(o.id for o in rec.outcomes if o.status == st)}
+                text = f"{value_text(c.before, c.unit)} → {value_text(c.after, c.unit)} ({_delta(c)})"
+                headline.append(Headline(_name(c), text, f"{c.seq_len} tokens" if c.seq_len else ""))
+    return RecommendationsView(
+        remedies=[RemedyView.of(o) for o in rec.outcomes],
+        passing=[o.id for o in rec.outcomes if o.status == PASSES],
+        status_counts=[
+            StatusCount(st, n, ", ".join(o.id for o in rec.outcomes if o.status == st))
             for st in STATUSES
             if (n := sum(o.status == st for o in rec.outcomes))
         ],
-        "taken": rec.taken,
-        "skipped": [{"id": i, "why": why} for i, why in rec.skipped],
-        "change": ", ".join(
+        taken=rec.taken,
+        skipped=[NotTaken(i, why) for i, why in rec.skipped],
+        change=", ".join(
             f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in rec.change.items()
         ),
-        "measured": _outcome_view(measured, every=True) if measured else None,
-        "headline": headline,
-        "study_yaml": study_yaml(study, rec) if rec.variant else "",
-        "json": recommendations_json(rec, study),
-        "columns": CHANGE_COLUMNS,
-        "speed_columns": SPEED_COLUMNS,
-    }
+        measured=RemedyView.of(measured, every=True) if measured else None,
+        headline=headline,
+        study_yaml=study_yaml(study, rec) if rec.variant else "",
+        json=recommendations_json(rec, study),
+        columns=CHANGE_COLUMNS,
+        speed_columns=SPEED_COLUMNS,
+    )
 
 
 def _effects_json(o: Outcome) -> list[dict[str, Any]]:

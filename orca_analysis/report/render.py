@@ -85,7 +85,7 @@ def render_report(study: Study, out_root: Path | None = None, claims_path: Path 
     else:
         (folder / "claims.json").unlink(missing_ok=True)  # none stale from an earlier catalogue
     if view["recommendations"]:  # the remedies' before -> after and the recommended design
-        text = json.dumps(view["recommendations"]["json"], indent=2, default=str) + "\n"
+        text = json.dumps(view["recommendations"].json, indent=2, default=str) + "\n"
         (folder / "recommendations.json").write_text(text)
     else:
         (folder / "recommendations.json").unlink(missing_ok=True)
