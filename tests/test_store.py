@@ -151,6 +151,25 @@ def test_a_store_written_before_causes_has_them_read_once_from_its_notes(tmp_pat
         assert [r.cause for _, r in store.records([u.unit_id for u in store.units()])][4] == ""
 
 
+def test_a_store_written_before_probe_outcomes_has_them_read_once_from_its_notes(tmp_path):
+    """Probes v1 stored pass/fail records without the `outcome` label, a crash said only by an exception's
+    text in the note; opening such a store labels each once, as probes v2 would have."""
+
+    def probe(value, note="", labels=None):
+        labels = labels or {"case": "as_built"}
+        return Record("s", "base", "probes", "kv_cache", "measured", value, "pass", note=note, labels=labels)
+
+    v1 = [probe(1.0), probe(0.0, "RuntimeError: shape mismatch"), probe(0.0, "max |diff| 3.1 > 1e-4")]
+    v2 = [probe(0.0, "RuntimeError: x", {"case": "as_built", "outcome": "fail"})]  # labelled: left as is
+    with open_store(tmp_path) as store:
+        store.commit(unit("v1", (W32,)), [*v1, *v2])
+        store.db.execute("DELETE FROM meta WHERE key = 'probe_outcomes'")  # as an older orca-analysis left it
+    with open_store(tmp_path) as store:
+        back = [r.labels for _, r in store.records([u.unit_id for u in store.units()])]
+    assert [b["outcome"] for b in back] == ["pass", "crash", "fail", "fail"]
+    assert list(back[0]) == ["case", "outcome"]  # in the declared order
+
+
 def test_budget_skipped_units_answer_nothing(tmp_path):
     env = Environment.of(prov()).env_id
     with open_store(tmp_path) as store:

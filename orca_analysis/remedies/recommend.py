@@ -165,16 +165,8 @@ def probes(results: Results, variant: str) -> dict[str, str]:
             if v.status != Status.OK:
                 out[name] = v.status
             else:
-                out[name] = str(v.get("outcome") or _v1_outcome(v))
+                out[name] = str(v.get("outcome"))
     return out
-
-
-def _v1_outcome(v: Value) -> ProbeOutcome:
-    """A probes-v1 record's outcome (stored before the outcome label; `run` re-measures it): its value, and
-    for a 0 the v1 reading of its note (an exception's text names an Error)."""
-    if v.value == 1.0:
-        return ProbeOutcome.PASS
-    return ProbeOutcome.CRASH if "Error" in v.note else ProbeOutcome.FAIL
 
 
 def short(text: str, limit: int = 160) -> str:

@@ -20,7 +20,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from ..catalog.vocabulary import LEGACY_NOTES
+from ..catalog.declared.probes import PROBES
+from ..catalog.vocabulary import LEGACY_NOTES, ProbeOutcome
 from ..errors import OrcaError
 from .environment import ALL_WORKLOADS, Environment, plain
 from .records import Provenance, Record, labels_text
@@ -48,6 +49,7 @@ CREATE TABLE plan (position INTEGER PRIMARY KEY, variant_key TEXT NOT NULL, vari
 """
 
 
+PROBE_OUTCOMES = "probe_outcomes"  # meta key: the probe records stored before their outcome label have it
 STUDY_SOURCE = "study_source"  # meta key: the study file (absolute) or builtin:<name> the last run measured
 
 
@@ -138,6 +140,10 @@ class Store:
                     self.db.execute(f"ALTER TABLE records ADD COLUMN {_column(name)}")
                 if "cause" in missing:
                     _causes_of_old_records(self.db)
+        if self.meta(PROBE_OUTCOMES) is None:
+            with self.transaction():
+                _outcomes_of_old_probes(self.db)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, 'labelled')", (PROBE_OUTCOMES,))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -288,6 +294,25 @@ def _causes_of_old_records(db: sqlite3.Connection) -> None:
         )
 
 
+def _outcomes_of_old_probes(db: sqlite3.Connection) -> None:
+    """Probe records stored before the `outcome` label (probes v1) said a crash only in their note's words (the
+    exception's text names an Error): each ok one gets the label, once (a meta key says it is done)."""
+    rows = db.execute(
+        f"SELECT unit_id, seq, value, note, labels FROM records WHERE status = 'ok' "
+        f"AND metric IN ({', '.join('?' * len(PROBES))})",
+        PROBES,
+    ).fetchall()
+    for unit_id, seq, value, note, text in rows:
+        labels = json.loads(text) if text else {}
+        if "outcome" not in labels:
+            passed, crashed = value == 1.0, "Error" in (note or "")
+            outcome = ProbeOutcome.PASS if passed else ProbeOutcome.CRASH if crashed else ProbeOutcome.FAIL
+            db.execute(
+                "UPDATE records SET labels = ? WHERE unit_id = ? AND seq = ?",
+                (labels_text({**labels, "outcome": str(outcome)}), unit_id, seq),
+            )
+
+
 def create_schema(db: sqlite3.Connection) -> None:
     for statement in _SCHEMA.split(";"):
         if statement.strip():
@@ -298,6 +323,7 @@ def create_schema(db: sqlite3.Connection) -> None:
         "PRIMARY KEY (unit_id, seq))"
     )
     db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
+    db.execute("INSERT INTO meta VALUES (?, 'labelled')", (PROBE_OUTCOMES,))  # nothing old to label
 
 
 def _column(name: str) -> str:
