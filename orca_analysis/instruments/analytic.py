@@ -9,14 +9,8 @@ from collections.abc import Callable
 
 from ..study.schema import ModelConfig
 from .kept_walks import FLOPS, WalkCache
-from .per_block import (
-    FLOP_DEPTHS,
-    MEM_DEPTHS,
-    at_depth,
-    count_flops_per_block,
-    linear_in_depth,
-    simulate_per_block,
-)
+from .per_block import FLOP_DEPTHS, MEM_DEPTHS, count_flops_per_block, linear_in_depth, simulate_per_block
+from .uniform_blocks import at_depth
 
 # -- when to take the shortcut -------------------------------------------------------------------
 

@@ -26,97 +26,20 @@ from typing import Any
 
 from torch.distributed._tools.mem_tracker import _ModState
 
-from ..study.kwargs import LAYERS
 from ..study.schema import ModelConfig
 from . import memtrack
 from .flop_counter import FlopCount
 from .kept_walks import WalkCache
+from .uniform_blocks import at_depth, refusal
 
 FLOP_DEPTHS = (1, 2, 3)  # fit on the first two, check on the third
 MEM_DEPTHS = (3, 4, 5)
-SAFE_WRAPPER = {
-    "num_tokens",
-    "max_seq_len",
-    "use_abs_pos_emb",
-    "tie_embedding",
-    "logits_dim",
-    "emb_dim",
-    "scaled_sinu_pos_emb",
-    "l2norm_embed",
-    "post_emb_norm",
-    "emb_dropout",
-}
-SAFE_LAYERS = {
-    "dim",
-    "depth",
-    "heads",
-    "alibi_pos_bias",
-    "alibi_num_heads",
-    "rotary_pos_emb",
-    "rotary_xpos",
-    "rotary_emb_dim",
-    "rotary_xpos_scale_base",
-    "rotary_interpolation_factor",
-    "rotary_base_rescale_factor",
-    "attn_flash",
-    "attn_one_kv_head",
-    "attn_kv_heads",
-    "attn_dim_head",
-    "attn_value_dim_head",
-    "attn_attend_sdp_kwargs",
-    "attn_dropout",
-    "attn_qk_norm",
-    "ff_mult",
-    "ff_glu",
-    "ff_swish",
-    "ff_no_bias",
-    "ff_relu_squared",
-    "ff_dropout",
-    "pre_norm",
-    "use_rmsnorm",
-    "use_scalenorm",
-    "use_simple_rmsnorm",
-    "deepnorm",
-    "shift_tokens",
-}
-PATTERN_KEYS = {
-    "custom_layers",
-    "par_ratio",
-    "sandwich_coef",
-    "macaron",
-    "layer_dropout",
-    "cross_attend",
-    "layers_execute_order",
-    "weight_tie_layers",
-    "residual_attn",
-    "unet_skips",
-}
 _LAYER = re.compile(r"\.attn_layers\.layers\.(\d+)(?:\.|$)")
 _BLOCK_MODULE = re.compile(r"attn_layers\.layers\.(\d+)\.1")
 
 
 class Refused(Exception):
     """The shortcut cannot be proven exact here; the message says why."""
-
-
-def refusal(cfg: ModelConfig, depths: tuple[int, ...]) -> str:
-    """Why the blocks of `cfg` cannot be taken as identical ("" when they can)."""
-    for safe, values in ((SAFE_WRAPPER, cfg.wrapper), (SAFE_LAYERS, cfg.layers)):
-        for key, value in values.items():
-            if key in PATTERN_KEYS:
-                if value:
-                    return f"{key}={value!r} sets a custom layer pattern"
-            elif isinstance(value, (list, tuple)):
-                return f"per-layer setting {key}={list(value)}: the blocks differ"
-            elif key not in safe:
-                return f"'{key}' is not on the allow-list of block-uniform settings"
-    if cfg.depth <= depths[-1]:
-        return f"depth {cfg.depth} <= {depths[-1]} (the check depth): nothing to extrapolate"
-    return ""
-
-
-def at_depth(cfg: ModelConfig, depth: int) -> ModelConfig:
-    return cfg.with_values({(LAYERS, "depth"): depth})
 
 
 def _line(v0: int, v1: int, d0: int, depth: int) -> int:

@@ -44,7 +44,7 @@ from ...catalog.declared.design import (
     VOCAB_ROWS,
 )
 from ...catalog.vocabulary import Method
-from ...instruments.per_block import at_depth
+from ...instruments.uniform_blocks import at_depth
 from ...results import Record
 from ...study.kwargs import LAYERS, resolve
 from ...study.schema import ModelConfig, Study, Variant

@@ -3,8 +3,6 @@ run (predicted), beside the kernel a GPU run observed where one exists."""
 
 from __future__ import annotations
 
-import re
-
 from ...catalog.declared.forecast import (
     GPU_MAX_BATCH,
     GPU_MFU_CEILING,
@@ -14,24 +12,14 @@ from ...catalog.declared.forecast import (
     SDPA_PREDICTED_CALLS,
 )
 from ...catalog.declared.kernels import RAN_TRAIN
-from ...catalog.declared.memory import PEAK
-from ...catalog.declared.speed import (
-    CALIBRATION_TOKENS,
-    COPY_BANDWIDTH,
-    GEMM_CEILING,
-    OP_OVERHEAD,
-    PREFILL_TIME,
-    TRAIN_STEP_OP_COST,
-    TRAIN_STEP_TIME,
-)
 from ...catalog.labels import Breakdown, Search
-from ...catalog.vocabulary import Method, Status
+from ...catalog.vocabulary import Status
 from ...devices import load_devices
 from ...instruments.gpu_forecast import STEPS
 from ...instruments.gpu_memory import LEFT_OUT
-from ...instruments.roofline import GPU_EFFICIENCY, GPU_OVERHEAD_S
 from ...kit.sections import Section, Table, variant_order
 from ...results.query import Results
+from .checked import catalogue_gpu, checked_on_a_gpu, gb
 
 
 def _cell(values: list) -> str:
@@ -51,12 +39,7 @@ def _observed(results: Results, vid: str, seq: int, batch: int, gpu_ids: list[st
     if not ran:
         return "", ""
     ran = [v for v in ran if v.device_name == ran[0].device_name]
-    return _cell(ran), _catalogue_gpu(ran[0].device_name, gpu_ids)
-
-
-def _model(gpu_id: str) -> str:
-    """The model token of a catalogue id: the first part with a digit ("h100-sxm-80gb" -> h100, "rtx-4090" -> 4090)."""
-    return next((part for part in gpu_id.split("-") if any(ch.isdigit() for ch in part)), gpu_id)
+    return _cell(ran), catalogue_gpu(ran[0].device_name, gpu_ids)
 
 
 def forecast_section(results: Results, study) -> Section:
@@ -129,16 +112,6 @@ def forecast_section(results: Results, study) -> Section:
     return section
 
 
-def _gb(value: float) -> str:
-    return f"{value / 1e9:.2f} GB"
-
-
-def _catalogue_gpu(device_name: str, gpus: list[str]) -> str:
-    """The catalogue id a GPU run's device name names ("NVIDIA H100 80GB HBM3" -> h100-sxm-80gb), or ""."""
-    tokens = set(re.split(r"[^a-z0-9]+", device_name.lower()))
-    return next((g for g in gpus if _model(g) in tokens), "")
-
-
 def _per_step_rows(found: list, gpus: list[str], order: dict[str, int], cell) -> list[list]:  # noqa: ANN001
     """One row per (variant, workload, compute, step) of `found`, a cell per GPU: cell(gpu, where)."""
     keys = sorted(
@@ -166,7 +139,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
         found = results.values(GPU_PEAK, gpu=g, category=Breakdown.TOTAL, **at)
         if not found:
             return ""
-        return f"{_gb(found[0].value)}, " + (
+        return f"{gb(found[0].value)}, " + (
             "fits" if found[0].value <= devices[g].memory_bytes else "does NOT fit"
         )
 
@@ -182,7 +155,7 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
             rows,
         )
     )
-    _checked_on_a_gpu(section, results, gpus)
+    checked_on_a_gpu(section, results, gpus)
     _time_table(section, results, gpus, order)
     largest = results.values(GPU_MAX_BATCH)
     if not largest:
@@ -217,47 +190,6 @@ def _memory_tables(section: Section, results: Results, gpus: list[str], order: d
     )
 
 
-def _checked_on_a_gpu(section: Section, results: Results, gpus: list[str]) -> None:
-    """The float32 forecast beside max_memory_allocated of a GPU run (memory_measured, study dtype float32)."""
-    rows = []
-    for step in ("train", "prefill"):
-        for v in results.values(PEAK[step], method=Method.MEASURED):
-            if not v.device.startswith("cuda") or v.dtype != "float32" or v.value is None:
-                continue
-            gpu = _catalogue_gpu(v.device_name, gpus)
-            at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step}
-            forecast = (
-                results.values(GPU_PEAK, gpu=gpu, compute="float32", category=Breakdown.TOTAL, **at)
-                if gpu
-                else []
-            )
-            if forecast:
-                err = forecast[0].value / v.value - 1
-                rows.append(
-                    [
-                        v.variant_id,
-                        f"{v.seq_len} x {v.batch}",
-                        step,
-                        gpu,
-                        _gb(forecast[0].value),
-                        _gb(v.value),
-                        f"{err:+.1%}",
-                    ]
-                )
-    _time_checked(section, results, gpus)
-    _inputs_checked(section, results, gpus)
-    if rows:
-        section.tables.append(
-            Table(
-                "GPU memory: forecast against a GPU run",
-                "float32: the simulated peak beside torch.cuda.max_memory_allocated of the memory_measured "
-                "measurement on that GPU (which includes no CUDA context either). Error: forecast / measured - 1.",
-                ["variant", "tokens x batch", "step", "GPU", "forecast", "measured", "error"],
-                rows,
-            )
-        )
-
-
 def _time_table(section: Section, results: Results, gpus: list[str], order: dict[str, int]) -> None:
     """Each step's floor and predicted time per GPU, and the MFU ceiling."""
     floors = results.values(GPU_STEP_FLOOR)
@@ -290,113 +222,3 @@ def _time_table(section: Section, results: Results, gpus: list[str], order: dict
             rows,
         )
     )
-
-
-def _time_checked(section: Section, results: Results, gpus: list[str]) -> None:
-    """The bfloat16 floor and prediction beside the speed measurement's median step time on that GPU."""
-    rows = []
-    for step, metric in (("train", TRAIN_STEP_TIME), ("prefill", PREFILL_TIME)):
-        for v in results.values(metric):
-            if not v.device.startswith("cuda") or v.value is None:
-                continue
-            gpu = _catalogue_gpu(v.device_name, gpus)
-            at = {"variant": v.variant_id, "seq_len": v.seq_len, "batch": v.batch, "step": step, "gpu": gpu}
-            floor = results.values(GPU_STEP_FLOOR, compute="bfloat16", **at) if gpu else []
-            pred = results.values(GPU_STEP_PREDICTED, compute="bfloat16", **at) if gpu else []
-            if floor and pred:
-                rows.append(
-                    [
-                        v.variant_id,
-                        f"{v.seq_len} x {v.batch}",
-                        step,
-                        gpu,
-                        f"{floor[0].value * 1e3:.3g} ms",
-                        f"{pred[0].value * 1e3:.3g} ms",
-                        f"{v.value * 1e3:.3g} ms",
-                        f"{floor[0].value / v.value:.2f}"
-                        + (" (ABOVE: a bug)" if floor[0].value > v.value else ""),
-                        f"{pred[0].value / v.value - 1:+.0%}",
-                    ]
-                )
-    if rows:
-        section.tables.append(
-            Table(
-                "Step time: forecast against a GPU run",
-                "The bfloat16 floor and prediction beside the speed measurement's median on that GPU. The speed "
-                "measurement builds the model in bfloat16; the forecast walks bfloat16 autocast over float32 weights "
-                "(it counts autocast's casts and float32 optimizer state, which the measured run does not have).",
-                [
-                    "variant",
-                    "tokens x batch",
-                    "step",
-                    "GPU",
-                    "floor",
-                    "predicted",
-                    "measured",
-                    "floor / measured",
-                    "prediction error",
-                ],
-                rows,
-            )
-        )
-
-
-def _inputs_checked(section: Section, results: Results, gpus: list[str]) -> None:
-    """What the time forecast assumes on a catalogue GPU beside what a run on that GPU measured: the GEMM
-    ceiling against the datasheet peak at the assumed GEMM efficiency, the copy bandwidth against the
-    datasheet bandwidth at the assumed one, and the per-operator cost against the assumed launch cost."""
-    devices, rows, done = load_devices(), [], set()
-    for v in sorted(results.values(COPY_BANDWIDTH), key=lambda v: v.device_name or ""):
-        gpu = _catalogue_gpu(v.device_name, gpus) if v.device.startswith("cuda") else ""
-        if not gpu or gpu in done:  # one run's inputs per GPU (each variant's speed call measures them again)
-            continue
-        done.add(gpu)
-        d, at = devices[gpu], {"device": v.device, "variant": v.variant_id}
-        gemm = results.values(GEMM_CEILING, dtype="bfloat16", **at)
-        if gemm and d.peak_flops.get("bfloat16"):
-            assumed = GPU_EFFICIENCY["gemm"][0] * d.peak_flops["bfloat16"]
-            rows.append(
-                [
-                    gpu,
-                    "bfloat16 GEMM, TFLOP/s",
-                    f"{assumed / 1e12:.0f}",
-                    f"{gemm[0].value / 1e12:.0f}",
-                    f"{gemm[0].value / assumed - 1:+.0%}",
-                ]
-            )
-        assumed = GPU_EFFICIENCY["memory"][0] * d.bandwidth_bytes_per_s
-        rows.append(
-            [
-                gpu,
-                "bandwidth, GB/s",
-                f"{assumed / 1e9:.0f}",
-                f"{v.value / 1e9:.0f}",
-                f"{v.value / assumed - 1:+.0%}",
-            ]
-        )
-        for metric, what in (
-            (OP_OVERHEAD, "one-element operator"),
-            (TRAIN_STEP_OP_COST, f"operator of the design's training step at {CALIBRATION_TOKENS} tokens"),
-        ):
-            for cost in results.values(metric, **at)[:1]:
-                rows.append(
-                    [
-                        gpu,
-                        f"seconds per {what}, us",
-                        f"{GPU_OVERHEAD_S[0] * 1e6:.0f}",
-                        f"{cost.value * 1e6:.1f}",
-                        f"{cost.value / GPU_OVERHEAD_S[0] - 1:+.0%}",
-                    ]
-                )
-    if rows:
-        section.tables.append(
-            Table(
-                "The time forecast's inputs against a GPU run",
-                "Assumed: the datasheet figure at the forecast's stated efficiency (instruments/roofline.py "
-                "GPU_EFFICIENCY), and its per-operator launch cost. Measured: the speed measurement on that GPU (its "
-                "GEMM ceiling, a streaming copy, a chain of one-element operators, the design's own one-token step). "
-                "Error: measured / assumed - 1.",
-                ["GPU", "input", "assumed", "measured", "error"],
-                rows,
-            )
-        )
