@@ -151,6 +151,31 @@ def test_a_store_written_before_causes_has_them_read_once_from_its_notes(tmp_pat
         assert [r.cause for _, r in store.records([u.unit_id for u in store.units()])][4] == ""
 
 
+def test_two_processes_opening_an_old_store_add_its_columns_once(tmp_path, monkeypatch):
+    """A second `report` that saw the column missing, while the first added it, asks again in its
+    transaction instead of adding it twice (sqlite: duplicate column name)."""
+    from orca_analysis.results.store import Store
+
+    open_store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    db.execute("ALTER TABLE records DROP COLUMN cause")
+    db.commit()
+    real, asked = Store._missing, []
+
+    def first_sees_it_missing(self):
+        asked.append(1)
+        if len(asked) == 1:  # outside the transaction: missing; then the other process adds it
+            db.execute("ALTER TABLE records ADD COLUMN cause TEXT")
+            db.commit()
+            return ["cause"]
+        return real(self)
+
+    monkeypatch.setattr(Store, "_missing", first_sees_it_missing)
+    with open_store(tmp_path) as store:
+        assert store.integrity() == "ok" and len(asked) == 2
+    db.close()
+
+
 def test_a_store_written_before_probe_outcomes_has_them_read_once_from_its_notes(tmp_path):
     """Probes v1 stored pass/fail records without the `outcome` label, a crash said only by an exception's
     text in the note; opening such a store labels each once, as probes v2 would have."""

@@ -132,18 +132,21 @@ class Store:
                 f"schema {SCHEMA_VERSION}): re-run with --force to measure anew (the old file is "
                 "moved aside, not deleted)"
             )
-        have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
-        missing = [f for f in RECORD_FIELDS if f not in have]  # Record gained a field since
-        if missing:
-            with self.transaction():
+        if self._missing() or self.meta(PROBE_OUTCOMES) is None:
+            with self.transaction():  # asked again inside: another process may have done it meanwhile
+                missing = self._missing()
                 for name in missing:
                     self.db.execute(f"ALTER TABLE records ADD COLUMN {_column(name)}")
                 if "cause" in missing:
                     _causes_of_old_records(self.db)
-        if self.meta(PROBE_OUTCOMES) is None:
-            with self.transaction():
-                _outcomes_of_old_probes(self.db)
-                self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, 'labelled')", (PROBE_OUTCOMES,))
+                if self.meta(PROBE_OUTCOMES) is None:
+                    _outcomes_of_old_probes(self.db)
+                    self.db.execute("INSERT INTO meta VALUES (?, 'labelled')", (PROBE_OUTCOMES,))
+
+    def _missing(self) -> list[str]:
+        """The Record fields the records table lacks (a store written before Record gained them)."""
+        have = {r[1] for r in self.db.execute("PRAGMA table_info(records)")}
+        return [f for f in RECORD_FIELDS if f not in have]
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
