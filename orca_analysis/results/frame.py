@@ -8,6 +8,7 @@ mix in, while CPU and GPU results (say, imported from a GPU machine, in bfloat16
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:  # pandas (0.5 s to import) only where a frame is made
 KEY_COLUMNS = ["variant_key", "env_id"]  # beyond the records' columns: what the store keys on
 
 
+@cache  # a store holds few workload texts, read for every record
 def _pair(workload: str) -> tuple[int, int] | str:
     """A stored workload's seq_len x batch (WorkloadKey.pair), or ALL_WORKLOADS as it is."""
     return workload if workload == ALL_WORKLOADS else WorkloadKey.parse(workload).pair
@@ -78,6 +80,7 @@ def _records_of(
 ) -> list[tuple[Record, StoredUnit]]:
     info = {u.unit_id: u for u in units}
     rank = {u.unit_id: i for i, u in enumerate(units)}
+    unit_pairs = {u.unit_id: {_pair(w) for w in u.workloads} for u in units}
     out = []
     for unit_id, record in sorted(store.records(list(info)), key=lambda x: rank[x[0]]):
         u = info[unit_id]
@@ -85,8 +88,9 @@ def _records_of(
         if pairs is not None and record.seq_len is not None and record.batch is not None:
             # a workload the unit was stored for that the study no longer asks for; records at other
             # lengths (e.g. CPU speed runs at a capped length, with `seq_len_requested`) stay
-            unit_pairs = {_pair(w) for w in u.workloads}
-            if workload in unit_pairs and workload not in pairs.get((u.variant_key, u.measurement), set()):
+            if workload in unit_pairs[unit_id] and workload not in pairs.get(
+                (u.variant_key, u.measurement), set()
+            ):
                 continue
         out.append((record, u))
     return out

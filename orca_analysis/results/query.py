@@ -81,7 +81,10 @@ class _Row:
 def _same(have: Any, want: Any) -> bool:
     if isinstance(want, (set, frozenset, list, tuple)):
         return any(_same(have, w) for w in want)
-    return have == want or str(have) == str(want)
+    if have == want:
+        return True
+    # two plain strs or ints that differ also differ as text: no need to format them (most rows of a query)
+    return not (type(have) is type(want) and type(want) in (str, int)) and str(have) == str(want)
 
 
 @dataclass
@@ -102,9 +105,13 @@ class Results:
         return cls([_Row(r, u) for r, u in stored_records(study_folder, everything)])
 
     def __post_init__(self) -> None:
+        # the rows of each metric, and of each (metric, variant), in their order: a query asks for one metric
+        # and, mostly, one variant, and a report asks thousands of them
         self._by_metric: dict[str, list[_Row]] = {}
+        self._by_variant: dict[tuple[str, str], list[_Row]] = {}
         for row in self.rows:
             self._by_metric.setdefault(row.record.metric, []).append(row)
+            self._by_variant.setdefault((row.record.metric, row.record.variant_id), []).append(row)
 
     def only_variants(self, ids: set[str]) -> Results:
         """The results of these variants alone (the sweep's, without a study's remedy variants)."""
@@ -123,9 +130,14 @@ class Results:
         found = problems(metric, where.get("method"), labels)
         if found:
             raise MetricError(found)
-        status = where.get("status", "ok")
+        status, variant = where.get("status", "ok"), where.get("variant")
         rows = []
-        for row in self._by_metric.get(metric, []):
+        candidates = (
+            self._by_variant.get((metric, variant), [])
+            if type(variant) is str  # a plain str: equal to a variant id exactly when it is that id
+            else self._by_metric.get(metric, [])
+        )
+        for row in candidates:
             r = row.record
             fields = {
                 "method": r.method,

@@ -270,6 +270,7 @@ class Store:
     def records(self, unit_ids: list[int]) -> Iterator[tuple[int, Record]]:
         wanted = set(unit_ids)
         cols = ", ".join(RECORD_FIELDS)
+        swept: dict[str, dict] = {}  # a unit's records share their swept values: parsed once, copied
         for row in self.db.execute(f"SELECT unit_id, {cols}, swept FROM records ORDER BY unit_id, seq"):
             if row[0] in wanted:
                 values = dict(zip(RECORD_FIELDS, row[1:-1], strict=True))
@@ -278,7 +279,9 @@ class Store:
                     for k, v in values.items()
                 }
                 values["labels"] = json.loads(values["labels"]) if values["labels"] else {}
-                yield row[0], Record(**values, swept=json.loads(row[-1]))
+                if row[-1] not in swept:
+                    swept[row[-1]] = json.loads(row[-1])
+                yield row[0], Record(**values, swept=dict(swept[row[-1]]))
 
     def integrity(self) -> str:
         return self.db.execute("PRAGMA integrity_check").fetchone()[0]
