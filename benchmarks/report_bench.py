@@ -51,11 +51,12 @@ def main() -> None:
             walls: dict[str, list[float]] = {"before": [], "after": []}
             for _ in range(args.rounds):  # alternating, so a change in the machine's load hits both
                 for case, tree in (("before", before), ("after", ROOT)):
-                    walls[case].append(render(tree, args.store, Path(tmp) / case))
+                    walls[case].append(render(tree, args.store, Path(tmp) / f"out-{case}"))
             same = [
                 f
                 for f in FILES
-                if (Path(tmp) / "before/orca" / f).read_bytes() == (Path(tmp) / "after/orca" / f).read_bytes()
+                if (Path(tmp) / "out-before/orca" / f).read_bytes()
+                == (Path(tmp) / "out-after/orca" / f).read_bytes()
             ]
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(before)], cwd=ROOT, check=True)
