@@ -268,3 +268,21 @@ def test_params_refusal_and_check_fall_back_to_the_full_walk():
         how
         == "full walk: the per-block shortcut refused (check at depth 3 failed: 'norm' is not linear in depth)"
     )
+
+
+def test_a_step_that_cannot_run_alike_at_every_depth_is_that_reason_not_a_refusal():
+    """A step the device cannot run (its reason a NeedsGpu or Skip, both str) at every small depth alike is
+    that reason at the target depth; reasons that differ refuse the shortcut."""
+    from orca_analysis.instruments.device import cpu_cannot
+    from orca_analysis.instruments.memtrack import NeedsGpu, Skip
+
+    why = NeedsGpu("NotImplementedError: FlexAttention does not support backward on CPU")
+    got = pb._step(pb.MEM_DEPTHS, 12, [why] * 3, [{}] * 3)
+    assert got == why and isinstance(got, NeedsGpu)
+    assert isinstance(pb._step(pb.MEM_DEPTHS, 12, [Skip("no position left")] * 3, [{}] * 3), Skip)
+    with pytest.raises(pb.Refused, match="differently"):
+        pb._step(pb.MEM_DEPTHS, 12, [why, why, NeedsGpu("another")], [{}] * 3)
+    # the CPU lacks FlexAttention's backward (a GPU has it); other words of torch's are no such cause
+    assert cpu_cannot(NotImplementedError(why.removeprefix("NotImplementedError: ")))
+    assert not cpu_cannot(NotImplementedError("Returning max scores is not supported on CPU/MPS."))
+    assert not cpu_cannot(RuntimeError("FlexAttention does not support backward on CPU"))

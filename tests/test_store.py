@@ -245,16 +245,25 @@ def test_export_csv_and_parquet_equal_the_frame(tmp_path):
 
 
 def test_import_reads_a_cause_and_takes_a_file_from_before_causes(tmp_path):
-    rows = [rec(1.0), rec(None, status="skipped", note="needs a GPU: ...", cause="needs a GPU")]
+    """A file with the column is read as it says; one exported before it gets each cause from its notes'
+    words (and a v1 probe its outcome), as an old store does when opened (results/legacy.py)."""
+    rows = [
+        rec(1.0),
+        rec(None, status="skipped", note="needs a GPU: ...", cause="needs a GPU"),
+        rec(None, status="skipped", note="needs a GPU: but the cause says otherwise"),
+        Record("s", "base", "probes", "kv_cache", "measured", 0.0, "pass", note="RuntimeError: x", labels={}),
+    ]
     frame = pd.DataFrame([to_row(r, prov("NVIDIA H200")) for r in rows], columns=columns([]))
     frame.to_csv(tmp_path / "now.csv", index=False)
     frame.drop(columns="cause").to_csv(tmp_path / "before.csv", index=False)  # exported before the column
-    frame.assign(cause=["", "out of paper"]).to_csv(tmp_path / "bad.csv", index=False)
-    for name, want in (("now", ["", "needs a GPU"]), ("before", ["", ""])):
+    frame.assign(cause=["", "out of paper", "", ""]).to_csv(tmp_path / "bad.csv", index=False)
+    for name, want in (("now", ["", "needs a GPU", ""]), ("before", ["", "needs a GPU", "needs a GPU"])):
         out = tmp_path / name
         import_results(tmp_path / f"{name}.csv", out)
         with open_store(out / "s", create=False) as store:
-            assert [r.cause for _, r in store.records([u.unit_id for u in store.units()])] == want
+            back = [r for _, r in store.records([u.unit_id for u in store.units()])]
+        assert [r.cause for r in back if r.metric == "total"] == want
+        assert [r.labels for r in back if r.metric == "kv_cache"] == [{"outcome": "crash"}]
     with pytest.raises(OrcaError, match=r"bad.csv line 3: cause 'out of paper' is not one of needs a GPU, "):
         import_results(tmp_path / "bad.csv", tmp_path / "bad")
 

@@ -80,21 +80,6 @@ class Cause(StrEnum):
     NOT_APPLICABLE = "not applicable"  # the kernel does not exist on this device (CUDA-only)
 
 
-# How records stored before `cause` was a field said it, in their note's words (the rules the remedies and the
-# sections searched notes by): read once, when a store of that age is opened (results/store.py), and nowhere
-# else. (cause, the statuses it applies to, the words, True: the note starts with them; False: holds them)
-_NO_VALUE = ("error", "skipped")
-LEGACY_NOTES: tuple[tuple[Cause, tuple[str, ...], str, bool], ...] = (  # the first that matches
-    (Cause.NOT_TESTABLE, ("skipped",), NOT_TESTABLE_AT_THIS_SCALE, True),
-    *(
-        (Cause.NEEDS_GPU, _NO_VALUE, words, False)
-        for words in ("does not support backward on CPU", "needs a GPU", "need a GPU run", "needs CUDA")
-    ),
-    (Cause.REFUSED, ("skipped",), "not eligible", True),
-    (Cause.NOT_APPLICABLE, ("skipped",), "not applicable", True),
-)
-
-
 class ProbeOutcome(StrEnum):
     """How a probe case ended (the `outcome` label of a probe's pass/fail record)."""
 

@@ -29,11 +29,15 @@ def on_gpu(device: str) -> bool:
     return device.startswith("cuda")
 
 
+# torch's words for an operator whose CPU build lacks what a GPU has (FlexAttention's backward, torch 2.13)
+NO_CPU_BACKWARD = "does not support backward on CPU"
+
+
 def cpu_cannot(exc: BaseException) -> bool:
-    """An operator this CPU cannot run and a GPU can. torch says so only in words: a NotImplementedError that
-    names the CPU (FlexAttention's backward: "FlexAttention does not support backward on CPU"). Read here, where
-    the exception is caught, so that the record it becomes carries the cause typed (Cause.NEEDS_GPU)."""
-    return isinstance(exc, NotImplementedError) and "on CPU" in str(exc)
+    """An operator this CPU cannot run and a GPU can. torch says so only in words: a NotImplementedError with
+    NO_CPU_BACKWARD. Read here, where the exception is caught, so that the record it becomes carries the cause
+    typed (Cause.NEEDS_GPU)."""
+    return isinstance(exc, NotImplementedError) and NO_CPU_BACKWARD in str(exc)
 
 
 def speed_dtype(study_dtype: str, device: str) -> str:

@@ -254,7 +254,8 @@ def _step(depths: tuple[int, ...], target: int, results: list, observed: list) -
     kinds = {type(r) for r in results}
     if kinds == {type(None)}:
         return None
-    if kinds == {str}:  # the library refuses inside every block alike: the same message at each depth
+    if all(isinstance(r, str) for r in results):  # the step cannot run, alike in every block: the same why
+        # at each depth (a str, or a NeedsGpu or Skip, which say why too)
         if len(set(results)) > 1:
             raise Refused("the step fails differently at the small depths")
         return results[0]

@@ -224,7 +224,7 @@ def _check(
     if not rows:
         skipped = results.values(e.metric, variant=vid, status=Status.SKIPPED)
         if skipped:  # the measurement said why it did not run this (a change the proxy cannot judge)
-            return None, f"{label}: {skipped[0].note}", _WORD.get(Cause(skipped[0].cause), "")
+            return None, f"{label}: {skipped[0].note}", _WORD.get(skipped[0].cause, "")
         failed = _failure(results, vid, e.metric)
         if failed is not None and failed.cause == Cause.NEEDS_GPU:
             return None, f"{label}: needs a GPU ({short(failed.note)})", NEEDS_A_GPU

@@ -26,6 +26,7 @@ from ..instruments.corpus import DEFAULT_LABEL, label_of
 from ..study import load_study
 from ..study.schema import Variant
 from .environment import ALL_WORKLOADS, _digest, results_key, variant_key, workload_key
+from .legacy import cause_from_note, with_probe_outcome
 from .lock import store_lock
 from .records import CAUSES, FIXED_COLUMNS, STATUSES, TAIL_COLUMNS, Provenance, Record
 from .store import Unit, open_store, study_dir
@@ -99,17 +100,23 @@ def _record(row: dict[str, str], swept_cols: list[str], where: str) -> Record:
         raise OrcaError(f"{where}: status '{row['status']}' is not one of {', '.join(STATUSES)}")
     text = {k: row[k] for k in ("study", "variant_id", "measurement", "metric", "method", "unit", "dtype")}
     text.update({k: row[k] for k in ("device", "status", "note")})
-    cause = row.get("cause") or ""  # a file exported before `cause` was a column has none
-    if cause not in CAUSES:
-        raise OrcaError(f"{where}: cause '{cause}' is not one of {', '.join(c for c in CAUSES if c)}")
+    if "cause" in row:
+        cause = row["cause"]
+        if cause not in CAUSES:
+            raise OrcaError(f"{where}: cause '{cause}' is not one of {', '.join(c for c in CAUSES if c)}")
+    else:  # a file exported before `cause` was a column: its notes' words say it (results/legacy.py)
+        cause = cause_from_note(row["status"], row["note"])
+    labels = _labels(row.get("labels", ""), where)
+    value = _number(row["value"], where)
+    labels = with_probe_outcome(row["metric"], row["status"], value, row["note"], labels) or labels
     return Record(
-        cause=cause,
+        cause=str(cause),
         **text,
-        value=_number(row["value"], where),
+        value=value,
         seq_len=_number(row["seq_len"], where, whole=True),
         batch=_number(row["batch"], where, whole=True),
         scale=row.get("scale") or "analytic",
-        labels=_labels(row.get("labels", ""), where),
+        labels=labels,
         swept={k: _scalar(row[k]) for k in swept_cols if row[k] != ""},
     )
 

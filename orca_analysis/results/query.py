@@ -111,7 +111,7 @@ class Results:
         self._by_variant: dict[tuple[str, str], list[_Row]] = {}
         for row in self.rows:
             self._by_metric.setdefault(row.record.metric, []).append(row)
-            self._by_variant.setdefault((row.record.metric, row.record.variant_id), []).append(row)
+            self._by_variant.setdefault((row.record.metric, str(row.record.variant_id)), []).append(row)
 
     def only_variants(self, ids: set[str]) -> Results:
         """The results of these variants alone (the sweep's, without a study's remedy variants)."""
@@ -134,7 +134,7 @@ class Results:
         rows = []
         candidates = (
             self._by_variant.get((metric, variant), [])
-            if type(variant) is str  # a plain str: equal to a variant id exactly when it is that id
+            if type(variant) is str  # a plain str matches a variant id exactly when it is the id's text
             else self._by_metric.get(metric, [])
         )
         for row in candidates:
@@ -227,6 +227,7 @@ class Results:
                     "scale": r.scale,
                     "status": r.status,
                     "note": r.note,
+                    "cause": r.cause,
                     "labels": r.labels,
                     **{f"label.{k}": v for k, v in r.labels.items()},
                     **prov,

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.declared.probes import PROBES
-from ..catalog.vocabulary import LEGACY_NOTES, ProbeOutcome
 from ..errors import OrcaError
 from .environment import ALL_WORKLOADS, Environment, plain
+from .legacy import cause_from_note, with_probe_outcome
 from .records import Provenance, Record, labels_text
 
 REPORTS_DIR = Path("reports")
@@ -289,33 +289,29 @@ class Store:
 
 def _causes_of_old_records(db: sqlite3.Connection) -> None:
     """Records stored before `cause` was a field said it in their note's words only: each gets the cause its
-    words name (catalog/vocabulary.py LEGACY_NOTES, the first that matches), once, as the column is added."""
+    words name (results/legacy.py), once, as the column is added."""
     db.execute("UPDATE records SET cause = '' WHERE cause IS NULL")
-    for cause, statuses, words, at_start in LEGACY_NOTES:  # case-sensitive, as `in` and startswith were
-        where = "substr(note, 1, length(?1)) = ?1" if at_start else "instr(note, ?1) > 0"
-        db.execute(
-            f"UPDATE records SET cause = ?2 WHERE cause = '' AND {where} "
-            f"AND status IN ({', '.join(f'?{i + 3}' for i in range(len(statuses)))})",
-            (words, str(cause), *statuses),
-        )
+    rows = db.execute("SELECT unit_id, seq, status, note FROM records WHERE status != 'ok'").fetchall()
+    db.executemany(
+        "UPDATE records SET cause = ? WHERE unit_id = ? AND seq = ?",
+        [(str(c), u, q) for u, q, status, note in rows if (c := cause_from_note(status, note or ""))],
+    )
 
 
 def _outcomes_of_old_probes(db: sqlite3.Connection) -> None:
-    """Probe records stored before the `outcome` label (probes v1) said a crash only in their note's words (the
-    exception's text names an Error): each ok one gets the label, once (a meta key says it is done)."""
+    """Probe records stored before their `outcome` label (probes v1) get it, once (results/legacy.py; a meta
+    key says it is done)."""
     rows = db.execute(
-        f"SELECT unit_id, seq, value, note, labels FROM records WHERE status = 'ok' "
+        f"SELECT unit_id, seq, metric, status, value, note, labels FROM records WHERE status = 'ok' "
         f"AND metric IN ({', '.join('?' * len(PROBES))})",
         PROBES,
     ).fetchall()
-    for unit_id, seq, value, note, text in rows:
-        labels = json.loads(text) if text else {}
-        if "outcome" not in labels:
-            passed, crashed = value == 1.0, "Error" in (note or "")
-            outcome = ProbeOutcome.PASS if passed else ProbeOutcome.CRASH if crashed else ProbeOutcome.FAIL
+    for unit_id, seq, metric, status, value, note, text in rows:
+        labels = with_probe_outcome(metric, status, value, note or "", json.loads(text) if text else {})
+        if labels is not None:
             db.execute(
                 "UPDATE records SET labels = ? WHERE unit_id = ? AND seq = ?",
-                (labels_text({**labels, "outcome": str(outcome)}), unit_id, seq),
+                (labels_text(labels), unit_id, seq),
             )
 
 

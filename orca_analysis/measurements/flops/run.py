@@ -134,7 +134,11 @@ def workload_records(
         fv = fvcore_for(model_fn(), cfg, n, b)
     except Exception as exc:  # noqa: BLE001
         real.failed(
-            FORWARD_DENSE, Method.FVCORE, f"{type(exc).__name__}: {exc}", {"component": Breakdown.TOTAL}
+            FORWARD_DENSE,
+            Method.FVCORE,
+            f"{type(exc).__name__}: {exc}",
+            {"component": Breakdown.TOTAL},
+            Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE,
         )
         return
     real.add(FORWARD_DENSE, fv.total, Method.FVCORE, {"component": Breakdown.TOTAL})
