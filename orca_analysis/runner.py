@@ -24,6 +24,7 @@ from .catalog.vocabulary import Status
 from .executors.base import Call, Executor, Outcome
 from .executors.local import LocalExecutor
 from .instruments.corpus import selected_corpus_label
+from .instruments.device import measure_device
 from .instruments.proxy import scale_key
 from .measurements import MEASUREMENTS, Measurement
 from .results.environment import ALL_WORKLOADS, Environment, results_key, workload_key
@@ -89,6 +90,7 @@ def plan_calls(
     `corpus`: the label from `corpus_for` (None: looked up here, when a measurement needs it);
     `variants`: default the sweep and its remedies (the recommended design is planned after them)."""
     corpus = corpus if corpus is not None else corpus_for(study, measurements)
+    on_cpu = not measure_device().startswith("cuda")
     dtype = study.workloads.dtype
     pairs = study.workloads.pairs()
     calls: list[Call] = []
@@ -105,6 +107,8 @@ def plan_calls(
             skipped += len(pairs) - len(todo)
             if not m.schedule.per_workload:
                 shapes = [(study.workloads.seq_lens, study.workloads.batch_sizes)] if todo else []
+            elif on_cpu and not m.schedule.per_workload_on_cpu:  # the workloads not stored, in few calls
+                shapes = rectangles(todo)
             else:
                 shapes = [([s], [b]) for s, b in todo] if m.schedule.isolated else rectangles(todo)
             for seqs, batches in shapes:

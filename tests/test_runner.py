@@ -19,9 +19,10 @@ from orca_analysis.executors.local import LocalExecutor
 from orca_analysis.instruments.corpus import DEFAULT_LABEL, load_corpus, selected_corpus_label
 from orca_analysis.measurements import MEASUREMENTS, Measurement, Schedule
 from orca_analysis.results import Record, open_store, results_frame
-from orca_analysis.runner import rectangles, run_sweep
+from orca_analysis.results.environment import workload_key
+from orca_analysis.runner import measurement_key, rectangles, run_sweep
 from orca_analysis.study import load_study
-from orca_analysis.study.schema import Sweep
+from orca_analysis.study.schema import Sweep, Workloads
 
 
 def tokens_x_dim(variant, study):
@@ -149,6 +150,34 @@ def test_rectangles_cover_pairs_exactly():
     # seq_len 32 and 64 both have batches (1, 2); 128 only batch 1
     pairs = [(32, 1), (32, 2), (64, 1), (64, 2), (128, 1)]
     assert rectangles(pairs) == [([32, 64], [1, 2]), ([128], [1])]
+
+
+def test_speed_takes_one_call_per_variant_on_a_cpu_and_one_per_workload_on_a_gpu(
+    tiny_study_path, monkeypatch
+):
+    """On a CPU a speed call's set-up (the build, the ceilings, the calibration's walks) costs more than its
+    scaled-down timings, and one calibration serves every length: one call per variant, over the workloads
+    not stored yet. On a GPU, one per workload: a budget cut then loses one length."""
+    from orca_analysis.runner import plan_calls
+
+    study = dataclasses.replace(
+        load_study(str(tiny_study_path)),
+        measurements=("speed",),
+        workloads=Workloads((16, 32), (1,), "float32"),
+    )
+    env = {False: "cpu-env", True: "gpu-env"}
+    n = len(study.variants())
+    for device, per_variant in (("cpu", [(16, 1), (32, 1)]), ("cuda", None)):
+        monkeypatch.setenv("ORCA_DEVICE", device)
+        calls, plan, _ = plan_calls(study, MEASUREMENTS, {}, env, "")
+        assert len(plan) == 2 * n  # the plan lists every workload either way
+        pairs = [c.pairs for c in calls]
+        assert pairs == ([tuple(per_variant)] * n if per_variant else [((16, 1),), ((32, 1),)] * n)
+    monkeypatch.setenv("ORCA_DEVICE", "cpu")  # one workload stored: the call measures the other alone
+    base_key = measurement_key(study.base, MEASUREMENTS["speed"], "")
+    stored = {(base_key, "speed", "gpu-env"): {workload_key(16, 1, "float32")}}
+    calls, _, skipped = plan_calls(study, MEASUREMENTS, stored, env, "")
+    assert skipped == 1 and calls[0].pairs == ((32, 1),) and calls[0].variant.variant_id == "base"
 
 
 def test_rerun_skips_what_is_stored_and_force_remeasures(tiny_study_path, tmp_path):

@@ -39,6 +39,10 @@ class Schedule:
     )
     parallel: bool = False  # isolated but untimed (one thread each): its calls may run side by side
     per_workload: bool = True  # False: one call per variant covers every workload
+    # False: on a CPU, one call per variant covers every workload (per_workload on a GPU, where a budget cut then
+    # loses one length): the CPU lengths are scaled to a few tokens, so what each call repeats (the build, the
+    # ceilings, the calibration's walks) costs more than its timings, and one calibration serves every length
+    per_workload_on_cpu: bool = True
     # Its run and summary take the caller's walk cache (instruments/kept_walks.py) as `walks`: the calls one
     # worker runs share their fake-tensor walks through it.
     shares_walks: bool = False

@@ -11,6 +11,7 @@ register(
         measure_speed,
         schedule=Schedule(
             isolated=True,
+            per_workload_on_cpu=False,
             cpu_seq_cap=CPU_SEQ_CAP,
             gpu=True,
             gpu_group="speed",
