@@ -115,7 +115,7 @@ def test_a_record_field_added_later_becomes_a_column(tmp_path):
 
 def test_a_store_written_before_causes_has_them_read_once_from_its_notes(tmp_path):
     """Before `cause` was a field, the remedies and the attention-speed section searched notes for these
-    words (catalog/vocabulary.py LEGACY_NOTES); opening such a store gives each old record the cause its
+    words (results/legacy.py LEGACY_NOTES); opening such a store gives each old record the cause its
     words named, once, and nothing reads a note for it again."""
     flex = "NotImplementedError: FlexAttention does not support backward on CPU"
     old = [

@@ -71,7 +71,8 @@ class Status(StrEnum):
 
 class Cause(StrEnum):
     """Why an error or skipped record holds no value, where code acts on the why (a record's `cause`; its note
-    says it in words for the reader). Set where the record is made, never read back from the note."""
+    says it in words for the reader). Set where the record is made, never read back from the note (but once, for
+    records stored before the field: results/legacy.py)."""
 
     NONE = ""  # nothing acts on it: the note alone says why
     NEEDS_GPU = "needs a GPU"  # this device cannot run it and a GPU can (FlexAttention's CPU backward, ...)
