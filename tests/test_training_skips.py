@@ -68,21 +68,22 @@ def test_the_standard_tier_records_what_it_does_not_power(tiny_study_path, corpu
     }  # ... but overfitting
 
 
+def remedy_of(study, variant_id: str, flag: tuple[str, str]):
+    """A remedy's variant of the study's base with `flag` (home, key) set true."""
+    import dataclasses
+
+    config = study.base.with_values({flag: True})
+    return dataclasses.replace(study.variants()[0], variant_id=variant_id, role="remedy", config=config)
+
+
 def test_a_vocabulary_bound_remedy_is_not_trained_on_a_byte_proxy(
     tiny_study_path, corpus_dir, monkeypatch, tmp_path
 ):
-    import dataclasses
-
     from orca_analysis.measurements.training.run import embedding_share
 
     monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    tied = dataclasses.replace(
-        study.variants()[0],
-        variant_id="fix:tie",
-        role="remedy",
-        config=study.base.with_values({("wrapper", "tie_embedding"): True}),
-    )
+    tied = remedy_of(study, "fix:tie", ("wrapper", "tie_embedding"))
     recs = training_records(tied, study, scale, corpus=corpus_dir)
     ((why, cause),) = {(r.note, r.cause) for r in recs if r.metric == "val_loss_final"}
     assert cause == "not testable at this scale"  # typed: the remedy's gate acts on it
@@ -114,16 +115,9 @@ def test_quality_tiers_select_a_scale_and_key_their_results_apart(monkeypatch):
 def test_a_model_this_device_cannot_train_is_skipped_saying_it_needs_a_gpu(
     tiny_study_path, corpus_dir, monkeypatch, tmp_path
 ):
-    import dataclasses
-
     monkeypatch.setenv("ORCA_CACHE_DIR", str(tmp_path))
     study, scale = load_study(str(tiny_study_path)), tiny_scale()
-    kernel = dataclasses.replace(
-        study.variants()[0],
-        variant_id="fix:kernel",
-        role="remedy",
-        config=study.base.with_values({("attn_layers", "alibi_in_kernel"): True}),
-    )
+    kernel = remedy_of(study, "fix:kernel", ("attn_layers", "alibi_in_kernel"))
     recs = training_records(kernel, study, scale, corpus=corpus_dir)  # FlexAttention: no backward on a CPU
     finals = [r for r in recs if r.metric == "val_loss_final"]
     assert [r.status for r in finals] == ["skipped"] * 3 and not any(r.status == "error" for r in recs)

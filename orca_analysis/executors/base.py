@@ -13,7 +13,7 @@ from typing import Protocol
 
 from ..catalog.vocabulary import Cause
 from ..errors import OrcaError
-from ..instruments.device import cpu_cannot
+from ..instruments.device import exception_cause
 from ..instruments.kept_walks import WalkCache
 from ..measurements.registry import Measurement
 from ..results.environment import local_provenance
@@ -102,6 +102,6 @@ def run_call(call: Call, source: str = "in-process", walks: WalkCache | None = N
     try:
         records = call.measurement.measure(call.variant, call.study, walks)
     except Exception as exc:  # noqa: BLE001  (a failed variant is a result, not a crash)
-        cause = Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE
-        return failure(call, one_line(exc), time.perf_counter() - start, source, cause=cause)
+        seconds = time.perf_counter() - start
+        return failure(call, one_line(exc), seconds, source, cause=exception_cause(exc))
     return Outcome(call.index, list(records), "ok", "", time.perf_counter() - start, source)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from ..catalog.vocabulary import Cause
+
 MIN_CPU_SEQ = 8
 
 
@@ -38,6 +40,11 @@ def cpu_cannot(exc: BaseException) -> bool:
     NO_CPU_BACKWARD. Read here, where the exception is caught, so that the record it becomes carries the cause
     typed (Cause.NEEDS_GPU)."""
     return isinstance(exc, NotImplementedError) and NO_CPU_BACKWARD in str(exc)
+
+
+def exception_cause(exc: BaseException) -> Cause:
+    """The cause a record of a call that raised `exc` carries (Cause.NONE: its note alone says why)."""
+    return Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE
 
 
 def speed_dtype(study_dtype: str, device: str) -> str:

@@ -35,10 +35,10 @@ from ...catalog.declared.flops import (
     TRAIN_STEP_ESTIMATE,
 )
 from ...catalog.labels import Breakdown
-from ...catalog.vocabulary import Cause, Method
+from ...catalog.vocabulary import Method
 from ...formulas.flops import COMPONENTS, closed_form_kind, kaplan_6n, palm
 from ...instruments.analytic import analytic_flops
-from ...instruments.device import cpu_cannot
+from ...instruments.device import exception_cause
 from ...instruments.flop_counter import FlopCount
 from ...instruments.fvcore_flops import FvcoreResult, run_fvcore
 from ...instruments.kept_walks import WalkCache
@@ -93,7 +93,7 @@ def workload_records(
             Method.COUNTER,
             f"{type(exc).__name__}: {exc}",
             {"component": Breakdown.TOTAL},
-            Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE,
+            exception_cause(exc),
         )
     by_closed = {m: closed(cfg, n, b, m) for m in STEP_COUNTS}
     for metric in STEP_COUNTS:
@@ -138,7 +138,7 @@ def workload_records(
             Method.FVCORE,
             f"{type(exc).__name__}: {exc}",
             {"component": Breakdown.TOTAL},
-            Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE,
+            exception_cause(exc),
         )
         return
     real.add(FORWARD_DENSE, fv.total, Method.FVCORE, {"component": Breakdown.TOTAL})

@@ -43,10 +43,10 @@ from ...catalog.declared.speed import (
     TRAIN_STEP_TIME,
     TRAIN_TOKENS_PER_S,
 )
-from ...catalog.vocabulary import Cause, Method, Scale
+from ...catalog.vocabulary import Method, Scale
 from ...formulas.flops import HFU_CONVENTION, MFU_CAUSAL, MFU_CONVENTION
 from ...instruments.decode import random_tokens, split
-from ...instruments.device import cpu_cannot, on_measure_device, run_settings, speed_dtype
+from ...instruments.device import exception_cause, on_measure_device, run_settings, speed_dtype
 from ...instruments.flop_counter import count_flops
 from ...instruments.roofline import Peaks
 from ...instruments.timing import Timing, time_fn
@@ -130,8 +130,8 @@ def measure_speed(variant: Variant, study: Study, device: str) -> list[Record]:
                 phase(ctx, at, w)
             except Exception as exc:  # noqa: BLE001  (one phase failing, e.g. out of memory, is a result)
                 name = phase.__name__.strip("_").removesuffix("_phase")
-                why, cause = f"{name}: {one_line(exc)}", Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE
-                at.failed(metric, method, why, labels(w, device), cause)
+                why = f"{name}: {one_line(exc)}"
+                at.failed(metric, method, why, labels(w, device), exception_cause(exc))
                 if device.startswith("cuda"):
                     torch.cuda.empty_cache()
     return rec.records
@@ -145,10 +145,8 @@ def _calibrate(ctx: Context, rec: Recorder, peaks: Peaks) -> None:
         try:
             ctx.op_cost[step] = op_cost(peaks, ctx.cfg, rec, step, timing(ctx.model, ctx.cfg, w, ctx.device))
         except Exception as exc:  # noqa: BLE001  (the step's own phase records its failure at each workload)
-            cause = Cause.NEEDS_GPU if cpu_cannot(exc) else Cause.NONE
-            rec.failed(
-                STEP[step].op_cost, Method.MEASURED_MEDIAN, f"calibration: {one_line(exc)}", None, cause
-            )
+            why = f"calibration: {one_line(exc)}"
+            rec.failed(STEP[step].op_cost, Method.MEASURED_MEDIAN, why, None, exception_cause(exc))
 
 
 def _ceilings(rec: Recorder, device: str, dtype: str) -> tuple[float, float | None, str]:
